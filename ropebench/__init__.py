@@ -1,0 +1,48 @@
+"""ropebench: evaluation toolkit and leaderboard for cross-domain product retrieval on ROPE.
+
+Public API::
+
+    import ropebench
+    result = ropebench.evaluate("submission.parquet", manifest="manifest.parquet")
+    result.to_json()          # the results JSON of DESIGN.md §4
+    result.tasks["P2V"]["R@1"]
+
+Importing ropebench is cheap: faiss, pyarrow and pandas are imported on first use, and torch
+never (only ``ropebench.baseline`` needs it).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ropebench.errors import DataError, MissingExtraError, RopebenchError, UsageError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "evaluate",
+    "validate",
+    "EvaluationResult",
+    "RopebenchError",
+    "DataError",
+    "UsageError",
+    "MissingExtraError",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ropebench.evaluate import evaluate, validate
+    from ropebench.results import EvaluationResult
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import ropebench` must not pay for faiss/pyarrow until they are needed.
+    if name in ("evaluate", "validate"):
+        from ropebench import evaluate as _module
+
+        return getattr(_module, name)
+    if name == "EvaluationResult":
+        from ropebench.results import EvaluationResult
+
+        return EvaluationResult
+    raise AttributeError(f"module 'ropebench' has no attribute {name!r}")
