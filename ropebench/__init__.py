@@ -13,7 +13,7 @@ never (only ``ropebench.baseline`` needs it).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ropebench.errors import DataError, MissingExtraError, RopebenchError, UsageError
 
@@ -30,17 +30,11 @@ __all__ = [
     "MissingExtraError",
 ]
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ropebench.evaluate import evaluate, validate
-    from ropebench.results import EvaluationResult
+from ropebench.api import evaluate, validate  # noqa: E402  (numpy only; faiss/pyarrow load lazily)
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: `import ropebench` must not pay for faiss/pyarrow until they are needed.
-    if name in ("evaluate", "validate"):
-        from ropebench import evaluate as _module
-
-        return getattr(_module, name)
+    # Lazy: `import ropebench` must not pay for pyarrow/pandas until a result is built.
     if name == "EvaluationResult":
         from ropebench.results import EvaluationResult
 

@@ -1,0 +1,43 @@
+"""What a results file records about where it came from: versions, machine, input hashes."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import sys
+from typing import Any
+
+__all__ = ["environment", "utc_now", "cpu_name"]
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(threads: int) -> dict[str, Any]:
+    import faiss
+    import numpy
+    import pyarrow
+
+    return {
+        "python": sys.version.split()[0],
+        "numpy": numpy.__version__,
+        "faiss": faiss.__version__,
+        "pyarrow": pyarrow.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+    }

@@ -1,0 +1,359 @@
+"""Validation of a submission (and manifest) into a :class:`Dataset` (DESIGN.md §3).
+
+Every check runs before any search, and all problems are reported at once in one
+:class:`~ropebench.errors.DataError`: the file, the column, the count, up to five example
+``item_id`` s and the fix. Nothing here computes a metric.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ropebench.domains import DOMAINS, SPELLINGS
+from ropebench.errors import DataError
+from ropebench.io import Source, column_kind, embedding_matrix, read_source
+
+__all__ = ["Dataset", "load_dataset", "dataset_from_arrays", "METRICS"]
+
+METRICS = ("cosine", "ip", "l2")
+_DOMAIN_CODES = {code: index for index, code in enumerate(DOMAINS)}
+_MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A validated test set: one row per item, in submission order.
+
+    Attributes:
+        item_ids: ``(n,)`` int64 or object (str) array, unique.
+        domains: ``(n,)`` int8, index into ``DOMAINS`` (0 = P, 1 = V, 2 = L).
+        product_ids: ``(n,)`` original product ids (for per-query output).
+        product_codes: ``(n,)`` int64, equal codes = same product.
+        group_codes: ``(n,)`` int64 (-1 = no group), or None without a ``group_id`` column.
+        embeddings: ``(n, d)`` float32, C-contiguous.
+        dtype: value type of the submitted embeddings (``float16``/``float32``/``float64``).
+    """
+
+    item_ids: np.ndarray
+    domains: np.ndarray
+    product_ids: np.ndarray
+    product_codes: np.ndarray
+    group_codes: np.ndarray | None
+    embeddings: np.ndarray
+    dtype: str
+
+    @property
+    def n_items(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def domain_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.domains, minlength=len(DOMAINS))
+        return {code: int(counts[index]) for index, code in enumerate(DOMAINS)}
+
+
+class _Problems:
+    """Collects problems as readable lines: where, what, how many, which ids, the fix."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, where: str, what: str, ids: Any = None, fix: str = "") -> None:
+        line = f"{where}: {what}"
+        if ids is not None and len(ids):
+            shown = ", ".join(repr(_plain(v)) for v in list(ids[:_MAX_EXAMPLES]))
+            line += f" (e.g. item_id {shown})"
+        if fix:
+            line += f". Fix: {fix}"
+        self.lines.append(line)
+
+    def raise_if_any(self, headline: str) -> None:
+        if self.lines:
+            noun = "problem" if len(self.lines) == 1 else "problems"
+            raise DataError(
+                f"{headline}: {len(self.lines)} {noun} found, nothing was evaluated:\n  - "
+                + "\n  - ".join(self.lines)
+            )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _id_values(table: Any, name: str, where: str, problems: _Problems, *, required: bool) -> np.ndarray | None:
+    """An id-like column (string or integer) as a numpy array, or None with a problem noted."""
+    if name not in table.column_names:
+        if required:
+            problems.add(f"{where} column '{name}'", "is missing", fix=f"add a '{name}' column")
+        return None
+    column = table.column(name)
+    if column_kind(column.type) is None:
+        problems.add(f"{where} column '{name}'", f"has type {column.type}; expected string or integer",
+                     fix=f"cast '{name}' to string or int64")
+        return None
+    if column.null_count:
+        return np.array(column.to_pylist(), dtype=object)  # nulls as None; only on the error path
+    values = column.to_numpy(zero_copy_only=False)
+    if column_kind(column.type) == "int":
+        return values.astype(np.int64, copy=False)
+    return values.astype(object)
+
+
+def _nulls(values: np.ndarray) -> np.ndarray:
+    if values.dtype == object:
+        return np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    return np.zeros(len(values), dtype=bool)
+
+
+def _common_ids(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Make two id arrays comparable: both int64 if both are integer, else both strings."""
+    if a.dtype != object and b.dtype != object:
+        return a, b
+    as_str = lambda v: v.astype(str) if v.dtype != object else np.array([str(x) for x in v], dtype=object)
+    return as_str(a).astype(object), as_str(b).astype(object)
+
+
+def _check_unique(ids: np.ndarray, where: str, problems: _Problems) -> bool:
+    import pandas as pd
+
+    duplicated = pd.Index(ids).duplicated(keep=False)
+    if duplicated.any():
+        dupes = pd.unique(ids[duplicated])
+        problems.add(f"{where} column 'item_id'", f"{_count(len(dupes), 'item_id')} appear more than once "
+                     f"({int(duplicated.sum())} rows)", dupes, "keep one row per item")
+        return False
+    return True
+
+
+def _domain_codes(values: np.ndarray, ids: np.ndarray, where: str, problems: _Problems) -> np.ndarray | None:
+    """Map domain spellings to codes 0/1/2; unknown or null spellings are one problem."""
+    import pandas as pd
+
+    codes_of_unique, uniques = pd.factorize(values, use_na_sentinel=True)
+    table = np.array([_DOMAIN_CODES.get(SPELLINGS.get(str(u).strip().lower(), ""), -1) for u in uniques] + [-1],
+                     dtype=np.int8)
+    codes = table[codes_of_unique]  # the sentinel -1 indexes the trailing -1 (null)
+    unknown = codes < 0
+    if unknown.any():
+        names = sorted({str(v) for v in values[unknown]})
+        problems.add(f"{where} column 'domain'", f"{_count(int(unknown.sum()), 'row')} with unknown domain "
+                     f"{', '.join(map(repr, names[:_MAX_EXAMPLES]))}", ids[unknown],
+                     f"use one of {', '.join(sorted(SPELLINGS))} (case-insensitive)")
+        return None
+    return codes
+
+
+def _factorize(values: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    return pd.factorize(values, use_na_sentinel=True)[0].astype(np.int64)
+
+
+def _check_embeddings(matrix: np.ndarray, ids: np.ndarray, where: str, metric: str, problems: _Problems) -> None:
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        problems.add(f"{where} column 'embedding'", f"{_count(int((~finite).sum()), 'row')} contain NaN or ±inf",
+                     ids[~finite], "replace them with finite values (check for a diverged model)")
+    if metric == "cosine":
+        zero = ~matrix.any(axis=1)
+        if zero.any():
+            problems.add(f"{where} column 'embedding'", f"{_count(int(zero.sum()), 'row')} are all zeros, "
+                         "which have no direction under cosine", ids[zero],
+                         "replace them, or use --metric ip / l2")
+
+
+def load_dataset(
+    submission: str | os.PathLike[str], manifest: str | os.PathLike[str] | None = None, *, metric: str = "cosine"
+) -> Dataset:
+    """Read and validate a submission, labelled by a manifest or by its own columns.
+
+    Raises:
+        DataError: listing every problem found (see DESIGN.md §3).
+    """
+    sub = read_source(submission, what="submission")
+    man = read_source(manifest, what="manifest") if manifest is not None else None
+    return _validate(sub, man, metric=metric)
+
+
+def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
+    problems = _Problems()
+    where = f"submission {sub.path}"
+    table = sub.table
+    ids = _id_values(table, "item_id", where, problems, required=True)
+    if ids is not None:
+        null = _nulls(ids)
+        if null.any():
+            problems.add(f"{where} column 'item_id'", f"{_count(int(null.sum()), 'row')} with a null item_id",
+                         fix="give every row an item_id")
+            ids = None
+        elif not _check_unique(ids, where, problems):
+            ids = None
+
+    matrix, dtype = None, "unknown"
+    if "embedding" not in table.column_names:
+        problems.add(f"{where} column 'embedding'", "is missing",
+                     fix="add an 'embedding' column: one list of floats per item")
+    else:
+        matrix, structural, dtype, bad = embedding_matrix(table.column("embedding"))
+        shown = ids if ids is not None else np.array([], dtype=object)
+        if structural:
+            problems.add(f"{where} column 'embedding'", structural.split(". Fix: ")[0],
+                         shown[bad] if ids is not None else None,
+                         structural.split(". Fix: ")[1] if ". Fix: " in structural else "")
+        elif bad.any():
+            problems.add(f"{where} column 'embedding'", f"{_count(int(bad.sum()), 'row')} with a null embedding",
+                         shown[bad] if ids is not None else None, "give every item an embedding")
+        if matrix is not None and ids is not None:
+            _check_embeddings(matrix, ids, where, metric, problems)
+
+    self_labelled = man is None
+    sub_domains = _id_values(table, "domain", where, problems, required=self_labelled) \
+        if "domain" in table.column_names or self_labelled else None
+    sub_products = _id_values(table, "product_id", where, problems, required=self_labelled)
+    sub_groups = _id_values(table, "group_id", where, problems, required=False) if self_labelled else None
+
+    if self_labelled:
+        if ids is None or sub_domains is None or sub_products is None:
+            problems.raise_if_any(f"submission {sub.path}")
+        domains = _domain_codes(sub_domains, ids, where, problems)
+        _check_null_labels(sub_products, ids, f"{where} column 'product_id'", problems)
+        problems.raise_if_any(f"submission {sub.path}")
+        return _dataset(ids, domains, sub_products, sub_groups, matrix, dtype)
+
+    mwhere = f"manifest {man.path}"
+    mtable = man.table
+    mids = _id_values(mtable, "item_id", mwhere, problems, required=True)
+    mdomains = _id_values(mtable, "domain", mwhere, problems, required=True)
+    mproducts = _id_values(mtable, "product_id", mwhere, problems, required=True)
+    mgroups = _id_values(mtable, "group_id", mwhere, problems, required=False)
+    if mids is not None and (_nulls(mids).any() or not _check_unique(mids, mwhere, problems)):
+        if _nulls(mids).any():
+            problems.add(f"{mwhere} column 'item_id'", f"{_count(int(_nulls(mids).sum()), 'row')} with a null "
+                         "item_id", fix="give every row an item_id")
+        mids = None
+    codes = _domain_codes(mdomains, mids, mwhere, problems) if mdomains is not None and mids is not None else None
+    if mproducts is not None and mids is not None:
+        _check_null_labels(mproducts, mids, f"{mwhere} column 'product_id'", problems)
+
+    if ids is None or mids is None:
+        problems.raise_if_any(f"submission {sub.path} with manifest {man.path}")
+    import pandas as pd
+
+    sids, mids_cmp = _common_ids(ids, mids)
+    position = pd.Index(mids_cmp).get_indexer(sids)  # manifest row of each submission row
+    extra = position < 0
+    if extra.any():
+        problems.add(f"{where} column 'item_id'", f"{_count(int(extra.sum()), 'embedding')} for items not in the "
+                     "manifest", ids[extra], "drop them, or evaluate against the manifest they belong to")
+    covered = np.zeros(len(mids), dtype=bool)
+    covered[position[~extra]] = True
+    if not covered.all():
+        problems.add(f"{mwhere} column 'item_id'", f"{_count(int((~covered).sum()), 'item')} have no embedding "
+                     f"in the submission (coverage {100 * covered.mean():.2f}%, must be 100%)", mids[~covered],
+                     "embed every manifest item")
+
+    if codes is not None and not extra.any():
+        domains = codes[position]
+        if sub_domains is not None:
+            own = _domain_codes(sub_domains, ids, where, problems)
+            if own is not None:
+                differ = own != domains
+                if differ.any():
+                    problems.add(f"{where} column 'domain'", f"{_count(int(differ.sum()), 'row')} disagree with the "
+                                 "manifest", ids[differ], "drop the column or fix the labels")
+        if sub_products is not None and mproducts is not None:
+            a, b = _common_ids(sub_products, mproducts[position])
+            differ = a != b
+            if differ.any():
+                problems.add(f"{where} column 'product_id'", f"{_count(int(differ.sum()), 'row')} disagree with "
+                             "the manifest", ids[differ], "drop the column or fix the labels")
+    problems.raise_if_any(f"submission {sub.path} with manifest {man.path}")
+    groups = mgroups[position] if mgroups is not None else None
+    return _dataset(ids, domains, mproducts[position], groups, matrix, dtype)
+
+
+def _check_null_labels(values: np.ndarray, ids: np.ndarray, where: str, problems: _Problems) -> None:
+    null = _nulls(values)
+    if null.any():
+        problems.add(where, f"{_count(int(null.sum()), 'row')} with a null value", ids[null],
+                     "give every item a product_id")
+
+
+def _dataset(ids, domains, products, groups, matrix, dtype) -> Dataset:
+    group_codes = None
+    if groups is not None:
+        group_codes = _factorize(groups)  # null group -> -1: excluded with nothing but itself
+    return Dataset(
+        item_ids=ids,
+        domains=np.asarray(domains, dtype=np.int8),
+        product_ids=products,
+        product_codes=_factorize(products),
+        group_codes=group_codes,
+        embeddings=matrix,
+        dtype=dtype,
+    )
+
+
+def dataset_from_arrays(
+    embeddings: Any,
+    domains: Sequence[Any],
+    product_ids: Sequence[Any],
+    *,
+    item_ids: Sequence[Any] | None = None,
+    group_ids: Sequence[Any] | None = None,
+    metric: str = "cosine",
+) -> Dataset:
+    """Validate in-memory arrays (the training-loop path) with the same checks as files.
+
+    Args:
+        embeddings: ``(n, d)`` array-like of floats; never modified.
+        domains: ``(n,)`` domain spellings.
+        product_ids: ``(n,)`` product ids (str or int).
+        item_ids: ``(n,)`` unique ids; default ``0..n-1``.
+        group_ids: ``(n,)`` optional group ids (None entries = no group).
+    """
+    problems = _Problems()
+    where = "arrays"
+    matrix = np.asarray(embeddings)
+    dtype = str(matrix.dtype)
+    if matrix.ndim != 2 or matrix.shape[1] == 0 or not np.issubdtype(matrix.dtype, np.floating):
+        raise DataError(f"{where} 'embeddings': shape {matrix.shape}, dtype {matrix.dtype}; expected a 2-d float "
+                        "array (n, d) with d > 0. Fix: pass np.asarray(vectors, dtype=np.float32)")
+    n = matrix.shape[0]
+    ids = np.arange(n, dtype=np.int64) if item_ids is None else _array(item_ids)
+    labels = {"domains": _array(domains), "product_ids": _array(product_ids), "item_ids": ids}
+    if group_ids is not None:
+        labels["group_ids"] = _array(group_ids)
+    for name, values in labels.items():
+        if len(values) != n:
+            problems.add(f"{where} '{name}'", f"has {len(values)} entries for {n} embeddings",
+                         fix="pass one entry per embedding row")
+    problems.raise_if_any("arrays")
+    if not _check_unique(ids, where, problems):
+        problems.raise_if_any("arrays")
+    _check_embeddings(matrix, ids, where, metric, problems)
+    codes = _domain_codes(labels["domains"], ids, where, problems)
+    _check_null_labels(labels["product_ids"], ids, f"{where} 'product_ids'", problems)
+    problems.raise_if_any("arrays")
+    # float32 copy only when needed; the metric code copies again before normalising.
+    return _dataset(ids, codes, labels["product_ids"], labels.get("group_ids"),
+                    np.ascontiguousarray(matrix, dtype=np.float32), dtype)
+
+
+def _array(values: Sequence[Any]) -> np.ndarray:
+    array = np.asarray(values)
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64, copy=False)
+    return array.astype(object)
