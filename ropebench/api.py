@@ -234,5 +234,5 @@ def _per_query_rows(dataset, members, task, hits, ks, ties):
         f"rr@{max(ks)}": reciprocal_rank(hits.a, hits.t, hits.p, max(ks), ties),
     })
     # Canonical order, so the file does not depend on the submission's row order.
-    order = np.argsort(frame["item_id"].astype(str).to_numpy(), kind="stable")
+    order = np.argsort(dataset.item_ids[query_rows], kind="stable")
     return frame.iloc[order].reset_index(drop=True)

@@ -11,8 +11,10 @@ How a task is searched:
    scores ``>= s+``). Such queries are rescored against the whole gallery with one matrix
    product, and all their counts come from that one row, so every comparison within a query
    uses scores from one computation.
-4. A query with no eligible relevant item in its list has ``a >= max K``: it misses at every
-   K. Its exact ``a`` is only computed when asked (per-query output).
+4. A query with no eligible relevant item in its list, but at least ``max K`` eligible items
+   scoring strictly above the list's last score, has ``a >= max K``: it misses at every K.
+   Its exact ``a`` is only computed when asked (per-query output); any other query without a
+   listed relevant item is rescored like (3).
 
 All three similarities are inner products here: ``cosine`` on L2-normalised copies and ``l2``
 as ``[q, 1] · [2g, -|g|^2] = -|q - g|^2 + |q|^2``, which ranks a query's gallery exactly as
@@ -29,6 +31,7 @@ import numpy as np
 __all__ = ["TaskData", "FirstHits", "prepare_vectors", "first_hit_counts", "exact_counts", "QUERY_BATCH"]
 
 QUERY_BATCH = 4096  # queries per FAISS call: bounds the candidate arrays, paces the progress bar
+NORMALIZE_BATCH = 65536  # rows normalised per float64 block
 EXACT_BATCH = 256  # queries per full-row rescoring block: (256 × gallery) float32 scores
 
 
@@ -98,7 +101,8 @@ class FirstHits:
     Attributes:
         scored: ``(nq,)`` bool, False for skipped queries (no eligible relevant item).
         a, t, p: ``(n_scored,)`` int64 counts for the scored queries, in query order. Where
-            ``censored`` is True, ``a`` is a lower bound ``>= max K`` and ``t, p`` are 0, 1.
+            ``censored`` is True, the exact ``a`` was not computed: the query misses at every K, and
+            ``a, t, p`` are stored as ``max K, 0, 1``.
         censored: ``(n_scored,)`` bool.
     """
 
@@ -114,11 +118,14 @@ def prepare_vectors(embeddings: np.ndarray, metric: str) -> tuple[np.ndarray, np
 
     Never modifies ``embeddings``. For ``cosine`` and ``ip`` both sides are the same array.
     """
-    import faiss
-
     if metric == "cosine":
-        vectors = np.array(embeddings, dtype=np.float32, order="C", copy=True)
-        faiss.normalize_L2(vectors)  # in place, on our copy
+        # Normalise in float64 and round once: vectors with the same direction (x and 2x, or
+        # integer vectors) become bit-identical float32 rows, so their scores tie exactly.
+        vectors = np.empty(embeddings.shape, dtype=np.float32)
+        for start in range(0, len(vectors), NORMALIZE_BATCH):
+            block = np.asarray(embeddings[start:start + NORMALIZE_BATCH], dtype=np.float64)
+            block /= np.linalg.norm(block, axis=1, keepdims=True)
+            vectors[start:start + NORMALIZE_BATCH] = block
         return vectors, vectors
     if metric == "ip":
         vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -214,12 +221,17 @@ def first_hit_counts(
         block = slice(start, start + len(rows))
         a[block], t[block], p[block] = batch_a, batch_t, np.maximum(batch_p, 1)
         if k < n_gallery:
+            last = scores[:, -1:]
             best = np.where(relevant & eligible, scores, -np.inf).max(axis=1)
-            tie_may_continue = has & (scores[:, -1] >= best)
-            censored[block] = ~has
-            a[block][~has] = np.count_nonzero(eligible & ~relevant, axis=1)[~has]
-            t[block][~has] = 0
-            unresolved.append(start + np.flatnonzero(tie_may_continue | (~has & exact_censored)))
+            tie_may_continue = has & (last[:, 0] >= best)
+            # No relevant item listed: s+ <= last score, so every eligible item strictly above
+            # the last score is above s+. With max K of them the query misses at every K.
+            surely_missed = ~has & (np.count_nonzero(eligible & (scores > last), axis=1) >= max_k)
+            censored[block] = surely_missed
+            a[block][surely_missed] = max_k
+            t[block][surely_missed] = 0
+            unresolved.append(start + np.flatnonzero(
+                tie_may_continue | (~has & ~surely_missed) | (surely_missed & exact_censored)))
         if on_progress is not None:
             on_progress(len(rows))
     if unresolved:
