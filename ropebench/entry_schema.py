@@ -159,9 +159,9 @@ def check_entry(entry: Any) -> list[str]:
             problems.append("'manifest' is missing (null for a self-labelled submission)")
         protocol = entry.get("protocol")
         ks = protocol.get("ks") if isinstance(protocol, Mapping) else None
-        if isinstance(ks, list) and ks and all(_is_count(k) and k > 0 for k in ks):
-            problems += _check_tasks(entry.get("results"), where="results", ks=ks)
-        # (with unusable ks the protocol problem is reported and the metrics cannot be checked)
+        # Without usable ks (a protocol problem, reported) the values are checked, not the keys.
+        usable = isinstance(ks, list) and ks and all(_is_count(k) and k > 0 for k in ks)
+        problems += _check_tasks(entry.get("results"), where="results", ks=ks if usable else None)
     elif kind == "published":
         problems += [f"{key!r} is only for computed entries: a published entry cannot be "
                      "recomputed" for key in ("submission", "manifest") if key in entry]
