@@ -152,6 +152,9 @@ def _read_suite(root: Path, name: str) -> tuple[Suite | None, list[str]]:
 
 def load_suite(root: Path, name: str) -> Suite:
     """Load a suite; DataError listing every problem when anything is invalid."""
+    if not (root / name / SUITE_FILE).is_file():
+        raise UsageError(f"unknown suite {name!r} in {root}: known suites are "
+                         f"{', '.join(suite_names(root)) or 'none'}")
     suite, problems = _read_suite(root, name)
     if problems or suite is None:
         raise DataError(f"suite {name!r} is invalid:\n  - " + "\n  - ".join(problems))

@@ -351,3 +351,33 @@ def test_list_command() -> None:
     result = invoke("list", "--root", str(ROOT))
     assert "rope-test\tpaper-cls\tpublished\tw/o L_cd\tP2V,V2P,P2L,L2P,V2L,L2V,P2P,V2V,L2L" in (
         result.stdout)
+
+
+@pytest.mark.parametrize("args", [["table"], ["leaderboard"], ["leaderboard", "add"],
+                                  ["leaderboard", "verify"], ["leaderboard", "render"],
+                                  ["leaderboard", "list"]])
+def test_every_command_has_an_example(args: list[str]) -> None:
+    from ropebench.cli_report import table
+
+    command = table if args[0] == "table" else leaderboard
+    result = CliRunner().invoke(command, [*args[1:], "--help"], catch_exceptions=False)
+    assert result.exit_code == 0
+    example = result.stdout.split("Example:\n", 1)[1]
+    assert example.lstrip().startswith("ropebench ")
+
+
+def test_exit_codes_through_the_main_command(base: Path) -> None:
+    from ropebench.cli import cli
+
+    runner = CliRunner()
+    root = str(base / "leaderboards")
+    result = runner.invoke(cli, ["leaderboard", "add", "results.json", "--suite", "tiny",
+                                 "--name", "model-a", "--label", "A", "--root", root])
+    assert result.exit_code == 2 and "pass --force" in result.stderr
+    assert "Traceback" not in result.output
+    result = runner.invoke(cli, ["table", "--suite", "nope", "--root", root])
+    assert result.exit_code == 2 and "unknown suite 'nope'" in result.stderr
+    assert runner.invoke(cli, ["leaderboard", "verify", "--root", root]).exit_code == 0
+    edit_entry(base, lambda e: e["results"]["P2V"].update({"R@1": 0.0}))
+    result = runner.invoke(cli, ["leaderboard", "verify", "--root", root])
+    assert result.exit_code == 1 and "tiny/model-a: P2V R@1: stored 0.000000" in result.stdout

@@ -198,4 +198,5 @@ def test_table_refuses_bad_input() -> None:
     result = runner.invoke(table, ["--root", str(ROOT), "--table", "matrix", "--metric", "R@3"])
     assert isinstance(result.exception, UsageError) and "R@3" in str(result.exception)
     result = runner.invoke(table, ["--root", str(ROOT), "--suite", "nope"])
-    assert "no such suite" in str(result.exception)
+    assert isinstance(result.exception, UsageError)
+    assert "unknown suite 'nope'" in str(result.exception) and "rope-test" in str(result.exception)
