@@ -133,16 +133,24 @@ def _check_file_ref(ref: Any, where: str, *, extra: tuple[str, ...] = ()) -> lis
     return problems
 
 
+def _check_document(data: Mapping[str, Any], schema: str, what: str, fields: set[str],
+                    strings: tuple[str, ...]) -> list[str]:
+    """The checks every leaderboard file shares: schema tag, known fields, required strings."""
+    problems = []
+    if data.get("schema") != schema:
+        problems.append(f"'schema' is {data.get('schema')!r}: must be {schema!r}")
+    problems += [f"{key!r} is not {what} field" for key in data if key not in fields]
+    for key in strings:
+        _nonempty_str(data, key, problems)
+    return problems
+
+
 def check_entry(entry: Any) -> list[str]:
     """All schema problems of one leaderboard entry (DESIGN §5)."""
     if not isinstance(entry, Mapping):
         return ["an entry must be a JSON object"]
-    problems = []
-    if entry.get("schema") != ENTRY_SCHEMA:
-        problems.append(f"'schema' is {entry.get('schema')!r}: must be {ENTRY_SCHEMA!r}")
-    problems += [f"{key!r} is not an entry field" for key in entry if key not in _ENTRY_KEYS]
-    for key in ("name", "label", "suite", "description", "source"):
-        _nonempty_str(entry, key, problems)
+    problems = _check_document(entry, ENTRY_SCHEMA, "an entry", _ENTRY_KEYS,
+                               ("name", "label", "suite", "description", "source"))
     for key in ("name", "suite"):
         if isinstance(entry.get(key), str) and not NAME_PATTERN.match(entry[key]):
             problems.append(f"{key!r} {entry[key]!r} must match {NAME_PATTERN.pattern}")
@@ -177,12 +185,8 @@ def check_suite(suite: Any) -> list[str]:
     """All schema problems of a suite file ``leaderboards/<suite>/suite.json``."""
     if not isinstance(suite, Mapping):
         return ["a suite file must be a JSON object"]
-    problems = []
-    if suite.get("schema") != SUITE_SCHEMA:
-        problems.append(f"'schema' is {suite.get('schema')!r}: must be {SUITE_SCHEMA!r}")
-    problems += [f"{key!r} is not a suite field" for key in suite if key not in _SUITE_KEYS]
-    for key in ("name", "title", "label_column"):
-        _nonempty_str(suite, key, problems)
+    problems = _check_document(suite, SUITE_SCHEMA, "a suite", _SUITE_KEYS,
+                               ("name", "title", "label_column"))
     entries = suite.get("entries")
     if (not isinstance(entries, list) or not all(isinstance(e, str) for e in entries)
             or len(set(entries)) != len(entries)):

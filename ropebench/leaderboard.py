@@ -26,8 +26,8 @@ from ropebench.entry_schema import (COUNTS, ENTRY_SCHEMA, NAME_PATTERN, check_en
                                     check_results, check_suite)
 from ropebench.errors import DataError, UsageError
 from ropebench.files import atomic_write_text, sha256_file
-from ropebench.tables import (DEFAULT_METRICS, Table, cross_table, intra_table, markdown_grid,
-                              matrix_table, render)
+from ropebench.tables import (DEFAULT_METRICS, Table, markdown_grid, matrix_table, render,
+                              task_table)
 
 __all__ = ["Suite", "VerifyReport", "find_root", "suite_names", "load_suite", "suite_tables",
            "rendered_block", "render_readme", "add_entry", "verify", "read_json"]
@@ -164,14 +164,10 @@ def load_suite(root: Path, name: str) -> Suite:
 def suite_tables(suite: Suite, which: str = "all") -> list[Table]:
     """Table 1 and/or Table 2 of a suite (``which``: ``1``, ``2`` or ``all``)."""
     captions = suite.spec.get("captions", {})
-    options = dict(metrics=suite.metrics, label_column=suite.label_column, key=suite.name)
-    tables = []
-    if which in ("1", "all"):
-        tables.append(cross_table(suite.entries, caption=captions.get(
-            "1", "Cross-domain retrieval"), **options))
-    if which in ("2", "all"):
-        tables.append(intra_table(suite.entries, caption=captions.get(
-            "2", "Intra-domain retrieval"), **options))
+    tables = [task_table(suite.entries, kind, metrics=suite.metrics,
+                         label_column=suite.label_column, caption=captions.get(kind),
+                         key=suite.name)
+              for kind in ("1", "2") if which in (kind, "all")]
     return [table for table in tables if table.rows]
 
 

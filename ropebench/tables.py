@@ -26,8 +26,7 @@ __all__ = [
     "DEFAULT_METRICS",
     "Row",
     "Table",
-    "cross_table",
-    "intra_table",
+    "task_table",
     "matrix_table",
     "render",
     "format_number",
@@ -36,6 +35,8 @@ __all__ = [
 
 FORMATS: tuple[str, ...] = ("markdown", "latex", "csv", "html", "json", "text")
 DEFAULT_METRICS: tuple[str, ...] = ("R@1", "R@5", "R@10", "R@20", "R@50")
+TASKS_OF: dict[str, tuple[str, ...]] = {"1": CROSS_TASKS, "2": INTRA_TASKS}
+DEFAULT_CAPTIONS: dict[str, str] = {"1": "Cross-domain retrieval", "2": "Intra-domain retrieval"}
 MISSING = "–"  # a cell the entry does not report (e.g. the paper's w L_cd row of Table 2)
 
 
@@ -100,16 +101,23 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _task_table(
+def task_table(
     entries: Sequence[Mapping[str, Any]],
-    tasks: Sequence[str],
-    *,
     kind: str,
-    metrics: Sequence[str],
-    label_column: str,
-    caption: str,
-    key: str,
+    *,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    label_column: str = "label",
+    caption: str | None = None,
+    key: str = "ropebench",
 ) -> Table:
+    """Table 1 (``kind="1"``: the six cross tasks) or Table 2 (``"2"``: P2P, V2V, L2L).
+
+    One row per (task, entry) for every entry that reports the task; tasks in DESIGN §1 order,
+    entries in the order given. Missing metrics are empty cells.
+    """
+    if kind not in TASKS_OF:
+        raise UsageError(f"unknown table {kind!r}: choose from {', '.join(TASKS_OF)}")
+    tasks, caption = TASKS_OF[kind], caption or DEFAULT_CAPTIONS[kind]
     rows = []
     for task in tasks:
         for entry in entries:
@@ -139,32 +147,6 @@ def _task_table(
         value_headers=tuple(metrics),
         rows=tuple(rows),
     )
-
-
-def cross_table(
-    entries: Sequence[Mapping[str, Any]],
-    *,
-    metrics: Sequence[str] = DEFAULT_METRICS,
-    label_column: str = "label",
-    caption: str = "Cross-domain retrieval",
-    key: str = "ropebench",
-) -> Table:
-    """Table 1: one row per (cross task, entry), tasks in DESIGN §1 order, entries as given."""
-    return _task_table(entries, CROSS_TASKS, kind="1", metrics=metrics,
-                       label_column=label_column, caption=caption, key=key)
-
-
-def intra_table(
-    entries: Sequence[Mapping[str, Any]],
-    *,
-    metrics: Sequence[str] = DEFAULT_METRICS,
-    label_column: str = "label",
-    caption: str = "Intra-domain retrieval",
-    key: str = "ropebench",
-) -> Table:
-    """Table 2: rows P2P, V2V, L2L for every entry that reports them."""
-    return _task_table(entries, INTRA_TASKS, kind="2", metrics=metrics,
-                       label_column=label_column, caption=caption, key=key)
 
 
 def matrix_table(

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from ropebench.cli_report import table
 from ropebench.errors import UsageError
-from ropebench.tables import FORMATS, cross_table, format_number, intra_table, matrix_table, render
+from ropebench.tables import FORMATS, format_number, matrix_table, render, task_table
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / "leaderboards"
@@ -91,7 +91,7 @@ def test_markdown_rows_equal_paper_tables_csv() -> None:
 def test_csv_and_json_carry_unrounded_values() -> None:
     entries = [{"name": "a", "label": "A", "results": {"P2V": {"R@1": 12.345678, "R@5": 50.0}}},
                {"name": "b", "label": "B", "results": {"P2V": {"R@1": 1 / 3}}}]
-    tables = [cross_table(entries, metrics=("R@1", "R@5"))]
+    tables = [task_table(entries, "1", metrics=("R@1", "R@5"))]
     rows = list(csv.DictReader(io.StringIO(render(tables, "csv"))))
     assert rows[0] == {"table": "1", "task": "P2V", "entry": "a", "label": "A",
                        "R@1": "12.345678", "R@5": "50.0"}
@@ -113,23 +113,23 @@ def test_rounding_is_two_decimals_and_missing_is_a_dash() -> None:
 def test_label_column_shown_only_when_several_entries_have_rows() -> None:
     one = [{"name": "a", "label": "A", "results": {"P2P": {"R@1": 1.0}}}]
     two = one + [{"name": "b", "label": "B", "results": {"P2P": {"R@1": 2.0}}}]
-    assert intra_table(one, label_column="loss").label_header is None
-    assert intra_table(two, label_column="loss").label_header == "loss"
+    assert task_table(one, "2", label_column="loss").label_header is None
+    assert task_table(two, "2", label_column="loss").label_header == "loss"
     # csv keeps the label field either way: machines need it
-    assert "loss" in render([intra_table(one, label_column="loss")], "csv").splitlines()[0]
+    assert "loss" in render([task_table(one, "2", label_column="loss")], "csv").splitlines()[0]
 
 
 def test_rows_follow_task_order_then_entry_order() -> None:
     entries = [{"name": "b", "label": "B", "results": {"L2V": {"R@1": 1.0}, "P2V": {"R@1": 2.0}}},
                {"name": "a", "label": "A", "results": {"P2V": {"R@1": 3.0}}}]
-    rows = [(row.group, row.entry) for row in cross_table(entries).rows]
+    rows = [(row.group, row.entry) for row in task_table(entries, "1").rows]
     assert rows == [("P2V", "b"), ("P2V", "a"), ("L2V", "b")]
 
 
 def test_highlight_bolds_best_within_each_task_only_when_asked() -> None:
     entries = [{"name": "a", "label": "A", "results": {"P2V": {"R@1": 10.0}, "V2P": {"R@1": 5.0}}},
                {"name": "b", "label": "B", "results": {"P2V": {"R@1": 20.0}, "V2P": {"R@1": 1.0}}}]
-    tables = [cross_table(entries, metrics=("R@1",))]
+    tables = [task_table(entries, "1", metrics=("R@1",))]
     plain = render(tables, "markdown")
     assert "**10.00**" not in plain and "**20.00**" not in plain
     marked = render(tables, "markdown", highlight=True)
@@ -142,7 +142,7 @@ def test_highlight_bolds_best_within_each_task_only_when_asked() -> None:
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 def test_highlight_refused_for_machine_formats(fmt: str) -> None:
-    tables = [cross_table([{"name": "a", "label": "A", "results": {"P2V": {"R@1": 1.0}}}])]
+    tables = [task_table([{"name": "a", "label": "A", "results": {"P2V": {"R@1": 1.0}}}], "1")]
     with pytest.raises(UsageError, match="highlight"):
         render(tables, fmt, highlight=True)
 
@@ -151,7 +151,7 @@ def test_html_is_a_standalone_page_with_all_text_escaped() -> None:
     entries = [{"name": "x", "label": "<script>alert(1)</script>",
                 "results": {"P2V": {"R@1": 1.0}}},
                {"name": "y", "label": "a & b", "results": {"P2V": {"R@1": 2.0}}}]
-    page = render([cross_table(entries, caption="R&D <test>")], "html", title="t<i>")
+    page = render([task_table(entries, "1", caption="R&D <test>")], "html", title="t<i>")
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "a &amp; b" in page and "R&amp;D &lt;test&gt;" in page and "t&lt;i&gt;" in page
@@ -161,7 +161,7 @@ def test_latex_escapes_plain_labels_and_uses_latex_labels() -> None:
     entries = [{"name": "a", "label": "w/o L_cd", "label_latex": r"w/o $\mathcal{L}_{cd}$",
                 "results": {"P2V": {"R@1": 1.0}}},
                {"name": "b", "label": "50% & more_x", "results": {"P2V": {"R@1": 2.0}}}]
-    text = render([cross_table(entries)], "latex")
+    text = render([task_table(entries, "1")], "latex")
     assert r"w/o $\mathcal{L}_{cd}$" in text
     assert r"50\% \& more\_x" in text
     assert r"\multirow{2}{*}{P2V}" in text and r"\toprule" in text and r"\bottomrule" in text
@@ -170,7 +170,7 @@ def test_latex_escapes_plain_labels_and_uses_latex_labels() -> None:
 def test_markdown_escapes_pipes_in_labels() -> None:
     entries = [{"name": "a", "label": "a|b", "results": {"P2V": {"R@1": 1.0}}},
                {"name": "b", "label": "c", "results": {"P2V": {"R@1": 2.0}}}]
-    assert "a\\|b" in render([cross_table(entries)], "markdown")
+    assert "a\\|b" in render([task_table(entries, "1")], "markdown")
 
 
 def test_matrix_places_tasks_by_query_and_gallery_domain() -> None:
