@@ -18,6 +18,7 @@ Tie policies place the first relevant item among the ``t + p`` tied items:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -124,6 +125,7 @@ def summarize(a: np.ndarray, t: np.ndarray, p: np.ndarray, ks: Sequence[int], ti
     names = [f"R@{k}" for k in ks] + [f"MRR@{max(ks)}"]
     if len(a) == 0:
         return dict.fromkeys(names)
-    hits = hit_probabilities(a, t, p, ks, ties).mean(axis=0) * 100.0
-    mrr = float(reciprocal_rank(a, t, p, max(ks), ties).mean() * 100.0)
-    return {**{name: float(v) for name, v in zip(names, hits)}, names[-1]: mrr}
+    hits = hit_probabilities(a, t, p, ks, ties)
+    columns = [hits[:, i] for i in range(len(ks))] + [reciprocal_rank(a, t, p, max(ks), ties)]
+    # math.fsum is exactly rounded, so the mean does not depend on the order of the queries.
+    return {name: 100.0 * math.fsum(column.tolist()) / len(a) for name, column in zip(names, columns)}

@@ -31,7 +31,8 @@ class TaskResult(Mapping[str, Any]):
         n_gallery: items of the gallery domain, before per-query exclusions.
         n_tied: scored queries whose R@K at some reported K differs between the optimistic
             and the pessimistic tie policy.
-        metrics: ``{"R@1": ..., "MRR@50": ...}``, percentages in [0, 100], unrounded.
+        metrics: ``{"R@1": ..., "MRR@50": ...}``, percentages in [0, 100], unrounded; None
+            when ``n_queries`` is 0.
     """
 
     task: str
@@ -47,7 +48,8 @@ class TaskResult(Mapping[str, Any]):
             "n_skipped": self.n_skipped,
             "n_gallery": self.n_gallery,
             "n_tied": self.n_tied,
-            **{name: float(value) for name, value in self.metrics.items()},
+            # None (JSON null) when no query could be scored: a mean over nothing is no number.
+            **{name: None if value is None else float(value) for name, value in self.metrics.items()},
         }
 
     def __getitem__(self, key: str) -> Any:
