@@ -125,13 +125,23 @@ def _common_ids(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return as_str(a).astype(object), as_str(b).astype(object)
 
 
+def _unique_ids(ids: np.ndarray, where: str, problems: _Problems) -> bool:
+    """True when no item_id is null or repeated; otherwise note the problem and return False."""
+    null = _nulls(ids)
+    if null.any():
+        problems.add(f"{where} column 'item_id'", f"{_count(int(null.sum()), 'row')} with a null item_id",
+                     fix="give every row an item_id")
+        return False
+    return _check_unique(ids, where, problems)
+
+
 def _check_unique(ids: np.ndarray, where: str, problems: _Problems) -> bool:
     import pandas as pd
 
     duplicated = pd.Index(ids).duplicated(keep=False)
     if duplicated.any():
         dupes = pd.unique(ids[duplicated])
-        problems.add(f"{where} column 'item_id'", f"{_count(len(dupes), 'item_id')} appear more than once "
+        problems.add(f"{where} column 'item_id'", f"{_count(len(dupes), 'item_id')} {'appears' if len(dupes) == 1 else 'appear'} more than once "
                      f"({int(duplicated.sum())} rows)", dupes, "keep one row per item")
         return False
     return True
@@ -192,14 +202,7 @@ def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
     where = f"submission {sub.path}"
     table = sub.table
     ids = _id_values(table, "item_id", where, problems, required=True)
-    if ids is not None:
-        null = _nulls(ids)
-        if null.any():
-            problems.add(f"{where} column 'item_id'", f"{_count(int(null.sum()), 'row')} with a null item_id",
-                         fix="give every row an item_id")
-            ids = None
-        elif not _check_unique(ids, where, problems):
-            ids = None
+    ids_unique = ids is not None and _unique_ids(ids, where, problems)
 
     matrix, dtype = None, "unknown"
     if "embedding" not in table.column_names:
@@ -225,10 +228,11 @@ def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
     sub_groups = _id_values(table, "group_id", where, problems, required=False) if self_labelled else None
 
     if self_labelled:
-        if ids is None or sub_domains is None or sub_products is None:
-            problems.raise_if_any(f"submission {sub.path}")
-        domains = _domain_codes(sub_domains, ids, where, problems)
-        _check_null_labels(sub_products, ids, f"{where} column 'product_id'", problems)
+        domains = None
+        if ids is not None and sub_domains is not None:
+            domains = _domain_codes(sub_domains, ids, where, problems)
+        if ids is not None and sub_products is not None:
+            _check_null_labels(sub_products, ids, f"{where} column 'product_id'", problems)
         problems.raise_if_any(f"submission {sub.path}")
         return _dataset(ids, domains, sub_products, sub_groups, matrix, dtype)
 
@@ -238,16 +242,12 @@ def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
     mdomains = _id_values(mtable, "domain", mwhere, problems, required=True)
     mproducts = _id_values(mtable, "product_id", mwhere, problems, required=True)
     mgroups = _id_values(mtable, "group_id", mwhere, problems, required=False)
-    if mids is not None and (_nulls(mids).any() or not _check_unique(mids, mwhere, problems)):
-        if _nulls(mids).any():
-            problems.add(f"{mwhere} column 'item_id'", f"{_count(int(_nulls(mids).sum()), 'row')} with a null "
-                         "item_id", fix="give every row an item_id")
-        mids = None
+    mids_unique = mids is not None and _unique_ids(mids, mwhere, problems)
     codes = _domain_codes(mdomains, mids, mwhere, problems) if mdomains is not None and mids is not None else None
     if mproducts is not None and mids is not None:
         _check_null_labels(mproducts, mids, f"{mwhere} column 'product_id'", problems)
 
-    if ids is None or mids is None:
+    if not (ids_unique and mids_unique):
         problems.raise_if_any(f"submission {sub.path} with manifest {man.path}")
     import pandas as pd
 

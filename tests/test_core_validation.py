@@ -1,0 +1,184 @@
+"""Every validation failure of DESIGN.md §3: exit 2, the column, the count, example ids, no output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import ropebench
+from ropebench.cli import cli
+
+DIM = 4
+
+
+def embedding_column(rows, value_type=pa.float32(), fixed=True):
+    if fixed:
+        flat = pa.array(np.asarray(rows, dtype=np.float64).ravel(), type=value_type)
+        return pa.FixedSizeListArray.from_arrays(flat, DIM)
+    return pa.array(rows, type=pa.list_(value_type))
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A valid manifest + submission (6 items, 2 products, all three domains) to break one way at a time."""
+    ids = ["p0", "p1", "v0", "v1", "l0", "l1"]
+    manifest = {"item_id": ids, "domain": ["P", "P", "video", "V", "live_stream", "L"],
+                "product_id": ["A", "B", "A", "B", "A", "B"]}
+    rng = np.random.default_rng(0)
+    submission = {"item_id": ids, "embedding": rng.normal(size=(6, DIM)).tolist()}
+
+    def write(sub=None, man=None, *, sub_table=None):
+        sub_path, man_path = tmp_path / "sub.parquet", tmp_path / "manifest.parquet"
+        data = dict(submission, **(sub or {}))
+        if sub_table is None:
+            emb = data.pop("embedding")
+            sub_table = pa.table({**data, "embedding": emb if isinstance(emb, pa.Array) else embedding_column(emb)})
+        pq.write_table(sub_table, sub_path)
+        pq.write_table(pa.table(dict(manifest, **(man or {}))), man_path)
+        return str(sub_path), str(man_path)
+
+    return write
+
+
+def run_evaluate(sub, man, tmp_path, *extra):
+    out = tmp_path / "results.json"
+    result = CliRunner().invoke(cli, ["evaluate", sub, "--manifest", man, "--out", str(out), *extra])
+    return result, out
+
+
+def assert_rejected(result, out, *fragments):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.output, (fragment, result.output)
+    assert not out.exists()
+
+
+def test_valid_files_pass(files, tmp_path):
+    sub, man = files()
+    result, out = run_evaluate(sub, man, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+    validated = CliRunner().invoke(cli, ["validate", sub, "--manifest", man])
+    assert validated.exit_code == 0
+    assert "items:    6 (P 2, V 2, L 2)" in validated.output and "d=4, float32" in validated.output
+
+
+@pytest.mark.parametrize("change, fragments", [
+    ({"embedding": [[1, 2, 3, 4]] * 5 + [[1, 2, 3]]},
+     ["column 'embedding'", "varying dimension", "'l1'"]),
+    ({"embedding": [[]] * 6}, ["column 'embedding'", "zero dimension"]),
+    ({"embedding": [[1, 2, 3, 4]] * 4 + [[np.nan, 0, 0, 0], [np.inf, 0, 0, 0]]},
+     ["column 'embedding'", "2 rows contain NaN or ±inf", "'l0', 'l1'"]),
+    ({"embedding": [[1, 2, 3, 4]] * 5 + [[0, 0, 0, 0]]},
+     ["column 'embedding'", "1 row are all zeros", "'l1'", "--metric ip"]),
+    ({"item_id": ["p0", "p0", "v0", "v1", "l0", "l1"]},
+     ["column 'item_id'", "1 item_id appears more than once", "'p0'"]),
+])
+def test_bad_embeddings_and_ids(files, tmp_path, change, fragments):
+    embedding = change.get("embedding")
+    if embedding is not None and len({len(r) for r in embedding}) != 1 or embedding == [[]] * 6:
+        change = dict(change, embedding=embedding_column(embedding, fixed=False))
+    sub, man = files(change)
+    assert_rejected(*run_evaluate(sub, man, tmp_path), *fragments)
+
+
+def test_all_zero_rows_are_fine_under_ip(files, tmp_path):
+    sub, man = files({"embedding": [[1, 2, 3, 4]] * 5 + [[0, 0, 0, 0]]})
+    result, out = run_evaluate(sub, man, tmp_path, "--metric", "ip")
+    assert result.exit_code == 0, result.output
+
+
+def test_coverage_and_extra_items(files, tmp_path):
+    sub, man = files({"item_id": ["p0", "p1", "v0", "v1", "l0", "zz"]})
+    result, out = run_evaluate(sub, man, tmp_path)
+    # Both problems at once: an embedding for an unknown item, and a manifest item not embedded.
+    assert_rejected(result, out, "2 problems", "1 embedding for items not in the manifest", "'zz'",
+                    "1 item have no embedding", "'l1'", "coverage 83.33%")
+
+
+def test_unknown_domain_and_label_disagreement(files, tmp_path):
+    sub, man = files({"domain": ["P", "P", "V", "V", "L", "P"], "product_id": ["A", "B", "A", "B", "A", "X"]},
+                     {"domain": ["P", "P", "V", "V", "L", "tv"]})
+    result, out = run_evaluate(sub, man, tmp_path)
+    assert_rejected(result, out, "column 'domain'", "unknown domain 'tv'", "'l1'")
+    sub, man = files({"domain": ["P", "P", "V", "V", "L", "P"], "product_id": ["A", "B", "A", "B", "A", "X"]})
+    result, out = run_evaluate(sub, man, tmp_path)
+    assert_rejected(result, out, "column 'domain'", "1 row disagree with the manifest",
+                    "column 'product_id'", "'l1'")
+
+
+def test_missing_and_mistyped_columns(files, tmp_path):
+    sub, man = files(sub_table=pa.table({"item_id": [1.5, 2.5], "vector": [1, 2]}))
+    result, out = run_evaluate(sub, man, tmp_path)
+    assert_rejected(result, out, "column 'item_id'", "expected string or integer", "column 'embedding'",
+                    "is missing")
+    sub, man = files(sub_table=pa.table({"item_id": ["p0"], "embedding": ["1,2,3,4"]}))
+    assert_rejected(*run_evaluate(sub, man, tmp_path), "column 'embedding'", "has type string")
+
+
+def test_self_labelled_submission_needs_labels(files, tmp_path):
+    sub, _ = files()
+    result = CliRunner().invoke(cli, ["evaluate", sub])
+    assert result.exit_code == 2
+    assert "column 'domain'" in result.output and "column 'product_id'" in result.output
+
+
+def test_unreadable_and_truncated_files(files, tmp_path):
+    sub, man = files()
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"not a parquet file at all")
+    assert_rejected(*run_evaluate(str(garbage), man, tmp_path), "garbage.parquet", "cannot be read as parquet")
+    truncated = tmp_path / "truncated.parquet"
+    truncated.write_bytes(Path(sub).read_bytes()[:-100])
+    assert_rejected(*run_evaluate(str(truncated), man, tmp_path), "truncated.parquet")
+    assert_rejected(*run_evaluate(str(tmp_path / "missing.parquet"), man, tmp_path), "no such file")
+
+
+@pytest.mark.parametrize("value_type", [pa.float16(), pa.float32(), pa.float64()])
+@pytest.mark.parametrize("fixed", [True, False])
+def test_every_embedding_encoding_gives_the_same_numbers(files, tmp_path, value_type, fixed):
+    # Values exactly representable in float16, so all six encodings are the same vectors.
+    rows = (np.arange(24).reshape(6, DIM) % 7 - 3).tolist()
+    sub, man = files({"embedding": embedding_column(rows, value_type, fixed)})
+    result = ropebench.evaluate(sub, manifest=man)
+    reference = ropebench.evaluate(embeddings=np.asarray(rows, dtype=np.float32),
+                                   domains=["P", "P", "V", "V", "L", "L"], product_ids=list("ABABAB"))
+    assert result.to_json()["tasks"] == reference.to_json()["tasks"]
+    assert result.submission["dtype"] == {"halffloat": "float16", "float": "float32", "double": "float64"}[
+        str(value_type)]
+
+
+def test_integer_ids_and_per_domain_directory(tmp_path):
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(9, DIM))
+    products = [10, 11, 12] * 3
+    names = {"P": "product_pages", "V": "short_video", "L": "LIVE"}
+    directory = tmp_path / "by_domain"
+    directory.mkdir()
+    for i, domain in enumerate("PVL"):
+        rows = slice(3 * i, 3 * i + 3)
+        pq.write_table(pa.table({"item_id": list(range(3 * i, 3 * i + 3)), "product_id": products[rows],
+                                 "embedding": embedding_column(emb[rows])}), directory / f"{names[domain]}.parquet")
+    from_directory = ropebench.evaluate(directory)
+    from_arrays = ropebench.evaluate(embeddings=emb.astype(np.float32), domains=list("PPPVVVLLL"),
+                                     product_ids=products, item_ids=list(range(9)))
+    assert from_directory.to_json()["tasks"] == from_arrays.to_json()["tasks"]
+    hive = tmp_path / "hive" / "domain=short_videos"
+    hive.mkdir(parents=True)
+    pq.write_table(pa.table({"item_id": [1], "product_id": [1], "embedding": embedding_column(emb[:1])}),
+                   hive / "part-0.parquet")
+    assert ropebench.validate(tmp_path / "hive").domain_counts() == {"P": 0, "V": 1, "L": 0}
+
+
+def test_directory_with_unknown_file_name(tmp_path):
+    directory = tmp_path / "d"
+    directory.mkdir()
+    pq.write_table(pa.table({"item_id": [1]}), directory / "images.parquet")
+    result = CliRunner().invoke(cli, ["validate", str(directory)])
+    assert result.exit_code == 2 and "'images' is not a domain name" in result.output
