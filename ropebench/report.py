@@ -12,7 +12,7 @@ from ropebench.domains import DOMAINS
 
 __all__ = ["format_value", "render_evaluation", "render_validation"]
 
-_TABLEFMT = {"text": "simple", "markdown": "github"}
+_TABLEFMT = {"text": "simple", "markdown": "pipe"}  # pipe: GitHub tables with alignment colons
 
 
 def format_value(value: float | None) -> str:
@@ -23,8 +23,8 @@ def format_value(value: float | None) -> str:
 def _table(headers: list[str], rows: list[list[Any]], fmt: str) -> str:
     from tabulate import tabulate
 
-    return tabulate(rows, headers=headers, tablefmt=_TABLEFMT[fmt], disable_numparse=True,
-                    stralign="right")
+    align = ("left",) + ("right",) * (len(headers) - 1)
+    return tabulate(rows, headers=headers, tablefmt=_TABLEFMT[fmt], disable_numparse=True, colalign=align)
 
 
 def render_evaluation(result: Mapping[str, Any], fmt: str = "text", *, matrix_metric: str = "R@1") -> str:

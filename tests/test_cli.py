@@ -1,0 +1,96 @@
+"""The command line as a user meets it: help, exit codes, stdout vs stderr, files written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from ropebench import __version__
+from ropebench.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_embeddings"
+SUB, MAN = str(SAMPLE / "cls_cd.parquet"), str(SAMPLE / "manifest.parquet")
+
+
+def all_commands(group=cli, prefix=()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        yield prefix + (name,), command
+        if isinstance(command, click.Group):
+            yield from all_commands(command, prefix + (name,))
+
+
+def test_every_command_has_an_example_and_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    names = {path for path, _ in all_commands()}
+    assert {("evaluate",), ("validate",), ("table",), ("leaderboard",), ("leaderboard", "verify")} <= names
+    for path, _ in all_commands():
+        result = CliRunner().invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0
+        assert "Example:" in result.output, path
+        assert f"ropebench {' '.join(path)}" in readme, f"`ropebench {' '.join(path)}` is not in README.md"
+
+
+def test_version_and_python_dash_m():
+    assert CliRunner().invoke(cli, ["--version"]).output.strip() == f"ropebench, version {__version__}"
+    done = subprocess.run([sys.executable, "-m", "ropebench", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "evaluate" in done.stdout
+
+
+def test_import_is_light():
+    code = "import sys, ropebench; print(sorted(m for m in ('torch', 'faiss', 'pyarrow', 'pandas') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_evaluate_writes_results_and_per_query_and_keeps_stdout_for_data(tmp_path):
+    out, per_query = tmp_path / "r.json", tmp_path / "q.parquet"
+    result = CliRunner().invoke(cli, ["evaluate", SUB, "--manifest", MAN, "--out", str(out), "--per-query",
+                                      str(per_query), "--format", "json", "--tasks", "P2V,L2L", "--ks", "1,10"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)  # stdout is pure JSON: the "wrote" message went to stderr
+    assert "wrote" in result.stderr
+    stored = json.loads(out.read_text())
+    assert printed["tasks"] == stored["tasks"]
+    assert stored["schema"] == "ropebench.results/1"
+    assert list(stored["tasks"]) == ["P2V", "L2L"]
+    assert set(stored["tasks"]["P2V"]) == {"n_queries", "n_skipped", "n_gallery", "n_tied", "R@1", "R@10",
+                                           "MRR@10"}
+    assert stored["protocol"] == {"metric": "cosine", "ties": "expected", "ks": [1, 10], "search": "exact",
+                                  "group_exclusion": False}
+    assert len(stored["submission"]["sha256"]) == 64 and stored["manifest"]["sha256"]
+    assert {"python", "numpy", "faiss", "pyarrow", "platform", "cpu", "threads"} <= set(stored["environment"])
+    table = pq.read_table(per_query).to_pandas()
+    assert list(table.columns) == ["task", "item_id", "product_id", "a", "t", "p", "hit@1", "hit@10", "rr@10"]
+    p2v = table[table.task == "P2V"]
+    assert len(p2v) == stored["tasks"]["P2V"]["n_queries"]
+    assert 100 * p2v["hit@1"].mean() == pytest.approx(stored["tasks"]["P2V"]["R@1"])
+
+
+def test_failed_evaluation_writes_nothing_and_has_no_traceback(tmp_path):
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(cli, ["evaluate", SUB, "--manifest", str(tmp_path / "nope.parquet"),
+                                      "--out", str(out)])
+    assert result.exit_code == 2
+    assert "no such file" in result.stderr and "Traceback" not in result.output
+    assert not out.exists()
+    bad_option = CliRunner().invoke(cli, ["evaluate", SUB, "--manifest", MAN, "--tasks", "P2Q"])
+    assert bad_option.exit_code == 2 and "unknown task" in bad_option.stderr
+
+
+def test_markdown_format_is_github_tables():
+    result = CliRunner().invoke(cli, ["evaluate", SUB, "--manifest", MAN, "--format", "markdown", "--tasks", "P2V"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| task "))
+    assert lines[header + 1].startswith("|:-----") and lines[header + 1].endswith("-:|")
+    assert lines[header + 2].startswith("| P2V ")
