@@ -23,6 +23,8 @@ from ropebench.validate import METRICS, Dataset, dataset_from_arrays, load_datas
 
 __all__ = ["evaluate", "validate", "evaluate_dataset"]
 
+ENGINES = ("one-pass", "per-task")
+
 
 def validate(
     submission: str | os.PathLike[str] | None = None,
@@ -154,12 +156,20 @@ def evaluate_dataset(
     manifest_info: dict[str, Any] | None,
     load_seconds: float,
     started: float,
+    engine: str = "one-pass",
 ) -> EvaluationResult:
-    """Score a validated dataset; see :func:`evaluate` for the arguments."""
+    """Score a validated dataset; see :func:`evaluate` for the arguments.
+
+    ``engine`` (internal): ``one-pass`` (default; :mod:`ropebench.onepass`, each similarity block
+    computed once for all tasks) or ``per-task`` (:mod:`ropebench.search`, one FAISS search per
+    task). Both give identical counts; the second is kept as the plain reference the tests compare.
+    """
     from ropebench import __version__
     from ropebench.provenance import environment, utc_now
     from ropebench.search import TaskData, first_hit_counts, prepare_vectors
 
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}: choose from {', '.join(ENGINES)}")
     bar = Progress(enabled=progress)
     results: dict[str, TaskResult] = {}
     rows: list[Any] = []
@@ -167,15 +177,23 @@ def evaluate_dataset(
     with _thread_limit(threads) as thread_count:
         query_vectors, gallery_vectors = prepare_vectors(dataset.embeddings, metric)
         members = {code: np.flatnonzero(dataset.domains == i) for i, code in enumerate(DOMAINS)}
+        if engine == "one-pass":
+            all_hits = _one_pass(dataset, members, tasks, query_vectors, gallery_vectors, metric, ks, per_query,
+                                 thread_count, bar)
+        else:
+            all_hits = {}
+            for task in tasks:
+                data = _task_data(dataset, members, task, query_vectors, gallery_vectors, TaskData)
+                bar.start(task, len(data.queries))
+                all_hits[task] = first_hit_counts(data, max_k=max(ks), exact_censored=per_query,
+                                                  on_progress=bar.advance)
         for task in tasks:
-            data = _task_data(dataset, members, task, query_vectors, gallery_vectors, TaskData)
-            bar.start(task, len(data.queries))
-            hits = first_hit_counts(data, max_k=max(ks), exact_censored=per_query, on_progress=bar.advance)
+            hits = all_hits[task]
             results[task] = TaskResult(
                 task=task,
                 n_queries=int(hits.scored.sum()),
                 n_skipped=int((~hits.scored).sum()),
-                n_gallery=len(data.gallery),
+                n_gallery=int(len(members[split_task(task)[1]])),
                 n_tied=count_tied(hits.a, hits.t, ks),
                 metrics=summarize(hits.a, hits.t, hits.p, ks, ties),
             )
@@ -203,14 +221,32 @@ def evaluate_dataset(
     )
 
 
-def _task_data(dataset, members, task, query_vectors, gallery_vectors, task_data_class):
+def _one_pass(dataset, members, tasks, query_vectors, gallery_vectors, metric, ks, per_query, thread_count, bar):
+    """All tasks' first-hit counts with :func:`ropebench.onepass.one_pass_first_hits`."""
+    from ropebench.onepass import one_pass_first_hits
+    from ropebench.search import TaskData
+
+    needed = {code for task in tasks for code in split_task(task)}
+    symmetric = query_vectors is gallery_vectors
+    # One contiguous copy per domain, shared by every task (and both sides when symmetric).
+    domain_vectors = {}
+    for code in needed:
+        q = np.ascontiguousarray(query_vectors[members[code]])
+        domain_vectors[code] = (q, q if symmetric else np.ascontiguousarray(gallery_vectors[members[code]]))
+    task_data = {task: _task_data(dataset, members, task, None, None, TaskData, domain_vectors) for task in tasks}
+    return one_pass_first_hits(domain_vectors, task_data, tasks, max_k=max(ks), exact_censored=per_query,
+                               threads=thread_count, symmetric_scores=symmetric,
+                               on_start=lambda total: bar.start("all", total), on_progress=bar.advance)
+
+
+def _task_data(dataset, members, task, query_vectors, gallery_vectors, task_data_class, domain_vectors=None):
     query_domain, gallery_domain = split_task(task)
     q, g = members[query_domain], members[gallery_domain]
     groups = dataset.group_codes
     intra = query_domain == gallery_domain
     return task_data_class(
-        queries=query_vectors[q],
-        gallery=gallery_vectors[g],
+        queries=query_vectors[q] if domain_vectors is None else domain_vectors[query_domain][0],
+        gallery=gallery_vectors[g] if domain_vectors is None else domain_vectors[gallery_domain][1],
         query_products=dataset.product_codes[q],
         gallery_products=dataset.product_codes[g],
         query_rows=np.arange(len(q), dtype=np.int64) if intra else None,
