@@ -47,12 +47,12 @@ FILES = ("train.parquet", "test.parquet", "test_manifest.parquet")
 class SimulationConfig:
     """Knobs of the simulator. Per-domain values are ordered as ``DOMAINS`` (P, V, L).
 
-    The defaults give ~1,500 products (300 test products, ~2,600 test items), sized so both
+    The defaults give 3,000 products (300 test products, ~2,600 test items), sized so both
     baseline arms train in well under two minutes on 2 CPU cores.
     """
 
-    products: int = 1500
-    test_fraction: float = 0.2
+    products: int = 3000
+    test_fraction: float = 0.1
     latent_dim: int = 16
     feature_dim: int = 64
     hidden: int = 256
@@ -61,8 +61,8 @@ class SimulationConfig:
     max_items: int = 6
     missing_domain: float = 0.15
     styles: int = 12
-    item_noise: tuple[float, float, float] = (0.30, 0.45, 0.40)
-    nuisance: tuple[float, float, float] = (0.4, 0.7, 0.6)
+    item_noise: tuple[float, float, float] = (0.30, 0.35, 0.35)
+    nuisance: tuple[float, float, float] = (0.4, 0.5, 0.5)
     feature_noise: tuple[float, float, float] = (0.15, 0.25, 0.2)
 
 

@@ -26,37 +26,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import numpy as np
 import torch
 
+from ropebench.baseline.config import LOSSES, TrainConfig
 from ropebench.baseline.model import CosFaceHead, Encoders, cross_domain_infonce
-from ropebench.domains import DOMAINS, canonical_domain
+from ropebench.baseline.files import load_split
+from ropebench.domains import DOMAINS
 from ropebench.errors import DataError, UsageError
 
-__all__ = ["LOSSES", "TrainConfig", "TrainResult", "load_split", "train", "write_submission"]
-
-LOSSES = ("cls", "cls+cd")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters. The defaults are the ones the README's numbers come from."""
-
-    loss: str = "cls"
-    epochs: int = 30
-    seed: int = 0
-    dim: int = 128
-    hidden: int = 512
-    batch_products: int = 64
-    items_per_domain: int = 2
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    cd_weight: float = 1.0
-    temperature: float = 0.05
-    threads: int = 2
-
+__all__ = ["TrainResult", "train"]
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -74,41 +55,6 @@ class TrainResult:
     embeddings: np.ndarray = field(repr=False)
     epoch_losses: tuple[float, ...]
     seconds: float
-
-
-def load_split(path: str | os.PathLike[str], *, labelled: bool) -> dict[str, np.ndarray]:
-    """Read ``train.parquet`` (labelled) or ``test.parquet`` into column arrays.
-
-    Returns ``item_id``, ``domain`` (codes), ``features`` (float32 ``(n, f)``) and, when
-    ``labelled``, ``product_id``. Raises DataError naming the file and column on bad input.
-    """
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; create it with `ropebench baseline simulate --out {path.parent}`")
-    table = pq.read_table(path)
-    needed = ["item_id", "domain", "features"] + (["product_id"] if labelled else [])
-    missing = [name for name in needed if name not in table.column_names]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(needed)}")
-    domains = [canonical_domain(d) for d in table.column("domain").to_pylist()]
-    unknown = sorted({str(raw) for raw, d in zip(table.column("domain").to_pylist(), domains) if d is None})
-    if unknown:
-        raise DataError(f"{path}: column domain has unknown value(s) {', '.join(unknown[:5])}; use P, V or L")
-    features = table.column("features").combine_chunks()
-    try:
-        matrix = np.stack(features.to_numpy(zero_copy_only=False)).astype(np.float32)
-    except ValueError as error:
-        raise DataError(f"{path}: column features must be lists of one constant length ({error})") from None
-    columns = {
-        "item_id": np.asarray(table.column("item_id").to_pylist(), dtype=object),
-        "domain": np.asarray(domains),
-        "features": matrix,
-    }
-    if labelled:
-        columns["product_id"] = np.asarray(table.column("product_id").to_pylist(), dtype=object)
-    return columns
 
 
 def _batches(rng: np.random.Generator, groups: list[list[np.ndarray]], batch_products: int,
@@ -152,14 +98,22 @@ class _Progress:
 
 @contextlib.contextmanager
 def _deterministic_torch(threads: int) -> Iterator[None]:
-    """Deterministic kernels and a fixed thread count, restoring the caller's settings."""
+    """Deterministic kernels, a fixed thread count and flushed denormals, then restore.
+
+    Flushing denormals matters for speed, not accuracy: Adam's moment estimates of the
+    classifier rows of products absent from a batch decay geometrically into the denormal range
+    after a few hundred steps, and denormal arithmetic made training ~10x slower on x86.
+    torch has no getter for that flag; it is reset to torch's default (off) afterwards.
+    """
     previous_threads = torch.get_num_threads()
     previous_mode = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
+    torch.set_flush_denormal(True)
     try:
         yield
     finally:
+        torch.set_flush_denormal(False)
         torch.use_deterministic_algorithms(previous_mode)
         torch.set_num_threads(previous_threads)
 
@@ -171,6 +125,8 @@ def _check(config: TrainConfig) -> None:
     for name in ("epochs", "dim", "hidden", "batch_products", "items_per_domain", "threads"):
         if getattr(config, name) < 1:
             problems.append(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.temperature <= 0:
+        problems.append(f"temperature must be positive, got {config.temperature}")
     if problems:
         raise UsageError("; ".join(problems))
 
@@ -222,7 +178,7 @@ def train(data_dir: str | os.PathLike[str], config: TrainConfig | None = None, *
                 raise DataError(f"{data_dir / 'train.parquet'}: domain {code} has fewer than 2 items")
             stats[code] = (rows.mean(0), rows.std(0).clamp_min(1e-6))
         encoders = Encoders(features.shape[1], config.dim, config.hidden, stats, generator)
-        head = CosFaceHead(config.dim, classes, generator)
+        head = CosFaceHead(config.dim, classes, generator, scale=config.scale, margin=config.margin)
         parameters = list(encoders.parameters()) + list(head.parameters())
         optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
         steps_per_epoch = math.ceil(len(groups) / config.batch_products)
@@ -279,32 +235,3 @@ def train(data_dir: str | os.PathLike[str], config: TrainConfig | None = None, *
                     out[mask] = encoders(test_features[torch.from_numpy(mask)], code).numpy()
     return TrainResult(config=config, item_ids=test_split["item_id"], domains=test_split["domain"],
                        embeddings=out, epoch_losses=tuple(epoch_losses), seconds=seconds)
-
-
-def write_submission(path: str | os.PathLike[str], item_ids: np.ndarray, embeddings: np.ndarray,
-                     *, dtype: str = "float32") -> None:
-    """Write a submission parquet: ``item_id`` (string) and ``embedding`` as
-    ``fixed_size_list<dtype>[dim]`` (DESIGN.md §3), atomically.
-
-    ``dtype`` is ``float32`` or ``float16`` (half the size; the bundled sample uses it).
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ropebench.files import atomic_write_with
-
-    if dtype not in ("float32", "float16"):
-        raise UsageError(f"dtype must be float32 or float16, got {dtype!r}")
-    values = np.ascontiguousarray(embeddings, dtype=np.dtype(dtype))
-    flat = pa.array(values.reshape(-1), type=pa.from_numpy_dtype(values.dtype))
-    table = pa.Table.from_arrays(
-        [pa.array([str(i) for i in item_ids], type=pa.string()),
-         pa.FixedSizeListArray.from_arrays(flat, values.shape[1])],
-        names=["item_id", "embedding"])
-    atomic_write_with(path, lambda tmp: pq.write_table(table, tmp))
-
-
-def describe(result: TrainResult) -> dict[str, Any]:
-    """A small JSON-able summary of a run (used by the CLI's log line)."""
-    return {"loss": result.config.loss, "epochs": result.config.epochs, "seed": result.config.seed,
-            "seconds": round(result.seconds, 1), "final_loss": result.epoch_losses[-1]}
