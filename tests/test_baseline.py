@@ -140,3 +140,28 @@ def test_importing_ropebench_and_the_baseline_cli_never_imports_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+@pytest.mark.baseline
+def test_defaults_meet_the_issue_thresholds(request, tmp_path):
+    # The acceptance check of issue 4 (about a minute): simulate and both arms with defaults.
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("about a minute; run with -m slow")
+    pytest.importorskip("torch")
+    from ropebench.baseline.trainer import train
+
+    write_simulation(simulate(seed=0), tmp_path)
+    manifest = tmp_path / "test_manifest.parquet"
+    r1 = {}
+    for loss in ("cls", "cls+cd"):
+        result = train(tmp_path, TrainConfig(loss=loss))
+        assert result.seconds < 120, (loss, result.seconds)
+        write_submission(tmp_path / "sub.parquet", result.item_ids, result.embeddings)
+        evaluation = ropebench.evaluate(tmp_path / "sub.parquet", manifest=manifest)
+        r1[loss] = {task: evaluation.tasks[task]["R@1"] for task in evaluation.tasks}
+    for task in ("P2P", "V2V", "L2L"):
+        assert r1["cls"][task] >= 70, (task, r1["cls"][task])
+    for task in CROSS:
+        assert r1["cls"][task] <= 20, (task, r1["cls"][task])
+        assert r1["cls+cd"][task] >= 30 and r1["cls+cd"][task] >= 3 * r1["cls"][task], (task, r1)
