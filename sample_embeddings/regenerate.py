@@ -11,7 +11,7 @@ It runs exactly this shell sequence (defaults throughout; SIM is a temporary dir
     cp SIM/test_manifest.parquet manifest.parquet
 
 and writes ``manifest.parquet`` (2,632 test items of 300 unseen products), ``cls.parquet``
-(classification loss only) and ``cls_cd.parquet`` (with L_cd): float32, 128-d, ~1.4 MB each.
+(classification loss only) and ``cls_cd.parquet`` (with L_cd): float32, 128-d, ~2 MB each.
 The outputs are identical byte for byte on every run with the same versions of ropebench,
 NumPy, torch (CPU, 2 threads) and pyarrow; another CPU architecture or library version may
 change the last bits of the embeddings, and then the ``rope-sim`` leaderboard entries must be

@@ -165,3 +165,14 @@ def test_defaults_meet_the_issue_thresholds(request, tmp_path):
     for task in CROSS:
         assert r1["cls"][task] <= 20, (task, r1["cls"][task])
         assert r1["cls+cd"][task] >= 30 and r1["cls+cd"][task] >= 3 * r1["cls"][task], (task, r1)
+
+
+@pytest.mark.baseline
+def test_progress_bar_shows_the_running_loss_only_when_asked(torch_train, sim_dir):
+    import io
+
+    shown, hidden = io.StringIO(), io.StringIO()
+    torch_train(sim_dir, replace(TINY, epochs=2), progress=True, stream=shown)
+    torch_train(sim_dir, replace(TINY, epochs=2), stream=hidden)  # a StringIO is not a terminal
+    assert "epoch 2/2 loss " in shown.getvalue() and shown.getvalue().endswith("\n")
+    assert hidden.getvalue() == ""
