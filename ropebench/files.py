@@ -37,6 +37,10 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[str], None]
     os.close(handle)
     try:
         write(tmp)
+        # mkstemp creates 0600; give the file the mode an ordinary open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         try:
