@@ -175,12 +175,11 @@ def evaluate_dataset(
     rows: list[Any] = []
     search_started = time.perf_counter()
     with _thread_limit(threads) as thread_count:
-        query_vectors, gallery_vectors = prepare_vectors(dataset.embeddings, metric)
         members = {code: np.flatnonzero(dataset.domains == i) for i, code in enumerate(DOMAINS)}
         if engine == "one-pass":
-            all_hits = _one_pass(dataset, members, tasks, query_vectors, gallery_vectors, metric, ks, per_query,
-                                 thread_count, bar)
+            all_hits = _one_pass(dataset, members, tasks, metric, ks, per_query, thread_count, bar)
         else:
+            query_vectors, gallery_vectors = prepare_vectors(dataset.embeddings, metric)
             all_hits = {}
             for task in tasks:
                 data = _task_data(dataset, members, task, query_vectors, gallery_vectors, TaskData)
@@ -221,18 +220,16 @@ def evaluate_dataset(
     )
 
 
-def _one_pass(dataset, members, tasks, query_vectors, gallery_vectors, metric, ks, per_query, thread_count, bar):
+def _one_pass(dataset, members, tasks, metric, ks, per_query, thread_count, bar):
     """All tasks' first-hit counts with :func:`ropebench.onepass.one_pass_first_hits`."""
     from ropebench.onepass import one_pass_first_hits
-    from ropebench.search import TaskData
+    from ropebench.search import TaskData, prepare_vectors
 
-    needed = {code for task in tasks for code in split_task(task)}
-    symmetric = query_vectors is gallery_vectors
-    # One contiguous copy per domain, shared by every task (and both sides when symmetric).
-    domain_vectors = {}
-    for code in needed:
-        q = np.ascontiguousarray(query_vectors[members[code]])
-        domain_vectors[code] = (q, q if symmetric else np.ascontiguousarray(gallery_vectors[members[code]]))
+    needed = [code for code in DOMAINS if any(code in split_task(task) for task in tasks)]
+    # One prepared, contiguous copy per domain, shared by every task (and by both sides of a
+    # block unless the metric is l2); no full-size prepared copy is ever made.
+    domain_vectors = {code: prepare_vectors(dataset.embeddings[members[code]], metric) for code in needed}
+    symmetric = metric != "l2"
     task_data = {task: _task_data(dataset, members, task, None, None, TaskData, domain_vectors) for task in tasks}
     return one_pass_first_hits(domain_vectors, task_data, tasks, max_k=max(ks), exact_censored=per_query,
                                threads=thread_count, symmetric_scores=symmetric,

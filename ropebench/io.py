@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Source", "read_source", "embedding_matrix", "column_kind"]
 
+_READ_BATCH = 65536  # rows decoded at a time
 _FLOAT_NAMES = {"halffloat": "float16", "float": "float32", "double": "float64"}
 
 
@@ -39,7 +40,10 @@ def _read_file(path: Path) -> "pa.Table":
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path)
+        # Batch by batch: decoding a whole list column at once peaks at several times its size.
+        reader = pq.ParquetFile(path, memory_map=True)
+        batches = list(reader.iter_batches(batch_size=_READ_BATCH))
+        return pa.Table.from_batches(batches, schema=reader.schema_arrow)
     except (pa.ArrowException, OSError) as error:
         raise DataError(
             f"{path}: cannot be read as parquet ({error}). "
@@ -159,9 +163,11 @@ def embedding_matrix(column: "pa.ChunkedArray") -> tuple[np.ndarray | None, str 
             "Fix: store each embedding as a list of floats (e.g. pa.list_(pa.float32(), d))"
         ), str(type_), no_rows
     dtype = _FLOAT_NAMES.get(str(type_.value_type), str(type_.value_type))
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    null_rows = np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    lengths = pc.list_value_length(array).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    chunks = [c for c in column.chunks if len(c)] if isinstance(column, pa.ChunkedArray) else [column]
+    null_rows = np.concatenate([np.zeros(0, dtype=bool)] + [
+        np.asarray(c.is_null().to_numpy(zero_copy_only=False), dtype=bool) for c in chunks])
+    lengths = np.concatenate([np.zeros(0, dtype=np.int64)] + [
+        pc.list_value_length(c).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) for c in chunks])
     valid_lengths = lengths[~null_rows]
     if valid_lengths.size == 0:
         return None, "has no non-null embedding", dtype, null_rows
@@ -178,12 +184,18 @@ def embedding_matrix(column: "pa.ChunkedArray") -> tuple[np.ndarray | None, str 
                 "Fix: every embedding must have the same length"
             )
         return None, problem, dtype, bad
-    flat = array.flatten()
-    if flat.null_count:
-        # A null inside a list cannot be a number: name those rows.
-        parents = pc.list_parent_indices(array).to_numpy(zero_copy_only=False)
-        inner_null = np.asarray(flat.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-        bad[np.unique(parents[inner_null])] = True
+    matrix = np.empty((n, d), dtype=np.float32)
+    row = 0
+    for chunk in chunks:  # one float32 copy, filled chunk by chunk (no combined Arrow copy)
+        flat = chunk.flatten()
+        if flat.null_count:
+            # A null inside a list cannot be a number: name those rows.
+            parents = pc.list_parent_indices(chunk).to_numpy(zero_copy_only=False)
+            inner_null = np.asarray(flat.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+            bad[row + np.unique(parents[inner_null])] = True
+        else:
+            matrix[row:row + len(chunk)] = flat.to_numpy(zero_copy_only=False).reshape(len(chunk), d)
+        row += len(chunk)
+    if bad.any():
         return None, "holds null values inside embeddings. Fix: store finite floats", dtype, bad
-    matrix = flat.to_numpy(zero_copy_only=False).reshape(n, d)
-    return np.ascontiguousarray(matrix, dtype=np.float32), None, dtype, bad
+    return matrix, None, dtype, bad

@@ -192,9 +192,17 @@ def load_dataset(
     Raises:
         DataError: listing every problem found (see DESIGN.md §3).
     """
-    sub = read_source(submission, what="submission")
-    man = read_source(manifest, what="manifest") if manifest is not None else None
-    return _validate(sub, man, metric=metric)
+    import pyarrow as pa
+
+    try:
+        sub = read_source(submission, what="submission")
+        man = read_source(manifest, what="manifest") if manifest is not None else None
+        return _validate(sub, man, metric=metric)
+    finally:
+        sub = man = None
+        # The Arrow tables are gone, but their allocator keeps the pages (often several times the
+        # embedding size after decoding); hand them back before the search needs memory.
+        pa.default_memory_pool().release_unused()
 
 
 def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
