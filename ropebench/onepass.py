@@ -8,9 +8,9 @@ columns). The result is the same first-hit counts ``a, t, p`` (DESIGN.md §2) as
 
 How one query's counts are found without ever seeing its whole score row at once:
 
-1. Before the pass, its best relevant score ``s+`` is estimated in float64 from its (few) relevant
-   pairs, and a band ``[lo, hi]`` is put around it, wider than any float32 rounding error of the
-   GEMM (``2 d 2⁻²⁴ |q| max|g|``, twice the classic bound).
+1. Before the pass, its best relevant score ``s+`` is estimated (float32) from its (few) relevant
+   pairs, and a band ``[lo, hi]`` is put around it, wider than the estimate's and the GEMM's
+   float32 rounding errors together (``4 d 2⁻²⁴ |q| max|g|``, twice their sum).
 2. During the pass, for each tile: scores ``>= lo`` are picked with one comparison and
    ``flatnonzero`` (selection costs two memory passes, far less than the GEMM). Eligible ones
    above ``hi`` are only counted; those inside the band are kept with their exact GEMM score. The
@@ -41,7 +41,7 @@ from ropebench.search import FirstHits, TaskData, exact_counts
 __all__ = ["one_pass_first_hits", "BAND_CAP", "TILE_SCORES"]
 
 TILE_SCORES = 1 << 24  # scores per GEMM tile (64 MiB of float32): bounds memory, keeps sgemm efficient
-CHUNK_SCORES = 1 << 21  # scores per selection chunk: the unit of work of a selection thread
+CHUNK_SCORES = 1 << 22  # scores per selection chunk: the unit of work of a selection thread
 BAND_CAP = 4096  # band entries kept per query before it is handed to exact rescoring
 _U32 = 2.0 ** -24  # unit roundoff of float32
 
@@ -71,15 +71,17 @@ class _Accumulator:
         q, g = _relevant_pairs(d)
         estimate = np.full(nq, -np.inf)
         scale = np.zeros(nq)
-        q_norm = np.linalg.norm(d.queries.astype(np.float64), axis=1)
-        g_norm = np.linalg.norm(d.gallery.astype(np.float64), axis=1)
+        q_norm = np.linalg.norm(d.queries, axis=1).astype(np.float64)
+        g_norm = np.linalg.norm(d.gallery, axis=1).astype(np.float64)
         step = 1 << 16
         for start in range(0, len(q), step):
             qs, gs = q[start:start + step], g[start:start + step]
-            dots = np.einsum("ij,ij->i", d.queries[qs].astype(np.float64), d.gallery[gs].astype(np.float64))
+            # A float32 estimate: it and the GEMM value each lie within d·u·|q||g| of the exact
+            # dot product, so they differ by at most twice that; the band is twice that again.
+            dots = np.einsum("ij,ij->i", d.queries[qs], d.gallery[gs]).astype(np.float64)
             np.maximum.at(estimate, qs, dots)
             np.maximum.at(scale, qs, q_norm[qs] * g_norm[gs])
-        width = 2.0 * (d.queries.shape[1] + 2) * _U32 * scale + 1e-30
+        width = 4.0 * (d.queries.shape[1] + 2) * _U32 * scale * (1 + 1e-3) + 1e-30
         scored = np.isfinite(estimate)
         low, high = estimate - width, estimate + width
         lo = np.where(scored, low, np.inf).astype(np.float32)
