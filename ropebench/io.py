@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Source", "read_source", "embedding_matrix", "column_kind"]
 
-_READ_BATCH = 65536  # rows decoded at a time
+_READ_BATCH = 8192  # rows decoded at a time: larger batches multiply the decoder's peak memory
 _FLOAT_NAMES = {"halffloat": "float16", "float": "float32", "double": "float64"}
 
 

@@ -40,7 +40,7 @@ from ropebench.search import FirstHits, TaskData, exact_counts
 
 __all__ = ["one_pass_first_hits", "BAND_CAP", "TILE_SCORES"]
 
-TILE_SCORES = 1 << 24  # scores per GEMM tile (64 MiB of float32): bounds memory, keeps sgemm efficient
+TILE_SCORES = 1 << 23  # scores per GEMM tile (32 MiB of float32, one per worker): bounds memory
 CHUNK_SCORES = 1 << 22  # scores per selection chunk: the unit of work of a selection thread
 BAND_CAP = 4096  # band entries kept per query before it is handed to exact rescoring
 _U32 = 2.0 ** -24  # unit roundoff of float32
@@ -73,7 +73,7 @@ class _Accumulator:
         scale = np.zeros(nq)
         q_norm = np.linalg.norm(d.queries, axis=1).astype(np.float64)
         g_norm = np.linalg.norm(d.gallery, axis=1).astype(np.float64)
-        step = 1 << 16
+        step = 1 << 13  # pairs gathered at a time: (step, d) float32 per side
         for start in range(0, len(q), step):
             qs, gs = q[start:start + step], g[start:start + step]
             # A float32 estimate: it and the GEMM value each lie within d·u·|q||g| of the exact
@@ -210,6 +210,17 @@ class Block:
     symmetric: bool = False
 
 
+def _single_threaded_blas(enabled: bool):
+    """BLAS on one thread while our own workers parallelise over tiles (needs threadpoolctl)."""
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _select(scores: np.ndarray, thresholds: np.ndarray, *, axis: int, buffers: threading.local) -> np.ndarray:
     """Flat indices of ``scores >= thresholds`` (thresholds along rows if axis=1, else along columns)."""
     mask = getattr(buffers, "mask", None)
@@ -222,29 +233,47 @@ def _select(scores: np.ndarray, thresholds: np.ndarray, *, axis: int, buffers: t
 
 def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading.local,
                on_tile: Callable[[int], None]) -> None:
+    """Compute the block tile by tile; each worker thread runs a tile's GEMM and its selection.
+
+    Whole tiles go to the workers (BLAS itself single-threaded): OpenBLAS's own threads spin
+    after every GEMM and starve selection threads, which made a parallel selection no faster
+    than a serial one. Accumulator updates are serialised by a lock; they are sums, maxima and
+    one-way flags, so the order in which tiles finish changes no count.
+    """
     left, right = block.left, block.right
     n_left, n_right = len(left), len(right)
     rows_per_tile = int(max(64, min(n_left, TILE_SCORES // max(n_right, 1))))
-    buffer = np.empty(rows_per_tile * n_right, dtype=np.float32)
-    for i0 in range(0, n_left, rows_per_tile):
+    lock = threading.Lock()
+
+    def run_tile(i0: int) -> None:
         i1 = min(n_left, i0 + rows_per_tile)
         c0 = i0 if block.symmetric else 0
+        buffer = getattr(buffers, "tile", None)
+        if buffer is None or buffer.size < rows_per_tile * n_right:
+            buffer = buffers.tile = np.empty(rows_per_tile * n_right, dtype=np.float32)
         scores = buffer[: (i1 - i0) * (n_right - c0)].reshape(i1 - i0, n_right - c0)
         np.matmul(left[i0:i1], right[c0:].T, out=scores)
         # Which part each reader sees: by rows, the whole tile; by columns, for a symmetric block
         # only the columns right of the diagonal square (the square's pairs are read by rows).
         col_start = (i1 - c0) if block.symmetric else 0
-        jobs = _chunks(scores, i0, c0, col_start, block)
-        results = list(pool.map(lambda job: _select_job(job, buffers), jobs)) if pool else \
-            [_select_job(job, buffers) for job in jobs]
-        for (accumulator, q_of, g_of), r, c, values in results:
-            if len(values):
-                accumulator.add(q_of(r, c), g_of(r, c), values)
-        block.by_rows.add_relevant(scores, i0, i1, c0, n_right, by_rows=True)
+        results = [_select_job(job, buffers) for job in _chunks(scores, i0, c0, col_start, block)]
         columns = block.by_rows if block.symmetric else block.by_columns
-        if columns is not None and n_right - c0 - col_start > 0:
-            columns.add_relevant(scores[:, col_start:], c0 + col_start, n_right, i0, i1, by_rows=False)
-        on_tile(i1 - i0)
+        with lock:
+            for (accumulator, q_of, g_of), r, c, values in results:
+                if len(values):
+                    accumulator.add(q_of(r, c), g_of(r, c), values)
+            block.by_rows.add_relevant(scores, i0, i1, c0, n_right, by_rows=True)
+            if columns is not None and n_right - c0 - col_start > 0:
+                columns.add_relevant(scores[:, col_start:], c0 + col_start, n_right, i0, i1, by_rows=False)
+            on_tile(i1 - i0)
+
+    starts = range(0, n_left, rows_per_tile)
+    if pool is None:
+        for i0 in starts:
+            run_tile(i0)
+    else:
+        for _ in pool.map(run_tile, starts):
+            pass
 
 
 def _chunks(scores, i0, c0, col_start, block):
@@ -295,7 +324,8 @@ def one_pass_first_hits(
         tasks: the tasks to score, e.g. ``("P2V", "V2P", "P2P")``.
         max_k: the largest K reported.
         exact_censored: exact counts even for queries that miss at every K (per-query output).
-        threads: selection threads (numpy releases the GIL); BLAS and FAISS are set by the caller.
+        threads: worker threads, each running whole tiles (GEMM with single-threaded BLAS, then
+            selection; numpy releases the GIL). With 1, BLAS keeps the threads the caller set.
         symmetric_scores: ``q·g`` may serve both directions (False for ``l2``).
         on_start: called once with the total number of block rows.
         on_progress: called with a number of block rows finished.
@@ -325,8 +355,9 @@ def one_pass_first_hits(
     progress = on_progress or (lambda n: None)
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
     try:
-        for block in blocks:
-            _run_block(block, pool, buffers, progress)
+        with _single_threaded_blas(pool is not None):
+            for block in blocks:
+                _run_block(block, pool, buffers, progress)
     finally:
         if pool is not None:
             pool.shutdown()

@@ -31,7 +31,7 @@ import numpy as np
 __all__ = ["TaskData", "FirstHits", "prepare_vectors", "first_hit_counts", "exact_counts", "QUERY_BATCH"]
 
 QUERY_BATCH = 4096  # queries per FAISS call: bounds the candidate arrays, paces the progress bar
-NORMALIZE_BATCH = 16384  # rows normalised per float64 block (bounds its temporary)
+NORMALIZE_BATCH = 4096  # rows normalised per float64 block (bounds its temporary)
 EXACT_BATCH = 256  # queries per full-row rescoring block: (256 × gallery) float32 scores
 
 
