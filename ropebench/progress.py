@@ -15,10 +15,10 @@ class Progress:
     def __init__(self, *, enabled: bool, stream: TextIO | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled and getattr(self.stream, "isatty", lambda: False)()
-        self.label, self.total, self.done, self._drawn = "", 0, 0, 0.0
+        self.label, self.total, self.done, self.unit, self._drawn = "", 0, 0, "queries", 0.0
 
-    def start(self, label: str, total: int) -> None:
-        self.label, self.total, self.done = label, max(total, 1), 0
+    def start(self, label: str, total: int, unit: str = "queries") -> None:
+        self.label, self.total, self.done, self.unit = label, max(total, 1), 0, unit
         self._draw(force=True)
 
     def advance(self, n: int) -> None:
@@ -38,5 +38,5 @@ class Progress:
         width = 30
         filled = int(width * min(self.done, self.total) / self.total)
         self.stream.write(f"\r{self.label:<4} [{'#' * filled}{'.' * (width - filled)}] "
-                          f"{min(self.done, self.total)}/{self.total} queries")
+                          f"{min(self.done, self.total)}/{self.total} {self.unit}")
         self.stream.flush()
