@@ -147,3 +147,13 @@ def test_caller_embeddings_are_not_modified():
     before = emb.copy()
     ropebench.evaluate(embeddings=emb, domains=["P", "V", "L"] * 10, product_ids=np.arange(30) % 5)
     np.testing.assert_array_equal(emb, before)
+
+
+def test_a_domain_without_items_gives_skips_and_null_metrics():
+    # P and V items only: P2L queries all skipped (no gallery), L2P has no query; both null.
+    rng = np.random.default_rng(0)
+    result = run(rng.normal(size=(8, 3)), ["P", "V"] * 4, [0, 0, 1, 1, 2, 2, 3, 3], ks=(1,), metric="cosine")
+    assert (result.tasks["P2L"]["n_queries"], result.tasks["P2L"]["n_skipped"], result.tasks["P2L"]["R@1"]) == (0, 4, None)
+    assert (result.tasks["L2P"]["n_queries"], result.tasks["L2P"]["n_gallery"], result.tasks["L2P"]["R@1"]) == (0, 4, None)
+    assert result.tasks["P2V"]["n_queries"] == 4 and result.tasks["P2V"]["R@1"] is not None
+    assert result.to_json()["tasks"]["L2L"]["MRR@1"] is None
