@@ -139,7 +139,9 @@ def column_kind(type_: "pa.DataType") -> str | None:
     return None
 
 
-def embedding_matrix(column: "pa.ChunkedArray") -> tuple[np.ndarray | None, str | None, str, np.ndarray]:
+def embedding_matrix(
+    column: "pa.ChunkedArray",
+) -> tuple[np.ndarray | None, tuple[str, str] | None, str, np.ndarray]:
     """Turn an embedding column into an ``(n, d)`` float32 matrix without per-row Python objects.
 
     Args:
@@ -147,7 +149,7 @@ def embedding_matrix(column: "pa.ChunkedArray") -> tuple[np.ndarray | None, str 
 
     Returns:
         ``(matrix, problem, dtype, bad_rows)``: the float32 matrix (C-contiguous) or None; a
-        description of a structural problem (wrong type, varying or zero length) or None; the
+        structural problem as ``(what, fix)`` (wrong type, varying or zero length) or None; the
         value dtype name; a boolean mask of rows that are null or have a varying length.
     """
     import pyarrow as pa
@@ -159,8 +161,8 @@ def embedding_matrix(column: "pa.ChunkedArray") -> tuple[np.ndarray | None, str 
     is_list = pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_)
     if not is_list or not pa.types.is_floating(type_.value_type):
         return None, (
-            f"has type {type_}; expected fixed_size_list<float32>[d] or list<float16|float32|float64>. "
-            "Fix: store each embedding as a list of floats (e.g. pa.list_(pa.float32(), d))"
+            f"has type {type_}; expected fixed_size_list<float32>[d] or list<float16|float32|float64>",
+            "store each embedding as a list of floats (e.g. pa.list_(pa.float32(), d))",
         ), str(type_), no_rows
     dtype = _FLOAT_NAMES.get(str(type_.value_type), str(type_.value_type))
     chunks = [c for c in column.chunks if len(c)] if isinstance(column, pa.ChunkedArray) else [column]
@@ -170,18 +172,18 @@ def embedding_matrix(column: "pa.ChunkedArray") -> tuple[np.ndarray | None, str 
         pc.list_value_length(c).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) for c in chunks])
     valid_lengths = lengths[~null_rows]
     if valid_lengths.size == 0:
-        return None, "has no non-null embedding", dtype, null_rows
+        return None, ("has no non-null embedding", "give every item an embedding"), dtype, null_rows
     values, counts = np.unique(valid_lengths, return_counts=True)
     d = int(values[np.argmax(counts)])
     bad = null_rows | (lengths != d)
     if d == 0:
-        return None, "has zero dimension (empty lists). Fix: store d > 0 values per item", dtype, bad
+        return None, ("has zero dimension (empty lists)", "store d > 0 values per item"), dtype, bad
     if bad.any():
         problem = None
         if len(values) > 1:
             problem = (
-                f"has varying dimension ({', '.join(map(str, values.tolist()))}); most rows have d={d}. "
-                "Fix: every embedding must have the same length"
+                f"has varying dimension ({', '.join(map(str, values.tolist()))}); most rows have d={d}",
+                "every embedding must have the same length",
             )
         return None, problem, dtype, bad
     matrix = np.empty((n, d), dtype=np.float32)
@@ -197,5 +199,5 @@ def embedding_matrix(column: "pa.ChunkedArray") -> tuple[np.ndarray | None, str 
             matrix[row:row + len(chunk)] = flat.to_numpy(zero_copy_only=False).reshape(len(chunk), d)
         row += len(chunk)
     if bad.any():
-        return None, "holds null values inside embeddings. Fix: store finite floats", dtype, bad
+        return None, ("holds null values inside embeddings", "store finite floats"), dtype, bad
     return matrix, None, dtype, bad

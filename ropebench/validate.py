@@ -220,9 +220,8 @@ def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
         matrix, structural, dtype, bad = embedding_matrix(table.column("embedding"))
         shown = ids if ids is not None else np.array([], dtype=object)
         if structural:
-            problems.add(f"{where} column 'embedding'", structural.split(". Fix: ")[0],
-                         shown[bad] if ids is not None else None,
-                         structural.split(". Fix: ")[1] if ". Fix: " in structural else "")
+            what, fix = structural
+            problems.add(f"{where} column 'embedding'", what, shown[bad] if ids is not None else None, fix)
         elif bad.any():
             problems.add(f"{where} column 'embedding'", f"{_count(int(bad.sum()), 'row')} with a null embedding",
                          shown[bad] if ids is not None else None, "give every item an embedding")

@@ -182,3 +182,21 @@ def test_directory_with_unknown_file_name(tmp_path):
     pq.write_table(pa.table({"item_id": [1]}), directory / "images.parquet")
     result = CliRunner().invoke(cli, ["validate", str(directory)])
     assert result.exit_code == 2 and "'images' is not a domain name" in result.output
+
+
+def test_null_embeddings_and_nulls_inside_embeddings(files, tmp_path):
+    rows = [[1.0, 2.0, 3.0, 4.0]] * 6
+    null_row = pa.array(rows[:5] + [None], type=pa.list_(pa.float32()))
+    sub, man = files({"embedding": null_row})
+    assert_rejected(*run_evaluate(sub, man, tmp_path), "column 'embedding'", "1 row with a null embedding",
+                    "'l1'", "Fix: give every item an embedding")
+    null_inside = pa.array(rows[:4] + [[1.0, None, 3.0, 4.0], rows[5]], type=pa.list_(pa.float32()))
+    sub, man = files({"embedding": null_inside})
+    assert_rejected(*run_evaluate(sub, man, tmp_path), "column 'embedding'", "holds null values inside embeddings",
+                    "'l0'", "Fix: store finite floats")
+
+
+def test_structural_problem_message_keeps_its_fix(files, tmp_path):
+    sub, man = files({"embedding": embedding_column([[1, 2, 3, 4]] * 5 + [[1, 2, 3]], fixed=False)})
+    assert_rejected(*run_evaluate(sub, man, tmp_path), "varying dimension (3, 4); most rows have d=4",
+                    "Fix: every embedding must have the same length")
