@@ -17,8 +17,8 @@ from typing import Any
 import click
 
 from ropebench import leaderboard as lb
-from ropebench.entry_schema import ENTRY_SCHEMA
-from ropebench.errors import UsageError
+from ropebench.entry_schema import ENTRY_SCHEMA, check_entry
+from ropebench.errors import DataError, UsageError
 from ropebench.results import RESULTS_SCHEMA
 from ropebench.tables import FORMATS, render
 
@@ -38,11 +38,20 @@ def _results_entry(path: Path) -> dict[str, Any]:
     """An entry-like dict from a results file (or an entry file) given to --entry."""
     data = lb.read_json(path)
     if isinstance(data, dict) and data.get("schema") == ENTRY_SCHEMA:
+        problems = check_entry(data)
+        if problems:
+            raise DataError(f"--entry {path}: not a valid leaderboard entry:\n  - " + "\n  - ".join(problems))
         return data
     if not isinstance(data, dict) or data.get("schema") != RESULTS_SCHEMA \
             or not isinstance(data.get("tasks"), dict):
         raise UsageError(f"--entry {path}: neither a results file ({RESULTS_SCHEMA}) nor a "
                          f"leaderboard entry ({ENTRY_SCHEMA})")
+    bad = [task for task, cells in data["tasks"].items()
+           if not isinstance(cells, dict)
+           or not all(v is None or isinstance(v, (int, float)) for v in cells.values())]
+    if bad:
+        raise DataError(f"--entry {path}: tasks {', '.join(map(str, bad))} are not objects of numbers "
+                        "(write results with `ropebench evaluate SUB --out results.json`)")
     return {"name": path.stem, "label": path.stem, "results": data["tasks"]}
 
 

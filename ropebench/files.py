@@ -8,7 +8,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["sha256_file", "atomic_write_text", "atomic_write_with"]
+from ropebench.errors import DataError
+
+__all__ = ["sha256_file", "atomic_write_text", "atomic_write_with", "writable_directory"]
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -25,6 +27,19 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def writable_directory(directory: str | os.PathLike[str]) -> Path:
+    """Create ``directory`` if needed and check it can be written to; DataError if not."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"{directory}: cannot create this directory ({error.strerror or error}). "
+                        "Fix: choose a writable location") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise DataError(f"{directory}: not writable. Fix: choose a writable location")
+    return directory
+
+
 def atomic_write_with(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
 
@@ -32,8 +47,12 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[str], None]
     the temporary file, so a reader never sees a half-written result or leaderboard file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    writable_directory(path.parent)
+    try:
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise DataError(f"{path}: cannot be written ({error.strerror or error}). "
+                        "Fix: choose a path in a writable directory") from None
     os.close(handle)
     try:
         write(tmp)

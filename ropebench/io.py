@@ -21,7 +21,7 @@ from ropebench.errors import DataError
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
-__all__ = ["Source", "read_source", "embedding_matrix", "column_kind"]
+__all__ = ["Source", "read_source", "read_parquet", "embedding_matrix", "column_kind"]
 
 _READ_BATCH = 8192  # rows decoded at a time: larger batches multiply the decoder's peak memory
 _FLOAT_NAMES = {"halffloat": "float16", "float": "float32", "double": "float64"}
@@ -35,7 +35,8 @@ class Source:
     table: "pa.Table"
 
 
-def _read_file(path: Path) -> "pa.Table":
+def read_parquet(path: Path) -> "pa.Table":
+    """Read one parquet file; DataError naming the file if it is unreadable or truncated."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -81,7 +82,7 @@ def read_source(path: str | os.PathLike[str], *, what: str) -> Source:
     if not path.exists():
         raise DataError(f"{what} {path}: no such file or directory. Fix: check the path.")
     if path.is_file():
-        return Source(str(path), _read_file(path))
+        return Source(str(path), read_parquet(path))
 
     files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
     if not files:
@@ -98,7 +99,7 @@ def read_source(path: str | os.PathLike[str], *, what: str) -> Source:
                 f"{file}: {spelling!r} is not a domain name; accepted: {', '.join(sorted(SPELLINGS))}"
             )
             continue
-        table = _read_file(file)
+        table = read_parquet(file)
         if "domain" in table.column_names:
             inner = {canonical_domain(v) for v in table.column("domain").to_pylist()}
             if inner != {code}:

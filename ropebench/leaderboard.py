@@ -73,6 +73,8 @@ def read_json(path: Path) -> Any:
         raise DataError(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: not valid JSON ({error})") from None
+    except OSError as error:  # a directory, no permission, ...
+        raise DataError(f"{path}: cannot be read ({error.strerror or error})") from None
 
 
 def _dumps(data: Any) -> str:
@@ -271,9 +273,14 @@ def add_entry(
                 f"{suite!r} requires {want!r}"
                 for key, want in spec.spec["protocol"].items()
                 if results["protocol"].get(key) != want]
-    if results["protocol"]["search"] != "exact" and "search" not in spec.spec["protocol"]:
-        problems.append(f"protocol.search: the results have {results['protocol']['search']!r}; "
+    if results["protocol"].get("search") != "exact" and "search" not in spec.spec["protocol"]:
+        problems.append(f"protocol.search: the results have {results['protocol'].get('search')!r}; "
                         "leaderboard entries need exact search")
+    clash = [e["name"] for e in spec.entries if e["label"] == label and e["name"] != name]
+    if clash:
+        # Checked before anything is written: a duplicate label would leave a suite that no
+        # longer loads (the entry file and suite.json written, the rendering refused).
+        problems.append(f"label {label!r} is already used by entry {clash[0]!r}: choose another --label")
     base = root.parent
     files: dict[str, dict[str, Any] | None] = {"manifest": None}
     for what, override in (("submission", submission), ("manifest", manifest)):
@@ -423,6 +430,10 @@ def verify(root: Path, names: Sequence[str] | None = None) -> VerifyReport:
     """Check suites (default: all): schema, files and sha256, re-evaluation of computed entries,
     and the README's rendered blocks. Published entries are never re-evaluated."""
     report = VerifyReport()
+    unknown = [n for n in names or () if not (root / n / SUITE_FILE).is_file()]
+    if unknown:  # bad input, not a failed check: exit 2 rather than 1
+        raise UsageError(f"unknown suite {', '.join(map(repr, unknown))}: known suites are "
+                         f"{', '.join(suite_names(root)) or 'none'}")
     if not names:
         names = suite_names(root)
         report.problems += [f"{d}: a directory without {SUITE_FILE}" for d in sorted(root.iterdir())

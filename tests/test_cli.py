@@ -94,3 +94,52 @@ def test_markdown_format_is_github_tables():
     header = next(i for i, line in enumerate(lines) if line.startswith("| task "))
     assert lines[header + 1].startswith("|:-----") and lines[header + 1].endswith("-:|")
     assert lines[header + 2].startswith("| P2V ")
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot be read (Is a directory)"),
+    ('{"schema": "ropebench.entry/1"}', "not a valid leaderboard entry"),
+    ('{"schema": "ropebench.results/1", "tasks": {"P2V": 5}}', "tasks P2V are not objects of numbers"),
+])
+def test_table_entry_file_errors_exit_2(tmp_path, content, message):
+    path = tmp_path / "entry.json"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+    for table in ("1", "matrix"):
+        result = CliRunner().invoke(cli, ["table", "--entry", str(path), "--table", table])
+        assert result.exit_code == 2 and message in result.stderr, result.output
+        assert "Traceback" not in result.output
+
+
+def test_verify_unknown_suite_is_a_usage_error():
+    result = CliRunner().invoke(cli, ["leaderboard", "verify", "--suite", "nope", "--root", str(ROOT / "leaderboards")])
+    assert result.exit_code == 2 and "unknown suite 'nope'" in result.stderr
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = CliRunner().invoke(cli, ["baseline", "simulate", "--out", str(blocker / "sim"), "--products", "50"])
+    assert result.exit_code == 2 and "cannot create this directory" in result.stderr
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(cli, ["evaluate", SUB, "--manifest", MAN, "--tasks", "P2V",
+                                      "--out", str(blocker / "r.json")])
+    assert result.exit_code == 2 and "cannot create this directory" in result.stderr and not out.exists()
+
+
+def test_baseline_train_checks_its_inputs_and_output_before_training(tmp_path):
+    pytest.importorskip("torch")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    data = tmp_path / "garbage"
+    data.mkdir()
+    (data / "train.parquet").write_text("junk")
+    (data / "test.parquet").write_text("junk")
+    result = CliRunner().invoke(cli, ["baseline", "train", str(data), "--loss", "cls",
+                                      "--out", str(blocker / "x.parquet")])
+    assert result.exit_code == 2 and "cannot create this directory" in result.stderr
+    result = CliRunner().invoke(cli, ["baseline", "train", str(data), "--loss", "cls",
+                                      "--out", str(tmp_path / "x.parquet")])
+    assert result.exit_code == 2 and "cannot be read as parquet" in result.stderr

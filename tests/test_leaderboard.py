@@ -206,6 +206,7 @@ def rewrite_results(base: Path, change: Any) -> Path:
      "protocol.ties: the results have 'pessimistic', suite 'tiny' requires 'expected'"),
     (lambda r: r["protocol"].update(metric="l2"), "protocol.metric"),
     (lambda r: r["protocol"].update(search="ivf"), "protocol.search"),
+    (lambda r: r["protocol"].pop("search"), "protocol.search: the results have None"),
     (lambda r: r["manifest"].update(sha256="f" * 64), "manifest"),
     (lambda r: r["submission"].update(sha256="0" * 64), "re-run evaluate"),
 ])
@@ -381,3 +382,13 @@ def test_exit_codes_through_the_main_command(base: Path) -> None:
     edit_entry(base, lambda e: e["results"]["P2V"].update({"R@1": 0.0}))
     result = runner.invoke(cli, ["leaderboard", "verify", "--root", root])
     assert result.exit_code == 1 and "tiny/model-a: P2V R@1: stored 0.000000" in result.stdout
+
+
+def test_add_refuses_a_label_already_used_before_writing_anything(base: Path) -> None:
+    suite_file = base / "leaderboards" / "tiny" / "suite.json"
+    before = suite_file.read_text()
+    with pytest.raises(DataError, match="label 'A' is already used by entry 'model-a'"):
+        lb.add_entry(base / "results.json", root=base / "leaderboards", suite="tiny", name="b", label="A")
+    assert not (base / "leaderboards" / "tiny" / "b.json").exists()
+    assert suite_file.read_text() == before
+    assert lb.load_suite(base / "leaderboards", "tiny").entries  # the suite still loads

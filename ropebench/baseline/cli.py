@@ -107,6 +107,9 @@ def train(data_dir: str, loss: str, out: str, epochs: int, seed: int, dim: int, 
     require_torch()
     from ropebench.baseline.files import write_submission
     from ropebench.baseline.trainer import train as run_training
+    from ropebench.files import writable_directory
+
+    writable_directory(Path(out).resolve().parent)  # fail now, not after the training run
 
     config = TrainConfig(loss=loss, epochs=epochs, seed=seed, dim=dim, threads=threads)
     result = run_training(data_dir, config, progress=False if quiet else None)

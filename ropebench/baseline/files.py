@@ -19,12 +19,12 @@ def load_split(path: str | os.PathLike[str], *, labelled: bool) -> dict[str, np.
     Returns ``item_id``, ``domain`` (codes), ``features`` (float32 ``(n, f)``) and, when
     ``labelled``, ``product_id``. Raises DataError naming the file and column on bad input.
     """
-    import pyarrow.parquet as pq
+    from ropebench.io import read_parquet
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found; create it with `ropebench baseline simulate --out {path.parent}`")
-    table = pq.read_table(path)
+    table = read_parquet(path)
     needed = ["item_id", "domain", "features"] + (["product_id"] if labelled else [])
     missing = [name for name in needed if name not in table.column_names]
     if missing:

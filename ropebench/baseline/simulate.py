@@ -172,10 +172,9 @@ def write_simulation(simulation: Simulation, out: str | os.PathLike[str]) -> dic
     """
     import pyarrow.parquet as pq
 
-    from ropebench.files import atomic_write_with
+    from ropebench.files import atomic_write_with, writable_directory
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_directory(out)
     tables = {
         "train.parquet": _table(simulation.train, ("item_id", "domain", "product_id", "features")),
         "test.parquet": _table(simulation.test, ("item_id", "domain", "features")),
