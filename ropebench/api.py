@@ -233,7 +233,7 @@ def _one_pass(dataset, members, tasks, metric, ks, per_query, thread_count, bar)
     task_data = {task: _task_data(dataset, members, task, None, None, TaskData, domain_vectors) for task in tasks}
     return one_pass_first_hits(domain_vectors, task_data, tasks, max_k=max(ks), exact_censored=per_query,
                                threads=thread_count, symmetric_scores=symmetric,
-                               on_start=lambda total: bar.start("search", total, unit="similarity rows"), on_progress=bar.advance)
+                               on_start=lambda total: bar.start("search", total, unit="tiles"), on_progress=bar.advance)
 
 
 def _task_data(dataset, members, task, query_vectors, gallery_vectors, task_data_class, domain_vectors=None):

@@ -1,20 +1,23 @@
 """One-pass exact search: every similarity block is computed once and serves every task that needs it.
 
 The per-task path (:mod:`ropebench.search`) runs one FAISS search per task, so ``P2V`` and ``V2P``
-each compute ``P·Vᵀ``. Here each block is a numpy ``matmul`` in row tiles, and one tile feeds both
-directions: ``P2V`` reads it by rows, ``V2P`` by columns. An intra-domain block is symmetric, so
-only the tiles on and right of the diagonal are computed (its queries read them by rows and by
+each compute ``P·Vᵀ``. Here each block is a numpy ``matmul`` in square tiles, and one tile feeds
+both directions: ``P2V`` reads it by rows, ``V2P`` by columns. An intra-domain block is symmetric,
+so only the tiles on and right of the diagonal are computed (its queries read them by rows and by
 columns). The result is the same first-hit counts ``a, t, p`` (DESIGN.md §2) as the per-task path.
 
 How one query's counts are found without ever seeing its whole score row at once:
 
-1. Before the pass, its best relevant score ``s+`` is estimated (float32) from its (few) relevant
-   pairs, and a band ``[lo, hi]`` is put around it, wider than the estimate's and the GEMM's
-   float32 rounding errors together (``4 d 2⁻²⁴ |q| max|g|``, twice their sum).
-2. During the pass, for each tile: scores ``>= lo`` are picked with one comparison and
-   ``flatnonzero`` (selection costs two memory passes, far less than the GEMM). Eligible ones
-   above ``hi`` are only counted; those inside the band are kept with their exact GEMM score. The
-   scores of the query's relevant pairs are read from the tile too.
+1. Before a block, its relevant pairs are scored product by product (small batched matmuls over
+   the items of each product): that gives every query an estimate of its best relevant score
+   ``s+`` (float32), and a band ``[lo, hi]`` is put around it, wider than the estimate's and the
+   GEMM's float32 rounding errors together (``4 d 2⁻²⁴ |q| max|g|``, twice their sum).
+2. The block's rows and columns are put in order of their readers' ``lo``, so the queries of one
+   tile have similar thresholds. For each tile, the scores ``>=`` the smallest ``lo`` of its
+   queries are picked with one comparison and ``flatnonzero`` (one memory pass over the tile,
+   far less than its GEMM), then sorted out per query: eligible ones above ``hi`` are only
+   counted; those inside the band are kept with their exact GEMM score. The scores of the
+   query's relevant pairs are read from the tile too.
 3. After the pass, ``s+`` is the max of those relevant scores — GEMM outputs, the very numbers
    the band entries are compared with, so every comparison for a query uses one computation.
    If ``s+`` falls outside ``[lo, hi]`` (the error bound failed), or a query's band grew past
@@ -24,7 +27,9 @@ How one query's counts are found without ever seeing its whole score row at once
    above ``hi`` misses at every K: it stops collecting (censored, stored as ``max K, 0, 1``).
 
 ``l2`` scores are not symmetric under the query/gallery vector split (:func:`prepare_vectors`),
-so with ``l2`` each task gets its own block, read by rows only.
+so with ``l2`` each task gets its own block, read by rows only. A task whose relevant pairs are
+too many to list (:data:`MAX_PAIRS`, e.g. a few products with thousands of items each) is
+searched by the per-task path instead.
 """
 
 from __future__ import annotations
@@ -36,68 +41,40 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ropebench.search import FirstHits, TaskData, exact_counts
+from ropebench.search import FirstHits, TaskData, exact_counts, first_hit_counts
 
-__all__ = ["one_pass_first_hits", "BAND_CAP", "TILE_SCORES"]
+__all__ = ["one_pass_first_hits", "BAND_CAP", "TILE", "MAX_PAIRS"]
 
-TILE_SCORES = 1 << 23  # scores per GEMM tile (32 MiB of float32, one per worker): bounds memory
-CHUNK_SCORES = 1 << 22  # scores per selection chunk: the unit of work of a selection thread
+TILE = 1536  # tile side: (TILE, TILE) float32 scores per worker; small enough to stay in cache
 BAND_CAP = 4096  # band entries kept per query before it is handed to exact rescoring
+MAX_PAIRS = 1 << 25  # relevant pairs a block may list; beyond, its tasks use the per-task path
+ESTIMATE_SCORES = 1 << 21  # scores per batched matmul of the per-product estimates
 _U32 = 2.0 ** -24  # unit roundoff of float32
 
 
-@dataclass
-class _Accumulator:
+class _Reader:
     """Running state of one task: per query, counts above the band, band entries, relevant scores."""
 
-    data: TaskData
-    max_k: int
-    exact: bool  # per-query output: never censor
-    lo: np.ndarray = field(init=False)  # float32 thresholds; +inf = not collecting
-    lo_band: np.ndarray = field(init=False)  # the band as planned (lo is overwritten on censoring)
-    hi: np.ndarray = field(init=False)
-    above: np.ndarray = field(init=False)
-    band_size: np.ndarray = field(init=False)
-    best: np.ndarray = field(init=False)  # s+ from GEMM outputs, filled during the pass
-    redo: np.ndarray = field(init=False)  # queries for exact rescoring
-    censored: np.ndarray = field(init=False)
-    band: list = field(default_factory=list)
-    pairs_by_query: tuple = field(init=False)
-    pairs_by_gallery: tuple = field(init=False)
-
-    def __post_init__(self) -> None:
-        d = self.data
-        nq = len(d.queries)
-        q, g = _relevant_pairs(d)
-        estimate = np.full(nq, -np.inf)
-        scale = np.zeros(nq)
-        q_norm = np.linalg.norm(d.queries, axis=1).astype(np.float64)
-        g_norm = np.linalg.norm(d.gallery, axis=1).astype(np.float64)
-        step = 1 << 13  # pairs gathered at a time: (step, d) float32 per side
-        for start in range(0, len(q), step):
-            qs, gs = q[start:start + step], g[start:start + step]
-            # A float32 estimate: it and the GEMM value each lie within d·u·|q||g| of the exact
-            # dot product, so they differ by at most twice that; the band is twice that again.
-            dots = np.einsum("ij,ij->i", d.queries[qs], d.gallery[gs]).astype(np.float64)
-            np.maximum.at(estimate, qs, dots)
-            np.maximum.at(scale, qs, q_norm[qs] * g_norm[gs])
-        width = 4.0 * (d.queries.shape[1] + 2) * _U32 * scale * (1 + 1e-3) + 1e-30
+    def __init__(self, data: TaskData, max_k: int, exact: bool, estimate: np.ndarray, scale: np.ndarray) -> None:
+        self.data, self.max_k, self.exact = data, max_k, exact
+        nq = len(data.queries)
+        # A float32 estimate: it and the GEMM value each lie within d·u·|q||g| of the exact dot
+        # product, so they differ by at most twice that; the band is twice that again.
+        width = 4.0 * (data.queries.shape[1] + 2) * _U32 * scale * (1 + 1e-3) + 1e-30
         scored = np.isfinite(estimate)
         low, high = estimate - width, estimate + width
         lo = np.where(scored, low, np.inf).astype(np.float32)
         hi = np.where(scored, high, np.inf).astype(np.float32)
         # Round outwards so the float32 band still contains the float64 one.
-        self.lo = np.where(scored & (lo > low), np.nextafter(lo, np.float32(-np.inf)), lo)
+        self.lo = np.where(scored & (lo > low), np.nextafter(lo, np.float32(-np.inf)), lo)  # +inf: not collecting
         self.hi = np.where(scored & (hi < high), np.nextafter(hi, np.float32(np.inf)), hi)
-        self.lo_band = self.lo.copy()
+        self.lo_band = self.lo.copy()  # the band as planned (lo is overwritten on censoring)
         self.above = np.zeros(nq, dtype=np.int64)
         self.band_size = np.zeros(nq, dtype=np.int64)
-        self.best = np.full(nq, -np.inf, dtype=np.float32)
-        self.redo = np.zeros(nq, dtype=bool)
+        self.best = np.full(nq, -np.inf, dtype=np.float32)  # s+ from GEMM outputs, filled during the pass
+        self.redo = np.zeros(nq, dtype=bool)  # queries for exact rescoring
         self.censored = np.zeros(nq, dtype=bool)
-        order = np.argsort(g, kind="stable")
-        self.pairs_by_query = (q, g)  # _relevant_pairs returns them sorted by query
-        self.pairs_by_gallery = (q[order], g[order])
+        self.band: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def add(self, queries: np.ndarray, gallery: np.ndarray, values: np.ndarray) -> None:
         """Take candidate scores (``values >= lo[queries]``) of (query, gallery item) pairs."""
@@ -108,42 +85,28 @@ class _Accumulator:
                 group = d.query_groups[queries]
                 keep &= ~((d.gallery_groups[gallery] == group) & (group >= 0))
             queries, gallery, values = queries[keep], gallery[keep], values[keep]
-        nq = len(self.lo)
+        if not len(queries):
+            return
         high = values > self.hi[queries]
-        self.above += np.bincount(queries[high], minlength=nq)
+        if high.any():
+            counted = queries[high]
+            np.add.at(self.above, counted, 1)
+            if not self.exact:
+                touched = np.unique(counted)
+                done = touched[(self.above[touched] >= self.max_k) & np.isfinite(self.lo[touched])]
+                self.censored[done] = True
+                self.lo[done] = np.inf
         inside = ~high
         if inside.any():
-            entry = (queries[inside], gallery[inside], values[inside])
-            self.band.append(entry)
-            self.band_size += np.bincount(entry[0], minlength=nq)
-        full = self.band_size > BAND_CAP
-        if full.any():
-            self.redo |= full
-            self.lo[full] = np.inf
-            self.band_size[full] = 0  # counted once; their entries are dropped at the end
-        if not self.exact:
-            done = (self.above >= self.max_k) & np.isfinite(self.lo)
-            if done.any():
-                self.censored |= done
-                self.lo[done] = np.inf
-
-    def add_relevant(self, scores: np.ndarray, q0: int, q1: int, g0: int, g1: int, *, by_rows: bool) -> None:
-        """Read the scores of relevant pairs with query in ``[q0, q1)`` and gallery in ``[g0, g1)``."""
-        if by_rows:
-            q, g = self.pairs_by_query
-            lo, hi = np.searchsorted(q, [q0, q1])
-            q, g = q[lo:hi], g[lo:hi]
-            keep = (g >= g0) & (g < g1)
-            q, g = q[keep], g[keep]
-            values = scores[q - q0, g - g0]
-        else:
-            q, g = self.pairs_by_gallery
-            lo, hi = np.searchsorted(g, [g0, g1])
-            q, g = q[lo:hi], g[lo:hi]
-            keep = (q >= q0) & (q < q1)
-            q, g = q[keep], g[keep]
-            values = scores[g - g0, q - q0]
-        np.maximum.at(self.best, q, values)
+            kept = queries[inside]
+            self.band.append((kept, gallery[inside], values[inside]))
+            np.add.at(self.band_size, kept, 1)
+            touched = np.unique(kept)
+            full = touched[self.band_size[touched] > BAND_CAP]
+            if len(full):
+                self.redo[full] = True
+                self.lo[full] = np.inf
+                self.band_size[full] = 0  # counted once; their entries are dropped at the end
 
     def finish(self, on_redo: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]) -> FirstHits:
         d = self.data
@@ -175,39 +138,132 @@ class _Accumulator:
         return FirstHits(scored=scored, a=a[scored], t=t[scored], p=p[scored], censored=censored[scored])
 
 
-def _relevant_pairs(data: TaskData) -> tuple[np.ndarray, np.ndarray]:
-    """All eligible (query, gallery) pairs of the same product, sorted by query; int64 arrays."""
-    order = np.argsort(data.gallery_products, kind="stable")
-    sorted_products = data.gallery_products[order]
-    first = np.searchsorted(sorted_products, data.query_products, side="left")
-    last = np.searchsorted(sorted_products, data.query_products, side="right")
-    counts = last - first
-    q = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-    offsets = np.arange(len(q), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    g = order[np.repeat(first, counts) + offsets].astype(np.int64)
-    if data.intra:
-        keep = g != data.query_rows[q]
-        if data.query_groups is not None:
-            group = data.query_groups[q]
-            keep &= ~((data.gallery_groups[g] == group) & (group >= 0))
-        q, g = q[keep], g[keep]
-    return q, g
+@dataclass
+class _Relevant:
+    """Every eligible relevant pair of a block (row ``x`` of left, row ``y`` of right) and, per
+    row of each side, the estimate of its best relevant score and the scale of its rounding error."""
+
+    x: np.ndarray
+    y: np.ndarray
+    estimate_left: np.ndarray
+    estimate_right: np.ndarray
+    scale_left: np.ndarray
+    scale_right: np.ndarray
 
 
-@dataclass(frozen=True)
+def _pow2(n: np.ndarray) -> np.ndarray:
+    """Smallest power of two >= n (n >= 1)."""
+    return (1 << np.ceil(np.log2(np.maximum(n, 1))).astype(np.int64)).astype(np.int64)
+
+
+def _by_product(products: np.ndarray, n_products: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    order = np.argsort(products, kind="stable")
+    count = np.bincount(products, minlength=n_products)
+    return order, np.cumsum(count) - count, count
+
+
+def n_relevant_pairs(data: TaskData) -> int:
+    """How many (query, gallery) pairs of the same product a task has (exclusions not subtracted)."""
+    n_products = int(max(data.query_products.max(initial=-1), data.gallery_products.max(initial=-1))) + 1
+    count_q = np.bincount(data.query_products, minlength=n_products)
+    count_g = np.bincount(data.gallery_products, minlength=n_products)
+    return int(np.dot(count_q, count_g))
+
+
+def _relevant(left: np.ndarray, right: np.ndarray, data: TaskData) -> _Relevant:
+    """Score every product's (left items × right items) block with small batched matmuls.
+
+    ``data`` is the task reading ``left · rightᵀ`` by rows (its products, self-exclusion and
+    groups). Products are cut into units of ``(≤ pl left items, all nr right items)`` padded to
+    powers of two, and units of one padded shape are multiplied as one stack.
+    """
+    n_products = int(max(data.query_products.max(initial=-1), data.gallery_products.max(initial=-1))) + 1
+    order_l, start_l, count_l = _by_product(data.query_products, n_products)
+    order_r, start_r, count_r = _by_product(data.gallery_products, n_products)
+    common = np.flatnonzero((count_l > 0) & (count_r > 0))
+    size_r = _pow2(count_r[common])
+    # Powers of two (ESTIMATE_SCORES is one), so few distinct shapes.
+    piece = np.minimum(_pow2(count_l[common]), np.maximum(1, ESTIMATE_SCORES // size_r))
+    pieces = -(-count_l[common] // piece)
+    product = np.repeat(common, pieces)
+    piece, size_r = np.repeat(piece, pieces), np.repeat(size_r, pieces)
+    offset = (np.arange(len(product)) - np.repeat(np.cumsum(pieces) - pieces, pieces)) * piece
+    n_left = np.minimum(piece, count_l[product] - offset)
+
+    norm_l = np.linalg.norm(left, axis=1).astype(np.float64)
+    norm_r = np.linalg.norm(right, axis=1).astype(np.float64)
+    estimate_l = np.full(len(left), -np.inf)
+    estimate_r = np.full(len(right), -np.inf)
+    scale_l = np.zeros(len(left))
+    scale_r = np.zeros(len(right))
+    xs, ys = [], []
+    shape_key = piece * (int(size_r.max(initial=1)) + 1) + size_r
+    for key in np.unique(shape_key):
+        units = np.flatnonzero(shape_key == key)
+        pl, sr = int(piece[units[0]]), int(size_r[units[0]])
+        per_batch = max(1, ESTIMATE_SCORES // (pl * sr))
+        for b in range(0, len(units), per_batch):
+            u = units[b:b + per_batch]
+            p = product[u]
+            valid_l = np.arange(pl)[None, :] < n_left[u][:, None]
+            rows_l = order_l[start_l[p][:, None] + offset[u][:, None] + np.where(valid_l, np.arange(pl), 0)]
+            valid_r = np.arange(sr)[None, :] < count_r[p][:, None]
+            rows_r = order_r[start_r[p][:, None] + np.where(valid_r, np.arange(sr), 0)]
+            scores = np.matmul(left[rows_l], right[rows_r].transpose(0, 2, 1))
+            ok = valid_l[:, :, None] & valid_r[:, None, :]
+            if data.intra:
+                ok &= rows_l[:, :, None] != rows_r[:, None, :]
+                if data.query_groups is not None:
+                    group_l = data.query_groups[rows_l][:, :, None]
+                    ok &= ~((group_l == data.gallery_groups[rows_r][:, None, :]) & (group_l >= 0))
+            scores = np.where(ok, scores, np.float32(-np.inf))
+            np.maximum.at(estimate_l, rows_l[valid_l], scores.max(axis=2)[valid_l])
+            np.maximum.at(estimate_r, rows_r[valid_r], scores.max(axis=1)[valid_r])
+            top_r = np.where(valid_r, norm_r[rows_r], 0.0).max(axis=1)
+            top_l = np.where(valid_l, norm_l[rows_l], 0.0).max(axis=1)
+            np.maximum.at(scale_l, rows_l[valid_l], (norm_l[rows_l] * top_r[:, None])[valid_l])
+            np.maximum.at(scale_r, rows_r[valid_r], (norm_r[rows_r] * top_l[:, None])[valid_r])
+            k, i, j = np.nonzero(ok)
+            xs.append(rows_l[k, i])
+            ys.append(rows_r[k, j])
+    empty = np.zeros(0, dtype=np.int64)
+    return _Relevant(np.concatenate(xs) if xs else empty, np.concatenate(ys) if ys else empty,
+                     estimate_l, estimate_r, scale_l, scale_r)
+
+
+def _edges(n: int) -> np.ndarray:
+    """Tile boundaries: ``ceil(n / TILE)`` tiles of nearly equal size (no sliver tiles)."""
+    n_tiles = -(-n // TILE)
+    return (np.arange(n_tiles + 1, dtype=np.int64) * n) // max(n_tiles, 1)
+
+
+@dataclass
 class Block:
     """One similarity block ``left · rightᵀ`` and the tasks that read it.
 
-    ``by_rows`` has the rows of ``left`` as queries; ``by_columns`` the rows of ``right``.
+    ``rows`` has the rows of ``left`` as queries; ``columns`` the rows of ``right``.
     ``symmetric``: ``left is right`` and both readers are the same intra-domain task, so only
     tiles on and right of the diagonal are computed.
     """
 
     left: np.ndarray
     right: np.ndarray
-    by_rows: _Accumulator
-    by_columns: _Accumulator | None
-    symmetric: bool = False
+    rows: _Reader
+    columns: _Reader | None
+    symmetric: bool
+    pairs: _Relevant
+    perm_left: np.ndarray = field(init=False)
+    perm_right: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Rows (columns) in order of their reader's threshold: a tile's queries have similar ones.
+        self.perm_left = np.argsort(self.rows.lo, kind="stable")
+        if self.symmetric:
+            self.perm_right = self.perm_left
+        elif self.columns is not None:
+            self.perm_right = np.argsort(self.columns.lo, kind="stable")
+        else:
+            self.perm_right = np.arange(len(self.right))
 
 
 def _single_threaded_blas(enabled: bool):
@@ -221,14 +277,33 @@ def _single_threaded_blas(enabled: bool):
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _select(scores: np.ndarray, thresholds: np.ndarray, *, axis: int, buffers: threading.local) -> np.ndarray:
-    """Flat indices of ``scores >= thresholds`` (thresholds along rows if axis=1, else along columns)."""
-    mask = getattr(buffers, "mask", None)
-    if mask is None or mask.size < scores.size:
-        mask = buffers.mask = np.empty(max(scores.size, CHUNK_SCORES), dtype=bool)
-    view = mask[:scores.size].reshape(scores.shape)
-    np.greater_equal(scores, thresholds[:, None] if axis == 1 else thresholds[None, :], out=view)
-    return np.flatnonzero(view)
+def _tiles(block: Block) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    edges_l, edges_r = _edges(len(block.left)), _edges(len(block.right))
+    n_l, n_r = len(edges_l) - 1, len(edges_r) - 1
+    tiles = [(i, j) for i in range(n_l) for j in range(i if block.symmetric else 0, n_r)]
+    return edges_l, edges_r, tiles
+
+
+def _pairs_by_tile(block: Block, edges_l: np.ndarray, edges_r: np.ndarray):
+    """The relevant pairs in tile order: per pair its tile key, local (row, column) and queries."""
+    position_l = np.empty(len(block.perm_left), dtype=np.int64)
+    position_l[block.perm_left] = np.arange(len(block.perm_left))
+    position_r = np.empty(len(block.perm_right), dtype=np.int64)
+    position_r[block.perm_right] = np.arange(len(block.perm_right))
+    px, py = position_l[block.pairs.x], position_r[block.pairs.y]
+    tile_l = np.repeat(np.arange(len(edges_l) - 1), np.diff(edges_l))  # tile of each position
+    tile_r = np.repeat(np.arange(len(edges_r) - 1), np.diff(edges_r))
+    tx, ty = tile_l[px], tile_r[py]
+    if block.symmetric:
+        # Pair (x, y) with tile(x) > tile(y) is read from tile (ty, tx) at (py, px), by columns.
+        swap = tx > ty
+        px, py = np.where(swap, py, px), np.where(swap, px, py)
+        tx, ty = np.where(swap, ty, tx), np.where(swap, tx, ty)
+    key = tx * (len(edges_r) - 1) + ty
+    # Few distinct keys: a stable sort of small integers is a radix sort.
+    order = np.argsort(key.astype(np.int32 if key.max(initial=0) >= 1 << 15 else np.int16), kind="stable")
+    return (key[order], px[order] - edges_l[tx[order]], py[order] - edges_r[ty[order]],
+            block.pairs.x[order], block.pairs.y[order])
 
 
 def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading.local,
@@ -236,71 +311,82 @@ def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading
     """Compute the block tile by tile; each worker thread runs a tile's GEMM and its selection.
 
     Whole tiles go to the workers (BLAS itself single-threaded): OpenBLAS's own threads spin
-    after every GEMM and starve selection threads, which made a parallel selection no faster
-    than a serial one. Accumulator updates are serialised by a lock; they are sums, maxima and
-    one-way flags, so the order in which tiles finish changes no count.
+    after every GEMM and starve selection threads. Reader updates are serialised by a lock; they
+    are sums, maxima and one-way flags, so the order in which tiles finish changes no count.
     """
-    left, right = block.left, block.right
-    n_left, n_right = len(left), len(right)
-    rows_per_tile = int(max(64, min(n_left, TILE_SCORES // max(n_right, 1))))
+    rows, columns = block.rows, block.columns
+    column_reader = rows if block.symmetric else columns
+    left = np.take(block.left, block.perm_left, axis=0)
+    right = left if block.symmetric else (
+        block.right if columns is None else np.take(block.right, block.perm_right, axis=0))
+    edges_l, edges_r, tiles = _tiles(block)
+    key, local_r, local_c, pair_x, pair_y = _pairs_by_tile(block, edges_l, edges_r)
+    n_r = len(edges_r) - 1
     lock = threading.Lock()
 
-    def run_tile(i0: int) -> None:
-        i1 = min(n_left, i0 + rows_per_tile)
-        c0 = i0 if block.symmetric else 0
+    def run_tile(tile: tuple[int, int]) -> None:
+        i, j = tile
+        r0, r1, c0, c1 = edges_l[i], edges_l[i + 1], edges_r[j], edges_r[j + 1]
+        shape = (r1 - r0, c1 - c0)
         buffer = getattr(buffers, "tile", None)
-        if buffer is None or buffer.size < rows_per_tile * n_right:
-            buffer = buffers.tile = np.empty(rows_per_tile * n_right, dtype=np.float32)
-        scores = buffer[: (i1 - i0) * (n_right - c0)].reshape(i1 - i0, n_right - c0)
-        np.matmul(left[i0:i1], right[c0:].T, out=scores)
-        # Which part each reader sees: by rows, the whole tile; by columns, for a symmetric block
-        # only the columns right of the diagonal square (the square's pairs are read by rows).
-        col_start = (i1 - c0) if block.symmetric else 0
-        results = [_select_job(job, buffers) for job in _chunks(scores, i0, c0, col_start, block)]
-        columns = block.by_rows if block.symmetric else block.by_columns
+        if buffer is None or buffer.size < shape[0] * shape[1]:
+            buffer = buffers.tile = np.empty(TILE * TILE, dtype=np.float32)
+            buffers.mask = np.empty(TILE * TILE, dtype=bool)
+        scores = buffer[: shape[0] * shape[1]].reshape(shape)
+        np.matmul(left[r0:r1], right[c0:c1].T, out=scores)
+        query_r, query_c = block.perm_left[r0:r1], block.perm_right[c0:c1]
+        # Which readers see this tile: by rows, always; by columns, unless it is a diagonal tile
+        # of a symmetric block (the square's pairs are all read by rows).
+        by_columns = column_reader is not None and not (block.symmetric and i == j)
+        threshold_r = rows.lo[query_r]
+        threshold_c = column_reader.lo[query_c] if by_columns else None
+        tau = min(threshold_r.min(), threshold_c.min() if by_columns else np.inf)
+        picked = None
+        if np.isfinite(tau):
+            mask = buffers.mask[: scores.size].reshape(shape)
+            np.greater_equal(scores, tau, out=mask)
+            flat = np.flatnonzero(mask)
+            r, c = np.divmod(flat, shape[1])
+            values = scores.reshape(-1)[flat]
+            take_r = values >= threshold_r[r]
+            take_c = values >= threshold_c[c] if by_columns else None
+            picked = (r, c, values, take_r, take_c)
+        a, b = np.searchsorted(key, [i * n_r + j, i * n_r + j + 1])
+        relevant = scores[local_r[a:b], local_c[a:b]]
         with lock:
-            for (accumulator, q_of, g_of), r, c, values in results:
-                if len(values):
-                    accumulator.add(q_of(r, c), g_of(r, c), values)
-            block.by_rows.add_relevant(scores, i0, i1, c0, n_right, by_rows=True)
-            if columns is not None and n_right - c0 - col_start > 0:
-                columns.add_relevant(scores[:, col_start:], c0 + col_start, n_right, i0, i1, by_rows=False)
-            on_tile(i1 - i0)
+            if picked is not None:
+                r, c, values, take_r, take_c = picked
+                rows.add(query_r[r[take_r]], query_c[c[take_r]], values[take_r])
+                if take_c is not None:
+                    column_reader.add(query_c[c[take_c]], query_r[r[take_c]], values[take_c])
+            np.maximum.at(rows.best, pair_x[a:b], relevant)
+            if columns is not None:  # a cross block: the same score is y's relevant score too
+                np.maximum.at(columns.best, pair_y[a:b], relevant)
+            on_tile(1)
 
-    starts = range(0, n_left, rows_per_tile)
     if pool is None:
-        for i0 in starts:
-            run_tile(i0)
+        for tile in tiles:
+            run_tile(tile)
     else:
-        for _ in pool.map(run_tile, starts):
+        for _ in pool.map(run_tile, tiles):
             pass
 
 
-def _chunks(scores, i0, c0, col_start, block):
-    """Selection jobs for one tile: (reader, sub-array, thresholds, axis, index mapping)."""
-    jobs = []
-    n_rows, n_cols = scores.shape
-    step = max(1, CHUNK_SCORES // max(n_cols, 1))
-    rows = block.by_rows
-    for r0 in range(0, n_rows, step):
-        sub = scores[r0:r0 + step]
-        jobs.append(((rows, lambda r, c, o=i0 + r0: r + o, lambda r, c: c + c0),
-                     sub, rows.lo[i0 + r0:i0 + r0 + len(sub)], 1))
-    columns = block.by_rows if block.symmetric else block.by_columns
-    if columns is not None and n_cols - col_start > 0:
-        q0 = c0 + col_start
-        for r0 in range(0, n_rows, step):
-            sub = scores[r0:r0 + step, col_start:]
-            jobs.append(((columns, lambda r, c, o=q0: c + o, lambda r, c, o=i0 + r0: r + o),
-                         sub, columns.lo[q0:q0 + sub.shape[1]], 0))
-    return jobs
-
-
-def _select_job(job, buffers):
-    reader, sub, thresholds, axis = job
-    flat = _select(sub, thresholds, axis=axis, buffers=buffers)
-    r, c = np.divmod(flat, sub.shape[1])
-    return reader, r, c, sub[r, c]
+def _plan(tasks: Sequence[str], symmetric_scores: bool) -> list[tuple[str, str | None, bool]]:
+    """Blocks as (task read by rows, task read by columns or None, symmetric)."""
+    plan, pending = [], list(tasks)
+    while pending:
+        task = pending.pop(0)
+        x, y = task[0], task[2]
+        reverse = f"{y}2{x}"
+        if symmetric_scores and x == y:
+            plan.append((task, None, True))
+        elif symmetric_scores and reverse in pending:
+            pending.remove(reverse)
+            plan.append((task, reverse, False))
+        else:
+            plan.append((task, None, False))
+    return plan
 
 
 def one_pass_first_hits(
@@ -327,39 +413,49 @@ def one_pass_first_hits(
         threads: worker threads, each running whole tiles (GEMM with single-threaded BLAS, then
             selection; numpy releases the GIL). With 1, BLAS keeps the threads the caller set.
         symmetric_scores: ``q·g`` may serve both directions (False for ``l2``).
-        on_start: called once with the total number of block rows.
-        on_progress: called with a number of block rows finished.
+        on_start: called once with the total number of tiles.
+        on_progress: called with a number of tiles finished.
 
     Returns:
         ``{task: FirstHits}``, equal to :func:`ropebench.search.first_hit_counts` per task.
     """
-    accumulators = {task: _Accumulator(task_data[task], max_k, exact_censored) for task in tasks}
-    blocks: list[Block] = []
-    pending = list(tasks)
-    while pending:
-        task = pending.pop(0)
-        x, y = task[0], task[2]
-        queries, _ = domain_vectors[x]
-        _, gallery = domain_vectors[y]
-        reverse = f"{y}2{x}"
-        if symmetric_scores and x == y:
-            blocks.append(Block(queries, queries, accumulators[task], None, symmetric=True))
-        elif symmetric_scores and reverse in pending:
-            pending.remove(reverse)
-            blocks.append(Block(queries, gallery, accumulators[task], accumulators[reverse]))
+    plan, fallback = [], []
+    for row_task, column_task, symmetric in _plan(tasks, symmetric_scores):
+        if n_relevant_pairs(task_data[row_task]) > MAX_PAIRS:
+            fallback += [row_task] + ([column_task] if column_task else [])
         else:
-            blocks.append(Block(queries, gallery, accumulators[task], None))
-    if on_start is not None:
-        on_start(sum(len(block.left) for block in blocks))
-    buffers = threading.local()
+            plan.append((row_task, column_task, symmetric))
     progress = on_progress or (lambda n: None)
+    if on_start is not None:
+        total = 0
+        for row_task, _, symmetric in plan:
+            x, y = row_task[0], row_task[2]
+            n_l, n_r = len(_edges(len(domain_vectors[x][0]))) - 1, len(_edges(len(domain_vectors[y][1]))) - 1
+            total += n_l * (n_l + 1) // 2 if symmetric else n_l * n_r
+        on_start(total)
+    hits: dict[str, FirstHits] = {}
+    readers: dict[str, _Reader] = {}
+    buffers = threading.local()
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
     try:
         with _single_threaded_blas(pool is not None):
-            for block in blocks:
+            for row_task, column_task, symmetric in plan:
+                data = task_data[row_task]
+                left, right = data.queries, data.gallery
+                pairs = _relevant(left, right, data)
+                readers[row_task] = _Reader(data, max_k, exact_censored, pairs.estimate_left, pairs.scale_left)
+                if column_task is not None:
+                    readers[column_task] = _Reader(task_data[column_task], max_k, exact_censored,
+                                                   pairs.estimate_right, pairs.scale_right)
+                block = Block(left, right, readers[row_task], readers.get(column_task) if column_task else None,
+                              symmetric, pairs)
                 _run_block(block, pool, buffers, progress)
+                del block, pairs
     finally:
         if pool is not None:
             pool.shutdown()
-    return {task: accumulators[task].finish(lambda rows, t=task: exact_counts(task_data[t], rows))
-            for task in tasks}
+    for task in fallback:
+        hits[task] = first_hit_counts(task_data[task], max_k=max_k, exact_censored=exact_censored)
+    for task, reader in readers.items():
+        hits[task] = reader.finish(lambda rows, t=task: exact_counts(task_data[t], rows))
+    return {task: hits[task] for task in tasks}

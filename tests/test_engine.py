@@ -93,9 +93,9 @@ def test_one_pass_matches_float64_reference():
 
 
 def test_fallbacks_small_tiles_and_band_cap(monkeypatch):
-    """Tiny tiles, tiny chunks and a tiny band cap (massive ties go to exact rescoring) change nothing."""
-    monkeypatch.setattr(onepass, "TILE_SCORES", 5000)
-    monkeypatch.setattr(onepass, "CHUNK_SCORES", 700)
+    """Tiny tiles, tiny estimate batches and a tiny band cap (massive ties go to exact rescoring) change nothing."""
+    monkeypatch.setattr(onepass, "TILE", 70)
+    monkeypatch.setattr(onepass, "ESTIMATE_SCORES", 16)
     monkeypatch.setattr(onepass, "BAND_CAP", 3)
     embeddings, domains, products, group_ids = _tied_data(seed=13, n=900, n_products=30)
     embeddings[:200] = 1.0  # a block of constant embeddings: everything ties
