@@ -136,11 +136,11 @@ def _unique_ids(ids: np.ndarray, where: str, problems: _Problems) -> bool:
 
 
 def _check_unique(ids: np.ndarray, where: str, problems: _Problems) -> bool:
-    import pandas as pd
-
-    duplicated = pd.Index(ids).duplicated(keep=False)
+    codes, uniques = _factorize(ids)
+    counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    duplicated = (codes >= 0) & (counts[np.maximum(codes, 0)] > 1)
     if duplicated.any():
-        dupes = pd.unique(ids[duplicated])
+        dupes = uniques[counts > 1]  # in order of first appearance
         problems.add(f"{where} column 'item_id'", f"{_count(len(dupes), 'item_id')} {'appears' if len(dupes) == 1 else 'appear'} more than once "
                      f"({int(duplicated.sum())} rows)", dupes, "keep one row per item")
         return False
@@ -149,9 +149,7 @@ def _check_unique(ids: np.ndarray, where: str, problems: _Problems) -> bool:
 
 def _domain_codes(values: np.ndarray, ids: np.ndarray, where: str, problems: _Problems) -> np.ndarray | None:
     """Map domain spellings to codes 0/1/2; unknown or null spellings are one problem."""
-    import pandas as pd
-
-    codes_of_unique, uniques = pd.factorize(values, use_na_sentinel=True)
+    codes_of_unique, uniques = _factorize(values)
     table = np.array([_DOMAIN_CODES.get(SPELLINGS.get(str(u).strip().lower(), ""), -1) for u in uniques] + [-1],
                      dtype=np.int8)
     codes = table[codes_of_unique]  # the sentinel -1 indexes the trailing -1 (null)
@@ -165,10 +163,39 @@ def _domain_codes(values: np.ndarray, ids: np.ndarray, where: str, problems: _Pr
     return codes
 
 
-def _factorize(values: np.ndarray) -> np.ndarray:
-    import pandas as pd
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
 
-    return pd.factorize(values, use_na_sentinel=True)[0].astype(np.int64)
+
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes ``0..u-1`` numbered in order of first appearance (-1 for a null) and the ``u`` values.
+
+    Integer arrays are factorized by sorting; object arrays (strings, None) through a dict, so a
+    value equals another exactly when Python's ``==`` and ``hash`` say so.
+    """
+    if values.dtype != object:
+        uniques, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")
+        rank = np.empty(len(uniques), dtype=np.int64)
+        rank[order] = np.arange(len(uniques))
+        return rank[inverse.reshape(-1)], uniques[order]
+    table: dict[Any, int] = {}
+    codes = np.fromiter((-1 if _is_null(v) else table.setdefault(v, len(table)) for v in values.tolist()),
+                        dtype=np.int64, count=len(values))
+    uniques = np.empty(len(table), dtype=object)
+    uniques[:] = list(table)
+    return codes, uniques
+
+
+def _positions(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Row of each value in ``keys`` (unique), or -1 where it is not there."""
+    codes, _ = _factorize(np.concatenate([keys, values]) if keys.dtype == values.dtype else
+                          np.concatenate([keys.astype(object), values.astype(object)]))
+    row_of_code = np.full(int(codes.max(initial=-1)) + 1, -1, dtype=np.int64)
+    key_codes = codes[: len(keys)]
+    row_of_code[key_codes[key_codes >= 0]] = np.flatnonzero(key_codes >= 0)
+    value_codes = codes[len(keys):]
+    return np.where(value_codes >= 0, row_of_code[np.maximum(value_codes, 0)], -1)
 
 
 def _check_embeddings(matrix: np.ndarray, ids: np.ndarray, where: str, metric: str, problems: _Problems) -> None:
@@ -256,10 +283,8 @@ def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
 
     if not (ids_unique and mids_unique):
         problems.raise_if_any(f"submission {sub.path} with manifest {man.path}")
-    import pandas as pd
-
     sids, mids_cmp = _common_ids(ids, mids)
-    position = pd.Index(mids_cmp).get_indexer(sids)  # manifest row of each submission row
+    position = _positions(mids_cmp, sids)  # manifest row of each submission row
     extra = position < 0
     if extra.any():
         problems.add(f"{where} column 'item_id'", f"{_count(int(extra.sum()), 'embedding')} for items not in the "
@@ -301,12 +326,12 @@ def _check_null_labels(values: np.ndarray, ids: np.ndarray, where: str, problems
 def _dataset(ids, domains, products, groups, matrix, dtype) -> Dataset:
     group_codes = None
     if groups is not None:
-        group_codes = _factorize(groups)  # null group -> -1: excluded with nothing but itself
+        group_codes = _factorize(groups)[0]  # null group -> -1: excluded with nothing but itself
     return Dataset(
         item_ids=ids,
         domains=np.asarray(domains, dtype=np.int8),
         product_ids=products,
-        product_codes=_factorize(products),
+        product_codes=_factorize(products)[0],
         group_codes=group_codes,
         embeddings=matrix,
         dtype=dtype,
