@@ -124,12 +124,10 @@ def evaluate(
 @contextlib.contextmanager
 def _thread_limit(threads: int | None) -> Iterator[int]:
     """Run FAISS (OpenMP) and, when threadpoolctl is installed, BLAS with ``threads`` threads."""
-    import faiss
+    from ropebench.search import faiss_threads
 
-    previous = faiss.omp_get_max_threads()
     count = threads or os.cpu_count() or 1
-    faiss.omp_set_num_threads(count)
-    try:
+    with faiss_threads(count):
         try:
             from threadpoolctl import threadpool_limits
         except ImportError:
@@ -138,8 +136,6 @@ def _thread_limit(threads: int | None) -> Iterator[int]:
             limits = threadpool_limits(limits=count)
         with limits:
             yield count
-    finally:
-        faiss.omp_set_num_threads(previous)
 
 
 def evaluate_dataset(

@@ -90,9 +90,13 @@ def hit_probabilities(a: np.ndarray, t: np.ndarray, p: np.ndarray, ks: Sequence[
         return (a[:, None] < k).astype(np.float64)
     if ties == "pessimistic":
         return ((a + t)[:, None] < k).astype(np.float64)
-    survival = _survival(t, p, int(k.max()))
-    depth = np.clip(k - a[:, None], 0, None)  # tied positions that fit in the top K
-    return np.where(depth > 0, 1.0 - np.take_along_axis(survival, depth, axis=1), 0.0)
+    out = (a[:, None] < k).astype(np.float64)  # exact where nothing ties with the first hit (t = 0)
+    tied = np.flatnonzero(t > 0)
+    if len(tied):
+        survival = _survival(t[tied], p[tied], int(k.max()))
+        depth = np.clip(k - a[tied, None], 0, None)  # tied positions that fit in the top K
+        out[tied] = np.where(depth > 0, 1.0 - np.take_along_axis(survival, depth, axis=1), 0.0)
+    return out
 
 
 def reciprocal_rank(a: np.ndarray, t: np.ndarray, p: np.ndarray, max_k: int, ties: str) -> np.ndarray:
@@ -104,11 +108,15 @@ def reciprocal_rank(a: np.ndarray, t: np.ndarray, p: np.ndarray, max_k: int, tie
     if ties in ("optimistic", "pessimistic"):
         rank = a + 1 if ties == "optimistic" else a + t + 1
         return np.where(rank <= max_k, 1.0 / rank, 0.0)
-    survival = _survival(t, p, max_k)
-    r = np.arange(1, max_k + 1)[None, :]  # position among the tied items
-    p_first_at = survival[:, :-1] - survival[:, 1:]  # P(R = r)
-    rank = a[:, None] + r
-    return np.where(rank <= max_k, p_first_at / rank, 0.0).sum(axis=1)
+    out = np.where(a + 1 <= max_k, 1.0 / (a + 1), 0.0)  # exact where nothing ties (t = 0)
+    tied = np.flatnonzero(t > 0)
+    if len(tied):
+        survival = _survival(t[tied], p[tied], max_k)
+        r = np.arange(1, max_k + 1)[None, :]  # position among the tied items
+        p_first_at = survival[:, :-1] - survival[:, 1:]  # P(R = r)
+        rank = a[tied, None] + r
+        out[tied] = np.where(rank <= max_k, p_first_at / rank, 0.0).sum(axis=1)
+    return out
 
 
 def count_tied(a: np.ndarray, t: np.ndarray, ks: Sequence[int]) -> int:

@@ -23,16 +23,51 @@ the negative squared distance does (``|q|^2`` is constant per query).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TaskData", "FirstHits", "prepare_vectors", "first_hit_counts", "exact_counts", "QUERY_BATCH"]
+__all__ = ["TaskData", "FirstHits", "prepare_vectors", "first_hit_counts", "exact_counts", "faiss_threads",
+           "QUERY_BATCH"]
 
 QUERY_BATCH = 4096  # queries per FAISS call: bounds the candidate arrays, paces the progress bar
 NORMALIZE_BATCH = 4096  # rows normalised per float64 block (bounds its temporary)
 EXACT_BATCH = 256  # queries per full-row rescoring block: (256 × gallery) float32 scores
+
+
+_faiss_thread_count: int | None = None  # set by faiss_threads, applied when a FAISS search runs
+
+
+@contextlib.contextmanager
+def faiss_threads(count: int) -> Iterator[None]:
+    """FAISS searches run inside use ``count`` OpenMP threads.
+
+    FAISS is not imported here (0.2 s): the default engine may never need it. If it is already
+    loaded its setting is changed now and restored on exit; otherwise it is set on first use.
+    """
+    global _faiss_thread_count
+    faiss = sys.modules.get("faiss")
+    previous_omp = faiss.omp_get_max_threads() if faiss is not None else None
+    previous, _faiss_thread_count = _faiss_thread_count, count
+    if faiss is not None:
+        faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        _faiss_thread_count = previous
+        if faiss is not None and previous_omp is not None:
+            faiss.omp_set_num_threads(previous_omp)
+
+
+def _faiss():
+    import faiss
+
+    if _faiss_thread_count is not None:
+        faiss.omp_set_num_threads(_faiss_thread_count)
+    return faiss
 
 
 @dataclass(frozen=True)
@@ -199,7 +234,7 @@ def first_hit_counts(
         exact_censored: also compute the exact ``a`` of queries that miss at every K.
         on_progress: called with the number of queries finished after each batch.
     """
-    import faiss
+    faiss = _faiss()
 
     scored = data.n_relevant() > 0
     query_index = np.flatnonzero(scored)
