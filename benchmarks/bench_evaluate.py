@@ -39,15 +39,16 @@ def _data(scale, dim):
         {d: prod[dom == d] for d in "PVL"}
 
 
+BOUND_TILE_SCORES = 1 << 23  # the bound's row tiles: 32 MiB of float32 scores
+
+
 def _gemm_bound(parts, *, halve_intra):
     """numpy sgemm of each cross block once and each intra block once, in row tiles (no selection)."""
-    from ropebench.onepass import TILE_SCORES
-
     pairs = [("P", "V"), ("P", "L"), ("V", "L"), ("P", "P"), ("V", "V"), ("L", "L")]
     start = time.perf_counter()
     for x, y in pairs:
         left, right = parts[x], parts[y]
-        rows = max(64, min(len(left), TILE_SCORES // len(right)))
+        rows = max(64, min(len(left), BOUND_TILE_SCORES // len(right)))
         buffer = np.empty(rows * len(right), dtype=np.float32)
         for i0 in range(0, len(left), rows):
             i1 = min(len(left), i0 + rows)

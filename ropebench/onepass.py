@@ -37,7 +37,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -45,7 +45,7 @@ from ropebench.search import FirstHits, TaskData, exact_counts, first_hit_counts
 
 __all__ = ["one_pass_first_hits", "BAND_CAP", "TILE", "MAX_PAIRS"]
 
-TILE = 1536  # tile side: (TILE, TILE) float32 scores per worker; small enough to stay in cache
+TILE = 2048  # tile side: (TILE, TILE) float32 scores per worker (16 MiB)
 BAND_CAP = 4096  # band entries kept per query before it is handed to exact rescoring
 MAX_PAIRS = 1 << 25  # relevant pairs a block may list; beyond, its tasks use the per-task path
 ESTIMATE_SCORES = 1 << 21  # scores per batched matmul of the per-product estimates
@@ -76,8 +76,9 @@ class _Reader:
         self.censored = np.zeros(nq, dtype=bool)
         self.band: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def add(self, queries: np.ndarray, gallery: np.ndarray, values: np.ndarray) -> None:
-        """Take candidate scores (``values >= lo[queries]``) of (query, gallery item) pairs."""
+    def sort_out(self, queries: np.ndarray, gallery: np.ndarray, values: np.ndarray):
+        """Split candidate scores (``values >= lo[queries]``) into counts above the band and band
+        entries. Reads only ``hi``, which never changes, so it runs outside the lock."""
         d = self.data
         if d.intra:
             keep = gallery != d.query_rows[queries]
@@ -85,24 +86,24 @@ class _Reader:
                 group = d.query_groups[queries]
                 keep &= ~((d.gallery_groups[gallery] == group) & (group >= 0))
             queries, gallery, values = queries[keep], gallery[keep], values[keep]
-        if not len(queries):
-            return
         high = values > self.hi[queries]
-        if high.any():
-            counted = queries[high]
-            np.add.at(self.above, counted, 1)
+        inside = ~high
+        band = (queries[inside], gallery[inside], values[inside])
+        return np.unique(queries[high], return_counts=True), band, np.unique(band[0], return_counts=True)
+
+    def take(self, sorted_out) -> None:
+        """Add what :meth:`sort_out` found (under the lock): counts, censoring, band entries."""
+        (counted, n_counted), band, (kept, n_kept) = sorted_out
+        if len(counted):
+            self.above[counted] += n_counted
             if not self.exact:
-                touched = np.unique(counted)
-                done = touched[(self.above[touched] >= self.max_k) & np.isfinite(self.lo[touched])]
+                done = counted[(self.above[counted] >= self.max_k) & np.isfinite(self.lo[counted])]
                 self.censored[done] = True
                 self.lo[done] = np.inf
-        inside = ~high
-        if inside.any():
-            kept = queries[inside]
-            self.band.append((kept, gallery[inside], values[inside]))
-            np.add.at(self.band_size, kept, 1)
-            touched = np.unique(kept)
-            full = touched[self.band_size[touched] > BAND_CAP]
+        if len(kept):
+            self.band.append(band)
+            self.band_size[kept] += n_kept
+            full = kept[self.band_size[kept] > BAND_CAP]
             if len(full):
                 self.redo[full] = True
                 self.lo[full] = np.inf
@@ -239,7 +240,7 @@ def _edges(n: int) -> np.ndarray:
 
 @dataclass
 class Block:
-    """One similarity block ``left · rightᵀ`` and the tasks that read it.
+    """One similarity block ``left · rightᵀ``, the tasks that read it, and its tile plan.
 
     ``rows`` has the rows of ``left`` as queries; ``columns`` the rows of ``right``.
     ``symmetric``: ``left is right`` and both readers are the same intra-domain task, so only
@@ -252,18 +253,48 @@ class Block:
     columns: _Reader | None
     symmetric: bool
     pairs: _Relevant
-    perm_left: np.ndarray = field(init=False)
-    perm_right: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        # Rows (columns) in order of their reader's threshold: a tile's queries have similar ones.
+        # Rows (columns) in order of their reader's threshold, so a tile's queries have similar
+        # thresholds; the vectors are copied in that order so that tiles are plain slices.
         self.perm_left = np.argsort(self.rows.lo, kind="stable")
+        self.sorted_left = np.take(self.left, self.perm_left, axis=0)
         if self.symmetric:
-            self.perm_right = self.perm_left
+            self.perm_right, self.sorted_right = self.perm_left, self.sorted_left
         elif self.columns is not None:
             self.perm_right = np.argsort(self.columns.lo, kind="stable")
+            self.sorted_right = np.take(self.right, self.perm_right, axis=0)
         else:
-            self.perm_right = np.arange(len(self.right))
+            self.perm_right, self.sorted_right = np.arange(len(self.right)), self.right
+        self.edges_left, self.edges_right = _edges(len(self.left)), _edges(len(self.right))
+        n_l, n_r = len(self.edges_left) - 1, len(self.edges_right) - 1
+        self.tiles = [(i, j) for i in range(n_l) for j in range(i if self.symmetric else 0, n_r)]
+        self._pairs_by_tile()
+
+    def _pairs_by_tile(self) -> None:
+        """The relevant pairs in tile order: tile key, local (row, column) and the queries."""
+        position_l = np.empty(len(self.perm_left), dtype=np.int64)
+        position_l[self.perm_left] = np.arange(len(self.perm_left))
+        position_r = np.empty(len(self.perm_right), dtype=np.int64)
+        position_r[self.perm_right] = np.arange(len(self.perm_right))
+        px, py = position_l[self.pairs.x], position_r[self.pairs.y]
+        edges_l, edges_r = self.edges_left, self.edges_right
+        tile_l = np.repeat(np.arange(len(edges_l) - 1), np.diff(edges_l))  # tile of each position
+        tile_r = np.repeat(np.arange(len(edges_r) - 1), np.diff(edges_r))
+        tx, ty = tile_l[px], tile_r[py]
+        if self.symmetric:
+            # Pair (x, y) with tile(x) > tile(y) is read from tile (ty, tx) at (py, px), by columns.
+            swap = tx > ty
+            px, py = np.where(swap, py, px), np.where(swap, px, py)
+            tx, ty = np.where(swap, ty, tx), np.where(swap, tx, ty)
+        key = tx * (len(edges_r) - 1) + ty
+        # Few distinct keys: a stable sort of small integers is a radix sort.
+        order = np.argsort(key.astype(np.int32 if key.max(initial=0) >= 1 << 15 else np.int16), kind="stable")
+        self.pair_key = key[order]
+        self.pair_row = px[order] - edges_l[tx[order]]
+        self.pair_column = py[order] - edges_r[ty[order]]
+        self.pair_x, self.pair_y = self.pairs.x[order], self.pairs.y[order]
+        self.pairs = None  # only the tile-ordered copy is needed from here on
 
 
 def _single_threaded_blas(enabled: bool):
@@ -277,35 +308,6 @@ def _single_threaded_blas(enabled: bool):
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _tiles(block: Block) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
-    edges_l, edges_r = _edges(len(block.left)), _edges(len(block.right))
-    n_l, n_r = len(edges_l) - 1, len(edges_r) - 1
-    tiles = [(i, j) for i in range(n_l) for j in range(i if block.symmetric else 0, n_r)]
-    return edges_l, edges_r, tiles
-
-
-def _pairs_by_tile(block: Block, edges_l: np.ndarray, edges_r: np.ndarray):
-    """The relevant pairs in tile order: per pair its tile key, local (row, column) and queries."""
-    position_l = np.empty(len(block.perm_left), dtype=np.int64)
-    position_l[block.perm_left] = np.arange(len(block.perm_left))
-    position_r = np.empty(len(block.perm_right), dtype=np.int64)
-    position_r[block.perm_right] = np.arange(len(block.perm_right))
-    px, py = position_l[block.pairs.x], position_r[block.pairs.y]
-    tile_l = np.repeat(np.arange(len(edges_l) - 1), np.diff(edges_l))  # tile of each position
-    tile_r = np.repeat(np.arange(len(edges_r) - 1), np.diff(edges_r))
-    tx, ty = tile_l[px], tile_r[py]
-    if block.symmetric:
-        # Pair (x, y) with tile(x) > tile(y) is read from tile (ty, tx) at (py, px), by columns.
-        swap = tx > ty
-        px, py = np.where(swap, py, px), np.where(swap, px, py)
-        tx, ty = np.where(swap, ty, tx), np.where(swap, tx, ty)
-    key = tx * (len(edges_r) - 1) + ty
-    # Few distinct keys: a stable sort of small integers is a radix sort.
-    order = np.argsort(key.astype(np.int32 if key.max(initial=0) >= 1 << 15 else np.int16), kind="stable")
-    return (key[order], px[order] - edges_l[tx[order]], py[order] - edges_r[ty[order]],
-            block.pairs.x[order], block.pairs.y[order])
-
-
 def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading.local,
                on_tile: Callable[[int], None]) -> None:
     """Compute the block tile by tile; each worker thread runs a tile's GEMM and its selection.
@@ -316,11 +318,8 @@ def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading
     """
     rows, columns = block.rows, block.columns
     column_reader = rows if block.symmetric else columns
-    left = np.take(block.left, block.perm_left, axis=0)
-    right = left if block.symmetric else (
-        block.right if columns is None else np.take(block.right, block.perm_right, axis=0))
-    edges_l, edges_r, tiles = _tiles(block)
-    key, local_r, local_c, pair_x, pair_y = _pairs_by_tile(block, edges_l, edges_r)
+    left, right = block.sorted_left, block.sorted_right
+    edges_l, edges_r = block.edges_left, block.edges_right
     n_r = len(edges_r) - 1
     lock = threading.Lock()
 
@@ -341,34 +340,37 @@ def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading
         threshold_r = rows.lo[query_r]
         threshold_c = column_reader.lo[query_c] if by_columns else None
         tau = min(threshold_r.min(), threshold_c.min() if by_columns else np.inf)
-        picked = None
+        for_rows = for_columns = None
         if np.isfinite(tau):
+            # One pass over the tile for both directions; then each candidate is checked
+            # against its own row's and column's threshold.
             mask = buffers.mask[: scores.size].reshape(shape)
             np.greater_equal(scores, tau, out=mask)
             flat = np.flatnonzero(mask)
             r, c = np.divmod(flat, shape[1])
             values = scores.reshape(-1)[flat]
-            take_r = values >= threshold_r[r]
-            take_c = values >= threshold_c[c] if by_columns else None
-            picked = (r, c, values, take_r, take_c)
-        a, b = np.searchsorted(key, [i * n_r + j, i * n_r + j + 1])
-        relevant = scores[local_r[a:b], local_c[a:b]]
+            take = values >= threshold_r[r]
+            for_rows = rows.sort_out(query_r[r[take]], query_c[c[take]], values[take])
+            if by_columns:
+                take = values >= threshold_c[c]
+                for_columns = column_reader.sort_out(query_c[c[take]], query_r[r[take]], values[take])
+        a, b = np.searchsorted(block.pair_key, [i * n_r + j, i * n_r + j + 1])
+        relevant = scores[block.pair_row[a:b], block.pair_column[a:b]]
         with lock:
-            if picked is not None:
-                r, c, values, take_r, take_c = picked
-                rows.add(query_r[r[take_r]], query_c[c[take_r]], values[take_r])
-                if take_c is not None:
-                    column_reader.add(query_c[c[take_c]], query_r[r[take_c]], values[take_c])
-            np.maximum.at(rows.best, pair_x[a:b], relevant)
+            if for_rows is not None:
+                rows.take(for_rows)
+            if for_columns is not None:
+                column_reader.take(for_columns)
+            np.maximum.at(rows.best, block.pair_x[a:b], relevant)
             if columns is not None:  # a cross block: the same score is y's relevant score too
-                np.maximum.at(columns.best, pair_y[a:b], relevant)
+                np.maximum.at(columns.best, block.pair_y[a:b], relevant)
             on_tile(1)
 
     if pool is None:
-        for tile in tiles:
+        for tile in block.tiles:
             run_tile(tile)
     else:
-        for _ in pool.map(run_tile, tiles):
+        for _ in pool.map(run_tile, block.tiles):
             pass
 
 
@@ -435,22 +437,32 @@ def one_pass_first_hits(
         on_start(total)
     hits: dict[str, FirstHits] = {}
     readers: dict[str, _Reader] = {}
+
+    def prepare(row_task: str, column_task: str | None, symmetric: bool) -> Block:
+        data = task_data[row_task]
+        pairs = _relevant(data.queries, data.gallery, data)
+        rows = _Reader(data, max_k, exact_censored, pairs.estimate_left, pairs.scale_left)
+        columns = None if column_task is None else _Reader(
+            task_data[column_task], max_k, exact_censored, pairs.estimate_right, pairs.scale_right)
+        return Block(data.queries, data.gallery, rows, columns, symmetric, pairs)
+
     buffers = threading.local()
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
     try:
         with _single_threaded_blas(pool is not None):
-            for row_task, column_task, symmetric in plan:
-                data = task_data[row_task]
-                left, right = data.queries, data.gallery
-                pairs = _relevant(left, right, data)
-                readers[row_task] = _Reader(data, max_k, exact_censored, pairs.estimate_left, pairs.scale_left)
+            # The next block is prepared by a worker while this one's tiles run (the first
+            # tiles start as soon as the other worker is free).
+            upcoming = pool.submit(prepare, *plan[0]) if pool is not None and plan else None
+            for index, (row_task, column_task, _) in enumerate(plan):
+                block = upcoming.result() if upcoming is not None else prepare(*plan[index])
+                upcoming = None
+                if pool is not None and index + 1 < len(plan):
+                    upcoming = pool.submit(prepare, *plan[index + 1])
+                readers[row_task] = block.rows
                 if column_task is not None:
-                    readers[column_task] = _Reader(task_data[column_task], max_k, exact_censored,
-                                                   pairs.estimate_right, pairs.scale_right)
-                block = Block(left, right, readers[row_task], readers.get(column_task) if column_task else None,
-                              symmetric, pairs)
+                    readers[column_task] = block.columns
                 _run_block(block, pool, buffers, progress)
-                del block, pairs
+                del block
     finally:
         if pool is not None:
             pool.shutdown()
