@@ -111,13 +111,13 @@ def evaluate(
         submission_info: dict[str, Any] = {"path": str(submission), "sha256": sha256_file(submission)}
         manifest_info = None if manifest is None else {"path": str(manifest), "sha256": sha256_file(manifest)}
     else:
-        digest = hashlib.sha256(np.ascontiguousarray(dataset.embeddings).tobytes()).hexdigest()
+        digest = hashlib.sha256(memoryview(np.ascontiguousarray(dataset.embeddings)).cast("B")).hexdigest()
         submission_info, manifest_info = {"path": None, "sha256": digest}, None
     submission_info.update(n_items=dataset.n_items, dim=dataset.dim, dtype=dataset.dtype)
     return evaluate_dataset(
         dataset, metric=metric, ties=ties, ks=ks, tasks=task_list, threads=threads, per_query=per_query,
         progress=progress, submission_info=submission_info, manifest_info=manifest_info,
-        load_seconds=loaded - started, started=started,
+        load_seconds=loaded - started, started=started, release_embeddings=True,
     )
 
 
@@ -153,12 +153,16 @@ def evaluate_dataset(
     load_seconds: float,
     started: float,
     engine: str = "one-pass",
+    release_embeddings: bool = False,
 ) -> EvaluationResult:
     """Score a validated dataset; see :func:`evaluate` for the arguments.
 
     ``engine`` (internal): ``one-pass`` (default; :mod:`ropebench.onepass`, each similarity block
     computed once for all tasks) or ``per-task`` (:mod:`ropebench.search`, one FAISS search per
     task). Both give identical counts; the second is kept as the plain reference the tests compare.
+    ``release_embeddings``: the one-pass engine drops ``dataset.embeddings`` once it has its
+    per-domain prepared copies (the caller must not need them afterwards); peak memory then
+    holds one copy of the vectors instead of two.
     """
     from ropebench import __version__
     from ropebench.provenance import environment, utc_now
@@ -173,7 +177,8 @@ def evaluate_dataset(
     with _thread_limit(threads) as thread_count:
         members = {code: np.flatnonzero(dataset.domains == i) for i, code in enumerate(DOMAINS)}
         if engine == "one-pass":
-            all_hits = _one_pass(dataset, members, tasks, metric, ks, per_query, thread_count, bar)
+            all_hits = _one_pass(dataset, members, tasks, metric, ks, per_query, thread_count, bar,
+                                 release_embeddings)
         else:
             query_vectors, gallery_vectors = prepare_vectors(dataset.embeddings, metric)
             all_hits = {}
@@ -216,7 +221,7 @@ def evaluate_dataset(
     )
 
 
-def _one_pass(dataset, members, tasks, metric, ks, per_query, thread_count, bar):
+def _one_pass(dataset, members, tasks, metric, ks, per_query, thread_count, bar, release_embeddings):
     """All tasks' first-hit counts with :func:`ropebench.onepass.one_pass_first_hits`."""
     from ropebench.onepass import one_pass_first_hits
     from ropebench.search import TaskData, prepare_vectors
@@ -225,6 +230,8 @@ def _one_pass(dataset, members, tasks, metric, ks, per_query, thread_count, bar)
     # One prepared, contiguous copy per domain, shared by every task (and by both sides of a
     # block unless the metric is l2); no full-size prepared copy is ever made.
     domain_vectors = {code: prepare_vectors(dataset.embeddings[members[code]], metric) for code in needed}
+    if release_embeddings:
+        dataset.release_embeddings()
     symmetric = metric != "l2"
     task_data = {task: _task_data(dataset, members, task, None, None, TaskData, domain_vectors) for task in tasks}
     return one_pass_first_hits(domain_vectors, task_data, tasks, max_k=max(ks), exact_censored=per_query,

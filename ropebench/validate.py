@@ -49,7 +49,13 @@ class Dataset:
 
     @property
     def n_items(self) -> int:
-        return int(self.embeddings.shape[0])
+        return int(len(self.item_ids))
+
+    def release_embeddings(self) -> None:
+        """Drop the embedding matrix, for a consumer that has made its own prepared copies and
+        wants the memory back (``ropebench.evaluate`` does, after splitting it by domain).
+        Afterwards ``embeddings`` is None; everything else stays."""
+        object.__setattr__(self, "embeddings", None)
 
     @property
     def dim(self) -> int:
