@@ -186,10 +186,15 @@ def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rank[order] = np.arange(len(uniques))
         return rank[inverse.reshape(-1)], uniques[order]
     table: dict[Any, int] = {}
-    codes = np.fromiter((-1 if _is_null(v) else table.setdefault(v, len(table)) for v in values.tolist()),
-                        dtype=np.int64, count=len(values))
-    uniques = np.empty(len(table), dtype=object)
-    uniques[:] = list(table)
+    codes = np.array([table.setdefault(v, len(table)) for v in values.tolist()], dtype=np.int64)
+    keys = list(table)
+    null = np.array([_is_null(k) for k in keys], dtype=bool)
+    if null.any():  # renumber without the null keys (None, NaN), which become -1
+        renumber = np.where(null, -1, np.cumsum(~null) - 1)
+        codes = renumber[codes] if len(codes) else codes
+        keys = [k for k, n in zip(keys, null) if not n]
+    uniques = np.empty(len(keys), dtype=object)
+    uniques[:] = keys
     return codes, uniques
 
 

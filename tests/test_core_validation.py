@@ -200,3 +200,26 @@ def test_structural_problem_message_keeps_its_fix(files, tmp_path):
     sub, man = files({"embedding": embedding_column([[1, 2, 3, 4]] * 5 + [[1, 2, 3]], fixed=False)})
     assert_rejected(*run_evaluate(sub, man, tmp_path), "varying dimension (3, 4); most rows have d=4",
                     "Fix: every embedding must have the same length")
+
+
+def test_factorize_and_positions_without_pandas():
+    """Codes follow first appearance, nulls (None, NaN) are -1; ids are looked up exactly."""
+    from ropebench.validate import _factorize, _positions
+
+    codes, uniques = _factorize(np.array(["b", None, "a", "b", float("nan"), "c"], dtype=object))
+    assert codes.tolist() == [0, -1, 1, 0, -1, 2] and uniques.tolist() == ["b", "a", "c"]
+    codes, uniques = _factorize(np.array([7, 3, 7, 1], dtype=np.int64))
+    assert codes.tolist() == [0, 1, 0, 2] and uniques.tolist() == [7, 3, 1]
+    assert _positions(np.array([10, 20, 30]), np.array([30, 40, 10])).tolist() == [2, -1, 0]
+    keys = np.array(["x", "y"], dtype=object)
+    assert _positions(keys, np.array(["y", "z", "x"], dtype=object)).tolist() == [1, -1, 0]
+
+
+def test_duplicate_ids_listed_in_order_of_first_appearance():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ropebench.DataError) as error:
+        ropebench.validate(embeddings=rng.normal(size=(6, 4)), domains=list("PVLPVL"), product_ids=[1, 1, 1, 2, 2, 2],
+                           item_ids=["q", "a", "q", "z", "a", "b"])
+    message = str(error.value)
+    assert "2 item_ids appear more than once (4 rows)" in message
+    assert message.index("'q'") < message.index("'a'")
