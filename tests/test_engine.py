@@ -105,6 +105,35 @@ def test_fallbacks_small_tiles_and_band_cap(monkeypatch):
                      _run(dataset, "per-task", metric="ip", ties="expected", per_query=per_query), per_query)
 
 
+def test_tasks_with_too_many_relevant_pairs_use_the_per_task_path(monkeypatch):
+    """A block whose relevant pairs exceed MAX_PAIRS is searched per task; nothing changes."""
+    calls = []
+    original = onepass.first_hit_counts
+
+    def spy(data, **kwargs):
+        calls.append(len(data.queries))
+        return original(data, **kwargs)
+
+    monkeypatch.setattr(onepass, "first_hit_counts", spy)
+    monkeypatch.setattr(onepass, "MAX_PAIRS", 2000)
+    embeddings, domains, products, group_ids = _tied_data(seed=17, n=1200, n_products=20)
+    dataset = dataset_from_arrays(embeddings, domains, products, group_ids=group_ids, metric="ip")
+    assert any(onepass.n_relevant_pairs(data) > 2000 for data in _all_task_data(dataset))
+    _assert_same(_run(dataset, "one-pass", metric="ip", ties="expected", per_query=True),
+                 _run(dataset, "per-task", metric="ip", ties="expected", per_query=True), per_query=True)
+    assert 0 < len(calls) < 9  # some tasks, not all, went to the per-task path in the one-pass run
+
+
+def _all_task_data(dataset):
+    from ropebench.api import _task_data
+    from ropebench.domains import DOMAINS
+    from ropebench.search import TaskData, prepare_vectors
+
+    members = {code: np.flatnonzero(dataset.domains == i) for i, code in enumerate(DOMAINS)}
+    vectors = prepare_vectors(dataset.embeddings, "ip")
+    return [_task_data(dataset, members, task, vectors[0], vectors[1], TaskData) for task in TASKS]
+
+
 def test_engine_subset_of_tasks_and_unknown_engine():
     embeddings, domains, products, _ = _tied_data(seed=2, n=500, n_products=30, groups=False)
     dataset = dataset_from_arrays(embeddings, domains, products, metric="ip")
