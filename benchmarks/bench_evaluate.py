@@ -3,7 +3,9 @@
     python benchmarks/bench_evaluate.py --dim 128 --scales 0.25,0.5,1 --repeats 3
 
 Every method runs in a fresh subprocess (so each peak RSS is its own) on the same seeded
-ROPE-size data (benchmarks/rope_size.py), cosine, K = 50. Printed: one table per (dim, scale) with
+ROPE-size data (benchmarks/rope_size.py), cosine, K = 50. ``cli`` writes the data to a parquet
+file first (untimed) and times ``ropebench evaluate`` on it in a child process, reporting that
+child's peak RSS. Printed: one table per (dim, scale) with
 seconds (median of the repeats), the ratio to the GEMM bound, and peak RSS. Peers that are not
 installed are left out (see benchmarks/requirements.txt); a peer that only runs one task or a
 subset of queries is timed on that and extrapolated to nine tasks (marked "extrapolated").
@@ -30,10 +32,14 @@ sys.path.insert(0, str(HERE.parent))
 TASKS = ("P2V", "V2P", "P2L", "L2P", "V2L", "L2V", "P2P", "V2V", "L2L")
 
 
-def _data(scale, dim):
+def _data(scale, dim, *, parts=True):
+    """The seeded data; ``parts`` adds normalised per-domain copies for the methods that need them
+    (ropebench itself gets only the raw arrays, so its peak RSS is not inflated by them)."""
     from rope_size import generate
 
     emb, dom, prod = generate(scale=scale, dim=dim)
+    if not parts:
+        return emb, dom, prod, None, None
     normed = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     return emb, dom, prod, {d: np.ascontiguousarray(normed[dom == d], dtype=np.float32) for d in "PVL"}, \
         {d: prod[dom == d] for d in "PVL"}
@@ -63,6 +69,28 @@ def _ropebench(emb, dom, prod, threads):
     start = time.perf_counter()
     result = ropebench.evaluate(embeddings=emb, domains=dom, product_ids=prod, threads=threads)
     return time.perf_counter() - start, {t: result.tasks[t]["R@1"] for t in TASKS}
+
+
+def _cli(emb, dom, prod, threads):
+    """`ropebench evaluate submission.parquet` in a child process: wall time (imports, load,
+    validation, search, result file) and the child's own peak RSS."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "submission.parquet")
+        table = pa.table({"item_id": np.arange(len(emb)), "domain": dom, "product_id": prod,
+                          "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), emb.shape[1])})
+        pq.write_table(table, path)
+        del table
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "ropebench", "evaluate", path, "--threads", str(threads),
+                        "--out", os.path.join(tmp, "results.json")], check=True, capture_output=True)
+        seconds = time.perf_counter() - start
+        with open(os.path.join(tmp, "results.json"), encoding="utf-8") as handle:
+            tasks = json.load(handle)["tasks"]
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return seconds, {"R@1": {t: tasks[t]["R@1"] for t in TASKS}, "child_rss_mib": rss}
 
 
 def _faiss_per_task(parts, labels):
@@ -111,7 +139,7 @@ def _torchmetrics(parts, labels, budget_pairs=1e7):
 def worker(method, scale, dim, threads):
     from ropebench.api import _thread_limit
 
-    emb, dom, prod, parts, labels = _data(scale, dim)
+    emb, dom, prod, parts, labels = _data(scale, dim, parts=method not in ("ropebench", "cli"))
     with _thread_limit(threads):
         if method == "bound":
             seconds, extra = _gemm_bound(parts, halve_intra=False)
@@ -119,6 +147,8 @@ def worker(method, scale, dim, threads):
             seconds, extra = _gemm_bound(parts, halve_intra=True)
         elif method == "ropebench":
             seconds, extra = _ropebench(emb, dom, prod, threads)
+        elif method == "cli":
+            seconds, extra = _cli(emb, dom, prod, threads)
         elif method == "faiss":
             seconds, extra = _faiss_per_task(parts, labels)
         elif method == "pml":
@@ -137,6 +167,9 @@ def worker(method, scale, dim, threads):
         else:
             raise SystemExit(f"unknown method {method}")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if method == "cli":
+        rss = extra.pop("child_rss_mib")  # the evaluating process, not this one
+        extra = extra["R@1"]
     print(json.dumps({"seconds": seconds, "rss_mib": rss, "extra": extra, "embedding_mib": emb.nbytes / 2**20}))
 
 
@@ -186,7 +219,7 @@ def main():
     parser.add_argument("--scales", default="0.25,0.5,1")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--methods", default="bound,bound-half,ropebench,faiss,pml,torchmetrics")
+    parser.add_argument("--methods", default="bound,bound-half,ropebench,cli,faiss,pml,torchmetrics")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--parquet", action="store_true", help="also time loading a ~100 MB parquet submission")
     args = parser.parse_args()
@@ -204,7 +237,8 @@ def main():
           f"numpy {np.__version__}, python {platform.python_version()}")
     labels = {"bound": "one-pass GEMM bound (numpy sgemm, full intra blocks)",
               "bound-half": "GEMM, intra blocks halved (what ropebench computes)",
-              "ropebench": "ropebench evaluate (one-pass, 9 tasks)",
+              "ropebench": "ropebench.evaluate on arrays (one-pass, 9 tasks)",
+              "cli": "ropebench evaluate submission.parquet (CLI: imports, load, search, write)",
               "faiss": "per-task faiss IndexFlatIP k=51 (9 searches)",
               "pml": "pytorch-metric-learning AccuracyCalculator p@1 (P2V x 9, extrapolated)",
               "torchmetrics": "torchmetrics RetrievalHitRate (query subset, extrapolated)"}
@@ -222,6 +256,8 @@ def main():
         if "ropebench" in results:
             r1 = results["ropebench"][2]
             checks = []
+            if "cli" in results:
+                checks.append(("CLI", max(abs(results["cli"][2][t] - r1[t]) for t in TASKS)))
             if "faiss" in results:
                 checks.append(("faiss", max(abs(results["faiss"][2][t] - r1[t]) for t in TASKS)))
             if "pml" in results:
