@@ -174,11 +174,9 @@ def worker(method, scale, dim, threads):
 
 
 def _available(module):
-    try:
-        __import__(module)
-    except Exception:
-        return False
-    return True
+    """Importable? Checked in a child: importing torch here would raise every later child's peak
+    RSS (Linux keeps ru_maxrss across fork + exec), inflating the table's RSS column."""
+    return subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
 
 
 def _run(method, scale, dim, threads, repeats):
