@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,10 +21,40 @@ from ropebench.errors import DataError
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
-__all__ = ["Source", "read_source", "read_parquet", "embedding_matrix", "column_kind"]
+__all__ = ["Source", "read_source", "read_parquet", "embedding_matrix", "column_kind", "to_numpy"]
 
 _READ_BATCH = 8192  # rows decoded at a time: larger batches multiply the decoder's peak memory
 _FLOAT_NAMES = {"halffloat": "float16", "float": "float32", "double": "float64"}
+
+
+def _bits(buffer: "pa.Buffer", offset: int, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(buffer, dtype=np.uint8), bitorder="little")[offset:offset + n].astype(bool)
+
+
+def to_numpy(array: "pa.Array | pa.ChunkedArray", *, null: Any = None) -> np.ndarray:
+    """A numeric or boolean Arrow array as a numpy array, read from its buffers.
+
+    ``pyarrow``'s own ``to_numpy`` (and ``pa.scalar``) import pandas on first use, 0.25 s of
+    every evaluation. Nulls become ``null``; with ``null=None`` an array with nulls is an error.
+    """
+    import pyarrow as pa
+
+    if isinstance(array, pa.ChunkedArray):
+        parts = [to_numpy(chunk, null=null) for chunk in array.chunks]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=array.type.to_pandas_dtype())
+    if array.null_count and null is None:
+        raise ValueError("to_numpy: the array has nulls")
+    n, offset = len(array), array.offset
+    validity, data = array.buffers()[:2]
+    if pa.types.is_boolean(array.type):
+        values = _bits(data, offset, n) if n else np.zeros(0, dtype=bool)
+    else:
+        dtype = np.dtype(array.type.to_pandas_dtype())
+        values = np.frombuffer(data, dtype=dtype, count=n, offset=offset * dtype.itemsize) if n else \
+            np.zeros(0, dtype=dtype)
+    if array.null_count:
+        values = np.where(_bits(validity, offset, n), values, null)
+    return values
 
 
 @dataclass(frozen=True)
@@ -167,10 +197,9 @@ def embedding_matrix(
         ), str(type_), no_rows
     dtype = _FLOAT_NAMES.get(str(type_.value_type), str(type_.value_type))
     chunks = [c for c in column.chunks if len(c)] if isinstance(column, pa.ChunkedArray) else [column]
-    null_rows = np.concatenate([np.zeros(0, dtype=bool)] + [
-        np.asarray(c.is_null().to_numpy(zero_copy_only=False), dtype=bool) for c in chunks])
+    null_rows = np.concatenate([np.zeros(0, dtype=bool)] + [to_numpy(c.is_null()) for c in chunks])
     lengths = np.concatenate([np.zeros(0, dtype=np.int64)] + [
-        pc.list_value_length(c).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) for c in chunks])
+        to_numpy(pc.list_value_length(c), null=-1).astype(np.int64) for c in chunks])
     valid_lengths = lengths[~null_rows]
     if valid_lengths.size == 0:
         return None, ("has no non-null embedding", "give every item an embedding"), dtype, null_rows
@@ -193,11 +222,11 @@ def embedding_matrix(
         flat = chunk.flatten()
         if flat.null_count:
             # A null inside a list cannot be a number: name those rows.
-            parents = pc.list_parent_indices(chunk).to_numpy(zero_copy_only=False)
-            inner_null = np.asarray(flat.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+            parents = to_numpy(pc.list_parent_indices(chunk))
+            inner_null = to_numpy(flat.is_null())
             bad[row + np.unique(parents[inner_null])] = True
         else:
-            matrix[row:row + len(chunk)] = flat.to_numpy(zero_copy_only=False).reshape(len(chunk), d)
+            matrix[row:row + len(chunk)] = to_numpy(flat).reshape(len(chunk), d)
         row += len(chunk)
     if bad.any():
         return None, ("holds null values inside embeddings", "store finite floats"), dtype, bad

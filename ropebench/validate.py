@@ -16,7 +16,7 @@ import numpy as np
 
 from ropebench.domains import DOMAINS, SPELLINGS
 from ropebench.errors import DataError
-from ropebench.io import Source, column_kind, embedding_matrix, read_source
+from ropebench.io import Source, column_kind, embedding_matrix, read_source, to_numpy
 
 __all__ = ["Dataset", "load_dataset", "dataset_from_arrays", "METRICS"]
 
@@ -100,6 +100,8 @@ def _count(n: int, noun: str) -> str:
 
 def _id_values(table: Any, name: str, where: str, problems: _Problems, *, required: bool) -> np.ndarray | None:
     """An id-like column (string or integer) as a numpy array, or None with a problem noted."""
+    import pyarrow as pa
+
     if name not in table.column_names:
         if required:
             problems.add(f"{where} column '{name}'", "is missing", fix=f"add a '{name}' column")
@@ -111,10 +113,13 @@ def _id_values(table: Any, name: str, where: str, problems: _Problems, *, requir
         return None
     if column.null_count:
         return np.array(column.to_pylist(), dtype=object)  # nulls as None; only on the error path
-    values = column.to_numpy(zero_copy_only=False)
+    if column_kind(column.type) == "int" and not pa.types.is_dictionary(column.type):
+        return to_numpy(column).astype(np.int64, copy=False)
+    values = np.empty(len(column), dtype=object)
+    values[:] = column.to_pylist()  # strings (and dictionary-encoded ids) as Python objects
     if column_kind(column.type) == "int":
-        return values.astype(np.int64, copy=False)
-    return values.astype(object)
+        return values.astype(np.int64)
+    return values
 
 
 def _nulls(values: np.ndarray) -> np.ndarray:

@@ -143,3 +143,16 @@ def test_baseline_train_checks_its_inputs_and_output_before_training(tmp_path):
     result = CliRunner().invoke(cli, ["baseline", "train", str(data), "--loss", "cls",
                                       "--out", str(tmp_path / "x.parquet")])
     assert result.exit_code == 2 and "cannot be read as parquet" in result.stderr
+
+
+def test_evaluate_imports_neither_pandas_nor_faiss_nor_torch(tmp_path):
+    """The default path needs none of them; importing them cost 0.2-0.4 s of every run."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ropebench.cli import main\n"
+            f"sys.argv = ['ropebench', 'evaluate', {SUB!r}, '--manifest', {MAN!r}, '--out', {str(tmp_path / 'r.json')!r}]\n"
+            "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+            "print(sorted(m for m in ('pandas', 'faiss', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -223,3 +223,23 @@ def test_duplicate_ids_listed_in_order_of_first_appearance():
     message = str(error.value)
     assert "2 item_ids appear more than once (4 rows)" in message
     assert message.index("'q'") < message.index("'a'")
+
+
+def test_to_numpy_reads_arrow_buffers_like_pyarrow():
+    """Offsets (sliced arrays), nulls, booleans, float16 and chunking, as pyarrow's to_numpy."""
+    import pyarrow.compute as pc
+
+    from ropebench.io import to_numpy
+
+    ints = pa.array([1, None, 3, 4, 5, None, 7, 8, 9, 10])[1:]
+    assert to_numpy(ints, null=-5).tolist() == [-5, 3, 4, 5, -5, 7, 8, 9, 10]
+    with pytest.raises(ValueError, match="nulls"):
+        to_numpy(ints)
+    flags = pa.array([True, False, None, True, True, False, False, True, True, False])[2:]
+    assert to_numpy(flags.is_null()).tolist() == flags.is_null().to_pylist()
+    lists = pa.array([[1.0, 2.0], None, [3.0], []], type=pa.list_(pa.float32()))
+    assert to_numpy(pc.list_value_length(lists), null=-1).tolist() == [2, -1, 1, 0]
+    halves = pa.chunked_array([pa.array([1.5, 2.5], pa.float16()), pa.array([], pa.float16()), pa.array([4.0], pa.float16())])
+    values = to_numpy(halves)
+    assert values.dtype == np.float16 and values.tolist() == [1.5, 2.5, 4.0]
+    assert to_numpy(pa.chunked_array([], type=pa.int64())).shape == (0,)
