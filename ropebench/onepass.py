@@ -43,11 +43,15 @@ import numpy as np
 
 from ropebench.search import FirstHits, TaskData, exact_counts, first_hit_counts
 
-__all__ = ["one_pass_first_hits", "BAND_CAP", "TILE", "MAX_PAIRS"]
+__all__ = ["one_pass_first_hits", "BAND_CAP", "TILE", "MAX_PAIRS", "SMALL_BLOCK"]
 
 TILE = 2048  # tile side: (TILE, TILE) float32 scores per worker (16 MiB)
 BAND_CAP = 4096  # band entries kept per query before it is handed to exact rescoring
 MAX_PAIRS = 1 << 25  # relevant pairs a block may list; beyond, its tasks use the per-task path
+# Blocks below this many multiply-adds, or with a single row or column, are scored by
+# exact_counts: BLAS's small-matrix and matrix-vector kernels do not give bit-identical rows
+# equal results at every position, and exact_counts scores each distinct row once.
+SMALL_BLOCK = 1 << 22
 ESTIMATE_SCORES = 1 << 21  # scores per batched matmul of the per-product estimates
 _U32 = 2.0 ** -24  # unit roundoff of float32
 
@@ -421,10 +425,14 @@ def one_pass_first_hits(
     Returns:
         ``{task: FirstHits}``, equal to :func:`ropebench.search.first_hit_counts` per task.
     """
-    plan, fallback = [], []
+    plan, fallback, small = [], [], []
     for row_task, column_task, symmetric in _plan(tasks, symmetric_scores):
-        if n_relevant_pairs(task_data[row_task]) > MAX_PAIRS:
-            fallback += [row_task] + ([column_task] if column_task else [])
+        both = [row_task] + ([column_task] if column_task else [])
+        left, right = task_data[row_task].queries, task_data[row_task].gallery
+        if min(len(left), len(right)) < 2 or len(left) * len(right) * left.shape[1] <= SMALL_BLOCK:
+            small += both
+        elif n_relevant_pairs(task_data[row_task]) > MAX_PAIRS:
+            fallback += both
         else:
             plan.append((row_task, column_task, symmetric))
     progress = on_progress or (lambda n: None)
@@ -468,6 +476,11 @@ def one_pass_first_hits(
             pool.shutdown()
     for task in fallback:
         hits[task] = first_hit_counts(task_data[task], max_k=max_k, exact_censored=exact_censored)
+    for task in small:
+        data = task_data[task]
+        scored = data.n_relevant() > 0
+        a, t, p = exact_counts(data, np.flatnonzero(scored))
+        hits[task] = FirstHits(scored=scored, a=a, t=t, p=p, censored=np.zeros(len(a), dtype=bool))
     for task, reader in readers.items():
         hits[task] = reader.finish(lambda rows, t=task: exact_counts(task_data[t], rows))
     return {task: hits[task] for task in tasks}

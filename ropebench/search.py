@@ -203,14 +203,33 @@ def _eligible(data: TaskData, query_index: np.ndarray, columns: np.ndarray) -> n
     return eligible
 
 
+def _distinct_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(distinct rows, inverse)`` when some rows are bit-identical, else ``(matrix, None)``."""
+    if len(matrix) < 2:
+        return matrix, None
+    view = np.ascontiguousarray(matrix).view(np.dtype((np.void, matrix.dtype.itemsize * matrix.shape[1])))
+    _, first, inverse = np.unique(view.reshape(-1), return_index=True, return_inverse=True)
+    if len(first) == len(matrix):
+        return matrix, None
+    return matrix[first], inverse.reshape(-1)
+
+
 def exact_counts(data: TaskData, query_index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``a, t, p`` of the given queries against the whole gallery (one matrix product per row block)."""
+    """``a, t, p`` of the given queries against the whole gallery (one matrix product per row block).
+
+    Bit-identical gallery rows are scored once and the score is shared: BLAS does not promise
+    equal results for equal rows at different positions (OpenBLAS's small-matrix and
+    matrix-vector kernels differ in the last bit), and such rows must tie exactly.
+    """
     n_gallery = data.gallery.shape[0]
+    distinct, inverse = _distinct_rows(data.gallery)
     columns = np.broadcast_to(np.arange(n_gallery), (min(EXACT_BATCH, len(query_index)), n_gallery))
     out = [np.empty(len(query_index), dtype=np.int64) for _ in range(3)]
     for start in range(0, len(query_index), EXACT_BATCH):
         rows = query_index[start:start + EXACT_BATCH]
-        scores = data.queries[rows] @ data.gallery.T
+        scores = data.queries[rows] @ distinct.T
+        if inverse is not None:
+            scores = scores[:, inverse]
         relevant = data.gallery_products[None, :] == data.query_products[rows, None]
         cols = columns[: len(rows)]
         a, t, p, _ = _counts_from_scores(scores, relevant, _eligible(data, rows, cols))

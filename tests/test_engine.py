@@ -14,6 +14,14 @@ from ropebench.validate import dataset_from_arrays
 from tests.reference import reference_evaluate
 
 
+@pytest.fixture(autouse=True)
+def _tiles_even_for_small_blocks(request, monkeypatch):
+    """Integer data scores exactly in float32, so the tiled path is exercised at any size (by
+    default blocks under SMALL_BLOCK multiply-adds are scored by exact_counts instead)."""
+    if "small_blocks" not in request.keywords:
+        monkeypatch.setattr(onepass, "SMALL_BLOCK", 0)
+
+
 def _tied_data(seed: int, n: int = 2400, dim: int = 12, n_products: int = 120, groups: bool = True):
     """Small-integer embeddings (every inner product is exact in float32, so ties are real)
     with duplicated rows, products missing from some domains, and optional groups."""
@@ -146,3 +154,33 @@ def test_engine_subset_of_tasks_and_unknown_engine():
     assert one.tasks == evaluate_dataset(dataset, engine="per-task", **kwargs).tasks
     with pytest.raises(ValueError, match="unknown engine"):
         evaluate_dataset(dataset, engine="fast", **kwargs)
+
+
+@pytest.mark.small_blocks
+@pytest.mark.parametrize("seed", range(40))
+def test_copies_tie_in_tiny_blocks(seed):
+    """Tiny float blocks with bit-identical rows: BLAS's small-matrix and matrix-vector kernels
+    may round copies differently, so such blocks are scored by exact_counts, which scores each
+    distinct row once. The truth: float64 products summed per pair (identical rows, identical sums)."""
+    rng = np.random.default_rng(seed)
+    n, dim = int(rng.integers(3, 60)), int(rng.choice([7, 64, 128]))
+    embeddings = rng.normal(size=(n, dim)).astype(np.float32)
+    embeddings[rng.integers(0, n, n // 2)] = embeddings[rng.integers(0, n, n // 2)]
+    products = rng.integers(0, int(rng.integers(1, 6)), n)
+    domains = rng.choice(np.array(["P", "V", "L"]), n)
+    dataset = dataset_from_arrays(embeddings, domains, products, metric="ip")
+    one = _run(dataset, "one-pass", metric="ip", ties="expected", per_query=True, ks=(1, 5))
+    for task in TASKS:
+        rows = one.per_query[one.per_query.task == task]
+        query_rows, gallery_rows = np.flatnonzero(domains == task[0]), np.flatnonzero(domains == task[2])
+        expected = []
+        for q in query_rows:
+            scores = (embeddings[q].astype(np.float64) * embeddings[gallery_rows].astype(np.float64)).sum(axis=1)
+            eligible = gallery_rows != q
+            relevant = (products[gallery_rows] == products[q]) & eligible
+            if relevant.any():
+                best = scores[relevant].max()
+                other = eligible & ~relevant
+                expected.append((int((scores[other] > best).sum()), int((scores[other] == best).sum()),
+                                 int((scores[relevant] == best).sum())))
+        assert sorted(zip(rows.a, rows.t, rows.p)) == sorted(expected), (task, seed)
