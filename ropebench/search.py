@@ -58,13 +58,21 @@ def faiss_threads(count: int) -> Iterator[None]:
         yield
     finally:
         _faiss_thread_count = previous
-        if faiss is not None and previous_omp is not None:
-            faiss.omp_set_num_threads(previous_omp)
+        faiss = sys.modules.get("faiss")
+        if faiss is not None:  # loaded before, or by a search inside: put its own setting back
+            faiss.omp_set_num_threads(previous_omp if previous_omp is not None else _faiss_default_threads)
+
+
+_faiss_default_threads = 1  # FAISS's own OpenMP setting, read when _faiss first imports it
 
 
 def _faiss():
+    global _faiss_default_threads
+    first = "faiss" not in sys.modules
     import faiss
 
+    if first:
+        _faiss_default_threads = faiss.omp_get_max_threads()
     if _faiss_thread_count is not None:
         faiss.omp_set_num_threads(_faiss_thread_count)
     return faiss

@@ -175,7 +175,13 @@ def _domain_codes(values: np.ndarray, ids: np.ndarray, where: str, problems: _Pr
 
 
 def _is_null(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+    """None, NaN (also as numpy floats), NaT and pandas.NA, without importing pandas."""
+    if value is None or isinstance(value, (str, int)):
+        return value is None
+    try:
+        return bool(value != value)
+    except (TypeError, ValueError):
+        return True  # pandas.NA: a comparison with it is neither true nor false
 
 
 def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -401,7 +407,13 @@ def dataset_from_arrays(
 
 
 def _array(values: Sequence[Any]) -> np.ndarray:
+    """Labels as int64, or as objects with every null spelling (NaN, NaT, pandas.NA) made None."""
     array = np.asarray(values)
     if array.dtype.kind in "iu":
         return array.astype(np.int64, copy=False)
-    return array.astype(object)
+    kind = array.dtype.kind
+    array = array.astype(object)
+    if kind not in "US":  # numpy strings cannot be null
+        null = np.fromiter((_is_null(v) for v in array.tolist()), dtype=bool, count=len(array))
+        array[null] = None
+    return array

@@ -243,3 +243,17 @@ def test_to_numpy_reads_arrow_buffers_like_pyarrow():
     values = to_numpy(halves)
     assert values.dtype == np.float16 and values.tolist() == [1.5, 2.5, 4.0]
     assert to_numpy(pa.chunked_array([], type=pa.int64())).shape == (0,)
+
+
+def test_null_spellings_in_array_labels_are_nulls():
+    """pandas.NA, NaN and None all mean 'no group'; a null product id is an error, not a product."""
+    import pandas as pd
+
+    emb = np.eye(4, dtype=np.float32)
+    for groups in (pd.Series([1, pd.NA, pd.NA, 2], dtype="Int64"), pd.Series(["a", None, pd.NA, "b"], dtype="string"),
+                   [1.0, float("nan"), None, 2.0]):
+        dataset = ropebench.validate(embeddings=emb, domains=["P"] * 4, product_ids=[0, 0, 0, 0], group_ids=groups,
+                                     metric="ip")
+        assert dataset.group_codes.tolist() == [0, -1, -1, 1], groups
+    with pytest.raises(ropebench.DataError, match="null"):
+        ropebench.validate(embeddings=emb, domains=["P"] * 4, product_ids=pd.Series(["x", pd.NA, "y", "x"], dtype="string"))

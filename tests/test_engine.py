@@ -184,3 +184,21 @@ def test_copies_tie_in_tiny_blocks(seed):
                 expected.append((int((scores[other] > best).sum()), int((scores[other] == best).sum()),
                                  int((scores[relevant] == best).sum())))
         assert sorted(zip(rows.a, rows.t, rows.p)) == sorted(expected), (task, seed)
+
+
+def test_faiss_thread_setting_is_restored_when_the_search_loaded_faiss():
+    """--threads applies to FAISS only inside the evaluation, also when FAISS is first imported there."""
+    import subprocess
+    import sys
+
+    evaluate = ("import numpy as np, time; from ropebench.api import evaluate_dataset; "
+                "from ropebench.validate import dataset_from_arrays; "
+                "d = dataset_from_arrays(np.eye(6, dtype=np.float32), list('PPVVLL'), [0, 1, 0, 1, 0, 1], metric='ip'); "
+                "evaluate_dataset(d, metric='ip', ties='expected', ks=(1,), tasks=('P2V',), threads=1, per_query=False, "
+                "progress=False, submission_info={}, manifest_info=None, load_seconds=0.0, started=time.perf_counter(), "
+                "engine='per-task'); ")
+    after = subprocess.run([sys.executable, "-c", evaluate + "import faiss; print(faiss.omp_get_max_threads())"],
+                           capture_output=True, text=True, check=True).stdout.split()[-1]
+    fresh = subprocess.run([sys.executable, "-c", "import faiss; print(faiss.omp_get_max_threads())"],
+                           capture_output=True, text=True, check=True).stdout.split()[-1]
+    assert after == fresh
