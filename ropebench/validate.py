@@ -225,6 +225,14 @@ def _check_embeddings(matrix: np.ndarray, ids: np.ndarray, where: str, metric: s
     if not finite.all():
         problems.add(f"{where} column 'embedding'", f"{_count(int((~finite).sum()), 'row')} contain NaN or ±inf",
                      ids[~finite], "replace them with finite values (check for a diverged model)")
+    if metric in ("ip", "l2") and matrix.size:
+        # Inner products (and l2's |g|²) are summed in float32: keep d·max|x|² under its range.
+        limit = float(np.sqrt(np.finfo(np.float32).max / (4.0 * matrix.shape[1])))
+        big = np.abs(matrix).max(axis=1) > limit
+        if big.any():
+            problems.add(f"{where} column 'embedding'", f"{_count(int(big.sum()), 'row')} hold values above "
+                         f"{limit:.3g}, whose {metric} scores overflow float32", ids[big],
+                         "scale the embeddings down (ranking under ip and l2 does not change with a common scale)")
     if metric == "cosine":
         zero = ~matrix.any(axis=1)
         if zero.any():

@@ -257,3 +257,12 @@ def test_null_spellings_in_array_labels_are_nulls():
         assert dataset.group_codes.tolist() == [0, -1, -1, 1], groups
     with pytest.raises(ropebench.DataError, match="null"):
         ropebench.validate(embeddings=emb, domains=["P"] * 4, product_ids=pd.Series(["x", pd.NA, "y", "x"], dtype="string"))
+
+
+def test_values_whose_scores_overflow_float32_are_refused_under_ip_and_l2():
+    emb = np.ones((4, 8), dtype=np.float32)
+    emb[2] = 3e19  # |x|² alone is 9e38 > float32 max: every score with it would be inf
+    for metric in ("ip", "l2"):
+        with pytest.raises(ropebench.DataError, match="overflow float32"):
+            ropebench.validate(embeddings=emb, domains=list("PVLP"), product_ids=[0, 0, 0, 0], metric=metric)
+    assert ropebench.validate(embeddings=emb, domains=list("PVLP"), product_ids=[0, 0, 0, 0]).n_items == 4  # cosine
