@@ -39,6 +39,7 @@ EXACT_BATCH = 256  # queries per full-row rescoring block: (256 × gallery) floa
 
 
 _faiss_thread_count: int | None = None  # set by faiss_threads, applied when a FAISS search runs
+_faiss_default_threads: int | None = None  # FAISS's own setting, read when _faiss first imports it
 
 
 @contextlib.contextmanager
@@ -58,15 +59,13 @@ def faiss_threads(count: int) -> Iterator[None]:
         yield
     finally:
         _faiss_thread_count = previous
-        faiss = sys.modules.get("faiss")
-        if faiss is not None:  # loaded before, or by a search inside: put its own setting back
-            faiss.omp_set_num_threads(previous_omp if previous_omp is not None else _faiss_default_threads)
-
-
-_faiss_default_threads = 1  # FAISS's own OpenMP setting, read when _faiss first imports it
+        restore = previous_omp if previous_omp is not None else _faiss_default_threads
+        if restore is not None:  # loaded before, or first imported by a search inside
+            sys.modules["faiss"].omp_set_num_threads(restore)
 
 
 def _faiss():
+    """Import FAISS, remembering its own thread setting, and apply :func:`faiss_threads`'s."""
     global _faiss_default_threads
     first = "faiss" not in sys.modules
     import faiss

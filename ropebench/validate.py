@@ -176,8 +176,10 @@ def _domain_codes(values: np.ndarray, ids: np.ndarray, where: str, problems: _Pr
 
 def _is_null(value: Any) -> bool:
     """None, NaN (also as numpy floats), NaT and pandas.NA, without importing pandas."""
-    if value is None or isinstance(value, (str, int)):
-        return value is None
+    if value is None:
+        return True
+    if isinstance(value, (str, int)):
+        return False
     try:
         return bool(value != value)
     except (TypeError, ValueError):

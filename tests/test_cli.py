@@ -147,12 +147,15 @@ def test_baseline_train_checks_its_inputs_and_output_before_training(tmp_path):
 
 def test_evaluate_imports_neither_pandas_nor_faiss_nor_torch(tmp_path):
     """The default path needs none of them; importing them cost 0.2-0.4 s of every run."""
-    import subprocess
-    import sys
-
     code = ("import sys; from ropebench.cli import main\n"
             f"sys.argv = ['ropebench', 'evaluate', {SUB!r}, '--manifest', {MAN!r}, '--out', {str(tmp_path / 'r.json')!r}]\n"
             "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
             "print(sorted(m for m in ('pandas', 'faiss', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+    # The provenance still names their versions (read from package metadata, not by importing).
+    import faiss
+    import pyarrow
+
+    environment = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["environment"]
+    assert (environment["faiss"], environment["pyarrow"]) == (faiss.__version__, pyarrow.__version__)

@@ -202,3 +202,18 @@ def test_faiss_thread_setting_is_restored_when_the_search_loaded_faiss():
     fresh = subprocess.run([sys.executable, "-c", "import faiss; print(faiss.omp_get_max_threads())"],
                            capture_output=True, text=True, check=True).stdout.split()[-1]
     assert after == fresh
+
+
+def test_released_embeddings_are_not_needed_after_the_split():
+    """evaluate() lets the one-pass engine drop the matrix once each domain has its copy;
+    nothing after that (metrics, per-query rows) may need it."""
+    embeddings, domains, products, group_ids = _tied_data(seed=23, n=600, n_products=30)
+    kept = dataset_from_arrays(embeddings, domains, products, group_ids=group_ids, metric="ip")
+    released = dataset_from_arrays(embeddings, domains, products, group_ids=group_ids, metric="ip")
+    kwargs = dict(metric="ip", ties="expected", ks=(1, 5, 10, 20, 50), tasks=TASKS, threads=2, per_query=True,
+                  progress=False, submission_info={}, manifest_info=None, load_seconds=0.0,
+                  started=time.perf_counter())
+    one = evaluate_dataset(released, release_embeddings=True, **kwargs)
+    assert released.embeddings is None and released.n_items == 600
+    _assert_same(one, evaluate_dataset(kept, **kwargs), per_query=True)
+    assert kept.embeddings is not None
