@@ -17,24 +17,42 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from click.testing import CliRunner  # noqa: E402
+from click.testing import CliRunner
 
-from ropebench.cli.plot import plot  # noqa: E402
-from ropebench.errors import MissingExtraError, UsageError  # noqa: E402
-from ropebench.render import plots  # noqa: E402
+from ropebench.cli.plot import plot
+from ropebench.errors import MissingExtraError, UsageError
+from ropebench.render import plots
 
 KS = [1, 5, 10, 20, 50]
 
 
 def _result(scale: float = 1.0, *, ci: bool = False) -> dict[str, Any]:
     """A results JSON with two tasks: P2V (with intervals when ``ci``) and V2V."""
-    p2v = {"n_queries": 10, "R@1": 10.0 * scale, "R@5": 30.0 * scale, "R@10": 45.0 * scale,
+    p2v: dict[str, Any] = {"n_queries": 10, "R@1": 10.0 * scale, "R@5": 30.0 * scale, "R@10": 45.0 * scale,
            "R@20": 60.0 * scale, "R@50": 80.0 * scale, "MRR@50": 20.0 * scale}
     if ci:
         p2v["ci"] = {f"R@{k}": [p2v[f"R@{k}"] - 2.0, p2v[f"R@{k}"] + 2.0] for k in KS}
     v2v = {"n_queries": 10, "R@1": 50.0, "R@5": 70.0, "R@10": 75.0, "R@20": 90.0, "R@50": 95.0, "MRR@50": 60.0}
     return {"schema": "ropebench.results/1", "protocol": {"metric": "cosine", "ties": "expected", "ks": KS},
             "submission": {"path": f"runs/model{scale:g}.parquet"}, "tasks": {"V2V": v2v, "P2V": p2v}}
+
+
+def _x(artist: Any) -> list[float]:
+    """x data of a line (matplotlib's stubs type it loosely)."""
+    return [float(v) for v in np.asarray(artist.get_xdata())]
+
+
+def _y(artist: Any) -> list[float]:
+    return [float(v) for v in np.asarray(artist.get_ydata())]
+
+
+def _heights(axes: Any) -> list[float]:
+    return [float(bar.get_height()) for bar in axes.patches]
+
+
+def _labelled(axes: Any) -> dict[str, Any]:
+    """Lines with a legend label (matplotlib names unlabelled artists ``_child0`` …)."""
+    return {line.get_label(): line for line in axes.get_lines() if not line.get_label().startswith("_")}
 
 
 class _ResultObject:
@@ -63,13 +81,14 @@ def test_curves_one_panel_per_task_log_axis_ticks_at_ks_and_values() -> None:
         assert [text.get_text() for text in axes.get_xticklabels()] == ["1", "5", "10", "20", "50"]
         assert len(axes.get_lines()) == 2
     p2v = figure.axes[0]
-    assert list(p2v.get_lines()[0].get_xdata()) == KS
-    assert list(p2v.get_lines()[0].get_ydata()) == [first["tasks"]["P2V"][f"R@{k}"] for k in KS]
-    assert list(p2v.get_lines()[1].get_ydata()) == [second["tasks"]["P2V"][f"R@{k}"] for k in KS]
-    assert [text.get_text() for text in p2v.get_legend().get_texts()] == ["A", "B"]
+    assert _x(p2v.get_lines()[0]) == KS
+    assert _y(p2v.get_lines()[0]) == [first["tasks"]["P2V"][f"R@{k}"] for k in KS]
+    assert _y(p2v.get_lines()[1]) == [second["tasks"]["P2V"][f"R@{k}"] for k in KS]
+    legend = p2v.get_legend()
+    assert legend is not None and [text.get_text() for text in legend.get_texts()] == ["A", "B"]
     # One band, for the one task that carries intervals; its edges are the interval's ends.
     assert len(p2v.collections) == 1 and len(figure.axes[1].collections) == 0
-    band = p2v.collections[0].get_paths()[0].vertices
+    band = np.asarray(p2v.collections[0].get_paths()[0].vertices)
     assert band[:, 1].min() == pytest.approx(first["tasks"]["P2V"]["R@1"] - 2.0)
     assert band[:, 1].max() == pytest.approx(first["tasks"]["P2V"]["R@50"] + 2.0)
 
@@ -86,7 +105,7 @@ def test_matrix_array_colour_limits_and_annotations() -> None:
     result["tasks"]["P2L"] = {"R@1": 67.789, "R@10": 90.0}
     figure = plots.matrix(result, measure="R@1")
     axes = figure.axes[0]
-    array = np.ma.filled(axes.images[0].get_array(), np.nan)
+    array: np.ndarray = np.ma.filled(np.ma.asarray(axes.images[0].get_array()), np.nan)
     expected = np.full((3, 3), np.nan)
     expected[0, 1], expected[0, 2], expected[1, 1] = 10.0, 67.789, 50.0  # P2V, P2L, V2V
     np.testing.assert_array_equal(array, expected)
@@ -124,7 +143,7 @@ def test_difficulty_groups_ranks_by_k_with_an_overflow_bin(kind: str) -> None:
         table = columns
     figure = plots.difficulty(table, ks=KS)
     assert [axes.get_title() for axes in figure.axes] == ["P2V (6 queries)", "L2L (2 queries)"]
-    p2v, l2l = ([bar.get_height() for bar in axes.patches] for axes in figure.axes)
+    p2v, l2l = (_heights(axes) for axes in figure.axes)
     assert p2v == pytest.approx([100 * n / 6 for n in (2, 1, 1, 0, 1, 1)])
     assert l2l == pytest.approx([50, 0, 0, 0, 0, 50])
     labels = [text.get_text() for text in figure.axes[0].get_xticklabels()]
@@ -134,7 +153,7 @@ def test_difficulty_groups_ranks_by_k_with_an_overflow_bin(kind: str) -> None:
 def test_difficulty_takes_ks_from_measure_columns_and_names_missing_columns() -> None:
     columns = _per_query()  # R@1 and R@50 columns: groups 1, 2–50, >50
     figure = plots.difficulty(columns)
-    assert [bar.get_height() for bar in figure.axes[0].patches] == pytest.approx([100 * 2 / 6, 300 / 6, 100 / 6])
+    assert _heights(figure.axes[0]) == pytest.approx([100 * 2 / 6, 300 / 6, 100 / 6])
     with pytest.raises(UsageError, match="beyond the run's max K .50."):
         plots.difficulty(columns, ks=[1, 10, 100])  # the censored query may rank 51 or 5000
     del columns["censored"]
@@ -160,13 +179,13 @@ def test_compare_primary_first_and_significant_cells_marked() -> None:
     assert [r1.get_title(), r10.get_title()] == ["R@1", "R@10"]
     assert [text.get_text() for text in r1.get_yticklabels()] == ["cross/R@1 (primary)", "P2V", "V2P"]
     assert r1.get_ylim()[0] > r1.get_ylim()[1]  # inverted: the primary row on top
-    lines = {line.get_label(): line for line in r1.get_lines() if not line.get_label().startswith("_")}
-    assert list(lines["significant"].get_xdata()) == [1.25, 3.0]  # primary (row 0) and P2V
-    assert list(lines["significant"].get_ydata()) == [0, 1]
-    assert list(lines["not significant"].get_xdata()) == [-0.5]
-    r10_lines = {line.get_label(): line for line in r10.get_lines() if not line.get_label().startswith("_")}
-    assert list(r10_lines["significant"].get_xdata()) == [-4.0]  # no primary row in R@10's panel
-    intervals = r1.collections[0].get_segments()
+    lines = _labelled(r1)
+    assert _x(lines["significant"]) == [1.25, 3.0]  # primary (row 0) and P2V
+    assert _y(lines["significant"]) == [0, 1]
+    assert _x(lines["not significant"]) == [-0.5]
+    assert _x(_labelled(r10)["significant"]) == [-4.0]  # no primary row in R@10's panel
+    intervals: Any = r1.collections[0]
+    intervals = intervals.get_segments()
     assert [list(segment[:, 0]) for segment in intervals] == [[0.5, 2.0], [2.0, 4.0], [-1.5, 0.5]]
     with pytest.raises(UsageError, match="comparison/1"):
         plots.compare(_result())
@@ -179,7 +198,7 @@ def test_distractors_against_catalogue_size() -> None:
     assert axes.get_xscale() == "symlog"  # 0 distractors must show
     assert list(axes.get_xticks()) == [0, 1000, 100000]
     assert [text.get_text() for text in axes.get_xticklabels()] == ["0", "1k", "100k"]
-    assert [list(line.get_ydata()) for line in axes.get_lines()] == [[80.0, 60.0, 30.0], [95.0, 90.0, 70.0]]
+    assert [_y(line) for line in axes.get_lines()] == [[80.0, 60.0, 30.0], [95.0, 90.0, 70.0]]
     assert plots.distractors(curve, measures=["R@10"]).axes[0].get_lines()[0].get_label() == "R@10"
     with pytest.raises(UsageError, match="2 values for 3 sizes"):
         plots.distractors({"sizes": [0, 1, 2], "tasks": {"P2V": {"R@1": [1.0, 2.0]}}})
