@@ -4,11 +4,14 @@ Public API::
 
     import ropebench
     result = ropebench.evaluate("submission.parquet", manifest="manifest.parquet")
-    result.to_json()          # the results JSON of DESIGN.md §4
-    result.tasks["P2V"]["R@1"]
+    result.tasks["P2V"]["R@1"]            # one number
+    result.summary()                      # {"P2V/R@1": …, "cross/R@1": …} for loggers
+    result.per_query                      # one row per scored query and task (pyarrow Table)
+    result.write("results.json", per_query="per_query.parquet")
+    ropebench.load_results("results.json")   # the same result, read back
 
-Importing ropebench is cheap: faiss, pyarrow and pandas are imported on first use, and torch
-never (only ``ropebench.baseline`` needs it).
+Importing ropebench is cheap: numpy only. pyarrow loads when a file is read, FAISS when a FAISS
+search runs, and torch never (only ``ropebench.baseline`` uses it).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ropebench.errors import DataError, MissingExtraError, RopebenchError, UsageError
+from ropebench.evaluation import evaluate, validate
 
 __version__ = "0.1.0"
 
@@ -23,20 +27,37 @@ __all__ = [
     "__version__",
     "evaluate",
     "validate",
+    "load_results",
+    "write_submission",
+    "compare",
     "EvaluationResult",
+    "TaskResult",
+    "Dataset",
     "RopebenchError",
     "DataError",
     "UsageError",
     "MissingExtraError",
 ]
 
-from ropebench.api import evaluate, validate  # noqa: E402  (numpy only; faiss/pyarrow load lazily)
+_LAZY = {
+    "load_results": ("ropebench.results", "load_results"),
+    "EvaluationResult": ("ropebench.results", "EvaluationResult"),
+    "TaskResult": ("ropebench.results", "TaskResult"),
+    "Dataset": ("ropebench.dataset", "Dataset"),
+    "write_submission": ("ropebench.io.submission", "write_submission"),
+    "compare": ("ropebench.compare", "compare"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: `import ropebench` must not pay for pyarrow/pandas until a result is built.
-    if name == "EvaluationResult":
-        from ropebench.results import EvaluationResult
+    # Lazy, so that `import ropebench` stays cheap (numpy only).
+    if name in _LAZY:
+        import importlib
 
-        return EvaluationResult
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module 'ropebench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,6 +1,6 @@
-"""``python -m ropebench`` runs the command line."""
+"""``python -m ropebench`` works as the ``ropebench`` command."""
 
 from ropebench.cli import main
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":
     main()

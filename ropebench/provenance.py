@@ -8,7 +8,7 @@ import platform
 import sys
 from typing import Any
 
-__all__ = ["environment", "utc_now", "cpu_name"]
+__all__ = ["environment", "utc_now", "cpu_name", "input_record"]
 
 
 def utc_now() -> str:
@@ -40,16 +40,34 @@ def _version(module: str, distributions: tuple[str, ...]) -> str:
     return str(import_module(module).__version__)
 
 
-def environment(threads: int) -> dict[str, Any]:
+def environment(threads: int, *, faiss_ran: bool = False) -> dict[str, Any]:
+    """Python, the libraries that actually ran (numpy always; pyarrow when files were read;
+    FAISS only when a FAISS search ran), the machine and the thread count."""
     import numpy
 
-    return {
-        "python": sys.version.split()[0],
-        "numpy": numpy.__version__,
-        "faiss": _version("faiss", ("faiss-cpu", "faiss", "faiss-gpu")),
-        "pyarrow": _version("pyarrow", ("pyarrow",)),
-        "platform": platform.platform(),
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "threads": threads,
-    }
+    env: dict[str, Any] = {"python": sys.version.split()[0], "numpy": numpy.__version__}
+    if faiss_ran:
+        env["faiss"] = _version("faiss", ("faiss-cpu", "faiss", "faiss-gpu"))
+    if "pyarrow" in sys.modules:
+        env["pyarrow"] = _version("pyarrow", ("pyarrow",))
+    env.update(platform=platform.platform(), cpu=cpu_name(), cpu_count=os.cpu_count(), threads=threads)
+    return env
+
+
+def input_record(submission: Any, manifest: Any, dataset: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """What a results file records about its inputs: paths, sha256, item count, d and dtype."""
+    import hashlib
+
+    import numpy as np
+
+    from ropebench.io.files import sha256_file
+
+    if submission is not None:
+        record: dict[str, Any] = {"path": str(submission), "sha256": sha256_file(submission)}
+        manifest_record = None if manifest is None else {"path": str(manifest), "sha256": sha256_file(manifest)}
+    else:
+        matrix = np.ascontiguousarray(dataset.embeddings)
+        record = {"path": None, "sha256": hashlib.sha256(memoryview(matrix).cast("B")).hexdigest()}
+        manifest_record = None
+    record.update(n_items=dataset.n_items, dim=dataset.dim, dtype=dataset.dtype)
+    return record, manifest_record

@@ -68,12 +68,19 @@ def test_evaluate_writes_results_and_per_query_and_keeps_stdout_for_data(tmp_pat
     assert stored["protocol"] == {"metric": "cosine", "ties": "expected", "ks": [1, 10], "search": "exact",
                                   "group_exclusion": False}
     assert len(stored["submission"]["sha256"]) == 64 and stored["manifest"]["sha256"]
-    assert {"python", "numpy", "faiss", "pyarrow", "platform", "cpu", "threads"} <= set(stored["environment"])
+    # Only libraries that ran: the default engine never runs FAISS.
+    assert {"python", "numpy", "pyarrow", "platform", "cpu", "threads", "engine"} <= set(stored["environment"])
+    assert "faiss" not in stored["environment"]
+    assert stored["environment"]["engine"]["name"] == "one-pass"
+    assert stored["per_query"]["path"] == "q.parquet" and len(stored["per_query"]["sha256"]) == 64
     table = pq.read_table(per_query).to_pandas()
-    assert list(table.columns) == ["task", "item_id", "product_id", "a", "t", "p", "hit@1", "hit@10", "rr@10"]
-    p2v = table[table.task == "P2V"]
-    assert len(p2v) == stored["tasks"]["P2V"]["n_queries"]
-    assert 100 * p2v["hit@1"].mean() == pytest.approx(stored["tasks"]["P2V"]["R@1"])
+    assert list(table.columns) == ["task", "item_id", "product_id", "domain", "a", "t", "p", "censored",
+                                   "R@1", "R@10", "MRR@10"]
+    for task in ("P2V", "L2L"):
+        rows = table[table.task == task]
+        assert len(rows) == stored["tasks"][task]["n_queries"]
+        for measure in ("R@1", "R@10", "MRR@10"):
+            assert rows[measure].mean() == pytest.approx(stored["tasks"][task][measure], rel=1e-12)
 
 
 def test_failed_evaluation_writes_nothing_and_has_no_traceback(tmp_path):
@@ -153,9 +160,8 @@ def test_evaluate_imports_neither_pandas_nor_faiss_nor_torch(tmp_path):
             "print(sorted(m for m in ('pandas', 'faiss', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip().splitlines()[-1] == "[]"
-    # The provenance still names their versions (read from package metadata, not by importing).
-    import faiss
+    # The provenance names the libraries that ran, and only those.
     import pyarrow
 
     environment = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["environment"]
-    assert (environment["faiss"], environment["pyarrow"]) == (faiss.__version__, pyarrow.__version__)
+    assert environment["pyarrow"] == pyarrow.__version__ and "faiss" not in environment

@@ -7,7 +7,8 @@ import pytest
 
 import ropebench
 from ropebench.errors import DataError, UsageError
-from ropebench.metrics import count_tied, hit_probabilities, parse_ks, reciprocal_rank
+from ropebench.measures import count_tied, hit_probabilities, reciprocal_rank
+from ropebench.protocol import parse_ks
 
 KS = (1, 2, 3, 4)
 

@@ -204,7 +204,7 @@ def test_structural_problem_message_keeps_its_fix(files, tmp_path):
 
 def test_factorize_and_positions_without_pandas():
     """Codes follow first appearance, nulls (None, NaN) are -1; ids are looked up exactly."""
-    from ropebench.validate import _factorize, _positions
+    from ropebench.io.validation import _factorize, _positions
 
     codes, uniques = _factorize(np.array(["b", None, "a", "b", float("nan"), "c"], dtype=object))
     assert codes.tolist() == [0, -1, 1, 0, -1, 2] and uniques.tolist() == ["b", "a", "c"]
@@ -229,7 +229,7 @@ def test_to_numpy_reads_arrow_buffers_like_pyarrow():
     """Offsets (sliced arrays), nulls, booleans, float16 and chunking, as pyarrow's to_numpy."""
     import pyarrow.compute as pc
 
-    from ropebench.io import to_numpy
+    from ropebench.io.parquet import to_numpy
 
     ints = pa.array([1, None, 3, 4, 5, None, 7, 8, 9, 10])[1:]
     assert to_numpy(ints, null=-5).tolist() == [-5, 3, 4, 5, -5, 7, 8, 9, 10]

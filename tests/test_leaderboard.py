@@ -18,10 +18,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 import ropebench
-from ropebench import files
+from ropebench.io import files
 from ropebench import leaderboard as lb
-from ropebench.cli_report import leaderboard
-from ropebench.entry_schema import check_entry, check_results
+from ropebench.cli.leaderboard import leaderboard
+from ropebench.leaderboard.schema import check_entry, check_results
 from ropebench.errors import DataError, UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -358,7 +358,7 @@ def test_list_command() -> None:
                                   ["leaderboard", "verify"], ["leaderboard", "render"],
                                   ["leaderboard", "list"]])
 def test_every_command_has_an_example(args: list[str]) -> None:
-    from ropebench.cli_report import table
+    from ropebench.cli.table import table
 
     command = table if args[0] == "table" else leaderboard
     result = CliRunner().invoke(command, [*args[1:], "--help"], catch_exceptions=False)

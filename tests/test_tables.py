@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ropebench.cli_report import table
+from ropebench.cli.table import table
 from ropebench.errors import UsageError
-from ropebench.tables import FORMATS, format_number, matrix_table, render, task_table
+from ropebench.render.numbers import format_number
+from ropebench.render.tables import FORMATS, matrix_table, render, task_table
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / "leaderboards"

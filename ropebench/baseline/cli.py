@@ -107,7 +107,7 @@ def train(data_dir: str, loss: str, out: str, epochs: int, seed: int, dim: int, 
     require_torch()
     from ropebench.baseline.files import write_submission
     from ropebench.baseline.trainer import train as run_training
-    from ropebench.files import writable_directory
+    from ropebench.io.files import writable_directory
 
     writable_directory(Path(out).resolve().parent)  # fail now, not after the training run
 
@@ -120,7 +120,7 @@ def train(data_dir: str, loss: str, out: str, epochs: int, seed: int, dim: int, 
                    f"d={dim}, {dtype})", err=True)
     if evaluate_after:
         import ropebench
-        from ropebench.report import render_evaluation
+        from ropebench.render.console import render_evaluation
 
         manifest = Path(data_dir) / "test_manifest.parquet"
         evaluation = ropebench.evaluate(out, manifest=manifest,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ropebench.domains import canonical_domain
+from ropebench.protocol import canonical_domain
 from ropebench.errors import DataError, UsageError
 
 __all__ = ["load_split", "write_submission"]
@@ -19,7 +19,7 @@ def load_split(path: str | os.PathLike[str], *, labelled: bool) -> dict[str, np.
     Returns ``item_id``, ``domain`` (codes), ``features`` (float32 ``(n, f)``) and, when
     ``labelled``, ``product_id``. Raises DataError naming the file and column on bad input.
     """
-    from ropebench.io import read_parquet
+    from ropebench.io.parquet import read_parquet
 
     path = Path(path)
     if not path.is_file():
@@ -58,7 +58,7 @@ def write_submission(path: str | os.PathLike[str], item_ids: np.ndarray, embeddi
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ropebench.files import atomic_write_with
+    from ropebench.io.files import atomic_write_with
 
     if dtype not in ("float32", "float16"):
         raise UsageError(f"dtype must be float32 or float16, got {dtype!r}")

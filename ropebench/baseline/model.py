@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ropebench.domains import DOMAINS
+from ropebench.protocol import DOMAINS
 
 __all__ = ["Encoders", "CosFaceHead", "cross_domain_infonce"]
 

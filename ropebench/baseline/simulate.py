@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ropebench.domains import DOMAINS
+from ropebench.protocol import DOMAINS
 
 __all__ = ["SimulationConfig", "Simulation", "simulate", "write_simulation", "FILES"]
 
@@ -172,7 +172,7 @@ def write_simulation(simulation: Simulation, out: str | os.PathLike[str]) -> dic
     """
     import pyarrow.parquet as pq
 
-    from ropebench.files import atomic_write_with, writable_directory
+    from ropebench.io.files import atomic_write_with, writable_directory
 
     out = writable_directory(out)
     tables = {

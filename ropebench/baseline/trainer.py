@@ -34,7 +34,7 @@ import torch
 from ropebench.baseline.config import LOSSES, TrainConfig
 from ropebench.baseline.model import CosFaceHead, Encoders, cross_domain_infonce
 from ropebench.baseline.files import load_split
-from ropebench.domains import DOMAINS
+from ropebench.protocol import DOMAINS
 from ropebench.errors import DataError, UsageError
 
 __all__ = ["TrainResult", "train"]

@@ -24,33 +24,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from ropebench.errors import UsageError
+from ropebench.protocol import TIE_POLICIES, measure_names
 
-__all__ = ["TIE_POLICIES", "parse_ks", "hit_probabilities", "reciprocal_rank", "count_tied", "summarize"]
+__all__ = ["hit_probabilities", "reciprocal_rank", "count_tied", "summarize", "measure_columns"]
 
-TIE_POLICIES = ("expected", "pessimistic", "optimistic")
-DEFAULT_KS = (1, 5, 10, 20, 50)
-
-
-def parse_ks(ks: str | Sequence[int] | None) -> tuple[int, ...]:
-    """``"1,5,10"`` or ``[10, 1]`` -> sorted unique ``(1, 5, 10)``; every K must be a positive integer."""
-    if ks is None:
-        return DEFAULT_KS
-    items = ks.split(",") if isinstance(ks, str) else list(ks)
-    values, bad = set(), []
-    for item in items:
-        try:
-            value = int(str(item).strip())
-        except ValueError:
-            bad.append(str(item).strip())
-            continue
-        if value < 1 or str(value) != str(item).strip().lstrip("+"):
-            bad.append(str(item).strip())
-        else:
-            values.add(value)
-    if bad or not values:
-        raise UsageError(f"--ks: {', '.join(map(repr, bad)) or 'empty'} is not a list of positive integers "
-                         f"(e.g. 1,5,10,20,50)")
-    return tuple(sorted(values))
+_CHUNK = 1 << 22  # survival-table cells per chunk of tied queries (32 MiB of float64)
 
 
 def _check_policy(ties: str) -> None:
@@ -73,6 +51,12 @@ def _survival(t: np.ndarray, p: np.ndarray, max_r: int) -> np.ndarray:
     return out
 
 
+def _chunks(tied: np.ndarray, width: int) -> list[np.ndarray]:
+    """Split the tied queries so that one survival table holds at most ``_CHUNK`` cells."""
+    per_chunk = max(1, _CHUNK // max(width, 1))
+    return [tied[i:i + per_chunk] for i in range(0, len(tied), per_chunk)]
+
+
 def hit_probabilities(a: np.ndarray, t: np.ndarray, p: np.ndarray, ks: Sequence[int], ties: str) -> np.ndarray:
     """``P(first hit within top K)`` per query and K, shape ``(n_queries, len(ks))``, values in [0, 1].
 
@@ -93,9 +77,13 @@ def hit_probabilities(a: np.ndarray, t: np.ndarray, p: np.ndarray, ks: Sequence[
     out = (a[:, None] < k).astype(np.float64)  # exact where nothing ties with the first hit (t = 0)
     tied = np.flatnonzero(t > 0)
     if len(tied):
-        survival = _survival(t[tied], p[tied], int(k.max()))
-        depth = np.clip(k - a[tied, None], 0, None)  # tied positions that fit in the top K
-        out[tied] = np.where(depth > 0, 1.0 - np.take_along_axis(survival, depth, axis=1), 0.0)
+        # S(r) = 0 for r > t, so no table needs more than max(t) + 1 columns, however large K is:
+        # memory and time are bounded by the gallery, not by K.
+        width = int(min(int(k.max()), int(t[tied].max()) + 1))
+        for rows in _chunks(tied, width):
+            survival = _survival(t[rows], p[rows], width)
+            depth = np.clip(k - a[rows, None], 0, width)  # tied positions that fit in the top K
+            out[rows] = np.where(depth > 0, 1.0 - np.take_along_axis(survival, depth, axis=1), 0.0)
     return out
 
 
@@ -111,11 +99,14 @@ def reciprocal_rank(a: np.ndarray, t: np.ndarray, p: np.ndarray, max_k: int, tie
     out = np.where(a + 1 <= max_k, 1.0 / (a + 1), 0.0)  # exact where nothing ties (t = 0)
     tied = np.flatnonzero(t > 0)
     if len(tied):
-        survival = _survival(t[tied], p[tied], max_k)
-        r = np.arange(1, max_k + 1)[None, :]  # position among the tied items
-        p_first_at = survival[:, :-1] - survival[:, 1:]  # P(R = r)
-        rank = a[tied, None] + r
-        out[tied] = np.where(rank <= max_k, p_first_at / rank, 0.0).sum(axis=1)
+        # P(R = r) = 0 for r > t + 1: the table stops there (see hit_probabilities).
+        width = int(min(max_k, int(t[tied].max()) + 1))
+        r = np.arange(1, width + 1)[None, :]  # position among the tied items
+        for rows in _chunks(tied, width):
+            survival = _survival(t[rows], p[rows], width)
+            p_first_at = survival[:, :-1] - survival[:, 1:]  # P(R = r)
+            rank = a[rows, None] + r
+            out[rows] = np.where(rank <= max_k, p_first_at / rank, 0.0).sum(axis=1)
     return out
 
 
@@ -127,13 +118,30 @@ def count_tied(a: np.ndarray, t: np.ndarray, ks: Sequence[int]) -> int:
     return int(((a < k) != (a + t < k)).any(axis=1).sum())
 
 
-def summarize(a: np.ndarray, t: np.ndarray, p: np.ndarray, ks: Sequence[int], ties: str) -> dict[str, float | None]:
-    """``{"R@K": ..., "MRR@{max K}": ...}`` in percent (100 × mean over queries); None with no query."""
+def measure_columns(a: np.ndarray, t: np.ndarray, p: np.ndarray, ks: Sequence[int], ties: str) -> dict[str, np.ndarray]:
+    """Per-query values of every measure, in percent: ``{"R@1": (n,), …, "MRR@{max K}": (n,)}``.
+
+    The per-query table stores exactly these columns, so a column's mean over a task is the
+    task's number (:func:`summarize`).
+    """
     ks = tuple(ks)
-    names = [f"R@{k}" for k in ks] + [f"MRR@{max(ks)}"]
-    if len(a) == 0:
-        return dict.fromkeys(names)
     hits = hit_probabilities(a, t, p, ks, ties)
     columns = [hits[:, i] for i in range(len(ks))] + [reciprocal_rank(a, t, p, max(ks), ties)]
+    return {name: 100.0 * column for name, column in zip(measure_names(ks), columns)}
+
+
+def summarize(a: np.ndarray, t: np.ndarray, p: np.ndarray, ks: Sequence[int], ties: str,
+              columns: dict[str, np.ndarray] | None = None) -> dict[str, float | None]:
+    """``{"R@K": ..., "MRR@{max K}": ...}`` in percent (mean over queries); None with no query.
+
+    ``columns``: the per-query values from :func:`measure_columns`, when already computed.
+    """
+    ks = tuple(ks)
+    names = measure_names(ks)
+    if len(a) == 0:
+        return dict.fromkeys(names)
+    if columns is None:
+        columns = measure_columns(a, t, p, ks, ties)
     # math.fsum is exactly rounded, so the mean does not depend on the order of the queries.
-    return {name: 100.0 * math.fsum(column.tolist()) / len(a) for name, column in zip(names, columns)}
+    # (100 × x is exact for 0 and 1 and rounds once otherwise, as 100 × mean did before.)
+    return {name: math.fsum(columns[name].tolist()) / len(a) for name in names}

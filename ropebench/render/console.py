@@ -8,39 +8,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ropebench.domains import DOMAINS
+from ropebench.protocol import DOMAINS, measure_names
+from ropebench.render.numbers import format_number, grid
 
-__all__ = ["format_value", "render_evaluation", "render_validation"]
-
-_TABLEFMT = {"text": "simple", "markdown": "pipe"}  # pipe: GitHub tables with alignment colons
-
-
-def format_value(value: float | None) -> str:
-    """``65.2`` -> ``"65.20"``; a missing value (no scored query) -> ``"–"``."""
-    return "–" if value is None else f"{value:.2f}"
+__all__ = ["render_evaluation", "render_validation"]
 
 
 def _table(headers: list[str], rows: list[list[Any]], fmt: str) -> str:
-    from tabulate import tabulate
-
-    align = ("left",) + ("right",) * (len(headers) - 1)
-    return tabulate(rows, headers=headers, tablefmt=_TABLEFMT[fmt], disable_numparse=True, colalign=align)
+    return grid(headers, rows, fmt, n_text=1).rstrip("\n")
 
 
-def render_evaluation(result: Mapping[str, Any], fmt: str = "text", *, matrix_metric: str = "R@1") -> str:
-    """The 3×3 domain matrix of ``matrix_metric`` and the per-task table, from a results JSON dict."""
+def render_evaluation(result: Mapping[str, Any], fmt: str = "text", *, matrix_measure: str = "R@1") -> str:
+    """The 3×3 domain matrix of ``matrix_measure`` and the per-task table, from a results JSON dict."""
     tasks = result["tasks"]
     protocol = result["protocol"]
     submission = result["submission"]
-    metric_keys = [f"R@{k}" for k in protocol["ks"]] + [f"MRR@{max(protocol['ks'])}"]
+    measure_keys = list(measure_names(protocol["ks"]))
     source = submission.get("path") or "arrays"
     header = (f"{source}: {submission['n_items']} items, d={submission['dim']} ({submission['dtype']}); "
               f"metric {protocol['metric']}, ties {protocol['ties']}, {protocol['search']} search")
-    matrix_rows = [[q] + [format_value(tasks[f"{q}2{g}"].get(matrix_metric)) if f"{q}2{g}" in tasks else ""
+    matrix_rows = [[q] + [format_number(tasks[f"{q}2{g}"].get(matrix_measure)) if f"{q}2{g}" in tasks else ""
                           for g in DOMAINS] for q in DOMAINS]
     task_rows = [[task, str(r["n_queries"]), str(r["n_skipped"]), str(r["n_gallery"]), str(r["n_tied"])]
-                 + [format_value(r.get(key)) for key in metric_keys] for task, r in tasks.items()]
-    matrix_title = f"{matrix_metric}: query domain (rows) × gallery domain (columns)"
+                 + [format_number(r.get(key)) for key in measure_keys] for task, r in tasks.items()]
+    matrix_title = f"{matrix_measure}: query domain (rows) × gallery domain (columns)"
     parts = [
         header if fmt == "text" else f"**{header}**",
         "",
@@ -48,7 +39,7 @@ def render_evaluation(result: Mapping[str, Any], fmt: str = "text", *, matrix_me
         "",
         _table(["query \\ gallery", *DOMAINS], matrix_rows, fmt),
         "",
-        _table(["task", "n_queries", "n_skipped", "n_gallery", "n_tied", *metric_keys], task_rows, fmt),
+        _table(["task", "n_queries", "n_skipped", "n_gallery", "n_tied", *measure_keys], task_rows, fmt),
     ]
     return "\n".join(parts) + "\n"
 

@@ -1,6 +1,6 @@
 """One-pass exact search: every similarity block is computed once and serves every task that needs it.
 
-The per-task path (:mod:`ropebench.search`) runs one FAISS search per task, so ``P2V`` and ``V2P``
+The per-task path (:mod:`ropebench.engines.faiss`) runs one FAISS search per task, so ``P2V`` and ``V2P``
 each compute ``P·Vᵀ``. Here each block is a numpy ``matmul`` in square tiles, and one tile feeds
 both directions: ``P2V`` reads it by rows, ``V2P`` by columns. An intra-domain block is symmetric,
 so only the tiles on and right of the diagonal are computed (its queries read them by rows and by
@@ -22,7 +22,7 @@ How one query's counts are found without ever seeing its whole score row at once
    the band entries are compared with, so every comparison for a query uses one computation.
    If ``s+`` falls outside ``[lo, hi]`` (the error bound failed), or a query's band grew past
    :data:`BAND_CAP` entries (massive exact ties), the query is rescored against the whole gallery
-   by :func:`ropebench.search.exact_counts`, whose counts all come from its own single product.
+   by :func:`ropebench.engines.exact.exact_counts`, whose counts all come from its own single product.
 4. Unless exact counts are asked for (per-query output), a query with ``max K`` eligible items
    above ``hi`` misses at every K: it stops collecting (censored, stored as ``max K, 0, 1``).
 
@@ -34,16 +34,20 @@ searched by the per-task path instead.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ropebench.search import FirstHits, TaskData, exact_counts, first_hit_counts
+from ropebench.engines.base import COUNTERS, FirstHits, SearchRun, TaskData
+from ropebench.engines.exact import exact_counts
+from ropebench.engines.faiss import first_hit_counts
 
-__all__ = ["one_pass_first_hits", "BAND_CAP", "TILE", "MAX_PAIRS", "SMALL_BLOCK"]
+__all__ = ["OnePassEngine", "OnePassSettings", "one_pass_first_hits", "BAND_CAP", "TILE", "MAX_PAIRS", "SMALL_BLOCK"]
 
 TILE = 2048  # tile side: (TILE, TILE) float32 scores per worker (16 MiB)
 BAND_CAP = 4096  # band entries kept per query before it is handed to exact rescoring
@@ -56,11 +60,24 @@ ESTIMATE_SCORES = 1 << 21  # scores per batched matmul of the per-product estima
 _U32 = 2.0 ** -24  # unit roundoff of float32
 
 
+@dataclass(frozen=True)
+class OnePassSettings:
+    """The engine's sizes. The defaults are the measured best on 2 cores; tests shrink them so
+    that small data reaches every code path (tiles, band caps, fallbacks)."""
+
+    tile: int = TILE
+    band_cap: int = BAND_CAP
+    max_pairs: int = MAX_PAIRS
+    small_block: int = SMALL_BLOCK
+    estimate_scores: int = ESTIMATE_SCORES
+
+
 class _Reader:
     """Running state of one task: per query, counts above the band, band entries, relevant scores."""
 
-    def __init__(self, data: TaskData, max_k: int, exact: bool, estimate: np.ndarray, scale: np.ndarray) -> None:
-        self.data, self.max_k, self.exact = data, max_k, exact
+    def __init__(self, data: TaskData, max_k: int, exact: bool, estimate: np.ndarray, scale: np.ndarray,
+                 band_cap: int) -> None:
+        self.data, self.max_k, self.exact, self.band_cap = data, max_k, exact, band_cap
         nq = len(data.queries)
         # A float32 estimate: it and the GEMM value each lie within d·u·|q||g| of the exact dot
         # product, so they differ by at most twice that; the band is twice that again.
@@ -80,7 +97,7 @@ class _Reader:
         self.censored = np.zeros(nq, dtype=bool)
         self.band: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def sort_out(self, queries: np.ndarray, gallery: np.ndarray, values: np.ndarray):
+    def sort_out(self, queries: np.ndarray, gallery: np.ndarray, values: np.ndarray) -> Any:
         """Split candidate scores (``values >= lo[queries]``) into counts above the band and band
         entries. Reads only ``hi``, which never changes, so it runs outside the lock."""
         d = self.data
@@ -95,7 +112,7 @@ class _Reader:
         band = (queries[inside], gallery[inside], values[inside])
         return np.unique(queries[high], return_counts=True), band, np.unique(band[0], return_counts=True)
 
-    def take(self, sorted_out) -> None:
+    def take(self, sorted_out: Any) -> None:
         """Add what :meth:`sort_out` found (under the lock): counts, censoring, band entries."""
         (counted, n_counted), band, (kept, n_kept) = sorted_out
         if len(counted):
@@ -107,7 +124,7 @@ class _Reader:
         if len(kept):
             self.band.append(band)
             self.band_size[kept] += n_kept
-            full = kept[self.band_size[kept] > BAND_CAP]
+            full = kept[self.band_size[kept] > self.band_cap]
             if len(full):
                 self.redo[full] = True
                 self.lo[full] = np.inf
@@ -140,7 +157,8 @@ class _Reader:
         todo = np.flatnonzero(redo & scored)
         if len(todo):
             a[todo], t[todo], p[todo] = on_redo(todo)
-        return FirstHits(scored=scored, a=a[scored], t=t[scored], p=p[scored], censored=censored[scored])
+        return FirstHits(scored=scored, a=a[scored], t=t[scored], p=p[scored], censored=censored[scored],
+                         n_rescored=len(todo))
 
 
 @dataclass
@@ -175,7 +193,7 @@ def n_relevant_pairs(data: TaskData) -> int:
     return int(np.dot(count_q, count_g))
 
 
-def _relevant(left: np.ndarray, right: np.ndarray, data: TaskData) -> _Relevant:
+def _relevant(left: np.ndarray, right: np.ndarray, data: TaskData, estimate_scores: int) -> _Relevant:
     """Score every product's (left items × right items) block with small batched matmuls.
 
     ``data`` is the task reading ``left · rightᵀ`` by rows (its products, self-exclusion and
@@ -187,8 +205,8 @@ def _relevant(left: np.ndarray, right: np.ndarray, data: TaskData) -> _Relevant:
     order_r, start_r, count_r = _by_product(data.gallery_products, n_products)
     common = np.flatnonzero((count_l > 0) & (count_r > 0))
     size_r = _pow2(count_r[common])
-    # Powers of two (ESTIMATE_SCORES is one), so few distinct shapes.
-    piece = np.minimum(_pow2(count_l[common]), np.maximum(1, ESTIMATE_SCORES // size_r))
+    # Powers of two (estimate_scores is one), so few distinct shapes.
+    piece = np.minimum(_pow2(count_l[common]), np.maximum(1, estimate_scores // size_r))
     pieces = -(-count_l[common] // piece)
     product = np.repeat(common, pieces)
     piece, size_r = np.repeat(piece, pieces), np.repeat(size_r, pieces)
@@ -206,7 +224,7 @@ def _relevant(left: np.ndarray, right: np.ndarray, data: TaskData) -> _Relevant:
     for key in np.unique(shape_key):
         units = np.flatnonzero(shape_key == key)
         pl, sr = int(piece[units[0]]), int(size_r[units[0]])
-        per_batch = max(1, ESTIMATE_SCORES // (pl * sr))
+        per_batch = max(1, estimate_scores // (pl * sr))
         for b in range(0, len(units), per_batch):
             u = units[b:b + per_batch]
             p = product[u]
@@ -236,9 +254,9 @@ def _relevant(left: np.ndarray, right: np.ndarray, data: TaskData) -> _Relevant:
                      estimate_l, estimate_r, scale_l, scale_r)
 
 
-def _edges(n: int) -> np.ndarray:
-    """Tile boundaries: ``ceil(n / TILE)`` tiles of nearly equal size (no sliver tiles)."""
-    n_tiles = -(-n // TILE)
+def _edges(n: int, tile: int) -> np.ndarray:
+    """Tile boundaries: ``ceil(n / tile)`` tiles of nearly equal size (no sliver tiles)."""
+    n_tiles = -(-n // tile)
     return (np.arange(n_tiles + 1, dtype=np.int64) * n) // max(n_tiles, 1)
 
 
@@ -257,6 +275,7 @@ class Block:
     columns: _Reader | None
     symmetric: bool
     pairs: _Relevant
+    tile: int
 
     def __post_init__(self) -> None:
         # Rows (columns) in order of their reader's threshold, so a tile's queries have similar
@@ -270,7 +289,7 @@ class Block:
             self.sorted_right = np.take(self.right, self.perm_right, axis=0)
         else:
             self.perm_right, self.sorted_right = np.arange(len(self.right)), self.right
-        self.edges_left, self.edges_right = _edges(len(self.left)), _edges(len(self.right))
+        self.edges_left, self.edges_right = _edges(len(self.left), self.tile), _edges(len(self.right), self.tile)
         n_l, n_r = len(self.edges_left) - 1, len(self.edges_right) - 1
         self.tiles = [(i, j) for i in range(n_l) for j in range(i if self.symmetric else 0, n_r)]
         self._pairs_by_tile()
@@ -298,13 +317,11 @@ class Block:
         self.pair_row = px[order] - edges_l[tx[order]]
         self.pair_column = py[order] - edges_r[ty[order]]
         self.pair_x, self.pair_y = self.pairs.x[order], self.pairs.y[order]
-        self.pairs = None  # only the tile-ordered copy is needed from here on
+        del self.pairs  # only the tile-ordered copy is needed from here on
 
 
-def _single_threaded_blas(enabled: bool):
+def _single_threaded_blas(enabled: bool) -> contextlib.AbstractContextManager[Any]:
     """BLAS on one thread while our own workers parallelise over tiles (needs threadpoolctl)."""
-    import contextlib
-
     if not enabled:
         return contextlib.nullcontext()
     from threadpoolctl import threadpool_limits
@@ -333,8 +350,8 @@ def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading
         shape = (r1 - r0, c1 - c0)
         buffer = getattr(buffers, "tile", None)
         if buffer is None or buffer.size < shape[0] * shape[1]:
-            buffer = buffers.tile = np.empty(TILE * TILE, dtype=np.float32)
-            buffers.mask = np.empty(TILE * TILE, dtype=bool)
+            buffer = buffers.tile = np.empty(block.tile * block.tile, dtype=np.float32)
+            buffers.mask = np.empty(block.tile * block.tile, dtype=bool)
         scores = buffer[: shape[0] * shape[1]].reshape(shape)
         np.matmul(left[r0:r1], right[c0:c1].T, out=scores)
         query_r, query_c = block.perm_left[r0:r1], block.perm_right[c0:c1]
@@ -396,8 +413,7 @@ def _plan(tasks: Sequence[str], symmetric_scores: bool) -> list[tuple[str, str |
 
 
 def one_pass_first_hits(
-    domain_vectors: dict[str, tuple[np.ndarray, np.ndarray]],
-    task_data: dict[str, TaskData],
+    task_data: Mapping[str, TaskData],
     tasks: Sequence[str],
     *,
     max_k: int,
@@ -406,13 +422,14 @@ def one_pass_first_hits(
     symmetric_scores: bool = True,
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    settings: OnePassSettings | None = None,
+    counters: dict[str, int] | None = None,
 ) -> dict[str, FirstHits]:
     """First-hit counts of every task, computing each similarity block once.
 
     Args:
-        domain_vectors: per domain code, ``(query-side, gallery-side)`` float32 vectors, C-contiguous;
-            the same array twice when the similarity is symmetric (cosine, ip).
-        task_data: per task, its :class:`TaskData` (built from the same arrays).
+        task_data: per task, its :class:`TaskData`; tasks of one domain share its arrays (the
+            same array on both sides when the similarity is symmetric: cosine, ip).
         tasks: the tasks to score, e.g. ``("P2V", "V2P", "P2P")``.
         max_k: the largest K reported.
         exact_censored: exact counts even for queries that miss at every K (per-query output).
@@ -421,17 +438,23 @@ def one_pass_first_hits(
         symmetric_scores: ``q·g`` may serve both directions (False for ``l2``).
         on_start: called once with the total number of tiles.
         on_progress: called with a number of tiles finished.
+        settings: tile and band sizes (default :class:`OnePassSettings`).
+        counters: if given, the engine's counters are added to it (see ``COUNTERS`` in
+            :mod:`ropebench.engines.base`).
 
     Returns:
-        ``{task: FirstHits}``, equal to :func:`ropebench.search.first_hit_counts` per task.
+        ``{task: FirstHits}``, equal to :func:`ropebench.engines.faiss.first_hit_counts` per task.
     """
-    plan, fallback, small = [], [], []
+    settings = settings or OnePassSettings()
+    plan: list[tuple[str, str | None, bool]] = []
+    fallback: list[str] = []
+    small: list[str] = []
     for row_task, column_task, symmetric in _plan(tasks, symmetric_scores):
         both = [row_task] + ([column_task] if column_task else [])
         left, right = task_data[row_task].queries, task_data[row_task].gallery
-        if min(len(left), len(right)) < 2 or len(left) * len(right) * left.shape[1] <= SMALL_BLOCK:
+        if min(len(left), len(right)) < 2 or len(left) * len(right) * left.shape[1] <= settings.small_block:
             small += both
-        elif n_relevant_pairs(task_data[row_task]) > MAX_PAIRS:
+        elif n_relevant_pairs(task_data[row_task]) > settings.max_pairs:
             fallback += both
         else:
             plan.append((row_task, column_task, symmetric))
@@ -439,8 +462,8 @@ def one_pass_first_hits(
     if on_start is not None:
         total = 0
         for row_task, _, symmetric in plan:
-            x, y = row_task[0], row_task[2]
-            n_l, n_r = len(_edges(len(domain_vectors[x][0]))) - 1, len(_edges(len(domain_vectors[y][1]))) - 1
+            n_l = len(_edges(len(task_data[row_task].queries), settings.tile)) - 1
+            n_r = len(_edges(len(task_data[row_task].gallery), settings.tile)) - 1
             total += n_l * (n_l + 1) // 2 if symmetric else n_l * n_r
         on_start(total)
     hits: dict[str, FirstHits] = {}
@@ -448,11 +471,11 @@ def one_pass_first_hits(
 
     def prepare(row_task: str, column_task: str | None, symmetric: bool) -> Block:
         data = task_data[row_task]
-        pairs = _relevant(data.queries, data.gallery, data)
-        rows = _Reader(data, max_k, exact_censored, pairs.estimate_left, pairs.scale_left)
+        pairs = _relevant(data.queries, data.gallery, data, settings.estimate_scores)
+        rows = _Reader(data, max_k, exact_censored, pairs.estimate_left, pairs.scale_left, settings.band_cap)
         columns = None if column_task is None else _Reader(
-            task_data[column_task], max_k, exact_censored, pairs.estimate_right, pairs.scale_right)
-        return Block(data.queries, data.gallery, rows, columns, symmetric, pairs)
+            task_data[column_task], max_k, exact_censored, pairs.estimate_right, pairs.scale_right, settings.band_cap)
+        return Block(data.queries, data.gallery, rows, columns, symmetric, pairs, settings.tile)
 
     buffers = threading.local()
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
@@ -483,4 +506,41 @@ def one_pass_first_hits(
         hits[task] = FirstHits(scored=scored, a=a, t=t, p=p, censored=np.zeros(len(a), dtype=bool))
     for task, reader in readers.items():
         hits[task] = reader.finish(lambda rows, t=task: exact_counts(task_data[t], rows))
+    if counters is not None:
+        counters["blocks_tiled"] = counters.get("blocks_tiled", 0) + len(plan)
+        counters["blocks_small"] = counters.get("blocks_small", 0) + len(small)
+        counters["blocks_fallback"] = counters.get("blocks_fallback", 0) + len(fallback)
+        counters["faiss_searches"] = counters.get("faiss_searches", 0) + len(fallback)
     return {task: hits[task] for task in tasks}
+
+
+class OnePassEngine:
+    """``one-pass`` (the default): each similarity block computed once for every task that
+    reads it, in tiles, with a threshold band per query (see the module docstring)."""
+
+    name = "one-pass"
+
+    def __init__(self, settings: OnePassSettings | None = None) -> None:
+        self.settings = settings or OnePassSettings()
+
+    def search(
+        self,
+        task_data: Mapping[str, TaskData],
+        tasks: Sequence[str],
+        *,
+        max_k: int,
+        exact_censored: bool,
+        threads: int,
+        symmetric_scores: bool,
+        on_start: Callable[[int, str], None] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> SearchRun:
+        counters: dict[str, int] = {}
+        start = None if on_start is None else (lambda total: on_start(total, "tiles"))
+        hits = one_pass_first_hits(task_data, tasks, max_k=max_k, exact_censored=exact_censored,
+                                   threads=threads, symmetric_scores=symmetric_scores, on_start=start,
+                                   on_progress=on_progress, settings=self.settings, counters=counters)
+        counters["queries_rescored"] = sum(h.n_rescored for h in hits.values())
+        counters["queries_censored"] = sum(int(h.censored.sum()) for h in hits.values())
+        ordered = {name: counters.get(name, 0) for name in COUNTERS}
+        return SearchRun(hits=hits, counters=ordered)

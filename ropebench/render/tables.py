@@ -18,8 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ropebench.domains import CROSS_TASKS, DOMAINS, INTRA_TASKS
+from ropebench.protocol import CROSS_TASKS, DOMAINS, INTRA_TASKS
 from ropebench.errors import UsageError
+from ropebench.render.numbers import MISSING, format_number, grid
 
 __all__ = [
     "FORMATS",
@@ -37,7 +38,6 @@ FORMATS: tuple[str, ...] = ("markdown", "latex", "csv", "html", "json", "text")
 DEFAULT_METRICS: tuple[str, ...] = ("R@1", "R@5", "R@10", "R@20", "R@50")
 TASKS_OF: dict[str, tuple[str, ...]] = {"1": CROSS_TASKS, "2": INTRA_TASKS}
 DEFAULT_CAPTIONS: dict[str, str] = {"1": "Cross-domain retrieval", "2": "Intra-domain retrieval"}
-MISSING = "–"  # a cell the entry does not report (e.g. the paper's w L_cd row of Table 2)
 
 
 @dataclass(frozen=True)
@@ -187,11 +187,6 @@ def matrix_table(
 # --------------------------------------------------------------------------- rendering
 
 
-def format_number(value: float | None) -> str:
-    """Two decimals as printed in the paper (``65.20``); missing -> an en dash."""
-    return MISSING if value is None else f"{value:.2f}"
-
-
 def _best_cells(table: Table) -> set[tuple[int, int]]:
     """(row, column) of the best value per column: within each task for tables 1 and 2,
     over the whole column for the matrix. Compared as printed, so equal printed values tie;
@@ -246,23 +241,8 @@ def _first_in_group(table: Table) -> list[int]:
 
 
 def markdown_grid(header: Sequence[str], body: Sequence[Sequence[str]], n_text: int) -> str:
-    """A GitHub pipe table, padded; the first ``n_text`` columns left-aligned, the rest right."""
-
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
-
-    widths = [max(3, *(len(cell(r[c])) for r in [header, *body])) for c in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [cell(text).ljust(w) if c < n_text else cell(text).rjust(w)
-                  for c, (text, w) in enumerate(zip(cells, widths))]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = "|" + "|".join(
-        (":" + "-" * (w + 1)) if c < n_text else ("-" * (w + 1) + ":")
-        for c, w in enumerate(widths)
-    ) + "|"
-    return "\n".join([line(header), rule, *(line(cells) for cells in body)]) + "\n"
+    """A GitHub pipe table; the first ``n_text`` columns left-aligned, the rest right."""
+    return grid(header, body, "markdown", n_text=n_text)
 
 
 def _markdown(table: Table, highlight: bool) -> str:
@@ -278,15 +258,7 @@ def _text(table: Table, highlight: bool) -> str:
         if spans[i] == 0:  # repeated task: left blank so groups read as blocks
             cells[0] = ""
     n_text = len(header) - len(table.value_headers)
-    widths = [max(len(r[c]) for r in [header, *body]) for c in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(text.ljust(w) if c < n_text else text.rjust(w)
-                         for c, (text, w) in enumerate(zip(cells, widths))).rstrip()
-
-    lines = [f"{table.title}. {table.caption}", line(header),
-             "  ".join("-" * w for w in widths)]
-    lines += [line(cells) for cells in body]
+    lines = [f"{table.title}. {table.caption}", grid(header, body, "text", n_text=n_text).rstrip("\n")]
     if highlight:
         lines.append("* best per column" + (" within a task" if table.metric is None else ""))
     return "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ropebench.domains import SPELLINGS, canonical_domain
+from ropebench.protocol import SPELLINGS, canonical_domain
 from ropebench.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -16,8 +16,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ropebench.domains import ALL_TASKS
-from ropebench.results import RESULTS_SCHEMA, metric_names
+from ropebench.protocol import ALL_TASKS
+from ropebench.protocol import measure_names as metric_names
+from ropebench.results import RESULTS_SCHEMA
 
 __all__ = [
     "ENTRY_SCHEMA",

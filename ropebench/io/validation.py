@@ -9,61 +9,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ropebench.domains import DOMAINS, SPELLINGS
+from ropebench.dataset import Dataset
+from ropebench.protocol import DOMAINS, SPELLINGS
 from ropebench.errors import DataError
-from ropebench.io import Source, column_kind, embedding_matrix, read_source, to_numpy
+from ropebench.io.parquet import Source, column_kind, embedding_matrix, read_source, to_numpy
 
-__all__ = ["Dataset", "load_dataset", "dataset_from_arrays", "METRICS"]
+__all__ = ["load_dataset", "dataset_from_arrays", "as_numpy"]
 
-METRICS = ("cosine", "ip", "l2")
 _DOMAIN_CODES = {code: index for index, code in enumerate(DOMAINS)}
 _MAX_EXAMPLES = 5
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A validated test set: one row per item, in submission order.
-
-    Attributes:
-        item_ids: ``(n,)`` int64 or object (str) array, unique.
-        domains: ``(n,)`` int8, index into ``DOMAINS`` (0 = P, 1 = V, 2 = L).
-        product_ids: ``(n,)`` original product ids (for per-query output).
-        product_codes: ``(n,)`` int64, equal codes = same product.
-        group_codes: ``(n,)`` int64 (-1 = no group), or None without a ``group_id`` column.
-        embeddings: ``(n, d)`` float32, C-contiguous.
-        dtype: value type of the submitted embeddings (``float16``/``float32``/``float64``).
-    """
-
-    item_ids: np.ndarray
-    domains: np.ndarray
-    product_ids: np.ndarray
-    product_codes: np.ndarray
-    group_codes: np.ndarray | None
-    embeddings: np.ndarray
-    dtype: str
-
-    @property
-    def n_items(self) -> int:
-        return int(len(self.item_ids))
-
-    def release_embeddings(self) -> None:
-        """Drop the embedding matrix, for a consumer that has made its own prepared copies and
-        wants the memory back (``ropebench.evaluate`` does, after splitting it by domain).
-        Afterwards ``embeddings`` is None; everything else stays."""
-        object.__setattr__(self, "embeddings", None)
-
-    @property
-    def dim(self) -> int:
-        return int(self.embeddings.shape[1])
-
-    def domain_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.domains, minlength=len(DOMAINS))
-        return {code: int(counts[index]) for index, code in enumerate(DOMAINS)}
 
 
 class _Problems:
@@ -114,12 +72,20 @@ def _id_values(table: Any, name: str, where: str, problems: _Problems, *, requir
     if column.null_count:
         return np.array(column.to_pylist(), dtype=object)  # nulls as None; only on the error path
     if column_kind(column.type) == "int" and not pa.types.is_dictionary(column.type):
-        return to_numpy(column).astype(np.int64, copy=False)
+        return _exact_ints(to_numpy(column))
     values = np.empty(len(column), dtype=object)
     values[:] = column.to_pylist()  # strings (and dictionary-encoded ids) as Python objects
     if column_kind(column.type) == "int":
-        return values.astype(np.int64)
+        return _exact_ints(np.array(values.tolist()))
     return values
+
+
+def _exact_ints(values: np.ndarray) -> np.ndarray:
+    """Integer ids as int64, except uint64 ids that do not fit int64: those stay uint64, so an
+    id keeps its exact value (never reinterpreted as a negative number)."""
+    if values.dtype == np.uint64 and len(values) and int(values.max()) > np.iinfo(np.int64).max:
+        return values
+    return values.astype(np.int64, copy=False)
 
 
 def _nulls(values: np.ndarray) -> np.ndarray:
@@ -129,9 +95,13 @@ def _nulls(values: np.ndarray) -> np.ndarray:
 
 
 def _common_ids(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Make two id arrays comparable: both int64 if both are integer, else both strings."""
+    """Make two id arrays comparable exactly: as they are if both have one integer dtype; as
+    Python ints if their integer dtypes differ (int64 vs uint64 would meet in float64 and lose
+    digits); else both as strings (``17`` matches ``"17"``, decimal text of the exact value)."""
     if a.dtype != object and b.dtype != object:
-        return a, b
+        if a.dtype == b.dtype:
+            return a, b
+        return a.astype(object), b.astype(object)
     as_str = lambda v: v.astype(str) if v.dtype != object else np.array([str(x) for x in v], dtype=object)
     return as_str(a).astype(object), as_str(b).astype(object)
 
@@ -308,6 +278,7 @@ def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
     mdomains = _id_values(mtable, "domain", mwhere, problems, required=True)
     mproducts = _id_values(mtable, "product_id", mwhere, problems, required=True)
     mgroups = _id_values(mtable, "group_id", mwhere, problems, required=False)
+    mcategories = _id_values(mtable, "category", mwhere, problems, required=False)
     mids_unique = mids is not None and _unique_ids(mids, mwhere, problems)
     codes = _domain_codes(mdomains, mids, mwhere, problems) if mdomains is not None and mids is not None else None
     if mproducts is not None and mids is not None:
@@ -345,7 +316,8 @@ def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
                              "the manifest", ids[differ], "drop the column or fix the labels")
     problems.raise_if_any(f"submission {sub.path} with manifest {man.path}")
     groups = mgroups[position] if mgroups is not None else None
-    return _dataset(ids, domains, mproducts[position], groups, matrix, dtype)
+    categories = mcategories[position] if mcategories is not None else None
+    return _dataset(ids, domains, mproducts[position], groups, matrix, dtype, categories)
 
 
 def _check_null_labels(values: np.ndarray, ids: np.ndarray, where: str, problems: _Problems) -> None:
@@ -355,7 +327,8 @@ def _check_null_labels(values: np.ndarray, ids: np.ndarray, where: str, problems
                      "give every item a product_id")
 
 
-def _dataset(ids, domains, products, groups, matrix, dtype) -> Dataset:
+def _dataset(ids: Any, domains: Any, products: Any, groups: Any, matrix: Any, dtype: str,
+             categories: Any = None) -> Dataset:
     group_codes = None
     if groups is not None:
         group_codes = _factorize(groups)[0]  # null group -> -1: excluded with nothing but itself
@@ -367,6 +340,7 @@ def _dataset(ids, domains, products, groups, matrix, dtype) -> Dataset:
         group_codes=group_codes,
         embeddings=matrix,
         dtype=dtype,
+        categories=categories,
     )
 
 
@@ -390,7 +364,7 @@ def dataset_from_arrays(
     """
     problems = _Problems()
     where = "arrays"
-    matrix = np.asarray(embeddings)
+    matrix = as_numpy(embeddings)
     dtype = str(matrix.dtype)
     if matrix.ndim != 2 or matrix.shape[1] == 0 or not np.issubdtype(matrix.dtype, np.floating):
         raise DataError(f"{where} 'embeddings': shape {matrix.shape}, dtype {matrix.dtype}; expected a 2-d float "
@@ -416,11 +390,22 @@ def dataset_from_arrays(
                     np.ascontiguousarray(matrix, dtype=np.float32), dtype)
 
 
+def as_numpy(values: Any) -> np.ndarray:
+    """A numpy array from a numpy array, a sequence, or a tensor (torch and the like: detached,
+    moved to the CPU, bfloat16 widened to float32), without importing torch."""
+    if hasattr(values, "detach") and hasattr(values, "cpu"):
+        tensor = values.detach().cpu()
+        if str(getattr(tensor, "dtype", "")) == "torch.bfloat16":  # numpy has no bfloat16
+            tensor = tensor.float()
+        return np.asarray(tensor.numpy())
+    return np.asarray(values)
+
+
 def _array(values: Sequence[Any]) -> np.ndarray:
     """Labels as int64, or as objects with every null spelling (NaN, NaT, pandas.NA) made None."""
-    array = np.asarray(values)
+    array = as_numpy(values)
     if array.dtype.kind in "iu":
-        return array.astype(np.int64, copy=False)
+        return _exact_ints(array)
     kind = array.dtype.kind
     array = array.astype(object)
     if kind not in "US":  # numpy strings cannot be null

@@ -1,0 +1,104 @@
+"""``ropebench evaluate`` and ``ropebench validate``."""
+
+from __future__ import annotations
+
+import click
+
+from ropebench.cli.common import (ks_option, metric_option, progress_wanted, quiet_option, tasks_option,
+                                  threads_option, ties_option)
+
+__all__ = ["evaluate", "validate"]
+
+
+@click.command()
+@click.argument("submission", type=click.Path(dir_okay=True))
+@click.option("--manifest", "-m", type=click.Path(dir_okay=True), help="Ground-truth parquet (item_id, domain, "
+              "product_id[, group_id, category]). Without it the submission must carry domain and product_id.")
+@metric_option
+@ties_option
+@ks_option
+@tasks_option
+@click.option("--engine", default="one-pass", show_default=True,
+              help="Search engine: one-pass (each similarity block once) or faiss (one FAISS search per task).")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the results JSON here.")
+@click.option("--per-query", type=click.Path(dir_okay=False),
+              help="Also write one parquet row per scored query and task (recorded in the results JSON).")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
+              show_default=True, help="What to print on stdout.")
+@click.option("--measure", default="R@1", show_default=True, help="Measure of the printed 3×3 matrix.")
+@threads_option
+@quiet_option
+def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: str, tasks: str | None,
+             engine: str, out: str | None, per_query: str | None, fmt: str, measure: str, threads: int | None,
+             quiet: bool) -> None:
+    """Score SUBMISSION (parquet file or per-domain directory) on the nine retrieval tasks.
+
+    Exact nearest-neighbour search over every query-domain × gallery-domain pair; prints the
+    3×3 R@1 matrix and R@K / MRR per task. Output paths are checked before any work; the
+    results and per-query files are written together at the end, or not at all.
+
+    \b
+    Example:
+      ropebench evaluate sample_embeddings/cls_cd.parquet \\
+          --manifest sample_embeddings/manifest.parquet --out results.json --per-query per_query.parquet
+      ropebench evaluate sub.parquet -m manifest.parquet --tasks cross --ties pessimistic --format json
+    """
+    import json
+
+    import ropebench
+    from ropebench.io.files import check_output_paths
+    from ropebench.protocol import check_measure, parse_ks, parse_tasks
+    from ropebench.render.console import render_evaluation
+
+    check_measure(measure)
+    parse_ks(ks)
+    parse_tasks(tasks)
+    check_output_paths({"--out": out, "--per-query": per_query}, {"submission": submission, "manifest": manifest})
+    result = ropebench.evaluate(submission, manifest=manifest, metric=metric, ties=ties, ks=ks, tasks=tasks,
+                                threads=threads, engine=engine, progress=progress_wanted(quiet))
+    for note in _notes(result):
+        if not quiet:
+            click.echo(f"note: {note}", err=True)
+    result = result.write(out, per_query=per_query)
+    if not quiet:
+        for path in (per_query, out):
+            if path is not None:
+                click.echo(f"wrote {path}", err=True)
+    document = result.to_json()
+    if fmt == "json":
+        click.echo(json.dumps(document, indent=2))
+    else:
+        click.echo(render_evaluation(document, fmt, matrix_measure=measure), nl=False)
+
+
+def _notes(result: object) -> list[str]:
+    """Things a user should know about the numbers (not errors)."""
+    tasks = getattr(result, "tasks", {})
+    ks = getattr(result, "ks", ())
+    notes = []
+    largest = max((task.n_gallery for task in tasks.values()), default=0)
+    beyond = [k for k in ks if k > largest]
+    if largest and beyond:
+        notes.append(f"K = {', '.join(map(str, beyond))} exceeds the largest gallery ({largest} items): "
+                     "R@K there is 100 for every scored query")
+    return notes
+
+
+@click.command()
+@click.argument("submission", type=click.Path(dir_okay=True))
+@click.option("--manifest", "-m", type=click.Path(dir_okay=True), help="Ground-truth parquet to check against.")
+@metric_option
+def validate(submission: str, manifest: str | None, metric: str) -> None:
+    """Check SUBMISSION (and its manifest) without searching; report every problem at once.
+
+    Exit 0 and a short summary when valid; exit 2 with the list of problems otherwise.
+
+    \b
+    Example:
+      ropebench validate sample_embeddings/cls_cd.parquet --manifest sample_embeddings/manifest.parquet
+    """
+    import ropebench
+    from ropebench.render.console import render_validation
+
+    dataset = ropebench.validate(submission, manifest=manifest, metric=metric)
+    click.echo(render_validation(dataset, submission, manifest), nl=False)

@@ -1,0 +1,102 @@
+"""``ropebench table``: the paper's tables and the 3×3 matrix from leaderboard entries or results files."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ropebench import leaderboard as lb
+from ropebench.cli.common import root_option
+from ropebench.errors import DataError, UsageError
+from ropebench.leaderboard.schema import ENTRY_SCHEMA, check_entry
+from ropebench.protocol import MEASURE_PATTERN, check_measure
+from ropebench.render.tables import FORMATS, render
+from ropebench.results import RESULTS_SCHEMA
+
+__all__ = ["table"]
+
+
+def _results_entry(path: Path) -> dict[str, Any]:
+    """An entry-like dict from a results file (or an entry file) given to --entry."""
+    data = lb.read_json(path)
+    if isinstance(data, dict) and data.get("schema") == ENTRY_SCHEMA:
+        problems = check_entry(data)
+        if problems:
+            raise DataError(f"--entry {path}: not a valid leaderboard entry:\n  - " + "\n  - ".join(problems))
+        return data
+    if not isinstance(data, dict) or data.get("schema") != RESULTS_SCHEMA \
+            or not isinstance(data.get("tasks"), dict):
+        raise UsageError(f"--entry {path}: neither a results file ({RESULTS_SCHEMA}) nor a "
+                         f"leaderboard entry ({ENTRY_SCHEMA})")
+    bad = [task for task, cells in data["tasks"].items()
+           if not isinstance(cells, dict)
+           or not all(v is None or isinstance(v, (int, float)) for k, v in cells.items() if k != "ci")]
+    if bad:
+        raise DataError(f"--entry {path}: tasks {', '.join(map(str, bad))} are not objects of numbers "
+                        "(write results with `ropebench evaluate SUB --out results.json`)")
+    return {"name": path.stem, "label": path.stem,
+            "results": {task: {k: v for k, v in cells.items() if k != "ci"} for task, cells in data["tasks"].items()}}
+
+
+@click.command("table")
+@click.option("--suite", default="rope-test", show_default=True, help="Leaderboard suite.")
+@click.option("--table", "which", type=click.Choice(["1", "2", "matrix", "all"]), default="all",
+              show_default=True, help="Table 1 (cross-domain), Table 2 (intra-domain), the 3×3 "
+              "domain matrix, or tables 1 and 2.")
+@click.option("--entry", "entries", multiple=True, metavar="NAME|RESULTS.json",
+              help="Only this entry of the suite, or a results file given directly; repeatable (the "
+                   "matrix shows every entry of the suite without it).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="markdown",
+              show_default=True, help="Output format; csv and json carry unrounded values.")
+@click.option("--highlight", is_flag=True,
+              help="Bold the best value per column (within each task); not for csv/json.")
+@click.option("--measure", "--metric", "measure", default="R@1", show_default=True,
+              help="Measure of the matrix (--metric is its earlier spelling).")
+@root_option
+def table(suite: str, which: str, entries: tuple[str, ...], fmt: str, highlight: bool, measure: str,
+          root: str | None) -> None:
+    """Render the paper's tables from leaderboard entries.
+
+    Table 1 holds the six cross-domain tasks (one row per entry within each task), Table 2 the
+    intra-domain tasks; numbers are rounded to two decimals only here.
+
+    \b
+    Example:
+        ropebench table --format markdown
+        ropebench table --table 1 --format latex --highlight > table1.tex
+        ropebench table --suite rope-sim --table matrix --entry cls-cd --measure R@10
+        ropebench table --table matrix --entry results.json --format text
+    """
+    check_measure(measure)
+    files = [e for e in entries if e.endswith(".json") or Path(e).is_file()]
+    if files and len(files) != len(entries):
+        raise UsageError("--entry: give either entry names of the suite or results files, not both")
+    if files:
+        found = [_results_entry(Path(e)) for e in files]
+        names = [f["name"] for f in found]
+        if len(set(names)) != len(names):
+            raise UsageError(f"--entry: the same file name appears twice ({', '.join(names)}); rename one copy")
+        measures = [k for k in found[0]["results"].get(next(iter(found[0]["results"]), ""), {})
+                    if isinstance(k, str) and MEASURE_PATTERN.match(k)]
+        chosen = lb.Suite("results", Path(files[0]).parent,
+                          {"title": ", ".join(files), "label_column": "label",
+                           **({"metrics": measures} if measures else {})}, tuple(found))
+    else:
+        chosen = lb.load_suite(lb.find_root(root), suite)
+        if entries:
+            if len(set(entries)) != len(entries):
+                raise UsageError("--entry: the same entry is given twice")
+            chosen = dataclasses.replace(chosen, entries=tuple(chosen.entry(e) for e in entries))
+    if which == "matrix":
+        tables = [lb.entry_matrix(chosen, e, measure) for e in chosen.entries]
+        if all(value is None for t in tables for row in t.rows for value in row.values):
+            raise UsageError(f"--measure {measure}: no entry reports it")
+    else:
+        tables = lb.suite_tables(chosen, which)
+    if not tables:
+        raise UsageError(f"nothing to show: no entry has the tasks of table {which}")
+    title = f"ropebench: {chosen.spec['title']} ({chosen.name})"
+    click.echo(render(tables, fmt, highlight=highlight, title=title), nl=False)

@@ -1,0 +1,303 @@
+"""Public entry points: :func:`evaluate` and :func:`validate`.
+
+The command line calls exactly these; a training loop can too (pass arrays instead of paths:
+numpy arrays or torch tensors on any device, any float dtype, with ``requires_grad`` or not).
+The data path: read + validate (:mod:`ropebench.io`) → prepare vectors per domain → an engine's
+first-hit counts (:mod:`ropebench.engines`) → measures (:mod:`ropebench.measures`) → the result
+(:mod:`ropebench.results`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ropebench.dataset import Dataset
+from ropebench.engines import Engine, FirstHits, TaskData, get_engine
+from ropebench.errors import UsageError
+from ropebench.measures import count_tied, measure_columns, summarize
+from ropebench.progress import Progress
+from ropebench.protocol import DEFAULT_KS, DOMAINS, METRICS, TIE_POLICIES, parse_ks, parse_tasks, split_task
+from ropebench.results import PER_QUERY_METADATA_KEY, EvaluationResult, TaskResult
+
+__all__ = ["evaluate", "validate", "evaluate_dataset"]
+
+
+def validate(
+    submission: str | os.PathLike[str] | None = None,
+    *,
+    manifest: str | os.PathLike[str] | None = None,
+    embeddings: Any = None,
+    domains: Sequence[Any] | None = None,
+    product_ids: Sequence[Any] | None = None,
+    item_ids: Sequence[Any] | None = None,
+    group_ids: Sequence[Any] | None = None,
+    metric: str = "cosine",
+) -> Dataset:
+    """Run only the validation step; return the validated :class:`~ropebench.dataset.Dataset`.
+
+    Pass either ``submission`` (a parquet path, optionally with ``manifest``) or arrays.
+
+    Raises:
+        DataError: every problem found, at once.
+        UsageError: both or neither of paths and arrays, or an unknown metric.
+    """
+    from ropebench.io.validation import dataset_from_arrays, load_dataset
+
+    if metric not in METRICS:
+        raise UsageError(f"unknown metric {metric!r}: choose from {', '.join(METRICS)}")
+    if submission is not None:
+        if embeddings is not None:
+            raise UsageError("pass either a submission path or embeddings arrays, not both")
+        return load_dataset(submission, manifest, metric=metric)
+    if embeddings is None or domains is None or product_ids is None:
+        raise UsageError("pass a submission path, or embeddings= with domains= and product_ids=")
+    if manifest is not None:
+        raise UsageError("manifest= goes with a submission path; with arrays, pass domains= and product_ids=")
+    return dataset_from_arrays(embeddings, domains, product_ids, item_ids=item_ids, group_ids=group_ids,
+                               metric=metric)
+
+
+def evaluate(
+    submission: str | os.PathLike[str] | None = None,
+    *,
+    manifest: str | os.PathLike[str] | None = None,
+    embeddings: Any = None,
+    domains: Sequence[Any] | None = None,
+    product_ids: Sequence[Any] | None = None,
+    item_ids: Sequence[Any] | None = None,
+    group_ids: Sequence[Any] | None = None,
+    metric: str = "cosine",
+    ties: str = "expected",
+    ks: str | Sequence[int] = DEFAULT_KS,
+    tasks: str | Sequence[str] | None = None,
+    threads: int | None = None,
+    engine: str | Engine | None = None,
+    progress: bool = False,
+    per_query: bool | None = None,
+) -> EvaluationResult:
+    """Score a submission on every requested task with exact search.
+
+    Args:
+        submission: parquet file or per-domain directory; or None with arrays.
+        manifest: ground-truth parquet; without it the submission must carry ``domain`` and
+            ``product_id`` columns.
+        embeddings: ``(n, d)`` float array or tensor (instead of a path); never modified.
+        domains, product_ids, item_ids, group_ids: ``(n,)`` labels going with ``embeddings``.
+        metric: the similarity: ``cosine`` (default), ``ip`` or ``l2``.
+        ties: ``expected`` (default), ``pessimistic`` or ``optimistic``.
+        ks: cut-offs, e.g. ``(1, 5, 10, 20, 50)`` or ``"1,5,10"``.
+        tasks: e.g. ``"P2V,V2P"``, ``"cross"``, ``"intra"``; default all nine.
+        threads: worker/BLAS threads; default all cores.
+        engine: ``one-pass`` (default) or ``faiss``, or an engine object.
+        progress: draw a progress bar on stderr (only when it is a terminal).
+        per_query: accepted for compatibility and ignored: every result has ``per_query``.
+
+    Returns:
+        EvaluationResult: ``.tasks[TASK]["R@1"]``, ``.per_query``, ``.summary()``, ``.to_json()``.
+    """
+    started = time.perf_counter()
+    ks = parse_ks(ks)
+    task_list = parse_tasks(tasks)
+    _check_options(ties, threads)
+    search_engine = get_engine(engine)
+    dataset = validate(submission, manifest=manifest, embeddings=embeddings, domains=domains,
+                       product_ids=product_ids, item_ids=item_ids, group_ids=group_ids, metric=metric)
+    loaded = time.perf_counter()
+    from ropebench.provenance import input_record
+
+    submission_info, manifest_info = input_record(submission, manifest, dataset)
+    return evaluate_dataset(
+        dataset, metric=metric, ties=ties, ks=ks, tasks=task_list, threads=threads, engine=search_engine,
+        progress=progress, submission_info=submission_info, manifest_info=manifest_info,
+        load_seconds=loaded - started, started=started,
+    )
+
+
+def _check_options(ties: str, threads: int | None) -> None:
+    if ties not in TIE_POLICIES:
+        raise UsageError(f"unknown tie policy {ties!r}: choose from {', '.join(TIE_POLICIES)}")
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {threads}")
+
+
+@contextlib.contextmanager
+def thread_limit(threads: int | None) -> Iterator[int]:
+    """Run BLAS (through threadpoolctl) with ``threads`` threads; yields the count used."""
+    count = threads or os.cpu_count() or 1
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=count):
+        yield count
+
+
+def evaluate_dataset(
+    dataset: Dataset,
+    *,
+    metric: str = "cosine",
+    ties: str = "expected",
+    ks: Sequence[int] = DEFAULT_KS,
+    tasks: Sequence[str] | None = None,
+    threads: int | None = None,
+    engine: str | Engine | None = None,
+    progress: bool = False,
+    submission_info: Mapping[str, Any] | None = None,
+    manifest_info: Mapping[str, Any] | None = None,
+    load_seconds: float = 0.0,
+    started: float | None = None,
+) -> EvaluationResult:
+    """Score a validated dataset; see :func:`evaluate` for the arguments.
+
+    The dataset's embedding matrix is split into prepared per-domain copies and then no longer
+    referenced here, so a caller that drops its own reference gets the memory back.
+    """
+    from ropebench import __version__
+    from ropebench.engines.exact import l2_center, prepare_vectors
+    from ropebench.provenance import environment, utc_now
+
+    started = time.perf_counter() if started is None else started
+    ks = parse_ks(ks)
+    task_list = parse_tasks(tasks)
+    _check_options(ties, threads)
+    if metric not in METRICS:
+        raise UsageError(f"unknown metric {metric!r}: choose from {', '.join(METRICS)}")
+    search_engine = get_engine(engine)
+    if submission_info is None:
+        submission_info, manifest_info = _array_record(dataset), None
+    embeddings, dataset = dataset.embeddings, dataset.without_embeddings()
+    if embeddings is None:
+        raise UsageError("the dataset has no embeddings (it was made by without_embeddings())")
+    bar = Progress(enabled=progress)
+    search_started = time.perf_counter()
+    with thread_limit(threads) as thread_count:
+        members = {code: dataset.members(code) for code in DOMAINS}
+        needed = [code for code in DOMAINS if any(code in split_task(task) for task in task_list)]
+        center = l2_center(embeddings) if metric == "l2" else None
+        # One prepared, contiguous copy per domain, shared by every task (and by both sides of a
+        # block unless the metric is l2); no full-size prepared copy is ever made.
+        vectors = {code: prepare_vectors(embeddings[members[code]], metric, center=center) for code in needed}
+        del embeddings
+        task_data = {task: _task_data(dataset, members, task, vectors) for task in task_list}
+        run = search_engine.search(
+            task_data, task_list, max_k=max(ks), exact_censored=False, threads=thread_count,
+            symmetric_scores=metric != "l2",
+            on_start=lambda total, unit: bar.start("search", total, unit=unit), on_progress=bar.advance)
+        bar.finish()
+    del task_data, vectors
+    results: dict[str, TaskResult] = {}
+    columns: dict[str, dict[str, np.ndarray]] = {}
+    for task in task_list:
+        hits = run.hits[task]
+        columns[task] = measure_columns(hits.a, hits.t, hits.p, ks, ties)
+        results[task] = TaskResult(
+            task=task,
+            n_queries=int(hits.scored.sum()),
+            n_skipped=int((~hits.scored).sum()),
+            n_gallery=int(len(members[split_task(task)[1]])),
+            n_tied=count_tied(hits.a, hits.t, ks),
+            measures=summarize(hits.a, hits.t, hits.p, ks, ties, columns[task]),
+        )
+    finished = time.perf_counter()
+    protocol = {"metric": metric, "ties": ties, "ks": list(ks), "search": "exact",
+                "group_exclusion": dataset.group_codes is not None}
+    env = environment(thread_count, faiss_ran=run.counters.get("faiss_searches", 0) > 0)
+    env["engine"] = {"name": search_engine.name, "counters": dict(run.counters)}
+    return EvaluationResult(
+        ropebench_version=__version__,
+        created=utc_now(),
+        protocol=protocol,
+        submission=dict(submission_info),
+        manifest=None if manifest_info is None else dict(manifest_info),
+        environment=env,
+        timing={"load_s": round(load_seconds, 4), "search_s": round(finished - search_started, 4),
+                "total_s": round(finished - started, 4)},
+        tasks=results,
+        _per_query=_per_query_builder(dataset, members, task_list, run.hits, columns, protocol),
+    )
+
+
+def _array_record(dataset: Dataset) -> dict[str, Any]:
+    assert dataset.embeddings is not None  # noqa: S101  (internal invariant, not user input)
+    digest = hashlib.sha256(memoryview(np.ascontiguousarray(dataset.embeddings)).cast("B")).hexdigest()
+    return {"path": None, "sha256": digest, "n_items": dataset.n_items, "dim": dataset.dim, "dtype": dataset.dtype}
+
+
+def _task_data(dataset: Dataset, members: Mapping[str, np.ndarray], task: str,
+               vectors: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> TaskData:
+    query_domain, gallery_domain = split_task(task)
+    q, g = members[query_domain], members[gallery_domain]
+    groups = dataset.group_codes
+    intra = query_domain == gallery_domain
+    return TaskData(
+        queries=vectors[query_domain][0],
+        gallery=vectors[gallery_domain][1],
+        query_products=dataset.product_codes[q],
+        gallery_products=dataset.product_codes[g],
+        query_rows=np.arange(len(q), dtype=np.int64) if intra else None,
+        query_groups=groups[q] if intra and groups is not None else None,
+        gallery_groups=groups[g] if intra and groups is not None else None,
+    )
+
+
+def _per_query_builder(dataset: Dataset, members: Mapping[str, np.ndarray], tasks: Sequence[str],
+                       hits: Mapping[str, FirstHits], columns: Mapping[str, Mapping[str, np.ndarray]],
+                       protocol: Mapping[str, Any]) -> Callable[[], Any]:
+    """A function building the per-query table on first use (pyarrow is imported only then)."""
+
+    def build() -> Any:
+        import json
+
+        import pyarrow as pa
+
+        from ropebench.io.arrow import id_array
+
+        parts: dict[str, list[np.ndarray]] = {"task": [], "rows": [], "a": [], "t": [], "p": [], "censored": []}
+        names = list(next(iter(columns.values())).keys()) if columns else []
+        values: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        for task in tasks:
+            h = hits[task]
+            rows = members[split_task(task)[0]][h.scored]
+            # Canonical order (by item_id), so the file does not depend on the submission's row order.
+            order = _id_order(dataset.item_ids[rows])
+            parts["task"].append(np.full(len(rows), task, dtype=object))
+            parts["rows"].append(rows[order])
+            for key, array in (("a", h.a), ("t", h.t), ("p", h.p), ("censored", h.censored)):
+                parts[key].append(np.asarray(array)[order])
+            for name in names:
+                values[name].append(np.asarray(columns[task][name])[order])
+
+        def cat(chunks: list[np.ndarray], dtype: Any) -> np.ndarray:
+            return np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype)
+
+        rows = cat(parts["rows"], np.int64)
+        table: dict[str, Any] = {
+            "task": pa.array(cat(parts["task"], object).tolist(), type=pa.string()),
+            "item_id": id_array(dataset.item_ids[rows]),
+            "product_id": id_array(dataset.product_ids[rows]),
+            "domain": pa.array([DOMAINS[code] for code in dataset.domains[rows].tolist()], type=pa.string()),
+        }
+        if dataset.categories is not None:
+            table["category"] = id_array(dataset.categories[rows])
+        for key in ("a", "t", "p"):
+            table[key] = pa.array(cat(parts[key], np.int64).astype(np.int64))
+        table["censored"] = pa.array(cat(parts["censored"], bool).astype(bool))
+        for name in names:
+            table[name] = pa.array(cat(values[name], np.float64).astype(np.float64))
+        metadata = {PER_QUERY_METADATA_KEY: json.dumps({"protocol": dict(protocol)}).encode()}
+        return pa.table(table).replace_schema_metadata(metadata)
+
+    return build
+
+
+def _id_order(ids: np.ndarray) -> np.ndarray:
+    """A stable order of ids that does not depend on row order (strings and integers alike)."""
+    if ids.dtype == object:
+        return np.array(sorted(range(len(ids)), key=lambda i: (type(ids[i]).__name__, ids[i])), dtype=np.int64)
+    return np.argsort(ids, kind="stable")
+

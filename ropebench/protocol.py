@@ -1,0 +1,131 @@
+"""The protocol's vocabulary, each word spelled once: domains, tasks, similarities, tie policies,
+cut-offs and measure names.
+
+Words: the *metric* is the similarity a search ranks by (``cosine``, ``ip``, ``l2``, as FAISS
+calls it and as ``protocol.metric`` records it); a *measure* is what is computed from the ranks
+(``R@10``, ``MRR@50``, as ir_measures calls it). The CLI's choices, the JSON keys and the table
+columns all come from here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from ropebench.errors import UsageError
+
+__all__ = [
+    "DOMAINS",
+    "DOMAIN_NAMES",
+    "SPELLINGS",
+    "CROSS_TASKS",
+    "INTRA_TASKS",
+    "ALL_TASKS",
+    "TASK_GROUPS",
+    "METRICS",
+    "TIE_POLICIES",
+    "DEFAULT_KS",
+    "MEASURE_PATTERN",
+    "canonical_domain",
+    "split_task",
+    "parse_tasks",
+    "parse_ks",
+    "measure_names",
+    "check_measure",
+]
+
+DOMAINS: tuple[str, ...] = ("P", "V", "L")
+DOMAIN_NAMES: dict[str, str] = {"P": "product page", "V": "short video", "L": "live stream"}
+
+# Every accepted spelling, lower-cased, mapped to its code.
+SPELLINGS: dict[str, str] = {
+    **dict.fromkeys(("p", "page", "product_page", "product_pages"), "P"),
+    **dict.fromkeys(("v", "video", "short_video", "short_videos"), "V"),
+    **dict.fromkeys(("l", "live", "live_stream", "live_streams"), "L"),
+}
+
+CROSS_TASKS: tuple[str, ...] = ("P2V", "V2P", "P2L", "L2P", "V2L", "L2V")
+INTRA_TASKS: tuple[str, ...] = ("P2P", "V2V", "L2L")
+ALL_TASKS: tuple[str, ...] = CROSS_TASKS + INTRA_TASKS
+TASK_GROUPS: dict[str, tuple[str, ...]] = {"cross": CROSS_TASKS, "intra": INTRA_TASKS, "all": ALL_TASKS}
+
+METRICS: tuple[str, ...] = ("cosine", "ip", "l2")  # similarities: what the search ranks by
+TIE_POLICIES: tuple[str, ...] = ("expected", "pessimistic", "optimistic")
+DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20, 50)
+MEASURE_PATTERN = re.compile(r"^(R|MRR)@[1-9][0-9]*$")  # canonical measure keys: R@10, MRR@50
+
+
+def canonical_domain(spelling: object) -> str | None:
+    """Return the code (``P``/``V``/``L``) of an accepted spelling, or None if it is unknown."""
+    if not isinstance(spelling, str):
+        return None
+    return SPELLINGS.get(spelling.strip().lower())
+
+
+def split_task(task: str) -> tuple[str, str]:
+    """``"P2V"`` -> ``("P", "V")`` (query domain, gallery domain)."""
+    return task[0], task[2]
+
+
+def parse_tasks(tasks: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Parse a task selection into canonical codes in the order of :data:`ALL_TASKS`.
+
+    Accepts ``"P2V,V2P"``, an iterable of codes, and the groups ``cross``, ``intra`` and ``all``
+    (mixed freely: ``"cross,P2P"``). None selects all nine tasks. Raises UsageError naming every
+    unknown task at once.
+    """
+    if tasks is None:
+        return ALL_TASKS
+    items = tasks.split(",") if isinstance(tasks, str) else [part for item in tasks for part in str(item).split(",")]
+    wanted, unknown = set(), []
+    for item in items:
+        code = str(item).strip()
+        if code.lower() in TASK_GROUPS:
+            wanted.update(TASK_GROUPS[code.lower()])
+        elif code.upper() in ALL_TASKS:
+            wanted.add(code.upper())
+        elif code:
+            unknown.append(code)
+    if unknown:
+        raise UsageError(
+            f"unknown task(s) {', '.join(map(repr, unknown))}: choose from {','.join(ALL_TASKS)} "
+            f"or the groups {', '.join(TASK_GROUPS)}"
+        )
+    if not wanted:
+        raise UsageError(f"no task selected: choose from {','.join(ALL_TASKS)} or {', '.join(TASK_GROUPS)}")
+    return tuple(t for t in ALL_TASKS if t in wanted)
+
+
+def parse_ks(ks: str | Sequence[int | str] | None) -> tuple[int, ...]:
+    """``"1,5,10"`` or ``[10, 1]`` -> sorted unique ``(1, 5, 10)``; every K must be a positive integer."""
+    if ks is None:
+        return DEFAULT_KS
+    items = ks.split(",") if isinstance(ks, str) else list(ks)
+    values, bad = set(), []
+    for item in items:
+        text = str(item).strip()
+        try:
+            value = int(text)
+        except ValueError:
+            bad.append(text)
+            continue
+        if value < 1 or str(value) != text.lstrip("+"):
+            bad.append(text)
+        else:
+            values.add(value)
+    if bad or not values:
+        raise UsageError(f"--ks: {', '.join(map(repr, bad)) or 'empty'} is not a list of positive integers "
+                         f"(e.g. 1,5,10,20,50)")
+    return tuple(sorted(values))
+
+
+def measure_names(ks: Sequence[int]) -> tuple[str, ...]:
+    """Canonical measure keys for a K list: ``R@K`` for each K, then ``MRR@{max K}``."""
+    return tuple(f"R@{k}" for k in ks) + (f"MRR@{max(ks)}",)
+
+
+def check_measure(name: str, *, option: str = "--measure") -> str:
+    """``name`` if it is a canonical measure key (``R@1``, ``MRR@50``), else UsageError."""
+    if not MEASURE_PATTERN.match(name):
+        raise UsageError(f"{option} {name!r}: use a canonical measure key such as R@1, R@10 or MRR@50")
+    return name

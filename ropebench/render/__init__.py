@@ -1,0 +1,1 @@
+"""Rendering: the only place a number is rounded (console output, tables, comparisons, plots)."""
