@@ -10,7 +10,6 @@ first-hit counts (:mod:`ropebench.engines`) → measures (:mod:`ropebench.measur
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -223,9 +222,9 @@ def evaluate_dataset(
 
 
 def _array_record(dataset: Dataset) -> dict[str, Any]:
-    assert dataset.embeddings is not None  # noqa: S101  (internal invariant, not user input)
-    digest = hashlib.sha256(memoryview(np.ascontiguousarray(dataset.embeddings)).cast("B")).hexdigest()
-    return {"path": None, "sha256": digest, "n_items": dataset.n_items, "dim": dataset.dim, "dtype": dataset.dtype}
+    from ropebench.provenance import input_record
+
+    return input_record(None, None, dataset)[0]
 
 
 def _task_data(dataset: Dataset, members: Mapping[str, np.ndarray], task: str,

@@ -77,7 +77,8 @@ def parse_tasks(tasks: str | Iterable[str] | None) -> tuple[str, ...]:
     if tasks is None:
         return ALL_TASKS
     items = tasks.split(",") if isinstance(tasks, str) else [part for item in tasks for part in str(item).split(",")]
-    wanted, unknown = set(), []
+    wanted: set[str] = set()
+    unknown: list[str] = []
     for item in items:
         code = str(item).strip()
         if code.lower() in TASK_GROUPS:

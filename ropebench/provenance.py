@@ -67,7 +67,8 @@ def input_record(submission: Any, manifest: Any, dataset: Any) -> tuple[dict[str
         manifest_record = None if manifest is None else {"path": str(manifest), "sha256": sha256_file(manifest)}
     else:
         matrix = np.ascontiguousarray(dataset.embeddings)
-        record = {"path": None, "sha256": hashlib.sha256(memoryview(matrix).cast("B")).hexdigest()}
+        digest = hashlib.sha256(memoryview(matrix).cast("B")).hexdigest()  # type: ignore[arg-type]
+        record = {"path": None, "sha256": digest}
         manifest_record = None
     record.update(n_items=dataset.n_items, dim=dataset.dim, dtype=dataset.dtype)
     return record, manifest_record

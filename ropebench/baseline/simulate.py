@@ -29,6 +29,7 @@ the same files bit for bit (with the same NumPy and pyarrow versions).
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,12 @@ def write_simulation(simulation: Simulation, out: str | os.PathLike[str]) -> dic
     paths = {}
     for name, table in tables.items():
         path = out / name
-        atomic_write_with(path, lambda tmp, table=table: pq.write_table(table, tmp))
+        atomic_write_with(path, functools.partial(_write_table, table))
         paths[name] = path
     return paths
+
+
+def _write_table(table: object, tmp: str) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, tmp)

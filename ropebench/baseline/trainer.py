@@ -161,8 +161,8 @@ def train(data_dir: str | os.PathLike[str], config: TrainConfig | None = None, *
     for row, (label, d) in enumerate(zip(labels, domain_index)):
         by_key.setdefault((int(label), int(d)), []).append(row)
     groups_of: dict[int, list[np.ndarray]] = {}
-    for (label, d), rows in sorted(by_key.items()):
-        groups_of.setdefault(label, []).append(np.array(rows))
+    for (label, d), item_rows in sorted(by_key.items()):
+        groups_of.setdefault(label, []).append(np.array(item_rows))
     groups = [g for _, g in sorted(groups_of.items()) if len(g) >= 2]
     if not groups:
         raise DataError(f"{data_dir / 'train.parquet'}: no product has items in two domains")
@@ -173,10 +173,10 @@ def train(data_dir: str | os.PathLike[str], config: TrainConfig | None = None, *
         features = torch.from_numpy(train_split["features"])
         stats = {}
         for d, code in enumerate(DOMAINS):
-            rows = features[torch.from_numpy(domain_index == d)]
-            if len(rows) < 2:
+            domain_rows = features[torch.from_numpy(domain_index == d)]
+            if len(domain_rows) < 2:
                 raise DataError(f"{data_dir / 'train.parquet'}: domain {code} has fewer than 2 items")
-            stats[code] = (rows.mean(0), rows.std(0).clamp_min(1e-6))
+            stats[code] = (domain_rows.mean(0), domain_rows.std(0).clamp_min(1e-6))
         encoders = Encoders(features.shape[1], config.dim, config.hidden, stats, generator)
         head = CosFaceHead(config.dim, classes, generator, scale=config.scale, margin=config.margin)
         parameters = list(encoders.parameters()) + list(head.parameters())
@@ -194,8 +194,8 @@ def train(data_dir: str | os.PathLike[str], config: TrainConfig | None = None, *
         encoders.train()
         for epoch in range(1, config.epochs + 1):
             running, seen = 0.0, 0
-            for rows in _batches(rng, groups, config.batch_products, config.items_per_domain):
-                rows = np.sort(rows)
+            for batch in _batches(rng, groups, config.batch_products, config.items_per_domain):
+                rows = np.sort(batch)  # this batch's item rows
                 index = torch.from_numpy(rows)
                 batch_domains = domains_t[index]
                 batch_labels = labels_t[index]

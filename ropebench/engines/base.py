@@ -63,7 +63,7 @@ class TaskData:
         count = per_product[self.query_products]
         if not self.intra:
             return count
-        if self.query_groups is None:
+        if self.query_groups is None or self.gallery_groups is None:
             return count - 1  # the query itself
         # Items sharing both product and group with the query (itself included) are excluded.
         excluded = _pair_counts(self.gallery_products, self.gallery_groups, self.query_products, self.query_groups)
@@ -73,9 +73,9 @@ class TaskData:
         """Gallery items each query excludes (itself and its group), whatever their product."""
         if not self.intra:
             return np.zeros(len(self.queries), dtype=np.int64)
-        if self.query_groups is None:
-            return np.ones(len(self.queries), dtype=np.int64)
         groups = self.gallery_groups
+        if self.query_groups is None or groups is None:
+            return np.ones(len(self.queries), dtype=np.int64)
         sizes = np.bincount(groups[groups >= 0], minlength=int(groups.max(initial=-1)) + 1)
         return np.where(self.query_groups >= 0, sizes[np.maximum(self.query_groups, 0)], 1).astype(np.int64)
 

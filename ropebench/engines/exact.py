@@ -98,10 +98,10 @@ def counts_from_scores(
 
 def eligible_mask(data: TaskData, query_index: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """``(len(query_index), ncol)`` mask of gallery items a query may retrieve (not itself, not its group)."""
-    if not data.intra:
+    if data.query_rows is None:  # cross-domain: nothing excluded
         return np.ones(columns.shape, dtype=bool)
     eligible = columns != data.query_rows[query_index, None]
-    if data.query_groups is not None:
+    if data.query_groups is not None and data.gallery_groups is not None:
         groups = data.query_groups[query_index, None]
         eligible &= ~((data.gallery_groups[columns] == groups) & (groups >= 0))
     return eligible

@@ -35,6 +35,7 @@ searched by the per-task path instead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -101,9 +102,9 @@ class _Reader:
         """Split candidate scores (``values >= lo[queries]``) into counts above the band and band
         entries. Reads only ``hi``, which never changes, so it runs outside the lock."""
         d = self.data
-        if d.intra:
+        if d.query_rows is not None:  # intra-domain: not itself, not its group
             keep = gallery != d.query_rows[queries]
-            if d.query_groups is not None:
+            if d.query_groups is not None and d.gallery_groups is not None:
                 group = d.query_groups[queries]
                 keep &= ~((d.gallery_groups[gallery] == group) & (group >= 0))
             queries, gallery, values = queries[keep], gallery[keep], values[keep]
@@ -236,7 +237,7 @@ def _relevant(left: np.ndarray, right: np.ndarray, data: TaskData, estimate_scor
             ok = valid_l[:, :, None] & valid_r[:, None, :]
             if data.intra:
                 ok &= rows_l[:, :, None] != rows_r[:, None, :]
-                if data.query_groups is not None:
+                if data.query_groups is not None and data.gallery_groups is not None:
                     group_l = data.query_groups[rows_l][:, :, None]
                     ok &= ~((group_l == data.gallery_groups[rows_r][:, None, :]) & (group_l >= 0))
             scores = np.where(ok, scores, np.float32(-np.inf))
@@ -359,8 +360,8 @@ def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading
         # of a symmetric block (the square's pairs are all read by rows).
         by_columns = column_reader is not None and not (block.symmetric and i == j)
         threshold_r = rows.lo[query_r]
-        threshold_c = column_reader.lo[query_c] if by_columns else None
-        tau = min(threshold_r.min(), threshold_c.min() if by_columns else np.inf)
+        threshold_c = column_reader.lo[query_c] if column_reader is not None and by_columns else None
+        tau = min(threshold_r.min(), threshold_c.min() if threshold_c is not None else np.inf)
         for_rows = for_columns = None
         if np.isfinite(tau):
             # One pass over the tile for both directions; then each candidate is checked
@@ -372,7 +373,7 @@ def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading
             values = scores.reshape(-1)[flat]
             take = values >= threshold_r[r]
             for_rows = rows.sort_out(query_r[r[take]], query_c[c[take]], values[take])
-            if by_columns:
+            if column_reader is not None and threshold_c is not None:
                 take = values >= threshold_c[c]
                 for_columns = column_reader.sort_out(query_c[c[take]], query_r[r[take]], values[take])
         a, b = np.searchsorted(block.pair_key, [i * n_r + j, i * n_r + j + 1])
@@ -380,7 +381,7 @@ def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading
         with lock:
             if for_rows is not None:
                 rows.take(for_rows)
-            if for_columns is not None:
+            if for_columns is not None and column_reader is not None:
                 column_reader.take(for_columns)
             np.maximum.at(rows.best, block.pair_x[a:b], relevant)
             if columns is not None:  # a cross block: the same score is y's relevant score too
@@ -397,7 +398,8 @@ def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading
 
 def _plan(tasks: Sequence[str], symmetric_scores: bool) -> list[tuple[str, str | None, bool]]:
     """Blocks as (task read by rows, task read by columns or None, symmetric)."""
-    plan, pending = [], list(tasks)
+    plan: list[tuple[str, str | None, bool]] = []
+    pending = list(tasks)
     while pending:
         task = pending.pop(0)
         x, y = task[0], task[2]
@@ -490,7 +492,7 @@ def one_pass_first_hits(
                 if pool is not None and index + 1 < len(plan):
                     upcoming = pool.submit(prepare, *plan[index + 1])
                 readers[row_task] = block.rows
-                if column_task is not None:
+                if column_task is not None and block.columns is not None:
                     readers[column_task] = block.columns
                 _run_block(block, pool, buffers, progress)
                 del block
@@ -505,7 +507,7 @@ def one_pass_first_hits(
         a, t, p = exact_counts(data, np.flatnonzero(scored))
         hits[task] = FirstHits(scored=scored, a=a, t=t, p=p, censored=np.zeros(len(a), dtype=bool))
     for task, reader in readers.items():
-        hits[task] = reader.finish(lambda rows, t=task: exact_counts(task_data[t], rows))
+        hits[task] = reader.finish(functools.partial(exact_counts, task_data[task]))
     if counters is not None:
         counters["blocks_tiled"] = counters.get("blocks_tiled", 0) + len(plan)
         counters["blocks_small"] = counters.get("blocks_small", 0) + len(small)

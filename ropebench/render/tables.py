@@ -198,7 +198,7 @@ def _best_cells(table: Table) -> set[tuple[int, int]]:
         blocks = list(groups.values())
     else:
         blocks = [list(range(len(table.rows)))]
-    best = set()
+    best: set[tuple[int, int]] = set()
     for block in blocks:
         if len(block) < 2:
             continue
