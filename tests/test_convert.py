@@ -29,9 +29,9 @@ SPECIAL = np.array([2.0**-17, -0.0, 1e-45, 3.4028234663852886e38, -1.17549435082
                    dtype=np.float32)
 
 
-def rank_indices(n: int, world: int, rank: int) -> list[int]:
-    """DistributedSampler(shuffle=False): pad by repeating the first items, then every world-th."""
-    indices = list(range(n))
+def rank_indices(n: int, world: int, rank: int, order: list[int] | None = None) -> list[int]:
+    """DistributedSampler: its (seeded, shuffled by default) order, padded by repeating its start."""
+    indices = list(range(n)) if order is None else list(order)
     total = math.ceil(n / world) * world
     indices += indices[: total - n]
     return indices[rank:total:world]
@@ -77,8 +77,11 @@ class Fixture:
                 base = 7 if domain == "P" else 3179594
                 keys = [(str(base + i),) for i in range(n)]
                 ids = [k[0] for k in keys]
+            # infer.py's DistributedSampler shuffles (seeded); item 0 goes first so that the special
+            # values are among the padded repeats.
+            order = [0, *(rng.permutation(n - 1) + 1).tolist()]
             for rank in range(4):
-                share = rank_indices(n, 4, rank)
+                share = rank_indices(n, 4, rank, order)
                 padded = np.arange(rank, 4 * len(share), 4) >= n  # positions past n are the repeats
                 rows = emb[share]
                 rows[padded] += np.float32(delta)  # only there: -0.0 + 0.0 would lose the sign
@@ -231,6 +234,19 @@ def test_cope_refuses_ids_shared_across_domains_and_bad_inputs(tmp_path: Path) -
     assert (node / "0_item").read_text() == "7\t1.0,2.0\n"
 
 
+def test_cope_takes_empty_shards_crlf_and_a_last_line_without_newline(tmp_path: Path) -> None:
+    node = tmp_path / "node"
+    node.mkdir()
+    (node / "0_item").write_bytes(b"")  # a rank that wrote nothing
+    (node / "1_item").write_bytes(b"7\t1.0,2.0\r\n")
+    (node / "0_live").write_bytes(b"5\t100\t200\t0.5,-0.0")
+    report = convert_cope([node], tmp_path / "x.parquet")
+    assert pq.read_table(tmp_path / "x.parquet").to_pydict()["item_id"] == ["7", "5|100|200"]
+    assert "1 empty shard file(s)" in report.summary()
+    with pytest.raises(UsageError, match="--require-complete needs --manifest"):
+        convert_cope([node], tmp_path / "y.parquet", require_complete=True)
+
+
 def test_cli_cope_writes_report_to_stderr_only(shards: Fixture, tmp_path: Path) -> None:
     out = tmp_path / "cope.parquet"
     manifest = shards.manifest(tmp_path / "m.parquet")
@@ -326,6 +342,12 @@ def test_npz_round_trip_self_labelled_and_with_manifest(tmp_path: Path) -> None:
     pq.write_table(pa.table({"item_id": ids, "domain": domains, "product_id": products}), manifest)
     np.savez(arrays, embeddings=embeddings, item_ids=ids)
     assert convert_npz(arrays, out, manifest=manifest).check.startswith("validated against manifest")
+    zero = embeddings.copy()
+    zero[3] = 0.0  # no direction under cosine: the written file fails validation, so nothing is written
+    np.savez(arrays, embeddings=zero, item_ids=ids, domains=domains, product_ids=products)
+    with pytest.raises(DataError, match=rf"{tmp_path / 'zero.parquet'}.*all zeros.*'item3'"):
+        convert_npz(arrays, tmp_path / "zero.parquet")
+    assert not (tmp_path / "zero.parquet").exists()
     np.savez(arrays, embeddings=embeddings, item_ids=np.array(list(ids), dtype=object))
     with pytest.raises(DataError, match="dtype=str"):
         convert_npz(arrays, out)

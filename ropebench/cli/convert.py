@@ -29,7 +29,7 @@ def convert() -> None:
     """
 
 
-@convert.command("cope")
+@convert.command("cope", short_help="COPE infer.py shards -> submission parquet.")
 @click.argument("directories", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Submission parquet to write.")
 @click.option("--manifest", "-m", type=click.Path(), help="Report per-domain coverage against this manifest, and "
@@ -59,7 +59,7 @@ def cope(directories: tuple[str, ...], out: str, manifest: str | None, require_c
     click.echo(report.summary(), err=True, nl=False)
 
 
-@convert.command("rope-pairs")
+@convert.command("rope-pairs", short_help="ROPE *_pair.txt files -> manifest parquet.")
 @click.argument("pages", type=click.Path(dir_okay=False))
 @click.argument("videos", type=click.Path(dir_okay=False))
 @click.argument("lives", type=click.Path(dir_okay=False))
@@ -79,7 +79,7 @@ def rope_pairs(pages: str, videos: str, lives: str, out: str, domain_prefix: boo
     click.echo(report.summary(), err=True, nl=False)
 
 
-@convert.command("npz")
+@convert.command("npz", short_help="Arrays in an .npz file -> submission parquet.")
 @click.argument("arrays", type=click.Path(dir_okay=False))
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Submission parquet to write.")
 @click.option("--manifest", "-m", type=click.Path(), help="Validate the output against this manifest.")

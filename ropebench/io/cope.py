@@ -241,6 +241,10 @@ def read_shard(shard: Shard, *, live_id: str = DEFAULT_LIVE_ID, dim: int | None 
     import pyarrow.csv as pacsv
 
     names = [*LIVE_FIELDS, "vector"] if shard.domain == "L" else ["id", "vector"]
+    if shard.path.stat().st_size == 0:  # a rank with nothing to write (or one that died): no rows
+        empty = pa.array([], type=pa.string())
+        return ShardData(shard, empty, empty, np.zeros((0, dim or 0), np.float32),
+                         dict.fromkeys(LIVE_FIELDS, empty) if shard.domain == "L" else None, 0)
     try:
         table = pacsv.read_csv(
             shard.path,
@@ -385,18 +389,22 @@ def convert_cope(
     refuse_output_among_inputs(out, inputs)
     per_domain: dict[str, list[ShardData]] = {code: [] for code in DOMAINS}
     dim: int | None = None
+    empty = [str(s.path) for s in shards if s.path.stat().st_size == 0]
     for shard in shards:
         data = read_shard(shard, live_id=live_id, dim=dim)
         dim = data.embeddings.shape[1] if len(data.embeddings) else dim
         per_domain[shard.domain].append(data)
 
+    if dim is None:
+        raise DataError(f"convert cope: the shards in {', '.join(map(str, directories))} hold no line at all. "
+                        "Fix: pass the directories infer.py wrote after it finished")
     ids_parts, matrices, reports = [], [], []
     domains: list[str] = []
     live_columns: dict[str, pa.Array] = {}
     for code, parts in per_domain.items():
         if not parts:
             continue
-        matrix = np.concatenate([p.embeddings for p in parts])
+        matrix = np.concatenate([p.embeddings.reshape(len(p.embeddings), dim) for p in parts])
         keep, difference = _deduplicate(pa.concat_arrays([p.keys for p in parts]), matrix)
         ids = pa.concat_arrays([p.item_ids for p in parts]).take(pa.array(keep))
         ids_parts.append(pc.binary_join_element_wise(f"{code}:", ids, "") if domain_prefix else ids)
@@ -414,7 +422,7 @@ def convert_cope(
                         f"two live clips under --live-id {live_id!r}), e.g. {repeated[:_EXAMPLES]}. Fix: pass "
                         "--domain-prefix (and the same to convert rope-pairs), or a --live-id with all three fields")
 
-    notes: list[str] = []
+    notes = [f"{len(empty)} empty shard file(s), e.g. {empty[0]}: did that rank finish?"] if empty else []
     if manifest is not None:
         coverage = _coverage(manifest, all_ids, all_domains)
         reports = [DomainReport(**{**r.__dict__, **coverage[r.domain]}) for r in reports]
