@@ -1,0 +1,361 @@
+"""The leaderboard as a static site: an index of suites and one page per suite.
+
+A suite's page holds Table 1, Table 2 and every entry's 3×3 matrix (each table sortable by any
+column with a few lines of inline JavaScript), the plots (SVG files beside the pages, when
+matplotlib is installed) and every entry's provenance. Nothing is fetched from the network: no
+CDN, no font, no external link; a Content-Security-Policy allows only the page's own script and
+style (by hash) and images from the site itself, so even a label that slipped through escaping
+could not run. The same leaderboard gives the same bytes (no build date in the pages).
+
+Layout of ``out``::
+
+    index.html                 the suites
+    <suite>.html               tables, plots, provenance
+    plots/<suite>/*.svg        figures (curves of every entry, one matrix per entry)
+    favicon.svg                the pages' icon
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import os
+import secrets
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import ropebench
+from ropebench.errors import MissingExtraError, UsageError
+from ropebench.leaderboard import Suite, entry_matrix, load_suite, suite_names, suite_tables
+from ropebench.protocol import ALL_TASKS, DOMAINS
+from ropebench.render.numbers import format_number
+from ropebench.render.tables import Table
+
+__all__ = ["MARKER", "build_site"]
+
+MARKER = ".ropebench-site"  # marks a directory this module built, so a rebuild may replace it
+MATRIX_MEASURE = "R@1"
+# A local icon: without one, browsers ask the server for /favicon.ico (a 404 on most hosts).
+# It draws the 3×3 domain matrix with a bright diagonal.
+_ICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 3 3"><rect width="3" height="3" fill="#3b528b"/>'
+         + "".join(f'<rect x="{i}" y="{i}" width="1" height="1" fill="#fde725"/>' for i in range(3)) + "</svg>\n")
+
+_STYLE = """\
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; line-height: 1.4; }
+table { border-collapse: collapse; margin: 1em 0 2em; border-top: 2px solid; border-bottom: 2px solid; }
+caption { caption-side: top; text-align: left; padding-bottom: 0.5em; }
+thead th { border-bottom: 1px solid; }
+th, td { padding: 0.25em 0.75em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th button { font: inherit; font-weight: bold; background: none; border: 0; padding: 0; cursor: pointer; }
+th[aria-sort="ascending"] button::after { content: " \\25B2"; }
+th[aria-sort="descending"] button::after { content: " \\25BC"; }
+tbody tr:nth-child(even) { background: #f4f4f4; }
+.matrices { display: flex; flex-wrap: wrap; gap: 0 2em; }
+.entry { border-top: 1px solid #ccc; padding-top: 0.5em; }
+dt { font-weight: bold; } dd { margin: 0 0 0.4em 1.5em; overflow-wrap: anywhere; }
+img { max-width: 100%; height: auto; }
+.note { color: #555; font-style: italic; }
+footer { margin-top: 3em; color: #555; font-size: 0.9em; }
+"""
+
+# Click a header: rows sort by that column, then reverse on the next click. data-type says how:
+# "num" (unrounded data-sort values, best first), "text" (A-Z) or "order" (data-sort positions,
+# e.g. the protocol's task order, first to last). Missing values always sort last; the sort is
+# stable, so equal values keep their current order.
+_SCRIPT = """\
+(function () {
+  "use strict";
+  function key(cell, numeric) {
+    var raw = cell.hasAttribute("data-sort") ? cell.getAttribute("data-sort") : cell.textContent;
+    if (!numeric) { return raw; }
+    return raw === "" ? null : parseFloat(raw);
+  }
+  function sortBy(table, header, column) {
+    var type = header.getAttribute("data-type");
+    var numeric = type !== "text";
+    var current = header.getAttribute("aria-sort");
+    var ascending = current ? current === "descending" : type !== "num";
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = key(a.cells[column], numeric), y = key(b.cells[column], numeric);
+      if (x === y) { return 0; }
+      if (x === null) { return 1; }
+      if (y === null) { return -1; }
+      var order = numeric ? x - y : String(x).localeCompare(String(y));
+      return ascending ? order : -order;
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+    Array.prototype.forEach.call(header.parentNode.cells, function (cell) { cell.removeAttribute("aria-sort"); });
+    header.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), function (table) {
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (header, column) {
+      header.querySelector("button").addEventListener("click", function () { sortBy(table, header, column); });
+    });
+  });
+})();
+"""
+
+
+def _hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+# Only this page's own script and style run; images come from the site; nothing else loads.
+_POLICY = (f"default-src 'none'; script-src {_hash(_SCRIPT)}; style-src {_hash(_STYLE)}; "
+           "img-src 'self'; base-uri 'none'; form-action 'none'")
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _page(title: str, body: Sequence[str]) -> str:
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">',  # constant: no quote or &
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<link rel="icon" href="favicon.svg" type="image/svg+xml">',
+        f"<title>{_esc(title)}</title>",
+        f"<style>{_STYLE}</style>",
+        "</head>",
+        "<body>",
+        *body,
+        (f"<footer>Built by ropebench {_esc(ropebench.__version__)} from the leaderboard files "
+         "(<code>ropebench leaderboard site</code>). Viewing it needs no network.</footer>"),
+        f"<script>{_SCRIPT}</script>",
+        "</body>",
+        "</html>",
+        "",
+    ])
+
+
+def _head(columns: Sequence[tuple[str, str]]) -> str:
+    """The header row of a sortable table; each column is (name, "num" | "text" | "order")."""
+    return "<thead><tr>" + "".join(f'<th scope="col" data-type="{kind}"><button type="button">{_esc(name)}'
+                                   "</button></th>" for name, kind in columns) + "</tr></thead>"
+
+
+def _table(table: Table) -> str:
+    """A sortable HTML table: one full row per table row (no row spans, so rows can move)."""
+    order = {name: index for index, name in enumerate(ALL_TASKS + DOMAINS)}
+    columns = [(table.group_header, "order")]
+    if table.label_header is not None:
+        columns.append((table.label_header, "text"))
+    columns += [(name, "num") for name in table.value_headers]
+    lines = [f'<table class="sortable" id="{_esc(table.key)}">',
+             f"<caption><strong>{_esc(table.title)}.</strong> {_esc(table.caption)}</caption>",
+             _head(columns), "<tbody>"]
+    for row in table.rows:
+        cells = [f'<th scope="row" data-sort="{order.get(row.group, len(order))}">{_esc(row.group)}</th>']
+        if table.label_header is not None:
+            cells.append(f"<td>{_esc(row.label)}</td>")
+        cells += [f'<td class="num" data-sort="{"" if value is None else repr(float(value))}">'
+                  f"{_esc(format_number(value))}</td>" for value in row.values]
+        lines.append(f'<tr data-entry="{_esc(row.entry)}">' + "".join(cells) + "</tr>")
+    return "\n".join([*lines, "</tbody>", "</table>"])
+
+
+def _describe(value: Any) -> str:
+    """A protocol or file reference as one line of text."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{key} {_describe(item)}" for key, item in value.items())
+    if isinstance(value, list):
+        return ", ".join(_describe(item) for item in value)
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _provenance(entry: Mapping[str, Any]) -> list[str]:
+    rows: list[tuple[str, str]] = [("kind", _esc(entry["kind"]) + (
+        " (numbers copied from a paper; they cannot be recomputed)" if entry["kind"] == "published"
+        else " (computed by ropebench from the submission below; re-checked by "
+             "<code>ropebench leaderboard verify</code>)")), ("source", _esc(entry["source"]))]
+    if entry.get("protocol"):
+        rows.append(("protocol", _esc(_describe(entry["protocol"]))))
+    for field in ("submission", "manifest", "per_query"):
+        reference = entry.get(field)
+        if isinstance(reference, Mapping):
+            details = {key: value for key, value in reference.items() if key not in ("path", "sha256")}
+            text = f"<code>{_esc(reference.get('path', ''))}</code>"
+            if reference.get("sha256"):
+                text += f"<br>sha256 <code>{_esc(reference['sha256'])}</code>"
+            if details:
+                text += f"<br>{_esc(_describe(details))}"
+            rows.append((field.replace("_", "-"), text))
+        elif field in entry:
+            rows.append((field, "none (the submission carries its own labels)"))
+    for field, name in (("ropebench_version", "ropebench version"), ("created", "created")):
+        if entry.get(field):
+            rows.append((name, _esc(entry[field])))
+    return ["<dl>", *(f"<dt>{name}</dt><dd>{text}</dd>" for name, text in rows), "</dl>"]
+
+
+def _figure(source: str, alt: str, caption: str) -> str:
+    return (f'<figure><img src="{_esc(source)}" alt="{_esc(alt)}">'
+            f"<figcaption>{_esc(caption)}</figcaption></figure>")
+
+
+def _plain(text: str) -> str:
+    """A label for matplotlib: ``$`` would start mathtext (and fail on an odd count)."""
+    return text.replace("$", r"\$")
+
+
+def _plots(suite: Suite, out: Path) -> tuple[dict[str, str], list[Path]]:
+    """Draw the suite's figures into ``out/plots/<suite>/``; ``{key: relative path}`` and the files.
+
+    Keys: ``curves`` (every entry with R@K values) and ``matrix:<entry>``. MissingExtraError
+    when matplotlib is not installed.
+    """
+    from ropebench.render import plots
+
+    plots.require_matplotlib()
+    folder = out / "plots" / suite.name
+    folder.mkdir(parents=True, exist_ok=True)
+    drawn: dict[str, str] = {}
+    written: list[Path] = []
+
+    def keep(key: str, figure: Any, stem: str) -> None:
+        (path,) = plots.save(figure, folder / stem, ("svg",))
+        drawn[key] = f"plots/{quote(suite.name)}/{quote(path.name)}"
+        written.append(path)
+
+    with_recall = [entry for entry in suite.entries
+                   if any(key.startswith("R@") for task in entry["results"].values() for key in task)]
+    if with_recall:
+        keep("curves", plots.curves(with_recall, labels=[_plain(e["label"]) for e in with_recall]), "curves")
+    for entry in suite.entries:
+        if any(MATRIX_MEASURE in task for task in entry["results"].values()):
+            figure = plots.matrix(entry, measure=MATRIX_MEASURE, title=f"{MATRIX_MEASURE}: {_plain(entry['label'])}")
+            keep(f"matrix:{entry['name']}", figure, f"{entry['name']}-matrix")
+    return drawn, written
+
+
+def _suite_page(suite: Suite, figures: dict[str, str], missing_plots: str | None) -> str:
+    title = f"{suite.name}: {suite.spec['title']}"
+    body = ['<p><a href="index.html">All suites</a></p>', f"<h1>{_esc(title)}</h1>"]
+    if suite.spec.get("description"):
+        body.append(f"<p>{_esc(suite.spec['description'])}</p>")
+    if suite.spec.get("protocol"):
+        body.append(f"<p>Protocol: {_esc(_describe(suite.spec['protocol']))}.</p>")
+    body.append("<p>Click a column header to sort the rows by it.</p>")
+    body += ["<h2>Tables</h2>", *(_table(table) for table in suite_tables(suite))]
+    body += [f"<h2>Domain matrices ({MATRIX_MEASURE})</h2>", '<div class="matrices">',
+             *(_table(entry_matrix(suite, entry, MATRIX_MEASURE)) for entry in suite.entries), "</div>"]
+    body.append("<h2>Plots</h2>")
+    if missing_plots:
+        body.append(f'<p class="note">No plots: {_esc(missing_plots)}; install it and rebuild the site.</p>')
+    elif "curves" in figures:
+        body.append(_figure(figures["curves"], f"R@K against K for every entry of {suite.name}",
+                            "R@K against K (log scale), one panel per task."))
+    body.append("<h2>Entries</h2>")
+    for entry in suite.entries:
+        body += [f'<section class="entry" id="entry-{_esc(entry["name"])}">',
+                 f"<h3>{_esc(entry['label'])} <small>({_esc(entry['name'])})</small></h3>",
+                 f"<p>{_esc(entry['description'])}</p>", *_provenance(entry)]
+        if f"matrix:{entry['name']}" in figures:
+            body.append(_figure(figures[f"matrix:{entry['name']}"], f"{MATRIX_MEASURE} matrix of {entry['label']}",
+                                f"{MATRIX_MEASURE}: query domain (rows) × gallery domain (columns), scale 0–100."))
+        body.append("</section>")
+    return _page(title, body)
+
+
+def _index_page(suites: Sequence[Suite]) -> str:
+    rows = []
+    for order, suite in enumerate(suites):
+        kinds = sorted({str(entry["kind"]) for entry in suite.entries})
+        rows.append(f'<tr data-entry="{_esc(suite.name)}"><th scope="row" data-sort="{order}">'
+                    f'<a href="{_esc(quote(suite.name))}.html">{_esc(suite.name)}</a></th>'
+                    f"<td>{_esc(suite.spec['title'])}</td>"
+                    f'<td class="num" data-sort="{len(suite.entries)}">{len(suite.entries)}</td>'
+                    f"<td>{_esc(', '.join(kinds))}</td></tr>")
+    head = _head([("suite", "order"), ("title", "text"), ("entries", "num"), ("kinds", "text")])
+    table = ['<table class="sortable" id="suites">', "<caption>Leaderboard suites</caption>", head,
+             "<tbody>", *rows, "</tbody>", "</table>"]
+    intro = ("<p>Cross-domain product retrieval on ROPE: product pages (P), short videos (V) and live "
+             "streams (L). Each suite is one test set evaluated under one protocol.</p>")
+    return _page("ropebench leaderboards", ["<h1>ropebench leaderboards</h1>", intro, *table])
+
+
+def _check_out(root: Path, out: Path) -> None:
+    """Refuse an output that would overwrite the leaderboard or a directory this module did not build."""
+    root_real, out_real = root.resolve(), out.resolve()
+    if out_real == root_real or out_real in root_real.parents or root_real in out_real.parents:
+        raise UsageError(f"--out {out}: the site cannot be written over or inside the leaderboard ({root}); "
+                         "choose a directory outside it, e.g. --out site")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file: give a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise UsageError(f"--out {out} is a non-empty directory that `ropebench leaderboard site` did not build; "
+                         "refusing to replace it: choose a new or empty directory")
+
+
+def build_site(root: Path, out: Path, *, plots: bool = True) -> list[Path]:
+    """Write the static site of every suite under ``root`` (the ``leaderboards/`` directory) to ``out``.
+
+    The site is built in a sibling directory and then moved into place, so ``out`` holds either
+    the previous site or the new one, never half of one. A directory ``out`` is replaced only if
+    an earlier build made it (it holds the :data:`MARKER` file).
+
+    Args:
+        root: the leaderboards directory (see :func:`ropebench.leaderboard.find_root`).
+        out: the site's directory (created; its parent too).
+        plots: draw figures when matplotlib is installed; without it, or with ``plots=False``,
+            each page says why it has none.
+
+    Returns:
+        The pages (``index.html`` first), the icon and the figures written, as paths inside ``out``.
+
+    Raises:
+        DataError: a suite does not load (the message lists every problem).
+        UsageError: ``out`` is unsafe to replace.
+    """
+    root, out = Path(root), Path(out)
+    _check_out(root, out)
+    suites = [load_suite(root, name) for name in suite_names(root)]
+    if not suites:
+        raise UsageError(f"{root}: no suite found (a suite is a directory holding suite.json)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(6)
+    staging = out.parent / f".{out.name}.{token}.tmp"
+    staging.mkdir()  # mkdir, not mkdtemp: the site gets the user's umask, not mode 0700
+    try:
+        pages, figures_written = [staging / "index.html"], []
+        pages[0].write_text(_index_page(suites), encoding="utf-8")
+        for suite in suites:
+            figures: dict[str, str] = {}
+            missing = None if plots else "plots were turned off for this build"
+            if plots:
+                try:
+                    figures, files = _plots(suite, staging)
+                    figures_written += files
+                except MissingExtraError:
+                    missing = "matplotlib is not installed where this site was built (pip install 'ropebench[plot]')"
+            pages.append(staging / f"{suite.name}.html")
+            pages[-1].write_text(_suite_page(suite, figures, missing), encoding="utf-8")
+        pages.append(staging / "favicon.svg")
+        pages[-1].write_text(_ICON, encoding="utf-8")
+        (staging / MARKER).write_text("built by ropebench leaderboard site\n", encoding="utf-8")
+        if out.exists():
+            previous = out.parent / f".{out.name}.{token}.old"
+            os.replace(out, previous)
+            try:
+                os.replace(staging, out)
+            except BaseException:
+                os.replace(previous, out)  # put the old site back
+                raise
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [out / path.relative_to(staging) for path in pages + figures_written]
