@@ -1,4 +1,4 @@
-"""From first-hit counts to R@K and MRR under a tie policy (DESIGN.md §2). Pure numpy, no I/O.
+"""From first-hit counts to R@K and MRR under a tie policy. Pure numpy, no I/O.
 
 Every query is described by three counts against its gallery (after exclusions), where ``s+``
 is the best score among its relevant items:

@@ -51,7 +51,7 @@ def load_split(path: str | os.PathLike[str], *, labelled: bool) -> dict[str, np.
 def write_submission(path: str | os.PathLike[str], item_ids: np.ndarray, embeddings: np.ndarray,
                      *, dtype: str = "float32") -> None:
     """Write a submission parquet: ``item_id`` (string) and ``embedding`` as
-    ``fixed_size_list<dtype>[dim]`` (DESIGN.md §3), atomically.
+    ``fixed_size_list<dtype>[dim]`` (docs/formats.md), atomically.
 
     ``dtype`` is ``float32`` or ``float16`` (half the size; the bundled sample uses it).
     """

@@ -40,7 +40,7 @@ from ropebench.protocol import DOMAINS
 
 __all__ = ["SimulationConfig", "Simulation", "simulate", "write_simulation", "FILES"]
 
-# The three files `simulate` writes (DESIGN.md §3 for the manifest).
+# The three files `simulate` writes.
 FILES = ("train.parquet", "test.parquet", "test_manifest.parquet")
 
 
@@ -168,7 +168,7 @@ def write_simulation(simulation: Simulation, out: str | os.PathLike[str]) -> dic
     """Write ``train.parquet``, ``test.parquet`` and ``test_manifest.parquet`` into ``out``.
 
     ``train``: item_id, domain, product_id, features; ``test``: item_id, domain, features (no
-    labels); ``test_manifest``: item_id, domain, product_id (the ground truth, DESIGN.md §3).
+    labels); ``test_manifest``: item_id, domain, product_id (the ground truth; docs/formats.md).
     Each file is written atomically. Returns the written paths by file name.
     """
     import pyarrow.parquet as pq

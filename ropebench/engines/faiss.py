@@ -1,4 +1,4 @@
-"""Exact search: for each query, the first-hit counts ``a, t, p`` of DESIGN.md §2. No I/O here.
+"""The `faiss` engine: for each query, the first-hit counts ``a, t, p`` (docs/protocol.md). No I/O here.
 
 How a task is searched:
 

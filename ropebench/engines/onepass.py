@@ -4,7 +4,7 @@ The per-task path (:mod:`ropebench.engines.faiss`) runs one FAISS search per tas
 each compute ``P·Vᵀ``. Here each block is a numpy ``matmul`` in square tiles, and one tile feeds
 both directions: ``P2V`` reads it by rows, ``V2P`` by columns. An intra-domain block is symmetric,
 so only the tiles on and right of the diagonal are computed (its queries read them by rows and by
-columns). The result is the same first-hit counts ``a, t, p`` (DESIGN.md §2) as the per-task path.
+columns). The result is the same first-hit counts ``a, t, p`` (docs/protocol.md) as the per-task path.
 
 How one query's counts are found without ever seeing its whole score row at once:
 

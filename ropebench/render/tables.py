@@ -112,7 +112,7 @@ def task_table(
 ) -> Table:
     """Table 1 (``kind="1"``: the six cross tasks) or Table 2 (``"2"``: P2P, V2V, L2L).
 
-    One row per (task, entry) for every entry that reports the task; tasks in DESIGN §1 order,
+    One row per (task, entry) for every entry that reports the task; tasks in protocol order,
     entries in the order given. Missing metrics are empty cells.
     """
     if kind not in TASKS_OF:
