@@ -13,6 +13,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,8 @@ def evaluate(
     threads: int | None = None,
     engine: str | Engine | None = None,
     progress: bool = False,
+    ci: bool = True,
+    by: str | None = None,
     per_query: bool | None = None,
 ) -> EvaluationResult:
     """Score a submission on every requested task with exact search.
@@ -96,6 +99,11 @@ def evaluate(
         threads: worker/BLAS threads; default all cores.
         engine: ``one-pass`` (default) or ``faiss``, or an engine object.
         progress: draw a progress bar on stderr (only when it is a terminal).
+        ci: attach each task's 95% product-level bootstrap interval of every measure
+            (10,000 resamples, seed 0) as ``tasks[T].ci``; False skips it (a training loop
+            that wants only the numbers).
+        by: ``"category"``: also report every task's numbers per manifest category
+            (``result.by_category``).
         per_query: accepted for compatibility and ignored: every result has ``per_query``.
 
     Returns:
@@ -115,7 +123,7 @@ def evaluate(
     return evaluate_dataset(
         dataset, metric=metric, ties=ties, ks=ks, tasks=task_list, threads=threads, engine=search_engine,
         progress=progress, submission_info=submission_info, manifest_info=manifest_info,
-        load_seconds=loaded - started, started=started,
+        load_seconds=loaded - started, started=started, ci=ci, by=by,
     )
 
 
@@ -150,6 +158,8 @@ def evaluate_dataset(
     manifest_info: Mapping[str, Any] | None = None,
     load_seconds: float = 0.0,
     started: float | None = None,
+    ci: bool = True,
+    by: str | None = None,
 ) -> EvaluationResult:
     """Score a validated dataset; see :func:`evaluate` for the arguments.
 
@@ -167,6 +177,11 @@ def evaluate_dataset(
     if metric not in METRICS:
         raise UsageError(f"unknown metric {metric!r}: choose from {', '.join(METRICS)}")
     search_engine = get_engine(engine)
+    if by not in (None, "category"):
+        raise UsageError(f"--by {by!r}: the only grouping is 'category'")
+    if by == "category" and dataset.categories is None:
+        raise UsageError("--by category needs a manifest with a 'category' column. Fix: add the column "
+                         "to the manifest, or drop --by")
     if submission_info is None:
         submission_info, manifest_info = _array_record(dataset), None
     embeddings, dataset = dataset.embeddings, dataset.without_embeddings()
@@ -202,6 +217,13 @@ def evaluate_dataset(
             n_tied=count_tied(hits.a, hits.t, ks),
             measures=summarize(hits.a, hits.t, hits.p, ks, ties, columns[task]),
         )
+    extra: dict[str, Any] = {}
+    searched = time.perf_counter()
+    if ci and task_list:
+        intervals = _intervals(dataset, members, task_list, run.hits, columns)
+        results = {task: replace(result, ci=intervals.get(task)) for task, result in results.items()}
+    if by == "category":
+        extra["by_category"] = _by_category(dataset, members, task_list, run.hits, columns)
     finished = time.perf_counter()
     protocol = {"metric": metric, "ties": ties, "ks": list(ks), "search": "exact",
                 "group_exclusion": dataset.group_codes is not None}
@@ -214,9 +236,11 @@ def evaluate_dataset(
         submission=dict(submission_info),
         manifest=None if manifest_info is None else dict(manifest_info),
         environment=env,
-        timing={"load_s": round(load_seconds, 4), "search_s": round(finished - search_started, 4),
+        timing={"load_s": round(load_seconds, 4), "search_s": round(searched - search_started, 4),
+                **({"ci_s": round(finished - searched, 4)} if ci else {}),
                 "total_s": round(finished - started, 4)},
         tasks=results,
+        extra=extra,
         _per_query=_per_query_builder(dataset, members, task_list, run.hits, columns, protocol),
     )
 
@@ -300,3 +324,58 @@ def _id_order(ids: np.ndarray) -> np.ndarray:
         return np.array(sorted(range(len(ids)), key=lambda i: (type(ids[i]).__name__, ids[i])), dtype=np.int64)
     return np.argsort(ids, kind="stable")
 
+
+
+def _query_columns(dataset: Dataset, members: Mapping[str, np.ndarray], tasks: Sequence[str],
+                   hits: Mapping[str, FirstHits], columns: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, Any]:
+    """The scored queries of every task as plain arrays: task, product code, row, measures."""
+    rows = [members[split_task(task)[0]][hits[task].scored] for task in tasks]
+    names = list(columns[tasks[0]]) if tasks else []
+    out: dict[str, Any] = {
+        "task": np.concatenate([np.full(len(r), task, dtype=object) for r, task in zip(rows, tasks)]),
+        "rows": np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64),
+    }
+    out["product_id"] = dataset.product_codes[out["rows"]]
+    for name in names:
+        out[name] = np.concatenate([np.asarray(columns[task][name]) for task in tasks])
+    return out
+
+
+def _intervals(dataset: Dataset, members: Mapping[str, np.ndarray], tasks: Sequence[str],
+               hits: Mapping[str, FirstHits], columns: Mapping[str, Mapping[str, np.ndarray]]
+               ) -> dict[str, dict[str, tuple[float, float] | None]]:
+    """Each task's 95% product-level bootstrap interval of every measure (10,000 resamples, seed 0)."""
+    from ropebench.stats import task_intervals
+
+    table = _query_columns(dataset, members, tasks, hits, columns)
+    del table["rows"]
+    if len(table["task"]) == 0:
+        return {}
+    found = task_intervals(table, resamples=10_000, seed=0)
+    return {task: {name: (None if np.isnan(low) else (low, high)) for name, (low, high) in cells.items()}
+            for task, cells in found.items()}
+
+
+def _by_category(dataset: Dataset, members: Mapping[str, np.ndarray], tasks: Sequence[str],
+                 hits: Mapping[str, FirstHits], columns: Mapping[str, Mapping[str, np.ndarray]]
+                 ) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{category: {task: {"n_queries": n, "R@1": …}}}``: the same numbers over each category's
+    queries (the query's category), exactly rounded means as for the whole task."""
+    import math
+
+    assert dataset.categories is not None  # noqa: S101  (checked by the caller)
+    table = _query_columns(dataset, members, tasks, hits, columns)
+    categories = dataset.categories[table["rows"]]
+    names = [name for name in table if name not in ("task", "rows", "product_id")]
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for category in sorted({str(c) for c in categories.tolist()}):
+        in_category = np.array([str(c) == category for c in categories.tolist()], dtype=bool)
+        per_task: dict[str, dict[str, Any]] = {}
+        for task in tasks:
+            chosen = in_category & (table["task"] == task)
+            n = int(chosen.sum())
+            if n == 0:
+                continue
+            per_task[task] = {"n_queries": n, **{name: math.fsum(table[name][chosen].tolist()) / n for name in names}}
+        out[category] = per_task
+    return out

@@ -123,6 +123,12 @@ class EvaluationResult:
         return value
 
     @property
+    def by_category(self) -> Mapping[str, Any] | None:
+        """``{category: {task: {"n_queries": n, "R@1": …}}}`` when evaluated with ``by="category"``."""
+        value = self.extra.get("by_category")
+        return value if isinstance(value, Mapping) else None
+
+    @property
     def ks(self) -> tuple[int, ...]:
         return tuple(int(k) for k in self.protocol["ks"])
 

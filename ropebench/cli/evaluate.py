@@ -26,11 +26,16 @@ __all__ = ["evaluate", "validate"]
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
               show_default=True, help="What to print on stdout.")
 @click.option("--measure", default="R@1", show_default=True, help="Measure of the printed 3×3 matrix.")
+@click.option("--ci", "ci", flag_value="pm", default=None,
+              help="Show each number with its 95% product-level bootstrap interval as ± half-width.")
+@click.option("--ci-bounds", "ci", flag_value="bounds", help="The same interval shown as [low, high].")
+@click.option("--by", type=click.Choice(["category"]), default=None,
+              help="Also report every task per manifest category (needs a 'category' column).")
 @threads_option
 @quiet_option
 def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: str, tasks: str | None,
-             engine: str, out: str | None, per_query: str | None, fmt: str, measure: str, threads: int | None,
-             quiet: bool) -> None:
+             engine: str, out: str | None, per_query: str | None, fmt: str, measure: str, ci: str | None,
+             by: str | None, threads: int | None, quiet: bool) -> None:
     """Score SUBMISSION (parquet file or per-domain directory) on the nine retrieval tasks.
 
     Exact nearest-neighbour search over every query-domain × gallery-domain pair; prints the
@@ -55,7 +60,7 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
     parse_tasks(tasks)
     check_output_paths({"--out": out, "--per-query": per_query}, {"submission": submission, "manifest": manifest})
     result = ropebench.evaluate(submission, manifest=manifest, metric=metric, ties=ties, ks=ks, tasks=tasks,
-                                threads=threads, engine=engine, progress=progress_wanted(quiet))
+                                threads=threads, engine=engine, progress=progress_wanted(quiet), by=by)
     for note in _notes(result):
         if not quiet:
             click.echo(f"note: {note}", err=True)
@@ -68,7 +73,7 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
     if fmt == "json":
         click.echo(json.dumps(document, indent=2))
     else:
-        click.echo(render_evaluation(document, fmt, matrix_measure=measure), nl=False)
+        click.echo(render_evaluation(document, fmt, matrix_measure=measure, ci=ci), nl=False)
 
 
 def _notes(result: object) -> list[str]:
