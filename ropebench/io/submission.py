@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "METADATA_KEY",
+    "Problems",
     "as_numpy",
     "check_submission_file",
     "read_metadata",
