@@ -328,16 +328,21 @@ def _id_order(ids: np.ndarray) -> np.ndarray:
 
 def _query_columns(dataset: Dataset, members: Mapping[str, np.ndarray], tasks: Sequence[str],
                    hits: Mapping[str, FirstHits], columns: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, Any]:
-    """The scored queries of every task as plain arrays: task, product code, row, measures."""
+    """The scored queries of every task as plain arrays: task, product id, row, measures.
+
+    Rows are in canonical order (task, then item_id) and products are named by their ids, so
+    nothing computed from these arrays (sums, resampling) depends on the submission's row order.
+    """
     rows = [members[split_task(task)[0]][hits[task].scored] for task in tasks]
+    orders = [_id_order(dataset.item_ids[r]) for r in rows]
     names = list(columns[tasks[0]]) if tasks else []
     out: dict[str, Any] = {
         "task": np.concatenate([np.full(len(r), task, dtype=object) for r, task in zip(rows, tasks)]),
-        "rows": np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64),
+        "rows": np.concatenate([r[o] for r, o in zip(rows, orders)]) if rows else np.zeros(0, dtype=np.int64),
     }
-    out["product_id"] = dataset.product_codes[out["rows"]]
+    out["product_id"] = dataset.product_ids[out["rows"]]
     for name in names:
-        out[name] = np.concatenate([np.asarray(columns[task][name]) for task in tasks])
+        out[name] = np.concatenate([np.asarray(columns[task][name])[o] for task, o in zip(tasks, orders)])
     return out
 
 
