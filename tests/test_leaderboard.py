@@ -7,6 +7,7 @@ manifest and submission written with pyarrow, evaluated by ropebench itself.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 import ropebench
-from ropebench.io import files
 from ropebench import leaderboard as lb
 from ropebench.cli.leaderboard import leaderboard
-from ropebench.leaderboard.schema import check_entry, check_results
 from ropebench.errors import DataError, UsageError
+from ropebench.io import files
+from ropebench.leaderboard.schema import check_entry, check_results
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / "leaderboards"
@@ -51,13 +52,8 @@ def write_dataset(directory: Path, *, seed: int = 0, n_products: int = 20) -> No
 def base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A repository-like directory: data/, leaderboards/tiny (computed, one entry), results.json."""
     write_dataset(tmp_path / "data")
-    suite = {"schema": "ropebench.suite/1", "name": "tiny", "title": "Tiny", "description": "t",
-             "label_column": "model", "entries": [], "captions": {"1": "Cross", "2": "Intra"},
-             "protocol": {"metric": "cosine", "ties": "expected", "ks": [1, 5, 10, 20, 50],
-                          "search": "exact"},
-             "manifest": "data/manifest.parquet"}
-    (tmp_path / "leaderboards" / "tiny").mkdir(parents=True)
-    (tmp_path / "leaderboards" / "tiny" / "suite.json").write_text(json.dumps(suite))
+    lb.init_suite(tmp_path / "leaderboards", "tiny", manifest=tmp_path / "data" / "manifest.parquet", title="Tiny",
+                  description="t", label_column="model", captions={"1": "Cross", "2": "Intra"})
     monkeypatch.chdir(tmp_path)  # results record paths relative to where evaluate ran
     result = ropebench.evaluate("data/sub.parquet", manifest="data/manifest.parquet")
     result.write_json(tmp_path / "results.json")
@@ -182,9 +178,9 @@ def test_add_is_atomic(base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def fail_to_rename(*args: Any) -> None:
         raise OSError("disk full")
 
-    # the temporary file is fully written, then the rename fails: the old entry must survive
-    monkeypatch.setattr(files.os, "replace", fail_to_rename)
-    with pytest.raises(OSError, match="disk full"):
+    # the temporary files are fully written, then the rename fails: the old entry must survive
+    monkeypatch.setattr(os, "replace", fail_to_rename)
+    with pytest.raises(DataError, match="disk full.*nothing was changed"):
         lb.add_entry(base / "results.json", root=base / "leaderboards", suite="tiny",
                      name="model-a", label="changed", force=True)
     monkeypatch.undo()
@@ -232,9 +228,11 @@ def test_add_refuses_a_manifest_other_than_the_suites(base: Path) -> None:
     write_dataset(base / "other", seed=1, n_products=10)
     result = ropebench.evaluate("other/sub.parquet", manifest="other/manifest.parquet")
     result.write_json(base / "other.json")
-    with pytest.raises(DataError, match="suite 'tiny' uses data/manifest.parquet"):
+    with pytest.raises(DataError, match="suite 'tiny' is about data/manifest.parquet") as error:
         lb.add_entry(base / "other.json", root=base / "leaderboards", suite="tiny", name="b",
                      label="B")
+    assert ("the result has 20/20/20 items (P/V/L) and 10 products; suite 'tiny' is about 40/40/40 items "
+            "and 20 products") in str(error.value)
 
 
 def test_add_refuses_files_outside_the_repository(base: Path, tmp_path_factory: Any) -> None:
@@ -253,7 +251,7 @@ def test_verify_passes_on_a_fresh_suite(base: Path) -> None:
     assert result.exit_code == 0, result.output
     n_cells = 9 * 6  # nine tasks, R@1..R@50 and MRR@50
     assert result.stdout.count("\n") == 1
-    assert f"1 suite(s), 1 entries (1 computed" in result.stdout
+    assert "1 suite(s), 1 entries (1 computed" in result.stdout
     assert f"{n_cells} metric cells re-checked within one query's worth" in result.stdout
     assert "36 counts exactly" in result.stdout
 
@@ -300,7 +298,8 @@ def test_verify_names_a_missing_file(base: Path) -> None:
     (base / "data" / "sub.parquet").unlink()
     result = invoke("verify", "--root", str(base / "leaderboards"))
     assert result.exit_code == 1
-    assert "tiny/model-a: submission data/sub.parquet does not exist" in result.stdout
+    assert (f"tiny/model-a: submission data/sub.parquet is not at {base / 'data' / 'sub.parquet'} (verify "
+            "re-evaluates computed entries from their files") in result.stdout
 
 
 def never_called(*args: Any, **kwargs: Any) -> Any:

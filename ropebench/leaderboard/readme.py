@@ -1,20 +1,29 @@
 """The rendered leaderboard: one generated block per suite in ``leaderboards/README.md``.
 
 The block of a suite lies between ``<!-- BEGIN ropebench leaderboard: <suite> ... -->`` and
-``<!-- END ropebench leaderboard: <suite> -->``; ``add`` and ``render`` rewrite it, ``verify``
-compares it byte for byte with a fresh rendering.
+``<!-- END ropebench leaderboard: <suite> -->``; ``add``, ``init`` and ``render`` rewrite it,
+``verify`` compares it byte for byte with a fresh rendering.
+
+Text from entries and suite files is escaped for markdown here: ``<`` and ``>`` become
+``&lt;`` and ``&gt;`` (GitHub would otherwise pass raw HTML through), ``|`` is escaped by the
+grid, and every field is collapsed to one line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from ropebench.io.files import atomic_write_text
-from ropebench.leaderboard.store import README, Suite, load_suite, suite_names, suite_tables
+from ropebench.leaderboard.integrity import describe
+from ropebench.leaderboard.store import README, Suite, View, load_suite, suite_names, suite_tables
+from ropebench.leaderboard.transaction import commit, exclusive
 from ropebench.render.tables import markdown_grid, render
 
-__all__ = ["rendered_block", "render_readme", "begin_marker", "end_marker"]
+__all__ = ["rendered_block", "render_readme", "readme_with", "begin_marker", "end_marker", "markdown_text"]
+
+HEADER = "# Leaderboards\n"
 
 
 def begin_marker(suite: str) -> str:
@@ -26,16 +35,44 @@ def end_marker(suite: str) -> str:
     return f"<!-- END ropebench leaderboard: {suite} -->"
 
 
+def markdown_text(value: Any) -> str:
+    """One line of text, safe in a markdown table cell or paragraph: raw HTML shown as text."""
+    return " ".join(str(value).split()).replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _escaped(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {**entry, "label": markdown_text(entry["label"])}
+
+
+def _test_set_line(spec: Mapping[str, Any]) -> str | None:
+    items, products, manifest = spec.get("items"), spec.get("products"), spec.get("manifest")
+    parts = []
+    if items is not None:
+        parts.append(describe(items, products))
+    if isinstance(manifest, Mapping):
+        where = f"`{markdown_text(manifest['path'])}`, " if manifest.get("path") else ""
+        parts.append(f"manifest {where}sha256 `{manifest['sha256']}`")
+    elif items is not None:
+        parts.append("the manifest is not public: results are checked against these counts")
+    return "Test set: " + "; ".join(parts) + "." if parts else None
+
+
 def rendered_block(suite: Suite) -> str:
     """The generated README block of a suite, markers included."""
-    header = ["entry", suite.label_column, "kind", "source"]
-    rows = [[e["name"], e["label"], e["kind"], " ".join(e["source"].split())]
+    header = ["entry", markdown_text(suite.label_column), "kind", "source"]
+    rows = [[e["name"], markdown_text(e["label"]), e["kind"], markdown_text(e["source"])]
             for e in suite.entries]
-    parts = [begin_marker(suite.name), f"### {suite.name}: {suite.spec['title']}", ""]
+    parts = [begin_marker(suite.name), f"### {suite.name}: {markdown_text(suite.spec['title'])}", ""]
     if suite.spec.get("description"):
-        parts += [" ".join(str(suite.spec["description"]).split()), ""]
+        parts += [markdown_text(suite.spec["description"]), ""]
+    line = _test_set_line(suite.spec)
+    if line:
+        parts += [line, ""]
     text = "\n".join(parts) + "\n" + markdown_grid(header, rows, 4)
-    tables = suite_tables(suite)
+    shown = replace(suite, entries=tuple(_escaped(e) for e in suite.entries),
+                    spec={**suite.spec, "label_column": markdown_text(suite.label_column),
+                          "captions": {k: markdown_text(v) for k, v in suite.spec.get("captions", {}).items()}})
+    tables = suite_tables(shown)
     if tables:
         text += "\n" + render(tables, "markdown")
     return text + end_marker(suite.name) + "\n"
@@ -48,13 +85,23 @@ def _replace_block(text: str, suite: str, block: str) -> str:
     return text[:begin] + block + text[end + len(end_marker(suite)) + 1:]
 
 
+def readme_with(root: Path, suites: Sequence[Suite], *, view: View | None = None) -> str:
+    """The README text with the blocks of ``suites`` rendered afresh (nothing written)."""
+    text = (view or View(root)).read_text(root / README, "README") or HEADER
+    for suite in suites:
+        text = _replace_block(text, suite.name, rendered_block(suite))
+    return text
+
+
 def render_readme(root: Path, names: Sequence[str] | None = None) -> Path:
-    """Rewrite the generated blocks of ``names`` (default: every suite) in the README."""
-    path = root / README
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Leaderboards\n"
-    for name in names if names is not None else suite_names(root):
-        text = _replace_block(text, name, rendered_block(load_suite(root, name)))
-    atomic_write_text(path, text)
+    """Rewrite the generated blocks of ``names`` (default: every suite) in the README, under the
+    root's lock; nothing is written when a suite does not load."""
+    with exclusive(root):
+        view = View(root)
+        suites = [load_suite(root, name, view=view)
+                  for name in (names if names is not None else suite_names(root))]
+        path = root / README
+        text = readme_with(root, suites, view=view)
+        if view.read_text(path, "README") != text:
+            commit(root, {path: text.encode("utf-8")})
     return path
-
-

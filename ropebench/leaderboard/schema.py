@@ -4,7 +4,7 @@
 Every check returns the list of *all* problems it found (empty = valid), each a sentence that
 names the field, so a user fixes a file in one pass. Nothing here reads a file.
 
-Counts: a ``computed`` entry stores, per task, the four counts of DESIGN §4 (``n_queries``,
+Counts: a ``computed`` entry stores, per task, the four counts of a results file (``n_queries``,
 ``n_skipped``, ``n_gallery``, ``n_tied``) and exactly the metrics of its protocol's Ks. A
 ``published`` entry stores what the paper printed: any non-empty subset of canonical metric keys,
 counts optional (the ROPE paper gives none), and no files, since it cannot be recomputed.
@@ -13,10 +13,12 @@ counts optional (the ROPE paper gives none), and no files, since it cannot be re
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from ropebench.protocol import ALL_TASKS
+from ropebench.leaderboard.paths import relative_problem
+from ropebench.protocol import ALL_TASKS, DOMAINS
 from ropebench.protocol import measure_names as metric_names
 from ropebench.results import RESULTS_SCHEMA
 
@@ -29,6 +31,9 @@ __all__ = [
     "check_suite",
     "check_results",
     "check_protocol",
+    "text_problems",
+    "latex_problems",
+    "declaration_problems",
 ]
 
 ENTRY_SCHEMA = "ropebench.entry/1"
@@ -42,9 +47,13 @@ _PROTOCOL_VALUES = {"metric": ("cosine", "ip", "l2"),
                     "search": ("exact",)}
 
 _ENTRY_KEYS = {"schema", "name", "label", "label_latex", "suite", "description", "source", "kind",
-               "protocol", "submission", "manifest", "ropebench_version", "created", "results"}
+               "protocol", "submission", "manifest", "per_query", "test_set", "ropebench_version",
+               "created", "results"}
 _SUITE_KEYS = {"schema", "name", "title", "description", "label_column", "entries", "captions",
-               "metrics", "protocol", "manifest"}
+               "metrics", "protocol", "manifest", "items", "products"}
+MAX_LABEL = 200  # characters of a row label
+# Bidirectional overrides reorder what a reader sees; like control characters they have no place in a label.
+_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def _is_number(value: Any) -> bool:
@@ -60,8 +69,53 @@ def _nonempty_str(data: Mapping[str, Any], key: str, problems: list[str]) -> Non
         problems.append(f"{key!r} must be a non-empty string")
 
 
+def text_problems(value: Any, key: str, *, limit: int | None = None) -> list[str]:
+    """Problems of a one-line text field (a label, a title): no newline, carriage return, other
+    control or bidirectional-override character, at most ``limit`` characters."""
+    if not isinstance(value, str):
+        return []  # the type is reported by the caller
+    bad = sorted({char for char in value if unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI})
+    problems = []
+    if bad:
+        shown = ", ".join(f"U+{ord(char):04X}" + (" (newline)" if char == "\n" else " (carriage return)"
+                                                 if char == "\r" else "") for char in bad)
+        problems.append(f"{key!r} {value!r} must be one line of text without control characters (found "
+                        f"{shown}): it is a table cell in every format")
+    if limit is not None and len(value) > limit:
+        problems.append(f"{key!r} has {len(value)} characters: at most {limit}")
+    return problems
+
+
+def latex_problems(value: Any, key: str = "label_latex") -> list[str]:
+    r"""Problems of a LaTeX fragment used as a table cell: one line, balanced braces, and no
+    unescaped ``&`` (a column break) or ``\\`` (a row break) that would split the table row."""
+    if not isinstance(value, str):
+        return []
+    problems = text_problems(value, key, limit=MAX_LABEL)
+    depth, breaks, index = 0, [], 0
+    while index < len(value):
+        char = value[index]
+        if char == "\\":
+            if value[index + 1:index + 2] == "\\":
+                breaks.append("\\\\")
+            index += 2
+            continue
+        if char == "&":
+            breaks.append("&")
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth < 0:
+            break
+        index += 1
+    if depth != 0:
+        problems.append(f"{key!r} {value!r}: braces are not balanced; it would break the whole LaTeX table")
+    if breaks:
+        problems.append(f"{key!r} {value!r}: an unescaped {breaks[0]!r} would split the table row; write "
+                        "\\& for an ampersand")
+    return problems
+
+
 def check_protocol(protocol: Any, *, where: str = "protocol", partial: bool = False) -> list[str]:
-    """Problems of a protocol object (DESIGN §4). ``partial``: a suite may fix only some fields."""
+    """Problems of a protocol object. ``partial``: a suite may fix only some fields."""
     if not isinstance(protocol, Mapping):
         return [f"{where!r} must be an object"]
     problems = []
@@ -83,8 +137,9 @@ def check_protocol(protocol: Any, *, where: str = "protocol", partial: bool = Fa
     return problems
 
 
-def _check_tasks(tasks: Any, *, where: str, ks: list[int] | None) -> list[str]:
-    """``ks`` given: full results (counts + exactly those metrics); None: published subset."""
+def _check_tasks(tasks: Any, *, where: str, ks: list[int] | None, ci: bool = False) -> list[str]:
+    """``ks`` given: full results (counts + exactly those metrics); None: published subset.
+    ``ci``: a task may also carry ``"ci"`` (intervals, in results files; entries leave them out)."""
     if not isinstance(tasks, Mapping) or not tasks:
         return [f"{where!r} must be a non-empty object keyed by task ({', '.join(ALL_TASKS)})"]
     problems = []
@@ -97,7 +152,7 @@ def _check_tasks(tasks: Any, *, where: str, ks: list[int] | None) -> list[str]:
         if not isinstance(values, Mapping):
             problems.append(f"{at} must be an object")
             continue
-        metrics = [key for key in values if key not in COUNTS]
+        metrics = [key for key in values if key not in COUNTS and not (ci and key == "ci")]
         problems += [f"{at}.{key} is not a canonical metric key (R@K or MRR@K)"
                      for key in metrics if not _METRIC_KEY.match(key)]
         problems += [f"{at}.{key} = {values[key]!r}: must be a number in [0, 100]"
@@ -124,7 +179,7 @@ def _check_file_ref(ref: Any, where: str, *, extra: tuple[str, ...] = ()) -> lis
     path = ref.get("path")
     if not isinstance(path, str) or not path:
         problems.append(f"{where}.path must be a non-empty string")
-    elif path.startswith("/") or "\\" in path or ".." in path.split("/"):
+    elif relative_problem(path):
         problems.append(f"{where}.path {path!r} must be relative to the directory holding "
                         "leaderboards/, in POSIX form, without '..'")
     if not isinstance(ref.get("sha256"), str) or not _SHA256.match(ref["sha256"]):
@@ -146,8 +201,21 @@ def _check_document(data: Mapping[str, Any], schema: str, what: str, fields: set
     return problems
 
 
+def _check_test_set(value: Any, where: str) -> list[str]:
+    """``{"items": {"P": n, "V": n, "L": n}, "products": n}``: what an entry was computed on."""
+    if not isinstance(value, Mapping):
+        return [f"{where!r} must be an object with 'items' and 'products'"]
+    problems = [f"{where}.{key} is not a known field" for key in value if key not in ("items", "products")]
+    items = value.get("items")
+    if not isinstance(items, Mapping) or not all(k in DOMAINS and _is_count(v) for k, v in items.items()):
+        problems.append(f"{where}.items must map domains ({', '.join(DOMAINS)}) to item counts")
+    if value.get("products") is not None and not _is_count(value["products"]):
+        problems.append(f"{where}.products must be a count or null")
+    return problems
+
+
 def check_entry(entry: Any) -> list[str]:
-    """All schema problems of one leaderboard entry (DESIGN §5)."""
+    """All schema problems of one leaderboard entry."""
     if not isinstance(entry, Mapping):
         return ["an entry must be a JSON object"]
     problems = _check_document(entry, ENTRY_SCHEMA, "an entry", _ENTRY_KEYS,
@@ -155,8 +223,10 @@ def check_entry(entry: Any) -> list[str]:
     for key in ("name", "suite"):
         if isinstance(entry.get(key), str) and not NAME_PATTERN.match(entry[key]):
             problems.append(f"{key!r} {entry[key]!r} must match {NAME_PATTERN.pattern}")
+    problems += text_problems(entry.get("label"), "label", limit=MAX_LABEL)
     if "label_latex" in entry:
         _nonempty_str(entry, "label_latex", problems)
+        problems += latex_problems(entry["label_latex"])
     kind = entry.get("kind")
     if kind == "computed":
         problems += check_protocol(entry.get("protocol"))
@@ -166,6 +236,10 @@ def check_entry(entry: Any) -> list[str]:
             problems += _check_file_ref(entry["manifest"], "manifest")
         elif "manifest" not in entry:
             problems.append("'manifest' is missing (null for a self-labelled submission)")
+        if "per_query" in entry:
+            problems += _check_file_ref(entry["per_query"], "per_query")
+        if "test_set" in entry:
+            problems += _check_test_set(entry["test_set"], "test_set")
         protocol = entry.get("protocol")
         ks = protocol.get("ks") if isinstance(protocol, Mapping) else None
         # Without usable ks (a protocol problem, reported) the values are checked, not the keys.
@@ -173,12 +247,48 @@ def check_entry(entry: Any) -> list[str]:
         problems += _check_tasks(entry.get("results"), where="results", ks=ks if usable else None)
     elif kind == "published":
         problems += [f"{key!r} is only for computed entries: a published entry cannot be "
-                     "recomputed" for key in ("submission", "manifest") if key in entry]
+                     "recomputed" for key in ("submission", "manifest", "per_query", "test_set") if key in entry]
         if "protocol" in entry:
             problems += check_protocol(entry["protocol"], partial=True)
         problems += _check_tasks(entry.get("results"), where="results", ks=None)
     else:
         problems.append(f"'kind' is {kind!r}: must be 'published' or 'computed'")
+    return problems
+
+
+def declaration_problems(suite: Mapping[str, Any]) -> list[str]:
+    """Problems of what a suite declares it is about: ``manifest`` (``{"path", "sha256"}``, path
+    optional for a manifest kept elsewhere, or null), ``items`` per domain and ``products``.
+    A suite must declare its manifest's sha256, or both ``items`` and ``products``."""
+    problems = []
+    manifest = suite.get("manifest")
+    if isinstance(manifest, str):
+        problems.append(f"'manifest' is the path {manifest!r} without its sha256: declare "
+                        f'{{"path": "{manifest}", "sha256": "<sha256sum of the file>"}} so a changed '
+                        "manifest cannot pass unnoticed")
+    elif manifest is not None:
+        if not isinstance(manifest, Mapping):
+            problems.append("'manifest' must be null or an object with 'sha256' (and 'path')")
+        else:
+            problems += [f"manifest.{key} is not a known field" for key in manifest if key not in ("path", "sha256")]
+            if not isinstance(manifest.get("sha256"), str) or not _SHA256.match(manifest["sha256"]):
+                problems.append("manifest.sha256 must be 64 lower-case hex digits")
+            path = manifest.get("path")
+            if path is not None and (not isinstance(path, str) or relative_problem(path)):
+                problems.append(f"manifest.path {path!r} must be relative to the directory holding "
+                                "leaderboards/, in POSIX form, without '..'")
+    items, products = suite.get("items"), suite.get("products")
+    if items is not None and (not isinstance(items, Mapping) or set(items) != set(DOMAINS)
+                              or not all(_is_count(v) for v in items.values())):
+        problems.append(f"'items' must map each domain ({', '.join(DOMAINS)}) to its number of items")
+    if products is not None and not (_is_count(products) and products > 0):
+        problems.append("'products' must be the (positive) number of products")
+    if (items is None) != (products is None):
+        problems.append("'items' and 'products' are declared together")
+    if not isinstance(manifest, Mapping) and (items is None or products is None) and not problems:
+        problems.append("the suite declares nothing about its test set: give 'manifest' "
+                        '({"path", "sha256"}) or \'items\' and \'products\' (create suites with '
+                        "`ropebench leaderboard init`)")
     return problems
 
 
@@ -188,10 +298,17 @@ def check_suite(suite: Any) -> list[str]:
         return ["a suite file must be a JSON object"]
     problems = _check_document(suite, SUITE_SCHEMA, "a suite", _SUITE_KEYS,
                                ("name", "title", "label_column"))
+    if isinstance(suite.get("name"), str) and not NAME_PATTERN.match(suite["name"]):
+        problems.append(f"'name' {suite['name']!r} must match {NAME_PATTERN.pattern}")
+    for key in ("title", "label_column"):
+        problems += text_problems(suite.get(key), key, limit=MAX_LABEL)
     entries = suite.get("entries")
     if (not isinstance(entries, list) or not all(isinstance(e, str) for e in entries)
             or len(set(entries)) != len(entries)):
         problems.append("'entries' must be a list of distinct entry names (the row order)")
+    else:
+        problems += [f"'entries' has {e!r}: an entry name is a file name in this directory and must match "
+                     f"{NAME_PATTERN.pattern} (no '/', no '..')" for e in entries if not NAME_PATTERN.match(e)]
     captions = suite.get("captions", {})
     if not isinstance(captions, Mapping) or not all(
             key in ("1", "2") and isinstance(value, str) for key, value in captions.items()):
@@ -202,14 +319,12 @@ def check_suite(suite: Any) -> list[str]:
                                            for m in metrics)):
         problems.append("'metrics' must be a list of canonical metric keys such as 'R@1'")
     problems += check_protocol(suite.get("protocol"), partial=True)
-    manifest = suite.get("manifest")
-    if manifest is not None and (not isinstance(manifest, str) or not manifest):
-        problems.append("'manifest' must be null or the path of the suite's manifest")
+    problems += declaration_problems(suite)
     return problems
 
 
 def check_results(results: Any) -> list[str]:
-    """All problems of a results file (DESIGN §4) as ``leaderboard add`` needs it."""
+    """All problems of a results file as ``leaderboard add`` needs it."""
     if not isinstance(results, Mapping):
         return ["a results file must be a JSON object"]
     problems = []
@@ -229,5 +344,5 @@ def check_results(results: Any) -> list[str]:
         problems.append("'manifest' must be null or record the manifest's 'path' and 'sha256'")
     ks = protocol.get("ks") if isinstance(protocol, Mapping) else None
     if isinstance(ks, list) and ks and all(_is_count(k) and k > 0 for k in ks):
-        problems += _check_tasks(results.get("tasks"), where="tasks", ks=ks)
+        problems += _check_tasks(results.get("tasks"), where="tasks", ks=ks, ci=True)
     return problems

@@ -1,19 +1,20 @@
-"""The leaderboard's files: finding the root, loading suites and entries, adding an entry.
+"""The leaderboard's files: finding the root, loading suites and their entries.
 
-Layout (paths inside entries are relative to ``base``, the directory that holds ``leaderboards/``)::
+Layout (paths inside entries are relative to ``base``, the directory that holds the root)::
 
-    leaderboards/README.md              schema, how to submit, and one generated block per suite
-    leaderboards/<suite>/suite.json     entry order, label column, captions, expected protocol
-    leaderboards/<suite>/<entry>.json   one entry (schema ropebench.entry/1)
+    leaderboards/README.md                      how to submit, and one generated block per suite
+    leaderboards/<suite>/suite.json             entry order, label column, captions, protocol, test set
+    leaderboards/<suite>/<entry>.json           one entry (schema ropebench.entry/1)
+    leaderboards/<suite>/<entry>.per_query.parquet   a computed entry's per-query table (optional)
 
-The rendered leaderboard of a suite is the block of ``leaderboards/README.md`` between
-``<!-- BEGIN ropebench leaderboard: <suite> ... -->`` and ``<!-- END ropebench leaderboard:
-<suite> -->``; ``add`` and ``render`` rewrite it, ``verify`` compares it byte for byte.
+Loading reads under the root's shared lock, through an unfinished commit's journal (see
+:mod:`ropebench.leaderboard.transaction`), only inside the root and only regular files. A file
+of the suite's directory that ``suite.json`` does not list (an *orphan*) does not stop the
+suite from loading: it is listed in :attr:`Suite.orphans`, and ``verify`` reports it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Mapping
@@ -22,62 +23,125 @@ from pathlib import Path
 from typing import Any
 
 import ropebench
-from ropebench.leaderboard.schema import ENTRY_SCHEMA, NAME_PATTERN, check_entry, check_results, check_suite
 from ropebench.errors import DataError, UsageError
-from ropebench.io.files import atomic_write_text, sha256_file
+from ropebench.leaderboard import paths
+from ropebench.leaderboard.schema import NAME_PATTERN, check_entry, check_suite
+from ropebench.leaderboard.transaction import pending, shared
 from ropebench.render.tables import DEFAULT_METRICS, Table, matrix_table, task_table
 
 __all__ = ["Suite", "find_root", "suite_names", "load_suite", "read_suite", "suite_tables", "entry_matrix",
-           "add_entry", "read_json", "manifest_problems", "README", "SUITE_FILE"]
+           "read_json", "base_of", "README", "SUITE_FILE", "PER_QUERY_SUFFIX", "View", "check_suite_name"]
 
 README = "README.md"
 SUITE_FILE = "suite.json"
+PER_QUERY_SUFFIX = ".per_query.parquet"
 
 
-def find_root(root: str | os.PathLike[str] | None = None) -> Path:
+def find_root(root: str | os.PathLike[str] | None = None, *, for_writing: bool = False) -> Path:
     """The ``leaderboards`` directory: ``root`` if given, else ``./leaderboards`` when the current
     directory has one, else the copy beside the package's source checkout (an editable install),
-    else ``<sys.prefix>/share/ropebench/leaderboards``."""
+    else (for reading only) ``<sys.prefix>/share/ropebench/leaderboards``.
+
+    ``for_writing``: the copy installed with the package is never changed; a lab keeps its own
+    root (``ropebench leaderboard init SUITE --root DIR``).
+    """
     if root is not None:
         path = Path(root)
         if not path.is_dir():
-            raise UsageError(f"--root {root}: no such directory (pass the leaderboards/ directory)")
+            raise UsageError(f"--root {root}: no such directory (pass the leaderboards/ directory, or "
+                             "create one with `ropebench leaderboard init SUITE --root DIR`)")
         return path
-    candidates = [Path("leaderboards"),
-                  Path(ropebench.__file__).resolve().parents[1] / "leaderboards",
-                  Path(sys.prefix) / "share" / "ropebench" / "leaderboards"]
+    candidates = [Path("leaderboards"), Path(ropebench.__file__).resolve().parents[1] / "leaderboards"]
+    if not for_writing:
+        candidates.append(Path(sys.prefix) / "share" / "ropebench" / "leaderboards")
     for path in candidates:
         if (path / README).is_file() or any(path.glob(f"*/{SUITE_FILE}")):
             return path
+    if for_writing:
+        raise UsageError("no leaderboards/ directory here to change (the copy installed with ropebench is "
+                         "read-only): run from your repository, pass --root DIR, or create a suite of your "
+                         "own with `ropebench leaderboard init SUITE --root DIR`")
     raise UsageError("no leaderboards/ directory found (looked in ./leaderboards, beside the "
                      "ropebench source and in <prefix>/share/ropebench): run from a ropebench "
                      "checkout or pass --root DIR")
 
 
-def read_json(path: Path) -> Any:
-    """Parse a JSON file; DataError naming the file and the position on failure."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: not valid JSON ({error})") from None
-    except OSError as error:  # a directory, no permission, ...
-        raise DataError(f"{path}: cannot be read ({error.strerror or error})") from None
+def base_of(root: Path) -> Path:
+    """The directory holding the root: paths inside entries are relative to it."""
+    return Path(os.path.abspath(root)).parent
 
 
-def _dumps(data: Any) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Parse a JSON file (a regular file, at most 64 MiB, not nested absurdly deep); DataError
+    naming the file and the position on failure."""
+    return paths.read_json(path)
+
+
+def check_suite_name(name: str) -> None:
+    """UsageError unless ``name`` can be a suite (a directory of the root: no '/', no '..')."""
+    if not NAME_PATTERN.match(name):
+        raise UsageError(f"suite {name!r}: a suite name is a directory name of lower-case letters, digits, "
+                         "'.', '_' and '-' (starting with a letter or digit)")
+
+
+class View:
+    """The root as readers see it: through an unfinished commit's journal, inside the root only."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.moves = pending(root)
+
+    def source(self, path: Path) -> Path | None:
+        """Where the current content of ``path`` is (None: it does not exist)."""
+        if path in self.moves:
+            temp = self.moves[path]
+            if temp is None:
+                return None
+            if temp.exists():
+                return temp
+        return path if os.path.lexists(path) else None
+
+    def exists(self, path: Path) -> bool:
+        return self.source(path) is not None
+
+    def read_json(self, path: Path, what: str) -> Any:
+        source = self.source(path)
+        if source is None:
+            raise DataError(f"{path}: no such file")
+        paths.confined(path, self.root, what)
+        return paths.read_json(source, what=what, top=self.root)
+
+    def read_text(self, path: Path, what: str) -> str | None:
+        source = self.source(path)
+        if source is None:
+            return None
+        paths.confined(path, self.root, what)
+        data = paths.read_bytes(source, what, limit=None)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+    def names(self, directory: Path) -> set[str]:
+        """File names in ``directory``, pending additions included and deletions excluded."""
+        try:
+            found = {p.name for p in directory.iterdir()}
+        except OSError:
+            found = set()
+        found |= {t.name for t, temp in self.moves.items() if t.parent == directory and temp is not None}
+        return {name for name in found if self.exists(directory / name)}
 
 
 @dataclass(frozen=True)
 class Suite:
-    """A suite as loaded: its spec (suite.json) and its entries in declared order."""
+    """A suite as loaded: its spec (suite.json), its entries in declared order, and the files of
+    its directory that suite.json does not list (orphans, reported by verify)."""
 
     name: str
     directory: Path
     spec: Mapping[str, Any]
     entries: tuple[Mapping[str, Any], ...]
+    orphans: tuple[str, ...] = ()
 
     @property
     def label_column(self) -> str:
@@ -97,18 +161,37 @@ class Suite:
 
 def suite_names(root: Path) -> list[str]:
     """Every suite under ``root`` (a directory holding suite.json), sorted."""
-    return sorted(path.parent.name for path in root.glob(f"*/{SUITE_FILE}"))
+    view = View(root)
+    try:
+        directories = [d for d in root.iterdir() if NAME_PATTERN.match(d.name)]
+    except OSError:
+        return []
+    return sorted(d.name for d in directories if view.exists(d / SUITE_FILE))
 
 
-def read_suite(root: Path, name: str) -> tuple[Suite | None, list[str]]:
-    """Load a suite, collecting every problem instead of stopping at the first."""
+def _orphans(view: View, directory: Path, listed: list[str], where: Path) -> list[str]:
+    wanted = {f"{n}.json" for n in listed} | {f"{n}{PER_QUERY_SUFFIX}" for n in listed} | {SUITE_FILE}
+    return [f"{directory / name}: not listed in {where} 'entries' (left by an interrupted change or copied "
+            "by hand): add its name to 'entries' or delete the file"
+            for name in sorted(view.names(directory))
+            if (name.endswith(".json") or name.endswith(PER_QUERY_SUFFIX)) and not name.startswith(".")
+            and name not in wanted]
+
+
+def read_suite(root: Path, name: str, *, view: View | None = None) -> tuple[Suite | None, list[str]]:
+    """Load a suite, collecting every problem instead of stopping at the first (orphan files are
+    not problems here: they are in the returned suite's ``orphans``)."""
+    if view is None:
+        with shared(root):
+            return read_suite(root, name, view=View(root))
+    check_suite_name(name)
     directory = root / name
     spec_path = directory / SUITE_FILE
-    if not spec_path.is_file():
+    if not view.exists(spec_path):
         return None, [f"{spec_path}: no such suite file (known suites: "
                       f"{', '.join(suite_names(root)) or 'none'})"]
     try:
-        spec = read_json(spec_path)
+        spec = view.read_json(spec_path, "suite file")
     except DataError as error:
         return None, [str(error)]
     problems = [f"{spec_path}: {p}" for p in check_suite(spec)]
@@ -120,7 +203,7 @@ def read_suite(root: Path, name: str) -> tuple[Suite | None, list[str]]:
     for entry_name in spec["entries"]:
         path = directory / f"{entry_name}.json"
         try:
-            entry = read_json(path)
+            entry = view.read_json(path, "entry file")
         except DataError as error:
             problems.append(str(error) + f" (listed in {spec_path})")
             continue
@@ -132,21 +215,24 @@ def read_suite(root: Path, name: str) -> tuple[Suite | None, list[str]]:
         problems += found
         if not found:
             entries.append(entry)
-    listed = {f"{n}.json" for n in spec["entries"]} | {SUITE_FILE}
-    problems += [f"{path}: not listed in {spec_path} 'entries'"
-                 for path in sorted(directory.glob("*.json")) if path.name not in listed]
     labels = [entry["label"] for entry in entries]
     problems += [f"{spec_path}: label {label!r} is used by more than one entry"
                  for label in sorted(set(labels)) if labels.count(label) > 1]
-    return Suite(name, directory, spec, tuple(entries)), problems
+    orphans = _orphans(view, directory, spec["entries"], spec_path)
+    return Suite(name, directory, spec, tuple(entries), tuple(orphans)), problems
 
 
-def load_suite(root: Path, name: str) -> Suite:
-    """Load a suite; DataError listing every problem when anything is invalid."""
-    if not (root / name / SUITE_FILE).is_file():
+def load_suite(root: Path, name: str, *, view: View | None = None) -> Suite:
+    """Load a suite; DataError listing every problem when anything is invalid (orphan files of
+    its directory are not: they stay out of the tables and ``verify`` reports them)."""
+    check_suite_name(name)
+    if view is None:
+        with shared(root):
+            return load_suite(root, name, view=View(root))
+    if not view.exists(root / name / SUITE_FILE):
         raise UsageError(f"unknown suite {name!r} in {root}: known suites are "
                          f"{', '.join(suite_names(root)) or 'none'}")
-    suite, problems = read_suite(root, name)
+    suite, problems = read_suite(root, name, view=view)
     if problems or suite is None:
         raise DataError(f"suite {name!r} is invalid:\n  - " + "\n  - ".join(problems))
     return suite
@@ -166,137 +252,3 @@ def entry_matrix(suite: Suite, entry: Mapping[str, Any], metric: str) -> Table:
     """The 3×3 domain matrix of one entry."""
     return matrix_table(entry["results"], metric=metric, entry=entry["name"],
                         label=entry["label"], label_column=suite.label_column, key=suite.name)
-
-
-# ------------------------------------------------------------------------------------- add
-
-
-def _locate(recorded: str, override: str | None, results_path: Path, what: str) -> Path:
-    """The file a results file refers to: ``override``, else its recorded path taken as is,
-    relative to the current directory, then to the results file's directory."""
-    candidates = [Path(override)] if override else [Path(recorded), results_path.parent / recorded]
-    for path in candidates:
-        if path.exists():
-            return path
-    option = f"--{what}"
-    raise DataError(f"{results_path}: {what} {recorded!r} not found (tried "
-                    f"{', '.join(map(str, candidates))}); pass {option} PATH")
-
-
-def _relative(path: Path, base: Path, what: str) -> str:
-    try:
-        return path.resolve().relative_to(base.resolve()).as_posix()
-    except ValueError:
-        raise DataError(f"{what} {path} is outside {base.resolve()}, the directory holding "
-                        "leaderboards/: copy it there (verify re-evaluates it from its path) "
-                        f"and pass --{what} with the copy") from None
-
-
-def add_entry(
-    results_path: str | os.PathLike[str],
-    *,
-    root: Path,
-    suite: str,
-    name: str,
-    label: str,
-    description: str = "",
-    source: str | None = None,
-    label_latex: str | None = None,
-    submission: str | None = None,
-    manifest: str | None = None,
-    force: bool = False,
-) -> Path:
-    """Add (or with ``force`` replace) a computed entry from a results file; return its path.
-
-    Refuses, naming the field: a results file that is not valid, a protocol other than the
-    suite's (metric, ties, ks, non-exact search), a manifest other than the suite's (sha256),
-    referenced files that changed since evaluation or lie outside the repository.
-    """
-    results_path = Path(results_path)
-    spec = load_suite(root, suite)
-    if not NAME_PATTERN.match(name):
-        raise UsageError(f"--name {name!r}: use lower-case letters, digits, '.', '_' and '-'")
-    if not label.strip():
-        raise UsageError("--label must not be empty: it is the row label in the tables")
-    target = spec.directory / f"{name}.json"
-    if target.exists() and not force:
-        raise UsageError(f"{target} exists: pass --force to replace entry {name!r} of {suite!r}")
-    results = read_json(results_path)
-    problems = check_results(results)
-    if problems:
-        raise DataError(f"{results_path}: not a usable results file:\n  - "
-                        + "\n  - ".join(problems))
-    problems = [f"protocol.{key}: the results have {results['protocol'].get(key)!r}, suite "
-                f"{suite!r} requires {want!r}"
-                for key, want in spec.spec["protocol"].items()
-                if results["protocol"].get(key) != want]
-    if results["protocol"].get("search") != "exact" and "search" not in spec.spec["protocol"]:
-        problems.append(f"protocol.search: the results have {results['protocol'].get('search')!r}; "
-                        "leaderboard entries need exact search")
-    clash = [e["name"] for e in spec.entries if e["label"] == label and e["name"] != name]
-    if clash:
-        # Checked before anything is written: a duplicate label would leave a suite that no
-        # longer loads (the entry file and suite.json written, the rendering refused).
-        problems.append(f"label {label!r} is already used by entry {clash[0]!r}: choose another --label")
-    base = root.parent
-    files: dict[str, dict[str, Any] | None] = {"manifest": None}
-    for what, override in (("submission", submission), ("manifest", manifest)):
-        recorded = results[what]
-        if recorded is None:
-            continue
-        path = _locate(str(recorded["path"]), override, results_path, what)
-        digest = sha256_file(path)
-        if digest != recorded["sha256"]:
-            problems.append(f"{what} {path}: sha256 on disk {digest} differs from "
-                            f"{recorded['sha256']} in the results: re-run evaluate")
-        extra = {k: recorded[k] for k in ("n_items", "dim", "dtype") if k in recorded}
-        files[what] = {"path": _relative(path, base, what), "sha256": digest, **extra}
-    problems += manifest_problems(spec, base, files["manifest"], replacing=name)
-    if problems:
-        raise DataError(f"{results_path}: cannot be added to suite {suite!r}:\n  - "
-                        + "\n  - ".join(problems))
-    version = results.get("ropebench_version", ropebench.__version__)
-    entry: dict[str, Any] = {
-        "schema": ENTRY_SCHEMA, "name": name, "label": label,
-        **({"label_latex": label_latex} if label_latex else {}),
-        "suite": suite, "description": description or f"{label} ({name})",
-        "source": source or f"computed by ropebench {version}", "kind": "computed",
-        "protocol": results["protocol"], "submission": files["submission"],
-        "manifest": files["manifest"], "ropebench_version": version,
-        "created": results.get("created", ""), "results": results["tasks"],
-    }
-    if not entry["created"]:
-        del entry["created"]
-    atomic_write_text(target, _dumps(entry))
-    if name not in spec.spec["entries"]:
-        atomic_write_text(spec.directory / SUITE_FILE,
-                          _dumps({**spec.spec, "entries": [*spec.spec["entries"], name]}))
-    from ropebench.leaderboard.readme import render_readme
-
-    render_readme(root, [suite])
-    return target
-
-
-def manifest_problems(suite: Suite, base: Path, manifest: Mapping[str, Any] | None,
-                       *, replacing: str | None = None) -> list[str]:
-    """A computed entry must use the suite's manifest: the declared file, or, when the suite
-    declares none, the manifest of its other computed entries."""
-    got = manifest["sha256"] if manifest else None
-    declared = suite.spec.get("manifest")
-    if declared:
-        path = base / declared
-        want = sha256_file(path) if path.exists() else None
-        if want is None:
-            return [f"suite {suite.name!r} declares manifest {declared}, which does not exist"]
-        if got != want:
-            return [f"manifest: the results were evaluated against sha256 {got}, suite "
-                    f"{suite.name!r} uses {declared} (sha256 {want})"]
-        return []
-    others = {e["manifest"]["sha256"] if e.get("manifest") else None: e["name"]
-              for e in suite.entries if e["kind"] == "computed" and e["name"] != replacing}
-    if others and got not in others:
-        return [f"manifest: sha256 {got} differs from the manifest of entry "
-                f"{next(iter(others.values()))!r} of suite {suite.name!r}"]
-    return []
-
-

@@ -1,5 +1,14 @@
 """``ropebench leaderboard verify``: every entry checked, computed entries re-evaluated, the
-rendered leaderboard compared byte for byte."""
+rendered leaderboard compared byte for byte.
+
+What is checked, per suite: the suite file and every entry against the schema; files of the
+suite's directory that ``suite.json`` does not list (orphans); the suite's declared manifest
+(its sha256); for every computed entry, the test set it was computed on against the suite's
+declaration, its files (inside the directory holding the root, regular, sha256), its stored
+per-query file (sha256, one row per scored query, per-task means equal to the stored numbers),
+and a re-evaluation that must reproduce every stored cell within one query's worth and every
+count exactly; finally the README block against a fresh rendering.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +18,27 @@ from pathlib import Path
 from typing import Any
 
 import ropebench
-from ropebench.errors import UsageError
+from ropebench.errors import DataError, UsageError
 from ropebench.io.files import sha256_file
+from ropebench.leaderboard import paths
+from ropebench.leaderboard.integrity import ComputedOn, items_from_tasks, labels_summary, test_set_problems
 from ropebench.leaderboard.readme import rendered_block
 from ropebench.leaderboard.schema import COUNTS
-from ropebench.leaderboard.store import README, SUITE_FILE, manifest_problems, read_suite, suite_names
+from ropebench.leaderboard.store import (
+    README,
+    SUITE_FILE,
+    Suite,
+    View,
+    base_of,
+    check_suite_name,
+    read_suite,
+    suite_names,
+)
+from ropebench.leaderboard.transaction import shared
 
 __all__ = ["VerifyReport", "verify"]
+
+_MEAN_TOLERANCE = 1e-6  # per-query means against stored numbers: the same floats, summed in another order
 
 
 @dataclass
@@ -28,6 +51,7 @@ class VerifyReport:
     computed: int = 0
     cells: int = 0
     counts: int = 0
+    per_query: int = 0
 
     @property
     def ok(self) -> bool:
@@ -38,7 +62,8 @@ class VerifyReport:
                 f"re-evaluated, {self.entries - self.computed} published schema-checked); "
                 f"{self.cells} metric cells re-checked within one query's worth "
                 f"(100/n_queries percentage points) and {self.counts} counts exactly; "
-                "rendered leaderboards up to date")
+                + (f"{self.per_query} per-query file(s) checked; " if self.per_query else "")
+                + "test sets as declared; rendered leaderboards up to date")
 
 
 def _api_evaluate() -> Any:
@@ -46,31 +71,123 @@ def _api_evaluate() -> Any:
     return ropebench.evaluate
 
 
-def _recheck(entry: Mapping[str, Any], base: Path, where: str, report: VerifyReport) -> None:
+def _data_file(ref: Mapping[str, Any], base: Path, top: Path, what: str, where: str,
+               report: VerifyReport) -> Path | None:
+    """The checked path of a file an entry refers to, or None (problem reported)."""
+    path = base / ref["path"]
+    try:
+        paths.confined(path, top, what)
+        if not path.exists():
+            report.problems.append(
+                f"{where}: {what} {ref['path']} is not at {path} (verify re-evaluates computed entries from "
+                f"their files, found relative to {base}, the directory holding the leaderboard). Fix: put "
+                f"the file there (sha256 {ref['sha256']}), or run verify where it is")
+            return None
+        paths.check_regular(path, what, directory_ok=what == "submission")
+        digest = sha256_file(path)
+    except DataError as error:
+        report.problems.append(f"{where}: {error}")
+        return None
+    if digest != ref["sha256"]:
+        report.problems.append(f"{where}: {what} {ref['path']} sha256 mismatch: entry records "
+                               f"{ref['sha256']}, file has {digest}")
+        return None
+    return path
+
+
+def _check_per_query(entry: Mapping[str, Any], path: Path, where: str, report: VerifyReport) -> None:
+    """The stored per-query table must hold one row per scored query, with the stored means."""
+    import pyarrow.compute as pc
+
+    from ropebench.io.parquet import read_parquet
+
+    try:
+        table = read_parquet(path)
+    except DataError as error:
+        report.problems.append(f"{where}: {error}")
+        return
+    report.per_query += 1
+    if "task" not in table.column_names:
+        report.problems.append(f"{where}: per-query file {path} has no 'task' column")
+        return
+    for task, stored in entry["results"].items():
+        rows = table.filter(pc.equal(table.column("task"), task))
+        if rows.num_rows != stored["n_queries"]:
+            report.problems.append(f"{where}: per-query file: {task} has {rows.num_rows} rows, the entry "
+                                   f"{stored['n_queries']} scored queries")
+            continue
+        for key, value in stored.items():
+            if key in COUNTS or key not in rows.column_names or value is None:
+                continue
+            mean = pc.mean(rows.column(key)).as_py()
+            if mean is None or abs(mean - value) > _MEAN_TOLERANCE:
+                report.problems.append(f"{where}: per-query file: {task} {key} averages {mean}, the entry "
+                                       f"stores {value}")
+
+
+def _test_set(suite: Suite, entry: Mapping[str, Any], labels: Path | None, where: str,
+              report: VerifyReport) -> None:
+    items, problems = items_from_tasks(entry["results"])
+    products = None
+    if labels is not None:
+        try:
+            _, products = labels_summary(labels, "manifest" if entry.get("manifest") else "submission")
+        except DataError as error:
+            problems.append(str(error))
+    recorded = entry.get("test_set")
+    if recorded is not None and products is not None and recorded.get("products") != products:
+        problems.append(f"test_set.products: the entry records {recorded.get('products')}, its files have "
+                        f"{products}")
+    if recorded is not None and products is None:
+        products = recorded.get("products")
+    manifest = entry.get("manifest")
+    facts = ComputedOn(items=items, products=products, manifest_sha256=manifest["sha256"] if manifest else None)
+    problems += test_set_problems(suite.name, suite.spec, facts, who=f"entry {entry['name']!r}")
+    report.problems += [f"{where}: {p}" for p in problems]
+
+
+def _published(suite: Suite, entry: Mapping[str, Any], where: str, report: VerifyReport) -> None:
+    """A published entry that prints counts must print those of the suite's test set."""
+    items, problems = items_from_tasks(entry["results"])
+    if items and suite.spec.get("items") is not None:
+        problems += test_set_problems(suite.name, {**suite.spec, "manifest": None}, ComputedOn(items=items),
+                                      who=f"entry {entry['name']!r}")
+    report.problems += [f"{where}: {p}" for p in problems]
+
+
+def _suite_manifest(suite: Suite, base: Path, report: VerifyReport) -> None:
+    manifest = suite.spec.get("manifest")
+    if not isinstance(manifest, Mapping) or not manifest.get("path"):
+        return
+    _data_file(manifest, base, base, "manifest", f"{suite.name} (suite.json)", report)
+
+
+def _recheck(suite: Suite, entry: Mapping[str, Any], root: Path, where: str, report: VerifyReport) -> None:
     """Check the files of a computed entry, re-evaluate it and compare every cell."""
-    paths, usable = {}, True
+    base = base_of(root)
+    found: dict[str, Path] = {}
+    usable = True
     for what in ("submission", "manifest"):
         ref = entry.get(what)
         if ref is None:
             continue
-        path = base / ref["path"]
-        if not path.exists():
-            report.problems.append(f"{where}: {what} {ref['path']} does not exist")
-            usable = False
-            continue
-        digest = sha256_file(path)
-        if digest != ref["sha256"]:
-            report.problems.append(f"{where}: {what} {ref['path']} sha256 mismatch: entry "
-                                   f"records {ref['sha256']}, file has {digest}")
-            usable = False
-        paths[what] = path
+        path = _data_file(ref, base, base, what, where, report)
+        usable &= path is not None
+        if path is not None:
+            found[what] = path
+    labels = found.get("manifest") if entry.get("manifest") else found.get("submission")
+    _test_set(suite, entry, labels, where, report)
+    if entry.get("per_query"):
+        path = _data_file(entry["per_query"], base, root, "per-query file", where, report)
+        if path is not None:
+            _check_per_query(entry, path, where, report)
     if not usable:
         return  # numbers from other files would say nothing about this entry
     protocol = entry["protocol"]
     try:
         fresh = _api_evaluate()(
-            str(paths["submission"]), manifest=str(paths["manifest"]) if "manifest" in paths
-            else None, metric=protocol["metric"], ties=protocol["ties"], ks=tuple(protocol["ks"]),
+            str(found["submission"]), manifest=str(found["manifest"]) if "manifest" in found else None,
+            metric=protocol["metric"], ties=protocol["ties"], ks=tuple(protocol["ks"]),
             tasks=list(entry["results"])).to_json()
     except ropebench.RopebenchError as error:
         report.problems.append(f"{where}: re-evaluation failed: {error}")
@@ -89,8 +206,7 @@ def _recheck(entry: Mapping[str, Any], base: Path, where: str, report: VerifyRep
             if key in COUNTS:
                 report.counts += 1
                 if again.get(key) != value:
-                    report.problems.append(f"{where}: {task} {key}: stored {value}, "
-                                           f"recomputed {again.get(key)}")
+                    report.problems.append(f"{where}: {task} {key}: stored {value}, recomputed {again.get(key)}")
                 continue
             report.cells += 1
             if again.get(key) is None or abs(again[key] - value) > tolerance * (1 + 1e-9):
@@ -101,44 +217,51 @@ def _recheck(entry: Mapping[str, Any], base: Path, where: str, report: VerifyRep
 
 
 def verify(root: Path, names: Sequence[str] | None = None) -> VerifyReport:
-    """Check suites (default: all): schema, files and sha256, re-evaluation of computed entries,
-    and the README's rendered blocks. Published entries are never re-evaluated."""
+    """Check suites (default: all): schema, orphans, test sets, files and sha256, per-query files,
+    re-evaluation of computed entries, and the README's rendered blocks. Published entries are
+    never re-evaluated."""
     report = VerifyReport()
-    unknown = [n for n in names or () if not (root / n / SUITE_FILE).is_file()]
-    if unknown:  # bad input, not a failed check: exit 2 rather than 1
-        raise UsageError(f"unknown suite {', '.join(map(repr, unknown))}: known suites are "
-                         f"{', '.join(suite_names(root)) or 'none'}")
-    if not names:
-        names = suite_names(root)
-        report.problems += [f"{d}: a directory without {SUITE_FILE}" for d in sorted(root.iterdir())
-                            if d.is_dir() and not (d / SUITE_FILE).exists()]
+    for name in names or ():
+        check_suite_name(name)
+    with shared(root):  # a consistent snapshot; the slow re-evaluation runs after the lock is released
+        view = View(root)
+        known = suite_names(root)
+        unknown = [n for n in names or () if n not in known]
+        if unknown:  # bad input, not a failed check: exit 2 rather than 1
+            raise UsageError(f"unknown suite {', '.join(map(repr, unknown))}: known suites are "
+                             f"{', '.join(known) or 'none'}")
         if not names:
-            report.problems.append(f"{root}: no suite (a directory with {SUITE_FILE})")
-    readme = root / README
-    text = readme.read_text(encoding="utf-8") if readme.is_file() else None
-    for name in names:
-        suite, problems = read_suite(root, name)
+            names = known
+            report.problems += [f"{d}: a directory without {SUITE_FILE}" for d in sorted(root.iterdir())
+                                if d.is_dir() and not d.name.startswith(".") and d.name not in known]
+            if not names:
+                report.problems.append(f"{root}: no suite (a directory with {SUITE_FILE})")
+        try:
+            text = view.read_text(root / README, "README")
+        except DataError as error:
+            report.problems.append(str(error))
+            text = ""
+        loaded = [(name, *read_suite(root, name, view=view)) for name in names]
+    for name, suite, problems in loaded:
         report.problems += problems
         if suite is None:
             continue
+        report.problems += list(suite.orphans)
         report.suites += 1
+        _suite_manifest(suite, base_of(root), report)
         for entry in suite.entries:
             report.entries += 1
             if entry["kind"] != "computed":
+                _published(suite, entry, f"{name}/{entry['name']}", report)
                 continue
             report.computed += 1
-            where = f"{name}/{entry['name']}"
-            report.problems += [f"{where}: {p}" for p in
-                                manifest_problems(suite, root.parent, entry["manifest"],
-                                                   replacing=entry["name"])]
-            _recheck(entry, root.parent, where, report)
+            _recheck(suite, entry, root, f"{name}/{entry['name']}", report)
         if problems:
             continue  # the fresh rendering would lack the broken entries anyway
-        fresh = rendered_block(suite)
         if text is None:
-            report.problems.append(f"{readme}: missing; run `ropebench leaderboard render`")
-        elif fresh not in text:
+            report.problems.append(f"{root / README}: missing; run `ropebench leaderboard render`")
+        elif rendered_block(suite) not in text:
             report.problems.append(
-                f"{readme}: the rendered leaderboard of suite {name!r} differs from a fresh "
+                f"{root / README}: the rendered leaderboard of suite {name!r} differs from a fresh "
                 "rendering (or is missing); run `ropebench leaderboard render` and commit it")
     return report
