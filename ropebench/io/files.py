@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import stat
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +55,7 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[str], None]
     the temporary file, so a reader never sees a half-written result or leaderboard file.
     """
     path = Path(path)
+    _refuse_special(path)
     writable_directory(path.parent)
     try:
         handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -97,26 +103,69 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     return ra == rb or rb in ra.parents or ra in rb.parents
 
 
+def _special_kind(path: Path) -> str | None:
+    """What an existing path that is neither a regular file nor absent is ("a directory",
+    "a character device", …); None for a regular file or a missing path."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return ("a named pipe" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode) else
+            "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+
+
+def _refuse_special(path: Path) -> None:
+    # Outputs are renamed over their target: over /dev/null (as root) that would replace the
+    # device node itself with a results file, and over a pipe it would silently unlink the pipe.
+    kind = _special_kind(path)
+    if kind is not None:
+        raise DataError(f"{path} is {kind}, not a regular file. Fix: name a regular file (or leave the option out)")
+
+
+def _unwritable_parent(path: Path) -> Path | None:
+    """The nearest existing ancestor directory of ``path`` when it cannot be written, else None
+    (nothing is created here: checking before the work must leave no trace)."""
+    parent = Path(os.path.abspath(path)).parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return parent
+    return None
+
+
 def check_output_paths(outputs: Mapping[str, str | os.PathLike[str] | None],
                        inputs: Mapping[str, str | os.PathLike[str] | None]) -> None:
-    """Refuse, before any work, an output path that is an input or another output.
+    """Refuse, before any work, an output path that is an input or another output, that is not
+    a regular file (a directory, a device such as ``/dev/null``, a pipe), or that lies in a
+    directory that cannot be written.
 
     Args:
         outputs: option name -> path (None = not written), e.g. ``{"--out": "r.json"}``.
         inputs: what each input is -> path, e.g. ``{"submission": "s.parquet"}``.
 
     Raises:
-        UsageError: naming both options and the path; nothing has been written.
+        UsageError: naming the options and the paths; nothing has been written.
     """
     problems = []
     given = [(name, path) for name, path in outputs.items() if path is not None]
     for name, path in given:
-        if Path(path).is_dir():
-            problems.append(f"{name} {path} is a directory. Fix: name a file")
+        kind = _special_kind(Path(path))
+        if kind is not None:
+            problems.append(f"{name} {path} is {kind}, not a regular file. Fix: name a regular file"
+                            + (" (or leave the option out to write nothing)" if kind != "a directory" else ""))
         for what, source in inputs.items():
             if source is not None and same_file(path, source):
                 problems.append(f"{name} {path} is the {what} {source}: writing it would destroy the input. "
                                 "Fix: choose another output path")
+        blocked = _unwritable_parent(Path(path))
+        if blocked is not None and kind is None:
+            why = "not a directory" if blocked.exists() and not blocked.is_dir() else "not writable"
+            problems.append(f"{name} {path}: cannot create this directory or write in it ({blocked} is {why}). "
+                            "Fix: choose a path in a writable directory")
     for i, (name, path) in enumerate(given):
         for other, other_path in given[i + 1:]:
             if same_file(path, other_path):
@@ -126,7 +175,14 @@ def check_output_paths(outputs: Mapping[str, str | os.PathLike[str] | None],
         raise UsageError("refused before any work, nothing written:\n  - " + "\n  - ".join(problems))
 
 
-def _temp_beside(path: Path) -> str:
+def _temp_beside(path: Path, created: list[Path]) -> str:
+    """A new empty temporary file in ``path``'s directory (created if needed; the directories
+    made are appended to ``created`` so a failure can remove them again)."""
+    _refuse_special(path)
+    missing = [parent for parent in reversed(path.parent.parents) if not parent.exists()]
+    if not path.parent.exists():
+        missing.append(path.parent)
+    created.extend(missing)
     writable_directory(path.parent)
     try:
         handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -140,51 +196,157 @@ def _temp_beside(path: Path) -> str:
     return tmp
 
 
-def write_files_together(writers: Sequence[tuple[str | os.PathLike[str], Callable[[str], None]]]) -> None:
-    """Write several files as one step: each ``write(tmp)`` fills a temporary file beside its
-    target; only when every one succeeded are they renamed, in the given order. On a failure
-    (including a failed rename) the temporary files are removed and targets already renamed
-    are put back as they were, so either every file is new or none is."""
-    temps: list[tuple[Path, str]] = []
+# The guardian: a tiny child process that outlives a killed writer. It is told each temporary
+# file as it is made, then "commit" once every one is complete, then "done". If its pipe closes
+# without "done" (the writer died, even by SIGKILL), it finishes the job: after "commit" it
+# renames every remaining temporary file into place (all of them are complete, so the new
+# state is whole); before "commit" it deletes them (the old state stays). Either way the
+# outputs are all old or all new, never one without the other.
+_GUARDIAN = r"""
+import json, os, sys
+plan, committed = [], False
+for line in sys.stdin:
+    message = json.loads(line)
+    if message[0] == "tmp":
+        plan.append(message[1:])
+    elif message[0] == "commit":
+        committed = True
+    elif message[0] == "abort":
+        committed = False
+    elif message[0] == "done":
+        sys.exit(0)
+for tmp, target in plan:
     try:
-        for target, write in writers:
-            path = Path(target)
-            tmp = _temp_beside(path)
-            temps.append((path, tmp))
+        if committed and os.path.exists(tmp):
+            os.replace(tmp, target)
+        elif not committed:
+            os.unlink(tmp)
+    except OSError:
+        pass
+    try:
+        os.unlink(tmp + ".old")
+    except OSError:
+        pass
+"""
+
+# Test hook (documented in tests/test_outputs.py): seconds to sleep between two renames, so a
+# test can SIGKILL a real writer at the worst moment. Unset in normal use.
+PAUSE_ENV = "ROPEBENCH_TEST_PAUSE_BETWEEN_RENAMES"
+
+
+class _Guardian:
+    """Client side of :data:`_GUARDIAN`; does nothing if the child cannot be started."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        if not sys.executable:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            # Own session: a Ctrl-C meant for the writer must not kill the guardian with it.
+            self.process = subprocess.Popen([sys.executable, "-I", "-S", "-c", _GUARDIAN], stdin=subprocess.PIPE,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                            start_new_session=True, close_fds=True)
+
+    def send(self, *message: str) -> None:
+        if self.process is not None and self.process.stdin is not None:
             try:
-                write(tmp)
-            except OSError as error:
-                raise DataError(f"{path}: cannot be written ({error.strerror or error}). "
-                                "Fix: free disk space or choose a writable location") from None
-    except BaseException:
-        for _, tmp in temps:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        raise
-    backups: list[tuple[Path, str | None]] = []
+                self.process.stdin.write((json.dumps(message) + "\n").encode())
+                self.process.stdin.flush()
+            except OSError:  # the guardian died: carry on without it
+                self.process = None
+
+    def close(self) -> None:
+        if self.process is None:
+            return
+        self.send("done")
+        with contextlib.suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+
+
+def write_files_together(writers: Sequence[tuple[str | os.PathLike[str], Callable[[str], None]]]) -> None:
+    """Write several files as one step: all new or all old, also when the process is killed.
+
+    Each ``write(tmp)`` fills a temporary file beside its target; only when every one succeeded
+    are they renamed, in the given order. On a failure (including a failed rename) the temporary
+    files are removed, targets already renamed are put back as they were, and directories made
+    for the targets are removed again. With two or more files, a guardian process (see
+    :data:`_GUARDIAN`) finishes or undoes the step if this process dies between renames.
+
+    Raises:
+        DataError: a target cannot be written (full disk, no permission, not a regular file).
+    """
+    temps: list[tuple[Path, str]] = []
+    created: list[Path] = []
+    guardian = _Guardian() if len(writers) > 1 else None
     try:
-        for path, tmp in temps:
+        try:
+            for target, write in writers:
+                path = Path(os.path.abspath(target))
+                tmp = _temp_beside(path, created)
+                temps.append((path, tmp))
+                if guardian is not None:
+                    guardian.send("tmp", tmp, str(path))
+                try:
+                    write(tmp)
+                except OSError as error:
+                    raise DataError(f"{path}: cannot be written ({error.strerror or error}). "
+                                    "Fix: free disk space or choose a writable location") from None
+        except BaseException:
+            _remove(tmp for _, tmp in temps)
+            _remove_directories(created)
+            raise
+        if guardian is not None:
+            guardian.send("commit")
+        _rename_all(temps, guardian, created)
+    finally:
+        if guardian is not None:
+            guardian.close()
+
+
+def _rename_all(temps: Sequence[tuple[Path, str]], guardian: _Guardian | None, created: list[Path]) -> None:
+    backups: list[tuple[Path, str | None]] = []
+    pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+    try:
+        for index, (path, tmp) in enumerate(temps):
+            if index and pause > 0:
+                time.sleep(pause)
             backup = None
             if path.exists():
                 backup = tmp + ".old"
                 os.link(path, backup)  # the previous version, to restore if a later rename fails
             os.replace(tmp, path)
             backups.append((path, backup))
-    except BaseException:
+    except BaseException as error:
+        if guardian is not None:
+            guardian.send("abort")
         for path, backup in reversed(backups):
             with contextlib.suppress(OSError):
                 if backup is not None:
                     os.replace(backup, path)
                 else:
                     os.unlink(path)
-        for _, tmp in temps:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        _remove(tmp for _, tmp in temps)
+        _remove_directories(created)
+        if isinstance(error, OSError):
+            raise DataError(f"{temps[len(backups)][0]}: cannot be written ({error.strerror or error}). "
+                            "Fix: choose a writable location; nothing was written") from None
         raise
-    for _, backup in backups:
-        if backup is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(backup)
+    _remove(backup for _, backup in backups if backup is not None)
+
+
+def _remove(paths: Any) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _remove_directories(created: Sequence[Path]) -> None:
+    for directory in reversed(created):  # deepest first; only if still empty
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 def write_together(result: Any, *, out: str | os.PathLike[str] | None,
