@@ -8,19 +8,20 @@ Every check runs before any search, and all problems are reported at once in one
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ropebench.dataset import Dataset
-from ropebench.protocol import DOMAINS, SPELLINGS
 from ropebench.errors import DataError
-from ropebench.io.parquet import Source, column_kind, embedding_matrix, read_source, to_numpy
+from ropebench.io.parquet import Source, column_kind, embedding_matrix, float32_range, read_source, to_numpy
+from ropebench.protocol import DOMAINS, SPELLINGS
 
 __all__ = ["load_dataset", "dataset_from_arrays", "as_numpy"]
 
 _DOMAIN_CODES = {code: index for index, code in enumerate(DOMAINS)}
+_INT_RANGE = (int(np.iinfo(np.int64).min), int(np.iinfo(np.uint64).max))  # ids an Arrow column can hold
 _MAX_EXAMPLES = 5
 
 
@@ -102,8 +103,16 @@ def _common_ids(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if a.dtype == b.dtype:
             return a, b
         return a.astype(object), b.astype(object)
-    as_str = lambda v: v.astype(str) if v.dtype != object else np.array([str(x) for x in v], dtype=object)
-    return as_str(a).astype(object), as_str(b).astype(object)
+    return _as_text(a), _as_text(b)
+
+
+def _as_text(values: np.ndarray) -> np.ndarray:
+    """Ids as decimal text (object array), nulls kept as None so they match nothing."""
+    if values.dtype != object:
+        return values.astype(str).astype(object)
+    out = np.empty(len(values), dtype=object)
+    out[:] = [None if v is None else str(v) for v in values.tolist()]
+    return out
 
 
 def _unique_ids(ids: np.ndarray, where: str, problems: _Problems) -> bool:
@@ -122,7 +131,8 @@ def _check_unique(ids: np.ndarray, where: str, problems: _Problems) -> bool:
     duplicated = (codes >= 0) & (counts[np.maximum(codes, 0)] > 1)
     if duplicated.any():
         dupes = uniques[counts > 1]  # in order of first appearance
-        problems.add(f"{where} column 'item_id'", f"{_count(len(dupes), 'item_id')} {'appears' if len(dupes) == 1 else 'appear'} more than once "
+        verb = "appears" if len(dupes) == 1 else "appear"
+        problems.add(f"{where} column 'item_id'", f"{_count(len(dupes), 'item_id')} {verb} more than once "
                      f"({int(duplicated.sum())} rows)", dupes, "keep one row per item")
         return False
     return True
@@ -192,25 +202,68 @@ def _positions(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where(value_codes >= 0, row_of_code[np.maximum(value_codes, 0)], -1)
 
 
-def _check_embeddings(matrix: np.ndarray, ids: np.ndarray, where: str, metric: str, problems: _Problems) -> None:
+RangeOf = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray]"]
+
+
+def _check_embeddings(matrix: np.ndarray, ids: np.ndarray, where: str, metric: str, problems: _Problems,
+                      range_of: RangeOf | None = None) -> None:
+    """NaN/±inf, float32 overflow, all-zero rows under cosine, and ip/l2 scores that would overflow.
+
+    ``range_of(mask)``: for float64 sources, ``(overflow, underflow)`` of the masked rows (see
+    :func:`ropebench.io.parquet.float32_range`), so a row that is inf or all zeros only after the
+    cast to float32 is named for what happened to it.
+    """
+    column = f"{where} column 'embedding'"
     finite = np.isfinite(matrix).all(axis=1)
-    if not finite.all():
-        problems.add(f"{where} column 'embedding'", f"{_count(int((~finite).sum()), 'row')} contain NaN or ±inf",
-                     ids[~finite], "replace them with finite values (check for a diverged model)")
+    overflow = np.zeros(len(matrix), dtype=bool)
+    if range_of is not None and not finite.all():
+        overflow[~finite] = range_of(~finite)[0]
+    if overflow.any():
+        problems.add(column, f"{_count(int(overflow.sum()), 'row')} hold finite float64 values that exceed float32's "
+                     f"range (|x| > {float(np.finfo(np.float32).max):.3g}; they would become ±inf)", ids[overflow],
+                     "scale the embeddings down (rankings do not change with a common scale under cosine, ip and l2)")
+    broken = ~finite & ~overflow
+    if broken.any():
+        problems.add(column, f"{_count(int(broken.sum()), 'row')} contain NaN or ±inf",
+                     ids[broken], "replace them with finite values (check for a diverged model)")
     if metric in ("ip", "l2") and matrix.size:
         # Inner products (and l2's |g|²) are summed in float32: keep d·max|x|² under its range.
         limit = float(np.sqrt(np.finfo(np.float32).max / (4.0 * matrix.shape[1])))
-        big = np.abs(matrix).max(axis=1) > limit
+        big = finite & (np.abs(matrix).max(axis=1) > limit)
         if big.any():
-            problems.add(f"{where} column 'embedding'", f"{_count(int(big.sum()), 'row')} hold values above "
+            problems.add(column, f"{_count(int(big.sum()), 'row')} hold values above "
                          f"{limit:.3g}, whose {metric} scores overflow float32", ids[big],
                          "scale the embeddings down (ranking under ip and l2 does not change with a common scale)")
     if metric == "cosine":
-        zero = ~matrix.any(axis=1)
+        zero = finite & ~matrix.any(axis=1)
+        rounded = np.zeros(len(matrix), dtype=bool)
+        if range_of is not None and zero.any():
+            rounded[zero] = range_of(zero)[1]
+        if rounded.any():
+            problems.add(column, f"{_count(int(rounded.sum()), 'row')} hold non-zero float64 values so small that "
+                         "they round to zero in float32 (|x| < 1.4e-45), leaving all-zero vectors with no direction "
+                         "under cosine", ids[rounded], "scale those embeddings up (cosine ignores the scale)")
+        zero &= ~rounded
         if zero.any():
-            problems.add(f"{where} column 'embedding'", f"{_count(int(zero.sum()), 'row')} are all zeros, "
+            problems.add(column, f"{_count(int(zero.sum()), 'row')} are all zeros, "
                          "which have no direction under cosine", ids[zero],
                          "replace them, or use --metric ip / l2")
+
+
+def _range_of_array(source: np.ndarray) -> RangeOf | None:
+    """``range_of`` for an in-memory array wider than float32 (None for float32 and narrower)."""
+    if source.dtype.itemsize <= 4:
+        return None
+
+    def range_of(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        values = np.asarray(source[rows], dtype=np.float64)
+        finite = np.isfinite(values).all(axis=1)
+        biggest = np.abs(np.where(np.isfinite(values), values, 0.0)).max(axis=1, initial=0.0)
+        with np.errstate(over="ignore", under="ignore"):
+            underflow = finite & (biggest > 0) & ~values.astype(np.float32).any(axis=1)
+        return finite & (biggest > float(np.finfo(np.float32).max)), underflow
+
+    return range_of
 
 
 def load_dataset(
@@ -223,6 +276,8 @@ def load_dataset(
     """
     import pyarrow as pa
 
+    sub: Source | None = None
+    man: Source | None = None
     try:
         sub = read_source(submission, what="submission")
         man = read_source(manifest, what="manifest") if manifest is not None else None
@@ -255,7 +310,9 @@ def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
             problems.add(f"{where} column 'embedding'", f"{_count(int(bad.sum()), 'row')} with a null embedding",
                          shown[bad] if ids is not None else None, "give every item an embedding")
         if matrix is not None and ids is not None:
-            _check_embeddings(matrix, ids, where, metric, problems)
+            column = table.column("embedding")
+            range_of = (lambda rows: float32_range(column, rows)) if dtype == "float64" else None
+            _check_embeddings(matrix, ids, where, metric, problems, range_of)
 
     self_labelled = man is None
     sub_domains = _id_values(table, "domain", where, problems, required=self_labelled) \
@@ -263,7 +320,7 @@ def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
     sub_products = _id_values(table, "product_id", where, problems, required=self_labelled)
     sub_groups = _id_values(table, "group_id", where, problems, required=False) if self_labelled else None
 
-    if self_labelled:
+    if man is None:
         domains = None
         if ids is not None and sub_domains is not None:
             domains = _domain_codes(sub_domains, ids, where, problems)
@@ -284,37 +341,42 @@ def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
     if mproducts is not None and mids is not None:
         _check_null_labels(mproducts, mids, f"{mwhere} column 'product_id'", problems)
 
-    if not (ids_unique and mids_unique):
-        problems.raise_if_any(f"submission {sub.path} with manifest {man.path}")
-    sids, mids_cmp = _common_ids(ids, mids)
-    position = _positions(mids_cmp, sids)  # manifest row of each submission row
-    extra = position < 0
-    if extra.any():
-        problems.add(f"{where} column 'item_id'", f"{_count(int(extra.sum()), 'embedding')} for items not in the "
-                     "manifest", ids[extra], "drop them, or evaluate against the manifest they belong to")
-    covered = np.zeros(len(mids), dtype=bool)
-    covered[position[~extra]] = True
-    if not covered.all():
-        problems.add(f"{mwhere} column 'item_id'", f"{_count(int((~covered).sum()), 'item')} have no embedding "
-                     f"in the submission (coverage {100 * covered.mean():.2f}%, must be 100%)", mids[~covered],
-                     "embed every manifest item")
-
-    if codes is not None and not extra.any():
-        domains = codes[position]
-        if sub_domains is not None:
-            own = _domain_codes(sub_domains, ids, where, problems)
-            if own is not None:
-                differ = own != domains
-                if differ.any():
-                    problems.add(f"{where} column 'domain'", f"{_count(int(differ.sum()), 'row')} disagree with the "
-                                 "manifest", ids[differ], "drop the column or fix the labels")
+    # Matching goes on with repeated ids (each row matched to any row with its id), so coverage,
+    # domain and label problems are reported together with the duplicates, not after them.
+    domains = None
+    if ids is not None and mids is not None:
+        sids, mids_cmp = _common_ids(ids, mids)
+        position = _positions(mids_cmp, sids)  # a manifest row of each submission row, or -1
+        matched = position >= 0
+        extra = ~matched & ~_nulls(ids)
+        if extra.any():
+            problems.add(f"{where} column 'item_id'", f"{_count(int(extra.sum()), 'embedding')} for items not in the "
+                         "manifest", ids[extra], "drop them, or evaluate against the manifest they belong to")
+        covered = (_positions(sids, mids_cmp) >= 0) | _nulls(mids)  # null manifest ids are reported above
+        if not covered.all():
+            problems.add(f"{mwhere} column 'item_id'", f"{_count(int((~covered).sum()), 'item')} have no embedding "
+                         f"in the submission (coverage {100 * covered.mean():.2f}%, must be 100%)", mids[~covered],
+                         "embed every manifest item")
+        if codes is not None:
+            domains = np.where(matched, codes[np.maximum(position, 0)], -1)
+            if sub_domains is not None:
+                own = _domain_codes(sub_domains, ids, where, problems)
+                if own is not None:
+                    differ = matched & (own != domains)
+                    if differ.any():
+                        problems.add(f"{where} column 'domain'", f"{_count(int(differ.sum()), 'row')} disagree with "
+                                     "the manifest", ids[differ], "drop the column or fix the labels")
         if sub_products is not None and mproducts is not None:
-            a, b = _common_ids(sub_products, mproducts[position])
-            differ = a != b
+            a, b = _common_ids(sub_products[matched], mproducts[position[matched]])
+            differ = np.zeros(len(ids), dtype=bool)
+            differ[matched] = a != b
             if differ.any():
                 problems.add(f"{where} column 'product_id'", f"{_count(int(differ.sum()), 'row')} disagree with "
                              "the manifest", ids[differ], "drop the column or fix the labels")
     problems.raise_if_any(f"submission {sub.path} with manifest {man.path}")
+    if not (ids_unique and mids_unique) or ids is None or domains is None or mproducts is None:
+        # Unreachable (every such case added a problem above); kept so a gap fails loudly, not silently.
+        raise DataError(f"submission {sub.path} with manifest {man.path}: the files could not be matched")
     groups = mgroups[position] if mgroups is not None else None
     categories = mcategories[position] if mcategories is not None else None
     return _dataset(ids, domains, mproducts[position], groups, matrix, dtype, categories)
@@ -364,30 +426,72 @@ def dataset_from_arrays(
     """
     problems = _Problems()
     where = "arrays"
-    matrix = as_numpy(embeddings)
-    dtype = str(matrix.dtype)
-    if matrix.ndim != 2 or matrix.shape[1] == 0 or not np.issubdtype(matrix.dtype, np.floating):
-        raise DataError(f"{where} 'embeddings': shape {matrix.shape}, dtype {matrix.dtype}; expected a 2-d float "
+    source = as_numpy(embeddings)
+    dtype = str(source.dtype)
+    if source.ndim != 2 or source.shape[1] == 0 or not np.issubdtype(source.dtype, np.floating):
+        raise DataError(f"{where} 'embeddings': shape {source.shape}, dtype {source.dtype}; expected a 2-d float "
                         "array (n, d) with d > 0. Fix: pass np.asarray(vectors, dtype=np.float32)")
-    n = matrix.shape[0]
+    n = source.shape[0]
     ids = np.arange(n, dtype=np.int64) if item_ids is None else _array(item_ids)
     labels = {"domains": _array(domains), "product_ids": _array(product_ids), "item_ids": ids}
     if group_ids is not None:
         labels["group_ids"] = _array(group_ids)
     for name, values in labels.items():
-        if len(values) != n:
-            problems.add(f"{where} '{name}'", f"has {len(values)} entries for {n} embeddings",
+        if values.ndim != 1 or len(values) != n:
+            problems.add(f"{where} '{name}'", f"has shape {values.shape} for {n} embeddings",
                          fix="pass one entry per embedding row")
     problems.raise_if_any("arrays")
-    if not _check_unique(ids, where, problems):
-        problems.raise_if_any("arrays")
-    _check_embeddings(matrix, ids, where, metric, problems)
+    _check_id_kinds(labels["domains"], f"{where} 'domains'", problems, floats=True)
+    _check_id_kinds(ids, f"{where} 'item_ids'", problems, floats=False)
+    _check_id_kinds(labels["product_ids"], f"{where} 'product_ids'", problems, floats=False)
+    if "group_ids" in labels:
+        _check_id_kinds(labels["group_ids"], f"{where} 'group_ids'", problems, floats=True)
+    problems.raise_if_any("arrays")
+    if _nulls(ids).any():
+        problems.add(f"{where} 'item_ids'", f"{_count(int(_nulls(ids).sum()), 'entry')} are null",
+                     fix="give every row an item_id")
+    else:
+        _check_unique(ids, where, problems)
+    # The float32 copy (made once, only when needed) is what gets checked: a float64 value can
+    # overflow or vanish in it; range_of names those rows from the original values.
+    with np.errstate(over="ignore", under="ignore"):
+        matrix = np.ascontiguousarray(source, dtype=np.float32)
+    _check_embeddings(matrix, ids, where, metric, problems, _range_of_array(source))
     codes = _domain_codes(labels["domains"], ids, where, problems)
     _check_null_labels(labels["product_ids"], ids, f"{where} 'product_ids'", problems)
     problems.raise_if_any("arrays")
-    # float32 copy only when needed; the metric code copies again before normalising.
-    return _dataset(ids, codes, labels["product_ids"], labels.get("group_ids"),
-                    np.ascontiguousarray(matrix, dtype=np.float32), dtype)
+    return _dataset(ids, codes, labels["product_ids"], labels.get("group_ids"), matrix, dtype)
+
+
+def _check_id_kinds(values: np.ndarray, where: str, problems: _Problems, *, floats: bool) -> None:
+    """Ids are matched exactly, so one array holds integers or strings, never both (``1`` and
+    ``"1"`` would print alike and be written as text) and, unless ``floats``, never floats
+    (``0.1 + 0.2`` is not ``0.3``). Nulls (None) are checked elsewhere."""
+    if values.dtype.kind in "iuUS":
+        return
+    kinds: dict[str, Any] = {}
+    for value in values.tolist() if values.dtype == object else values[:1].tolist():
+        if value is None:
+            continue
+        kind = ("int" if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) else
+                "str" if isinstance(value, str) else
+                "float" if isinstance(value, (float, np.floating)) else type(value).__name__)
+        kinds.setdefault(kind, value)
+    allowed = {"int", "str", "float"} if floats else {"int", "str"}
+    odd = [kind for kind in kinds if kind not in allowed]
+    if "int" in kinds and values.dtype == object:
+        outside = [v for v in values.tolist() if isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                   and not _INT_RANGE[0] <= int(v) <= _INT_RANGE[1]]
+        if outside:
+            problems.add(where, f"holds {_count(len(outside), 'integer')} beyond 64 bits (e.g. {outside[0]!r})",
+                         fix="pass such ids as strings")
+    if odd:
+        problems.add(where, f"holds {', '.join(odd)} values (e.g. {kinds[odd[0]]!r}), which cannot be matched "
+                     "exactly", fix="pass integers or strings")
+    elif len(kinds) > 1:
+        shown = ", ".join(f"{kind} {value!r}" for kind, value in kinds.items())
+        problems.add(where, f"mixes value types ({shown}) in one array", fix="use one type: all strings or all "
+                     "integers (e.g. [str(x) for x in ids])")
 
 
 def as_numpy(values: Any) -> np.ndarray:
@@ -402,8 +506,20 @@ def as_numpy(values: Any) -> np.ndarray:
 
 
 def _array(values: Sequence[Any]) -> np.ndarray:
-    """Labels as int64, or as objects with every null spelling (NaN, NaT, pandas.NA) made None."""
-    array = as_numpy(values)
+    """Labels as int64 (uint64 above 2^63), or as objects with every null spelling (NaN, NaT,
+    pandas.NA) made None. A Python list is never handed to ``np.asarray`` as is: it would turn
+    ``[1, "a"]`` into the strings ``["1", "a"]`` and hide the mix."""
+    if isinstance(values, (list, tuple)):
+        array = np.empty(len(values), dtype=object)
+        for i, value in enumerate(values):  # element by element: a nested list stays one (refused) value
+            array[i] = value
+        items = [int(v) for v in array.tolist() if isinstance(v, (int, np.integer)) and not isinstance(v, bool)]
+        if items and len(items) == len(array) and _INT_RANGE[0] <= min(items) and max(items) <= _INT_RANGE[1]:
+            big = max(items) > np.iinfo(np.int64).max
+            if not (big and min(items) < 0):  # else Python ints keep both signs exactly
+                return np.array(items, dtype=np.uint64 if big else np.int64)
+    else:
+        array = as_numpy(values)
     if array.dtype.kind in "iu":
         return _exact_ints(array)
     kind = array.dtype.kind
