@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import click
 
-from ropebench.cli.common import (ks_option, metric_option, progress_wanted, quiet_option, tasks_option,
-                                  threads_option, ties_option)
+from ropebench.cli.common import (
+    ks_option,
+    metric_option,
+    progress_wanted,
+    quiet_option,
+    tasks_option,
+    threads_option,
+    ties_option,
+)
 
 __all__ = ["evaluate", "validate"]
 
@@ -86,6 +93,10 @@ def _notes(result: object) -> list[str]:
     if largest and beyond:
         notes.append(f"K = {', '.join(map(str, beyond))} exceeds the largest gallery ({largest} items): "
                      "R@K there is 100 for every scored query")
+    empty = [name for name, task in tasks.items() if task.n_gallery == 0 or task.n_queries + task.n_skipped == 0]
+    if empty:
+        notes.append(f"{', '.join(empty)}: no query or no gallery item (a domain has no items), so no number "
+                     "(shown as –); check that the submission or manifest covers every domain")
     return notes
 
 
