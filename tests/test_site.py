@@ -137,6 +137,12 @@ def test_every_entry_appears_and_nothing_is_external(built: tuple[Path, Path, li
             if entry["kind"] == "computed":
                 assert entry["submission"]["sha256"] in text and entry["manifest"]["sha256"] in text
         assert f"plots/{name}/curves.svg" in page.references
+        computed = [entry["name"] for entry in suite.entries if entry["kind"] == "computed"]
+        assert [r for r in page.references if r.endswith("-matrix.svg")] == [
+            f"plots/{name}/{entry}-matrix.svg" for entry in computed]
+        # The repository's computed entries carry their per-query files: one histogram each.
+        assert [r for r in page.references if r.endswith("-difficulty.svg")] == [
+            f"plots/{name}/{entry}-difficulty.svg" for entry in computed]
     raw = (out / "escaping.html").read_text(encoding="utf-8")
     assert EVIL_LABEL not in raw and "&lt;script&gt;alert(1)&lt;/script&gt;" in raw
     assert "<img src=x" not in raw and "<b>test</b>" not in raw
@@ -151,7 +157,7 @@ def test_rebuild_is_identical_and_refuses_unsafe_outputs(tmp_path: Path) -> None
     first = {path.name: path.read_bytes() for path in build_site(root, tmp_path / "a", plots=False)}
     again = build_site(root, tmp_path / "a", plots=False)  # replaces the earlier build
     assert {path.name: path.read_bytes() for path in again} == first
-    assert "No plots: plots were turned off" in first["escaping.html"].decode()
+    assert "No plots: this site was built without plots" in first["escaping.html"].decode()
     assert not list(tmp_path.glob(".a.*"))  # no staging directory left behind
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
@@ -256,7 +262,9 @@ def test_in_a_real_browser(built: tuple[Path, Path, list[Path]], served: str, tm
             broken = driver.execute_script(
                 "return Array.from(document.images).filter(function (i) {"
                 " return !i.complete || i.naturalWidth === 0; }).map(function (i) { return i.src; });")
-            assert broken == [] and len(driver.find_elements(By.TAG_NAME, "img")) == 1 + len(suite.entries)
+            computed = [entry for entry in suite.entries if entry["kind"] == "computed"]
+            # curves, and per computed entry its matrix and its first-hit ranks
+            assert broken == [] and len(driver.find_elements(By.TAG_NAME, "img")) == 1 + 2 * len(computed)
             severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
             assert severe == [], severe
         # The hostile label is text in the table, and nothing it holds ran.

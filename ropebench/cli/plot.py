@@ -142,9 +142,10 @@ def plot(inputs: tuple[Path, ...], kind: str, out: Path, formats: str, measure: 
                 figure = plots.compare(data, measures=measures)
             figures.append((f"{kind}-{path.stem}", figure))
     stems = [stem for stem, _ in figures]
-    if len(set(stems)) < len(stems):
-        raise UsageError(f"two inputs share a file name ({', '.join(sorted({s for s in stems if stems.count(s) > 1}))}): "
-                         "their figures would overwrite each other; plot them in separate runs")
+    shared = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if shared:
+        raise UsageError(f"two inputs share a file name ({', '.join(shared)}): their figures would "
+                         "overwrite each other; plot them in separate runs")
     out.mkdir(parents=True, exist_ok=True)
     for stem, figure in figures:
         for written in plots.save(figure, out / stem, chosen):

@@ -11,7 +11,8 @@ Layout of ``out``::
 
     index.html                 the suites
     <suite>.html               tables, plots, provenance
-    plots/<suite>/*.svg        figures (curves of every entry, one matrix per entry)
+    plots/<suite>/*.svg        figures: curves of every entry; per computed entry its matrix and,
+                               when its per-query file is there, its first-hit ranks
     favicon.svg                the pages' icon
 """
 
@@ -29,8 +30,9 @@ from typing import Any
 from urllib.parse import quote
 
 import ropebench
-from ropebench.errors import MissingExtraError, UsageError
+from ropebench.errors import DataError, MissingExtraError, UsageError
 from ropebench.leaderboard import Suite, entry_matrix, load_suite, suite_names, suite_tables
+from ropebench.leaderboard.paths import check_regular, confined
 from ropebench.protocol import ALL_TASKS, DOMAINS
 from ropebench.render.numbers import format_number
 from ropebench.render.tables import Table
@@ -181,6 +183,8 @@ def _provenance(entry: Mapping[str, Any]) -> list[str]:
              "<code>ropebench leaderboard verify</code>)")), ("source", _esc(entry["source"]))]
     if entry.get("protocol"):
         rows.append(("protocol", _esc(_describe(entry["protocol"]))))
+    if isinstance(entry.get("test_set"), Mapping):
+        rows.append(("test set", _esc(_describe(entry["test_set"]))))
     for field in ("submission", "manifest", "per_query"):
         reference = entry.get(field)
         if isinstance(reference, Mapping):
@@ -209,11 +213,28 @@ def _plain(text: str) -> str:
     return text.replace("$", r"\$")
 
 
-def _plots(suite: Suite, out: Path) -> tuple[dict[str, str], list[Path]]:
+def _first_hits(entry: Mapping[str, Any], base: Path) -> Any:
+    """The entry's per-query table (task, a, censored) when its file is there, else None."""
+    import pyarrow.parquet as pq
+
+    reference = entry.get("per_query")
+    if not isinstance(reference, Mapping) or not isinstance(reference.get("path"), str):
+        return None
+    try:  # like every leaderboard file: a regular file, never followed out of the base by a link
+        path = confined(base / reference["path"], base, f"per-query file of {entry['name']}")
+        check_regular(path)
+        names = pq.read_schema(path).names
+        return pq.read_table(path, columns=[name for name in ("task", "a", "censored") if name in names])
+    except (DataError, OSError, ValueError):
+        return None  # a copy of the leaderboard without its per-query files: no histogram
+
+
+def _plots(suite: Suite, base: Path, out: Path) -> tuple[dict[str, str], list[Path]]:
     """Draw the suite's figures into ``out/plots/<suite>/``; ``{key: relative path}`` and the files.
 
-    Keys: ``curves`` (every entry with R@K values) and ``matrix:<entry>``. MissingExtraError
-    when matplotlib is not installed.
+    Keys: ``curves`` (every entry with R@K values), and for computed entries ``matrix:<entry>``
+    and ``difficulty:<entry>`` (when its per-query file, relative to ``base``, is there).
+    MissingExtraError when matplotlib is not installed.
     """
     from ropebench.render import plots
 
@@ -232,10 +253,16 @@ def _plots(suite: Suite, out: Path) -> tuple[dict[str, str], list[Path]]:
                    if any(key.startswith("R@") for task in entry["results"].values() for key in task)]
     if with_recall:
         keep("curves", plots.curves(with_recall, labels=[_plain(e["label"]) for e in with_recall]), "curves")
+    # Heatmaps for computed entries only: a published entry's matrix is in the tables already,
+    # and each figure costs a fraction of a second to draw.
     for entry in suite.entries:
-        if any(MATRIX_MEASURE in task for task in entry["results"].values()):
+        if entry["kind"] == "computed" and any(MATRIX_MEASURE in task for task in entry["results"].values()):
             figure = plots.matrix(entry, measure=MATRIX_MEASURE, title=f"{MATRIX_MEASURE}: {_plain(entry['label'])}")
             keep(f"matrix:{entry['name']}", figure, f"{entry['name']}-matrix")
+        table = _first_hits(entry, base) if entry["kind"] == "computed" else None
+        if table is not None and table.num_rows:
+            figure = plots.difficulty(table, ks=entry["protocol"]["ks"], title=_plain(entry["label"]))
+            keep(f"difficulty:{entry['name']}", figure, f"{entry['name']}-difficulty")
     return drawn, written
 
 
@@ -252,7 +279,7 @@ def _suite_page(suite: Suite, figures: dict[str, str], missing_plots: str | None
              *(_table(entry_matrix(suite, entry, MATRIX_MEASURE)) for entry in suite.entries), "</div>"]
     body.append("<h2>Plots</h2>")
     if missing_plots:
-        body.append(f'<p class="note">No plots: {_esc(missing_plots)}; install it and rebuild the site.</p>')
+        body.append(f'<p class="note">No plots: {_esc(missing_plots)}.</p>')
     elif "curves" in figures:
         body.append(_figure(figures["curves"], f"R@K against K for every entry of {suite.name}",
                             "R@K against K (log scale), one panel per task."))
@@ -264,6 +291,9 @@ def _suite_page(suite: Suite, figures: dict[str, str], missing_plots: str | None
         if f"matrix:{entry['name']}" in figures:
             body.append(_figure(figures[f"matrix:{entry['name']}"], f"{MATRIX_MEASURE} matrix of {entry['label']}",
                                 f"{MATRIX_MEASURE}: query domain (rows) × gallery domain (columns), scale 0–100."))
+        if f"difficulty:{entry['name']}" in figures:
+            body.append(_figure(figures[f"difficulty:{entry['name']}"], f"First-hit ranks of {entry['label']}",
+                                "First-hit rank (a + 1) per task, grouped by the Ks; grey: beyond max K."))
         body.append("</section>")
     return _page(title, body)
 
@@ -332,13 +362,14 @@ def build_site(root: Path, out: Path, *, plots: bool = True) -> list[Path]:
         pages[0].write_text(_index_page(suites), encoding="utf-8")
         for suite in suites:
             figures: dict[str, str] = {}
-            missing = None if plots else "plots were turned off for this build"
+            missing = None if plots else "this site was built without plots (--no-plots)"
             if plots:
                 try:
-                    figures, files = _plots(suite, staging)
+                    figures, files = _plots(suite, root.parent, staging)
                     figures_written += files
                 except MissingExtraError:
-                    missing = "matplotlib is not installed where this site was built (pip install 'ropebench[plot]')"
+                    missing = ("matplotlib is not installed where this site was built: "
+                               "pip install 'ropebench[plot]' and rebuild it")
             pages.append(staging / f"{suite.name}.html")
             pages[-1].write_text(_suite_page(suite, figures, missing), encoding="utf-8")
         pages.append(staging / "favicon.svg")
