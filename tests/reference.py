@@ -1,27 +1,38 @@
-"""An independent, deliberately plain float64 implementation of DESIGN.md §2 for cross-checks.
+"""An independent, deliberately plain float64 implementation of the protocol (docs: relevance,
+exclusions, first-hit counts, tie policies) for cross-checks.
 
-One query at a time, no FAISS, no shared code with ropebench.search or ropebench.metrics:
-scores in float64, the rank distribution of the first hit enumerated exactly with math.comb.
+One query at a time, no FAISS and no code shared with ropebench: scores in float64, the rank
+distribution of the first hit enumerated exactly with ``math.comb``. Besides the aggregate
+numbers it returns every scored query's counts ``(a, t, p)`` by input row, and whether the query
+is a *near tie*: some eligible item scores within four times a float32 GEMM's error bound
+(``(d + 2) u |q| |g|``) of ``s+`` without equalling it in float64. Float32 engines may
+legitimately order such a pair either way (the protocol's scores are float32 inner products),
+so a comparison leaves those queries out and bounds how many there are.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from math import comb
+from typing import Any
 
 import numpy as np
 
-DOMAIN_OF = {"P": "P", "V": "V", "L": "L"}
+ALL_TASKS = ("P2V", "V2P", "P2L", "L2P", "V2L", "L2V", "P2P", "V2V", "L2L")
+U32 = 2.0 ** -24  # float32 unit roundoff
 
 
-def scores64(queries: np.ndarray, gallery: np.ndarray, metric: str) -> np.ndarray:
-    q = queries.astype(np.float64)
+def scores64(query: np.ndarray, gallery: np.ndarray, metric: str) -> np.ndarray:
+    """One query's float64 scores against a gallery, each pair summed on its own (no BLAS: a
+    matrix product need not give bit-identical gallery rows the same score, and copies must tie)."""
+    q = query.astype(np.float64)
     g = gallery.astype(np.float64)
     if metric == "cosine":
-        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+        q = q / np.linalg.norm(q)
         g = g / np.linalg.norm(g, axis=1, keepdims=True)
     if metric == "l2":
-        return -((q[:, None, :] - g[None, :, :]) ** 2).sum(axis=2)
-    return q @ g.T
+        return -((g - q[None, :]) ** 2).sum(axis=1)
+    return (g * q[None, :]).sum(axis=1)
 
 
 def p_hit(a: int, t: int, p: int, k: int, ties: str) -> float:
@@ -47,40 +58,58 @@ def rr(a: int, t: int, p: int, max_k: int, ties: str) -> float:
     return total
 
 
-def reference_evaluate(emb, domains, products, groups=None, *, metric="cosine", ties="expected",
-                       ks=(1, 5, 10, 20, 50), tasks=("P2V", "V2P", "P2L", "L2P", "V2L", "L2V", "P2P", "V2V", "L2L")):
-    """{task: {"n_queries", "n_skipped", "n_gallery", "n_tied", "R@K"..., "MRR@maxK", "counts": [(a,t,p)]}}."""
+def reference_evaluate(emb: Any, domains: Any, products: Any, groups: Sequence[Any] | None = None, *,
+                       metric: str = "cosine", ties: str = "expected", ks: Sequence[int] = (1, 5, 10, 20, 50),
+                       tasks: Sequence[str] = ALL_TASKS) -> dict[str, dict[str, Any]]:
+    """``{task: {"n_queries", "n_skipped", "n_gallery", "n_tied", "R@K"…, "MRR@maxK",
+    "counts": {row: (a, t, p)}, "near": {rows}}}``; ``groups``: None or one id per row (None = no group)."""
     emb = np.asarray(emb)
     domains = np.asarray(domains)
     products = np.asarray(products)
+    group_list = None if groups is None else list(groups)
+    dim = emb.shape[1] if emb.ndim == 2 else 0
+    # Magnitudes for the float32 error bound: unit vectors for cosine; for l2 the engines
+    # compute on data centred near its median, so the bound uses centred norms.
+    if metric == "cosine":
+        norms = np.ones(len(emb))
+    else:
+        centred = emb.astype(np.float64) - (np.median(emb, axis=0) if len(emb) else 0.0)
+        norms = np.linalg.norm(centred, axis=1)
     out = {}
     for task in tasks:
         qd, gd = task[0], task[2]
         qi = np.flatnonzero(domains == qd)
         gi = np.flatnonzero(domains == gd)
-        s = scores64(emb[qi], emb[gi], metric) if len(qi) and len(gi) else np.zeros((len(qi), len(gi)))
-        hits, rrs, counts, tied, skipped = [], [], [], 0, 0
-        for row, q in enumerate(qi):
+        hits, rrs, tied, skipped = [], [], 0, 0
+        counts: dict[int, tuple[int, int, int]] = {}
+        near: set[int] = set()
+        for q in qi:
+            scores = scores64(emb[q], emb[gi], metric)
             eligible = np.ones(len(gi), dtype=bool)
             if qd == gd:
                 eligible &= gi != q
-                if groups is not None and groups[q] is not None:
-                    eligible &= np.array([groups[j] != groups[q] for j in gi], dtype=bool)
+                if group_list is not None and group_list[q] is not None:
+                    eligible &= np.array([group_list[j] != group_list[q] for j in gi], dtype=bool)
             relevant = (products[gi] == products[q]) & eligible
             if not relevant.any():
                 skipped += 1
                 continue
-            best = s[row][relevant].max()
+            best = scores[relevant].max()
             irrelevant = eligible & ~relevant
-            a = int((s[row][irrelevant] > best).sum())
-            t = int((s[row][irrelevant] == best).sum())
-            p = int((s[row][relevant] == best).sum())
-            counts.append((a, t, p))
+            a = int((scores[irrelevant] > best).sum())
+            t = int((scores[irrelevant] == best).sum())
+            p = int((scores[relevant] == best).sum())
+            counts[int(q)] = (a, t, p)
+            top = norms[gi].max()
+            magnitude = (norms[q] + top) ** 2 if metric == "l2" else norms[q] * top
+            gap = np.abs(scores[eligible] - best)
+            if ((gap > 0) & (gap <= 4 * (dim + 2) * U32 * magnitude)).any():
+                near.add(int(q))
             hits.append([p_hit(a, t, p, k, ties) for k in ks])
             rrs.append(rr(a, t, p, max(ks), ties))
             tied += any((a < k) != (a + t < k) for k in ks)
-        res = {"n_queries": len(counts), "n_skipped": skipped, "n_gallery": len(gi), "n_tied": tied,
-               "counts": counts}
+        res: dict[str, Any] = {"n_queries": len(counts), "n_skipped": skipped, "n_gallery": len(gi), "n_tied": tied,
+                               "counts": counts, "near": near}
         for i, k in enumerate(ks):
             res[f"R@{k}"] = 100 * float(np.mean([h[i] for h in hits])) if hits else None
         res[f"MRR@{max(ks)}"] = 100 * float(np.mean(rrs)) if rrs else None

@@ -1,219 +1,249 @@
-"""The one-pass engine (ropebench.onepass) gives exactly the per-task engine's counts and numbers."""
+"""The engines themselves: their default sizes on data big enough to tile, the counters that
+prove a path ran (and bound the slow ones), band caps, per-task fallbacks, censoring, the
+registry and FAISS's thread setting. Properties shared by every engine are in
+tests/test_core_properties.py.
+"""
 
 from __future__ import annotations
 
-import time
+import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
-from ropebench import onepass
-from ropebench.api import evaluate_dataset
-from ropebench.domains import ALL_TASKS as TASKS
-from ropebench.validate import dataset_from_arrays
-from tests.reference import reference_evaluate
+import ropebench
+from ropebench import engines
+from ropebench.engines import COUNTERS, SearchRun, engine_names, get_engine, register_engine
+from ropebench.engines.faiss import FaissEngine
+from ropebench.engines.onepass import SMALL_BLOCK, OnePassEngine, n_relevant_pairs
+from ropebench.errors import UsageError
+from tests.conftest import (
+    ENGINE_NAMES,
+    KS,
+    SHORT_KS,
+    TEST_SETTINGS,
+    Data,
+    Spy,
+    assert_matches_reference,
+    assert_reached,
+    assert_same_per_query,
+    configured_engine,
+    continuous_data,
+    tied_data,
+)
 
 
-@pytest.fixture(autouse=True)
-def _tiles_even_for_small_blocks(request, monkeypatch):
-    """Integer data scores exactly in float32, so the tiled path is exercised at any size (by
-    default blocks under SMALL_BLOCK multiply-adds are scored by exact_counts instead)."""
-    if "small_blocks" not in request.keywords:
-        monkeypatch.setattr(onepass, "SMALL_BLOCK", 0)
+@pytest.fixture(scope="module")
+def moderate():
+    """3 domains × 1,100 items at d=32: every block exceeds the default small-block size."""
+    data = continuous_data(21, sizes=(1100, 1100, 1100), n_products=150, dim=32, noise=1.6)
+    assert 1100 * 1100 * 32 > SMALL_BLOCK
+    return data
 
 
-def _tied_data(seed: int, n: int = 2400, dim: int = 12, n_products: int = 120, groups: bool = True):
-    """Small-integer embeddings (every inner product is exact in float32, so ties are real)
-    with duplicated rows, products missing from some domains, and optional groups."""
+@pytest.fixture(scope="module")
+def representative():
+    """Continuous data like a trained model's: 3 × 1,500 items, d=32, 200 products, R@50 ≈ 90%."""
+    return continuous_data(22, sizes=(1500, 1500, 1500), n_products=200, dim=32, noise=1.6)
+
+
+def test_default_settings_tile_every_block_at_moderate_size(moderate):
+    """The engines exactly as users get them, on data where no block takes the small-block
+    shortcut: the one-pass engine agrees with FAISS query for query and with the float64 brute force."""
+    one_pass, faiss = Spy(OnePassEngine()), Spy(FaissEngine())
+    first = moderate.evaluate(one_pass, metric="cosine", ks=KS, ci=False)
+    second = moderate.evaluate(faiss, metric="cosine", ks=KS, ci=False)
+    assert one_pass.counters["blocks_tiled"] == 6  # 3 cross blocks (read both ways) + 3 intra blocks
+    assert one_pass.counters["blocks_small"] == one_pass.counters["blocks_fallback"] == 0
+    assert one_pass.counters["queries_censored"] > 0  # misses at max K stopped early
+    assert faiss.counters["faiss_searches"] == 9
+    assert first.to_json()["tasks"] == second.to_json()["tasks"]
+    assert_same_per_query(first, second)
+    assert_matches_reference(first, moderate.reference(metric="cosine", ks=KS), max_near=0.02)
+
+
+@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+@pytest.mark.parametrize("sizes", ["default", "test"])
+def test_exact_rescoring_is_rare_on_continuous_data(representative, engine_name, sizes):
+    """The counter bound: fewer than 1% of queries go to exact full-row rescoring. (With a band
+    of width 0, 81% of the one-pass engine's queries were rescored and every other test passed.)"""
+    engine = get_engine(engine_name) if sizes == "default" else configured_engine(engine_name)
+    spy = Spy(engine)
+    result = representative.evaluate(spy, metric="cosine", ks=KS, ci=False)
+    n_queries = sum(cells.n_queries for cells in result.tasks.values())
+    counters = spy.counters
+    assert counters["queries_rescored"] < 0.01 * n_queries, (counters, n_queries)
+    assert counters["blocks_fallback"] == 0
+    # Misses at max K are many here (R@50 ≈ 90%): they are censored, not rescored.
+    misses = sum(1 for value in result.per_query.column("R@50").to_pylist() if value == 0)
+    assert misses > 0.05 * n_queries
+    if sizes == "test":
+        assert_reached(spy)
+
+
+def test_tied_data_fills_the_band_cap_and_is_rescored_exactly():
+    """A tiny band cap: queries in massive exact ties are handed to exact rescoring; nothing changes."""
+    data = tied_data(23, "ip", groups=True)
+    capped = Spy(OnePassEngine(dataclasses.replace(TEST_SETTINGS, band_cap=2, tile=40, estimate_scores=16)))
+    first = data.evaluate(capped, metric="ip", ks=KS, ci=False)
+    assert capped.counters["queries_rescored"] > 50
+    assert_reached(capped)
+    second = data.evaluate(configured_engine("faiss"), metric="ip", ks=KS, ci=False)
+    assert first.to_json()["tasks"] == second.to_json()["tasks"]
+    assert_same_per_query(first, second)
+
+
+def test_blocks_with_too_many_relevant_pairs_fall_back_to_faiss_per_task():
+    data = tied_data(24, "ip", sizes=(400, 300, 200), n_products=12)
+    task_data = data.task_data("ip")
+    pairs = sorted({n_relevant_pairs(task_data[task]) for task in ("P2V", "P2L", "V2L", "P2P", "V2V", "L2L")})
+    limit = pairs[len(pairs) // 2]  # the larger blocks go over it
+    spy = Spy(OnePassEngine(dataclasses.replace(TEST_SETTINGS, max_pairs=limit)))
+    first = data.evaluate(spy, metric="ip", ks=KS, ci=False)
+    counters = spy.counters
+    assert 0 < counters["blocks_fallback"] < 6 and counters["blocks_tiled"] > 0, counters
+    assert counters["faiss_searches"] > 0
+    assert "faiss" in first.environment  # FAISS ran, so its version is recorded
+    second = data.evaluate(configured_engine("faiss"), metric="ip", ks=KS, ci=False)
+    assert first.to_json()["tasks"] == second.to_json()["tasks"]
+    assert_same_per_query(first, second)
+
+
+def test_l2_searches_every_task_in_its_own_block(moderate):
+    """l2 scores are not symmetric under the query/gallery split: 9 blocks, read by rows."""
+    spy = Spy(OnePassEngine())
+    result = moderate.evaluate(spy, metric="l2", ks=SHORT_KS, ci=False)
+    assert spy.counters["blocks_tiled"] == 9
+    other = moderate.evaluate(configured_engine("faiss"), metric="l2", ks=SHORT_KS, ci=False)
+    assert result.to_json()["tasks"] == other.to_json()["tasks"]
+    assert_same_per_query(result, other)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_censoring_changes_no_count_it_keeps(engine, metric):
+    """Asked for exact counts, an engine computes every query's a; otherwise a query with max K
+    items above its first hit may stop early (censored, stored as max K, 0, 1). The rest is equal."""
+    data = continuous_data(25, groups=True)
+    task_data = data.task_data(metric)
+    options = {"max_k": max(SHORT_KS), "threads": 2, "symmetric_scores": metric != "l2"}
+    quick = engine.search(task_data, list(task_data), exact_censored=False, **options)
+    exact = engine.search(task_data, list(task_data), exact_censored=True, **options)
+    assert isinstance(quick, SearchRun) and set(quick.counters) == set(COUNTERS)
+    assert exact.counters["queries_censored"] == 0
+    if engine.name == "one-pass":
+        assert quick.counters["queries_censored"] > 0
+    for task, hits in quick.hits.items():
+        full = exact.hits[task]
+        assert np.array_equal(hits.scored, full.scored), task
+        kept = ~hits.censored
+        for name in ("a", "t", "p"):
+            assert np.array_equal(getattr(hits, name)[kept], getattr(full, name)[kept]), (task, name)
+        assert (full.a[hits.censored] >= options["max_k"]).all(), task
+        assert (hits.a[hits.censored] == options["max_k"]).all() and (hits.p[hits.censored] == 1).all()
+
+
+def test_groups_in_only_some_domains(engine):
+    """Groups recorded for one domain only (e.g. clips of one live stream) and none for the
+    others: every intra task still runs, and a domain without groups excludes only the query."""
+    data = continuous_data(26, sizes=(200, 150, 150))
+    groups = np.array([None] * len(data.products), dtype=object)
+    live = np.flatnonzero(data.domains == "L")
+    groups[live] = (np.arange(len(live)) // 3).astype(object)
+    grouped = dataclasses.replace(data, groups=groups)
+    spy = Spy(engine)
+    result = grouped.evaluate(spy, metric="cosine", ks=SHORT_KS, ci=False)
+    assert_reached(spy)
+    assert_matches_reference(result, grouped.reference(metric="cosine", ks=SHORT_KS), max_near=0.02)
+
+
+def test_the_result_records_the_engine_and_only_libraries_that_ran(engine):
+    data = continuous_data(27, sizes=(120, 100, 80))
+    spy = Spy(engine)
+    result = data.evaluate(spy, metric="ip", ks=SHORT_KS, ci=False)
+    recorded = result.environment["engine"]
+    assert recorded["name"] == engine.name
+    assert recorded["counters"] == spy.counters
+    assert list(recorded["counters"]) == list(COUNTERS)
+    assert ("faiss" in result.environment) == (spy.counters["faiss_searches"] > 0)
+
+
+def test_unknown_engine_names_the_choices_and_old_spellings_work():
+    with pytest.raises(UsageError, match="unknown engine 'fast'.*one-pass.*faiss"):
+        ropebench.evaluate(embeddings=np.eye(4, dtype=np.float32), domains=list("PPVV"), product_ids=[0, 1, 0, 1],
+                           engine="fast")
+    assert get_engine("per-task").name == "faiss"
+    assert get_engine("onepass").name == get_engine().name == "one-pass"
+    assert set(engine_names()) >= {"one-pass", "faiss"}
+
+
+def test_registered_engine_is_chosen_by_name(monkeypatch):
+    monkeypatch.setattr(engines, "_REGISTRY", dict(engines._REGISTRY))  # leave the real registry alone
+
+    class Recording(FaissEngine):
+        name = "recording"
+        calls = 0
+
+        def search(self, *args, **kwargs):
+            type(self).calls += 1
+            return super().search(*args, **kwargs)
+
+    register_engine("recording", Recording)
+    assert "recording" in engine_names()
+    data = continuous_data(28, sizes=(60, 50, 40))
+    result = data.evaluate("recording", metric="ip", ks=SHORT_KS, ci=False)
+    assert Recording.calls == 1
+    assert result.environment["engine"]["name"] == "recording"
+    assert result.to_json()["tasks"] == data.evaluate("faiss", metric="ip", ks=SHORT_KS, ci=False).to_json()["tasks"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(3, 60), dim=st.sampled_from([7, 64, 128]), n_products=st.integers(1, 5), draw=st.data())
+def test_copies_tie_in_tiny_blocks(n, dim, n_products, draw):
+    """The default engine on tiny blocks (the small-block path): BLAS's small-matrix and
+    matrix-vector kernels may round bit-identical rows differently at different positions, so
+    such blocks are scored by the exact kernel, which scores each distinct row once."""
+    seed = draw.draw(st.integers(0, 2**16), label="seed")
     rng = np.random.default_rng(seed)
-    products = rng.integers(0, n_products, n)
-    domains = rng.choice(np.array(["P", "V", "L"]), n, p=[0.4, 0.35, 0.25])
-    domains[products % 17 == 0] = "P"  # these products have no video or live item: skipped queries
-    base = rng.integers(-2, 3, (n_products, dim))
-    noise = rng.integers(-1, 2, (n, dim)) * (rng.random((n, 1)) < 0.6)
-    embeddings = (base[products] + noise).astype(np.float32)
-    embeddings[rng.integers(0, n, n // 8)] = embeddings[rng.integers(0, n, n // 8)]  # exact duplicates
-    group_ids = rng.integers(0, n // 6, n) if groups else None
-    return embeddings, domains, products, group_ids
-
-
-def _run(dataset, engine: str, *, metric: str, ties: str, per_query: bool, ks=(1, 5, 10, 20, 50)):
-    return evaluate_dataset(dataset, metric=metric, ties=ties, ks=ks, tasks=TASKS, threads=2,
-                            per_query=per_query, progress=False, submission_info={}, manifest_info=None,
-                            load_seconds=0.0, started=time.perf_counter(), engine=engine)
-
-
-def _assert_same(one, per_task, per_query: bool) -> None:
-    assert list(one.tasks) == list(per_task.tasks) == list(TASKS)
-    for task in TASKS:
-        assert one.tasks[task] == per_task.tasks[task], task  # counts, n_tied and every metric, exactly
-    if per_query:
-        assert one.per_query.equals(per_task.per_query)  # per-query a, t, p and hit probabilities
-
-
-@pytest.mark.parametrize("ties", ["expected", "pessimistic", "optimistic"])
-@pytest.mark.parametrize("groups", [False, True])
-def test_engines_identical_on_tied_integer_data(ties, groups):
-    embeddings, domains, products, group_ids = _tied_data(seed=7, groups=groups)
-    dataset = dataset_from_arrays(embeddings, domains, products, group_ids=group_ids, metric="ip")
-    one = _run(dataset, "one-pass", metric="ip", ties=ties, per_query=True)
-    per_task = _run(dataset, "per-task", metric="ip", ties=ties, per_query=True)
-    _assert_same(one, per_task, per_query=True)
-    assert sum(one.tasks[t].n_tied for t in TASKS) > 100  # the data really is tied
-    assert sum(one.tasks[t].n_skipped for t in TASKS) > 0
-
-
-@pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_engines_identical_without_per_query_output(metric):
-    """Censoring (queries missing at every K stop early) must not change any reported number."""
-    embeddings, domains, products, group_ids = _tied_data(seed=11)
-    dataset = dataset_from_arrays(embeddings, domains, products, group_ids=group_ids, metric=metric)
-    _assert_same(_run(dataset, "one-pass", metric=metric, ties="expected", per_query=False),
-                 _run(dataset, "per-task", metric=metric, ties="expected", per_query=False), per_query=False)
-
-
-def test_engines_identical_on_cosine_with_duplicated_rows():
-    """Float embeddings whose only ties are bit-identical rows (copies and positive multiples)."""
-    rng = np.random.default_rng(3)
-    n, n_products = 2000, 100
-    products = rng.integers(0, n_products, n)
-    domains = rng.choice(np.array(["P", "V", "L"]), n)
-    embeddings = rng.normal(size=(n_products, 24))[products] + 1.5 * rng.normal(size=(n, 24))
-    source = rng.integers(0, n, 300)
-    embeddings[rng.integers(0, n, 300)] = embeddings[source] * rng.choice([1.0, 2.0, 0.5], (300, 1))
-    dataset = dataset_from_arrays(embeddings.astype(np.float32), domains, products, metric="cosine")
-    one = _run(dataset, "one-pass", metric="cosine", ties="expected", per_query=True)
-    _assert_same(one, _run(dataset, "per-task", metric="cosine", ties="expected", per_query=True), per_query=True)
-    assert sum(one.tasks[t].n_tied for t in TASKS) > 0
-
-
-def test_one_pass_matches_float64_reference():
-    embeddings, domains, products, group_ids = _tied_data(seed=5, n=600, n_products=40)
-    dataset = dataset_from_arrays(embeddings, domains, products, group_ids=group_ids, metric="ip")
-    one = _run(dataset, "one-pass", metric="ip", ties="expected", per_query=True)
-    reference = reference_evaluate(embeddings, domains, products, list(group_ids), metric="ip")
-    for task in TASKS:
-        rows = one.per_query[one.per_query.task == task]
-        # The reference lists queries in input order; the per-query frame sorts by item_id = row.
-        assert sorted(zip(rows.a, rows.t, rows.p)) == sorted(reference[task]["counts"]), task
-        for name in ("R@1", "R@10", "R@50", "MRR@50"):
-            assert one.tasks[task][name] == pytest.approx(reference[task][name], abs=1e-9), (task, name)
-
-
-def test_fallbacks_small_tiles_and_band_cap(monkeypatch):
-    """Tiny tiles, tiny estimate batches and a tiny band cap (massive ties go to exact rescoring) change nothing."""
-    monkeypatch.setattr(onepass, "TILE", 70)
-    monkeypatch.setattr(onepass, "ESTIMATE_SCORES", 16)
-    monkeypatch.setattr(onepass, "BAND_CAP", 3)
-    embeddings, domains, products, group_ids = _tied_data(seed=13, n=900, n_products=30)
-    embeddings[:200] = 1.0  # a block of constant embeddings: everything ties
-    dataset = dataset_from_arrays(embeddings, domains, products, group_ids=group_ids, metric="ip")
-    for per_query in (False, True):
-        _assert_same(_run(dataset, "one-pass", metric="ip", ties="expected", per_query=per_query),
-                     _run(dataset, "per-task", metric="ip", ties="expected", per_query=per_query), per_query)
-
-
-def test_tasks_with_too_many_relevant_pairs_use_the_per_task_path(monkeypatch):
-    """A block whose relevant pairs exceed MAX_PAIRS is searched per task; nothing changes."""
-    calls = []
-    original = onepass.first_hit_counts
-
-    def spy(data, **kwargs):
-        calls.append(len(data.queries))
-        return original(data, **kwargs)
-
-    embeddings, domains, products, group_ids = _tied_data(seed=17, n=1200, n_products=20)
-    dataset = dataset_from_arrays(embeddings, domains, products, group_ids=group_ids, metric="ip")
-    counts = sorted(onepass.n_relevant_pairs(data) for data in _all_task_data(dataset))
-    monkeypatch.setattr(onepass, "first_hit_counts", spy)
-    monkeypatch.setattr(onepass, "MAX_PAIRS", counts[4])  # the larger blocks go over it
-    _assert_same(_run(dataset, "one-pass", metric="ip", ties="expected", per_query=True),
-                 _run(dataset, "per-task", metric="ip", ties="expected", per_query=True), per_query=True)
-    assert 0 < len(calls) < 9  # some tasks, not all, went to the per-task path in the one-pass run
-
-
-def _all_task_data(dataset):
-    from ropebench.api import _task_data
-    from ropebench.domains import DOMAINS
-    from ropebench.search import TaskData, prepare_vectors
-
-    members = {code: np.flatnonzero(dataset.domains == i) for i, code in enumerate(DOMAINS)}
-    vectors = prepare_vectors(dataset.embeddings, "ip")
-    return [_task_data(dataset, members, task, vectors[0], vectors[1], TaskData) for task in TASKS]
-
-
-def test_engine_subset_of_tasks_and_unknown_engine():
-    embeddings, domains, products, _ = _tied_data(seed=2, n=500, n_products=30, groups=False)
-    dataset = dataset_from_arrays(embeddings, domains, products, metric="ip")
-    subset = ("V2P", "L2L")
-    kwargs = dict(metric="ip", ties="expected", ks=(1, 10), tasks=subset, threads=1, per_query=False,
-                  progress=False, submission_info={}, manifest_info=None, load_seconds=0.0,
-                  started=time.perf_counter())
-    one = evaluate_dataset(dataset, engine="one-pass", **kwargs)
-    assert list(one.tasks) == list(subset)
-    assert one.tasks == evaluate_dataset(dataset, engine="per-task", **kwargs).tasks
-    with pytest.raises(ValueError, match="unknown engine"):
-        evaluate_dataset(dataset, engine="fast", **kwargs)
-
-
-@pytest.mark.small_blocks
-@pytest.mark.parametrize("seed", range(40))
-def test_copies_tie_in_tiny_blocks(seed):
-    """Tiny float blocks with bit-identical rows: BLAS's small-matrix and matrix-vector kernels
-    may round copies differently, so such blocks are scored by exact_counts, which scores each
-    distinct row once. The truth: float64 products summed per pair (identical rows, identical sums)."""
-    rng = np.random.default_rng(seed)
-    n, dim = int(rng.integers(3, 60)), int(rng.choice([7, 64, 128]))
     embeddings = rng.normal(size=(n, dim)).astype(np.float32)
-    embeddings[rng.integers(0, n, n // 2)] = embeddings[rng.integers(0, n, n // 2)]
-    products = rng.integers(0, int(rng.integers(1, 6)), n)
-    domains = rng.choice(np.array(["P", "V", "L"]), n)
-    dataset = dataset_from_arrays(embeddings, domains, products, metric="ip")
-    one = _run(dataset, "one-pass", metric="ip", ties="expected", per_query=True, ks=(1, 5))
-    for task in TASKS:
-        rows = one.per_query[one.per_query.task == task]
-        query_rows, gallery_rows = np.flatnonzero(domains == task[0]), np.flatnonzero(domains == task[2])
-        expected = []
-        for q in query_rows:
-            scores = (embeddings[q].astype(np.float64) * embeddings[gallery_rows].astype(np.float64)).sum(axis=1)
-            eligible = gallery_rows != q
-            relevant = (products[gallery_rows] == products[q]) & eligible
-            if relevant.any():
-                best = scores[relevant].max()
-                other = eligible & ~relevant
-                expected.append((int((scores[other] > best).sum()), int((scores[other] == best).sum()),
-                                 int((scores[relevant] == best).sum())))
-        assert sorted(zip(rows.a, rows.t, rows.p)) == sorted(expected), (task, seed)
+    source = draw.draw(hnp.arrays(np.int64, n, elements=st.integers(-1, n - 1)), label="copy of")
+    copies = np.flatnonzero(source >= 0)
+    embeddings[copies] = embeddings[source[copies]]
+    domains = np.array(["P", "V", "L"])[draw.draw(hnp.arrays(np.int8, n, elements=st.integers(0, 2)), label="domains")]
+    products = draw.draw(hnp.arrays(np.int64, n, elements=st.integers(0, n_products - 1)), label="products")
+    data = Data(embeddings, domains, products, np.arange(n))
+    spy = Spy(OnePassEngine())
+    result = data.evaluate(spy, metric="ip", ks=(1, 5), ci=False)
+    assert spy.counters["blocks_small"] > 0 and spy.counters["blocks_tiled"] == 0
+    assert_matches_reference(result, data.reference(metric="ip", ks=(1, 5)), max_near=0.1)
 
 
+def test_evaluate_dataset_leaves_the_dataset_intact():
+    data = tied_data(29, "ip", sizes=(120, 100, 80), groups=True)
+    dataset = ropebench.validate(**{k: v for k, v in data.arrays().items()}, metric="ip")
+    from ropebench.evaluation import evaluate_dataset
+
+    before = dataset.embeddings.copy()
+    result = evaluate_dataset(dataset, metric="ip", ks=KS, engine=configured_engine("one-pass"), threads=2, ci=False)
+    assert dataset.embeddings is not None and np.array_equal(dataset.embeddings, before)
+    again = data.evaluate(configured_engine("one-pass"), metric="ip", ks=KS, ci=False)
+    assert result.to_json()["tasks"] == again.to_json()["tasks"]
+    assert result.per_query.equals(again.per_query)
+
+
+@pytest.mark.skipif("faiss" not in ENGINE_NAMES, reason="no faiss engine")
 def test_faiss_thread_setting_is_restored_when_the_search_loaded_faiss():
     """--threads applies to FAISS only inside the evaluation, also when FAISS is first imported there."""
-    import subprocess
-    import sys
-
-    evaluate = ("import numpy as np, time; from ropebench.api import evaluate_dataset; "
-                "from ropebench.validate import dataset_from_arrays; "
-                "d = dataset_from_arrays(np.eye(6, dtype=np.float32), list('PPVVLL'), [0, 1, 0, 1, 0, 1], metric='ip'); "
-                "evaluate_dataset(d, metric='ip', ties='expected', ks=(1,), tasks=('P2V',), threads=1, per_query=False, "
-                "progress=False, submission_info={}, manifest_info=None, load_seconds=0.0, started=time.perf_counter(), "
-                "engine='per-task'); ")
+    evaluate = ("import numpy as np, ropebench; "
+                "ropebench.evaluate(embeddings=np.eye(6, dtype=np.float32), domains=list('PPVVLL'), "
+                "product_ids=[0, 1, 0, 1, 0, 1], metric='ip', tasks='P2V', ks=(1,), threads=1, engine='faiss', "
+                "ci=False); ")
     after = subprocess.run([sys.executable, "-c", evaluate + "import faiss; print(faiss.omp_get_max_threads())"],
                            capture_output=True, text=True, check=True).stdout.split()[-1]
     fresh = subprocess.run([sys.executable, "-c", "import faiss; print(faiss.omp_get_max_threads())"],
                            capture_output=True, text=True, check=True).stdout.split()[-1]
     assert after == fresh
-
-
-def test_released_embeddings_are_not_needed_after_the_split():
-    """evaluate() lets the one-pass engine drop the matrix once each domain has its copy;
-    nothing after that (metrics, per-query rows) may need it."""
-    embeddings, domains, products, group_ids = _tied_data(seed=23, n=600, n_products=30)
-    kept = dataset_from_arrays(embeddings, domains, products, group_ids=group_ids, metric="ip")
-    released = dataset_from_arrays(embeddings, domains, products, group_ids=group_ids, metric="ip")
-    kwargs = dict(metric="ip", ties="expected", ks=(1, 5, 10, 20, 50), tasks=TASKS, threads=2, per_query=True,
-                  progress=False, submission_info={}, manifest_info=None, load_seconds=0.0,
-                  started=time.perf_counter())
-    one = evaluate_dataset(released, release_embeddings=True, **kwargs)
-    assert released.embeddings is None and released.n_items == 600
-    _assert_same(one, evaluate_dataset(kept, **kwargs), per_query=True)
-    assert kept.embeddings is not None
