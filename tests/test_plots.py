@@ -184,6 +184,8 @@ def test_compare_primary_first_and_significant_cells_marked() -> None:
     assert _y(lines["significant"]) == [0, 1]
     assert _x(lines["not significant"]) == [-0.5]
     assert _x(_labelled(r10)["significant"]) == [-4.0]  # no primary row in R@10's panel
+    # One legend for the figure, naming both markers although the R@10 panel shows one first.
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["significant", "not significant"]
     intervals: Any = r1.collections[0]
     intervals = intervals.get_segments()
     assert [list(segment[:, 0]) for segment in intervals] == [[0.5, 2.0], [2.0, 4.0], [-1.5, 0.5]]

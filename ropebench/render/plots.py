@@ -354,7 +354,12 @@ def compare(comparison_json: Any, *, measures: Sequence[str] | None = None, titl
         axes.set_yticks(range(len(rows)), labels=rows)
         axes.set_ylim(len(rows) - 0.5, -0.5)  # top-down: primary first
         axes.grid(True, axis="x", alpha=0.3)
-    figure.axes[0].legend(fontsize="small")
+    # One legend below the panels (inside one it would hide a row), for the markers of any panel.
+    handles: dict[str, Any] = {}
+    for axes in figure.axes:
+        for handle, label in zip(*axes.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=2, fontsize="small")
     names = [Path(str((document.get(side) or {}).get("path", side))).stem for side in ("a", "b")]
     figure.suptitle(title if title is not None else f"A = {names[0]}, B = {names[1]}")
     return figure
