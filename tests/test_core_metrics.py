@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import ropebench
+from ropebench.engines.faiss import FaissEngine
+from ropebench.engines.onepass import OnePassEngine, OnePassSettings
 from ropebench.errors import DataError, UsageError
 from ropebench.measures import count_tied, hit_probabilities, reciprocal_rank
 from ropebench.protocol import parse_ks
@@ -15,6 +20,7 @@ KS = (1, 2, 3, 4)
 
 def run(emb, domains, products, **options):
     options.setdefault("metric", "ip")
+    options.setdefault("ci", False)  # bootstrap intervals are tested elsewhere; here they only cost time
     return ropebench.evaluate(embeddings=np.asarray(emb, dtype=np.float32), domains=domains,
                               product_ids=products, **options)
 
@@ -154,7 +160,147 @@ def test_a_domain_without_items_gives_skips_and_null_metrics():
     # P and V items only: P2L queries all skipped (no gallery), L2P has no query; both null.
     rng = np.random.default_rng(0)
     result = run(rng.normal(size=(8, 3)), ["P", "V"] * 4, [0, 0, 1, 1, 2, 2, 3, 3], ks=(1,), metric="cosine")
-    assert (result.tasks["P2L"]["n_queries"], result.tasks["P2L"]["n_skipped"], result.tasks["P2L"]["R@1"]) == (0, 4, None)
-    assert (result.tasks["L2P"]["n_queries"], result.tasks["L2P"]["n_gallery"], result.tasks["L2P"]["R@1"]) == (0, 4, None)
+    p2l, l2p = result.tasks["P2L"], result.tasks["L2P"]
+    assert (p2l["n_queries"], p2l["n_skipped"], p2l["R@1"]) == (0, 4, None)
+    assert (l2p["n_queries"], l2p["n_gallery"], l2p["R@1"]) == (0, 4, None)
     assert result.tasks["P2V"]["n_queries"] == 4 and result.tasks["P2V"]["R@1"] is not None
     assert result.to_json()["tasks"]["L2L"]["MRR@1"] is None
+
+
+# -- l2 far from the origin: translating the data changes no number (DESIGN §2) ---------------
+
+# The default engine, the one-pass engine at sizes where 90 items fill several tiles (no
+# small-block shortcut), and FAISS in several query batches: every code path sees the data.
+L2_ENGINES = {
+    "one-pass": "one-pass",
+    "one-pass-tiled": OnePassEngine(OnePassSettings(tile=16, small_block=0, estimate_scores=16, band_cap=16)),
+    "faiss": FaissEngine(query_batch=7),
+}
+
+
+@st.composite
+def translated_pair(draw):
+    """Dyadic data ``k / 64`` (|k| <= 64, so the spread is at most 2) and one offset vector whose
+    coordinates are ``m * 2^e`` (|m| <= 3, e <= 14: up to 2.5e4 x the spread). Every translated
+    value needs at most 23 significant bits, so it is exact in float32: any change in a number
+    is the evaluation's doing, not the input's rounding."""
+    n = draw(st.integers(6, 90))
+    d = draw(st.integers(1, 4))
+    k = draw(hnp.arrays(np.int64, (n, d), elements=st.integers(-64, 64)))
+    domains = np.array(["P", "V", "L"])[draw(hnp.arrays(np.int8, n, elements=st.integers(0, 2)))]
+    products = draw(hnp.arrays(np.int64, n, elements=st.integers(0, max(1, n // 4))))
+    exponent = draw(st.integers(0, 14))
+    multiples = draw(hnp.arrays(np.int64, d, elements=st.integers(-3, 3)))
+    base = k / 64.0
+    moved = base + multiples * 2.0 ** exponent
+    assert (moved.astype(np.float32).astype(np.float64) == moved).all()  # the premise: exact in float32
+    return base.astype(np.float32), moved.astype(np.float32), domains, products
+
+
+@pytest.mark.parametrize("search_engine", list(L2_ENGINES.values()), ids=list(L2_ENGINES))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(data=translated_pair())
+def test_l2_numbers_do_not_move_with_the_data(search_engine, data):
+    base, moved, domains, products = data
+    options = dict(domains=domains, product_ids=products, metric="l2", ks=(1, 2, 5), engine=search_engine, threads=1,
+                   ci=False)
+    here, there = ropebench.evaluate(embeddings=base, **options), ropebench.evaluate(embeddings=moved, **options)
+    assert here.to_json()["tasks"] == there.to_json()["tasks"]
+    columns = ["task", "item_id", "a", "t", "p", "R@1", "R@2", "R@5", "MRR@5"]
+    assert here.per_query.select(columns).equals(there.per_query.select(columns))
+
+
+@pytest.mark.parametrize("engine_name", ["one-pass", "faiss"])
+def test_l2_far_from_the_origin_ranks_like_exact_float64(engine_name):
+    # 40 products, one P query and one V item each, 0.001 apart; products 0.01 apart; then every
+    # vector moved to 100 + x. |q|² + |g|² − 2q·g in float32 loses everything below ~1e-3 there
+    # (it gave R@1 10.06 with 27 of 40 queries tied); the exact ranking of the same float32
+    # vectors, computed here in float64, puts every relevant item first.
+    rng = np.random.default_rng(3)
+    pages = 0.01 * rng.normal(size=(40, 16))
+    videos = pages + 0.001 * rng.normal(size=(40, 16))
+    emb = (np.vstack([pages, videos]) + 100.0).astype(np.float32)
+    exact = emb.astype(np.float64)
+    distances = ((exact[:40, None, :] - exact[None, 40:, :]) ** 2).sum(axis=2)
+    reference_r1 = 100.0 * np.mean(distances.argmin(axis=1) == np.arange(40))
+    assert reference_r1 == 100.0
+    task = ropebench.evaluate(embeddings=emb, domains=["P"] * 40 + ["V"] * 40, product_ids=list(range(40)) * 2,
+                              metric="l2", tasks="P2V", engine=engine_name, ci=False).tasks["P2V"]
+    assert (task["R@1"], task["n_tied"]) == (reference_r1, 0)
+
+
+# -- cut-offs far beyond the gallery ------------------------------------------------------------
+
+_HUGE_K_CHILD = """
+import resource, sys, time
+import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+import ropebench
+n = 1200  # 400 items per domain, 6 per product (2 per domain), every embedding the same
+flat = pa.array(np.ones(n * 4, dtype=np.float32))
+pq.write_table(pa.table({"item_id": np.arange(n), "domain": np.array(list("PVL"))[np.arange(n) % 3],
+                         "product_id": np.arange(n) // 6,
+                         "embedding": pa.FixedSizeListArray.from_arrays(flat, 4)}), sys.argv[1])
+ropebench.evaluate(sys.argv[1], ks=(1,)).per_query  # everything imported and warmed up
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+result = ropebench.evaluate(sys.argv[1], ks=(1, 10_000_000))
+result.per_query
+seconds = time.perf_counter() - started
+extra = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+task = result.tasks["P2V"]
+print(seconds, extra, task["R@1"], task["R@10000000"], result.tasks["P2P"]["R@1"])
+"""
+
+
+def test_huge_k_on_tied_data_is_fast_and_small(tmp_path):
+    """K = 10^7 on 1,200 constant embeddings: the tie tables stop at max(t) + 1 columns, so
+    time and memory follow the gallery (400 items), not K. Measured in a fresh process (its
+    peak RSS is its own); before the clamp this took a MemoryError."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _HUGE_K_CHILD, str(tmp_path / "tied.parquet")],
+                          capture_output=True, text=True, timeout=120, check=True)
+    seconds, extra, r1, r_huge, intra_r1 = map(float, done.stdout.split())
+    assert seconds < 10.0, seconds
+    assert extra < 200 * 2**20, extra
+    # Chance level, not 100: P2V has p = 2 relevant among 400 tied items -> R@1 = 2/400;
+    # P2P excludes the query: p = 1 among 399 -> 1/399. Every query hits within K = 10^7.
+    assert r1 == pytest.approx(100 * 2 / 400) and intra_r1 == pytest.approx(100 / 399) and r_huge == 100.0
+
+
+def test_k_beyond_every_gallery_is_noted_on_stderr(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from ropebench.cli import cli
+
+    path = tmp_path / "tied.parquet"
+    flat = pa.array(np.ones(12 * 2, dtype=np.float32))
+    pq.write_table(pa.table({"item_id": list(range(12)), "domain": list("PVL") * 4,
+                             "product_id": [0, 0, 0, 1, 1, 1] * 2,
+                             "embedding": pa.FixedSizeListArray.from_arrays(flat, 2)}), path)
+    result = CliRunner().invoke(cli, ["evaluate", str(path), "--ks", "1,10000000", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert "note: K = 10000000 exceeds the largest gallery (4 items)" in result.stderr
+    assert "note:" not in result.stdout  # stdout stays data
+    assert '"R@10000000": 100.0' in result.stdout
+
+
+def test_tie_tables_do_not_grow_with_k():
+    """The arithmetic itself: 2,000 tied queries (t = 500) at K = 10^9 allocate what K = 501 does."""
+    import tracemalloc
+
+    a, t, p = np.zeros(2000, dtype=np.int64), np.full(2000, 500), np.ones(2000, dtype=np.int64)
+    peaks = []
+    for k in (501, 10**9):
+        tracemalloc.start()
+        hits = hit_probabilities(a, t, p, (1, k), "expected")
+        rr = reciprocal_rank(a, t, p, k, "expected")
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert hits[:, 1] == pytest.approx(1.0) and hits[:, 0] == pytest.approx(1 / 501)
+        assert rr == pytest.approx(np.mean(1 / np.arange(1, 502)))  # uniform rank among 501 tied items
+    assert peaks[1] <= 1.1 * peaks[0] + (1 << 20), peaks
