@@ -23,16 +23,12 @@ U32 = 2.0 ** -24  # float32 unit roundoff
 
 
 def scores64(query: np.ndarray, gallery: np.ndarray, metric: str) -> np.ndarray:
-    """One query's float64 scores against a gallery, each pair summed on its own (no BLAS: a
-    matrix product need not give bit-identical gallery rows the same score, and copies must tie)."""
-    q = query.astype(np.float64)
-    g = gallery.astype(np.float64)
-    if metric == "cosine":
-        q = q / np.linalg.norm(q)
-        g = g / np.linalg.norm(g, axis=1, keepdims=True)
+    """One query's float64 scores against a gallery (both already float64, and unit rows for
+    cosine), each pair summed on its own: no BLAS, which need not give bit-identical gallery rows
+    the same score, and copies must tie."""
     if metric == "l2":
-        return -((g - q[None, :]) ** 2).sum(axis=1)
-    return (g * q[None, :]).sum(axis=1)
+        return -((gallery - query[None, :]) ** 2).sum(axis=1)
+    return (gallery * query[None, :]).sum(axis=1)
 
 
 def p_hit(a: int, t: int, p: int, k: int, ties: str) -> float:
@@ -64,6 +60,9 @@ def reference_evaluate(emb: Any, domains: Any, products: Any, groups: Sequence[A
     """``{task: {"n_queries", "n_skipped", "n_gallery", "n_tied", "R@K"…, "MRR@maxK",
     "counts": {row: (a, t, p)}, "near": {rows}}}``; ``groups``: None or one id per row (None = no group)."""
     emb = np.asarray(emb)
+    vectors = emb.astype(np.float64)
+    if metric == "cosine":
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     domains = np.asarray(domains)
     products = np.asarray(products)
     group_list = None if groups is None else list(groups)
@@ -84,7 +83,7 @@ def reference_evaluate(emb: Any, domains: Any, products: Any, groups: Sequence[A
         counts: dict[int, tuple[int, int, int]] = {}
         near: set[int] = set()
         for q in qi:
-            scores = scores64(emb[q], emb[gi], metric)
+            scores = scores64(vectors[q], vectors[gi], metric)
             eligible = np.ones(len(gi), dtype=bool)
             if qd == gd:
                 eligible &= gi != q

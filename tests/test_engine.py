@@ -64,7 +64,10 @@ def test_default_settings_tile_every_block_at_moderate_size(moderate):
     assert faiss.counters["faiss_searches"] == 9
     assert first.to_json()["tasks"] == second.to_json()["tasks"]
     assert_same_per_query(first, second)
-    assert_matches_reference(first, moderate.reference(metric="cosine", ks=KS), max_near=0.02)
+    # The brute force on two of the tasks (a cross block read by columns, an intra block): 1 s each.
+    subset = ("V2P", "L2L")
+    first = dataclasses.replace(first, tasks={task: first.tasks[task] for task in subset})
+    assert_matches_reference(first, moderate.reference(metric="cosine", ks=KS, tasks=subset), max_near=0.02)
 
 
 @pytest.mark.parametrize("engine_name", ENGINE_NAMES)
@@ -130,7 +133,8 @@ def test_censoring_changes_no_count_it_keeps(engine, metric):
     items above its first hit may stop early (censored, stored as max K, 0, 1). The rest is equal."""
     data = continuous_data(25, groups=True)
     task_data = data.task_data(metric)
-    options = {"max_k": max(SHORT_KS), "threads": 2, "symmetric_scores": metric != "l2"}
+    options = {"max_k": max(SHORT_KS), "threads": 2 if engine.name == "one-pass" else 1,
+               "symmetric_scores": metric != "l2"}
     quick = engine.search(task_data, list(task_data), exact_censored=False, **options)
     exact = engine.search(task_data, list(task_data), exact_censored=True, **options)
     assert isinstance(quick, SearchRun) and set(quick.counters) == set(COUNTERS)
