@@ -309,6 +309,7 @@ def write_files_together(writers: Sequence[tuple[str | os.PathLike[str], Callabl
 def _rename_all(temps: Sequence[tuple[Path, str]], guardian: _Guardian | None, created: list[Path]) -> None:
     backups: list[tuple[Path, str | None]] = []
     pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+    index = 0
     try:
         for index, (path, tmp) in enumerate(temps):
             if index and pause > 0:
@@ -316,9 +317,9 @@ def _rename_all(temps: Sequence[tuple[Path, str]], guardian: _Guardian | None, c
             backup = None
             if path.exists():
                 backup = tmp + ".old"
-                os.link(path, backup)  # the previous version, to restore if a later rename fails
+                os.link(path, backup)  # the previous version, to restore if this or a later rename fails
+            backups.append((path, backup))  # before the rename: a failed rename's backup goes too
             os.replace(tmp, path)
-            backups.append((path, backup))
     except BaseException as error:
         if guardian is not None:
             guardian.send("abort")
@@ -328,10 +329,13 @@ def _rename_all(temps: Sequence[tuple[Path, str]], guardian: _Guardian | None, c
                     os.replace(backup, path)
                 else:
                     os.unlink(path)
+        # rename() between two links of one file does nothing: the backup of the target whose own
+        # rename failed is still there.
+        _remove(backup for _, backup in backups if backup is not None)
         _remove(tmp for _, tmp in temps)
         _remove_directories(created)
         if isinstance(error, OSError):
-            raise DataError(f"{temps[len(backups)][0]}: cannot be written ({error.strerror or error}). "
+            raise DataError(f"{temps[index][0]}: cannot be written ({error.strerror or error}). "
                             "Fix: choose a writable location; nothing was written") from None
         raise
     _remove(backup for _, backup in backups if backup is not None)
