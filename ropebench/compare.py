@@ -1,0 +1,490 @@
+"""Compare two evaluations of the same test set: paired tests and intervals over products.
+
+``compare(a, b)`` pairs the per-query rows of A and B by ``(task, item_id)`` and, for every task
+and measure (a *cell*), reports A, B, ``Δ = A − B`` (percentage points) with its 95% bootstrap
+interval, a p-value, its Holm adjustment over the cells, wins/ties/losses and the design effect.
+The primary hypothesis, declared in advance and tested without adjustment, is ``cross/R@1``:
+Δ of the unweighted mean of R@1 over the cross-domain tasks (P2V V2P P2L L2P V2L L2V)::
+
+    Δ_P = (1/T) Σ_t Δ_t = Σ_c Σ_t D_ct / (T · N_t)
+
+so a product ``c`` contributes ``P_c = Σ_t D_ct / (T N_t)`` (``D_ct``: the sum of its R@1
+differences in task t, ``N_t``: the task's queries); its sign flips flip ``P_c``, and its
+bootstrap replicate is the mean over the T tasks of each task's resampled mean.
+The statistics are in :mod:`ropebench.stats`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ropebench import stats
+from ropebench.errors import DataError, UsageError
+from ropebench.protocol import ALL_TASKS, CROSS_TASKS
+
+__all__ = [
+    "COMPARISON_SCHEMA",
+    "CORRECTIONS",
+    "PRIMARY",
+    "TESTS",
+    "UNITS",
+    "Cell",
+    "Comparison",
+    "InputRef",
+    "Primary",
+    "Settings",
+    "compare",
+]
+
+COMPARISON_SCHEMA = "ropebench.comparison/1"
+PRIMARY = "cross/R@1"
+UNITS: tuple[str, ...] = ("product", "query")
+TESTS: tuple[str, ...] = ("randomization", "bootstrap", "t")
+CORRECTIONS: tuple[str, ...] = ("holm", "none")
+_METADATA_KEY = b"ropebench"  # parquet schema metadata of a per-query file: {"protocol": {...}, ...}
+_EXAMPLES = 5
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _pair(value: Any) -> tuple[float | None, float | None]:
+    return (_number(value[0]), _number(value[1]))
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """Where one side came from: the file given (results JSON or per-query parquet) and its sha256."""
+
+    path: str | None
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    unit: str = "product"
+    test: str = "randomization"
+    resamples: int = 10_000
+    seed: int = 0
+    alpha: float = 0.05
+    correction: str = "holm"
+    ci: str = "percentile"
+
+
+@dataclass(frozen=True)
+class Primary:
+    """The primary hypothesis ``cross/R@1``; ``significant`` is the unadjusted ``p < alpha``."""
+
+    hypothesis: str
+    a: float | None
+    b: float | None
+    delta: float | None
+    ci: tuple[float | None, float | None]
+    p: float | None
+    significant: bool
+    design_effect: float | None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One task and measure. ``delta = a − b`` in points; ``significant`` is ``p_holm < alpha``.
+
+    ``design_effect`` is Kish's deff, product-level over query-level variance of Δ.
+    """
+
+    task: str
+    measure: str
+    a: float | None
+    b: float | None
+    delta: float | None
+    ci: tuple[float | None, float | None]
+    p: float | None
+    p_holm: float | None
+    significant: bool
+    wins: int
+    ties: int
+    losses: int
+    n_queries: int
+    n_products: int
+    design_effect: float | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The comparison of two evaluations; ``to_json()`` is a ``ropebench.comparison/1`` object."""
+
+    a: InputRef
+    b: InputRef
+    settings: Settings
+    primary: Primary | None
+    cells: tuple[Cell, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        def plain(obj: Any) -> dict[str, Any]:
+            return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(obj).items()}
+
+        return {"schema": COMPARISON_SCHEMA, "a": asdict(self.a), "b": asdict(self.b),
+                "settings": asdict(self.settings), "primary": None if self.primary is None else plain(self.primary),
+                "cells": [plain(cell) for cell in self.cells]}
+
+    def dumps(self) -> str:
+        """The JSON text (indented, newline-terminated); equal inputs give equal bytes."""
+        return json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Comparison:
+        """Rebuild a comparison from its JSON object (``json.load`` of a file written by ``dumps``)."""
+        if not isinstance(data, Mapping) or data.get("schema") != COMPARISON_SCHEMA:
+            found = data.get("schema") if isinstance(data, Mapping) else type(data).__name__
+            raise DataError(f"not a {COMPARISON_SCHEMA} object (schema: {found!r}). Fix: pass a file written by "
+                            "`ropebench compare --out`")
+        try:
+            primary = data["primary"]
+            return cls(a=InputRef(**data["a"]), b=InputRef(**data["b"]), settings=Settings(**data["settings"]),
+                       primary=None if primary is None else Primary(**{**primary, "ci": tuple(primary["ci"])}),
+                       cells=tuple(Cell(**{**cell, "ci": tuple(cell["ci"])}) for cell in data["cells"]))
+        except (KeyError, TypeError) as error:
+            raise DataError(f"{COMPARISON_SCHEMA} object with a missing or unexpected field ({error}). "
+                            "Fix: pass a file written by `ropebench compare --out`") from None
+
+
+@dataclass(frozen=True)
+class _Side:
+    name: str  # "A (path)" for messages
+    ref: InputRef
+    table: Any  # pyarrow.Table
+    protocol: Mapping[str, Any] | None
+
+
+def _protocol_of(table: Any, name: str) -> Mapping[str, Any] | None:
+    raw = (table.schema.metadata or {}).get(_METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        return dict(json.loads(raw).get("protocol") or {})
+    except (ValueError, AttributeError, TypeError):
+        raise DataError(f"{name}: the parquet metadata key 'ropebench' is not a JSON object. Fix: re-write the "
+                        "file with `ropebench evaluate --per-query`") from None
+
+
+def _load(source: Any, label: str) -> _Side:
+    """A per-query table (with its protocol) from a Table, a result object or a file path."""
+    import pyarrow as pa
+
+    if isinstance(source, pa.Table):
+        name = f"{label} (table)"
+        return _Side(name, InputRef(None, None), source, _protocol_of(source, name))
+    if hasattr(source, "per_query") and hasattr(source, "protocol"):  # an EvaluationResult
+        return _side_of_result(source, f"{label} (result)", InputRef(None, None))
+    if not isinstance(source, (str, os.PathLike)):
+        raise UsageError(f"{label}: expected a results JSON path, a per-query parquet path or a pyarrow Table, "
+                         f"not {type(source).__name__}")
+    path = Path(source)
+    name = f"{label} ({path})"
+    if not path.is_file():
+        raise UsageError(f"{name}: no such file. Fix: pass a results JSON (`ropebench evaluate --out`) or a "
+                         "per-query parquet file (`--per-query`)")
+    from ropebench.io.files import sha256_file
+
+    ref = InputRef(str(source), sha256_file(path))
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic != b"PAR1":
+        import ropebench
+
+        return _side_of_result(ropebench.load_results(path), name, ref)
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as error:
+        raise DataError(f"{name}: unreadable parquet file ({error}). Fix: re-write it with "
+                        "`ropebench evaluate --per-query`") from None
+    return _Side(name, ref, table, _protocol_of(table, name))
+
+
+def _side_of_result(result: Any, name: str, ref: InputRef) -> _Side:
+    import pyarrow as pa
+
+    table = result.per_query
+    if table is None:
+        raise UsageError(f"{name}: the result has no per-query data. Fix: evaluate with `--per-query FILE` "
+                         "and compare those files (or results files written with them)")
+    if not isinstance(table, pa.Table):  # a pandas DataFrame from an older result object
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    return _Side(name, ref, table, dict(result.protocol or {}))
+
+
+def _examples(keys: list[tuple[Any, Any]]) -> str:
+    shown = ", ".join(f"({task}, {item!r})" for task, item in sorted(keys, key=repr)[:_EXAMPLES])
+    return shown + (", …" if len(keys) > _EXAMPLES else "")
+
+
+def _prepare(side: _Side) -> Any:
+    """The side's table sorted by (task, item_id), after its own checks."""
+    import pyarrow.compute as pc
+
+    table = side.table
+    missing = [c for c in ("task", "item_id", "product_id") if c not in table.column_names]
+    if missing:
+        raise DataError(f"{side.name}: missing column(s) {', '.join(missing)}. Fix: pass the per-query table "
+                        "written by `ropebench evaluate --per-query`")
+    for column in ("task", "item_id", "product_id"):
+        if table.column(column).null_count:
+            raise DataError(f"{side.name}: column {column!r} has {table.column(column).null_count} null value(s)")
+    table = table.sort_by([("task", "ascending"), ("item_id", "ascending")])
+    unknown = sorted(set(pc.unique(table.column("task")).to_pylist()) - set(ALL_TASKS))
+    if unknown:
+        raise DataError(f"{side.name}: unknown task(s) {', '.join(map(repr, unknown[:_EXAMPLES]))}. "
+                        f"Tasks are {' '.join(ALL_TASKS)}")
+    if len(table) > 1:
+        task, item = table.column("task"), table.column("item_id")
+        same = pc.and_(pc.equal(task[1:], task[:-1]), pc.equal(item[1:], item[:-1]))
+        if pc.any(same).as_py():
+            rows = table.slice(1).filter(same)
+            keys = list(zip(rows.column("task").to_pylist(), rows.column("item_id").to_pylist()))
+            raise DataError(f"{side.name}: {len(keys)} duplicated (task, item_id) row(s), e.g. {_examples(keys)}. "
+                            "Fix: one row per scored query and task, as `ropebench evaluate --per-query` writes")
+    return table
+
+
+def _paired(a: _Side, b: _Side) -> tuple[Any, Any, list[str]]:
+    """Both tables sorted and checked to hold the same rows, protocol and measures."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    problems = []
+    for key, what in (("ties", "tie policy"), ("ks", "Ks")):
+        if a.protocol and b.protocol and key in a.protocol and key in b.protocol \
+                and a.protocol[key] != b.protocol[key]:
+            problems.append(f"{what}: {a.protocol[key]!r} in A, {b.protocol[key]!r} in B")
+    measures = stats.measure_columns(a.table)
+    other = stats.measure_columns(b.table)
+    if measures != other:
+        problems.append(f"measures: A has {' '.join(measures) or 'none'}, B has {' '.join(other) or 'none'}")
+    table_a, table_b = _prepare(a), _prepare(b)
+    items_a, items_b = table_a.column("item_id"), table_b.column("item_id")
+    if items_a.type != items_b.type:
+        if pa.types.is_integer(items_a.type) and pa.types.is_integer(items_b.type):
+            items_b = pc.cast(items_b, items_a.type, safe=False)  # same ids stored as int64 vs uint64
+            table_b = table_b.set_column(table_b.schema.get_field_index("item_id"), "item_id", items_b)
+        else:
+            problems.append(f"item_id type: {items_a.type} in A, {items_b.type} in B")
+    if not problems:
+        same = len(table_a) == len(table_b) and (len(table_a) == 0 or pc.all(pc.and_(
+            pc.equal(table_a.column("task"), table_b.column("task")), pc.equal(items_a, items_b))).as_py())
+        if not same:
+            keys_a = set(zip(table_a.column("task").to_pylist(), items_a.to_pylist()))
+            keys_b = set(zip(table_b.column("task").to_pylist(), items_b.to_pylist()))
+            only_a, only_b = list(keys_a - keys_b), list(keys_b - keys_a)
+            problems.append(f"rows: {len(only_a)} (task, item_id) row(s) only in A"
+                            + (f", e.g. {_examples(only_a)}" if only_a else "")
+                            + f"; {len(only_b)} only in B" + (f", e.g. {_examples(only_b)}" if only_b else ""))
+    if not problems:
+        products_a, products_b = table_a.column("product_id"), table_b.column("product_id")
+        if products_a.type != products_b.type and not (pa.types.is_integer(products_a.type)
+                                                       and pa.types.is_integer(products_b.type)):
+            problems.append(f"product_id type: {products_a.type} in A, {products_b.type} in B")
+        else:
+            differ = pc.invert(pc.equal(pc.cast(products_a, pa.string()), pc.cast(products_b, pa.string())))
+            if pc.any(differ).as_py():
+                rows = table_a.filter(differ)
+                keys = list(zip(rows.column("task").to_pylist(), rows.column("item_id").to_pylist()))
+                problems.append(f"product_id: {len(keys)} paired row(s) have another product in B, "
+                                f"e.g. {_examples(keys)}")
+    if not measures and not problems:
+        problems.append("measures: no R@K or MRR@K column")
+    if problems:
+        raise UsageError(f"{a.name} and {b.name} are not two evaluations of the same test set under the same "
+                         "protocol:\n  - " + "\n  - ".join(problems)
+                         + "\nFix: evaluate both submissions on the same manifest with the same --ties and --ks")
+    return table_a, table_b, measures
+
+
+def _check_settings(settings: Settings) -> None:
+    problems = []
+    for name, value, allowed in (("unit", settings.unit, UNITS), ("test", settings.test, TESTS),
+                                 ("correction", settings.correction, CORRECTIONS)):
+        if value not in allowed:
+            problems.append(f"{name} {value!r}: choose from {', '.join(allowed)}")
+    if not isinstance(settings.resamples, int) or settings.resamples < 1:
+        problems.append(f"resamples {settings.resamples!r}: must be a positive integer (10000 by default)")
+    if not isinstance(settings.seed, int) or settings.seed < 0:
+        problems.append(f"seed {settings.seed!r}: must be a non-negative integer")
+    if not 0.0 < settings.alpha < 1.0:
+        problems.append(f"alpha {settings.alpha!r}: must lie strictly between 0 and 1")
+    if problems:
+        raise UsageError("compare: " + "; ".join(problems))
+
+
+def compare(a: Any, b: Any, *, unit: str = "product", test: str = "randomization", resamples: int = 10_000,
+            seed: int = 0, alpha: float = 0.05, correction: str = "holm") -> Comparison:
+    """Compare evaluation A with evaluation B, query by query.
+
+    Args:
+        a, b: a results JSON path (with its per-query data), a per-query parquet path, a
+            pyarrow Table of per-query rows, or an evaluation result object.
+        unit: ``"product"`` (resample products: the queries of a product share their relevant
+            items) or ``"query"`` (each query its own cluster, as query-level tools do).
+        test: ``"randomization"`` (paired sign flips), ``"bootstrap"`` (centred bootstrap) or
+            ``"t"`` (cluster-robust t, df = clusters − 1).
+        resamples, seed: B and the seed of the resampling matrices, drawn once for every cell.
+        alpha: significance level. correction: ``"holm"`` over the cells, or ``"none"``.
+
+    Returns:
+        A :class:`Comparison`. Intervals are 95% percentile bootstrap intervals of Δ over the unit.
+
+    Raises:
+        UsageError: the two sides differ in tie policy, Ks, measures or rows (the message names
+            the difference and up to 5 example rows), or an option is invalid.
+        DataError: a file is unreadable or a table malformed.
+    """
+    settings = Settings(unit=unit, test=test, resamples=resamples, seed=seed, alpha=alpha, correction=correction)
+    _check_settings(settings)
+    side_a, side_b = _load(a, "A"), _load(b, "B")
+    table_a, table_b, measures = _paired(side_a, side_b)
+    primary, cells = _analyse(table_a, table_b, measures, settings)
+    return Comparison(a=side_a.ref, b=side_b.ref, settings=settings, primary=primary, cells=cells)
+
+
+def _analyse(table_a: Any, table_b: Any, measures: list[str], settings: Settings
+             ) -> tuple[Primary | None, tuple[Cell, ...]]:
+    """Every cell and the primary hypothesis from two paired tables (rows sorted alike)."""
+    task, labels = stats.column_codes(table_a, "task", order=ALL_TASKS)
+    order = np.argsort(task, kind="stable")  # tasks in P2V … L2L order, items sorted within
+    task = task[order]
+    products, product_labels = stats.column_codes(table_a, "product_id")
+    products = products[order]
+    x_a = np.column_stack([stats.column_floats(table_a, m)[order] for m in measures])
+    x_b = np.column_stack([stats.column_floats(table_b, m)[order] for m in measures])
+    d = x_a - x_b
+    n_tasks, n_measures, n_products = len(labels), len(measures), len(product_labels)
+    width = n_measures + 1  # the measures of a task, then its query count
+    bounds = np.searchsorted(task, np.arange(n_tasks + 1))
+    n_queries = np.diff(bounds)
+    starts = bounds[:-1]
+    mean_a = np.add.reduceat(x_a, starts) / n_queries[:, None]
+    mean_b = np.add.reduceat(x_b, starts) / n_queries[:, None]
+
+    # Per product and task: sums of d and query counts (n_products × n_tasks × width).
+    sums = stats.grouped_sums(np.column_stack([d, np.ones(len(d))]), products * n_tasks + task,
+                              n_groups=n_products * n_tasks).reshape(n_products, n_tasks, width)
+    counts = sums[:, :, -1]
+    delta = sums[:, :, :-1].sum(axis=0) / n_queries[:, None]  # (T × M), Σ d / N
+    residual_sq = np.add.reduceat((d - delta[task]) ** 2, starts)  # Σ_i (d_i − Δ)², query level
+    scores = sums[:, :, :-1] - counts[:, :, None] * delta  # U_ct = Σ_{i∈c} (d_i − Δ_t), product level
+    deff = stats.design_effect(scores.reshape(n_products, -1), residual_sq.ravel()).reshape(n_tasks, n_measures)
+    products_per_task = (counts > 0).sum(axis=0)
+
+    cross = [t for t, label in enumerate(labels) if label in CROSS_TASKS]  # a prefix of the task order
+    r1 = measures.index("R@1") if "R@1" in measures else None
+    weight = np.zeros(n_tasks)
+    if cross and r1 is not None:
+        weight[cross] = 1.0 / (len(cross) * n_queries[cross])  # Δ_P = Σ_t weight_t Σ_i d_it
+    has_primary = bool(cross) and r1 is not None
+    r1_index = r1 if r1 is not None else 0
+
+    # The matrix the resampling multiplies: one row per cluster, columns task-major
+    # [measure sums, count] per task, then the primary's P_c.
+    if settings.unit == "product":
+        columns = np.column_stack([sums.reshape(n_products, -1), sums[:, :, r1_index] @ weight])
+        strata = None
+        clusters = products_per_task.astype(float)
+        cluster_scores = scores / n_queries[None, :, None]
+        primary_clusters = float((counts[:, cross].sum(axis=1) > 0).sum())
+    else:
+        columns = np.zeros((len(d), n_tasks * width + 1))
+        strata = []
+        for t in range(n_tasks):
+            lo, hi = bounds[t], bounds[t + 1]
+            columns[lo:hi, t * width:t * width + n_measures] = d[lo:hi]
+            columns[lo:hi, t * width + n_measures] = 1.0
+            columns[lo:hi, -1] = d[lo:hi, r1_index] * weight[t]
+            # A task is a stratum: its queries are resampled among themselves; a cross-domain
+            # task also carries the primary's column, so a query has one sign in both.
+            strata.append((int(lo), int(hi), list(range(t * width, (t + 1) * width))
+                           + ([n_tasks * width] if t in cross else [])))
+        clusters = n_queries.astype(float)
+        cluster_scores = None
+        primary_clusters = float(n_queries[cross].sum())
+    observed = columns.sum(axis=0)
+    cell_observed = observed[:-1].reshape(n_tasks, width)[:, :-1] / n_queries[:, None]
+    primary_observed = observed[-1]
+
+    draw = {"resamples": settings.resamples, "seed": settings.seed}
+    totals = stats.resampled_sums(columns, kind="counts", strata=strata, **draw)
+    per_task = totals[:, :-1].reshape(-1, n_tasks, width)
+    boot = stats.ratio(per_task[:, :, :-1], per_task[:, :, -1:])  # (B × T × M); NaN: no query of the task
+    boot_primary = boot[:, cross, r1_index].mean(axis=1) if has_primary else np.full(len(boot), np.nan)
+    ci = stats.percentile_interval(boot.reshape(len(boot), -1)).reshape(n_tasks, n_measures, 2)
+    ci_primary = stats.percentile_interval(boot_primary)[0]
+
+    if settings.test == "randomization":
+        flipped = stats.resampled_sums(columns, kind="signs", strata=strata, **draw)
+        null = flipped[:, :-1].reshape(-1, n_tasks, width)[:, :, :-1] / n_queries[:, None]
+        p = stats.randomization_p(cell_observed.ravel(), null.reshape(len(null), -1))
+        p_primary = stats.randomization_p(np.array([primary_observed]), flipped[:, -1:])[0]
+    elif settings.test == "bootstrap":
+        p = stats.bootstrap_p(cell_observed.ravel(), boot.reshape(len(boot), -1))
+        p_primary = stats.bootstrap_p(np.array([primary_observed]), boot_primary[:, None])[0]
+    else:
+        p, p_primary = _t_p(cell_observed, primary_observed, clusters, primary_clusters, cluster_scores,
+                            residual_sq / n_queries[:, None] ** 2, cross, r1_index, weight, n_queries)
+        if not has_primary:
+            p_primary = math.nan
+    p = np.where(np.isnan(p), 1.0, p)  # an undefined test (one cluster) rejects nothing
+    p_holm = stats.holm(p) if settings.correction == "holm" else p
+
+    tol = stats.TOLERANCE
+    tally = {name: np.add.reduceat(test(d).astype(np.int64), starts)
+             for name, test in (("wins", lambda v: v > tol), ("losses", lambda v: v < -tol))}
+    cells = []
+    for t, label in enumerate(labels):
+        for m, measure in enumerate(measures):
+            k = t * n_measures + m
+            wins, losses = int(tally["wins"][t, m]), int(tally["losses"][t, m])
+            cells.append(Cell(
+                task=str(label), measure=measure, a=_number(mean_a[t, m]), b=_number(mean_b[t, m]),
+                delta=_number(mean_a[t, m] - mean_b[t, m]), ci=_pair(ci[t, m]), p=_number(p[k]),
+                p_holm=_number(p_holm[k]), significant=bool(p_holm[k] < settings.alpha), wins=wins,
+                ties=int(n_queries[t]) - wins - losses, losses=losses, n_queries=int(n_queries[t]),
+                n_products=int(products_per_task[t]), design_effect=_number(deff[t, m])))
+    primary = None
+    if has_primary:
+        a_value, b_value = float(mean_a[cross, r1_index].mean()), float(mean_b[cross, r1_index].mean())
+        cross_scores = (scores[:, cross, r1_index] * weight[cross]).sum(axis=1)
+        cross_sq = float((residual_sq[cross, r1_index] * weight[cross] ** 2).sum())
+        p_value = 1.0 if math.isnan(p_primary) else float(p_primary)
+        primary = Primary(hypothesis=PRIMARY, a=a_value, b=b_value, delta=a_value - b_value, ci=_pair(ci_primary),
+                          p=p_value, significant=bool(p_value < settings.alpha),
+                          design_effect=_number(stats.design_effect(cross_scores[:, None], np.array([cross_sq]))[0]))
+    return primary, tuple(cells)
+
+
+def _t_p(cell_observed: np.ndarray, primary_observed: float, clusters: np.ndarray, primary_clusters: float,
+         cluster_scores: np.ndarray | None, query_variance_terms: np.ndarray, cross: list[int], r1: int,
+         weight: np.ndarray, n_queries: np.ndarray) -> tuple[np.ndarray, float]:
+    """Cluster-robust t p-values: V = G/(G−1) Σ_c ψ_c², ψ = residual sums / N (CR1), df = G − 1."""
+    if cluster_scores is None:  # one query per cluster: Σ_c ψ_c² is the query-level Σ_i ψ_i²
+        meat = query_variance_terms
+        meat_primary = float((query_variance_terms[cross, r1] * (weight[cross] * n_queries[cross]) ** 2).sum())
+    else:
+        meat = (cluster_scores ** 2).sum(axis=0)
+        primary_scores = (cluster_scores[:, cross, r1] * (weight[cross] * n_queries[cross])).sum(axis=1)
+        meat_primary = float((primary_scores ** 2).sum())
+    g = np.broadcast_to(clusters[:, None], meat.shape).ravel()
+    variance = stats.cr1_variance(meat.ravel(), g)
+    p = np.array([stats.t_two_sided_p(stats.t_statistic(float(delta), float(v)), float(gg) - 1.0)
+                  for delta, v, gg in zip(cell_observed.ravel(), variance, g)])
+    variance_primary = float(stats.cr1_variance(meat_primary, primary_clusters)[0])
+    p_primary = stats.t_two_sided_p(stats.t_statistic(primary_observed, variance_primary), primary_clusters - 1.0)
+    return p, p_primary
