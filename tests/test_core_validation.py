@@ -192,8 +192,8 @@ def test_null_embeddings_and_nulls_inside_embeddings(files, tmp_path):
                     "'l1'", "Fix: give every item an embedding")
     null_inside = pa.array(rows[:4] + [[1.0, None, 3.0, 4.0], rows[5]], type=pa.list_(pa.float32()))
     sub, man = files({"embedding": null_inside})
-    assert_rejected(*run_evaluate(sub, man, tmp_path), "column 'embedding'", "holds null values inside embeddings",
-                    "'l0'", "Fix: store finite floats")
+    assert_rejected(*run_evaluate(sub, man, tmp_path), "column 'embedding'",
+                    "1 row holds null values inside the embedding list", "'l0'", "Fix: store a finite float")
 
 
 def test_structural_problem_message_keeps_its_fix(files, tmp_path):
@@ -239,7 +239,8 @@ def test_to_numpy_reads_arrow_buffers_like_pyarrow():
     assert to_numpy(flags.is_null()).tolist() == flags.is_null().to_pylist()
     lists = pa.array([[1.0, 2.0], None, [3.0], []], type=pa.list_(pa.float32()))
     assert to_numpy(pc.list_value_length(lists), null=-1).tolist() == [2, -1, 1, 0]
-    halves = pa.chunked_array([pa.array([1.5, 2.5], pa.float16()), pa.array([], pa.float16()), pa.array([4.0], pa.float16())])
+    halves = pa.chunked_array([pa.array([1.5, 2.5], pa.float16()), pa.array([], pa.float16()),
+                               pa.array([4.0], pa.float16())])
     values = to_numpy(halves)
     assert values.dtype == np.float16 and values.tolist() == [1.5, 2.5, 4.0]
     assert to_numpy(pa.chunked_array([], type=pa.int64())).shape == (0,)
@@ -256,7 +257,8 @@ def test_null_spellings_in_array_labels_are_nulls():
                                      metric="ip")
         assert dataset.group_codes.tolist() == [0, -1, -1, 1], groups
     with pytest.raises(ropebench.DataError, match="null"):
-        ropebench.validate(embeddings=emb, domains=["P"] * 4, product_ids=pd.Series(["x", pd.NA, "y", "x"], dtype="string"))
+        ropebench.validate(embeddings=emb, domains=["P"] * 4,
+                           product_ids=pd.Series(["x", pd.NA, "y", "x"], dtype="string"))
 
 
 def test_values_whose_scores_overflow_float32_are_refused_under_ip_and_l2():
@@ -266,3 +268,134 @@ def test_values_whose_scores_overflow_float32_are_refused_under_ip_and_l2():
         with pytest.raises(ropebench.DataError, match="overflow float32"):
             ropebench.validate(embeddings=emb, domains=list("PVLP"), product_ids=[0, 0, 0, 0], metric=metric)
     assert ropebench.validate(embeddings=emb, domains=list("PVLP"), product_ids=[0, 0, 0, 0]).n_items == 4  # cosine
+
+
+# -- ids keep their exact value ------------------------------------------------------------------
+
+BIG = 2**63  # the first id an int64 cannot hold
+
+
+def _uint64_files(tmp_path, manifest_ids):
+    rng = np.random.default_rng(2)
+    ids = [BIG + 5, BIG + 1, 2**64 - 1, 7, BIG + 3, 11]
+    sub, man = tmp_path / "sub.parquet", tmp_path / "manifest.parquet"
+    pq.write_table(pa.table({"item_id": pa.array(ids, pa.uint64()),
+                             "embedding": embedding_column(rng.normal(size=(6, DIM)))}), sub)
+    pq.write_table(pa.table({"item_id": manifest_ids(ids), "domain": list("PVLPVL"),
+                             "product_id": [1, 1, 1, 2, 2, 2]}), man)
+    return ids, str(sub), str(man)
+
+
+@pytest.mark.parametrize("spelling", ["uint64", "strings"])
+def test_uint64_ids_above_2_63_keep_their_value_and_match_string_ids(tmp_path, spelling):
+    manifest_ids = (lambda ids: pa.array(ids, pa.uint64())) if spelling == "uint64" else (
+        lambda ids: [str(i) for i in ids])
+    ids, sub, man = _uint64_files(tmp_path, manifest_ids)
+    result = ropebench.evaluate(sub, manifest=man, ks=(1, 2), ci=False)
+    column = result.per_query.column("item_id")
+    assert column.type == pa.uint64()
+    assert set(column.to_pylist()) == set(ids)  # every query of every task: never negative, never rounded
+    out = tmp_path / "q.parquet"
+    result.write(per_query=out)
+    assert set(pq.read_table(out).column("item_id").to_pylist()) == set(ids)
+
+
+def test_ids_that_cannot_match_exactly_are_refused():
+    emb = np.eye(4, dtype=np.float32)
+    cases = [({"item_ids": [0.5, 1.5, 2.5, 3.5]}, "'item_ids': holds float values"),
+             ({"item_ids": [1, "b", 2, "d"]}, "'item_ids': mixes value types (int 1, str 'b')"),
+             ({"product_ids": [1, "1", 2, 2]}, "'product_ids': mixes value types"),
+             ({"product_ids": [1.0, 1.0, 2.0, 2.0]}, "'product_ids': holds float values"),
+             ({"item_ids": [2**64, 1, 2, 3]}, "integer beyond 64 bits")]
+    for change, fragment in cases:
+        arrays = {"embeddings": emb, "domains": list("PVLP"), "product_ids": [1, 1, 1, 2], **change}
+        with pytest.raises(ropebench.DataError) as error:
+            ropebench.validate(**arrays)
+        assert fragment in str(error.value) and "Fix:" in str(error.value), (change, str(error.value))
+
+
+# -- every problem at once, each named for what it is ---------------------------------------------
+
+def test_a_duplicate_id_hides_no_other_problem(files, tmp_path):
+    # p0 twice (so p1 has no embedding), an unknown domain and a product label disagreeing.
+    sub, man = files({"item_id": ["p0", "p0", "v0", "v1", "l0", "l1"], "product_id": ["A", "A", "A", "B", "A", "X"]},
+                     {"domain": ["P", "P", "video", "V", "live_stream", "tv"]})
+    assert_rejected(*run_evaluate(sub, man, tmp_path), "4 problems", "1 item_id appears more than once", "'p0'",
+                    "unknown domain 'tv'", "1 item have no embedding", "'p1'", "coverage 83.33%",
+                    "column 'product_id': 1 row disagree with the manifest", "'l1'")
+
+
+def test_float64_values_out_of_float32_range_are_named_for_it(files, tmp_path):
+    rows = np.random.default_rng(0).normal(size=(6, DIM))
+    rows[1, 2] = 1e39  # finite in float64, inf in float32
+    rows[3] = [1e-50, -1e-60, 0, 0]  # non-zero in float64, all zeros in float32
+    rows[5, 0] = np.nan
+    sub, man = files({"embedding": embedding_column(rows, pa.float64())})
+    result, out = run_evaluate(sub, man, tmp_path)
+    assert_rejected(result, out, "3 problems", "1 row hold finite float64 values that exceed float32's range", "'p1'",
+                    "round to zero in float32", "'v1'", "1 row contain NaN or ±inf", "'l1'")
+    assert "RuntimeWarning" not in result.output and "overflow encountered" not in result.output
+    assert "'p1'" not in result.output.split("NaN or ±inf")[1]  # the overflow row is not blamed on NaN
+
+
+def test_zero_length_fixed_size_lists_name_the_column(tmp_path):
+    path = tmp_path / "zero.parquet"
+    pq.write_table(pa.table({"item_id": ["a", "b"], "domain": ["P", "V"], "product_id": [1, 1],
+                             "embedding": pa.array([[], []], type=pa.list_(pa.float32(), 0))}), path)
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    for fragment in ("zero.parquet column 'embedding'", "zero dimension", "2 rows", "Fix: store d > 0 values"):
+        assert fragment in result.output, result.output
+
+
+def test_hive_file_whose_domain_column_disagrees_with_its_folder(tmp_path):
+    folder = tmp_path / "hive" / "domain=P"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"item_id": ["a", "b", "c"], "domain": ["P", "video", "P"], "product_id": [1, 1, 2],
+                             "embedding": embedding_column(np.ones((3, DIM)))}), folder / "part-0.parquet")
+    result = CliRunner().invoke(cli, ["validate", str(tmp_path / "hive")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    for fragment in ("part-0.parquet", "column 'domain' holds 'video' in 1 of 3 rows", "'b'", "folder says P",
+                     "Fix: move those rows"):
+        assert fragment in result.output, result.output
+
+
+def test_pipes_and_devices_are_not_regular_files_and_never_opened(tmp_path):
+    import os
+    import signal
+
+    fifo = tmp_path / "sub.parquet"
+    os.mkfifo(fifo)
+    # Opening a FIFO for reading blocks until a writer comes: fail in 10 s rather than hang.
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the named pipe was opened"))
+    signal.alarm(10)
+    try:
+        for path, kind in ((fifo, "a named pipe"), ("/dev/null", "a character device")):
+            result = CliRunner().invoke(cli, ["validate", str(path)])
+            assert result.exit_code == 2 and "Traceback" not in result.output
+            assert f"not a regular file ({kind})" in result.output and "Fix:" in result.output, result.output
+            assert "directory" not in result.output.split("Fix:")[0]
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_file_that_decodes_beyond_free_memory_is_too_large_not_truncated(files, tmp_path, monkeypatch):
+    from ropebench.io import parquet
+
+    sub, man = files()
+    monkeypatch.setattr(parquet, "available_memory", lambda: 100)  # bytes: far below the decoded size
+    result, out = run_evaluate(sub, man, tmp_path)
+    assert_rejected(result, out, "sub.parquet: too large to read", "decode to", "Fix:")
+    assert "truncated" not in result.output
+
+
+def test_unreadable_file_says_permission_not_truncation(files, tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file: permissions cannot be tested")
+    sub, man = files()
+    os.chmod(sub, 0)
+    result, out = run_evaluate(sub, man, tmp_path)
+    assert_rejected(result, out, "sub.parquet: cannot be opened", "Fix: make the file readable")
