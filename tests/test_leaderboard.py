@@ -55,7 +55,7 @@ def base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     lb.init_suite(tmp_path / "leaderboards", "tiny", manifest=tmp_path / "data" / "manifest.parquet", title="Tiny",
                   description="t", label_column="model", captions={"1": "Cross", "2": "Intra"})
     monkeypatch.chdir(tmp_path)  # results record paths relative to where evaluate ran
-    result = ropebench.evaluate("data/sub.parquet", manifest="data/manifest.parquet")
+    result = ropebench.evaluate("data/sub.parquet", manifest="data/manifest.parquet", ci=False)
     result.write_json(tmp_path / "results.json")
     lb.add_entry(tmp_path / "results.json", root=tmp_path / "leaderboards", suite="tiny",
                  name="model-a", label="A")
@@ -216,7 +216,7 @@ def test_add_refuses_another_protocol_naming_the_field(base: Path, change: Any,
 
 
 def test_add_refuses_other_ks(base: Path) -> None:
-    result = ropebench.evaluate("data/sub.parquet", manifest="data/manifest.parquet", ks=(1, 10))
+    result = ropebench.evaluate("data/sub.parquet", manifest="data/manifest.parquet", ks=(1, 10), ci=False)
     result.write_json(base / "ks.json")
     with pytest.raises(DataError, match="protocol.ks: the results have \\[1, 10\\], suite 'tiny' "
                        "requires \\[1, 5, 10, 20, 50\\]"):
@@ -226,7 +226,7 @@ def test_add_refuses_other_ks(base: Path) -> None:
 
 def test_add_refuses_a_manifest_other_than_the_suites(base: Path) -> None:
     write_dataset(base / "other", seed=1, n_products=10)
-    result = ropebench.evaluate("other/sub.parquet", manifest="other/manifest.parquet")
+    result = ropebench.evaluate("other/sub.parquet", manifest="other/manifest.parquet", ci=False)
     result.write_json(base / "other.json")
     with pytest.raises(DataError, match="suite 'tiny' is about data/manifest.parquet") as error:
         lb.add_entry(base / "other.json", root=base / "leaderboards", suite="tiny", name="b",

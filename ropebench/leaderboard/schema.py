@@ -109,7 +109,7 @@ def latex_problems(value: Any, key: str = "label_latex") -> list[str]:
     if depth != 0:
         problems.append(f"{key!r} {value!r}: braces are not balanced; it would break the whole LaTeX table")
     if breaks:
-        problems.append(f"{key!r} {value!r}: an unescaped {breaks[0]!r} would split the table row; write "
+        problems.append(f"{key!r} {value!r}: an unescaped '{breaks[0]}' would split the table row; write "
                         "\\& for an ampersand")
     return problems
 

@@ -16,9 +16,10 @@ suite from loading: it is listed in :attr:`Suite.orphans`, and ``verify`` report
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = ["Suite", "find_root", "suite_names", "load_suite", "read_suite", "sui
 README = "README.md"
 SUITE_FILE = "suite.json"
 PER_QUERY_SUFFIX = ".per_query.parquet"
+_UNSAFE_KEY = re.compile(r"[^A-Za-z0-9:._-]")
 
 
 def find_root(root: str | os.PathLike[str] | None = None, *, for_writing: bool = False) -> Path:
@@ -42,8 +44,9 @@ def find_root(root: str | os.PathLike[str] | None = None, *, for_writing: bool =
     directory has one, else the copy beside the package's source checkout (an editable install),
     else (for reading only) ``<sys.prefix>/share/ropebench/leaderboards``.
 
-    ``for_writing``: the copy installed with the package is never changed; a lab keeps its own
-    root (``ropebench leaderboard init SUITE --root DIR``).
+    ``for_writing``: only ``./leaderboards``; a copy found beside the package or installed with
+    it is never changed from elsewhere. A lab keeps its own root (``ropebench leaderboard init
+    SUITE --root DIR``).
     """
     if root is not None:
         path = Path(root)
@@ -51,16 +54,17 @@ def find_root(root: str | os.PathLike[str] | None = None, *, for_writing: bool =
             raise UsageError(f"--root {root}: no such directory (pass the leaderboards/ directory, or "
                              "create one with `ropebench leaderboard init SUITE --root DIR`)")
         return path
-    candidates = [Path("leaderboards"), Path(ropebench.__file__).resolve().parents[1] / "leaderboards"]
-    if not for_writing:
-        candidates.append(Path(sys.prefix) / "share" / "ropebench" / "leaderboards")
+    candidates = [Path("leaderboards")]
+    if not for_writing:  # a change goes where the user is, never to a copy found elsewhere
+        candidates += [Path(ropebench.__file__).resolve().parents[1] / "leaderboards",
+                       Path(sys.prefix) / "share" / "ropebench" / "leaderboards"]
     for path in candidates:
         if (path / README).is_file() or any(path.glob(f"*/{SUITE_FILE}")):
             return path
     if for_writing:
-        raise UsageError("no leaderboards/ directory here to change (the copy installed with ropebench is "
-                         "read-only): run from your repository, pass --root DIR, or create a suite of your "
-                         "own with `ropebench leaderboard init SUITE --root DIR`")
+        raise UsageError("no leaderboards/ directory here to change (copies found beside or installed with "
+                         "ropebench are never changed from elsewhere): run from your repository, pass --root "
+                         "DIR, or create a suite of your own with `ropebench leaderboard init SUITE --root DIR`")
     raise UsageError("no leaderboards/ directory found (looked in ./leaderboards, beside the "
                      "ropebench source and in <prefix>/share/ropebench): run from a ropebench "
                      "checkout or pass --root DIR")
@@ -238,6 +242,12 @@ def load_suite(root: Path, name: str, *, view: View | None = None) -> Suite:
     return suite
 
 
+def _safe_key(table: Table) -> Table:
+    """A table whose key (LaTeX ``\\label``, HTML ``id``) holds only ``A-Za-z0-9:._-``: keys are
+    built from names, and a name may come from any file name (``table --entry my#1.json``)."""
+    return replace(table, key=_UNSAFE_KEY.sub("-", table.key))
+
+
 def suite_tables(suite: Suite, which: str = "all") -> list[Table]:
     """Table 1 and/or Table 2 of a suite (``which``: ``1``, ``2`` or ``all``)."""
     captions = suite.spec.get("captions", {})
@@ -245,10 +255,10 @@ def suite_tables(suite: Suite, which: str = "all") -> list[Table]:
                          label_column=suite.label_column, caption=captions.get(kind),
                          key=suite.name)
               for kind in ("1", "2") if which in (kind, "all")]
-    return [table for table in tables if table.rows]
+    return [_safe_key(table) for table in tables if table.rows]
 
 
 def entry_matrix(suite: Suite, entry: Mapping[str, Any], metric: str) -> Table:
     """The 3×3 domain matrix of one entry."""
-    return matrix_table(entry["results"], metric=metric, entry=entry["name"],
-                        label=entry["label"], label_column=suite.label_column, key=suite.name)
+    return _safe_key(matrix_table(entry["results"], metric=metric, entry=entry["name"],
+                                  label=entry["label"], label_column=suite.label_column, key=suite.name))

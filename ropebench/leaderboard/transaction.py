@@ -24,6 +24,7 @@ import json
 import os
 import re
 import secrets
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -36,15 +37,17 @@ LOCK = ".lock"
 JOURNAL = ".journal.json"
 JOURNAL_SCHEMA = "ropebench.journal/1"
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
-_HELD: set[str] = set()  # roots whose exclusive lock this process holds (no self-deadlock on reads)
+# (root, thread) pairs holding a root's exclusive lock: that thread's own reads must not wait for it;
+# another thread's reads do (flock locks belong to open files, so a second open() waits).
+_HELD: set[tuple[str, int]] = set()
 
 
 def _step(name: str) -> None:
     """A point between two steps of a commit; does nothing (tests replace it to kill or fail there)."""
 
 
-def _key(root: Path) -> str:
-    return os.path.realpath(root)
+def _key(root: Path) -> tuple[str, int]:
+    return os.path.realpath(root), threading.get_ident()
 
 
 def _fsync_dir(directory: Path) -> None:

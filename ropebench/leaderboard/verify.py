@@ -188,7 +188,7 @@ def _recheck(suite: Suite, entry: Mapping[str, Any], root: Path, where: str, rep
         fresh = _api_evaluate()(
             str(found["submission"]), manifest=str(found["manifest"]) if "manifest" in found else None,
             metric=protocol["metric"], ties=protocol["ties"], ks=tuple(protocol["ks"]),
-            tasks=list(entry["results"])).to_json()
+            tasks=list(entry["results"]), ci=False).to_json()  # intervals are not stored in entries
     except ropebench.RopebenchError as error:
         report.problems.append(f"{where}: re-evaluation failed: {error}")
         return
