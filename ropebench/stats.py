@@ -60,7 +60,6 @@ __all__ = [
 TOLERANCE = 1e-9  # percentage points: |Δ*| counts as "as extreme as |Δ|" within this distance
 _BLOCK_ELEMENTS = 1 << 20  # entries of one block of a resampling matrix (8 MB as float64)
 _MAX_BLOCK_ROWS = 1024
-_FIXED_POINT = 2.0**32  # grouped sums are exact integers in units of 2^-32 (order-independent)
 
 Kind = Literal["signs", "counts"]
 Stratum = tuple[int, int, Sequence[int]]
@@ -445,52 +444,41 @@ def task_intervals(per_query_table: Any, *, resamples: int = 10_000, seed: int =
             for t, task in enumerate(task_labels)}
 
 
-# Table columns as numpy, read from Arrow buffers by duck typing: no pyarrow import here, and
-# none of pyarrow's own conversions, which import pandas (a quarter second per evaluation).
-_ARROW_DTYPES = {"double": np.float64, "float": np.float32, "halffloat": np.float16, "int64": np.int64,
-                 "uint64": np.uint64, "int32": np.int32, "uint32": np.uint32, "int16": np.int16,
-                 "uint16": np.uint16, "int8": np.int8, "uint8": np.uint8}
+# Per-query table columns as numpy arrays. A pyarrow Table is read through its buffers
+# (ropebench.io.parquet.to_numpy): pyarrow's own conversions import pandas, a quarter second
+# of every evaluation. A mapping of column name to array is accepted too.
 _MEASURE = re.compile(r"^(R|MRR)@([1-9][0-9]*)$")
 
 
-def _chunks(table: Any, name: str) -> list[Any]:
+def _arrow_column(table: Any, name: str) -> Any:
     if name not in _column_names(table):
         raise DataError(f"per-query table: no column {name!r}. Fix: pass the table written by "
                         "`ropebench evaluate --per-query`")
     column = table.column(name)
-    chunks = list(column.chunks) if hasattr(column, "chunks") else [column]
-    nulls = sum(chunk.null_count for chunk in chunks)
-    if nulls:
-        raise DataError(f"per-query table: column {name!r} has {nulls} null value(s). Fix: re-run "
+    if column.null_count:
+        raise DataError(f"per-query table: column {name!r} has {column.null_count} null value(s). Fix: re-run "
                         "`ropebench evaluate --per-query`; every scored query has every column")
-    return chunks
+    return column
 
 
 def _column_names(table: Any) -> list[str]:
     return list(table.keys()) if isinstance(table, Mapping) else list(table.column_names)
 
 
-def _numeric(chunk: Any) -> np.ndarray | None:
-    dtype = _ARROW_DTYPES.get(str(chunk.type))
-    if dtype is None:
-        return None
-    itemsize = np.dtype(dtype).itemsize
-    data = chunk.buffers()[1]
-    if len(chunk) == 0:
-        return np.zeros(0, dtype=dtype)
-    return np.frombuffer(data, dtype=dtype, count=len(chunk), offset=chunk.offset * itemsize)
-
-
 def column_floats(table: Any, name: str) -> np.ndarray:
-    """A numeric column of a pyarrow Table (or mapping) as float64 (n,); DataError if not numeric or null."""
+    """A numeric column of a per-query table as float64 (n,); DataError if missing, null, not numeric or not finite."""
     if isinstance(table, Mapping):
         values = np.asarray(table[name])
     else:
-        parts = [_numeric(chunk) for chunk in _chunks(table, name)]
-        if any(part is None for part in parts):
-            raise DataError(f"per-query table: column {name!r} is {table.schema.field(name).type}, not a number. "
-                            "Fix: pass the table written by `ropebench evaluate --per-query`")
-        values = np.concatenate([p for p in parts if p is not None]) if parts else np.zeros(0)
+        import pyarrow as pa
+
+        from ropebench.io.parquet import to_numpy
+
+        column = _arrow_column(table, name)
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+            raise DataError(f"per-query table: column {name!r} is {column.type}, not a number. Fix: pass the "
+                            "table written by `ropebench evaluate --per-query`")
+        values = to_numpy(column)
     if values.dtype.kind not in "fiu":
         raise DataError(f"per-query table: column {name!r} holds {values.dtype}, not numbers")
     values = values.astype(np.float64)
@@ -504,23 +492,24 @@ def column_floats(table: Any, name: str) -> np.ndarray:
 def column_codes(table: Any, name: str, *, order: Sequence[Any] | None = None) -> tuple[np.ndarray, list[Any]]:
     """Codes of a label column: ``(codes int64 (n,), labels)`` with ``labels[codes[i]]`` the i-th value.
 
-    Labels are sorted (or follow ``order``, then sorted), so the codes do not depend on row order.
+    Labels are sorted (those in ``order`` first, in that order), so codes do not depend on row order.
     """
     if isinstance(table, Mapping):
-        raw = np.asarray(table[name])
-        labels_array, codes = np.unique(raw, return_inverse=True)
-        labels, codes = labels_array.tolist(), codes.ravel().astype(np.int64)
+        labels_array, codes = np.unique(np.asarray(table[name]), return_inverse=True)
+        labels = labels_array.tolist()
     else:
-        column = _chunks(table, name)
-        numbers = [_numeric(chunk) for chunk in column]
-        if column and all(part is not None for part in numbers):
-            labels_array, codes = np.unique(np.concatenate([p for p in numbers if p is not None]), return_inverse=True)
-            labels, codes = labels_array.tolist(), codes.ravel().astype(np.int64)
-        else:
-            encoded = table.column(name).combine_chunks().dictionary_encode()
-            labels = encoded.dictionary.to_pylist()
-            indices = _numeric(encoded.indices)
-            codes = np.zeros(0, dtype=np.int64) if indices is None else indices.astype(np.int64)
+        import pyarrow as pa
+
+        from ropebench.io.parquet import to_numpy
+
+        column = _arrow_column(table, name)
+        if pa.types.is_integer(column.type):
+            labels_array, codes = np.unique(to_numpy(column), return_inverse=True)
+            labels = labels_array.tolist()
+        else:  # strings: Arrow's dictionary encoding, one Python object per distinct label only
+            encoded = column.combine_chunks().dictionary_encode()
+            labels, codes = encoded.dictionary.to_pylist(), to_numpy(encoded.indices)
+    codes = np.asarray(codes, dtype=np.int64).ravel()
     rank = {label: i for i, label in enumerate(order or ())}
     sorted_labels = sorted(labels, key=lambda label: (rank.get(label, len(rank)), label))
     position = {label: i for i, label in enumerate(sorted_labels)}
