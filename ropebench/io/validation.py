@@ -336,6 +336,8 @@ def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
     mproducts = _id_values(mtable, "product_id", mwhere, problems, required=True)
     mgroups = _id_values(mtable, "group_id", mwhere, problems, required=False)
     mcategories = _id_values(mtable, "category", mwhere, problems, required=False)
+    if mtable.num_rows == 0:
+        problems.add(mwhere, "holds no rows (the table is empty)", fix="give the manifest one row per test item")
     mids_unique = mids is not None and _unique_ids(mids, mwhere, problems)
     codes = _domain_codes(mdomains, mids, mwhere, problems) if mdomains is not None and mids is not None else None
     if mproducts is not None and mids is not None:
@@ -358,7 +360,8 @@ def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
                          f"in the submission (coverage {100 * covered.mean():.2f}%, must be 100%)", mids[~covered],
                          "embed every manifest item")
         if codes is not None:
-            domains = np.where(matched, codes[np.maximum(position, 0)], -1)
+            domains = np.full(len(ids), -1, dtype=np.int64)  # -1: no manifest row (reported above)
+            domains[matched] = codes[position[matched]]
             if sub_domains is not None:
                 own = _domain_codes(sub_domains, ids, where, problems)
                 if own is not None:
