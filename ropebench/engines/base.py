@@ -76,7 +76,8 @@ class TaskData:
         groups = self.gallery_groups
         if self.query_groups is None or groups is None:
             return np.ones(len(self.queries), dtype=np.int64)
-        sizes = np.bincount(groups[groups >= 0], minlength=int(groups.max(initial=-1)) + 1)
+        # One slot at least: a domain whose items all have a null group (-1) has no group sizes.
+        sizes = np.bincount(groups[groups >= 0], minlength=max(int(groups.max(initial=-1)), 0) + 1)
         return np.where(self.query_groups >= 0, sizes[np.maximum(self.query_groups, 0)], 1).astype(np.int64)
 
 

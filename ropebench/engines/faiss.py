@@ -3,8 +3,8 @@
 How a task is searched:
 
 1. FAISS exact inner-product search (``IndexFlatIP``) returns each query's top ``k`` gallery
-   items with ``k = max K + (most items any query excludes)``, so every query keeps at least
-   ``max K`` eligible candidates after self/group exclusion.
+   items with ``k = max K + (most items any query excludes) + 1``, so every query keeps more
+   than ``max K`` eligible candidates after self/group exclusion (see 4).
 2. From one query's candidate list: ``s+`` = best score of an eligible relevant item, and
    ``a, t, p`` are counted *by score*, never by FAISS's order among equal scores.
 3. The list is exact unless the tie block at ``s+`` may run past its end (the last candidate
@@ -101,7 +101,9 @@ def first_hit_counts(
     scored = data.n_relevant() > 0
     query_index = np.flatnonzero(scored)
     n_gallery = data.gallery.shape[0]
-    k = int(min(n_gallery, max_k + data.n_excluded().max(initial=0)))
+    # One candidate beyond max K (+ exclusions): with no relevant item listed, max K eligible items
+    # strictly above the list's last score prove a miss at every K, which needs max K + 1 listed.
+    k = int(min(n_gallery, max_k + data.n_excluded().max(initial=0) + 1))
     a = np.zeros(len(query_index), dtype=np.int64)
     t = np.zeros_like(a)
     p = np.ones_like(a)
