@@ -162,6 +162,24 @@ def _(d: Path) -> list[str]:
     return [path]
 
 
+@case("a column name twice", "sub.parquet", "column 'item_id' appears more than once", "Fix:")
+def _(d: Path) -> list[str]:
+    data = table()
+    twice = pa.Table.from_arrays([data.column("item_id"), *data.columns], names=["item_id", *data.column_names])
+    return [submission(d, twice)]
+
+
+@case("ids that are not UTF-8", "sub.parquet", "cannot be read as parquet", "Fix:")
+def _(d: Path) -> list[str]:
+    path = d / "sub.parquet"
+    pq.write_table(table(item_id=["ZZZZ"] + IDS[1:]), path, compression="none", use_dictionary=False,
+                   write_statistics=False)
+    data = path.read_bytes()
+    assert data.count(b"ZZZZ") == 1
+    path.write_bytes(data.replace(b"ZZZZ", b"\xff\xfe\xfd\xfc"))  # parquet readers do not check UTF-8
+    return [str(path)]
+
+
 # -- directories ---------------------------------------------------------------------------------
 
 @case("directory without parquet files", "holds no *.parquet file", "Fix:")
@@ -565,6 +583,11 @@ def _(d: Path) -> list[str]:
 @case("huge d", exit_code=0)
 def _(d: Path) -> list[str]:
     return [submission(d, table(embedding=fixed(vectors(d=1 << 16), pa.float16())))]
+
+
+@case("string_view ids", exit_code=0)
+def _(d: Path) -> list[str]:
+    return [submission(d, table(item_id=pa.array(IDS, pa.string_view())))]
 
 
 @case("hive-partitioned directory", exit_code=0)

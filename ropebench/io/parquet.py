@@ -101,6 +101,11 @@ def _check_schema_and_size(path: Path, reader: pq.ParquetFile) -> None:
     size exceeds the memory left (decoding would die half-way, or take the machine with it)."""
     import pyarrow as pa
 
+    names = reader.schema_arrow.names
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path}: column {', '.join(map(repr, repeated))} appears more than once "
+                        f"({len(names)} columns: {', '.join(names)}). Fix: keep one column of each name")
     for field in reader.schema_arrow:
         if pa.types.is_fixed_size_list(field.type) and field.type.list_size == 0:
             raise DataError(
@@ -129,7 +134,13 @@ def read_parquet(path: Path) -> pa.Table:
         reader = pq.ParquetFile(path, memory_map=True)
         _check_schema_and_size(path, reader)
         batches = list(reader.iter_batches(batch_size=_READ_BATCH))
-        return pa.Table.from_batches(batches, schema=reader.schema_arrow)
+        table = pa.Table.from_batches(batches, schema=reader.schema_arrow)
+        # Parquet readers do not check string bytes or list offsets: a damaged file can decode to
+        # invalid UTF-8 ids that fail much later, far from the file's name.
+        table.validate(full=True)
+        return table
+    except DataError:
+        raise
     except (MemoryError, pa.ArrowMemoryError):
         raise DataError(
             f"{path}: too large to read: decoding it ran out of memory. Fix: use a machine with more "
@@ -138,7 +149,7 @@ def read_parquet(path: Path) -> pa.Table:
     except PermissionError as error:
         raise DataError(f"{path}: cannot be opened ({error.strerror}). Fix: make the file readable "
                         "(chmod u+r) or run as a user who may read it") from None
-    except (pa.ArrowException, OSError) as error:
+    except (pa.ArrowException, OSError, ValueError) as error:  # ValueError: e.g. column names not UTF-8
         if isinstance(error, OSError) and error.errno == errno.EACCES:
             raise DataError(f"{path}: cannot be opened (permission denied). Fix: make the file readable "
                             "(chmod u+r) or run as a user who may read it") from None
@@ -299,7 +310,7 @@ def column_kind(type_: pa.DataType) -> str | None:
         type_ = type_.value_type
     if pa.types.is_integer(type_):
         return "int"
-    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_) or pa.types.is_string_view(type_):
         return "str"
     return None
 
