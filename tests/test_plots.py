@@ -202,6 +202,12 @@ def test_distractors_against_catalogue_size() -> None:
     assert [text.get_text() for text in axes.get_xticklabels()] == ["0", "1k", "100k"]
     assert [_y(line) for line in axes.get_lines()] == [[80.0, 60.0, 30.0], [95.0, 90.0, 70.0]]
     assert plots.distractors(curve, measures=["R@10"]).axes[0].get_lines()[0].get_label() == "R@10"
+    # A result evaluated with distractors carries the curve as ``distractor_curve``.
+    two = plots.distractors([{**_result(), "distractor_curve": curve}, {**_result(0.5), "distractor_curve": curve}],
+                            measures=["R@1"])
+    assert [line.get_label() for line in two.axes[0].get_lines()] == ["model1 R@1", "model0.5 R@1"]
+    with pytest.raises(UsageError, match="no distractor curve"):
+        plots.distractors(_result())
     with pytest.raises(UsageError, match="2 values for 3 sizes"):
         plots.distractors({"sizes": [0, 1, 2], "tasks": {"P2V": {"R@1": [1.0, 2.0]}}})
 

@@ -126,7 +126,9 @@ def plot(inputs: tuple[Path, ...], kind: str, out: Path, formats: str, measure: 
     if kind == "curves":
         figures.append(("curves", plots.curves([_results(path) for path in inputs])))
     elif kind == "distractors":
-        figures.append(("distractors", plots.distractors([_read_json(path) for path in inputs], measures=measures)))
+        # Results evaluated with distractors at several sizes, or bare curves; labelled by file name.
+        curves = [{"label": path.stem, **_read_json(path)} for path in inputs]
+        figures.append(("distractors", plots.distractors(curves, measures=measures)))
     else:
         for path in inputs:
             if kind == "matrix":

@@ -376,15 +376,14 @@ def distractors(results: Any, *, measures: Sequence[str] | None = None, tasks: S
                 labels: Sequence[str] | None = None, columns: int = 3, title: str | None = None) -> Figure:
     """R@K against catalogue size (distractor items added), one panel per task.
 
-    Input shape, chosen here because results do not carry distractor curves yet (to be replaced
-    by the results' own format when ``evaluate --distractor-sizes`` writes one)::
+    Reads the ``distractor_curve`` of a result evaluated with distractors at several sizes
+    (``distractor_sizes="0,1e5,1e6,all"``), or that curve on its own::
 
         {"sizes": [0, 100000, 1000000],              # distractor items added, ascending
-         "tasks": {"P2V": {"R@1": [82.6, 71.0, 55.3], "R@10": [...]}, ...},
-         "label": "my model"}                          # optional
+         "tasks": {"P2V": {"R@1": [82.6, 71.0, 55.3], "R@10": [...]}, ...}}
 
     Args:
-        results: one such dict or a sequence of them (one line per result and measure).
+        results: one result (or curve) or a sequence of them: one line per result and measure.
         measures: measures to draw; default every measure found.
 
     Returns:
@@ -392,32 +391,34 @@ def distractors(results: Any, *, measures: Sequence[str] | None = None, tasks: S
         when ``sizes`` holds 0) with ticks at ``sizes``.
     """
     documents = _documents(results)
-    for document in documents:
-        if not isinstance(document.get("sizes"), list) or not isinstance(document.get("tasks"), Mapping):
-            raise UsageError("a distractor curve is {'sizes': [...], 'tasks': {task: {'R@1': [...]}}}")
+    curves_ = [document.get("distractor_curve", document) for document in documents]
+    for curve in curves_:
+        if not isinstance(curve.get("sizes"), list) or not isinstance(curve.get("tasks"), Mapping):
+            raise UsageError("no distractor curve: expected a result with 'distractor_curve' (evaluate with "
+                             "distractors at several sizes) or {'sizes': [...], 'tasks': {task: {'R@1': [...]}}}")
     names = _labels(documents, labels)
-    chosen = _task_order({task for d in documents for task in d["tasks"]}, tasks)
-    found = list(dict.fromkeys(m for d in documents for t in d["tasks"].values() for m in t))
+    chosen = _task_order({task for curve in curves_ for task in curve["tasks"]}, tasks)
+    found = list(dict.fromkeys(m for curve in curves_ for t in curve["tasks"].values() for m in t))
     drawn = list(measures) if measures else found
-    sizes = sorted({float(s) for d in documents for s in d["sizes"]})
+    sizes = sorted({float(s) for curve in curves_ for s in curve["sizes"]})
     figure, panels = _panels(len(chosen), columns, (3.6, 2.8))
     for axes, task in zip(panels, chosen):
-        for document, name in zip(documents, names):
+        for curve, name in zip(curves_, names):
             for measure in drawn:
-                values = (document["tasks"].get(task) or {}).get(measure)
+                values = (curve["tasks"].get(task) or {}).get(measure)
                 if values is None:
                     continue
-                if len(values) != len(document["sizes"]):
-                    raise UsageError(f"{name} {task} {measure}: {len(values)} values for "
-                                     f"{len(document['sizes'])} sizes")
-                label = f"{name} {measure}" if len(documents) > 1 else measure
-                axes.plot(document["sizes"], [_value(v) for v in values], marker="o", markersize=3.5, label=label)
+                if len(values) != len(curve["sizes"]):
+                    raise UsageError(f"{name} {task} {measure}: {len(values)} values for {len(curve['sizes'])} sizes")
+                label = f"{name} {measure}" if len(curves_) > 1 else measure
+                axes.plot(curve["sizes"], [_value(v) for v in values], marker="o", markersize=3.5, label=label)
         positive = [s for s in sizes if s > 0]
         if len(positive) < len(sizes):
             axes.set_xscale("symlog", linthresh=positive[0] if positive else 1.0, linscale=0.5)
         else:
             axes.set_xscale("log")
         _line_panel(axes, task, "distractor items added", sizes, [_size_name(s) for s in sizes])
+        axes.set_ylabel(f"{drawn[0]} (%)" if len(drawn) == 1 else "%")  # several measures may share a panel
     figure.axes[0].legend(fontsize="small")
     if title:
         figure.suptitle(title)
