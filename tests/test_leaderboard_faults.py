@@ -322,15 +322,24 @@ def test_readme_that_cannot_be_written_changes_nothing(base: Path, monkeypatch: 
     assert snapshot(root) == before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write a read-only file")
 def test_read_only_readme_changes_nothing(base: Path) -> None:
+    # the permission bits are honoured even when running as root
     evaluate_into(base, "b", 1)
     root = base / "leaderboards"
     (root / "README.md").chmod(0o444)
     before = snapshot(root)
     result = main("leaderboard", "add", "b.json", "--suite", "tiny", "--name", "b", "--label", "B", "--root",
                   "leaderboards")
-    assert_clean_refusal(result, "README.md is not writable; nothing was changed")
+    assert_clean_refusal(result, "README.md is not writable; nothing was changed. Fix: `chmod u+w")
+    assert snapshot(root) == before
+    (root / "README.md").chmod(0o644)
+    (root / "tiny").chmod(0o555)  # nor can a suite directory that was made read-only
+    try:
+        result = main("leaderboard", "add", "b.json", "--suite", "tiny", "--name", "b", "--label", "B", "--root",
+                      "leaderboards")
+    finally:
+        (root / "tiny").chmod(0o755)
+    assert_clean_refusal(result, "tiny is not writable; nothing was changed")
     assert snapshot(root) == before
 
 
@@ -419,6 +428,35 @@ def test_links_out_of_the_root_are_never_followed(base: Path, tmp_path_factory: 
     (base / "leaderboards" / "tiny").symlink_to(outside / "tiny")
     result = main("leaderboard", "verify", "--root", "leaderboards")
     assert result.exit_code == 1 and f"resolves to {outside / 'tiny' / 'suite.json'}, outside" in result.output
+
+
+def test_a_directory_submission_with_a_link_out_is_refused(base: Path, tmp_path_factory: Any) -> None:
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.parquet").write_bytes(b"not yours")
+    hive = base / "data" / "hive"
+    shutil.copytree(base / "data", hive, ignore=shutil.ignore_patterns("hive"))
+    (hive / "extra.parquet").symlink_to(outside / "secret.parquet")
+    results = json.loads((base / "a.json").read_text())
+    results["submission"]["path"] = "data/hive"
+    (base / "hive.json").write_text(json.dumps(results))
+    with pytest.raises(DataError, match="extra.parquet resolves to .*secret.parquet, outside"):
+        lb.add_entry(base / "hive.json", root=base / "leaderboards", suite="tiny", name="h", label="H")
+    path = base / "leaderboards" / "tiny" / "a.json"  # an entry pointing at it: verify does not hash it
+    path.write_text(json.dumps({**json.loads(path.read_text()), "submission": {
+        **json.loads(path.read_text())["submission"], "path": "data/hive"}}))
+    assert any("extra.parquet resolves to" in p for p in lb.verify(base / "leaderboards").problems)
+
+
+def test_a_journal_leading_out_of_the_root_is_refused(base: Path, tmp_path_factory: Any) -> None:
+    root = base / "leaderboards"
+    outside = tmp_path_factory.mktemp("outside")
+    (root / "escape").symlink_to(outside)
+    (root / "tiny" / ".x.0123abcd.tmp").write_text("payload")
+    (root / transaction.JOURNAL).write_text(json.dumps({"schema": "ropebench.journal/1", "moves": [
+        {"target": "escape/owned.txt", "tmp": "tiny/.x.0123abcd.tmp"}]}))
+    with pytest.raises(DataError, match="leads out of .* through a link"):
+        lb.add_entry(base / "a.json", root=root, suite="tiny", name="a", label="A", force=True)
+    assert not (outside / "owned.txt").exists()
 
 
 def test_a_linked_submission_outside_the_base_is_refused_by_add_and_verify(base: Path,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -56,19 +55,14 @@ def data_file(path: Path, base: Path, what: str) -> tuple[str, Path]:
     """A submission or manifest as an entry records it: its path relative to ``base`` (the
     directory holding the root) and its real path; refused when it lies outside ``base`` after
     links are resolved, or is not a regular file (a directory source: every file in it)."""
-    info = paths.check_regular(path, what, directory_ok=True)
-    real = Path(os.path.realpath(path))
+    paths.check_regular(path, what, directory_ok=True)
     real_base = Path(os.path.realpath(base))
-    if real_base not in real.parents:
+    if real_base not in Path(os.path.realpath(path)).parents:
         raise DataError(f"{what} {path} is outside {real_base}, the directory holding the leaderboard: "
                         "verify re-evaluates entries from files found there. Fix: copy it below "
                         f"{real_base} and pass --{what} with the copy (or keep the leaderboard root beside "
                         "your submissions: --root DIR)")
-    if stat.S_ISDIR(info.st_mode):
-        for file in sorted(real.rglob("*")):
-            paths.confined(file, real_base, what)
-            if not file.is_dir():
-                paths.check_regular(file, what)
+    real = paths.check_tree(path, real_base, what)
     return real.relative_to(real_base).as_posix(), real
 
 
@@ -116,7 +110,12 @@ def _prepare(results_path: Path, base: Path, submission: str | None, manifest: s
     reference = results.get("per_query")
     if isinstance(reference, Mapping) and isinstance(reference.get("path"), str):
         path = results_path.parent / reference["path"]
-        per_query = paths.read_bytes(path, "per-query file", limit=None)
+        try:
+            per_query = paths.read_bytes(path, "per-query file", limit=None)
+        except DataError as error:
+            raise DataError(f"{results_path} records a per-query file: {error}. Fix: keep the per-query file "
+                            "where evaluate wrote it (its path is relative to the results file), or re-run "
+                            "`ropebench evaluate … --out R.json --per-query Q.parquet`") from None
         if hashlib.sha256(per_query).hexdigest() != reference.get("sha256"):
             problems.append(f"per-query file {path}: its sha256 differs from the one {results_path} records. "
                             "Fix: re-run `ropebench evaluate … --out R.json --per-query Q.parquet`")

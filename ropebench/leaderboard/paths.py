@@ -17,7 +17,7 @@ from typing import Any
 
 from ropebench.errors import DataError
 
-__all__ = ["MAX_JSON_BYTES", "confined", "file_kind", "check_regular", "read_bytes", "read_json",
+__all__ = ["MAX_JSON_BYTES", "confined", "file_kind", "check_regular", "check_tree", "read_bytes", "read_json",
            "relative_problem"]
 
 MAX_JSON_BYTES = 64 << 20  # leaderboard and results JSON files are kilobytes; refuse anything absurd
@@ -77,6 +77,20 @@ def check_regular(path: Path, what: str = "", *, directory_ok: bool = False) -> 
         raise DataError(f"{_named(path, what)}: cannot be read (Is a directory). Fix: pass the file itself")
     raise DataError(f"{_named(path, what)} is {file_kind(info.st_mode)}, not a regular file: refused without "
                     "reading it. Fix: put the file itself there")
+
+
+def check_tree(path: Path, top: Path, what: str) -> Path:
+    """The real path of a data file or directory source: inside ``top`` (links resolved), a
+    regular file, or a directory whose every file and folder is inside ``top`` and regular.
+    Nothing is opened. Returns the real path."""
+    real = confined(path, top, what)
+    info = check_regular(path, what, directory_ok=True)
+    if stat.S_ISDIR(info.st_mode):
+        for inner in sorted(Path(path).rglob("*")):
+            confined(inner, top, what)
+            if not inner.is_dir():
+                check_regular(inner, what)
+    return real
 
 
 def read_bytes(path: Path, what: str = "", *, limit: int | None = MAX_JSON_BYTES) -> bytes:

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ropebench.errors import DataError
-from ropebench.leaderboard.paths import relative_problem
+from ropebench.leaderboard.paths import confined, relative_problem
 
 __all__ = ["LOCK", "JOURNAL", "exclusive", "shared", "commit", "recover", "pending"]
 
@@ -131,6 +131,13 @@ def _read_journal(root: Path) -> list[tuple[Path, Path | None]]:
         if not isinstance(target, str) or relative_problem(target) or not (
                 temp is None or (isinstance(temp, str) and not relative_problem(temp))):
             raise DataError(f"{path}: a move {move!r} names a path outside {root}. Fix: delete the journal")
+        try:
+            for name in (target, temp):
+                if name is not None:
+                    confined((root / name).parent, root, "journal entry")
+        except DataError:
+            raise DataError(f"{path}: a move {move!r} leads out of {root} through a link. Fix: delete the "
+                            "journal") from None
         out.append((root / target, None if temp is None else root / temp))
     return out
 
@@ -199,10 +206,10 @@ def _check_target(root: Path, target: Path) -> None:
         kind = "a link" if target.is_symlink() else "not a regular file"
         raise DataError(f"{target} is {kind}: the leaderboard replaces only regular files; nothing was "
                         "changed. Fix: put the file itself there")
-    if os.path.lexists(target) and not os.access(target, os.W_OK):
-        raise DataError(f"{target} is not writable; nothing was changed. Fix: `chmod u+w {target}`")
-    if not os.access(target.parent, os.W_OK | os.X_OK):
-        raise DataError(f"{target.parent} is not writable; nothing was changed. Fix: make it writable")
+    # Permission bits are honoured even by root: a file made read-only says "do not change me".
+    for path, fix in ((target, f"`chmod u+w {target}`"), (target.parent, f"`chmod u+w {target.parent}`")):
+        if os.path.lexists(path) and (not os.stat(path).st_mode & 0o222 or not os.access(path, os.W_OK)):
+            raise DataError(f"{path} is not writable; nothing was changed. Fix: {fix}")
 
 
 def commit(root: Path, changes: Mapping[Path, bytes | None]) -> None:

@@ -83,7 +83,10 @@ def _data_file(ref: Mapping[str, Any], base: Path, top: Path, what: str, where: 
                 f"their files, found relative to {base}, the directory holding the leaderboard). Fix: put "
                 f"the file there (sha256 {ref['sha256']}), or run verify where it is")
             return None
-        paths.check_regular(path, what, directory_ok=what == "submission")
+        if what == "submission":
+            paths.check_tree(path, top, what)
+        else:
+            paths.check_regular(path, what)
         digest = sha256_file(path)
     except DataError as error:
         report.problems.append(f"{where}: {error}")
