@@ -399,3 +399,31 @@ def test_unreadable_file_says_permission_not_truncation(files, tmp_path):
     os.chmod(sub, 0)
     result, out = run_evaluate(sub, man, tmp_path)
     assert_rejected(result, out, "sub.parquet: cannot be opened", "Fix: make the file readable")
+
+
+def test_running_out_of_memory_is_a_message_not_a_traceback(files, tmp_path, monkeypatch):
+    from ropebench.io import validation
+
+    sub, man = files()
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(validation, "_validate", no_memory)  # while checking the files
+    assert_rejected(*run_evaluate(sub, man, tmp_path), "sub.parquet: ran out of memory while checking it", "Fix:")
+    monkeypatch.undo()
+    monkeypatch.setattr(ropebench, "evaluate", no_memory)  # during the search
+    assert_rejected(*run_evaluate(sub, man, tmp_path), "the evaluation ran out of memory", "Fix:")
+
+
+def test_available_memory_counts_an_address_space_limit():
+    """Under ``ulimit -v`` the room left is the limit minus what the process has mapped."""
+    import subprocess
+    import sys
+
+    child = ("import resource, sys; from ropebench.io.parquet import available_memory\n"
+             "used = next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize:'))\n"
+             "resource.setrlimit(resource.RLIMIT_AS, (used + 64 * 2**20, resource.RLIM_INFINITY))\n"
+             "print(available_memory())")
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60, check=True)
+    assert 0 < int(done.stdout) <= 64 * 2**20

@@ -58,6 +58,7 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
     import json
 
     import ropebench
+    from ropebench.errors import DataError
     from ropebench.io.files import check_output_paths
     from ropebench.protocol import check_measure, parse_ks, parse_tasks
     from ropebench.render.console import render_evaluation
@@ -66,8 +67,17 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
     parse_ks(ks)
     parse_tasks(tasks)
     check_output_paths({"--out": out, "--per-query": per_query}, {"submission": submission, "manifest": manifest})
-    result = ropebench.evaluate(submission, manifest=manifest, metric=metric, ties=ties, ks=ks, tasks=tasks,
-                                threads=threads, engine=engine, progress=progress_wanted(quiet), by=by)
+    try:
+        result = ropebench.evaluate(submission, manifest=manifest, metric=metric, ties=ties, ks=ks, tasks=tasks,
+                                    threads=threads, engine=engine, progress=progress_wanted(quiet), by=by)
+    except (MemoryError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and "can't start new thread" not in str(error):
+            raise
+        # Not a bug to show as a traceback: the data does not fit in what this process may use
+        # (under an address-space limit, a thread's stack is memory too).
+        raise DataError(f"submission {submission}: the evaluation ran out of memory. Fix: evaluate fewer tasks at "
+                        "a time (--tasks), use fewer --threads, raise the memory limit (ulimit -v, container "
+                        "memory) or use a machine with more memory; nothing was written") from None
     for note in _notes(result):
         if not quiet:
             click.echo(f"note: {note}", err=True)

@@ -70,8 +70,9 @@ class Source:
 
 
 def available_memory() -> int | None:
-    """Bytes this process can still allocate: the smaller of the kernel's ``MemAvailable`` and
-    the room left under a cgroup (container) limit; None when neither can be read."""
+    """Bytes this process can still allocate: the smallest of the kernel's ``MemAvailable``, the
+    room left under an address-space limit (``ulimit -v``) and under a cgroup (container)
+    limit; None when none can be read."""
     limits = []
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
@@ -79,6 +80,16 @@ def available_memory() -> int | None:
                 if line.startswith("MemAvailable:"):
                     limits.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
+        pass
+    try:  # an address-space limit (ulimit -v) counts mappings and thread stacks too
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/status", encoding="ascii") as handle:
+                used = next(int(line.split()[1]) * 1024 for line in handle if line.startswith("VmSize:"))
+            limits.append(soft - used)
+    except (ImportError, OSError, ValueError, StopIteration):
         pass
     try:
         with open("/sys/fs/cgroup/memory.max", encoding="ascii") as limit_file, \
@@ -123,6 +134,9 @@ def _check_schema_and_size(path: Path, reader: pq.ParquetFile) -> None:
         )
 
 
+_OUT_OF_RESOURCES = ("Cannot allocate memory", "Failed to launch worker thread", "Resource temporarily unavailable")
+
+
 def read_parquet(path: Path) -> pa.Table:
     """Read one parquet file; DataError naming the file if it is unreadable, truncated, or too
     large for the memory left."""
@@ -150,6 +164,13 @@ def read_parquet(path: Path) -> pa.Table:
         raise DataError(f"{path}: cannot be opened ({error.strerror}). Fix: make the file readable "
                         "(chmod u+r) or run as a user who may read it") from None
     except (pa.ArrowException, OSError, ValueError) as error:  # ValueError: e.g. column names not UTF-8
+        if (isinstance(error, OSError) and error.errno == errno.ENOMEM) or any(
+                text in str(error) for text in _OUT_OF_RESOURCES):
+            # Mapping the file or starting the decoder's threads failed: the memory limit, not the file.
+            raise DataError(
+                f"{path}: too large to read within this process's memory limit ({error}). Fix: raise the "
+                "limit (ulimit -v, container memory) or use a machine with more memory"
+            ) from None
         if isinstance(error, OSError) and error.errno == errno.EACCES:
             raise DataError(f"{path}: cannot be opened (permission denied). Fix: make the file readable "
                             "(chmod u+r) or run as a user who may read it") from None

@@ -282,6 +282,10 @@ def load_dataset(
         sub = read_source(submission, what="submission")
         man = read_source(manifest, what="manifest") if manifest is not None else None
         return _validate(sub, man, metric=metric)
+    except MemoryError:
+        raise DataError(f"submission {submission}: ran out of memory while checking it (the float32 matrix alone "
+                        "needs n × d × 4 bytes). Fix: use a machine with more memory or raise the memory limit "
+                        "(ulimit -v, container memory)") from None
     finally:
         sub = man = None
         # The Arrow tables are gone, but their allocator keeps the pages (often several times the
