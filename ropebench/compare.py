@@ -416,6 +416,7 @@ def _analyse(table_a: Any, table_b: Any, measures: list[str], settings: Settings
         clusters = n_queries.astype(float)
         cluster_scores = None
         primary_clusters = float(n_queries[cross].sum())
+    columns = stats.exact_grid(columns)  # Δ and every Δ* are then exact sums, the same on every machine
     observed = columns.sum(axis=0)
     cell_observed = observed[:-1].reshape(n_tasks, width)[:, :-1] / n_queries[:, None]
     primary_observed = observed[-1]

@@ -59,6 +59,21 @@ def test_resampled_sums_is_the_matrix_times_the_values(kind: str) -> None:
     np.testing.assert_allclose(streamed, matrix @ values, rtol=1e-12, atol=1e-9)
 
 
+@pytest.mark.parametrize("kind", ["signs", "counts"])
+def test_resampled_sums_are_exact_whatever_the_summation_order(kind: str) -> None:
+    from fractions import Fraction
+
+    rng = np.random.default_rng(1)
+    values = stats.exact_grid(rng.normal(size=(300, 2)) * np.array([1e-3, 1e4]))
+    assert np.array_equal(stats.exact_grid(values), values)  # rounding again changes nothing
+    assert np.array_equal(stats.exact_grid(values[:40, 1:]), values[:40, 1:])  # nor does a subset
+    matrix = (stats.sign_flips if kind == "signs" else stats.bootstrap_counts)(300, resamples=20, seed=2)
+    streamed = stats.resampled_sums(values, kind=kind, resamples=20, seed=2)  # type: ignore[arg-type]
+    exact = [[float(sum(Fraction(int(m)) * Fraction(float(v)) for m, v in zip(row, column)))
+              for column in values.T] for row in matrix]
+    assert np.array_equal(streamed, np.array(exact))
+
+
 def test_stratified_counts_resample_each_stratum_within_itself() -> None:
     values = np.zeros((30, 3))
     values[:10, 0] = 1.0  # stratum 1: rows 0-9, column 0 counts its queries
