@@ -1,4 +1,4 @@
-"""Leaderboard entries, `leaderboard add` and `leaderboard verify` (DESIGN §5).
+"""Leaderboard entries, `leaderboard add` and `leaderboard verify`.
 
 A tiny computed suite is built in tmp_path for every test that changes files: a 20-product
 manifest and submission written with pyarrow, evaluated by ropebench itself.

@@ -119,9 +119,8 @@ def _prepare(results_path: Path, base: Path, submission: str | None, manifest: s
         if hashlib.sha256(per_query).hexdigest() != reference.get("sha256"):
             problems.append(f"per-query file {path}: its sha256 differs from the one {results_path} records. "
                             "Fix: re-run `ropebench evaluate … --out R.json --per-query Q.parquet`")
-    if problems:
-        raise DataError(f"{results_path}: cannot be added:\n  - " + "\n  - ".join(problems))
-    items, problems = items_from_tasks(results["tasks"])
+    items, disagreements = items_from_tasks(results["tasks"])
+    problems += disagreements
     if problems:
         raise DataError(f"{results_path}: cannot be added:\n  - " + "\n  - ".join(problems))
     labels = real.get("manifest") or real["submission"]

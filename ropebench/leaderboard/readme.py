@@ -50,7 +50,7 @@ def _test_set_line(spec: Mapping[str, Any]) -> str | None:
     if items is not None:
         parts.append(describe(items, products))
     if isinstance(manifest, Mapping):
-        where = f"`{markdown_text(manifest['path'])}`, " if manifest.get("path") else ""
+        where = f"{markdown_text(manifest['path'])}, " if manifest.get("path") else ""
         parts.append(f"manifest {where}sha256 `{manifest['sha256']}`")
     elif items is not None:
         parts.append("the manifest is not public: results are checked against these counts")
