@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import shutil
 import sys
 import threading
@@ -192,18 +193,35 @@ def test_site_command_prints_the_files(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------- real browser
 
 
-def _chromium(tmp_path: Path) -> Any:
-    """A headless Chromium driven by selenium, or a skip saying what to install."""
-    reason = "headless Chromium not installed (apt-get install chromium chromium-driver): "
+def _unavailable(why: str) -> None:
+    """Skip, saying what to install; CI sets ROPEBENCH_REQUIRE_BROWSER=1 so that a missing
+    browser fails instead of passing unnoticed."""
+    message = f"headless Chromium not installed (apt-get install chromium chromium-driver): {why}"
+    if os.environ.get("ROPEBENCH_REQUIRE_BROWSER") == "1":
+        pytest.fail(message + " (ROPEBENCH_REQUIRE_BROWSER=1)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser_installed() -> None:
+    """Skip unless selenium, chromium and chromedriver are there. Module-scoped and requested
+    first, so it runs before the site is built and a skip costs nothing."""
     try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.options import Options
-        from selenium.webdriver.chrome.service import Service
+        import selenium  # noqa: F401
     except ImportError as error:
-        pytest.skip(reason + f"selenium is missing ({error}; pip install selenium)")
+        _unavailable(f"selenium is missing ({error}; pip install selenium)")
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not Path(path).is_file()]
     if missing:
-        pytest.skip(reason + f"{', '.join(missing)} not found")
+        _unavailable(f"{', '.join(missing)} not found")
+
+
+@pytest.fixture()
+def chromium(browser_installed: None, tmp_path: Path) -> Iterator[Any]:
+    """A headless Chromium driven by selenium, logging the console."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
     options = Options()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -212,7 +230,11 @@ def _chromium(tmp_path: Path) -> Any:
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # An installed browser that does not start is a failure, not a skip.
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -243,52 +265,49 @@ def _rows(driver: Any, table: str) -> list[tuple[str, str, float]]:
         " parseFloat(r.cells[2].getAttribute('data-sort'))]; });", f"#{table}")]
 
 
-def test_in_a_real_browser(built: tuple[Path, Path, list[Path]], served: str, tmp_path: Path) -> None:
+def test_in_a_real_browser(browser_installed: None, chromium: Any, built: tuple[Path, Path, list[Path]],
+                           served: str, tmp_path: Path) -> None:
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
 
-    root, out, _ = built
-    driver = _chromium(tmp_path)
-    try:
-        driver.get(f"{served}/index.html")
-        links = [link.get_attribute("href") for link in driver.find_elements(By.CSS_SELECTOR, "#suites a")]
-        assert links == [f"{served}/{name}.html" for name in suite_names(root)]
-        for name in suite_names(root):
-            driver.get(f"{served}/{name}.html")
-            suite = load_suite(root, name)
-            shown = {row.get_attribute("data-entry") for row in
-                     driver.find_elements(By.CSS_SELECTOR, f"#{name}-table1 tbody tr")}
-            assert shown == {entry["name"] for entry in suite.entries}
-            broken = driver.execute_script(
-                "return Array.from(document.images).filter(function (i) {"
-                " return !i.complete || i.naturalWidth === 0; }).map(function (i) { return i.src; });")
-            computed = [entry for entry in suite.entries if entry["kind"] == "computed"]
-            # curves, and per computed entry its matrix and its first-hit ranks
-            assert broken == [] and len(driver.find_elements(By.TAG_NAME, "img")) == 1 + 2 * len(computed)
-            severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
-            assert severe == [], severe
-        # The hostile label is text in the table, and nothing it holds ran.
-        driver.get(f"{served}/escaping.html")
-        labels = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#escaping-table1 tbody td:nth-child(2)")]
-        assert EVIL_LABEL in labels
-        with pytest.raises(NoAlertPresentException):
-            driver.switch_to.alert  # noqa: B018 (the property raises when no alert is open)
-        # Sorting: R@1 best first, then reversed, then back to the protocol's task order.
-        before = _rows(driver, "escaping-table1")
-        header = driver.find_element(By.XPATH, "//table[@id='escaping-table1']//th[3]/button")
-        assert header.text == "R@1"
-        header.click()
-        assert _rows(driver, "escaping-table1") == sorted(before, key=lambda row: -row[2])
-        assert _rows(driver, "escaping-table1") != before
-        header.click()
-        assert _rows(driver, "escaping-table1") == sorted(before, key=lambda row: row[2])
-        ascending = _rows(driver, "escaping-table1")
-        driver.find_element(By.XPATH, "//table[@id='escaping-table1']//th[1]/button").click()
-        # Stable: within a task the rows keep the R@1 order they had.
-        assert _rows(driver, "escaping-table1") == sorted(ascending, key=lambda row: ALL_TASKS.index(row[0]))
-        screenshot = tmp_path / "escaping.png"
-        assert driver.save_screenshot(str(screenshot))
-        assert screenshot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and screenshot.stat().st_size > 1000
-        assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
-    finally:
-        driver.quit()
+    root, driver = built[0], chromium
+    driver.get(f"{served}/index.html")
+    links = [link.get_attribute("href") for link in driver.find_elements(By.CSS_SELECTOR, "#suites a")]
+    assert links == [f"{served}/{name}.html" for name in suite_names(root)]
+    for name in suite_names(root):
+        driver.get(f"{served}/{name}.html")
+        suite = load_suite(root, name)
+        shown = {row.get_attribute("data-entry") for row in
+                 driver.find_elements(By.CSS_SELECTOR, f"#{name}-table1 tbody tr")}
+        assert shown == {entry["name"] for entry in suite.entries}
+        broken = driver.execute_script(
+            "return Array.from(document.images).filter(function (i) {"
+            " return !i.complete || i.naturalWidth === 0; }).map(function (i) { return i.src; });")
+        computed = [entry for entry in suite.entries if entry["kind"] == "computed"]
+        # curves, and per computed entry its matrix and its first-hit ranks
+        assert broken == [] and len(driver.find_elements(By.TAG_NAME, "img")) == 1 + 2 * len(computed)
+        severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert severe == [], severe
+    # The hostile label is text in the table, and nothing it holds ran.
+    driver.get(f"{served}/escaping.html")
+    labels = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#escaping-table1 tbody td:nth-child(2)")]
+    assert EVIL_LABEL in labels
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert  # noqa: B018 (the property raises when no alert is open)
+    # Sorting: R@1 best first, then reversed, then back to the protocol's task order.
+    before = _rows(driver, "escaping-table1")
+    header = driver.find_element(By.XPATH, "//table[@id='escaping-table1']//th[3]/button")
+    assert header.text == "R@1"
+    header.click()
+    assert _rows(driver, "escaping-table1") == sorted(before, key=lambda row: -row[2])
+    assert _rows(driver, "escaping-table1") != before
+    header.click()
+    assert _rows(driver, "escaping-table1") == sorted(before, key=lambda row: row[2])
+    ascending = _rows(driver, "escaping-table1")
+    driver.find_element(By.XPATH, "//table[@id='escaping-table1']//th[1]/button").click()
+    # Stable: within a task the rows keep the R@1 order they had.
+    assert _rows(driver, "escaping-table1") == sorted(ascending, key=lambda row: ALL_TASKS.index(row[0]))
+    screenshot = tmp_path / "escaping.png"
+    assert driver.save_screenshot(str(screenshot))
+    assert screenshot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and screenshot.stat().st_size > 1000
+    assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
