@@ -144,6 +144,13 @@ def test_counts_edited_to_match_are_still_refused(base: Path) -> None:
         lb.add_entry(base / "edited.json", root=base / "leaderboards", suite="big", name="x", label="X")
 
 
+def test_a_malformed_per_query_reference_is_refused_not_ignored(base: Path) -> None:
+    results = json.loads((base / "a.json").read_text())
+    (base / "odd.json").write_text(json.dumps({**results, "per_query": {"path": 7}}))
+    with pytest.raises(DataError, match="'per_query' must be null or record the per-query file's 'path'"):
+        lb.add_entry(base / "odd.json", root=base / "leaderboards", suite="tiny", name="o", label="O")
+
+
 def test_a_suite_must_declare_its_test_set(base: Path) -> None:
     spec_path = base / "leaderboards" / "tiny" / "suite.json"
     spec = json.loads(spec_path.read_text())

@@ -342,6 +342,12 @@ def check_results(results: Any) -> list[str]:
     if manifest is not None and (not isinstance(manifest, Mapping) or not manifest.get("path")
                                  or not isinstance(manifest.get("sha256"), str)):
         problems.append("'manifest' must be null or record the manifest's 'path' and 'sha256'")
+    reference = results.get("per_query")
+    if reference is not None and (not isinstance(reference, Mapping) or not isinstance(reference.get("path"), str)
+                                  or not reference["path"] or not isinstance(reference.get("sha256"), str)
+                                  or not _SHA256.match(reference["sha256"])):
+        problems.append("'per_query' must be null or record the per-query file's 'path' (relative to the results "
+                        "file) and 'sha256'")
     ks = protocol.get("ks") if isinstance(protocol, Mapping) else None
     if isinstance(ks, list) and ks and all(_is_count(k) and k > 0 for k in ks):
         problems += _check_tasks(results.get("tasks"), where="tasks", ks=ks, ci=True)

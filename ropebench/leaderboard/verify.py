@@ -224,7 +224,8 @@ def verify(root: Path, names: Sequence[str] | None = None) -> VerifyReport:
     re-evaluation of computed entries, and the README's rendered blocks. Published entries are
     never re-evaluated."""
     report = VerifyReport()
-    for name in names or ():
+    names = list(dict.fromkeys(names or ()))  # a suite named twice is checked once
+    for name in names:
         check_suite_name(name)
     with shared(root):  # a consistent snapshot; the slow re-evaluation runs after the lock is released
         view = View(root)
