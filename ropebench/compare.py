@@ -393,36 +393,39 @@ def _analyse(table_a: Any, table_b: Any, measures: list[str], settings: Settings
     has_primary = bool(cross) and r1 is not None
     r1_index = r1 if r1 is not None else 0
 
-    # The matrix the resampling multiplies: one row per cluster, columns task-major
-    # [measure sums, count] per task, then the primary's P_c.
+    # What the resampling multiplies: one row per cluster, columns task-major [measure sums,
+    # count] per task, then the primary's P_c. Products: one stratum holding every column.
+    n_columns = n_tasks * width + 1
+    strata: list[tuple[np.ndarray, list[int]]]
     if settings.unit == "product":
-        columns = np.column_stack([sums.reshape(n_products, -1), sums[:, :, r1_index] @ weight])
-        strata = None
+        strata = [(np.column_stack([sums.reshape(n_products, -1), sums[:, :, r1_index] @ weight]),
+                   list(range(n_columns)))]
         clusters = products_per_task.astype(float)
         cluster_scores = scores / n_queries[None, :, None]
         primary_clusters = float((counts[:, cross].sum(axis=1) > 0).sum())
     else:
-        columns = np.zeros((len(d), n_tasks * width + 1))
+        # One query per cluster: a task is a stratum (its queries are resampled among
+        # themselves); a cross-domain task also carries the primary's column, so a query has one
+        # sign in both.
         strata = []
         for t in range(n_tasks):
-            lo, hi = bounds[t], bounds[t + 1]
-            columns[lo:hi, t * width:t * width + n_measures] = d[lo:hi]
-            columns[lo:hi, t * width + n_measures] = 1.0
-            columns[lo:hi, -1] = d[lo:hi, r1_index] * weight[t]
-            # A task is a stratum: its queries are resampled among themselves; a cross-domain
-            # task also carries the primary's column, so a query has one sign in both.
-            strata.append((int(lo), int(hi), list(range(t * width, (t + 1) * width))
-                           + ([n_tasks * width] if t in cross else [])))
+            rows = slice(bounds[t], bounds[t + 1])
+            pieces, columns = [d[rows], np.ones((n_queries[t], 1))], list(range(t * width, (t + 1) * width))
+            if t in cross:
+                pieces.append(d[rows, r1_index:r1_index + 1] * weight[t])
+                columns.append(n_columns - 1)
+            strata.append((np.hstack(pieces), columns))
         clusters = n_queries.astype(float)
         cluster_scores = None
         primary_clusters = float(n_queries[cross].sum())
-    columns = stats.exact_grid(columns)  # Δ and every Δ* are then exact sums, the same on every machine
-    observed = columns.sum(axis=0)
+    observed = np.zeros(n_columns)
+    for part, columns in strata:  # Δ, summed like every Δ*: exact per stratum, in stratum order
+        observed[columns] += stats.exact_grid(part).sum(axis=0)
     cell_observed = observed[:-1].reshape(n_tasks, width)[:, :-1] / n_queries[:, None]
     primary_observed = observed[-1]
 
     draw = {"resamples": settings.resamples, "seed": settings.seed}
-    totals = stats.resampled_sums(columns, kind="counts", strata=strata, **draw)
+    totals = stats.stratified_sums(strata, n_columns, kind="counts", **draw)
     per_task = totals[:, :-1].reshape(-1, n_tasks, width)
     boot = stats.ratio(per_task[:, :, :-1], per_task[:, :, -1:])  # (B × T × M); NaN: no query of the task
     boot_primary = boot[:, cross, r1_index].mean(axis=1) if has_primary else np.full(len(boot), np.nan)
@@ -430,7 +433,7 @@ def _analyse(table_a: Any, table_b: Any, measures: list[str], settings: Settings
     ci_primary = stats.percentile_interval(boot_primary)[0]
 
     if settings.test == "randomization":
-        flipped = stats.resampled_sums(columns, kind="signs", strata=strata, **draw)
+        flipped = stats.stratified_sums(strata, n_columns, kind="signs", **draw)
         null = flipped[:, :-1].reshape(-1, n_tasks, width)[:, :, :-1] / n_queries[:, None]
         p = stats.randomization_p(cell_observed.ravel(), null.reshape(len(null), -1))
         p_primary = stats.randomization_p(np.array([primary_observed]), flipped[:, -1:])[0]

@@ -22,8 +22,10 @@ Both are generated in row blocks and multiplied with every column at once
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,6 +55,7 @@ __all__ = [
     "resampled_sums",
     "sign_flip_test",
     "sign_flips",
+    "stratified_sums",
     "t_statistic",
     "t_two_sided_p",
     "task_intervals",
@@ -63,18 +66,21 @@ _BLOCK_ELEMENTS = 1 << 20  # entries of one block of a resampling matrix (8 MB a
 _MAX_BLOCK_ROWS = 1024
 
 Kind = Literal["signs", "counts"]
-Stratum = tuple[int, int, Sequence[int]]
+Stratum = tuple[np.ndarray, Sequence[int]]
 
 
 def _block_rows(n_clusters: int) -> int:
     return max(1, min(_MAX_BLOCK_ROWS, _BLOCK_ELEMENTS // max(1, n_clusters)))
 
 
-def _generator(kind: Kind, seed: int) -> np.random.Generator:
+def _generator(kind: Kind, seed: int, stratum: int = 0) -> np.random.Generator:
+    # Stream 2s (signs) and 2s + 1 (counts) of PCG64(seed), each 2^127 steps from the next:
+    # stratum 0 draws its signs from PCG64(seed) itself; strata can be drawn in any order.
     if kind not in ("signs", "counts"):
         raise ValueError(f"kind must be 'signs' or 'counts', not {kind!r}")
     bit_generator = np.random.PCG64(seed)
-    return np.random.Generator(bit_generator if kind == "signs" else bit_generator.jumped())
+    jumps = 2 * stratum + (kind == "counts")
+    return np.random.Generator(bit_generator.jumped(jumps) if jumps else bit_generator)
 
 
 def _blocks(rng: np.random.Generator, kind: Kind, n_clusters: int, resamples: int) -> Iterator[np.ndarray]:
@@ -127,22 +133,16 @@ def exact_grid(values: np.ndarray) -> np.ndarray:
     if values.size == 0:
         return values.copy()
     _, top = np.frexp(len(values) * np.abs(values).max(axis=0))  # G · max|x| < 2^top
-    shift = (52 - top).astype(np.int64)
-    return np.ldexp(np.rint(np.ldexp(values, shift)), -shift)
+    scale = np.ldexp(1.0, 52 - top)  # powers of two: multiplying by them is exact
+    return np.rint(values * scale) / scale
 
 
-def resampled_sums(values: np.ndarray, *, kind: Kind, resamples: int = 10_000, seed: int = 0,
-                   strata: Sequence[Stratum] | None = None) -> np.ndarray:
+def resampled_sums(values: np.ndarray, *, kind: Kind, resamples: int = 10_000, seed: int = 0) -> np.ndarray:
     """``M @ values`` for the resampling matrix ``M`` (ε or W), streamed in row blocks.
 
     Args:
         values: float (G × k), e.g. per-cluster sums, one column per cell.
         kind: ``"signs"`` (ε, :func:`sign_flips`) or ``"counts"`` (W, :func:`bootstrap_counts`).
-        strata: optional ``(row_start, row_stop, columns)`` blocks, disjoint in rows, outside
-            which ``values`` is zero. Each stratum gets its own matrix, drawn in turn from the
-            one generator: its own signs, and bootstrap counts that resample the stratum's rows
-            among themselves (a stratified bootstrap). With one query per cluster, a task is a
-            stratum and only its own columns are multiplied. None: one stratum of everything.
 
     Returns:
         float64 (B × k): row ``b`` is ``Σ_c M_bc values_c``, computed exactly for ``values`` on
@@ -152,19 +152,48 @@ def resampled_sums(values: np.ndarray, *, kind: Kind, resamples: int = 10_000, s
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2:
         raise ValueError(f"values must be 2-D (clusters × columns), got shape {values.shape}")
-    rng = _generator(kind, seed)
-    out = np.zeros((resamples, values.shape[1]))
-    for r0, r1, columns in strata if strata is not None else [(0, len(values), range(values.shape[1]))]:
-        index = np.asarray(columns, dtype=np.intp)
-        part = exact_grid(np.ascontiguousarray(values[r0:r1][:, index]))
+    return stratified_sums([(values, range(values.shape[1]))], values.shape[1], kind=kind,
+                           resamples=resamples, seed=seed)
+
+
+def stratified_sums(strata: Sequence[Stratum], n_columns: int, *, kind: Kind, resamples: int = 10_000,
+                    seed: int = 0) -> np.ndarray:
+    """:func:`resampled_sums` of several strata, each resampled within itself.
+
+    Args:
+        strata: ``(values, columns)`` pairs: a stratum's clusters (G_s × len(columns)) and the
+            output columns they add to. Stratum ``s`` has its own matrix from stream ``2s``
+            (signs) or ``2s + 1`` (counts) of ``PCG64(seed)`` (``jumped``), so its bootstrap
+            counts resample its own clusters (a stratified bootstrap). With one query per
+            cluster each task is a stratum, and a query meets only its own task's columns.
+            Stratum 0 uses the streams of :func:`sign_flips` and :func:`bootstrap_counts`.
+        n_columns: k, the width of the result.
+
+    Returns:
+        float64 (B × k): the strata's exact sums, added in stratum order.
+    """
+    indexes = [np.asarray(columns, dtype=np.intp) for _, columns in strata]
+
+    def stratum_sums(number: int) -> np.ndarray:
+        part = exact_grid(np.asarray(strata[number][0], dtype=np.float64))
+        sums = np.empty((resamples, part.shape[1]))
         start = 0
-        for block in _blocks(rng, kind, r1 - r0, resamples):
-            stop = start + len(block)
-            if len(index) == values.shape[1]:
-                out[start:stop] += block.astype(np.float64) @ part
-            else:
-                out[start:stop, index] += block.astype(np.float64) @ part
-            start = stop
+        for block in _blocks(_generator(kind, seed, number), kind, len(part), resamples):
+            sums[start:start + len(block)] = block.astype(np.float64) @ part
+            start += len(block)
+        return sums
+
+    # Strata draw from their own streams, so they can run on several cores (numpy releases
+    # the GIL while drawing and counting); the partial sums are added in stratum order.
+    workers = min(len(strata), os.cpu_count() or 1)
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            partials = list(pool.map(stratum_sums, range(len(strata))))
+    else:
+        partials = [stratum_sums(number) for number in range(len(strata))]
+    out = np.zeros((resamples, n_columns))
+    for index, partial in zip(indexes, partials):
+        out[:, index] += partial
     return out
 
 
@@ -189,12 +218,12 @@ def grouped_sums(values: np.ndarray, groups: np.ndarray, *, n_groups: int) -> np
         if not np.all(np.isfinite(matrix)):
             raise ValueError("grouped_sums: values must be finite")
         _, top = np.frexp(np.abs(matrix).sum(axis=0))  # Σ|v| < 2^top
-        shift = (61 - top).astype(np.int64)
+        scale = np.ldexp(1.0, 61 - top)  # powers of two: multiplying by them is exact
         order = np.argsort(groups, kind="stable")
         sorted_groups = groups[order]
         starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
-        fixed = np.rint(np.ldexp(matrix[order], shift)).astype(np.int64)
-        out[sorted_groups[starts]] = np.ldexp(np.add.reduceat(fixed, starts, axis=0).astype(np.float64), -shift)
+        fixed = np.rint(matrix[order] * scale).astype(np.int64)
+        out[sorted_groups[starts]] = np.add.reduceat(fixed, starts, axis=0).astype(np.float64) / scale
     return out if values.ndim == 2 else out[:, 0]
 
 

@@ -75,17 +75,21 @@ def test_resampled_sums_are_exact_whatever_the_summation_order(kind: str) -> Non
 
 
 def test_stratified_counts_resample_each_stratum_within_itself() -> None:
-    values = np.zeros((30, 3))
-    values[:10, 0] = 1.0  # stratum 1: rows 0-9, column 0 counts its queries
-    values[10:, 1] = 1.0  # stratum 2: rows 10-29, column 1
-    values[10:, 2] = np.arange(20.0)
-    strata = [(0, 10, [0]), (10, 30, [1, 2])]
-    totals = stats.resampled_sums(values, kind="counts", resamples=500, seed=1, strata=strata)
+    first = np.ones((10, 1))  # stratum 0: 10 clusters, column 0 counts them
+    second = np.column_stack([np.ones(20), np.arange(20.0)])  # stratum 1: columns 1 and 2
+    strata = [(first, [0]), (second, [1, 2])]
+    totals = stats.stratified_sums(strata, 3, kind="counts", resamples=500, seed=1)
     assert np.all(totals[:, 0] == 10) and np.all(totals[:, 1] == 20)  # fixed stratum sizes
     assert totals[:, 2].std() > 0
-    # Without strata the 30 rows are drawn together and the stratum sizes vary.
-    pooled = stats.resampled_sums(values, kind="counts", resamples=500, seed=1)
-    assert pooled[:, 0].std() > 0
+    # Stratum 0 draws from the streams of the unstratified matrices.
+    np.testing.assert_array_equal(totals[:, :1], stats.bootstrap_counts(10, resamples=500, seed=1) @ first)
+    signs = stats.stratified_sums(strata, 3, kind="signs", resamples=500, seed=1)
+    np.testing.assert_array_equal(signs[:, :1], stats.sign_flips(10, resamples=500, seed=1) @ first)
+    assert not np.array_equal(signs[:, 1], stats.sign_flips(20, resamples=500, seed=1) @ second[:, 0])
+    # The same 30 clusters drawn together: the stratum sizes vary.
+    pooled = stats.resampled_sums(np.vstack([np.c_[first, np.zeros(10)], second[:, :1] * [[0, 1]]]),
+                                  kind="counts", resamples=500, seed=1)
+    assert pooled[:, 0].std() > 0 and np.all(pooled.sum(axis=1) == 30)
 
 
 def test_grouped_sums_are_exact_and_ignore_row_order() -> None:
