@@ -236,3 +236,57 @@ def test_the_guardian_undoes_or_finishes_a_dead_writers_step(tmp_path, committed
     guardian.process.wait(timeout=20)
     assert [t.read_text() for t in targets] == (["new", "new"] if committed else ["old", "old"])
     assert _leftovers(tmp_path) == []
+
+
+def test_two_writers_renaming_at_once_leave_one_writers_pair(tmp_path, monkeypatch):
+    """Writer A pauses long between its renames, writer B (starting 0.1 s later) briefly: without
+    the directory lock B's pair would land inside A's, leaving A's second file beside B's first."""
+    import threading
+
+    from ropebench.io import files
+
+    targets = [tmp_path / "q.parquet", tmp_path / "r.json"]
+    pauses = {"A": 0.5, "B": 0.05}
+    monkeypatch.setenv(PAUSE_ENV, "1")
+    real_sleep = time.sleep
+    monkeypatch.setattr(files.time, "sleep", lambda _: real_sleep(pauses[threading.current_thread().name]))
+
+    def run(name: str) -> None:
+        files.write_files_together([(target, lambda tmp, text=f"{name}{i}": Path(tmp).write_text(text))
+                                    for i, target in enumerate(targets)])
+
+    writers = [threading.Thread(target=run, args=(name,), name=name) for name in "AB"]
+    writers[0].start()
+    real_sleep(0.1)
+    writers[1].start()
+    for writer in writers:
+        writer.join(timeout=30)
+    contents = [target.read_text() for target in targets]
+    assert contents in (["A0", "A1"], ["B0", "B1"]), contents
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_concurrent_writers_of_the_same_outputs_leave_one_runs_pair(tmp_path):
+    """Three runs on different submissions write the same --out and --per-query at once, each
+    pausing between its two renames: the pair left is one run's (the results file's recorded
+    sha256 is the per-query file's), because the renames of one run hold the directory's lock."""
+    out, per_query = tmp_path / "r.json", tmp_path / "q.parquet"
+    children = []
+    for seed in range(3):
+        sub = tmp_path / f"sub{seed}.parquet"
+        _write_submission(sub)
+        table = pq.read_table(sub)
+        rng = np.random.default_rng(seed + 1)
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(rng.normal(size=table.num_rows * 4), pa.float32()), 4)
+        table = table.set_column(table.schema.get_field_index("embedding"), "embedding", embedding)
+        pq.write_table(table, sub)
+        children.append(subprocess.Popen(
+            [sys.executable, "-m", "ropebench", "evaluate", str(sub), "--out", str(out), "--per-query",
+             str(per_query), "--quiet", "--ks", "1,2"], env=dict(os.environ, **{PAUSE_ENV: "2"}),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    for child in children:
+        _, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+    assert json.loads(out.read_text())["per_query"]["sha256"] == _digest(per_query)
+    assert _leftovers(tmp_path) == []

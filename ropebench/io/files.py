@@ -300,10 +300,35 @@ def write_files_together(writers: Sequence[tuple[str | os.PathLike[str], Callabl
             raise
         if guardian is not None:
             guardian.send("commit")
-        _rename_all(temps, guardian, created)
+        with _locked_directories(path.parent for path, _ in temps):
+            _rename_all(temps, guardian, created)
     finally:
         if guardian is not None:
             guardian.close()
+
+
+@contextlib.contextmanager
+def _locked_directories(directories: Any) -> Any:
+    """Hold an exclusive ``flock`` on each directory (sorted, so two writers cannot deadlock)
+    while renaming: two runs writing the same pair of outputs at once then leave one run's
+    pair, never one run's results file with the other's per-query file. Locking the directory
+    itself leaves no lock file behind; where flock is unavailable the renames go unlocked."""
+    handles = []
+    try:
+        for directory in sorted({str(d) for d in directories}):
+            try:
+                handle = os.open(directory, os.O_RDONLY)
+            except OSError:
+                continue
+            handles.append(handle)
+            with contextlib.suppress(OSError, AttributeError):
+                import fcntl
+
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        for handle in handles:
+            os.close(handle)  # closing releases the lock
 
 
 def _rename_all(temps: Sequence[tuple[Path, str]], guardian: _Guardian | None, created: list[Path]) -> None:
