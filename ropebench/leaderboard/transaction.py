@@ -36,6 +36,7 @@ __all__ = ["LOCK", "JOURNAL", "exclusive", "shared", "commit", "recover", "pendi
 LOCK = ".lock"
 JOURNAL = ".journal.json"
 JOURNAL_SCHEMA = "ropebench.journal/1"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # a lock file that is a link is not followed (nor created through)
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
 # (root, thread) pairs holding a root's exclusive lock: that thread's own reads must not wait for it;
 # another thread's reads do (flock locks belong to open files, so a second open() waits).
@@ -66,7 +67,7 @@ def exclusive(root: Path) -> Iterator[None]:
         yield
         return
     try:
-        fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
     except OSError as error:
         raise DataError(f"{root}: cannot create the lock file {root / LOCK} ({error.strerror or error}); "
                         "the leaderboard cannot be changed here. Fix: make the directory writable, or "
@@ -94,7 +95,7 @@ def shared(root: Path) -> Iterator[None]:
         yield
         return
     fd = None
-    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
+    for flags in (os.O_RDWR | os.O_CREAT | _NOFOLLOW, os.O_RDONLY | _NOFOLLOW):
         with contextlib.suppress(OSError):
             fd = os.open(root / LOCK, flags, 0o666)
             break
