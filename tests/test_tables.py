@@ -201,3 +201,18 @@ def test_table_refuses_bad_input() -> None:
     result = runner.invoke(table, ["--root", str(ROOT), "--suite", "nope"])
     assert isinstance(result.exception, UsageError)
     assert "unknown suite 'nope'" in str(result.exception) and "rope-test" in str(result.exception)
+
+
+def test_every_format_escapes_what_it_needs():
+    """A label is shown as text in every format: no raw HTML in markdown, no LaTeX commands, a
+    clean \\label key whatever the suite is called."""
+    entries = [{"name": "a", "label": "<b>x</b>|y & 5%", "results": {"P2V": {"R@1": 1.0}}},
+               {"name": "b", "label": "plain", "results": {"P2V": {"R@1": 2.0}}}]
+    table = task_table(entries, "1", metrics=("R@1",), key="my suite/{v2}")
+    markdown = render([table], "markdown")
+    assert "&lt;b&gt;x&lt;/b&gt;\\|y & 5%" in markdown and "<b>" not in markdown
+    latex = render([table], "latex")
+    assert r"\textless{}b\textgreater{}x\textless{}/b\textgreater{}\textbar{}y \& 5\%" in latex
+    assert r"\label{tab:my-suite--v2--table1}" in latex
+    html_page = render([table], "html")
+    assert "&lt;b&gt;x&lt;/b&gt;|y &amp; 5%" in html_page and "<b>x" not in html_page

@@ -22,6 +22,12 @@ def format_number(value: float | None, decimals: int = 2) -> str:
     return MISSING if value is None else f"{value:.{decimals}f}"
 
 
+def _markdown_cell(text: str) -> str:
+    """A markdown table cell shows its text: ``|`` would end the cell and ``<``/``>`` would be
+    read as raw HTML by GitHub (``&`` is left alone, so text escaped before is not escaped twice)."""
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def grid(header: Sequence[str], body: Sequence[Sequence[str]], fmt: str, *, n_text: int = 1) -> str:
     """A text (``fmt="text"``) or markdown (``"markdown"``) table of already formatted cells.
 
@@ -31,8 +37,8 @@ def grid(header: Sequence[str], body: Sequence[Sequence[str]], fmt: str, *, n_te
     from tabulate import tabulate
 
     if fmt == "markdown":
-        header = [cell.replace("|", "\\|") for cell in header]
-        body = [[cell.replace("|", "\\|") for cell in row] for row in body]
+        header = [_markdown_cell(cell) for cell in header]
+        body = [[_markdown_cell(cell) for cell in row] for row in body]
     import tabulate as tabulate_module
 
     align = ["left"] * n_text + ["right"] * (len(header) - n_text)

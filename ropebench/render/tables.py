@@ -14,6 +14,7 @@ import csv
 import html
 import io
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -267,7 +268,13 @@ def _text(table: Table, highlight: bool) -> str:
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
 }
+
+
+def _label_key(key: str) -> str:
+    """A ``\\label`` key: only characters LaTeX's label mechanism takes as they are."""
+    return re.sub(r"[^A-Za-z0-9:._-]", "-", key)
 
 
 def _latex_escape(text: str) -> str:
@@ -284,7 +291,7 @@ def _latex(table: Table, highlight: bool) -> str:
         "\\begin{table}[t]",
         "\\centering",
         f"\\caption{{{_latex_escape(table.caption)}}}",
-        f"\\label{{tab:{table.key}}}",
+        f"\\label{{tab:{_label_key(table.key)}}}",
         f"\\begin{{tabular}}{{{'l' * n_text}{'r' * len(table.value_headers)}}}",
         "\\toprule",
         " & ".join(_latex_escape(text) for text in header) + " \\\\",
