@@ -64,7 +64,9 @@ def test_evaluate_writes_results_and_per_query_and_keeps_stdout_for_data(tmp_pat
     assert stored["schema"] == "ropebench.results/1"
     assert list(stored["tasks"]) == ["P2V", "L2L"]
     assert set(stored["tasks"]["P2V"]) == {"n_queries", "n_skipped", "n_gallery", "n_tied", "R@1", "R@10",
-                                           "MRR@10"}
+                                           "MRR@10", "ci"}
+    low, high = stored["tasks"]["P2V"]["ci"]["R@1"]
+    assert low <= stored["tasks"]["P2V"]["R@1"] <= high
     assert stored["protocol"] == {"metric": "cosine", "ties": "expected", "ks": [1, 10], "search": "exact",
                                   "group_exclusion": False}
     assert len(stored["submission"]["sha256"]) == 64 and stored["manifest"]["sha256"]
