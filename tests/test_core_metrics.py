@@ -1,4 +1,4 @@
-"""Hand-computed cases for every protocol rule (DESIGN.md §2), through the public API."""
+"""Hand-computed cases for every protocol rule (docs/protocol.md), through the public API."""
 
 from __future__ import annotations
 
@@ -167,7 +167,7 @@ def test_a_domain_without_items_gives_skips_and_null_metrics():
     assert result.to_json()["tasks"]["L2L"]["MRR@1"] is None
 
 
-# -- l2 far from the origin: translating the data changes no number (DESIGN §2) ---------------
+# -- l2 far from the origin: translating the data changes no number (docs/protocol.md) ---
 
 # The default engine, the one-pass engine at sizes where 90 items fill several tiles (no
 # small-block shortcut), and FAISS in several query batches: every code path sees the data.

@@ -1,4 +1,4 @@
-"""Every validation failure of DESIGN.md §3: exit 2, the column, the count, example ids, no output."""
+"""Every validation failure of docs/formats.md: exit 2, the column, the count, example ids, no output."""
 
 from __future__ import annotations
 

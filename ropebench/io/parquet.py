@@ -1,4 +1,4 @@
-"""Reading submissions and manifests from parquet (DESIGN.md §3). No metric code lives here.
+"""Reading submissions and manifests from parquet (docs/formats.md). No metric code lives here.
 
 A source is a parquet file, or a directory holding one parquet file per domain (named by any
 accepted spelling: ``P.parquet``, ``short_videos.parquet``) or a hive-partitioned

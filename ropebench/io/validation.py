@@ -1,4 +1,4 @@
-"""Validation of a submission (and manifest) into a :class:`Dataset` (DESIGN.md §3).
+"""Validation of a submission (and manifest) into a :class:`Dataset` (docs/formats.md, "Validation").
 
 Every check runs before any search, and all problems are reported at once in one
 :class:`~ropebench.errors.DataError`: the file, the column, the count, up to five example
@@ -272,7 +272,7 @@ def load_dataset(
     """Read and validate a submission, labelled by a manifest or by its own columns.
 
     Raises:
-        DataError: listing every problem found (see DESIGN.md §3).
+        DataError: listing every problem found (see docs/formats.md, "Validation").
     """
     import pyarrow as pa
 
