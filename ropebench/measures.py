@@ -29,6 +29,14 @@ from ropebench.protocol import TIE_POLICIES, measure_names
 __all__ = ["hit_probabilities", "reciprocal_rank", "count_tied", "summarize", "measure_columns"]
 
 _CHUNK = 1 << 22  # survival-table cells per chunk of tied queries (32 MiB of float64)
+# No rank exceeds a gallery's size, so every K from here on gives the numbers K = _K_CAP gives;
+# clamping lets any positive K (even beyond int64) through the int64 arithmetic unchanged.
+_K_CAP = 1 << 62
+
+
+def _cutoffs(ks: Sequence[int]) -> np.ndarray:
+    """``(1, len(ks))`` int64 cut-offs, each clamped to :data:`_K_CAP`."""
+    return np.asarray([min(int(k), _K_CAP) for k in ks], dtype=np.int64)[None, :]
 
 
 def _check_policy(ties: str) -> None:
@@ -69,7 +77,7 @@ def hit_probabilities(a: np.ndarray, t: np.ndarray, p: np.ndarray, ks: Sequence[
     a = np.asarray(a, dtype=np.int64)
     t = np.asarray(t, dtype=np.int64)
     p = np.asarray(p, dtype=np.int64)
-    k = np.asarray(ks, dtype=np.int64)[None, :]
+    k = _cutoffs(ks)
     if ties == "optimistic":
         return (a[:, None] < k).astype(np.float64)
     if ties == "pessimistic":
@@ -90,6 +98,7 @@ def hit_probabilities(a: np.ndarray, t: np.ndarray, p: np.ndarray, ks: Sequence[
 def reciprocal_rank(a: np.ndarray, t: np.ndarray, p: np.ndarray, max_k: int, ties: str) -> np.ndarray:
     """``E[1 / rank]`` of the first hit, counting 0 beyond ``max_k``; shape ``(n_queries,)``."""
     _check_policy(ties)
+    max_k = min(int(max_k), _K_CAP)
     a = np.asarray(a, dtype=np.int64)
     t = np.asarray(t, dtype=np.int64)
     p = np.asarray(p, dtype=np.int64)
@@ -114,7 +123,7 @@ def count_tied(a: np.ndarray, t: np.ndarray, ks: Sequence[int]) -> int:
     """Queries whose R@K at some K differs between the optimistic and pessimistic policies."""
     a = np.asarray(a, dtype=np.int64)[:, None]
     t = np.asarray(t, dtype=np.int64)[:, None]
-    k = np.asarray(ks, dtype=np.int64)[None, :]
+    k = _cutoffs(ks)
     return int(((a < k) != (a + t < k)).any(axis=1).sum())
 
 

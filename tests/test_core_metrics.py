@@ -304,3 +304,15 @@ def test_tie_tables_do_not_grow_with_k():
         assert hits[:, 1] == pytest.approx(1.0) and hits[:, 0] == pytest.approx(1 / 501)
         assert rr == pytest.approx(np.mean(1 / np.arange(1, 502)))  # uniform rank among 501 tied items
     assert peaks[1] <= 1.1 * peaks[0] + (1 << 20), peaks
+
+
+@pytest.mark.parametrize("ties", ["expected", "pessimistic", "optimistic"])
+def test_k_beyond_int64_gives_the_numbers_of_any_k_past_the_gallery(ties):
+    # Ranks never exceed the gallery (here a + t + p <= 9), so K = 10 and K = 10^20 agree.
+    a, t, p = np.array([0, 2, 5]), np.array([3, 0, 3]), np.array([1, 2, 1])
+    big = 10**20  # beyond int64: it once overflowed the int64 table of cut-offs
+    assert hit_probabilities(a, t, p, (1, big), ties).tolist() == hit_probabilities(a, t, p, (1, 10), ties).tolist()
+    assert reciprocal_rank(a, t, p, big, ties).tolist() == reciprocal_rank(a, t, p, 10, ties).tolist()
+    assert count_tied(a, t, (1, big)) == count_tied(a, t, (1, 10))
+    task = run(TIE_EMB, TIE_DOM, TIE_PROD, ks=(1, big), tasks="P2V", ties=ties).tasks["P2V"]
+    assert task[f"R@{big}"] == 100.0
