@@ -224,7 +224,7 @@ def evaluate_at_scale(dataset: Dataset, *, distractors: Sequence[str | os.PathLi
         base = get_engine(None if engine == "dask" else engine)
         exact = None if catalogue is None or info is None else CatalogueEngine(
             base, catalogue, info, runner, metric=metric, center=center, boundaries=sizes, progress=progress,
-            name="dask" if engine == "dask" else None)
+            name="dask" if engine == "dask" or runner.name == "dask" else None)
         search: Any = exact or base
         if index is not None:
             from ropebench.engines.approximate import ApproximateEngine
@@ -281,7 +281,7 @@ def _with_catalogue(result: Any, dataset: Dataset, search: Any, exact: Catalogue
                 curve["n_gallery"][task] = [test_counts[task[2]] + int(items[row][column]) for row in rows]
                 curve["n_tied"][task] = [count_tied(h.a, h.t, ks) for h in by_size]
             extra["distractor_curve"] = curve
-        engine.update(runner.describe())
+        engine.update(runner.describe(), test_engine=exact.base.name)
         timing["distractors_check_s"] = round(check_seconds, 4)
     if hasattr(search, "protocol_record"):
         protocol.update(search.protocol_record())

@@ -26,14 +26,22 @@ from ropebench.engines.base import COUNTERS, FirstHits, SearchRun, TaskData
 from ropebench.engines.exact import counts_from_scores, eligible_mask, exact_counts
 from ropebench.engines.faiss import _faiss, faiss_threads
 from ropebench.errors import UsageError
-from ropebench.protocol import DOMAINS, split_task
+from ropebench.protocol import ALL_TASKS, DOMAINS, split_task
 
-__all__ = ["ApproximateEngine", "agreement", "TRAIN_SIZE", "QUERY_BATCH"]
+__all__ = ["ApproximateEngine", "agreement", "agreement_sample", "TRAIN_SIZE", "QUERY_BATCH"]
 
 TRAIN_SIZE = 100_000  # training vectors per index (at least 64 per IVF list)
 QUERY_BATCH = 4096
 
 Rows = Callable[[], Iterable[Any]]  # yields objects with .positions, .domains, .matrix (raw float32)
+
+
+def agreement_sample(task: str, scored: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """The queries whose agreement is measured: ``n`` of a task's scored queries (task-local
+    indices, in submission order) drawn without replacement by
+    ``numpy.random.default_rng([seed, position of the task in ALL_TASKS])``, sorted."""
+    rng = np.random.default_rng([seed, ALL_TASKS.index(task)])
+    return np.sort(rng.choice(scored, size=min(n, len(scored)), replace=False))
 
 
 def agreement(approx: FirstHits, exact: FirstHits, sample: np.ndarray, ks: Sequence[int],
@@ -215,11 +223,10 @@ class ApproximateEngine:
         """Exact counts of seeded sample queries, compared with the approximate ones."""
         samples: dict[str, np.ndarray] = {}
         exact_hits: dict[str, FirstHits] = {}
-        for number, task in enumerate(tasks):
+        for task in tasks:
             data, approx = task_data[task], hits[task]
             scored = np.flatnonzero(approx.scored)
-            rng = np.random.default_rng([self.seed, number])
-            sample = np.sort(rng.choice(scored, size=min(self.agreement_queries, len(scored)), replace=False))
+            sample = agreement_sample(task, scored, self.agreement_queries, self.seed)
             samples[task] = sample
             a = np.zeros(len(scored), dtype=np.int64)
             t, p = np.zeros_like(a), np.ones_like(a)

@@ -103,18 +103,27 @@ class DaskRunner:
                 raise UsageError(f"--scheduler {self.scheduler}: cannot connect ({error}). Fix: start the scheduler "
                                  "(dask scheduler) and its workers, or drop --scheduler for a local cluster") from None
         else:
+            # Processes talk TCP on the loopback interface only; threads use Dask's in-process
+            # transport. The scheduler and workers always serve a few HTTP routes (health,
+            # metrics), on every interface unless told otherwise: loopback, any free port.
+            network = {"host": "127.0.0.1"} if self.processes else {"protocol": "inproc://"}
             self._cluster = distributed.LocalCluster(
-                n_workers=self.n_local, threads_per_worker=1, processes=self.processes, host="127.0.0.1",
-                dashboard_address=None, silence_logs=logging.ERROR)
+                n_workers=self.n_local, threads_per_worker=1, processes=self.processes, dashboard_address=None,
+                scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                worker_dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, **network)
             self._client = distributed.Client(self._cluster, timeout=self.timeout)
         if not self._client.scheduler_info().get("workers"):
             self._client.wait_for_workers(1, timeout=self.timeout)
         self._check_versions()
         return self._client
 
+    def _worker_versions(self) -> dict[str, dict[str, str]]:
+        """``{worker address: library_versions()}`` as each worker reports it."""
+        return dict(self._client.run(library_versions))
+
     def _check_versions(self) -> None:
         """Refuse a cluster whose workers run other numpy / FAISS versions than this process."""
-        found = self._client.run(library_versions)
+        found = self._worker_versions()
         found["client"] = library_versions()
         self._versions = found
         problems = []
@@ -151,7 +160,8 @@ class DaskRunner:
     def describe(self) -> dict[str, Any]:
         """Runner, worker count, scheduler and the library versions the workers run."""
         client = self._connect()
-        versions = {key: value for key, value in self._versions.get("client", {}).items()}
+        workers = [name for name in self._versions if name != "client"]
+        versions = dict(self._versions[workers[0]] if workers else {})  # checked equal on every worker
         return {"runner": self.name, "workers": self.workers,
                 "scheduler": self.scheduler if self.scheduler is not None else
                 f"local ({'processes' if self.processes else 'threads'}) {client.scheduler.address}",
