@@ -557,7 +557,9 @@ def _(d: Path) -> list[str]:
 
 for option, value, fragment in (("--ks", "0", "--ks"), ("--ks", "1,x", "--ks"), ("--tasks", "P2X", "unknown task"),
                                 ("--metric", "dot", "dot"), ("--ties", "random", "random"),
-                                ("--threads", "0", "threads"), ("--engine", "annoy", "unknown engine")):
+                                ("--threads", "0", "threads"), ("--engine", "annoy", "unknown engine"),
+                                ("--measure", "R@7", "--measure R@7 is not computed"),
+                                ("--measure", "recall", "canonical measure key")):
     @case(f"{option} {value}", fragment)
     def _(d: Path, option: str = option, value: str = value) -> list[str]:
         return [submission(d, table()), option, value]
@@ -573,6 +575,16 @@ def _(d: Path) -> list[str]:
 @case("K far beyond every gallery", "note: K = 10000000 exceeds the largest gallery", exit_code=0)
 def _(d: Path) -> list[str]:
     return [submission(d, table(embedding=fixed(np.ones((6, D))))), "--ks", "1,10000000"]
+
+
+@case("K beyond int64", "note: K = 100000000000000000000 exceeds", exit_code=0)
+def _(d: Path) -> list[str]:
+    return [submission(d, table()), "--ks", "1,100000000000000000000"]
+
+
+@case("--ks without 1 and no --measure", exit_code=0)
+def _(d: Path) -> list[str]:
+    return [submission(d, table()), "--ks", "2,3"]
 
 
 @case("uint64 ids above 2^63", exit_code=0)

@@ -58,13 +58,18 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
     import json
 
     import ropebench
-    from ropebench.errors import DataError
+    from ropebench.errors import DataError, UsageError
     from ropebench.io.files import check_output_paths
-    from ropebench.protocol import check_measure, parse_ks, parse_tasks
+    from ropebench.protocol import check_measure, measure_names, parse_ks, parse_tasks
     from ropebench.render.console import render_evaluation
 
     check_measure(measure)
-    parse_ks(ks)
+    computed = measure_names(parse_ks(ks))
+    if measure not in computed and _defaulted("measure"):
+        measure = computed[0]  # --ks without 1 and no --measure: show the smallest K's matrix
+    elif measure not in computed:  # else the printed matrix would be all blanks
+        raise UsageError(f"--measure {measure} is not computed with --ks {ks}: this run has {', '.join(computed)}. "
+                         f"Fix: choose one of those, or add its K to --ks")
     parse_tasks(tasks)
     check_output_paths({"--out": out, "--per-query": per_query}, {"submission": submission, "manifest": manifest})
     try:
@@ -91,6 +96,13 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
         click.echo(json.dumps(document, indent=2))
     else:
         click.echo(render_evaluation(document, fmt, matrix_measure=measure, ci=ci), nl=False)
+
+
+def _defaulted(name: str) -> bool:
+    """True when the option ``name`` was not given (its default is in use)."""
+    context = click.get_current_context(silent=True)
+    source = context.get_parameter_source(name) if context is not None else None
+    return source is None or source == click.core.ParameterSource.DEFAULT
 
 
 def _notes(result: object) -> list[str]:
