@@ -70,15 +70,16 @@ class Source:
 
 
 def available_memory() -> int | None:
-    """Bytes this process can still allocate: the smallest of the kernel's ``MemAvailable``, the
-    room left under an address-space limit (``ulimit -v``) and under a cgroup (container)
-    limit; None when none can be read."""
+    """Bytes this process can still allocate: the smallest of the kernel's ``MemAvailable`` (plus
+    free swap), the room left under an address-space limit (``ulimit -v``) and the room left
+    under a cgroup (container) limit; None when none can be read."""
     limits = []
-    try:
+    try:  # free swap counts: slow, but a file that fits there can still be evaluated
         with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    limits.append(int(line.split()[1]) * 1024)
+            fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in handle
+                      if line.startswith(("MemAvailable:", "SwapFree:"))}
+        if "MemAvailable" in fields:
+            limits.append(fields["MemAvailable"] + fields.get("SwapFree", 0))
     except (OSError, ValueError, IndexError):
         pass
     try:  # an address-space limit (ulimit -v) counts mappings and thread stacks too
