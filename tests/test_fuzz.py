@@ -602,6 +602,11 @@ def _(d: Path) -> list[str]:
     return [submission(d, table(item_id=pa.array(IDS, pa.string_view())))]
 
 
+@case("directories named like files (Spark output)", exit_code=0)
+def _(d: Path) -> list[str]:
+    return parts(d, {f"{code}.parquet/part-00000.parquet": domain_rows(code) for code in "PVL"})
+
+
 @case("hive-partitioned directory", exit_code=0)
 def _(d: Path) -> list[str]:
     return parts(d, {f"domain={code}/part-0.parquet": domain_rows(code) for code in "PVL"})

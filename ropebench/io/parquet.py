@@ -193,11 +193,14 @@ def _not_regular(mode: int) -> str | None:
 
 
 def _domain_of_path(path: Path, root: Path) -> str | None:
-    """The domain a file inside a directory source belongs to: `domain=X/` part or the file stem."""
+    """The domain a file inside a directory source belongs to: a ``domain=X/`` folder, a folder
+    named like a file (``P.parquet/part-0.parquet``, as Spark writes one "file"), or its own name."""
     for part in path.relative_to(root).parts[:-1]:
         key, _, value = part.partition("=")
         if key == "domain":
             return value
+        if part.endswith(".parquet"):
+            return part.split(".")[0]
     return path.name.split(".")[0]
 
 
