@@ -424,8 +424,8 @@ def _analyse(table_a: Any, table_b: Any, measures: list[str], settings: Settings
     cell_observed = observed[:-1].reshape(n_tasks, width)[:, :-1] / n_queries[:, None]
     primary_observed = observed[-1]
 
-    draw = {"resamples": settings.resamples, "seed": settings.seed}
-    totals = stats.stratified_sums(strata, n_columns, kind="counts", **draw)
+    resampled = _resample(strata, n_columns, settings)
+    totals = resampled["counts"]
     per_task = totals[:, :-1].reshape(-1, n_tasks, width)
     boot = stats.ratio(per_task[:, :, :-1], per_task[:, :, -1:])  # (B × T × M); NaN: no query of the task
     boot_primary = boot[:, cross, r1_index].mean(axis=1) if has_primary else np.full(len(boot), np.nan)
@@ -433,7 +433,7 @@ def _analyse(table_a: Any, table_b: Any, measures: list[str], settings: Settings
     ci_primary = stats.percentile_interval(boot_primary)[0]
 
     if settings.test == "randomization":
-        flipped = stats.stratified_sums(strata, n_columns, kind="signs", **draw)
+        flipped = resampled["signs"]
         null = flipped[:, :-1].reshape(-1, n_tasks, width)[:, :, :-1] / n_queries[:, None]
         p = stats.randomization_p(cell_observed.ravel(), null.reshape(len(null), -1))
         p_primary = stats.randomization_p(np.array([primary_observed]), flipped[:, -1:])[0]
@@ -472,6 +472,24 @@ def _analyse(table_a: Any, table_b: Any, measures: list[str], settings: Settings
                           p=p_value, significant=bool(p_value < settings.alpha),
                           design_effect=_number(stats.design_effect(cross_scores[:, None], np.array([cross_sq]))[0]))
     return primary, tuple(cells)
+
+
+def _resample(strata: list[tuple[np.ndarray, list[int]]], n_columns: int, settings: Settings
+              ) -> dict[str, np.ndarray]:
+    """Bootstrap sums (and sign-flip sums for the randomization test), the two drawn side by side.
+
+    Each runs on its own core with single-threaded BLAS: its products are thin (a block of
+    resamples × products × a few dozen cells), where BLAS threads mostly wait for each other.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    kinds: list[stats.Kind] = ["counts", "signs"] if settings.test == "randomization" else ["counts"]
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(len(kinds)) as pool:
+        futures = {kind: pool.submit(stats.stratified_sums, strata, n_columns, kind=kind,
+                                     resamples=settings.resamples, seed=settings.seed) for kind in kinds}
+        return {kind: future.result() for kind, future in futures.items()}
 
 
 def _t_p(cell_observed: np.ndarray, primary_observed: float, clusters: np.ndarray, primary_clusters: float,

@@ -83,40 +83,40 @@ def _generator(kind: Kind, seed: int, stratum: int = 0) -> np.random.Generator:
     return np.random.Generator(bit_generator.jumped(jumps) if jumps else bit_generator)
 
 
+_SIGN_VALUES = np.array([-1.0, 1.0])
+
+
 def _blocks(rng: np.random.Generator, kind: Kind, n_clusters: int, resamples: int) -> Iterator[np.ndarray]:
-    """Yield the rows of a (B × G) resampling matrix in blocks; the block sizes are part of its definition."""
+    """Yield the rows of a (B × G) resampling matrix as float64 blocks; the block sizes are part of its definition."""
     if resamples < 1 or n_clusters < 1:
         raise ValueError(f"need resamples >= 1 and n_clusters >= 1 (got {resamples}, {n_clusters})")
     step = _block_rows(n_clusters)
     for start in range(0, resamples, step):
         rows = min(step, resamples - start)
         size = rows * n_clusters
-        block: np.ndarray
         if kind == "signs":
-            # One random bit per entry: ε = 2·bit − 1.
+            # One random bit per entry: ε = ±1 (looked up straight into float64, one pass).
             bits = np.unpackbits(np.frombuffer(rng.bytes((size + 7) // 8), dtype=np.uint8), count=size)
-            block = bits.reshape(rows, n_clusters).view(np.int8)
-            block *= 2
-            block -= 1
+            yield _SIGN_VALUES[bits].reshape(rows, n_clusters)
         else:
             # G draws with replacement per row, counted: a multinomial(G, 1/G) row. Drawn as
             # indices + bincount one row at a time (cache-sized; several times faster than
             # Generator.multinomial, which draws G binomials per row).
-            block = np.empty((rows, n_clusters), dtype=np.int64)
+            block = np.empty((rows, n_clusters))
             for row in block:
                 row[:] = np.bincount(rng.integers(0, n_clusters, size=n_clusters, dtype=np.int64),
                                      minlength=n_clusters)
-        yield block
+            yield block
 
 
 def sign_flips(n_clusters: int, *, resamples: int = 10_000, seed: int = 0) -> np.ndarray:
     """The sign-flip matrix ε, int8 (B × G) of ±1, as used by :func:`resampled_sums`."""
-    return np.concatenate(list(_blocks(_generator("signs", seed), "signs", n_clusters, resamples)))
+    return np.concatenate(list(_blocks(_generator("signs", seed), "signs", n_clusters, resamples))).astype(np.int8)
 
 
 def bootstrap_counts(n_clusters: int, *, resamples: int = 10_000, seed: int = 0) -> np.ndarray:
     """The bootstrap count matrix W, int64 (B × G); every row sums to G."""
-    return np.concatenate(list(_blocks(_generator("counts", seed), "counts", n_clusters, resamples)))
+    return np.concatenate(list(_blocks(_generator("counts", seed), "counts", n_clusters, resamples))).astype(np.int64)
 
 
 def exact_grid(values: np.ndarray) -> np.ndarray:
@@ -179,15 +179,18 @@ def stratified_sums(strata: Sequence[Stratum], n_columns: int, *, kind: Kind, re
         sums = np.empty((resamples, part.shape[1]))
         start = 0
         for block in _blocks(_generator(kind, seed, number), kind, len(part), resamples):
-            sums[start:start + len(block)] = block.astype(np.float64) @ part
+            sums[start:start + len(block)] = block @ part
             start += len(block)
         return sums
 
     # Strata draw from their own streams, so they can run on several cores (numpy releases
-    # the GIL while drawing and counting); the partial sums are added in stratum order.
+    # the GIL while drawing and counting); the partial sums are added in stratum order. BLAS
+    # then runs single-threaded: its threads only spin on these thin (rows × G × few) products.
     workers = min(len(strata), os.cpu_count() or 1)
     if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
             partials = list(pool.map(stratum_sums, range(len(strata))))
     else:
         partials = [stratum_sums(number) for number in range(len(strata))]
