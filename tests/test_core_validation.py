@@ -204,7 +204,8 @@ def test_structural_problem_message_keeps_its_fix(files, tmp_path):
 
 def test_factorize_and_positions_without_pandas():
     """Codes follow first appearance, nulls (None, NaN) are -1; ids are looked up exactly."""
-    from ropebench.io.validation import _factorize, _positions
+    from ropebench.io.ids import factorize as _factorize
+    from ropebench.io.ids import positions as _positions
 
     codes, uniques = _factorize(np.array(["b", None, "a", "b", float("nan"), "c"], dtype=object))
     assert codes.tolist() == [0, -1, 1, 0, -1, 2] and uniques.tolist() == ["b", "a", "c"]

@@ -15,6 +15,15 @@ import numpy as np
 
 from ropebench.dataset import Dataset
 from ropebench.errors import DataError
+from ropebench.io.ids import (
+    as_numpy,
+    common_ids,
+    exact_ints,
+    factorize,
+    label_array,
+    nulls,
+    positions,
+)
 from ropebench.io.parquet import Source, column_kind, embedding_matrix, float32_range, read_source, to_numpy
 from ropebench.protocol import DOMAINS, SPELLINGS
 
@@ -73,51 +82,17 @@ def _id_values(table: Any, name: str, where: str, problems: _Problems, *, requir
     if column.null_count:
         return np.array(column.to_pylist(), dtype=object)  # nulls as None; only on the error path
     if column_kind(column.type) == "int" and not pa.types.is_dictionary(column.type):
-        return _exact_ints(to_numpy(column))
+        return exact_ints(to_numpy(column))
     values = np.empty(len(column), dtype=object)
     values[:] = column.to_pylist()  # strings (and dictionary-encoded ids) as Python objects
     if column_kind(column.type) == "int":
-        return _exact_ints(np.array(values.tolist()))
+        return exact_ints(np.array(values.tolist()))
     return values
-
-
-def _exact_ints(values: np.ndarray) -> np.ndarray:
-    """Integer ids as int64, except uint64 ids that do not fit int64: those stay uint64, so an
-    id keeps its exact value (never reinterpreted as a negative number)."""
-    if values.dtype == np.uint64 and len(values) and int(values.max()) > np.iinfo(np.int64).max:
-        return values
-    return values.astype(np.int64, copy=False)
-
-
-def _nulls(values: np.ndarray) -> np.ndarray:
-    if values.dtype == object:
-        return np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-    return np.zeros(len(values), dtype=bool)
-
-
-def _common_ids(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Make two id arrays comparable exactly: as they are if both have one integer dtype; as
-    Python ints if their integer dtypes differ (int64 vs uint64 would meet in float64 and lose
-    digits); else both as strings (``17`` matches ``"17"``, decimal text of the exact value)."""
-    if a.dtype != object and b.dtype != object:
-        if a.dtype == b.dtype:
-            return a, b
-        return a.astype(object), b.astype(object)
-    return _as_text(a), _as_text(b)
-
-
-def _as_text(values: np.ndarray) -> np.ndarray:
-    """Ids as decimal text (object array), nulls kept as None so they match nothing."""
-    if values.dtype != object:
-        return values.astype(str).astype(object)
-    out = np.empty(len(values), dtype=object)
-    out[:] = [None if v is None else str(v) for v in values.tolist()]
-    return out
 
 
 def _unique_ids(ids: np.ndarray, where: str, problems: _Problems) -> bool:
     """True when no item_id is null or repeated; otherwise note the problem and return False."""
-    null = _nulls(ids)
+    null = nulls(ids)
     if null.any():
         problems.add(f"{where} column 'item_id'", f"{_count(int(null.sum()), 'row')} with a null item_id",
                      fix="give every row an item_id")
@@ -126,7 +101,7 @@ def _unique_ids(ids: np.ndarray, where: str, problems: _Problems) -> bool:
 
 
 def _check_unique(ids: np.ndarray, where: str, problems: _Problems) -> bool:
-    codes, uniques = _factorize(ids)
+    codes, uniques = factorize(ids)
     counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
     duplicated = (codes >= 0) & (counts[np.maximum(codes, 0)] > 1)
     if duplicated.any():
@@ -140,7 +115,7 @@ def _check_unique(ids: np.ndarray, where: str, problems: _Problems) -> bool:
 
 def _domain_codes(values: np.ndarray, ids: np.ndarray, where: str, problems: _Problems) -> np.ndarray | None:
     """Map domain spellings to codes 0/1/2; unknown or null spellings are one problem."""
-    codes_of_unique, uniques = _factorize(values)
+    codes_of_unique, uniques = factorize(values)
     table = np.array([_DOMAIN_CODES.get(SPELLINGS.get(str(u).strip().lower(), ""), -1) for u in uniques] + [-1],
                      dtype=np.int8)
     codes = table[codes_of_unique]  # the sentinel -1 indexes the trailing -1 (null)
@@ -152,54 +127,6 @@ def _domain_codes(values: np.ndarray, ids: np.ndarray, where: str, problems: _Pr
                      f"use one of {', '.join(sorted(SPELLINGS))} (case-insensitive)")
         return None
     return codes
-
-
-def _is_null(value: Any) -> bool:
-    """None, NaN (also as numpy floats), NaT and pandas.NA, without importing pandas."""
-    if value is None:
-        return True
-    if isinstance(value, (str, int)):
-        return False
-    try:
-        return bool(value != value)
-    except (TypeError, ValueError):
-        return True  # pandas.NA: a comparison with it is neither true nor false
-
-
-def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Codes ``0..u-1`` numbered in order of first appearance (-1 for a null) and the ``u`` values.
-
-    Integer arrays are factorized by sorting; object arrays (strings, None) through a dict, so a
-    value equals another exactly when Python's ``==`` and ``hash`` say so.
-    """
-    if values.dtype != object:
-        uniques, first, inverse = np.unique(values, return_index=True, return_inverse=True)
-        order = np.argsort(first, kind="stable")
-        rank = np.empty(len(uniques), dtype=np.int64)
-        rank[order] = np.arange(len(uniques))
-        return rank[inverse.reshape(-1)], uniques[order]
-    table: dict[Any, int] = {}
-    codes = np.array([table.setdefault(v, len(table)) for v in values.tolist()], dtype=np.int64)
-    keys = list(table)
-    null = np.array([_is_null(k) for k in keys], dtype=bool)
-    if null.any():  # renumber without the null keys (None, NaN), which become -1
-        renumber = np.where(null, -1, np.cumsum(~null) - 1)
-        codes = renumber[codes] if len(codes) else codes
-        keys = [k for k, n in zip(keys, null) if not n]
-    uniques = np.empty(len(keys), dtype=object)
-    uniques[:] = keys
-    return codes, uniques
-
-
-def _positions(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Row of each value in ``keys`` (unique), or -1 where it is not there."""
-    codes, _ = _factorize(np.concatenate([keys, values]) if keys.dtype == values.dtype else
-                          np.concatenate([keys.astype(object), values.astype(object)]))
-    row_of_code = np.full(int(codes.max(initial=-1)) + 1, -1, dtype=np.int64)
-    key_codes = codes[: len(keys)]
-    row_of_code[key_codes[key_codes >= 0]] = np.flatnonzero(key_codes >= 0)
-    value_codes = codes[len(keys):]
-    return np.where(value_codes >= 0, row_of_code[np.maximum(value_codes, 0)], -1)
 
 
 RangeOf = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray]"]
@@ -351,14 +278,14 @@ def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
     # domain and label problems are reported together with the duplicates, not after them.
     domains = None
     if ids is not None and mids is not None:
-        sids, mids_cmp = _common_ids(ids, mids)
-        position = _positions(mids_cmp, sids)  # a manifest row of each submission row, or -1
+        sids, mids_cmp = common_ids(ids, mids)
+        position = positions(mids_cmp, sids)  # a manifest row of each submission row, or -1
         matched = position >= 0
-        extra = ~matched & ~_nulls(ids)
+        extra = ~matched & ~nulls(ids)
         if extra.any():
             problems.add(f"{where} column 'item_id'", f"{_count(int(extra.sum()), 'embedding')} for items not in the "
                          "manifest", ids[extra], "drop them, or evaluate against the manifest they belong to")
-        covered = (_positions(sids, mids_cmp) >= 0) | _nulls(mids)  # null manifest ids are reported above
+        covered = (positions(sids, mids_cmp) >= 0) | nulls(mids)  # null manifest ids are reported above
         if not covered.all():
             problems.add(f"{mwhere} column 'item_id'", f"{_count(int((~covered).sum()), 'item')} have no embedding "
                          f"in the submission (coverage {100 * covered.mean():.2f}%, must be 100%)", mids[~covered],
@@ -374,7 +301,7 @@ def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
                         problems.add(f"{where} column 'domain'", f"{_count(int(differ.sum()), 'row')} disagree with "
                                      "the manifest", ids[differ], "drop the column or fix the labels")
         if sub_products is not None and mproducts is not None:
-            a, b = _common_ids(sub_products[matched], mproducts[position[matched]])
+            a, b = common_ids(sub_products[matched], mproducts[position[matched]])
             differ = np.zeros(len(ids), dtype=bool)
             differ[matched] = a != b
             if differ.any():
@@ -390,7 +317,7 @@ def _validate(sub: Source, man: Source | None, *, metric: str) -> Dataset:
 
 
 def _check_null_labels(values: np.ndarray, ids: np.ndarray, where: str, problems: _Problems) -> None:
-    null = _nulls(values)
+    null = nulls(values)
     if null.any():
         problems.add(where, f"{_count(int(null.sum()), 'row')} with a null value", ids[null],
                      "give every item a product_id")
@@ -400,12 +327,12 @@ def _dataset(ids: Any, domains: Any, products: Any, groups: Any, matrix: Any, dt
              categories: Any = None) -> Dataset:
     group_codes = None
     if groups is not None:
-        group_codes = _factorize(groups)[0]  # null group -> -1: excluded with nothing but itself
+        group_codes = factorize(groups)[0]  # null group -> -1: excluded with nothing but itself
     return Dataset(
         item_ids=ids,
         domains=np.asarray(domains, dtype=np.int8),
         product_ids=products,
-        product_codes=_factorize(products)[0],
+        product_codes=factorize(products)[0],
         group_codes=group_codes,
         embeddings=matrix,
         dtype=dtype,
@@ -439,10 +366,10 @@ def dataset_from_arrays(
         raise DataError(f"{where} 'embeddings': shape {source.shape}, dtype {source.dtype}; expected a 2-d float "
                         "array (n, d) with d > 0. Fix: pass np.asarray(vectors, dtype=np.float32)")
     n = source.shape[0]
-    ids = np.arange(n, dtype=np.int64) if item_ids is None else _array(item_ids)
-    labels = {"domains": _array(domains), "product_ids": _array(product_ids), "item_ids": ids}
+    ids = np.arange(n, dtype=np.int64) if item_ids is None else label_array(item_ids)
+    labels = {"domains": label_array(domains), "product_ids": label_array(product_ids), "item_ids": ids}
     if group_ids is not None:
-        labels["group_ids"] = _array(group_ids)
+        labels["group_ids"] = label_array(group_ids)
     for name, values in labels.items():
         if values.ndim != 1 or len(values) != n:
             problems.add(f"{where} '{name}'", f"has shape {values.shape} for {n} embeddings",
@@ -454,8 +381,8 @@ def dataset_from_arrays(
     if "group_ids" in labels:
         _check_id_kinds(labels["group_ids"], f"{where} 'group_ids'", problems, floats=True)
     problems.raise_if_any("arrays")
-    if _nulls(ids).any():
-        problems.add(f"{where} 'item_ids'", f"{_count(int(_nulls(ids).sum()), 'entry')} are null",
+    if nulls(ids).any():
+        problems.add(f"{where} 'item_ids'", f"{_count(int(nulls(ids).sum()), 'entry')} are null",
                      fix="give every row an item_id")
     else:
         _check_unique(ids, where, problems)
@@ -501,37 +428,3 @@ def _check_id_kinds(values: np.ndarray, where: str, problems: _Problems, *, floa
                      "integers (e.g. [str(x) for x in ids])")
 
 
-def as_numpy(values: Any) -> np.ndarray:
-    """A numpy array from a numpy array, a sequence, or a tensor (torch and the like: detached,
-    moved to the CPU, bfloat16 widened to float32), without importing torch."""
-    if hasattr(values, "detach") and hasattr(values, "cpu"):
-        tensor = values.detach().cpu()
-        if str(getattr(tensor, "dtype", "")) == "torch.bfloat16":  # numpy has no bfloat16
-            tensor = tensor.float()
-        return np.asarray(tensor.numpy())
-    return np.asarray(values)
-
-
-def _array(values: Sequence[Any]) -> np.ndarray:
-    """Labels as int64 (uint64 above 2^63), or as objects with every null spelling (NaN, NaT,
-    pandas.NA) made None. A Python list is never handed to ``np.asarray`` as is: it would turn
-    ``[1, "a"]`` into the strings ``["1", "a"]`` and hide the mix."""
-    if isinstance(values, (list, tuple)):
-        array = np.empty(len(values), dtype=object)
-        for i, value in enumerate(values):  # element by element: a nested list stays one (refused) value
-            array[i] = value
-        items = [int(v) for v in array.tolist() if isinstance(v, (int, np.integer)) and not isinstance(v, bool)]
-        if items and len(items) == len(array) and _INT_RANGE[0] <= min(items) and max(items) <= _INT_RANGE[1]:
-            big = max(items) > np.iinfo(np.int64).max
-            if not (big and min(items) < 0):  # else Python ints keep both signs exactly
-                return np.array(items, dtype=np.uint64 if big else np.int64)
-    else:
-        array = as_numpy(values)
-    if array.dtype.kind in "iu":
-        return _exact_ints(array)
-    kind = array.dtype.kind
-    array = array.astype(object)
-    if kind not in "US":  # numpy strings cannot be null
-        null = np.fromiter((_is_null(v) for v in array.tolist()), dtype=bool, count=len(array))
-        array[null] = None
-    return array
