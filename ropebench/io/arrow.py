@@ -26,4 +26,6 @@ def id_array(values: np.ndarray) -> Any:
     if all(isinstance(v, int) and not isinstance(v, bool) for v in items):
         big = any(v > np.iinfo(np.int64).max for v in items)
         return pa.array(items, type=pa.uint64() if big else pa.int64())
-    return pa.array([None if v is None else str(v) for v in items], type=pa.string())
+    # Validation refuses mixed or float ids; reaching here is a bug, not a user error to paper over.
+    kinds = sorted({type(v).__name__ for v in items})
+    raise TypeError(f"ids of mixed or unsupported types ({', '.join(kinds)}) cannot be written exactly")
