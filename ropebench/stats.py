@@ -185,15 +185,17 @@ def stratified_sums(strata: Sequence[Stratum], n_columns: int, *, kind: Kind, re
 
     # Strata draw from their own streams, so they can run on several cores (numpy releases
     # the GIL while drawing and counting); the partial sums are added in stratum order. BLAS
-    # then runs single-threaded: its threads only spin on these thin (rows × G × few) products.
-    workers = min(len(strata), os.cpu_count() or 1)
-    if workers > 1:
-        from threadpoolctl import threadpool_limits
+    # runs single-threaded: on these thin products (block rows × G × a few dozen columns) its
+    # threads mostly wait for each other, and more so on a busy machine.
+    from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-            partials = list(pool.map(stratum_sums, range(len(strata))))
-    else:
-        partials = [stratum_sums(number) for number in range(len(strata))]
+    workers = min(len(strata), os.cpu_count() or 1)
+    with threadpool_limits(limits=1, user_api="blas"):
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                partials = list(pool.map(stratum_sums, range(len(strata))))
+        else:
+            partials = [stratum_sums(number) for number in range(len(strata))]
     out = np.zeros((resamples, n_columns))
     for index, partial in zip(indexes, partials):
         out[:, index] += partial
