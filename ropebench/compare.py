@@ -476,17 +476,13 @@ def _analyse(table_a: Any, table_b: Any, measures: list[str], settings: Settings
 
 def _resample(strata: list[tuple[np.ndarray, list[int]]], n_columns: int, settings: Settings
               ) -> dict[str, np.ndarray]:
-    """Bootstrap sums (and sign-flip sums for the randomization test), the two drawn side by side.
-
-    Each runs on its own core with single-threaded BLAS: its products are thin (a block of
-    resamples × products × a few dozen cells), where BLAS threads mostly wait for each other.
-    """
+    """Bootstrap sums (and sign-flip sums for the randomization test), drawn side by side, each
+    on its own core (see :func:`ropebench.stats.single_threaded_blas`)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from threadpoolctl import threadpool_limits
-
     kinds: list[stats.Kind] = ["counts", "signs"] if settings.test == "randomization" else ["counts"]
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(len(kinds)) as pool:
+    entries = settings.resamples * sum(len(values) for values, _ in strata)
+    with stats.single_threaded_blas(entries), ThreadPoolExecutor(len(kinds)) as pool:
         futures = {kind: pool.submit(stats.stratified_sums, strata, n_columns, kind=kind,
                                      resamples=settings.resamples, seed=settings.seed) for kind in kinds}
         return {kind: future.result() for kind, future in futures.items()}

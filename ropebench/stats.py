@@ -26,6 +26,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -55,6 +56,7 @@ __all__ = [
     "resampled_sums",
     "sign_flip_test",
     "sign_flips",
+    "single_threaded_blas",
     "stratified_sums",
     "t_statistic",
     "t_two_sided_p",
@@ -156,6 +158,20 @@ def resampled_sums(values: np.ndarray, *, kind: Kind, resamples: int = 10_000, s
                            resamples=resamples, seed=seed)
 
 
+def single_threaded_blas(entries: int) -> AbstractContextManager[Any]:
+    """Run BLAS on one thread while resampling ``entries`` (B × G) matrix entries, if that many.
+
+    The products here are thin (block rows × G × a few dozen columns): BLAS threads mostly wait
+    for each other, the more so on a busy machine, and resampling runs its own threads. Setting
+    the limit costs milliseconds, so small problems run as they are.
+    """
+    if entries < 4 * _BLOCK_ELEMENTS:
+        return nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def stratified_sums(strata: Sequence[Stratum], n_columns: int, *, kind: Kind, resamples: int = 10_000,
                     seed: int = 0) -> np.ndarray:
     """:func:`resampled_sums` of several strata, each resampled within itself.
@@ -184,13 +200,9 @@ def stratified_sums(strata: Sequence[Stratum], n_columns: int, *, kind: Kind, re
         return sums
 
     # Strata draw from their own streams, so they can run on several cores (numpy releases
-    # the GIL while drawing and counting); the partial sums are added in stratum order. BLAS
-    # runs single-threaded: on these thin products (block rows × G × a few dozen columns) its
-    # threads mostly wait for each other, and more so on a busy machine.
-    from threadpoolctl import threadpool_limits
-
+    # the GIL while drawing and counting); the partial sums are added in stratum order.
     workers = min(len(strata), os.cpu_count() or 1)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_threaded_blas(resamples * sum(len(values) for values, _ in strata)):
         if workers > 1:
             with ThreadPoolExecutor(workers) as pool:
                 partials = list(pool.map(stratum_sums, range(len(strata))))
