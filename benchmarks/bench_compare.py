@@ -108,7 +108,7 @@ def main() -> None:
     n_products = len(set(table_a.column("product_id").to_pylist()))
     print(f"per-query rows: {len(table_a):,} in {len(set(table_a.column('task').to_pylist()))} tasks, "
           f"{n_products:,} products, {len(MEASURES)} measures; B = {args.resamples:,}; "
-          f"{os.cpu_count()} CPUs; best of {args.repeat}")
+          f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}); best of {args.repeat}")
     timings = []
     with tempfile.TemporaryDirectory() as directory:
         path_a, path_b = os.path.join(directory, "a.parquet"), os.path.join(directory, "b.parquet")
@@ -126,6 +126,7 @@ def main() -> None:
                             _time(lambda: compare(table_a, table_b, unit="query", resamples=args.resamples), 1)))
     timings.append(("task_intervals (one evaluation)",
                     _time(lambda: task_intervals(table_a, resamples=args.resamples), args.repeat)))
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (timings on a busy machine run long)")
     width = max(len(name) for name, _ in timings)
     for name, seconds in timings:
         print(f"{name:<{width}}  {seconds:7.3f} s")
