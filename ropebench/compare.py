@@ -225,7 +225,11 @@ def _side_of_result(result: Any, name: str, ref: InputRef) -> _Side:
 
 
 def _examples(keys: list[tuple[Any, Any]]) -> str:
-    shown = ", ".join(f"({task}, {item!r})" for task, item in sorted(keys, key=repr)[:_EXAMPLES])
+    try:
+        ordered = sorted(keys)
+    except TypeError:  # ids of mixed types
+        ordered = sorted(keys, key=repr)
+    shown = ", ".join(f"({task}, {item!r})" for task, item in ordered[:_EXAMPLES])
     return shown + (", …" if len(keys) > _EXAMPLES else "")
 
 
@@ -274,10 +278,12 @@ def _paired(a: _Side, b: _Side) -> tuple[Any, Any, list[str]]:
     table_a, table_b = _prepare(a), _prepare(b)
     items_a, items_b = table_a.column("item_id"), table_b.column("item_id")
     if items_a.type != items_b.type:
-        if pa.types.is_integer(items_a.type) and pa.types.is_integer(items_b.type):
-            items_b = pc.cast(items_b, items_a.type, safe=False)  # same ids stored as int64 vs uint64
+        try:  # the same integer ids stored as int64 in one file and uint64 in the other
+            if not (pa.types.is_integer(items_a.type) and pa.types.is_integer(items_b.type)):
+                raise pa.ArrowInvalid("not both integers")
+            items_b = pc.cast(items_b, items_a.type)  # safe: an id that does not fit is an error
             table_b = table_b.set_column(table_b.schema.get_field_index("item_id"), "item_id", items_b)
-        else:
+        except pa.ArrowInvalid:
             problems.append(f"item_id type: {items_a.type} in A, {items_b.type} in B")
     if not problems:
         same = len(table_a) == len(table_b) and (len(table_a) == 0 or pc.all(pc.and_(
