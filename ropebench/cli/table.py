@@ -38,6 +38,7 @@ def _results_entry(path: Path) -> dict[str, Any]:
         raise DataError(f"--entry {path}: tasks {', '.join(map(str, bad))} are not objects of numbers "
                         "(write results with `ropebench evaluate SUB --out results.json`)")
     return {"name": path.stem, "label": path.stem,
+            "ci": {task: cells.get("ci") or {} for task, cells in data["tasks"].items()},
             "results": {task: {k: v for k, v in cells.items() if k != "ci"} for task, cells in data["tasks"].items()}}
 
 
@@ -55,9 +56,14 @@ def _results_entry(path: Path) -> dict[str, Any]:
               help="Bold the best value per column (within each task); not for csv/json.")
 @click.option("--measure", "--metric", "measure", default="R@1", show_default=True,
               help="Measure of the matrix (--metric is its earlier spelling).")
+@click.option("--ci", "ci", is_flag=True,
+              help="Show each computed entry's numbers ± half their 95% product-level bootstrap interval.")
+@click.option("--significance", is_flag=True,
+              help="Mark (†) cells that differ significantly from the suite's baseline entry (paired "
+                   "randomization test over products, Holm-adjusted over each table).")
 @root_option
 def table(suite: str, which: str, entries: tuple[str, ...], fmt: str, highlight: bool, measure: str,
-          root: str | None) -> None:
+          ci: bool, significance: bool, root: str | None) -> None:
     """Render the paper's tables from leaderboard entries.
 
     Table 1 holds the six cross-domain tasks (one row per entry within each task), Table 2 the
@@ -69,12 +75,17 @@ def table(suite: str, which: str, entries: tuple[str, ...], fmt: str, highlight:
         ropebench table --table 1 --format latex --highlight > table1.tex
         ropebench table --suite rope-sim --table matrix --entry cls-cd --measure R@10
         ropebench table --table matrix --entry results.json --format text
+        ropebench table --suite rope-sim --table 1 --significance --ci
     """
     check_measure(measure)
     files = [e for e in entries if e.endswith(".json") or Path(e).is_file()]
     if files and len(files) != len(entries):
         raise UsageError("--entry: give either entry names of the suite or results files, not both")
+    full = None
     if files:
+        if significance:
+            raise UsageError("--significance compares leaderboard entries with their suite's baseline; for two "
+                             "results files use `ropebench compare A B`")
         found = [_results_entry(Path(e)) for e in files]
         names = [f["name"] for f in found]
         if len(set(names)) != len(names):
@@ -85,7 +96,7 @@ def table(suite: str, which: str, entries: tuple[str, ...], fmt: str, highlight:
                           {"title": ", ".join(files), "label_column": "label",
                            **({"metrics": measures} if measures else {})}, tuple(found))
     else:
-        chosen = lb.load_suite(lb.find_root(root), suite)
+        chosen = full = lb.load_suite(lb.find_root(root), suite)
         if entries:
             if len(set(entries)) != len(entries):
                 raise UsageError("--entry: the same entry is given twice")
@@ -98,5 +109,24 @@ def table(suite: str, which: str, entries: tuple[str, ...], fmt: str, highlight:
         tables = lb.suite_tables(chosen, which)
     if not tables:
         raise UsageError(f"nothing to show: no entry has the tasks of table {which}")
+    if (ci or significance) and which != "matrix":
+        if full is not None:
+            from ropebench.leaderboard.significance import annotate
+
+            base = lb.find_root(root).resolve().parent
+            tables, _ = annotate(full, tables, base=base, ci=ci, significance=significance)
+        else:
+            tables = [_with_stored_intervals(t, {e["name"]: e.get("ci") or {} for e in chosen.entries})
+                      for t in tables]
     title = f"ropebench: {chosen.spec['title']} ({chosen.name})"
     click.echo(render(tables, fmt, highlight=highlight, title=title), nl=False)
+
+
+def _with_stored_intervals(table: Any, intervals: dict[str, dict[str, dict[str, Any]]]) -> Any:
+    """A table whose rows carry the intervals their results files stored (``tasks[T].ci``)."""
+    rows = []
+    for row in table.rows:
+        stored = intervals.get(row.entry, {}).get(row.group, {})
+        bounds = tuple(tuple(stored[m]) if stored.get(m) else None for m in table.value_headers)
+        rows.append(dataclasses.replace(row, intervals=bounds if any(bounds) else None))
+    return dataclasses.replace(table, rows=tuple(rows))

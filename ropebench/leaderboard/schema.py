@@ -50,7 +50,7 @@ _ENTRY_KEYS = {"schema", "name", "label", "label_latex", "suite", "description",
                "protocol", "submission", "manifest", "per_query", "test_set", "ropebench_version",
                "created", "results"}
 _SUITE_KEYS = {"schema", "name", "title", "description", "label_column", "entries", "captions",
-               "metrics", "protocol", "manifest", "items", "products"}
+               "metrics", "protocol", "manifest", "items", "products", "baseline"}
 MAX_LABEL = 200  # characters of a row label
 # Bidirectional overrides reorder what a reader sees; like control characters they have no place in a label.
 _BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -318,6 +318,11 @@ def check_suite(suite: Any) -> list[str]:
                                 or not all(isinstance(m, str) and _METRIC_KEY.match(m)
                                            for m in metrics)):
         problems.append("'metrics' must be a list of canonical metric keys such as 'R@1'")
+    baseline = suite.get("baseline")
+    if baseline is not None and (not isinstance(baseline, str) or not isinstance(entries, list)
+                                 or baseline not in entries):
+        problems.append(f"'baseline' is {baseline!r}: it must name one of the suite's entries (the entry "
+                        "`ropebench table --significance` compares every other computed entry with)")
     problems += check_protocol(suite.get("protocol"), partial=True)
     problems += declaration_problems(suite)
     return problems

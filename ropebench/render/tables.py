@@ -19,9 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ropebench.protocol import CROSS_TASKS, DOMAINS, INTRA_TASKS
 from ropebench.errors import UsageError
+from ropebench.protocol import CROSS_TASKS, DOMAINS, INTRA_TASKS
 from ropebench.render.numbers import MISSING, format_number, grid
+
+SIGNIFICANT = "†"  # marks a cell that differs significantly from the suite's baseline entry
 
 __all__ = [
     "FORMATS",
@@ -50,6 +52,10 @@ class Row:
     label: str
     label_latex: str | None
     values: tuple[float | None, ...]
+    # Optional annotations, one per value: a significant difference from the suite's baseline
+    # (shown as a dagger) and a 95% interval (shown as ± half-width).
+    marks: tuple[bool, ...] | None = None
+    intervals: tuple[tuple[float, float] | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,14 +94,27 @@ class Table:
             else:
                 head.update(metric=self.metric, entry=row.entry, query=row.group)
             head[self.label_name] = row.label
-            out.append({**head, **dict(zip(self.value_headers, row.values))})
+            record = {**head, **dict(zip(self.value_headers, row.values))}
+            if any(r.intervals is not None for r in self.rows):  # every record has the same fields
+                intervals = row.intervals or (None,) * len(self.value_headers)
+                for name, bounds in zip(self.value_headers, intervals):
+                    record[f"{name} low"], record[f"{name} high"] = bounds if bounds is not None else (None, None)
+            if any(r.marks is not None for r in self.rows):
+                marks = row.marks or (False,) * len(self.value_headers)
+                record.update({f"{name} significant": bool(flag) for name, flag in zip(self.value_headers, marks)})
+            out.append(record)
         return out
 
     def columns(self) -> list[str]:
         """Field names of :meth:`records`, in order."""
+        extra: list[str] = []
+        if any(row.intervals is not None for row in self.rows):
+            extra += [f"{name} {end}" for name in self.value_headers for end in ("low", "high")]
+        if any(row.marks is not None for row in self.rows):
+            extra += [f"{name} significant" for name in self.value_headers]
         if self.metric is None:
-            return ["table", "task", "entry", self.label_name, *self.value_headers]
-        return ["table", "metric", "entry", self.label_name, "query", *self.value_headers]
+            return ["table", "task", "entry", self.label_name, *self.value_headers, *extra]
+        return ["table", "metric", "entry", self.label_name, "query", *self.value_headers, *extra]
 
 
 def _number(value: Any) -> float | None:
@@ -225,6 +244,11 @@ def _grid(table: Table, highlight: bool, mark: Any) -> tuple[list[str], list[lis
         cells = [row.group] + ([row.label] if table.label_header is not None else [])
         for j, value in enumerate(row.values):
             text = format_number(value)
+            bounds = row.intervals[j] if row.intervals is not None else None
+            if value is not None and bounds is not None:
+                text += f" ± {format_number((bounds[1] - bounds[0]) / 2)}"
+            if row.marks is not None and row.marks[j]:
+                text += SIGNIFICANT
             cells.append(mark(text) if (i, j) in best else text)
         body.append(cells)
     return header, body
@@ -311,7 +335,8 @@ def _latex(table: Table, highlight: bool) -> str:
         if has_label:
             out.append(row.label_latex if row.label_latex else _latex_escape(row.label))
         # Value cells are digits, "\textbf{...}" or the en dash; the dash becomes "--".
-        out += [text.replace(MISSING, "--") for text in cells[n_text:]]
+        out += [text.replace(MISSING, "--").replace(" ± ", r" $\pm$ ").replace(SIGNIFICANT, r"$^{\dagger}$")
+                for text in cells[n_text:]]
         lines.append(" & ".join(out) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines) + "\n"
@@ -337,6 +362,7 @@ def _html_table(table: Table, highlight: bool) -> str:
         parts += [f"<td>{esc(text)}</td>" for text in cells[1:n_text]]
         for text in cells[n_text:]:
             shown = f"<strong>{esc(text[1:])}</strong>" if text.startswith("\0") else esc(text)
+            shown = shown.replace(SIGNIFICANT, f"<sup>{SIGNIFICANT}</sup>")
             parts.append(f'<td class="num">{shown}</td>')
         lines.append("<tr>" + "".join(parts) + "</tr>")
     lines += ["</tbody>", "</table>"]
