@@ -11,23 +11,23 @@ The primary hypothesis, declared in advance and tested without adjustment, is ``
 so a product ``c`` contributes ``P_c = Σ_t D_ct / (T N_t)`` (``D_ct``: the sum of its R@1
 differences in task t, ``N_t``: the task's queries); its sign flips flip ``P_c``, and its
 bootstrap replicate is the mean over the T tasks of each task's resampled mean.
-The statistics are in :mod:`ropebench.stats`.
+The statistics are in :mod:`ropebench.stats`; reading and pairing the two inputs is in
+:mod:`ropebench.io.per_query`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ropebench import stats
 from ropebench.errors import DataError, UsageError
+from ropebench.io.per_query import InputRef, column_codes, column_floats, load_side, pair_sides
 from ropebench.protocol import ALL_TASKS, CROSS_TASKS
 
 __all__ = [
@@ -49,8 +49,6 @@ PRIMARY = "cross/R@1"
 UNITS: tuple[str, ...] = ("product", "query")
 TESTS: tuple[str, ...] = ("randomization", "bootstrap", "t")
 CORRECTIONS: tuple[str, ...] = ("holm", "none")
-_METADATA_KEY = b"ropebench"  # parquet schema metadata of a per-query file: {"protocol": {...}, ...}
-_EXAMPLES = 5
 
 
 def _number(value: Any) -> float | None:
@@ -59,14 +57,6 @@ def _number(value: Any) -> float | None:
 
 def _pair(value: Any) -> tuple[float | None, float | None]:
     return (_number(value[0]), _number(value[1]))
-
-
-@dataclass(frozen=True)
-class InputRef:
-    """Where one side came from: the file given (results JSON or per-query parquet) and its sha256."""
-
-    path: str | None
-    sha256: str | None
 
 
 @dataclass(frozen=True)
@@ -157,165 +147,6 @@ class Comparison:
                             "Fix: pass a file written by `ropebench compare --out`") from None
 
 
-@dataclass(frozen=True)
-class _Side:
-    name: str  # "A (path)" for messages
-    ref: InputRef
-    table: Any  # pyarrow.Table
-    protocol: Mapping[str, Any] | None
-
-
-def _protocol_of(table: Any, name: str) -> Mapping[str, Any] | None:
-    raw = (table.schema.metadata or {}).get(_METADATA_KEY)
-    if raw is None:
-        return None
-    try:
-        return dict(json.loads(raw).get("protocol") or {})
-    except (ValueError, AttributeError, TypeError):
-        raise DataError(f"{name}: the parquet metadata key 'ropebench' is not a JSON object. Fix: re-write the "
-                        "file with `ropebench evaluate --per-query`") from None
-
-
-def _load(source: Any, label: str) -> _Side:
-    """A per-query table (with its protocol) from a Table, a result object or a file path."""
-    import pyarrow as pa
-
-    if isinstance(source, pa.Table):
-        name = f"{label} (table)"
-        return _Side(name, InputRef(None, None), source, _protocol_of(source, name))
-    if hasattr(source, "per_query") and hasattr(source, "protocol"):  # an EvaluationResult
-        return _side_of_result(source, f"{label} (result)", InputRef(None, None))
-    if not isinstance(source, (str, os.PathLike)):
-        raise UsageError(f"{label}: expected a results JSON path, a per-query parquet path or a pyarrow Table, "
-                         f"not {type(source).__name__}")
-    path = Path(source)
-    name = f"{label} ({path})"
-    if not path.is_file():
-        raise UsageError(f"{name}: no such file. Fix: pass a results JSON (`ropebench evaluate --out`) or a "
-                         "per-query parquet file (`--per-query`)")
-    from ropebench.io.files import sha256_file
-
-    ref = InputRef(str(source), sha256_file(path))
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if magic != b"PAR1":
-        import ropebench
-
-        return _side_of_result(ropebench.load_results(path), name, ref)
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as error:
-        raise DataError(f"{name}: unreadable parquet file ({error}). Fix: re-write it with "
-                        "`ropebench evaluate --per-query`") from None
-    return _Side(name, ref, table, _protocol_of(table, name))
-
-
-def _side_of_result(result: Any, name: str, ref: InputRef) -> _Side:
-    import pyarrow as pa
-
-    table = result.per_query
-    if table is None:
-        raise UsageError(f"{name}: the result has no per-query data. Fix: evaluate with `--per-query FILE` "
-                         "and compare those files (or results files written with them)")
-    if not isinstance(table, pa.Table):  # a pandas DataFrame from an older result object
-        table = pa.Table.from_pandas(table, preserve_index=False)
-    return _Side(name, ref, table, dict(result.protocol or {}))
-
-
-def _examples(keys: list[tuple[Any, Any]]) -> str:
-    try:
-        ordered = sorted(keys)
-    except TypeError:  # ids of mixed types
-        ordered = sorted(keys, key=repr)
-    shown = ", ".join(f"({task}, {item!r})" for task, item in ordered[:_EXAMPLES])
-    return shown + (", …" if len(keys) > _EXAMPLES else "")
-
-
-def _prepare(side: _Side) -> Any:
-    """The side's table sorted by (task, item_id), after its own checks."""
-    import pyarrow.compute as pc
-
-    table = side.table
-    missing = [c for c in ("task", "item_id", "product_id") if c not in table.column_names]
-    if missing:
-        raise DataError(f"{side.name}: missing column(s) {', '.join(missing)}. Fix: pass the per-query table "
-                        "written by `ropebench evaluate --per-query`")
-    for column in ("task", "item_id", "product_id"):
-        if table.column(column).null_count:
-            raise DataError(f"{side.name}: column {column!r} has {table.column(column).null_count} null value(s)")
-    table = table.sort_by([("task", "ascending"), ("item_id", "ascending")])
-    unknown = sorted(set(pc.unique(table.column("task")).to_pylist()) - set(ALL_TASKS))
-    if unknown:
-        raise DataError(f"{side.name}: unknown task(s) {', '.join(map(repr, unknown[:_EXAMPLES]))}. "
-                        f"Tasks are {' '.join(ALL_TASKS)}")
-    if len(table) > 1:
-        task, item = table.column("task"), table.column("item_id")
-        same = pc.and_(pc.equal(task[1:], task[:-1]), pc.equal(item[1:], item[:-1]))
-        if pc.any(same).as_py():
-            rows = table.slice(1).filter(same)
-            keys = list(zip(rows.column("task").to_pylist(), rows.column("item_id").to_pylist()))
-            raise DataError(f"{side.name}: {len(keys)} duplicated (task, item_id) row(s), e.g. {_examples(keys)}. "
-                            "Fix: one row per scored query and task, as `ropebench evaluate --per-query` writes")
-    return table
-
-
-def _paired(a: _Side, b: _Side) -> tuple[Any, Any, list[str]]:
-    """Both tables sorted and checked to hold the same rows, protocol and measures."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    problems = []
-    for key, what in (("ties", "tie policy"), ("ks", "Ks")):
-        if a.protocol and b.protocol and key in a.protocol and key in b.protocol \
-                and a.protocol[key] != b.protocol[key]:
-            problems.append(f"{what}: {a.protocol[key]!r} in A, {b.protocol[key]!r} in B")
-    measures = stats.measure_columns(a.table)
-    other = stats.measure_columns(b.table)
-    if measures != other:
-        problems.append(f"measures: A has {' '.join(measures) or 'none'}, B has {' '.join(other) or 'none'}")
-    table_a, table_b = _prepare(a), _prepare(b)
-    items_a, items_b = table_a.column("item_id"), table_b.column("item_id")
-    if items_a.type != items_b.type:
-        try:  # the same integer ids stored as int64 in one file and uint64 in the other
-            if not (pa.types.is_integer(items_a.type) and pa.types.is_integer(items_b.type)):
-                raise pa.ArrowInvalid("not both integers")
-            items_b = pc.cast(items_b, items_a.type)  # safe: an id that does not fit is an error
-            table_b = table_b.set_column(table_b.schema.get_field_index("item_id"), "item_id", items_b)
-        except pa.ArrowInvalid:
-            problems.append(f"item_id type: {items_a.type} in A, {items_b.type} in B")
-    if not problems:
-        same = len(table_a) == len(table_b) and (len(table_a) == 0 or pc.all(pc.and_(
-            pc.equal(table_a.column("task"), table_b.column("task")), pc.equal(items_a, items_b))).as_py())
-        if not same:
-            keys_a = set(zip(table_a.column("task").to_pylist(), items_a.to_pylist()))
-            keys_b = set(zip(table_b.column("task").to_pylist(), items_b.to_pylist()))
-            only_a, only_b = list(keys_a - keys_b), list(keys_b - keys_a)
-            problems.append(f"rows: {len(only_a)} (task, item_id) row(s) only in A"
-                            + (f", e.g. {_examples(only_a)}" if only_a else "")
-                            + f"; {len(only_b)} only in B" + (f", e.g. {_examples(only_b)}" if only_b else ""))
-    if not problems:
-        products_a, products_b = table_a.column("product_id"), table_b.column("product_id")
-        if products_a.type != products_b.type and not (pa.types.is_integer(products_a.type)
-                                                       and pa.types.is_integer(products_b.type)):
-            problems.append(f"product_id type: {products_a.type} in A, {products_b.type} in B")
-        else:
-            differ = pc.invert(pc.equal(pc.cast(products_a, pa.string()), pc.cast(products_b, pa.string())))
-            if pc.any(differ).as_py():
-                rows = table_a.filter(differ)
-                keys = list(zip(rows.column("task").to_pylist(), rows.column("item_id").to_pylist()))
-                problems.append(f"product_id: {len(keys)} paired row(s) have another product in B, "
-                                f"e.g. {_examples(keys)}")
-    if not measures and not problems:
-        problems.append("measures: no R@K or MRR@K column")
-    if problems:
-        raise UsageError(f"{a.name} and {b.name} are not two evaluations of the same test set under the same "
-                         "protocol:\n  - " + "\n  - ".join(problems)
-                         + "\nFix: evaluate both submissions on the same manifest with the same --ties and --ks")
-    return table_a, table_b, measures
-
-
 def _check_settings(settings: Settings) -> None:
     problems = []
     for name, value, allowed in (("unit", settings.unit, UNITS), ("test", settings.test, TESTS),
@@ -356,8 +187,8 @@ def compare(a: Any, b: Any, *, unit: str = "product", test: str = "randomization
     """
     settings = Settings(unit=unit, test=test, resamples=resamples, seed=seed, alpha=alpha, correction=correction)
     _check_settings(settings)
-    side_a, side_b = _load(a, "A"), _load(b, "B")
-    table_a, table_b, measures = _paired(side_a, side_b)
+    side_a, side_b = load_side(a, "A"), load_side(b, "B")
+    table_a, table_b, measures = pair_sides(side_a, side_b)
     primary, cells = _analyse(table_a, table_b, measures, settings)
     return Comparison(a=side_a.ref, b=side_b.ref, settings=settings, primary=primary, cells=cells)
 
@@ -365,13 +196,13 @@ def compare(a: Any, b: Any, *, unit: str = "product", test: str = "randomization
 def _analyse(table_a: Any, table_b: Any, measures: list[str], settings: Settings
              ) -> tuple[Primary | None, tuple[Cell, ...]]:
     """Every cell and the primary hypothesis from two paired tables (rows sorted alike)."""
-    task, labels = stats.column_codes(table_a, "task", order=ALL_TASKS)
+    task, labels = column_codes(table_a, "task", order=ALL_TASKS)
     order = np.argsort(task, kind="stable")  # tasks in P2V … L2L order, items sorted within
     task = task[order]
-    products, product_labels = stats.column_codes(table_a, "product_id")
+    products, product_labels = column_codes(table_a, "product_id")
     products = products[order]
-    x_a = np.column_stack([stats.column_floats(table_a, m)[order] for m in measures])
-    x_b = np.column_stack([stats.column_floats(table_b, m)[order] for m in measures])
+    x_a = np.column_stack([column_floats(table_a, m)[order] for m in measures])
+    x_b = np.column_stack([column_floats(table_b, m)[order] for m in measures])
     d = x_a - x_b
     n_tasks, n_measures, n_products = len(labels), len(measures), len(product_labels)
     width = n_measures + 1  # the measures of a task, then its query count

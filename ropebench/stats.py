@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -42,14 +41,11 @@ __all__ = [
     "bootstrap_means",
     "bootstrap_p",
     "cluster_robust_t",
-    "column_codes",
-    "column_floats",
     "cr1_variance",
     "design_effect",
     "exact_grid",
     "grouped_sums",
     "holm",
-    "measure_columns",
     "percentile_interval",
     "randomization_p",
     "ratio",
@@ -493,6 +489,9 @@ def task_intervals(per_query_table: Any, *, resamples: int = 10_000, seed: int =
         ``{task: {measure: (low, high)}}`` in task order (P2V … L2L); an interval is
         ``(nan, nan)`` only if no resample holds a query of the task.
     """
+    # Reading the table's columns is I/O, kept apart from the statistics in ropebench.io.
+    from ropebench.io.per_query import column_codes, column_floats, measure_columns
+
     tasks, task_labels = column_codes(per_query_table, "task", order=ALL_TASKS)
     products, product_labels = column_codes(per_query_table, "product_id")
     measures = measure_columns(per_query_table)
@@ -509,82 +508,3 @@ def task_intervals(per_query_table: Any, *, resamples: int = 10_000, seed: int =
     bounds = percentile_interval(means, level=level).reshape(n_tasks, len(measures), 2)
     return {str(task): {name: (float(low), float(high)) for name, (low, high) in zip(measures, bounds[t])}
             for t, task in enumerate(task_labels)}
-
-
-# Per-query table columns as numpy arrays. A pyarrow Table is read through its buffers
-# (ropebench.io.parquet.to_numpy): pyarrow's own conversions import pandas, a quarter second
-# of every evaluation. A mapping of column name to array is accepted too.
-_MEASURE = re.compile(r"^(R|MRR)@([1-9][0-9]*)$")
-
-
-def _arrow_column(table: Any, name: str) -> Any:
-    if name not in _column_names(table):
-        raise DataError(f"per-query table: no column {name!r}. Fix: pass the table written by "
-                        "`ropebench evaluate --per-query`")
-    column = table.column(name)
-    if column.null_count:
-        raise DataError(f"per-query table: column {name!r} has {column.null_count} null value(s). Fix: re-run "
-                        "`ropebench evaluate --per-query`; every scored query has every column")
-    return column
-
-
-def _column_names(table: Any) -> list[str]:
-    return list(table.keys()) if isinstance(table, Mapping) else list(table.column_names)
-
-
-def column_floats(table: Any, name: str) -> np.ndarray:
-    """A numeric column of a per-query table as float64 (n,); DataError if missing, null, not numeric or not finite."""
-    if isinstance(table, Mapping):
-        values = np.asarray(table[name])
-    else:
-        import pyarrow as pa
-
-        from ropebench.io.parquet import to_numpy
-
-        column = _arrow_column(table, name)
-        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
-            raise DataError(f"per-query table: column {name!r} is {column.type}, not a number. Fix: pass the "
-                            "table written by `ropebench evaluate --per-query`")
-        values = to_numpy(column)
-    if values.dtype.kind not in "fiu":
-        raise DataError(f"per-query table: column {name!r} holds {values.dtype}, not numbers")
-    values = values.astype(np.float64)
-    if not np.all(np.isfinite(values)):
-        bad = int((~np.isfinite(values)).sum())
-        raise DataError(f"per-query table: column {name!r} has {bad} NaN or infinite value(s). Fix: re-run "
-                        "`ropebench evaluate --per-query`")
-    return values
-
-
-def column_codes(table: Any, name: str, *, order: Sequence[Any] | None = None) -> tuple[np.ndarray, list[Any]]:
-    """Codes of a label column: ``(codes int64 (n,), labels)`` with ``labels[codes[i]]`` the i-th value.
-
-    Labels are sorted (those in ``order`` first, in that order), so codes do not depend on row order.
-    """
-    if isinstance(table, Mapping):
-        labels_array, codes = np.unique(np.asarray(table[name]), return_inverse=True)
-        labels = labels_array.tolist()
-    else:
-        import pyarrow as pa
-
-        from ropebench.io.parquet import to_numpy
-
-        column = _arrow_column(table, name)
-        if pa.types.is_integer(column.type):
-            labels_array, codes = np.unique(to_numpy(column), return_inverse=True)
-            labels = labels_array.tolist()
-        else:  # strings: Arrow's dictionary encoding, one Python object per distinct label only
-            encoded = column.combine_chunks().dictionary_encode()
-            labels, codes = encoded.dictionary.to_pylist(), to_numpy(encoded.indices)
-    codes = np.asarray(codes, dtype=np.int64).ravel()
-    rank = {label: i for i, label in enumerate(order or ())}
-    sorted_labels = sorted(labels, key=lambda label: (rank.get(label, len(rank)), label))
-    position = {label: i for i, label in enumerate(sorted_labels)}
-    remap = np.array([position[label] for label in labels], dtype=np.int64)
-    return (remap[codes] if len(codes) else codes), sorted_labels
-
-
-def measure_columns(table: Any) -> list[str]:
-    """Measure column names (``R@K`` by K, then ``MRR@K``) of a per-query table."""
-    found = [name for name in _column_names(table) if _MEASURE.match(name)]
-    return sorted(found, key=lambda name: (name.startswith("MRR"), int(name.split("@")[1])))
