@@ -39,16 +39,16 @@ def generate(*, scale: float = 1.0, dim: int = 128, seed: int = 0):
 if __name__ == "__main__":
     import argparse
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import ropebench
 
-    parser = argparse.ArgumentParser(description="Write a ROPE-size self-labelled submission parquet.")
+    parser = argparse.ArgumentParser(description="Write a ROPE-size self-labelled submission parquet "
+                                     "(ropebench.write_submission: validated, written atomically).")
     parser.add_argument("out")
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     emb, dom, prod = generate(scale=args.scale, dim=args.dim, seed=args.seed)
-    table = pa.table({"item_id": np.arange(len(emb)), "domain": dom, "product_id": prod,
-                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), args.dim)})
-    pq.write_table(table, args.out)
+    ropebench.write_submission(args.out, np.arange(len(emb)), emb, dom, prod,
+                               metadata={"generator": "benchmarks/rope_size.py", "scale": args.scale,
+                                         "dim": args.dim, "seed": args.seed})
