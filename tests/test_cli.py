@@ -47,7 +47,8 @@ def test_version_and_python_dash_m():
 
 
 def test_import_is_light():
-    code = "import sys, ropebench; print(sorted(m for m in ('torch', 'faiss', 'pyarrow', 'pandas') if m in sys.modules))"
+    code = ("import sys, ropebench\n"
+            "print(sorted(m for m in ('torch', 'faiss', 'pyarrow', 'pandas') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
@@ -157,7 +158,8 @@ def test_baseline_train_checks_its_inputs_and_output_before_training(tmp_path):
 def test_evaluate_imports_neither_pandas_nor_faiss_nor_torch(tmp_path):
     """The default path needs none of them; importing them cost 0.2-0.4 s of every run."""
     code = ("import sys; from ropebench.cli import main\n"
-            f"sys.argv = ['ropebench', 'evaluate', {SUB!r}, '--manifest', {MAN!r}, '--out', {str(tmp_path / 'r.json')!r}]\n"
+            f"sys.argv = ['ropebench', 'evaluate', {SUB!r}, '--manifest', {MAN!r},\n"
+            f"            '--out', {str(tmp_path / 'r.json')!r}]\n"
             "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
             "print(sorted(m for m in ('pandas', 'faiss', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

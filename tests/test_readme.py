@@ -16,8 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-BLOCK = re.compile(r"<!-- BEGIN output -->\n```\n\$ ropebench (?P<args>[^\n]*)\n(?P<output>.*?)```\n<!-- END output -->",
-                   re.S)
+BLOCK = re.compile(r"<!-- BEGIN output -->\n```\n\$ ropebench (?P<args>[^\n]*)\n(?P<output>.*?)```\n"
+                   r"<!-- END output -->", re.S)
 
 
 def run(args: str) -> str:
@@ -41,7 +41,7 @@ def test_readme_output_blocks_are_current():
 
 def test_quick_start_runs_the_first_block():
     text = README.read_text(encoding="utf-8")
-    line = next(l for l in text.splitlines() if l.startswith("python -m venv") and "ropebench evaluate" in l)
+    line = next(row for row in text.splitlines() if row.startswith("python -m venv") and "ropebench evaluate" in row)
     assert line.split("&& ropebench ")[1] == BLOCK.search(text).group("args")
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ropebench.protocol import canonical_domain
 from ropebench.errors import DataError, UsageError
+from ropebench.protocol import canonical_domain
 
 __all__ = ["load_split", "write_submission"]
 

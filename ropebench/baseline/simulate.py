@@ -171,7 +171,6 @@ def write_simulation(simulation: Simulation, out: str | os.PathLike[str]) -> dic
     labels); ``test_manifest``: item_id, domain, product_id (the ground truth; docs/formats.md).
     Each file is written atomically. Returns the written paths by file name.
     """
-    import pyarrow.parquet as pq
 
     from ropebench.io.files import atomic_write_with, writable_directory
 

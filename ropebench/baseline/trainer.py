@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from ropebench.baseline.config import LOSSES, TrainConfig
-from ropebench.baseline.model import CosFaceHead, Encoders, cross_domain_infonce
 from ropebench.baseline.files import load_split
-from ropebench.protocol import DOMAINS
+from ropebench.baseline.model import CosFaceHead, Encoders, cross_domain_infonce
 from ropebench.errors import DataError, UsageError
+from ropebench.protocol import DOMAINS
 
 __all__ = ["TrainResult", "train"]
 
@@ -161,7 +161,7 @@ def train(data_dir: str | os.PathLike[str], config: TrainConfig | None = None, *
     for row, (label, d) in enumerate(zip(labels, domain_index)):
         by_key.setdefault((int(label), int(d)), []).append(row)
     groups_of: dict[int, list[np.ndarray]] = {}
-    for (label, d), item_rows in sorted(by_key.items()):
+    for (label, _domain), item_rows in sorted(by_key.items()):
         groups_of.setdefault(label, []).append(np.array(item_rows))
     groups = [g for _, g in sorted(groups_of.items()) if len(g) >= 2]
     if not groups:
