@@ -236,3 +236,18 @@ def test_engines_agree_query_for_query(metric, kind):
     for other in results[1:]:
         assert results[0].to_json()["tasks"] == other.to_json()["tasks"]
         assert_same_per_query(results[0], other)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(ENGINE_NAMES) < 2, reason="one engine registered")
+@examples(300)
+@given(metric=st.sampled_from(SIMILARITIES), ties=st.sampled_from(POLICIES), size=SIZES, draw=st.data())
+def test_engines_agree_on_many_drawn_cases(metric, ties, size, draw):
+    """The drawn comparison at depth (-m slow): more cases and larger data."""
+    data = draw.draw(drawn_data(metric, max_items=400, max_dim=8), label="data")
+    results = [data.evaluate(configured_engine(name, size), metric=metric, ties=ties, ks=SHORT_KS, threads=1,
+                             ci=False) for name in ENGINE_NAMES]
+    assert_matches_reference(results[0], data.reference(metric=metric, ties=ties, ks=SHORT_KS))
+    for other in results[1:]:
+        assert results[0].to_json()["tasks"] == other.to_json()["tasks"]
+        assert_same_per_query(results[0], other)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,3 +252,24 @@ def test_faiss_thread_setting_is_restored_when_the_search_loaded_faiss():
     fresh = subprocess.run([sys.executable, "-c", "import faiss; print(faiss.omp_get_max_threads())"],
                            capture_output=True, text=True, check=True).stdout.split()[-1]
     assert after == fresh
+
+
+@pytest.mark.slow
+def test_default_engines_agree_at_a_quarter_of_rope_size():
+    """ROPE-like data at ¼ size (23,045 items, d=128; -m slow): the default engines agree query
+    for query, and exact rescoring stays under 1% of queries."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from rope_size import generate
+    finally:
+        sys.path.pop(0)
+    embeddings, domains, products = generate(scale=0.25, dim=128)
+    data = Data(embeddings, domains, products, np.arange(len(products)))
+    spies = [Spy(get_engine(name)) for name in ENGINE_NAMES]
+    results = [data.evaluate(spy, ci=False) for spy in spies]
+    n_queries = sum(cells.n_queries for cells in results[0].tasks.values())
+    for spy in spies:
+        assert spy.counters["queries_rescored"] < 0.01 * n_queries, (spy.name, spy.counters)
+    for other in results[1:]:
+        assert results[0].to_json()["tasks"] == other.to_json()["tasks"]
+        assert_same_per_query(results[0], other)
