@@ -181,6 +181,35 @@ def test_row_order_never_changes_a_number(engine, metric, ties, size, draw):
     assert first.per_query.equals(second.per_query)  # rows in item_id order, whatever the input order
 
 
+MISSES = {
+    # Item 0 (ip score +1) has its only relevant item at -1, below 8 items at +1 and tied with 8
+    # at -1 (one-pass with a band cap of 4: censored or band-capped first, by tile order).
+    "band": (np.array([1.0, -1.0] + [-1.0] * 8 + [1.0] * 8), np.array([1, 1, *range(2, 18)])),
+    # Hypothesis's shrunk case for FAISS: which tied rows fill its candidate list depends on
+    # their order, and with them whether the miss is proven from the list.
+    "list": (np.array([0.13, -0.13, -0.13, 0.13, 0.13, 0.13, 0.13, 0.13]), np.array([1, 1, 0, 0, 0, 0, 0, 0])),
+}
+
+
+@pytest.mark.parametrize("case", list(MISSES))
+def test_a_query_missing_at_every_k_has_one_per_query_row_whatever_the_order(engine, case):
+    """Whether an engine proves early that item 0 misses at every K (censored: a = max K,
+    t = 0) or counts it out must not depend on the input's row order: the per-query file is a
+    result too, and its measures are the same either way."""
+    values, products = MISSES[case]
+    data = Data(values.astype(np.float32)[:, None], np.array(["P"] * len(values)), products, np.arange(len(values)))
+    engine = resized(engine, 4)
+    options = {"metric": "ip", "tasks": "P2P", "ks": SHORT_KS, "threads": 1, "ci": False}
+    expected = data.evaluate(engine, **options)
+    rng = np.random.default_rng(0)
+    rows = set()
+    for _ in range(8):
+        result = data.take(rng.permutation(len(values))).evaluate(engine, **options)
+        assert result.tasks == expected.tasks
+        rows.add(tuple(result.per_query.column(name)[0].as_py() for name in ("a", "t", "p", "censored")))
+    assert len(rows) == 1, rows
+
+
 def test_row_order_never_changes_a_number_or_an_interval(engine):
     """The seeded larger case, with the bootstrap intervals on: bit for bit."""
     data = continuous_data(14, groups=True)
