@@ -204,10 +204,11 @@ def evaluate_dataset(
             on_start=lambda total, unit: bar.start("search", total, unit=unit), on_progress=bar.advance)
         bar.finish()
     del task_data, vectors
+    hits_by_task = {task: _beyond_max_k_censored(run.hits[task], max(ks)) for task in task_list}
     results: dict[str, TaskResult] = {}
     columns: dict[str, dict[str, np.ndarray]] = {}
     for task in task_list:
-        hits = run.hits[task]
+        hits = hits_by_task[task]
         columns[task] = measure_columns(hits.a, hits.t, hits.p, ks, ties)
         results[task] = TaskResult(
             task=task,
@@ -220,10 +221,10 @@ def evaluate_dataset(
     extra: dict[str, Any] = {}
     searched = time.perf_counter()
     if ci and task_list:
-        intervals = _intervals(dataset, members, task_list, run.hits, columns)
+        intervals = _intervals(dataset, members, task_list, hits_by_task, columns)
         results = {task: replace(result, ci=intervals.get(task)) for task, result in results.items()}
     if by == "category":
-        extra["by_category"] = _by_category(dataset, members, task_list, run.hits, columns)
+        extra["by_category"] = _by_category(dataset, members, task_list, hits_by_task, columns)
     finished = time.perf_counter()
     protocol = {"metric": metric, "ties": ties, "ks": list(ks), "search": "exact",
                 "group_exclusion": dataset.group_codes is not None}
@@ -241,8 +242,25 @@ def evaluate_dataset(
                 "total_s": round(finished - started, 4)},
         tasks=results,
         extra=extra,
-        _per_query=_per_query_builder(dataset, members, task_list, run.hits, columns, protocol),
+        _per_query=_per_query_builder(dataset, members, task_list, hits_by_task, columns, protocol),
     )
+
+
+def _beyond_max_k_censored(hits: FirstHits, max_k: int) -> FirstHits:
+    """Every query with at least max K items above its first hit, recorded one way.
+
+    Such a query misses at every K whatever its exact counts, and whether an engine stopped
+    counting it (censored) or counted it fully depends on the order it met the gallery in
+    (tiles, FAISS's list among tied scores). Recording all of them as ``a = max K, t = 0, p = 1,
+    censored`` makes the per-query table independent of row order and thread count; no measure
+    changes (R@K = 0 and a reciprocal rank of 0 at every reported K, no tie).
+    """
+    beyond = hits.censored | (hits.a >= max_k)
+    if not beyond.any():
+        return hits
+    a, t, p = hits.a.copy(), hits.t.copy(), hits.p.copy()
+    a[beyond], t[beyond], p[beyond] = max_k, 0, 1
+    return replace(hits, a=a, t=t, p=p, censored=beyond)
 
 
 def _array_record(dataset: Dataset) -> dict[str, Any]:
