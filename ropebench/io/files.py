@@ -48,6 +48,17 @@ def writable_directory(directory: str | os.PathLike[str]) -> Path:
     return directory
 
 
+def _mkstemp_beside(path: Path) -> str:
+    """A new empty temporary file in ``path``'s directory (renamed over ``path`` later)."""
+    try:
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise DataError(f"{path}: cannot be written ({error.strerror or error}). "
+                        "Fix: choose a path in a writable directory") from None
+    os.close(handle)
+    return tmp
+
+
 def atomic_write_with(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
 
@@ -57,12 +68,7 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[str], None]
     path = Path(path)
     _refuse_special(path)
     writable_directory(path.parent)
-    try:
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise DataError(f"{path}: cannot be written ({error.strerror or error}). "
-                        "Fix: choose a path in a writable directory") from None
-    os.close(handle)
+    tmp = _mkstemp_beside(path)
     try:
         write(tmp)
         # mkstemp creates 0600; give the file the mode an ordinary open() would.
@@ -184,12 +190,7 @@ def _temp_beside(path: Path, created: list[Path]) -> str:
         missing.append(path.parent)
     created.extend(missing)
     writable_directory(path.parent)
-    try:
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise DataError(f"{path}: cannot be written ({error.strerror or error}). "
-                        "Fix: choose a path in a writable directory") from None
-    os.close(handle)
+    tmp = _mkstemp_beside(path)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
