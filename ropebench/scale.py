@@ -25,17 +25,8 @@ from ropebench.engines.catalogue import ScanContext, ShardResult, build_context,
 from ropebench.engines.runners import Eta, Runner, ThreadRunner
 from ropebench.engines.settle import Accumulator
 from ropebench.errors import UsageError
-from ropebench.io.distractors import (
-    Catalogue,
-    CatalogueInfo,
-    Shard,
-    ShardCheck,
-    catalogue_record,
-    check_shard,
-    merge_checks,
-    plan_catalogue,
-    read_shard,
-)
+from ropebench.io.distractor_checks import CatalogueInfo, ShardCheck, catalogue_record, check_shard, merge_checks
+from ropebench.io.distractors import Catalogue, Shard, plan_catalogue, read_shard
 from ropebench.protocol import DEFAULT_KS, DOMAINS, parse_ks
 
 __all__ = ["evaluate", "evaluate_at_scale", "parse_sizes", "CatalogueEngine", "scan_task", "check_task",
@@ -121,13 +112,18 @@ class CatalogueEngine:
         self.name = name or base.name
         self.by_size: list[dict[str, FirstHits]] = []
         self.items_per_size = np.zeros((1, len(DOMAINS)), dtype=np.int64)
+        self.timing: dict[str, float] = {}
 
     def search(self, task_data: Mapping[str, TaskData], tasks: Sequence[str], *, max_k: int, exact_censored: bool,
                threads: int, symmetric_scores: bool, on_start: Callable[[int, str], None] | None = None,
                on_progress: Callable[[int], None] | None = None) -> SearchRun:
+        started = time.perf_counter()
         run = self.base.search(task_data, tasks, max_k=max_k, exact_censored=exact_censored, threads=threads,
                                symmetric_scores=symmetric_scores, on_start=on_start, on_progress=on_progress)
+        searched = time.perf_counter()
         self.by_size, counters = self.extend(task_data, tasks, run.hits, max_k=max_k, exact_censored=exact_censored)
+        self.timing = {"test_search_s": round(searched - started, 4),
+                       "distractors_s": round(time.perf_counter() - searched, 4)}
         return SearchRun(hits=self.by_size[-1], counters={**run.counters, **counters})
 
     def extend(self, task_data: Mapping[str, TaskData], tasks: Sequence[str], hits: Mapping[str, FirstHits], *,
@@ -142,8 +138,8 @@ class CatalogueEngine:
             return [dict(hits)], counters
         limit = self.boundaries[-1]
         context, _ = build_context(task_data, tasks, hits, metric=self.metric, center=self.center,
-                                   distractor_norms=self.info.max_norm, boundaries=self.boundaries, max_k=max_k,
-                                   exact_censored=exact_censored, only=only)
+                                   distractor_norms=self.info.max_norm, distractor_integers=self.info.integers,
+                                   boundaries=self.boundaries, max_k=max_k, exact_censored=exact_censored, only=only)
         shards = [shard for shard in self.catalogue.shards if shard.start < limit]
         accumulator = Accumulator(context)
         sizes = {shard.index: min(shard.n_rows, limit - shard.start) for shard in shards}
@@ -283,6 +279,8 @@ def _with_catalogue(result: Any, dataset: Dataset, search: Any, exact: Catalogue
             extra["distractor_curve"] = curve
         engine.update(runner.describe(), test_engine=exact.base.name)
         timing["distractors_check_s"] = round(check_seconds, 4)
+        if search is exact:
+            timing.update(exact.timing)
     if hasattr(search, "protocol_record"):
         protocol.update(search.protocol_record())
         extra["agreement"] = search.agreement

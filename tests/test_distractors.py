@@ -3,6 +3,7 @@ and a bad catalogue is refused with every problem named before any search."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,20 @@ def _run(data: Data, catalogue: list[Path], **options: Any) -> ropebench.Evaluat
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])
 @pytest.mark.parametrize("ks", [KS, SHORT_KS])
-def test_shards_in_any_order_equal_one_combined_gallery(engine, metric, ks, tmp_path):
-    """Integer vectors (exact scores) full of ties, copies of test items among the distractors,
-    random row groups of 1 to 40 rows (ties straddle shards), shards answered in random order."""
+@pytest.mark.parametrize("values", ["integer", "half"])
+def test_shards_in_any_order_equal_one_combined_gallery(engine, metric, ks, values, tmp_path):
+    """Vectors with exact scores full of ties, copies of test items among the distractors, random
+    row groups of 1 to 40 rows (ties straddle shards), shards answered in random order.
+
+    Integers are recognised as exact and their ties counted in the shards; half-integers score
+    exactly too but are not recognised, so their ties go through the band and its settlement."""
     data = tied_data(3, metric, groups=True)
     rng = np.random.default_rng(7)
     distractors = integer_distractors(data, 7, 700, copies=150)
+    if values == "half":
+        data = data.with_embeddings(data.embeddings * np.float32(0.5) + np.float32(0.25))
+        distractors = dataclasses.replace(distractors, embeddings=distractors.embeddings * np.float32(0.5)
+                                          + np.float32(0.25))
     path = write_catalogue(tmp_path / "d.parquet", distractors, random_row_groups(rng, 700, 40))
     runner = ShuffledRunner(11)
     result = _run(data, [path], engine=engine, metric=metric, ks=ks, shard_rows=25, runner=runner)
@@ -50,7 +59,10 @@ def test_shards_in_any_order_equal_one_combined_gallery(engine, metric, ks, tmp_
     assert_same_numbers(result, single)
     assert runner.seen != sorted(runner.seen) and len(runner.seen) > 20  # many shards, out of order
     counters = result.environment["engine"]["counters"]
-    assert counters["queries_settled"] > 0 and counters["band_entries"] >= counters["queries_settled"]
+    if values == "integer":
+        assert counters["queries_settled"] == counters["band_entries"] == 0
+    else:
+        assert counters["queries_settled"] > 0 and counters["band_entries"] >= counters["queries_settled"]
     assert sum(result.tasks[t]["n_tied"] for t in result.tasks) > 100
 
 
@@ -74,24 +86,61 @@ def test_copies_of_test_items_tie_exactly_under_cosine(tmp_path):
 
 
 def test_a_near_tie_inside_the_band_is_settled_exactly(engine, tmp_path):
-    """Large integer vectors: scores one unit apart lie inside the rounding band (its half-width is
-    about 3.4 here), so only the settlement tells s+ - 1, s+ and s+ + 1 apart (exact in float32)."""
+    """Large half-integer vectors: scores one unit apart lie inside the rounding band (its
+    half-width is about 3.4 here), so only the settlement tells s+ - 1, s+ and s+ + 1 apart. The
+    scores are exact in float32, but the values are not integers, so they are not recognised as
+    exact: the band and its settlement decide."""
     # q·g = 1000² · 3 + g[3]: the last coordinate moves a score by exactly 1.
-    test = np.array([[1000, 1000, 1000, 1], [1000, 1000, 1000, 500], [0, 3, 0, 0], [0, 0, 3, 0],
+    test = np.array([[1000, 1000, 1000, 1], [1000, 1000, 1000, 500.5], [0, 3, 0, 0], [0, 0, 3, 0],
                      [3, 0, 0, 0], [0, 0, 0, 3]], dtype=np.float32)
     data = Data(test, np.array(["P", "V", "V", "P", "V", "P"]), np.array([0, 0, 1, 1, 2, 2]),
                 np.arange(6, dtype=np.int64))
-    near = np.array([[1000, 1000, 1000, 501], [1000, 1000, 1000, 500], [1000, 1000, 1000, 499],
-                     [1000, 1000, 1000, 497], [1000, 1000, 1000, 503]], dtype=np.float32)
+    near = np.array([[1000, 1000, 1000, 501.5], [1000, 1000, 1000, 500.5], [1000, 1000, 1000, 499.5],
+                     [1000, 1000, 1000, 497.5], [1000, 1000, 1000, 503.5]], dtype=np.float32)
     distractors = Distractors(near, np.array(["V"] * 5), 100 + np.arange(5, dtype=np.int64))
     path = write_catalogue(tmp_path / "d.parquet", distractors, [2, 3])
     result = _run(data, [path], engine=engine, metric="ip", tasks="P2V", shard_rows=2)
-    # Query 0 (P2V): s+ = 3,000,500; above it 501 and 503 (a = 2), at it the copy (t = 1).
+    # Query 0 (P2V): s+ = 3,000,500.5; above it 501.5 and 503.5 (a = 2), at it the copy (t = 1).
     row = [r for r in result.per_query.to_pylist() if r["item_id"] == 0][0]
     assert (row["a"], row["t"], row["p"]) == (2, 1, 1)
     assert result.environment["engine"]["counters"]["queries_settled"] >= 1
     single = ropebench.evaluate(**combined(data, distractors), engine=engine, metric="ip", tasks="P2V", ci=False)
     assert_same_numbers(result, single)
+
+
+def test_a_zero_query_ties_with_every_distractor_without_listing_them(tmp_path):
+    """Under ip a zero query scores exactly 0 with everything: all distractors of the gallery
+    domain tie with s+ = 0 in any computation, and are counted in the shards."""
+    data = continuous_data(13, sizes=(40, 40, 40), dim=6)
+    in_v = set(data.products[data.domains == "V"].tolist())
+    zero = next(i for i in range(len(data.domains)) if data.domains[i] == "P" and data.products[i] in in_v)
+    data.embeddings[zero] = 0.0
+    distractors = Distractors(np.random.default_rng(13).normal(size=(90, 6)).astype(np.float32),
+                              np.array(list("PVL" * 30)), 7000 + np.arange(90))
+    path = write_catalogue(tmp_path / "d.parquet", distractors, 20)
+    result = _run(data, [path], metric="ip", shard_rows=20)
+    single = ropebench.evaluate(**combined(data, distractors), metric="ip", engine="faiss", ci=False)
+    assert_same_numbers(result, single)
+    rows = [r for r in result.per_query.to_pylist() if r["item_id"] == zero and r["task"] == "P2V"]
+    assert rows[0]["a"] == 0 and rows[0]["t"] >= 30  # every distractor of V (30) ties
+    assert result.environment["engine"]["counters"]["band_entries"] < 30
+
+
+def test_massive_near_ties_are_refused_not_held(tmp_path):
+    """More band entries than a shard may list for one query: a clear error, not a memory blow-up."""
+    from ropebench.engines.catalogue import build_context, scan_rows
+    from ropebench.engines.onepass import OnePassEngine
+    from ropebench.errors import RopebenchError
+
+    data = tied_data(14, "ip").with_embeddings(tied_data(14, "ip").embeddings * np.float32(0.5))
+    task_data = data.task_data("ip")
+    run = OnePassEngine().search(task_data, ["P2V"], max_k=50, exact_censored=True, threads=1, symmetric_scores=True)
+    context, _ = build_context(task_data, ["P2V"], run.hits, metric="ip", center=None, distractor_norms={"V": 3.0},
+                               boundaries=[1000], max_k=50, exact_censored=True, band_cap=3)
+    copies = data.embeddings[data.domains == "V"]  # ties with many queries' best relevant items
+    n = len(copies)
+    with pytest.raises(RopebenchError, match="more than 3 distractors of one shard"):
+        scan_rows(0, np.arange(n), np.full(n, 1, dtype=np.int8), copies, context)
 
 
 @pytest.mark.parametrize("metric", ["ip", "cosine"])

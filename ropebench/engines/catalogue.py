@@ -20,6 +20,9 @@ How that stays exact (every comparison for one query uses scores from one comput
    the test engine's counts plus the shards' counts above the band.
 4. Unless exact counts are asked for, a query with ``max K`` items above ``s+`` misses at every K:
    a shard stops collecting for it once the test set's ``a`` and its own counts reach ``max K``.
+5. Where every score is exact in any computation (integer vectors whose sums stay below 2²⁴, as
+   binary codes under ip; a zero query), the band is the point ``s+`` itself and ties are counted
+   in the shard, never listed, however many there are.
 
 Nested prefixes (``--distractor-sizes``) cut the catalogue into segments; every count is kept per
 segment, so one pass reports every size.
@@ -33,12 +36,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ropebench.engines.base import FirstHits, TaskData
+from ropebench.errors import RopebenchError
 from ropebench.protocol import DOMAINS, split_task
 
 __all__ = ["ScanTask", "ScanContext", "TaskPart", "ShardResult", "best_relevant", "band", "build_context",
-           "scan_rows", "TILE_QUERIES", "TILE_ITEMS", "U32"]
+           "scan_rows", "integer_bound", "TILE_QUERIES", "TILE_ITEMS", "BAND_CAP", "U32"]
 
 TILE_QUERIES = 2048  # query rows per tile
+BAND_CAP = 1 << 16  # band entries one query may collect in one shard (beyond: massive near-ties, refused)
+EXACT_LIMIT = float(1 << 24)  # integer sums below this are exact in float32
 TILE_ITEMS = 4096  # distractor columns per tile: (2048 × 4096) float32 scores = 32 MiB per worker
 U32 = 2.0 ** -24  # unit roundoff of float32
 _PAIRS = 1 << 14  # relevant pairs per float64 chunk of the s+ estimate (bounds its gathered rows)
@@ -53,6 +59,9 @@ class ScanTask:
         rows: ``(m,)`` int64 rows of the query domain's vectors.
         lo, hi: ``(m,)`` float32 band around each query's ``s+`` (rounded outwards).
         base: ``(m,)`` int64 the test set's ``a`` (a shard stops collecting at ``base + own >= max K``).
+        exact: ``(m,)`` bool, the query's scores are exact in every computation (integer vectors
+            whose sums stay below 2²⁴, or a zero query): ``lo == hi == s+`` and a score inside
+            the band *is* a tie, counted, never listed.
     """
 
     task: str
@@ -60,6 +69,7 @@ class ScanTask:
     lo: np.ndarray
     hi: np.ndarray
     base: np.ndarray
+    exact: np.ndarray
 
     @property
     def query_domain(self) -> str:
@@ -88,19 +98,24 @@ class ScanContext:
     exact_censored: bool
     tile_queries: int = TILE_QUERIES
     tile_items: int = TILE_ITEMS
+    band_cap: int = BAND_CAP
 
 
 @dataclass(frozen=True)
 class TaskPart:
     """What one shard found for one task (row indices are into :attr:`ScanTask.rows`).
 
-    ``above_*``: sparse counts of scores above ``hi`` per (segment, query). ``band_*``: every score
-    inside the band, with the distractor's catalogue position.
+    ``above_*``: sparse counts of scores above ``hi`` per (segment, query); ``equal_*``: of scores
+    equal to ``s+`` for exact queries. ``band_*``: every other score inside the band, with the
+    distractor's catalogue position.
     """
 
     above_segment: np.ndarray  # int64
     above_query: np.ndarray  # int64
     above_count: np.ndarray  # int64
+    equal_segment: np.ndarray  # int64
+    equal_query: np.ndarray  # int64
+    equal_count: np.ndarray  # int64
     band_query: np.ndarray  # int64
     band_position: np.ndarray  # int64
     band_value: np.ndarray  # float32
@@ -205,15 +220,28 @@ def band(estimate: np.ndarray, relevant_scale: np.ndarray, query_norm: np.ndarra
     return lo.astype(np.float32), hi.astype(np.float32)
 
 
+def integer_bound(vectors: np.ndarray) -> float | None:
+    """The largest ``|x|`` of a float32 matrix whose entries are all integers, else None."""
+    if not len(vectors):
+        return 0.0
+    if not np.array_equal(vectors, np.round(vectors)):
+        return None
+    return float(np.abs(vectors).max())
+
+
 def build_context(task_data: Mapping[str, TaskData], tasks: Sequence[str], hits: Mapping[str, FirstHits], *,
                   metric: str, center: np.ndarray | None, distractor_norms: Mapping[str, float],
                   boundaries: Sequence[int], max_k: int, exact_censored: bool,
+                  distractor_integers: Mapping[str, float | None] | None = None,
                   only: Mapping[str, np.ndarray] | None = None, tile_queries: int = TILE_QUERIES,
-                  tile_items: int = TILE_ITEMS) -> tuple[ScanContext, dict[str, np.ndarray]]:
+                  tile_items: int = TILE_ITEMS, band_cap: int = BAND_CAP) -> tuple[ScanContext, dict[str, np.ndarray]]:
     """The context shards need, and per task the queries (task-local indices) that collect.
 
     A query collects when it is scored and not censored by the test set (unless exact counts are
     asked for). ``only``: per task, restrict collection to these query indices (agreement samples).
+    ``distractor_norms``: per gallery domain the largest prepared distractor norm;
+    ``distractor_integers``: per domain the largest ``|x|`` if every prepared distractor is
+    integer-valued, else None (then a task's scores may be exact in every computation).
     """
     queries: dict[str, np.ndarray] = {}
     scan_tasks = []
@@ -227,14 +255,25 @@ def build_context(task_data: Mapping[str, TaskData], tasks: Sequence[str], hits:
         if only is not None:
             chosen = np.isin(rows, only.get(task, np.zeros(0, dtype=np.int64)))
             rows, base = rows[chosen], base[chosen]
+        gallery_domain = split_task(task)[1]
         estimate, scale = best_relevant(data, rows)
         norm = np.sqrt(np.einsum("ij,ij->i", data.queries[rows], data.queries[rows], dtype=np.float64))
-        lo, hi = band(estimate, scale, norm, distractor_norms.get(split_task(task)[1], 0.0), data.queries.shape[1])
+        lo, hi = band(estimate, scale, norm, distractor_norms.get(gallery_domain, 0.0), data.queries.shape[1])
+        # Exact scores: a zero query (every score is 0), or integers whose every partial sum stays
+        # below 2^24 (products and sums exact in float32, whatever the order). Then est is s+.
+        exact = norm == 0
+        top_query = integer_bound(data.queries[rows])
+        top_gallery = integer_bound(data.gallery)
+        top_distractor = (distractor_integers or {}).get(gallery_domain)
+        if top_query is not None and top_gallery is not None and top_distractor is not None:
+            exact |= data.queries.shape[1] * top_query * max(top_gallery, top_distractor) < EXACT_LIMIT
+        point = estimate.astype(np.float32)
+        lo, hi = np.where(exact, point, lo), np.where(exact, point, hi)
         queries[split_task(task)[0]] = data.queries
-        scan_tasks.append(ScanTask(task, rows.astype(np.int64), lo, hi, base.astype(np.int64)))
+        scan_tasks.append(ScanTask(task, rows.astype(np.int64), lo, hi, base.astype(np.int64), exact))
         collecting[task] = rows
     context = ScanContext(metric, center, queries, tuple(scan_tasks), np.asarray(boundaries, dtype=np.int64), max_k,
-                          exact_censored, tile_queries, tile_items)
+                          exact_censored, tile_queries, tile_items, band_cap)
     return context, collecting
 
 
@@ -247,12 +286,14 @@ def _scan_task(task: ScanTask, queries: np.ndarray, items: np.ndarray, positions
     """
     m = len(task.rows)
     above = np.zeros((n_segments, m), dtype=np.int64)
+    equal = np.zeros((n_segments, m), dtype=np.int64)
+    listed = np.zeros(m, dtype=np.int64)
     lo = task.lo.copy()  # +inf once a query stops collecting
     bands: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     work = 0
     if m == 0 or len(items) == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return TaskPart(empty, empty, empty, empty, empty, np.zeros(0, np.float32)), empty, 0
+        return TaskPart(empty, empty, empty, empty, empty, empty, empty, empty, np.zeros(0, np.float32)), empty, 0
     vectors = np.take(queries, task.rows, axis=0)
     taken = np.zeros(m, dtype=np.int64)  # above counts so far, all segments
     tq, ti = context.tile_queries, context.tile_items
@@ -281,17 +322,31 @@ def _scan_task(task: ScanTask, queries: np.ndarray, items: np.ndarray, positions
                 above[segment] += counted
                 taken += counted
                 inside = ~up
+                exact = inside & task.exact[query]
+                if exact.any():
+                    equal[segment] += np.bincount(query[exact], minlength=m)
+                inside &= ~exact
                 if inside.any():
                     bands.append((query[inside], c0 + c[inside], values[inside]))
+                    listed += np.bincount(query[inside], minlength=m)
+                    if listed.max() > context.band_cap:
+                        raise RopebenchError(
+                            f"{task.task}: {int((listed > context.band_cap).sum())} queries have more than "
+                            f"{context.band_cap:,} distractors of one shard within float32 rounding of their best "
+                            "relevant score (massive near-ties: many distinct vectors with equal scores). Exact "
+                            "settlement would hold them all. Fix: integer-valued embeddings (scored exactly under ip "
+                            "or l2) are counted without listing; otherwise evaluate a smaller catalogue")
                 if not context.exact_censored:
                     lo[(task.base + taken >= context.max_k)] = np.inf
     seg, query = np.nonzero(above)
+    same_seg, same_query = np.nonzero(equal)
     if bands:
         q, local, v = (np.concatenate(parts) for parts in zip(*bands))
     else:
         q, local, v = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    part = TaskPart(seg.astype(np.int64), query.astype(np.int64), above[seg, query], q.astype(np.int64),
-                    positions[local], v.astype(np.float32))
+    part = TaskPart(seg.astype(np.int64), query.astype(np.int64), above[seg, query], same_seg.astype(np.int64),
+                    same_query.astype(np.int64), equal[same_seg, same_query], q.astype(np.int64), positions[local],
+                    v.astype(np.float32))
     return part, np.unique(local), work
 
 

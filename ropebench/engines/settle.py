@@ -26,7 +26,9 @@ from ropebench.engines.exact import EXACT_BATCH, _distinct_rows, counts_from_sco
 from ropebench.errors import RopebenchError
 from ropebench.protocol import DOMAINS
 
-__all__ = ["Accumulator", "Settled", "settle_queries"]
+__all__ = ["Accumulator", "Settled", "settle_queries", "BAND_ENTRIES_CAP"]
+
+BAND_ENTRIES_CAP = 1 << 25  # band entries held for settlement (about 0.7 GiB with their vectors at d=128)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class Accumulator:
         self.context = context
         n_segments = len(context.boundaries)
         self.above = {task.task: np.zeros((n_segments, len(task.rows)), dtype=np.int64) for task in context.tasks}
+        self.equal = {task.task: np.zeros((n_segments, len(task.rows)), dtype=np.int64) for task in context.tasks}
+        self.listed = 0  # band entries held
         self.bands: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {t.task: [] for t in context.tasks}
         self.vectors: list[tuple[np.ndarray, np.ndarray]] = []
         self.n_items = np.zeros((n_segments, len(DOMAINS)), dtype=np.int64)
@@ -104,8 +108,15 @@ class Accumulator:
         self.seen.add(result.index)
         for task, part in result.parts.items():
             np.add.at(self.above[task], (part.above_segment, part.above_query), part.above_count)
+            np.add.at(self.equal[task], (part.equal_segment, part.equal_query), part.equal_count)
             if len(part.band_query):
                 self.bands[task].append((part.band_query, part.band_position, part.band_value))
+                self.listed += len(part.band_query)
+        if self.listed > BAND_ENTRIES_CAP:
+            raise RopebenchError(f"{self.listed:,} distractor scores lie within float32 rounding of their query's best "
+                                 "relevant score (massive near-ties); exact settlement would hold them all. Fix: "
+                                 "integer-valued embeddings under ip or l2 are counted without listing; otherwise "
+                                 "evaluate a smaller catalogue")
         if len(result.band_positions):
             self.vectors.append((result.band_positions, result.band_vectors))
         self.n_items += result.n_items
@@ -145,10 +156,12 @@ class Accumulator:
             counters["queries_settled"] += len(settled_queries)
             counters["band_entries"] += len(query)
             above = np.cumsum(self.above[task], axis=0)
+            ties = np.cumsum(self.equal[task], axis=0)
             for j, boundary in enumerate(context.boundaries, start=1):
                 a, t, p = base.a.copy(), base.t.copy(), base.p.copy()
                 censored = base.censored.copy()
                 a[where] += above[j - 1]
+                t[where] += ties[j - 1]  # ties of exact queries (never settled: equal is 0 for the others)
                 if not context.exact_censored:
                     # Censored on the test engine's counts, as the shards decided when they stopped
                     # collecting (a settled row could count one near-tie fewer; its band is incomplete).
