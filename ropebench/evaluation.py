@@ -83,6 +83,14 @@ def evaluate(
     ci: bool = True,
     by: str | None = None,
     per_query: bool | None = None,
+    distractors: Sequence[str | os.PathLike[str]] | None = None,
+    distractor_sizes: str | Sequence[int | str] | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    index: str | None = None,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    agreement_queries: int = 2000,
 ) -> EvaluationResult:
     """Score a submission on every requested task with exact search.
 
@@ -105,6 +113,13 @@ def evaluate(
         by: ``"category"``: also report every task's numbers per manifest category
             (``result.by_category``).
         per_query: accepted for compatibility and ignored: every result has ``per_query``.
+        distractors: catalogue parquet files or directories whose items join every task's gallery
+            of their domain (docs/scale.md); validated before any search, streamed by shard.
+        distractor_sizes: nested catalogue prefixes reported in one pass, e.g. ``"0,1e5,1e6,all"``.
+        scheduler, workers: ``engine="dask"``: a running scheduler's address, or a local cluster's size.
+        index, nprobe, ef_search: approximate search with a ``faiss.index_factory`` index
+            (``protocol.search = "approximate"``).
+        agreement_queries: with ``index``: queries per task checked against exact search.
 
     Returns:
         EvaluationResult: ``.tasks[TASK]["R@1"]``, ``.per_query``, ``.summary()``, ``.to_json()``.
@@ -113,13 +128,24 @@ def evaluate(
     ks = parse_ks(ks)
     task_list = parse_tasks(tasks)
     _check_options(ties, threads)
-    search_engine = get_engine(engine)
+    at_scale = bool(distractors) or distractor_sizes is not None or index is not None or engine == "dask" \
+        or scheduler is not None or workers is not None
+    search_engine = None if engine == "dask" else get_engine(engine)  # dask: see ropebench.scale
     dataset = validate(submission, manifest=manifest, embeddings=embeddings, domains=domains,
                        product_ids=product_ids, item_ids=item_ids, group_ids=group_ids, metric=metric)
     loaded = time.perf_counter()
     from ropebench.provenance import input_record
 
     submission_info, manifest_info = input_record(submission, manifest, dataset)
+    if at_scale:
+        from ropebench.scale import evaluate_at_scale
+
+        return evaluate_at_scale(
+            dataset, distractors=distractors, distractor_sizes=distractor_sizes, engine=search_engine or engine,
+            scheduler=scheduler, workers=workers, index=index, nprobe=nprobe, ef_search=ef_search,
+            agreement_queries=agreement_queries, metric=metric, ties=ties, ks=ks, tasks=task_list, threads=threads,
+            progress=progress, submission_info=submission_info, manifest_info=manifest_info,
+            load_seconds=loaded - started, started=started, ci=ci, by=by)
     return evaluate_dataset(
         dataset, metric=metric, ties=ties, ks=ks, tasks=task_list, threads=threads, engine=search_engine,
         progress=progress, submission_info=submission_info, manifest_info=manifest_info,

@@ -92,7 +92,7 @@ def test_hnsw_runs_and_the_result_says_approximate_everywhere(setup, tmp_path):
 
 def test_without_distractors_and_without_agreement(setup):
     data, _, _ = setup
-    result = scale.evaluate(**data.arrays(), index="Flat", agreement_queries=0, ci=False)
+    result = ropebench.evaluate(**data.arrays(), index="Flat", agreement_queries=0, ci=False)  # the public API
     exact = ropebench.evaluate(**data.arrays(), ci=False)
     assert result.extra["agreement"] == {} and result.protocol["search"] == "approximate"
     assert [result.tasks[t]["R@1"] for t in exact.tasks] == pytest.approx([exact.tasks[t]["R@1"] for t in exact.tasks])

@@ -324,3 +324,35 @@ def test_options_that_do_not_fit_are_refused(small, tmp_path):
         _run(small, [path], workers=2)
     with pytest.raises(UsageError, match="no catalogue to run"):
         scale.evaluate(**small.arrays(), engine="dask")
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def test_the_command_line_evaluates_with_a_catalogue(tmp_path):
+    from click.testing import CliRunner
+
+    from ropebench.cli import cli
+
+    data = continuous_data(15, sizes=(60, 50, 40), dim=6)
+    submission = tmp_path / "sub.parquet"
+    ropebench.write_submission(submission, data.item_ids, data.embeddings, domains=data.domains,
+                               product_ids=data.products)
+    distractors = _catalogue(40, dim=6)
+    path = write_catalogue(tmp_path / "d.parquet", distractors, 10)
+    out = tmp_path / "r.json"
+    done = CliRunner().invoke(cli, ["evaluate", str(submission), "--distractors", str(path), "--distractor-sizes",
+                                    "0,20,all", "--out", str(out), "--format", "json", "--quiet"])
+    assert done.exit_code == 0, done.output
+    document = json.loads(out.read_text())
+    assert document["distractors"]["sizes"] == [0, 20, 40] and document["distractor_curve"]["sizes"] == [0, 20, 40]
+    assert json.loads(done.output) == document
+    api = ropebench.evaluate(str(submission), distractors=[str(path)], distractor_sizes="0,20,all", ci=True)
+    assert api.to_json()["tasks"] == document["tasks"]
+    bad = write_catalogue(tmp_path / "bad.parquet", _catalogue(40, dim=5), 10)
+    done = CliRunner().invoke(cli, ["evaluate", str(submission), "--distractors", str(bad), "--out", str(out)])
+    assert done.exit_code == 2 and "dimension 5, but the test set's embeddings have d=6" in done.output
+    done = CliRunner().invoke(cli, ["evaluate", str(submission), "--engine", "dask"])
+    assert done.exit_code == 2 and "no catalogue to run" in done.output
+    done = CliRunner().invoke(cli, ["evaluate", str(submission), "--distractors", str(path), "--out", str(path)])
+    assert done.exit_code == 2 and "distractor catalogue #1" in done.output

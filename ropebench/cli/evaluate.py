@@ -26,7 +26,23 @@ __all__ = ["evaluate", "validate"]
 @ks_option
 @tasks_option
 @click.option("--engine", default="one-pass", show_default=True,
-              help="Search engine: one-pass (each similarity block once) or faiss (one FAISS search per task).")
+              help="Search engine: one-pass (each similarity block once), faiss (one FAISS search per task) or "
+                   "dask (the --distractors shards on a Dask cluster).")
+@click.option("--distractors", multiple=True, type=click.Path(dir_okay=True),
+              help="Distractor catalogue: parquet files or directories (item_id, domain, embedding), repeatable. "
+                   "They join every task's gallery of their domain; streamed shard by shard.")
+@click.option("--distractor-sizes", default=None,
+              help="Nested catalogue sizes reported in one pass, e.g. 0,100000,1e6,all [default: all].")
+@click.option("--scheduler", default=None, help="--engine dask: a running scheduler, e.g. tcp://HOST:8786.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="--engine dask: a local cluster of N worker processes on 127.0.0.1 [default: 2].")
+@click.option("--index", default=None,
+              help="Approximate search with this faiss.index_factory string (IVF4096,Flat, HNSW32, IVF4096,PQ32); "
+                   "the result is marked approximate and reports its agreement with exact search.")
+@click.option("--nprobe", type=click.IntRange(min=1), default=None, help="--index: IVF lists probed per query.")
+@click.option("--ef-search", type=click.IntRange(min=1), default=None, help="--index: HNSW efSearch.")
+@click.option("--agreement-queries", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="--index: seeded queries per task searched exactly too, for the agreement.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the results JSON here.")
 @click.option("--per-query", type=click.Path(dir_okay=False),
               help="Also write one parquet row per scored query and task (recorded in the results JSON).")
@@ -41,8 +57,10 @@ __all__ = ["evaluate", "validate"]
 @threads_option
 @quiet_option
 def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: str, tasks: str | None,
-             engine: str, out: str | None, per_query: str | None, fmt: str, measure: str, ci: str | None,
-             by: str | None, threads: int | None, quiet: bool) -> None:
+             engine: str, distractors: tuple[str, ...], distractor_sizes: str | None, scheduler: str | None,
+             workers: int | None, index: str | None, nprobe: int | None, ef_search: int | None,
+             agreement_queries: int, out: str | None, per_query: str | None, fmt: str, measure: str,
+             ci: str | None, by: str | None, threads: int | None, quiet: bool) -> None:
     """Score SUBMISSION (parquet file or per-domain directory) on the nine retrieval tasks.
 
     Exact nearest-neighbour search over every query-domain × gallery-domain pair; prints the
@@ -54,6 +72,7 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
       ropebench evaluate sample_embeddings/cls_cd.parquet \\
           --manifest sample_embeddings/manifest.parquet --out results.json --per-query per_query.parquet
       ropebench evaluate sub.parquet -m manifest.parquet --tasks cross --ties pessimistic --format json
+      ropebench evaluate sub.parquet -m manifest.parquet --distractors catalogue/ --distractor-sizes 0,1e5,all
     """
     import json
 
@@ -71,10 +90,15 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
         raise UsageError(f"--measure {measure} is not computed with --ks {ks}: this run has {', '.join(computed)}. "
                          f"Fix: choose one of those, or add its K to --ks")
     parse_tasks(tasks)
-    check_output_paths({"--out": out, "--per-query": per_query}, {"submission": submission, "manifest": manifest})
+    inputs = {"submission": submission, "manifest": manifest,
+              **{f"distractor catalogue #{number}": path for number, path in enumerate(distractors, start=1)}}
+    check_output_paths({"--out": out, "--per-query": per_query}, inputs)
     try:
         result = ropebench.evaluate(submission, manifest=manifest, metric=metric, ties=ties, ks=ks, tasks=tasks,
-                                    threads=threads, engine=engine, progress=progress_wanted(quiet), by=by)
+                                    threads=threads, engine=engine, progress=progress_wanted(quiet), by=by,
+                                    distractors=list(distractors) or None, distractor_sizes=distractor_sizes,
+                                    scheduler=scheduler, workers=workers, index=index, nprobe=nprobe,
+                                    ef_search=ef_search, agreement_queries=agreement_queries)
     except (MemoryError, RuntimeError) as error:
         if isinstance(error, RuntimeError) and "can't start new thread" not in str(error):
             raise
