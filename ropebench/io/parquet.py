@@ -35,6 +35,20 @@ def _bits(buffer: pa.Buffer, offset: int, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(buffer, dtype=np.uint8), bitorder="little")[offset:offset + n].astype(bool)
 
 
+def _numpy_dtype(type_: Any) -> np.dtype:
+    """The numpy dtype of a fixed-width Arrow number or bool type, without asking pyarrow
+    (``DataType.to_pandas_dtype`` imports pandas on some pyarrow versions)."""
+    import pyarrow as pa
+
+    if pa.types.is_boolean(type_):
+        return np.dtype(bool)
+    if pa.types.is_floating(type_):
+        return np.dtype(f"f{type_.bit_width // 8}")
+    if pa.types.is_integer(type_):
+        return np.dtype(f"{'i' if pa.types.is_signed_integer(type_) else 'u'}{type_.bit_width // 8}")
+    raise TypeError(f"{type_} is not a fixed-width number type")
+
+
 def to_numpy(array: pa.Array | pa.ChunkedArray, *, null: Any = None) -> np.ndarray:
     """A numeric or boolean Arrow array as a numpy array, read from its buffers.
 
@@ -45,7 +59,7 @@ def to_numpy(array: pa.Array | pa.ChunkedArray, *, null: Any = None) -> np.ndarr
 
     if isinstance(array, pa.ChunkedArray):
         parts = [to_numpy(chunk, null=null) for chunk in array.chunks]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=array.type.to_pandas_dtype())
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=_numpy_dtype(array.type))
     if array.null_count and null is None:
         raise ValueError("to_numpy: the array has nulls")
     n, offset = len(array), array.offset
@@ -53,7 +67,7 @@ def to_numpy(array: pa.Array | pa.ChunkedArray, *, null: Any = None) -> np.ndarr
     if pa.types.is_boolean(array.type):
         values = _bits(data, offset, n) if n else np.zeros(0, dtype=bool)
     else:
-        dtype = np.dtype(array.type.to_pandas_dtype())
+        dtype = _numpy_dtype(array.type)
         values = np.frombuffer(data, dtype=dtype, count=n, offset=offset * dtype.itemsize) if n else \
             np.zeros(0, dtype=dtype)
     if array.null_count:
