@@ -87,11 +87,24 @@ def test_a_missing_extra_names_the_install_command(monkeypatch, catalogue):
         _evaluate(data, path, engine="dask")
 
 
+def test_an_existing_cluster_by_its_scheduler_address(threads_cluster, catalogue):
+    data, path = catalogue
+    address = threads_cluster.describe()["scheduler"].split()[-1]
+    runner = DaskRunner(address)
+    there = _evaluate(data, path, runner=runner)
+    runner.close()  # closes this client only: the cluster keeps running
+    assert threads_cluster.workers == 2
+    assert there.environment["engine"]["scheduler"] == address
+    assert there.to_json()["tasks"] == _evaluate(data, path, threads=1).to_json()["tasks"]
+
+
 def test_options_that_need_a_cluster_or_refuse_one():
     with pytest.raises(UsageError, match="drop one of them"):
         DaskRunner("tcp://127.0.0.1:1", workers=2)
     with pytest.raises(UsageError, match="at least 1"):
         DaskRunner(workers=0)
+    with pytest.raises(UsageError, match="cannot connect"):
+        assert DaskRunner("tcp://127.0.0.1:1", timeout=0.5).workers  # nothing listens there
 
 
 def _slow_square(item: int, shared: float) -> int:
