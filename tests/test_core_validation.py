@@ -17,10 +17,15 @@ DIM = 4
 
 
 def embedding_column(rows, value_type=pa.float32(), fixed=True):
-    if fixed:
-        flat = pa.array(np.asarray(rows, dtype=np.float64).ravel(), type=value_type)
-        return pa.FixedSizeListArray.from_arrays(flat, DIM)
-    return pa.array(rows, type=pa.list_(value_type))
+    if fixed or len({len(row) for row in rows}) != 1 or not rows or not len(rows[0]):
+        if fixed:
+            flat = pa.array(np.asarray(rows, dtype=np.float64).ravel(), type=value_type)
+            return pa.FixedSizeListArray.from_arrays(flat, DIM)
+        return pa.array(rows, type=pa.list_(value_type))
+    # Regular rows through numpy of the value type: older pyarrow cannot cast Python floats to float16.
+    flat = pa.array(np.asarray(rows, dtype=value_type.to_pandas_dtype()).ravel())
+    offsets = pa.array(np.arange(0, len(flat) + 1, len(rows[0]), dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, flat)
 
 
 @pytest.fixture
@@ -240,8 +245,9 @@ def test_to_numpy_reads_arrow_buffers_like_pyarrow():
     assert to_numpy(flags.is_null()).tolist() == flags.is_null().to_pylist()
     lists = pa.array([[1.0, 2.0], None, [3.0], []], type=pa.list_(pa.float32()))
     assert to_numpy(pc.list_value_length(lists), null=-1).tolist() == [2, -1, 1, 0]
-    halves = pa.chunked_array([pa.array([1.5, 2.5], pa.float16()), pa.array([], pa.float16()),
-                               pa.array([4.0], pa.float16())])
+    half = np.float16
+    halves = pa.chunked_array([pa.array(np.array([1.5, 2.5], half)), pa.array(np.array([], half)),
+                               pa.array(np.array([4.0], half))])
     values = to_numpy(halves)
     assert values.dtype == np.float16 and values.tolist() == [1.5, 2.5, 4.0]
     assert to_numpy(pa.chunked_array([], type=pa.int64())).shape == (0,)

@@ -599,6 +599,8 @@ def _(d: Path) -> list[str]:
 
 @case("string_view ids", exit_code=0)
 def _(d: Path) -> list[str]:
+    if int(pa.__version__.split(".")[0]) < 20:  # older pyarrow cannot write string_view to parquet
+        pytest.skip(f"pyarrow {pa.__version__} cannot write string_view columns")
     return [submission(d, table(item_id=pa.array(IDS, pa.string_view())))]
 
 
