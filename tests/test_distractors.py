@@ -198,6 +198,19 @@ def test_few_queries_are_settled_on_continuous_data(tmp_path):
     assert counters["queries_settled"] <= 0.01 * sum(result.tasks[t]["n_queries"] for t in result.tasks)
 
 
+def test_a_large_row_group_is_read_in_pieces(tmp_path):
+    from ropebench.io.distractors import plan_catalogue, read_shard
+
+    distractors = _catalogue(100, dim=3)
+    path = write_catalogue(tmp_path / "d.parquet", distractors, [100])
+    catalogue = plan_catalogue([path], shard_rows=30)
+    assert [(s.row_groups, s.skip, s.n_rows) for s in catalogue.shards] == [((0,), 0, 25), ((0,), 25, 25),
+                                                                            ((0,), 50, 25), ((0,), 75, 25)]
+    rows = [read_shard(shard) for shard in catalogue.shards]
+    assert np.array_equal(np.concatenate([r.matrix for r in rows]), distractors.embeddings)
+    assert np.array_equal(np.concatenate([r.positions for r in rows]), np.arange(100))
+
+
 def test_the_in_process_runner_holds_a_few_shards_at_a_time():
     running, peak = [0], [0]
 

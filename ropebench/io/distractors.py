@@ -7,8 +7,9 @@ from its name, ``P.parquet``, or its ``domain=…/`` folder). Its *order* is the
 given, files of a directory sorted by path, rows in file order; an item's *position* in that
 order decides which nested prefix (``--distractor-sizes``) it belongs to.
 
-A shard is a run of consecutive row groups of one file (merged up to ``shard_rows`` rows; a larger
-row group is a shard of its own), so memory grows with the shard, not with the catalogue.
+A shard is a run of consecutive row groups of one file, merged up to ``shard_rows`` rows; a larger
+row group is cut into pieces of at most ``shard_rows`` rows (each piece reads its row group and
+keeps its rows), so memory grows with the row group and the shard, not with the catalogue.
 Validation (:mod:`ropebench.io.distractor_checks`) reads shards the same way.
 """
 
@@ -29,13 +30,16 @@ from ropebench.protocol import DOMAINS, canonical_domain
 __all__ = ["Shard", "Catalogue", "ShardRows", "plan_catalogue", "read_shard", "read_table", "domain_codes",
            "SHARD_ROWS"]
 
-SHARD_ROWS = 65_536  # rows per shard when row groups are small (a 32 MiB float32 matrix at d=128)
+# Rows per shard: an 8 MiB float32 matrix at d=128, about 5 s of one core against ROPE's queries;
+# small enough that the last shards leave the workers evenly loaded.
+SHARD_ROWS = 16_384
 _READ_BATCH = 8192  # rows decoded at a time (larger batches multiply the decoder's peak memory)
 
 
 @dataclass(frozen=True)
 class Shard:
-    """Consecutive row groups of one file: catalogue positions ``start .. start + n_rows - 1``.
+    """Rows of one file: catalogue positions ``start .. start + n_rows - 1``, read from
+    ``row_groups`` after skipping ``skip`` rows of the first (a large row group is cut in pieces).
 
     ``domain``: the domain code the file's name gives (a file without a ``domain`` column).
     """
@@ -46,6 +50,7 @@ class Shard:
     start: int
     n_rows: int
     domain: str | None = None
+    skip: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,13 @@ def plan_catalogue(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[st
                 if group and rows + n > shard_rows:
                     shards.append(Shard(len(shards), str(file), tuple(group), start, rows, path_domain))
                     start, group, rows = start + rows, [], 0
+                if n > shard_rows:  # a large row group: pieces of at most shard_rows rows (each reads the group)
+                    pieces = -(-n // shard_rows)
+                    cuts = [n * piece // pieces for piece in range(pieces + 1)]
+                    for skip, stop in zip(cuts[:-1], cuts[1:]):
+                        shards.append(Shard(len(shards), str(file), (index,), start, stop - skip, path_domain, skip))
+                        start += stop - skip
+                    continue
                 group.append(index)
                 rows += n
             if group and rows:
@@ -181,7 +193,8 @@ def read_table(shard: Shard, columns: Sequence[str]) -> Any:
     except (pa.ArrowException, OSError) as error:
         raise DataError(f"distractors {shard.path}: row groups {list(shard.row_groups)} cannot be read "
                         f"({error}). Fix: re-write the file") from None
-    return pa.Table.from_batches(batches, schema=reader.schema_arrow.empty_table().select(present).schema)
+    table = pa.Table.from_batches(batches, schema=reader.schema_arrow.empty_table().select(present).schema)
+    return table.slice(shard.skip, shard.n_rows) if shard.skip or table.num_rows != shard.n_rows else table
 
 
 def domain_codes(table: Any, shard: Shard) -> np.ndarray:
