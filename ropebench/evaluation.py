@@ -12,19 +12,20 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from ropebench import query_table
 from ropebench.dataset import Dataset
 from ropebench.engines import Engine, FirstHits, TaskData, get_engine
 from ropebench.errors import UsageError
 from ropebench.measures import count_tied, measure_columns, summarize
 from ropebench.progress import Progress
 from ropebench.protocol import DEFAULT_KS, DOMAINS, METRICS, TIE_POLICIES, parse_ks, parse_tasks, split_task
-from ropebench.results import PER_QUERY_METADATA_KEY, EvaluationResult, TaskResult
+from ropebench.results import EvaluationResult, TaskResult
 
 __all__ = ["evaluate", "validate", "evaluate_dataset"]
 
@@ -247,10 +248,10 @@ def evaluate_dataset(
     extra: dict[str, Any] = {}
     searched = time.perf_counter()
     if ci and task_list:
-        intervals = _intervals(dataset, members, task_list, hits_by_task, columns)
+        intervals = query_table.task_intervals_of(dataset, members, task_list, hits_by_task, columns)
         results = {task: replace(result, ci=intervals.get(task)) for task, result in results.items()}
     if by == "category":
-        extra["by_category"] = _by_category(dataset, members, task_list, hits_by_task, columns)
+        extra["by_category"] = query_table.by_category(dataset, members, task_list, hits_by_task, columns)
     finished = time.perf_counter()
     protocol = {"metric": metric, "ties": ties, "ks": list(ks), "search": "exact",
                 "group_exclusion": dataset.group_codes is not None}
@@ -268,7 +269,7 @@ def evaluate_dataset(
                 "total_s": round(finished - started, 4)},
         tasks=results,
         extra=extra,
-        _per_query=_per_query_builder(dataset, members, task_list, hits_by_task, columns, protocol),
+        _per_query=query_table.per_query_builder(dataset, members, task_list, hits_by_task, columns, protocol),
     )
 
 
@@ -310,121 +311,3 @@ def _task_data(dataset: Dataset, members: Mapping[str, np.ndarray], task: str,
         query_groups=groups[q] if intra and groups is not None else None,
         gallery_groups=groups[g] if intra and groups is not None else None,
     )
-
-
-def _per_query_builder(dataset: Dataset, members: Mapping[str, np.ndarray], tasks: Sequence[str],
-                       hits: Mapping[str, FirstHits], columns: Mapping[str, Mapping[str, np.ndarray]],
-                       protocol: Mapping[str, Any]) -> Callable[[], Any]:
-    """A function building the per-query table on first use (pyarrow is imported only then)."""
-
-    def build() -> Any:
-        import json
-
-        import pyarrow as pa
-
-        from ropebench.io.arrow import id_array
-
-        parts: dict[str, list[np.ndarray]] = {"task": [], "rows": [], "a": [], "t": [], "p": [], "censored": []}
-        names = list(next(iter(columns.values())).keys()) if columns else []
-        values: dict[str, list[np.ndarray]] = {name: [] for name in names}
-        for task in tasks:
-            h = hits[task]
-            rows = members[split_task(task)[0]][h.scored]
-            # Canonical order (by item_id), so the file does not depend on the submission's row order.
-            order = _id_order(dataset.item_ids[rows])
-            parts["task"].append(np.full(len(rows), task, dtype=object))
-            parts["rows"].append(rows[order])
-            for key, array in (("a", h.a), ("t", h.t), ("p", h.p), ("censored", h.censored)):
-                parts[key].append(np.asarray(array)[order])
-            for name in names:
-                values[name].append(np.asarray(columns[task][name])[order])
-
-        def cat(chunks: list[np.ndarray], dtype: Any) -> np.ndarray:
-            return np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype)
-
-        rows = cat(parts["rows"], np.int64)
-        table: dict[str, Any] = {
-            "task": pa.array(cat(parts["task"], object).tolist(), type=pa.string()),
-            "item_id": id_array(dataset.item_ids[rows]),
-            "product_id": id_array(dataset.product_ids[rows]),
-            "domain": pa.array([DOMAINS[code] for code in dataset.domains[rows].tolist()], type=pa.string()),
-        }
-        if dataset.categories is not None:
-            table["category"] = id_array(dataset.categories[rows])
-        for key in ("a", "t", "p"):
-            table[key] = pa.array(cat(parts[key], np.int64).astype(np.int64))
-        table["censored"] = pa.array(cat(parts["censored"], bool).astype(bool))
-        for name in names:
-            table[name] = pa.array(cat(values[name], np.float64).astype(np.float64))
-        metadata = {PER_QUERY_METADATA_KEY: json.dumps({"protocol": dict(protocol)}).encode()}
-        return pa.table(table).replace_schema_metadata(metadata)
-
-    return build
-
-
-def _id_order(ids: np.ndarray) -> np.ndarray:
-    """A stable order of ids that does not depend on row order (strings and integers alike)."""
-    if ids.dtype == object:
-        return np.array(sorted(range(len(ids)), key=lambda i: (type(ids[i]).__name__, ids[i])), dtype=np.int64)
-    return np.argsort(ids, kind="stable")
-
-
-
-def _query_columns(dataset: Dataset, members: Mapping[str, np.ndarray], tasks: Sequence[str],
-                   hits: Mapping[str, FirstHits], columns: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, Any]:
-    """The scored queries of every task as plain arrays: task, product id, row, measures.
-
-    Rows are in canonical order (task, then item_id) and products are named by their ids, so
-    nothing computed from these arrays (sums, resampling) depends on the submission's row order.
-    """
-    rows = [members[split_task(task)[0]][hits[task].scored] for task in tasks]
-    orders = [_id_order(dataset.item_ids[r]) for r in rows]
-    names = list(columns[tasks[0]]) if tasks else []
-    out: dict[str, Any] = {
-        "task": np.concatenate([np.full(len(r), task, dtype=object) for r, task in zip(rows, tasks)]),
-        "rows": np.concatenate([r[o] for r, o in zip(rows, orders)]) if rows else np.zeros(0, dtype=np.int64),
-    }
-    out["product_id"] = dataset.product_ids[out["rows"]]
-    for name in names:
-        out[name] = np.concatenate([np.asarray(columns[task][name])[o] for task, o in zip(tasks, orders)])
-    return out
-
-
-def _intervals(dataset: Dataset, members: Mapping[str, np.ndarray], tasks: Sequence[str],
-               hits: Mapping[str, FirstHits], columns: Mapping[str, Mapping[str, np.ndarray]]
-               ) -> dict[str, dict[str, tuple[float, float] | None]]:
-    """Each task's 95% product-level bootstrap interval of every measure (10,000 resamples, seed 0)."""
-    from ropebench.stats import task_intervals
-
-    table = _query_columns(dataset, members, tasks, hits, columns)
-    del table["rows"]
-    if len(table["task"]) == 0:
-        return {}
-    found = task_intervals(table, resamples=10_000, seed=0)
-    return {task: {name: (None if np.isnan(low) else (low, high)) for name, (low, high) in cells.items()}
-            for task, cells in found.items()}
-
-
-def _by_category(dataset: Dataset, members: Mapping[str, np.ndarray], tasks: Sequence[str],
-                 hits: Mapping[str, FirstHits], columns: Mapping[str, Mapping[str, np.ndarray]]
-                 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{category: {task: {"n_queries": n, "R@1": …}}}``: the same numbers over each category's
-    queries (the query's category), exactly rounded means as for the whole task."""
-    import math
-
-    assert dataset.categories is not None  # noqa: S101  (checked by the caller)
-    table = _query_columns(dataset, members, tasks, hits, columns)
-    categories = dataset.categories[table["rows"]]
-    names = [name for name in table if name not in ("task", "rows", "product_id")]
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for category in sorted({str(c) for c in categories.tolist()}):
-        in_category = np.array([str(c) == category for c in categories.tolist()], dtype=bool)
-        per_task: dict[str, dict[str, Any]] = {}
-        for task in tasks:
-            chosen = in_category & (table["task"] == task)
-            n = int(chosen.sum())
-            if n == 0:
-                continue
-            per_task[task] = {"n_queries": n, **{name: math.fsum(table[name][chosen].tolist()) / n for name in names}}
-        out[category] = per_task
-    return out
