@@ -113,6 +113,7 @@ class CatalogueEngine:
         self.by_size: list[dict[str, FirstHits]] = []
         self.items_per_size = np.zeros((1, len(DOMAINS)), dtype=np.int64)
         self.timing: dict[str, float] = {}
+        self.phases: dict[str, float] = {}  # of the last extend: bands, shards, settlement
 
     def search(self, task_data: Mapping[str, TaskData], tasks: Sequence[str], *, max_k: int, exact_censored: bool,
                threads: int, symmetric_scores: bool, on_start: Callable[[int, str], None] | None = None,
@@ -123,7 +124,7 @@ class CatalogueEngine:
         searched = time.perf_counter()
         self.by_size, counters = self.extend(task_data, tasks, run.hits, max_k=max_k, exact_censored=exact_censored)
         self.timing = {"test_search_s": round(searched - started, 4),
-                       "distractors_s": round(time.perf_counter() - searched, 4)}
+                       "distractors_s": round(time.perf_counter() - searched, 4), **self.phases}
         return SearchRun(hits=self.by_size[-1], counters={**run.counters, **counters})
 
     def extend(self, task_data: Mapping[str, TaskData], tasks: Sequence[str], hits: Mapping[str, FirstHits], *,
@@ -137,19 +138,24 @@ class CatalogueEngine:
         if not self.boundaries:
             return [dict(hits)], counters
         limit = self.boundaries[-1]
+        started = time.perf_counter()
         context, _ = build_context(task_data, tasks, hits, metric=self.metric, center=self.center,
                                    distractor_norms=self.info.max_norm, distractor_integers=self.info.integers,
                                    boundaries=self.boundaries, max_k=max_k, exact_censored=exact_censored, only=only)
         shards = [shard for shard in self.catalogue.shards if shard.start < limit]
         accumulator = Accumulator(context)
+        prepared = time.perf_counter()
         sizes = {shard.index: min(shard.n_rows, limit - shard.start) for shard in shards}
         eta = Eta("distractors", sum(sizes.values()), enabled=self.progress)
         for result in self.runner.map(scan_task, shards, context):
             accumulator.add(result)
             eta.advance(sizes[result.index])
         eta.finish()
+        scanned = time.perf_counter()
         by_size, settled = accumulator.hits(task_data, hits)
         self.items_per_size = accumulator.items_per_size()
+        self.phases = {"bands_s": round(prepared - started, 4), "shards_s": round(scanned - prepared, 4),
+                       "settle_s": round(time.perf_counter() - scanned, 4)}
         counters.update(settled, distractor_shards=len(shards), distractor_multiply_adds=accumulator.multiply_adds)
         return by_size, counters
 

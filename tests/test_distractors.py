@@ -274,6 +274,14 @@ def test_every_embedding_problem_is_named_with_ids_and_counted_over_shards(small
     assert "2 problems found, nothing was evaluated" in message
 
 
+def test_scores_that_would_overflow_float32_are_refused_under_ip(small, tmp_path):
+    big = _catalogue(10)
+    big.embeddings[[2, 7]] = 1e19  # finite in float32, but their inner products are not
+    path = write_catalogue(tmp_path / "big.parquet", big, 5)
+    message = _refused(small, [path], metric="ip")
+    assert "column 'embedding': 2 rows hold values above" in message and "(e.g. item_id 5002, 5007)" in message
+
+
 def test_a_dimension_other_than_the_test_sets_is_refused(small, tmp_path):
     fixed = write_catalogue(tmp_path / "fixed.parquet", _catalogue(dim=6), 10)
     assert "dimension 6, but the test set's embeddings have d=4" in _refused(small, [fixed])

@@ -42,10 +42,10 @@ from ropebench.protocol import DOMAINS, split_task
 __all__ = ["ScanTask", "ScanContext", "TaskPart", "ShardResult", "best_relevant", "band", "build_context",
            "scan_rows", "integer_bound", "TILE_QUERIES", "TILE_ITEMS", "BAND_CAP", "U32"]
 
-TILE_QUERIES = 2048  # query rows per tile
+TILE_QUERIES = 1024  # query rows per tile
 BAND_CAP = 1 << 16  # band entries one query may collect in one shard (beyond: massive near-ties, refused)
 EXACT_LIMIT = float(1 << 24)  # integer sums below this are exact in float32
-TILE_ITEMS = 4096  # distractor columns per tile: (2048 × 4096) float32 scores = 32 MiB per worker
+TILE_ITEMS = 1024  # distractor columns per tile: 4 MiB of scores, read again from cache by the selection
 U32 = 2.0 ** -24  # unit roundoff of float32
 _PAIRS = 1 << 14  # relevant pairs per float64 chunk of the s+ estimate (bounds its gathered rows)
 
@@ -317,19 +317,21 @@ def _scan_task(task: ScanTask, queries: np.ndarray, items: np.ndarray, positions
                 r, c = np.nonzero(scores[hot] >= lo[rows][:, None])
                 values = scores[hot[r], c]
                 query = rows[r]
+                local = hot[r]  # the tile's own row: its counts touch this tile's rows only
+                width = r1 - r0
                 up = values > task.hi[query]
-                counted = np.bincount(query[up], minlength=m)
-                above[segment] += counted
-                taken += counted
+                counted = np.bincount(local[up], minlength=width)
+                above[segment, r0:r1] += counted
+                taken[r0:r1] += counted
                 inside = ~up
                 exact = inside & task.exact[query]
                 if exact.any():
-                    equal[segment] += np.bincount(query[exact], minlength=m)
+                    equal[segment, r0:r1] += np.bincount(local[exact], minlength=width)
                 inside &= ~exact
                 if inside.any():
                     bands.append((query[inside], c0 + c[inside], values[inside]))
-                    listed += np.bincount(query[inside], minlength=m)
-                    if listed.max() > context.band_cap:
+                    listed[r0:r1] += np.bincount(local[inside], minlength=width)
+                    if listed[r0:r1].max() > context.band_cap:
                         raise RopebenchError(
                             f"{task.task}: {int((listed > context.band_cap).sum())} queries have more than "
                             f"{context.band_cap:,} distractors of one shard within float32 rounding of their best "
@@ -337,7 +339,8 @@ def _scan_task(task: ScanTask, queries: np.ndarray, items: np.ndarray, positions
                             "settlement would hold them all. Fix: integer-valued embeddings (scored exactly under ip "
                             "or l2) are counted without listing; otherwise evaluate a smaller catalogue")
                 if not context.exact_censored:
-                    lo[(task.base + taken >= context.max_k)] = np.inf
+                    done = rows[task.base[rows] + taken[rows] >= context.max_k]
+                    lo[done] = np.inf
     seg, query = np.nonzero(above)
     same_seg, same_query = np.nonzero(equal)
     if bands:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ropebench.engines.base import FirstHits, TaskData
 from ropebench.engines.catalogue import ScanContext, ShardResult
-from ropebench.engines.exact import EXACT_BATCH, _distinct_rows, counts_from_scores, eligible_mask
+from ropebench.engines.exact import EXACT_BATCH, _distinct_rows, eligible_mask
 from ropebench.errors import RopebenchError
 from ropebench.protocol import DOMAINS
 
@@ -48,7 +48,8 @@ class Settled:
 
 
 def settle_queries(data: TaskData, queries: np.ndarray, owner: np.ndarray, positions: np.ndarray,
-                   band_positions: np.ndarray, band_vectors: np.ndarray, *, batch: int = EXACT_BATCH) -> Settled:
+                   band_positions: np.ndarray, band_vectors: np.ndarray, lo: np.ndarray, *,
+                   batch: int = EXACT_BATCH) -> Settled:
     """Score each query against its test gallery plus its band distractors in one computation.
 
     Args:
@@ -57,32 +58,52 @@ def settle_queries(data: TaskData, queries: np.ndarray, owner: np.ndarray, posit
         owner: ``(e,)`` index into ``queries`` of each band entry.
         positions: ``(e,)`` catalogue position of each band entry's distractor.
         band_positions, band_vectors: every band distractor (ascending positions) and its prepared vector.
+        lo: ``(m,)`` the bottom of each query's band: ``s+`` lies above it in any computation, so only
+            test scores ``>= lo`` can count, and only those are examined after one pass.
     """
     n_gallery = len(data.gallery)
     out = [np.zeros(len(queries), dtype=np.int64) for _ in range(3)]
     best = np.full(len(queries), -np.inf, dtype=np.float32)
     values = np.zeros(len(owner), dtype=np.float32)
+    if not len(queries):
+        return Settled(queries, out[0], out[1], out[2], best, values)
     order = np.argsort(owner, kind="stable")
     bounds = np.searchsorted(owner[order], np.arange(0, len(queries) + batch, batch))
+    # The test gallery's distinct rows once; each batch appends its band distractors that are not
+    # among them (a copy of a test item takes that item's column), and one product scores them all.
+    distinct, inverse = _distinct_rows(data.gallery)
+    test_columns = np.arange(n_gallery) if inverse is None else inverse
+    known = {row.tobytes(): column for column, row in enumerate(distinct)}
     for number, start in enumerate(range(0, len(queries), batch)):
         stop = min(len(queries), start + batch)
         rows = queries[start:stop]
         entries = order[bounds[number]:bounds[number + 1]]
-        union, column = np.unique(positions[entries], return_inverse=True)
+        union, position_column = np.unique(positions[entries], return_inverse=True)
         extra = band_vectors[np.searchsorted(band_positions, union)]
-        distinct, inverse = _distinct_rows(np.concatenate([data.gallery, extra]))
-        scores = data.queries[rows] @ distinct.T
-        if inverse is not None:
-            scores = scores[:, inverse]
-        test = scores[:, :n_gallery]
-        relevant = data.gallery_products[None, :] == data.query_products[rows, None]
-        columns = np.broadcast_to(np.arange(n_gallery), test.shape)
-        eligible = eligible_mask(data, rows, columns)
-        a, t, p, _ = counts_from_scores(test, relevant, eligible)
-        for array, value in zip(out, (a, t, p)):
-            array[start:stop] = value
-        best[start:stop] = np.where(relevant & eligible, test, -np.inf).max(axis=1)
-        values[entries] = scores[owner[entries] - start, n_gallery + column.reshape(-1)]
+        seen = dict(known)
+        added: list[np.ndarray] = []
+        band_columns = np.empty(len(union), dtype=np.int64)
+        for index, row in enumerate(extra):
+            key = row.tobytes()
+            if key not in seen:
+                seen[key] = len(distinct) + len(added)
+                added.append(row)
+            band_columns[index] = seen[key]
+        matrix = np.concatenate([distinct, np.stack(added)]) if added else distinct
+        scores = data.queries[rows] @ matrix.T
+        test = scores[:, test_columns]
+        r, c = np.nonzero(test >= lo[start:stop, None])
+        value = test[r, c]
+        relevant = data.gallery_products[c] == data.query_products[rows[r]]
+        eligible = eligible_mask(data, rows[r], c[:, None])[:, 0]  # pairs: each query with its own column
+        top = np.full(len(rows), -np.inf, dtype=np.float32)
+        np.maximum.at(top, r[relevant & eligible], value[relevant & eligible])
+        irrelevant = eligible & ~relevant
+        out[0][start:stop] = np.bincount(r[irrelevant & (value > top[r])], minlength=len(rows))
+        out[1][start:stop] = np.bincount(r[irrelevant & (value == top[r])], minlength=len(rows))
+        out[2][start:stop] = np.bincount(r[relevant & eligible & (value == top[r])], minlength=len(rows))
+        best[start:stop] = top
+        values[entries] = scores[owner[entries] - start, band_columns[position_column.reshape(-1)]]
     return Settled(queries, out[0], out[1], out[2], best, values)
 
 
@@ -152,7 +173,8 @@ class Accumulator:
             place = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
             settled_queries = np.unique(query)
             owner = np.searchsorted(settled_queries, query).astype(np.int64)
-            settled = settle_queries(task_data[task], scan.rows[settled_queries], owner, place, positions, vectors)
+            settled = settle_queries(task_data[task], scan.rows[settled_queries], owner, place, positions, vectors,
+                                     scan.lo[settled_queries])
             counters["queries_settled"] += len(settled_queries)
             counters["band_entries"] += len(query)
             above = np.cumsum(self.above[task], axis=0)
