@@ -299,48 +299,51 @@ def _scan_task(task: ScanTask, queries: np.ndarray, items: np.ndarray, positions
     tq, ti = context.tile_queries, context.tile_items
     buffer = np.empty(min(tq, m) * min(ti, len(items)), dtype=np.float32)
     cuts = np.flatnonzero(np.diff(segments)) + 1  # tiles never straddle a segment boundary
-    for run_start, run_stop in zip(np.r_[0, cuts], np.r_[cuts, len(items)]):
-        segment = int(segments[run_start])
-        for c0 in range(int(run_start), int(run_stop), ti):
-            c1 = min(int(run_stop), c0 + ti)
+    # Item tiles in catalogue order, each cut at segment boundaries.
+    tiles = [(int(segments[c0]), c0, min(int(run_stop), c0 + ti))
+             for run_start, run_stop in zip(np.r_[0, cuts], np.r_[cuts, len(items)])
+             for c0 in range(int(run_start), int(run_stop), ti)]
+    # A query block meets the shard's items (a few MiB, kept in cache) in catalogue order; queries
+    # are streamed once per shard, not once per item tile.
+    for r0 in range(0, m, tq):
+        r1 = min(m, r0 + tq)
+        for segment, c0, c1 in tiles:
             block = items[c0:c1]
-            for r0 in range(0, m, tq):
-                r1 = min(m, r0 + tq)
-                scores = buffer[: (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
-                np.matmul(vectors[r0:r1], block.T, out=scores)
-                work += (r1 - r0) * (c1 - c0) * vectors.shape[1]
-                # A row maximum first: one cheap pass, and most rows have no candidate at all.
-                hot = np.flatnonzero(scores.max(axis=1) >= lo[r0:r1])
-                if not len(hot):
-                    continue
-                rows = r0 + hot
-                r, c = np.nonzero(scores[hot] >= lo[rows][:, None])
-                values = scores[hot[r], c]
-                query = rows[r]
-                local = hot[r]  # the tile's own row: its counts touch this tile's rows only
-                width = r1 - r0
-                up = values > task.hi[query]
-                counted = np.bincount(local[up], minlength=width)
-                above[segment, r0:r1] += counted
-                taken[r0:r1] += counted
-                inside = ~up
-                exact = inside & task.exact[query]
-                if exact.any():
-                    equal[segment, r0:r1] += np.bincount(local[exact], minlength=width)
-                inside &= ~exact
-                if inside.any():
-                    bands.append((query[inside], c0 + c[inside], values[inside]))
-                    listed[r0:r1] += np.bincount(local[inside], minlength=width)
-                    if listed[r0:r1].max() > context.band_cap:
-                        raise RopebenchError(
-                            f"{task.task}: {int((listed > context.band_cap).sum())} queries have more than "
-                            f"{context.band_cap:,} distractors of one shard within float32 rounding of their best "
-                            "relevant score (massive near-ties: many distinct vectors with equal scores). Exact "
-                            "settlement would hold them all. Fix: integer-valued embeddings (scored exactly under ip "
-                            "or l2) are counted without listing; otherwise evaluate a smaller catalogue")
-                if not context.exact_censored:
-                    done = rows[task.base[rows] + taken[rows] >= context.max_k]
-                    lo[done] = np.inf
+            scores = buffer[: (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
+            np.matmul(vectors[r0:r1], block.T, out=scores)
+            work += (r1 - r0) * (c1 - c0) * vectors.shape[1]
+            # A row maximum first: one cheap pass, and most rows have no candidate at all.
+            hot = np.flatnonzero(scores.max(axis=1) >= lo[r0:r1])
+            if not len(hot):
+                continue
+            rows = r0 + hot
+            r, c = np.nonzero(scores[hot] >= lo[rows][:, None])
+            values = scores[hot[r], c]
+            query = rows[r]
+            local = hot[r]  # the tile's own row: its counts touch this tile's rows only
+            width = r1 - r0
+            up = values > task.hi[query]
+            counted = np.bincount(local[up], minlength=width)
+            above[segment, r0:r1] += counted
+            taken[r0:r1] += counted
+            inside = ~up
+            exact = inside & task.exact[query]
+            if exact.any():
+                equal[segment, r0:r1] += np.bincount(local[exact], minlength=width)
+            inside &= ~exact
+            if inside.any():
+                bands.append((query[inside], c0 + c[inside], values[inside]))
+                listed[r0:r1] += np.bincount(local[inside], minlength=width)
+                if listed[r0:r1].max() > context.band_cap:
+                    raise RopebenchError(
+                        f"{task.task}: {int((listed > context.band_cap).sum())} queries have more than "
+                        f"{context.band_cap:,} distractors of one shard within float32 rounding of their best "
+                        "relevant score (massive near-ties: many distinct vectors with equal scores). Exact "
+                        "settlement would hold them all. Fix: integer-valued embeddings (scored exactly under ip "
+                        "or l2) are counted without listing; otherwise evaluate a smaller catalogue")
+            if not context.exact_censored:
+                done = rows[task.base[rows] + taken[rows] >= context.max_k]
+                lo[done] = np.inf
     seg, query = np.nonzero(above)
     same_seg, same_query = np.nonzero(equal)
     if bands:

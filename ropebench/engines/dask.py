@@ -107,10 +107,17 @@ class DaskRunner:
             # transport. The scheduler and workers always serve a few HTTP routes (health,
             # metrics), on every interface unless told otherwise: loopback, any free port.
             network = {"host": "127.0.0.1"} if self.processes else {"protocol": "inproc://"}
-            self._cluster = distributed.LocalCluster(
-                n_workers=self.n_local, threads_per_worker=1, processes=self.processes, dashboard_address=None,
-                scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-                worker_dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, **network)
+            import dask
+
+            # Workers sample their own stacks every 10 ms by default (for the dashboard's profile):
+            # a few percent of every core, which a cluster for one evaluation does not need.
+            quiet = {"distributed.worker.profile.enabled": False,
+                     "distributed.admin.system-monitor.gil.enabled": False}
+            with dask.config.set(quiet):
+                self._cluster = distributed.LocalCluster(
+                    n_workers=self.n_local, threads_per_worker=1, processes=self.processes, dashboard_address=None,
+                    scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                    worker_dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, **network)
             self._client = distributed.Client(self._cluster, timeout=self.timeout)
         if not self._client.scheduler_info().get("workers"):
             self._client.wait_for_workers(1, timeout=self.timeout)

@@ -111,7 +111,7 @@ def check_shard(shard: Shard, *, dim: int, metric: str, center: np.ndarray | Non
 
     from ropebench.engines.catalogue import integer_bound
     from ropebench.engines.exact import prepare_vectors
-    from ropebench.io.parquet import column_kind, embedding_matrix, float32_range, to_numpy
+    from ropebench.io.arrow import column_kind, embedding_matrix, float32_range, to_numpy
 
     findings: list[_Finding] = []
     table = read_table(shard, ("item_id", "domain", "product_id", "embedding"))
@@ -201,8 +201,7 @@ def merge_checks(checks: Iterable[ShardCheck], catalogue: Catalogue, *, test_ids
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ropebench.io.arrow import id_array
-    from ropebench.io.parquet import to_numpy
+    from ropebench.io.arrow import id_array, to_numpy
     from ropebench.io.validation import _Problems
 
     ordered = sorted(checks, key=lambda c: c.index)

@@ -201,7 +201,7 @@ def domain_codes(table: Any, shard: Shard) -> np.ndarray:
     """int8 domain codes of a shard's rows (-1 for an unknown or null spelling)."""
     import pyarrow.compute as pc
 
-    from ropebench.io.parquet import to_numpy
+    from ropebench.io.arrow import to_numpy
 
     if "domain" not in table.column_names:
         return np.full(table.num_rows, DOMAINS.index(shard.domain) if shard.domain else -1, dtype=np.int8)
@@ -218,7 +218,7 @@ def read_shard(shard: Shard) -> ShardRows:
     Raises:
         DataError: the embedding column cannot be turned into a matrix (validation reports why).
     """
-    from ropebench.io.parquet import embedding_matrix
+    from ropebench.io.arrow import embedding_matrix
 
     table = read_table(shard, ("domain", "embedding"))
     matrix, structural, _, _ = embedding_matrix(table.column("embedding"))
