@@ -273,3 +273,28 @@ def test_default_engines_agree_at_a_quarter_of_rope_size():
     for other in results[1:]:
         assert results[0].to_json()["tasks"] == other.to_json()["tasks"]
         assert_same_per_query(results[0], other)
+
+
+@pytest.mark.parametrize("settings_name", ["test", "default"])
+def test_copies_tie_exactly_in_the_tiled_path(settings_name):
+    """Bit-identical rows (copies, and power-of-two multiples under cosine) at different positions
+    of a tile tie exactly. The tile GEMM scores them with different BLAS kernels, one ulp apart at
+    times: before the band was settled pair by pair this lost ties (n_tied 26 instead of 31 in
+    P2V at tile 64; 12 instead of 13 over all tasks at the default tile)."""
+    rng = np.random.default_rng(1)
+    n, dim = (1200, 12) if settings_name == "test" else (9000, 16)
+    embeddings = rng.normal(size=(n, dim)).astype(np.float32)
+    domains = rng.choice(np.array(["P", "V", "L"]), n)
+    products = rng.integers(0, n // 6, n)
+    source = rng.choice(n, n // 15, replace=False)
+    target = rng.choice(np.setdiff1d(np.arange(n), source), len(source), replace=False)
+    embeddings[target] = embeddings[source] * rng.choice(np.array([1, 2, 4], np.float32), (len(source), 1))
+    domains[target] = domains[source]
+    tiled = OnePassEngine(TEST_SETTINGS) if settings_name == "test" else OnePassEngine()
+    spy = Spy(tiled)
+    first = ropebench.evaluate(embeddings=embeddings, domains=domains, product_ids=products, engine=spy, ci=False)
+    assert spy.counters["blocks_tiled"] > 0
+    second = ropebench.evaluate(embeddings=embeddings, domains=domains, product_ids=products,
+                                engine=FaissEngine(), ci=False)  # copies within one FAISS block here
+    assert first.to_json()["tasks"] == second.to_json()["tasks"]
+    assert sum(cells.n_tied for cells in first.tasks.values()) > 0

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ropebench.engines.base import FirstHits, TaskData
+from ropebench.engines.exact import pair_scores
 
 __all__ = ["BandReader", "UNIT_ROUNDOFF"]
 
@@ -91,9 +92,15 @@ class BandReader:
             v = np.concatenate([e[2] for e in self.band])
             self.band = []
             keep = ~(redo[q] | censored[q])
-            q, g, v = q[keep], g[keep], v[keep]
+            q, g = q[keep], g[keep]
+            # The band's scores settled in one computation per query in which copies tie exactly
+            # (tile GEMMs may score copies at different positions one ulp apart); everything
+            # outside the band is far enough from s+ for any computation to agree.
+            v = pair_scores(d.queries, d.gallery, q, g)
             relevant = d.gallery_products[g] == d.query_products[q]
-            s = best[q]
+            settled = np.full(nq, -np.inf, dtype=np.float32)
+            np.maximum.at(settled, q[relevant], v[relevant])
+            s = settled[q]
             a += np.bincount(q[(v > s) & ~relevant], minlength=nq)
             t += np.bincount(q[(v == s) & ~relevant], minlength=nq)
             p += np.bincount(q[(v == s) & relevant], minlength=nq)

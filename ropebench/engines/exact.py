@@ -15,7 +15,7 @@ import numpy as np
 
 from ropebench.engines.base import TaskData
 
-__all__ = ["prepare_vectors", "l2_center", "exact_counts", "counts_from_scores", "eligible_mask", "NORMALIZE_BATCH",
+__all__ = ["prepare_vectors", "l2_center", "exact_counts", "pair_scores", "counts_from_scores", "eligible_mask", "NORMALIZE_BATCH",
            "EXACT_BATCH"]
 
 NORMALIZE_BATCH = 4096  # rows normalised per float64 block (bounds its temporary)
@@ -116,6 +116,30 @@ def _distinct_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     if len(first) == len(matrix):
         return matrix, None
     return matrix[first], inverse.reshape(-1)
+
+
+def pair_scores(queries: np.ndarray, gallery: np.ndarray, q: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Scores ``queries[q[i]] · gallery[g[i]]`` (float32), one per pair, computed so that pairs of
+    one query with bit-identical gallery rows get bit-identical scores.
+
+    A tiled GEMM scores rows at different positions of a tile with different BLAS kernels, so
+    copies of one vector can come out one ulp apart and lose an exact tie. Here every distinct
+    (query, gallery vector) pair is scored once and shared.
+    """
+    if len(q) == 0:
+        return np.zeros(0, dtype=np.float32)
+    rows, local = np.unique(g, return_inverse=True)
+    _, inverse = _distinct_rows(gallery[rows])
+    vector = local.reshape(-1) if inverse is None else inverse[local.reshape(-1)]
+    n_vectors = int(vector.max()) + 1
+    pairs, which = np.unique(q.astype(np.int64) * n_vectors + vector, return_inverse=True)
+    # A representative gallery row for each distinct vector (any of its copies: they are equal).
+    representative = np.empty(n_vectors, dtype=np.int64)
+    representative[vector] = rows[local.reshape(-1)]
+    left = queries[pairs // n_vectors]
+    right = gallery[representative[pairs % n_vectors]]
+    scores = np.einsum("ij,ij->i", left, right)
+    return scores[which.reshape(-1)]
 
 
 def exact_counts(data: TaskData, query_index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
