@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import ropebench
 from ropebench import scale
+from ropebench.engines.onepass import OnePassEngine
 from ropebench.engines.runners import ThreadRunner
 from ropebench.errors import DataError, UsageError
 from tests.catalogue_data import (
@@ -28,7 +29,7 @@ from tests.catalogue_data import (
     random_row_groups,
     write_catalogue,
 )
-from tests.conftest import KS, SHORT_KS, Data, continuous_data, drawn_data, tied_data
+from tests.conftest import KS, SHORT_KS, TEST_SETTINGS, Data, continuous_data, drawn_data, tied_data
 
 
 def _run(data: Data, catalogue: list[Path], **options: Any) -> ropebench.EvaluationResult:
@@ -68,10 +69,8 @@ def test_shards_in_any_order_equal_one_combined_gallery(engine, metric, ks, valu
 
 def test_copies_of_test_items_tie_exactly_under_cosine(tmp_path):
     """Float vectors whose only ties are bit-identical rows: copies and power-of-two multiples of
-    test items as distractors tie with them exactly, as in a combined gallery.
-
-    The combined run uses the faiss engine: the one-pass engine's tiles score equal rows at
-    different positions with different BLAS kernels, which can break such ties."""
+    test items as distractors tie with them exactly, as in a combined gallery (searched by the
+    faiss engine and by the one-pass engine in small tiles, whose band settlement keeps copies tied)."""
     data = continuous_data(5, dim=12)
     rng = np.random.default_rng(5)
     distractors = integer_distractors(data, 5, 500, copies=300)
@@ -81,6 +80,9 @@ def test_copies_of_test_items_tie_exactly_under_cosine(tmp_path):
     result = _run(data, [path], engine="faiss", metric="cosine", shard_rows=64)
     single = ropebench.evaluate(**combined(data, distractors), engine="faiss", metric="cosine", ci=False)
     assert_same_numbers(result, single)
+    tiled = ropebench.evaluate(**combined(data, distractors), engine=OnePassEngine(TEST_SETTINGS), metric="cosine",
+                               ci=False)
+    assert_same_numbers(tiled, single)
     assert sum(result.tasks[t]["n_tied"] for t in result.tasks) > 20  # the copies do tie
     assert result.environment["engine"]["counters"]["queries_settled"] > 0
 
