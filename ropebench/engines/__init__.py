@@ -47,7 +47,8 @@ def get_engine(name: str | Engine | None = None, **options: Any) -> Engine:
     key = _ALIASES.get(name, name)
     factory = _REGISTRY.get(key)
     if factory is None:
-        raise UsageError(f"unknown engine {name!r}: choose from {', '.join(_REGISTRY)}")
+        raise UsageError(f"unknown engine {name!r}: choose from {', '.join(_REGISTRY)}, or dask (with "
+                         "--distractors: it runs a distractor catalogue's shards on a Dask cluster)")
     if isinstance(factory, str):
         module, attribute = factory.split(":")
         factory = getattr(importlib.import_module(module), attribute)
