@@ -15,8 +15,8 @@ import numpy as np
 
 from ropebench.engines.base import TaskData
 
-__all__ = ["prepare_vectors", "l2_center", "exact_counts", "pair_scores", "counts_from_scores", "eligible_mask", "NORMALIZE_BATCH",
-           "EXACT_BATCH"]
+__all__ = ["prepare_vectors", "l2_center", "exact_counts", "pair_scores", "counts_from_scores", "eligible_mask",
+           "NORMALIZE_BATCH", "EXACT_BATCH"]
 
 NORMALIZE_BATCH = 4096  # rows normalised per float64 block (bounds its temporary)
 EXACT_BATCH = 256  # queries per full-row rescoring block: (256 × gallery) float32 scores
