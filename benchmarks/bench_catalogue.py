@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+import ropebench
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
@@ -46,7 +48,6 @@ TILE_SCORES = 1 << 23  # the bound's row tiles: 32 MiB of float32 scores
 
 def _prepared(data: Path, size: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Normalised test vectors and the first ``size`` distractors, per domain."""
-    import ropebench
     from ropebench.engines.exact import prepare_vectors
     from ropebench.io.distractors import plan_catalogue, read_shard
     from ropebench.protocol import DOMAINS
@@ -104,7 +105,6 @@ def _cpu() -> float:
 
 
 def _evaluate(data: Path, size: int, mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    from ropebench import scale
 
     options: dict[str, Any] = {"threads": args.threads, "ci": False, "progress": True}
     if mode == "dask":
@@ -112,7 +112,7 @@ def _evaluate(data: Path, size: int, mode: str, args: argparse.Namespace) -> dic
     if mode == "index":
         options.update(index=args.index, nprobe=args.nprobe, agreement_queries=args.agreement_queries)
     started, started_cpu = time.perf_counter(), _cpu()
-    result = scale.evaluate(str(data / "test.parquet"), distractors=[str(data / "distractors.parquet")],
+    result = ropebench.evaluate(str(data / "test.parquet"), distractors=[str(data / "distractors.parquet")],
                             distractor_sizes=str(size), **options)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "cpu_s": _cpu() - started_cpu, "timing": dict(result.timing),

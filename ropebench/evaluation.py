@@ -13,19 +13,38 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from ropebench import query_table
 from ropebench.dataset import Dataset
-from ropebench.engines import Engine, FirstHits, TaskData, get_engine
+from ropebench.engines import (
+    Engine,
+    FirstHits,
+    SearchRequest,
+    SearchRun,
+    get_composition,
+    get_engine,
+    get_runner,
+    resolve,
+)
 from ropebench.errors import UsageError
 from ropebench.measures import count_tied, measure_columns, summarize
+from ropebench.options import (
+    ApproximateOptions,
+    CatalogueOptions,
+    Options,
+    ProtocolOptions,
+    ReportOptions,
+    SearchOptions,
+    group_options,
+)
 from ropebench.progress import Progress
-from ropebench.protocol import DEFAULT_KS, DOMAINS, METRICS, TIE_POLICIES, parse_ks, parse_tasks, split_task
+from ropebench.protocol import DOMAINS, METRICS, TIE_POLICIES, parse_ks, parse_tasks, split_task
 from ropebench.results import EvaluationResult, TaskResult
+from ropebench.tasks import build_task_data, prepare_domains
 
 __all__ = ["evaluate", "validate", "evaluate_dataset"]
 
@@ -74,24 +93,13 @@ def evaluate(
     product_ids: Sequence[Any] | None = None,
     item_ids: Sequence[Any] | None = None,
     group_ids: Sequence[Any] | None = None,
-    metric: str = "cosine",
-    ties: str = "expected",
-    ks: str | Sequence[int] = DEFAULT_KS,
-    tasks: str | Sequence[str] | None = None,
-    threads: int | None = None,
-    engine: str | Engine | None = None,
-    progress: bool = False,
-    ci: bool = True,
-    by: str | None = None,
+    protocol: ProtocolOptions | None = None,
+    search: SearchOptions | None = None,
+    catalogue: CatalogueOptions | None = None,
+    approximate: ApproximateOptions | None = None,
+    report: ReportOptions | None = None,
     per_query: bool | None = None,
-    distractors: Sequence[str | os.PathLike[str]] | None = None,
-    distractor_sizes: str | Sequence[int | str] | None = None,
-    scheduler: str | None = None,
-    workers: int | None = None,
-    index: str | None = None,
-    nprobe: int | None = None,
-    ef_search: int | None = None,
-    agreement_queries: int = 2000,
+    **keywords: Any,
 ) -> EvaluationResult:
     """Score a submission on every requested task with exact search.
 
@@ -101,57 +109,77 @@ def evaluate(
             ``product_id`` columns.
         embeddings: ``(n, d)`` float array or tensor (instead of a path); never modified.
         domains, product_ids, item_ids, group_ids: ``(n,)`` labels going with ``embeddings``.
+        protocol, search, catalogue, approximate, report: the options as objects
+            (:mod:`ropebench.options`); or as plain keywords, each overriding its object's field:
         metric: the similarity: ``cosine`` (default), ``ip`` or ``l2``.
         ties: ``expected`` (default), ``pessimistic`` or ``optimistic``.
         ks: cut-offs, e.g. ``(1, 5, 10, 20, 50)`` or ``"1,5,10"``.
         tasks: e.g. ``"P2V,V2P"``, ``"cross"``, ``"intra"``; default all nine.
         threads: worker/BLAS threads; default all cores.
-        engine: ``one-pass`` (default) or ``faiss``, or an engine object.
+        engine: ``one-pass`` (default), ``faiss``, ``dask`` (one-pass, with the distractor shards
+            on a Dask cluster), or an engine object.
         progress: draw a progress bar on stderr (only when it is a terminal).
         ci: attach each task's 95% product-level bootstrap interval of every measure
             (10,000 resamples, seed 0) as ``tasks[T].ci``; False skips it (a training loop
             that wants only the numbers).
         by: ``"category"``: also report every task's numbers per manifest category
             (``result.by_category``).
-        per_query: accepted for compatibility and ignored: every result has ``per_query``.
         distractors: catalogue parquet files or directories whose items join every task's gallery
             of their domain (docs/scale.md); validated before any search, streamed by shard.
         distractor_sizes: nested catalogue prefixes reported in one pass, e.g. ``"0,1e5,1e6,all"``.
         scheduler, workers: ``engine="dask"``: a running scheduler's address, or a local cluster's size.
+        shard_rows, runner: merge row groups into shards of up to this many rows; run shards on a
+            runner the caller manages.
         index, nprobe, ef_search: approximate search with a ``faiss.index_factory`` index
             (``protocol.search = "approximate"``).
-        agreement_queries: with ``index``: queries per task checked against exact search.
+        agreement_queries, seed: with ``index``: queries per task checked against exact search.
+        per_query: accepted for compatibility and ignored: every result has ``per_query``.
 
     Returns:
         EvaluationResult: ``.tasks[TASK]["R@1"]``, ``.per_query``, ``.summary()``, ``.to_json()``.
     """
-    started = time.perf_counter()
-    ks = parse_ks(ks)
-    task_list = parse_tasks(tasks)
-    _check_options(ties, threads)
-    at_scale = bool(distractors) or distractor_sizes is not None or index is not None or engine == "dask" \
-        or scheduler is not None or workers is not None
-    search_engine = None if engine == "dask" else get_engine(engine)  # dask: see ropebench.scale
-    dataset = validate(submission, manifest=manifest, embeddings=embeddings, domains=domains,
-                       product_ids=product_ids, item_ids=item_ids, group_ids=group_ids, metric=metric)
-    loaded = time.perf_counter()
     from ropebench.provenance import input_record
 
+    started = time.perf_counter()
+    options = group_options({"protocol": protocol, "search": search, "catalogue": catalogue,
+                             "approximate": approximate, "report": report}, keywords)
+    _check(options)
+    dataset = validate(submission, manifest=manifest, embeddings=embeddings, domains=domains,
+                       product_ids=product_ids, item_ids=item_ids, group_ids=group_ids,
+                       metric=options.protocol.metric)
+    loaded = time.perf_counter()
     submission_info, manifest_info = input_record(submission, manifest, dataset)
-    if at_scale:
-        from ropebench.scale import evaluate_at_scale
+    return evaluate_dataset(dataset, **_as_objects(options), submission_info=submission_info,
+                            manifest_info=manifest_info, load_seconds=loaded - started, started=started)
 
-        return evaluate_at_scale(
-            dataset, distractors=distractors, distractor_sizes=distractor_sizes, engine=search_engine or engine,
-            scheduler=scheduler, workers=workers, index=index, nprobe=nprobe, ef_search=ef_search,
-            agreement_queries=agreement_queries, metric=metric, ties=ties, ks=ks, tasks=task_list, threads=threads,
-            progress=progress, submission_info=submission_info, manifest_info=manifest_info,
-            load_seconds=loaded - started, started=started, ci=ci, by=by)
-    return evaluate_dataset(
-        dataset, metric=metric, ties=ties, ks=ks, tasks=task_list, threads=threads, engine=search_engine,
-        progress=progress, submission_info=submission_info, manifest_info=manifest_info,
-        load_seconds=loaded - started, started=started, ci=ci, by=by,
-    )
+
+def _as_objects(options: Options) -> dict[str, Any]:
+    return {"protocol": options.protocol, "search": options.search, "catalogue": options.catalogue,
+            "approximate": options.approximate, "report": options.report}
+
+
+def _check(options: Options) -> None:
+    """Every option checked before any file is read (a bad option fails fast)."""
+    p, s, c, x, r = options.protocol, options.search, options.catalogue, options.approximate, options.report
+    parse_ks(p.ks)
+    parse_tasks(p.tasks)
+    _check_options(p.ties, s.threads)
+    if p.metric not in METRICS:
+        raise UsageError(f"unknown metric {p.metric!r}: choose from {', '.join(METRICS)}")
+    if r.by not in (None, "category"):
+        raise UsageError(f"--by {r.by!r}: the only grouping is 'category'")
+    runner = resolve(s.engine).runner if s.engine is None or isinstance(s.engine, str) else "in-process"
+    if c.distractor_sizes is not None and not c.distractors:
+        raise UsageError("--distractor-sizes needs --distractors. Fix: add the catalogue, or drop the sizes")
+    if runner == "dask" and not c.distractors and c.runner is None:
+        raise UsageError("--engine dask runs distractor shards on a cluster; there is no catalogue to run. Fix: add "
+                         "--distractors, or use --engine one-pass")
+    if runner != "dask" and (c.scheduler is not None or c.workers is not None):
+        raise UsageError("--scheduler and --workers go with --engine dask. Fix: add --engine dask, or drop them")
+    if x.index is not None and (runner == "dask" or c.runner is not None):
+        raise UsageError("--index builds and searches its index in this process. Fix: drop --engine dask")
+    if x.agreement_queries < 0:
+        raise UsageError(f"--agreement-queries must be at least 0, got {x.agreement_queries}")
 
 
 def _check_options(ties: str, threads: int | None) -> None:
@@ -174,89 +202,188 @@ def thread_limit(threads: int | None) -> Iterator[int]:
 def evaluate_dataset(
     dataset: Dataset,
     *,
-    metric: str = "cosine",
-    ties: str = "expected",
-    ks: Sequence[int] = DEFAULT_KS,
-    tasks: Sequence[str] | None = None,
-    threads: int | None = None,
-    engine: str | Engine | None = None,
-    progress: bool = False,
+    protocol: ProtocolOptions | None = None,
+    search: SearchOptions | None = None,
+    catalogue: CatalogueOptions | None = None,
+    approximate: ApproximateOptions | None = None,
+    report: ReportOptions | None = None,
     submission_info: Mapping[str, Any] | None = None,
     manifest_info: Mapping[str, Any] | None = None,
     load_seconds: float = 0.0,
     started: float | None = None,
-    ci: bool = True,
-    by: str | None = None,
+    **keywords: Any,
 ) -> EvaluationResult:
-    """Score a validated dataset; see :func:`evaluate` for the arguments.
+    """Score a validated dataset; see :func:`evaluate` for the options.
 
-    The dataset's embedding matrix is split into prepared per-domain copies and then no longer
-    referenced here, so a caller that drops its own reference gets the memory back.
+    The engine is chosen and composed here (a catalogue composition around it with distractors,
+    an approximate composition with ``index``), searched once through the one contract
+    (:class:`~ropebench.engines.SearchRequest` → :class:`~ropebench.engines.SearchRun`), and the
+    result is built once from what the search returned. The dataset's embedding matrix is split
+    into prepared per-domain copies and then no longer referenced here, so a caller that drops
+    its own reference gets the memory back.
     """
-    from ropebench import __version__
-    from ropebench.engines.exact import l2_center, prepare_vectors
-    from ropebench.provenance import environment, utc_now
+    from ropebench.engines.exact import l2_center
 
     started = time.perf_counter() if started is None else started
-    ks = parse_ks(ks)
-    task_list = parse_tasks(tasks)
-    _check_options(ties, threads)
-    if metric not in METRICS:
-        raise UsageError(f"unknown metric {metric!r}: choose from {', '.join(METRICS)}")
-    search_engine = get_engine(engine)
-    if by not in (None, "category"):
-        raise UsageError(f"--by {by!r}: the only grouping is 'category'")
-    if by == "category" and dataset.categories is None:
+    options = group_options({"protocol": protocol, "search": search, "catalogue": catalogue,
+                             "approximate": approximate, "report": report}, keywords)
+    _check(options)
+    p, cat, rep = options.protocol, options.catalogue, options.report
+    metric, ks, task_list = p.metric, parse_ks(p.ks), parse_tasks(p.tasks)
+    if rep.by == "category" and dataset.categories is None:
         raise UsageError("--by category needs a manifest with a 'category' column. Fix: add the column "
                          "to the manifest, or drop --by")
+    if dataset.embeddings is None:
+        raise UsageError("the dataset has no embeddings (it was made by without_embeddings())")
     if submission_info is None:
         submission_info, manifest_info = _array_record(dataset), None
-    embeddings, dataset = dataset.embeddings, dataset.without_embeddings()
-    if embeddings is None:
-        raise UsageError("the dataset has no embeddings (it was made by without_embeddings())")
-    bar = Progress(enabled=progress)
-    search_started = time.perf_counter()
-    with thread_limit(threads) as thread_count:
-        members = {code: dataset.members(code) for code in DOMAINS}
-        needed = [code for code in DOMAINS if any(code in split_task(task) for task in task_list)]
-        center = l2_center(embeddings) if metric == "l2" else None
-        # One prepared, contiguous copy per domain, shared by every task (and by both sides of a
-        # block unless the metric is l2); no full-size prepared copy is ever made.
-        vectors = {code: prepare_vectors(embeddings[members[code]], metric, center=center) for code in needed}
-        del embeddings
-        task_data = {task: _task_data(dataset, members, task, vectors) for task in task_list}
-        run = search_engine.search(
-            task_data, task_list, max_k=max(ks), exact_censored=False, threads=thread_count,
-            symmetric_scores=metric != "l2",
-            on_start=lambda total, unit: bar.start("search", total, unit=unit), on_progress=bar.advance)
-        bar.finish()
-    del task_data, vectors
-    hits_by_task = {task: _beyond_max_k_censored(run.hits[task], max(ks)) for task in task_list}
+    center = l2_center(dataset.embeddings) if metric == "l2" else None
+    threads = options.search.threads
+    engine_choice = options.search.engine
+    choice = resolve(engine_choice) if engine_choice is None or isinstance(engine_choice, str) else None
+    base = get_engine(engine_choice if choice is None else choice.engine)
+    runner, owned = cat.runner, False
+    if cat.distractors and runner is None:
+        owned = True
+        runner = get_runner("dask", scheduler=cat.scheduler, workers=cat.workers) if choice is not None and \
+            choice.runner == "dask" else get_runner("in-process", threads=threads or os.cpu_count() or 1)
+    try:
+        layout = _compose(dataset, base, runner, options, center)
+        checked = time.perf_counter()
+        embeddings, dataset = dataset.embeddings, dataset.without_embeddings()
+        assert embeddings is not None
+        bar = Progress(enabled=options.search.progress)
+        search_started = time.perf_counter()
+        with thread_limit(threads) as thread_count:
+            members = {code: dataset.members(code) for code in DOMAINS}
+            needed = [code for code in DOMAINS if any(code in split_task(task) for task in task_list)]
+            vectors = prepare_domains(embeddings, members, needed, metric, center)
+            del embeddings
+            request = SearchRequest(
+                task_data=build_task_data(dataset, members, vectors, task_list, metric, center), tasks=task_list,
+                max_k=max(ks), exact_censored=False, threads=thread_count, symmetric_scores=metric != "l2",
+                on_start=lambda total, unit: bar.start("search", total, unit=unit), on_progress=bar.advance)
+            del vectors
+            run = layout.engine.search(request)
+            del request
+            bar.finish()
+    finally:
+        if owned and runner is not None:
+            runner.close()
+    searched = time.perf_counter()
+    return _build_result(dataset, members, run, layout, options, task_list, ks, thread_count,
+                         submission_info, manifest_info,
+                         timing={"load_s": load_seconds + (checked - started if layout.catalogue else 0.0),
+                                 "search_started": search_started, "searched": searched, "started": started,
+                                 "check_s": checked - started})
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The composed engine and what the catalogue brought (sizes, its record)."""
+
+    engine: Engine
+    catalogue: Any = None
+    info: Any = None
+    sizes: tuple[int, ...] = (0,)
+
+
+def _compose(dataset: Dataset, base: Engine, runner: Any, options: Options, center: np.ndarray | None) -> _Layout:
+    """The engine of this evaluation: ``base``, wrapped by a catalogue composition when there are
+    distractors and by an approximate composition when an index is asked for."""
+    cat, approx, metric = options.catalogue, options.approximate, options.protocol.metric
+    progress = options.search.progress
+    engine: Engine = base
+    catalogue = info = exact = None
+    sizes: tuple[int, ...] = (0,)
+    if cat.distractors:
+        from ropebench.io.catalogue import prepare_catalogue, scan_task
+
+        catalogue, info, sizes = prepare_catalogue(list(cat.distractors), dataset, metric=metric, center=center,
+                                                   runner=runner, sizes=cat.distractor_sizes,
+                                                   shard_rows=cat.shard_rows, progress=progress)
+        exact = get_composition("catalogue", base, catalogue.shards, scan_task, runner, boundaries=sizes,
+                                max_norm=info.max_norm, integers=info.integers, metric=metric, center=center,
+                                progress=progress)
+        engine = exact
+    if approx.index is not None:
+        if len(sizes) > 1:
+            raise UsageError("--index evaluates one catalogue size. Fix: give one --distractor-sizes value")
+        rows = None
+        if catalogue is not None:
+            from ropebench.io.distractors import read_shard
+
+            shards, limit = catalogue.shards, sizes[-1]
+            rows = (lambda: (read_shard(shard) for shard in shards if shard.start < limit))
+        engine = get_composition("approximate", approx.index, nprobe=approx.nprobe, ef_search=approx.ef_search,
+                                 agreement_queries=approx.agreement_queries, seed=approx.seed, rows=rows,
+                                 limit=sizes[-1], exact=exact, progress=progress, metric=metric, center=center,
+                                 ks=parse_ks(options.protocol.ks), ties=options.protocol.ties,
+                                 catalogue_items=None if info is None else info.n_items)
+    return _Layout(engine, catalogue, info, sizes)
+
+
+def _build_result(dataset: Dataset, members: Mapping[str, np.ndarray], run: SearchRun, layout: _Layout,
+                  options: Options, task_list: Sequence[str], ks: Sequence[int], thread_count: int,
+                  submission_info: Mapping[str, Any], manifest_info: Mapping[str, Any] | None,
+                  timing: Mapping[str, float]) -> EvaluationResult:
+    """The result, built once from the search's run."""
+    from ropebench import __version__
+    from ropebench.provenance import environment, utc_now
+
+    metric, ties, rep = options.protocol.metric, options.protocol.ties, options.report
+    max_k = max(ks)
+    hits_by_task = {task: _beyond_max_k_censored(run.hits[task], max_k) for task in task_list}
+    # Row j of items_per_size / by_size is the catalogue prefix through the j-th positive size.
+    positive = [size for size in layout.sizes if size > 0]
+    rows = [0 if size == 0 else positive.index(size) + 1 for size in layout.sizes]
+    items = run.items_per_size
+    last = items[rows[-1]] if layout.catalogue is not None and items is not None and len(items) > rows[-1] \
+        else np.zeros(len(DOMAINS), dtype=np.int64)
     results: dict[str, TaskResult] = {}
     columns: dict[str, dict[str, np.ndarray]] = {}
     for task in task_list:
         hits = hits_by_task[task]
+        gallery_domain = split_task(task)[1]
         columns[task] = measure_columns(hits.a, hits.t, hits.p, ks, ties)
         results[task] = TaskResult(
             task=task,
             n_queries=int(hits.scored.sum()),
             n_skipped=int((~hits.scored).sum()),
-            n_gallery=int(len(members[split_task(task)[1]])),
+            n_gallery=int(len(members[gallery_domain])) + int(last[DOMAINS.index(gallery_domain)]),
             n_tied=count_tied(hits.a, hits.t, ks),
             measures=summarize(hits.a, hits.t, hits.p, ks, ties, columns[task]),
         )
     extra: dict[str, Any] = {}
-    searched = time.perf_counter()
-    if ci and task_list:
+    ci_started = time.perf_counter()
+    if rep.ci and task_list:
         intervals = query_table.task_intervals_of(dataset, members, task_list, hits_by_task, columns)
         results = {task: replace(result, ci=intervals.get(task)) for task, result in results.items()}
-    if by == "category":
+    if rep.by == "category":
         extra["by_category"] = query_table.by_category(dataset, members, task_list, hits_by_task, columns)
+    if layout.catalogue is not None and layout.info is not None:
+        from ropebench.io.distractor_checks import catalogue_record
+
+        extra["distractors"] = {**catalogue_record(layout.catalogue, layout.info), "sizes": list(layout.sizes),
+                                "n_items": {code: int(last[i]) for i, code in enumerate(DOMAINS)},
+                                "catalogue_rows": layout.catalogue.n_rows, "shards": len(layout.catalogue.shards)}
+        if len(layout.sizes) > 1 and run.by_size and items is not None:
+            extra["distractor_curve"] = _curve(dataset, run, rows, items, layout.sizes, task_list, ks, ties)
+    if run.agreement is not None:
+        extra["agreement"] = dict(run.agreement)
     finished = time.perf_counter()
-    protocol = {"metric": metric, "ties": ties, "ks": list(ks), "search": "exact",
-                "group_exclusion": dataset.group_codes is not None}
+    protocol = {"metric": metric, "ties": ties, "ks": list(ks), "search": "exact", "scores": "float64",
+                "group_exclusion": dataset.group_codes is not None, **run.protocol}
     env = environment(thread_count, faiss_ran=run.counters.get("faiss_searches", 0) > 0)
-    env["engine"] = {"name": search_engine.name, "counters": dict(run.counters)}
+    env["engine"] = {"name": run.engine.get("name", ""), "counters": dict(run.counters),
+                     **{key: value for key, value in run.engine.items() if key != "name"}}
+    times = {"load_s": round(timing["load_s"], 4),
+             "search_s": round(timing["searched"] - timing["search_started"], 4),
+             **({"ci_s": round(finished - ci_started, 4)} if rep.ci else {}),
+             "total_s": round(finished - timing["started"], 4)}
+    if layout.catalogue is not None:
+        times["distractors_check_s"] = round(timing["check_s"], 4)
+    times.update(run.timing)
     return EvaluationResult(
         ropebench_version=__version__,
         created=utc_now(),
@@ -264,13 +391,28 @@ def evaluate_dataset(
         submission=dict(submission_info),
         manifest=None if manifest_info is None else dict(manifest_info),
         environment=env,
-        timing={"load_s": round(load_seconds, 4), "search_s": round(searched - search_started, 4),
-                **({"ci_s": round(finished - searched, 4)} if ci else {}),
-                "total_s": round(finished - started, 4)},
+        timing=times,
         tasks=results,
         extra=extra,
         _per_query=query_table.per_query_builder(dataset, members, task_list, hits_by_task, columns, protocol),
     )
+
+
+def _curve(dataset: Dataset, run: SearchRun, rows: Sequence[int], items: np.ndarray, sizes: Sequence[int],
+           tasks: Sequence[str], ks: Sequence[int], ties: str) -> dict[str, Any]:
+    """``distractor_curve``: every measure, gallery size and tie count at every catalogue size."""
+    test_counts = dataset.domain_counts()
+    curve: dict[str, Any] = {"sizes": list(sizes), "tasks": {}, "n_gallery": {}, "n_tied": {}}
+    for task in tasks:
+        by_size = [_beyond_max_k_censored(run.by_size[row][task], max(ks)) for row in rows]
+        values = [summarize(h.a, h.t, h.p, ks, ties) for h in by_size]
+        names = list(values[0]) if values else []
+        curve["tasks"][task] = {name: [v[name] for v in values] for name in names}
+        gallery = split_task(task)[1]
+        column = DOMAINS.index(gallery)
+        curve["n_gallery"][task] = [test_counts[gallery] + int(items[row][column]) for row in rows]
+        curve["n_tied"][task] = [count_tied(h.a, h.t, ks) for h in by_size]
+    return curve
 
 
 def _beyond_max_k_censored(hits: FirstHits, max_k: int) -> FirstHits:
@@ -282,32 +424,13 @@ def _beyond_max_k_censored(hits: FirstHits, max_k: int) -> FirstHits:
     censored`` makes the per-query table independent of row order and thread count; no measure
     changes (R@K = 0 and a reciprocal rank of 0 at every reported K, no tie).
     """
-    beyond = hits.censored | (hits.a >= max_k)
-    if not beyond.any():
-        return hits
-    a, t, p = hits.a.copy(), hits.t.copy(), hits.p.copy()
-    a[beyond], t[beyond], p[beyond] = max_k, 0, 1
-    return replace(hits, a=a, t=t, p=p, censored=beyond)
+    from ropebench.engines.core import censor
+
+    a, t, p, censored = censor(hits.a, hits.t, hits.p, hits.censored, max_k)
+    return replace(hits, a=a, t=t, p=p, censored=censored)
 
 
 def _array_record(dataset: Dataset) -> dict[str, Any]:
     from ropebench.provenance import input_record
 
     return input_record(None, None, dataset)[0]
-
-
-def _task_data(dataset: Dataset, members: Mapping[str, np.ndarray], task: str,
-               vectors: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> TaskData:
-    query_domain, gallery_domain = split_task(task)
-    q, g = members[query_domain], members[gallery_domain]
-    groups = dataset.group_codes
-    intra = query_domain == gallery_domain
-    return TaskData(
-        queries=vectors[query_domain][0],
-        gallery=vectors[gallery_domain][1],
-        query_products=dataset.product_codes[q],
-        gallery_products=dataset.product_codes[g],
-        query_rows=np.arange(len(q), dtype=np.int64) if intra else None,
-        query_groups=groups[q] if intra and groups is not None else None,
-        gallery_groups=groups[g] if intra and groups is not None else None,
-    )

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import ropebench
-from ropebench.engines import Engine, SearchRun, TaskData, engine_names, get_engine
-from ropebench.engines.exact import l2_center, prepare_vectors
+from ropebench.engines import Engine, SearchRequest, SearchRun, TaskData, engine_names, get_engine
+from ropebench.engines.exact import l2_center
 from ropebench.engines.faiss import FaissEngine
 from ropebench.engines.onepass import OnePassEngine, OnePassSettings
 from ropebench.protocol import ALL_TASKS, METRICS, TIE_POLICIES
@@ -40,15 +40,14 @@ SIMILARITIES = METRICS
 
 # Sizes at which small data reaches the engines' real paths.
 TEST_TILE = 64
-TEST_SETTINGS = OnePassSettings(tile=TEST_TILE, small_block=0, estimate_scores=64, band_cap=16)
+TEST_SETTINGS = OnePassSettings(tile=TEST_TILE, small_block=0)
 TEST_QUERY_BATCH = 37
 
 
 def configured_engine(name: str, size: int | None = None) -> Engine:
     """Engine ``name`` configured for test sizes; ``size`` shrinks its tiles / batches further."""
     if name == "one-pass":
-        settings = TEST_SETTINGS if size is None else dataclasses.replace(
-            TEST_SETTINGS, tile=size, estimate_scores=size, band_cap=size)
+        settings = TEST_SETTINGS if size is None else dataclasses.replace(TEST_SETTINGS, tile=size)
         return OnePassEngine(settings=settings)
     if name == "faiss":
         return FaissEngine(query_batch=TEST_QUERY_BATCH if size is None else max(1, size - 1))
@@ -78,16 +77,16 @@ class Spy:
         self.name = engine.name
         self.runs: list[dict[str, Any]] = []
 
-    def search(self, task_data: Mapping[str, TaskData], tasks: Sequence[str], *, on_start: Any = None,
-               **options: Any) -> SearchRun:
-        record: dict[str, Any] = {"tasks": tuple(tasks), "total": None, "unit": None}
+    def search(self, request: SearchRequest) -> SearchRun:
+        record: dict[str, Any] = {"tasks": tuple(request.tasks), "total": None, "unit": None}
+        on_start = request.on_start
 
         def start(total: int, unit: str) -> None:
             record["total"], record["unit"] = total, unit
             if on_start is not None:
                 on_start(total, unit)
 
-        run = self.engine.search(task_data, tasks, on_start=start, **options)
+        run = self.engine.search(request.with_(on_start=start))
         record["counters"] = dict(run.counters)
         self.runs.append(record)
         return run
@@ -171,22 +170,13 @@ class Data:
         from ropebench.io.validation import dataset_from_arrays
 
         dataset = dataset_from_arrays(**self.arrays(), metric=metric)
+        from ropebench.tasks import build_task_data, prepare_domains
+
         embeddings = dataset.embeddings
         center = l2_center(embeddings) if metric == "l2" else None
         members = {code: dataset.members(code) for code in "PVL"}
-        vectors = {code: prepare_vectors(embeddings[rows], metric, center=center) for code, rows in members.items()}
-        groups = dataset.group_codes
-        out = {}
-        for task in ALL_TASKS:
-            x, y = task[0], task[2]
-            intra = x == y
-            out[task] = TaskData(
-                queries=vectors[x][0], gallery=vectors[y][1],
-                query_products=dataset.product_codes[members[x]], gallery_products=dataset.product_codes[members[y]],
-                query_rows=np.arange(len(members[x]), dtype=np.int64) if intra else None,
-                query_groups=groups[members[x]] if intra and groups is not None else None,
-                gallery_groups=groups[members[y]] if intra and groups is not None else None)
-        return out
+        vectors = prepare_domains(embeddings, members, "PVL", metric, center)
+        return build_task_data(dataset, members, vectors, ALL_TASKS, metric, center)
 
 
 def _groups(rng: np.random.Generator, n: int, n_groups: int) -> np.ndarray:
@@ -312,33 +302,25 @@ def same_counts(mine: tuple[int, int, int, bool], theirs: tuple[int, int, int, b
     return mine[:3] == theirs[:3]
 
 
-def assert_matches_reference(result: Any, reference: Mapping[str, Mapping[str, Any]], *,
-                             max_near: float = 0.0) -> None:
-    """Every count, n_tied and measure equals the float64 reference, query for query.
-
-    ``max_near``: the fraction of a task's queries that may be near ties (see tests/reference.py);
-    their counts are not compared, and the aggregates then only agree within their share.
-    """
+def assert_matches_reference(result: Any, reference: Mapping[str, Mapping[str, Any]]) -> None:
+    """Every count, n_tied and measure equals the float64 reference, query for query: zero
+    differences, near ties included (both sides evaluate the same float64 definition)."""
     max_k = max(result.ks)
     for task, mine in result.tasks.items():
         theirs = reference[task]
         for key in ("n_queries", "n_skipped", "n_gallery"):
             assert mine[key] == theirs[key], (task, key, mine[key], theirs[key])
-        near = theirs["near"]
-        assert len(near) <= max_near * max(1, theirs["n_queries"]), (task, len(near), theirs["n_queries"])
         counts = per_query_counts(result, task)
         assert set(counts) == set(theirs["counts"]), task
         wrong = {row: (counts[row], theirs["counts"][row]) for row in counts
-                 if row not in near and not same_counts(counts[row], (*theirs["counts"][row], False), max_k)}
+                 if not same_counts(counts[row], (*theirs["counts"][row], False), max_k)}
         assert not wrong, (task, dict(list(wrong.items())[:5]))
-        share = 100.0 * len(near) / max(1, theirs["n_queries"])
-        if not near:
-            assert mine["n_tied"] == theirs["n_tied"], task
+        assert mine["n_tied"] == theirs["n_tied"], task
         for name in result.measure_names:
             if theirs[name] is None:
                 assert mine[name] is None, (task, name)
             else:
-                assert mine[name] == pytest.approx(theirs[name], abs=1e-9 + share), (task, name)
+                assert mine[name] == pytest.approx(theirs[name], abs=1e-9), (task, name)
 
 
 def assert_same_per_query(first: Any, second: Any) -> None:

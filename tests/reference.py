@@ -1,13 +1,13 @@
 """An independent, deliberately plain float64 implementation of the protocol (docs: relevance,
-exclusions, first-hit counts, tie policies) for cross-checks.
+exclusions, first-hit counts, tie policies, the float64 score definition) for cross-checks.
 
-One query at a time, no FAISS and no code shared with ropebench: scores in float64, the rank
-distribution of the first hit enumerated exactly with ``math.comb``. Besides the aggregate
-numbers it returns every scored query's counts ``(a, t, p)`` by input row, and whether the query
-is a *near tie*: some eligible item scores within four times a float32 GEMM's error bound
-(``(d + 2) u |q| |g|``) of ``s+`` without equalling it in float64. Float32 engines may
-legitimately order such a pair either way (the protocol's scores are float32 inner products),
-so a comparison leaves those queries out and bounds how many there are.
+One query at a time, no FAISS and no code shared with ropebench: the rank distribution of the
+first hit enumerated exactly with ``math.comb``, and every score evaluated as the protocol defines
+it — the float32 vectors (cosine: normalised in float64 with the fixed pairwise order and rounded
+to float32 once), each product or squared difference in float64, summed in the fixed pairwise
+order (pad to a power of two, add the second half onto the first until one term is left). Every
+engine must agree with it exactly, count for count. ``near`` lists the queries with an eligible
+item within float64 rounding of ``s+`` that does not equal it (counted by tests, never excluded).
 """
 
 from __future__ import annotations
@@ -19,16 +19,29 @@ from typing import Any
 import numpy as np
 
 ALL_TASKS = ("P2V", "V2P", "P2L", "L2P", "V2L", "L2V", "P2P", "V2V", "L2L")
-U32 = 2.0 ** -24  # float32 unit roundoff
+U64 = 2.0 ** -53  # float64 unit roundoff
+
+
+def pairwise(terms: np.ndarray) -> np.ndarray:
+    """Row sums in the protocol's fixed order, written out column by column."""
+    columns = [terms[:, i] for i in range(terms.shape[1])]
+    if not columns:
+        return np.zeros(len(terms))
+    size = 1
+    while size < len(columns):
+        size *= 2
+    columns += [np.zeros(len(terms))] * (size - len(columns))
+    while len(columns) > 1:
+        half = len(columns) // 2
+        columns = [columns[i] + columns[half + i] for i in range(half)]
+    return columns[0]
 
 
 def scores64(query: np.ndarray, gallery: np.ndarray, metric: str) -> np.ndarray:
-    """One query's float64 scores against a gallery (both already float64, and unit rows for
-    cosine), each pair summed on its own: no BLAS, which need not give bit-identical gallery rows
-    the same score, and copies must tie."""
+    """One query's float64 scores against a gallery (float64 copies of the float32 vectors)."""
     if metric == "l2":
-        return -((gallery - query[None, :]) ** 2).sum(axis=1)
-    return (gallery * query[None, :]).sum(axis=1)
+        return -pairwise((gallery - query[None, :]) ** 2)
+    return pairwise(gallery * query[None, :])
 
 
 def p_hit(a: int, t: int, p: int, k: int, ties: str) -> float:
@@ -60,20 +73,16 @@ def reference_evaluate(emb: Any, domains: Any, products: Any, groups: Sequence[A
     """``{task: {"n_queries", "n_skipped", "n_gallery", "n_tied", "R@K"…, "MRR@maxK",
     "counts": {row: (a, t, p)}, "near": {rows}}}``; ``groups``: None or one id per row (None = no group)."""
     emb = np.asarray(emb)
-    vectors = emb.astype(np.float64)
+    vectors = emb.astype(np.float32).astype(np.float64)
     if metric == "cosine":
-        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        norm = np.sqrt(pairwise(vectors * vectors)) if len(vectors) else np.zeros(0)
+        vectors = (vectors / norm[:, None]).astype(np.float32).astype(np.float64)
     domains = np.asarray(domains)
     products = np.asarray(products)
     group_list = None if groups is None else list(groups)
     dim = emb.shape[1] if emb.ndim == 2 else 0
-    # Magnitudes for the float32 error bound: unit vectors for cosine; for l2 the engines
-    # compute on data centred near its median, so the bound uses centred norms.
-    if metric == "cosine":
-        norms = np.ones(len(emb))
-    else:
-        centred = emb.astype(np.float64) - (np.median(emb, axis=0) if len(emb) else 0.0)
-        norms = np.linalg.norm(centred, axis=1)
+    # Magnitudes for float64 rounding (near-tie statistics only).
+    norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(0)
     out = {}
     for task in tasks:
         qd, gd = task[0], task[2]
@@ -102,7 +111,7 @@ def reference_evaluate(emb: Any, domains: Any, products: Any, groups: Sequence[A
             top = norms[gi].max()
             magnitude = (norms[q] + top) ** 2 if metric == "l2" else norms[q] * top
             gap = np.abs(scores[eligible] - best)
-            if ((gap > 0) & (gap <= 4 * (dim + 2) * U32 * magnitude)).any():
+            if ((gap > 0) & (gap <= 4 * (dim + 2) * U64 * magnitude)).any():
                 near.add(int(q))
             hits.append([p_hit(a, t, p, k, ties) for k in ks])
             rrs.append(rr(a, t, p, max(ks), ties))

@@ -12,7 +12,6 @@ import pyarrow.parquet as pq
 import pytest
 
 import ropebench
-from ropebench import scale
 from ropebench.engines.approximate import agreement_sample
 from ropebench.errors import UsageError
 from tests.catalogue_data import Distractors, combined, write_catalogue
@@ -32,13 +31,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Data, Distractors, 
 
 def _approximate(setup: tuple[Data, Distractors, Path], factory: str, **options: Any) -> ropebench.EvaluationResult:
     data, _, path = setup
-    return scale.evaluate(**data.arrays(), distractors=[path], index=factory, ci=False, **options)
+    return ropebench.evaluate(**data.arrays(), distractors=[path], index=factory, ci=False, **options)
 
 
 def test_an_exhaustive_ivf_search_agrees_with_exact_search(setup):
     data, distractors, path = setup
     approx = _approximate(setup, "IVF8,Flat", nprobe=8, agreement_queries=100)
-    exact = scale.evaluate(**data.arrays(), distractors=[path], ci=False)
+    exact = ropebench.evaluate(**data.arrays(), distractors=[path], ci=False)
     assert approx.protocol["search"] == "approximate"
     assert approx.protocol["index"] == {"factory": "IVF8,Flat", "nprobe": 8, "ef_search": None,
                                         "train_size": 100_000, "seed": 0, "agreement_queries": 100}

@@ -69,7 +69,7 @@ def test_evaluate_writes_results_and_per_query_and_keeps_stdout_for_data(tmp_pat
     low, high = stored["tasks"]["P2V"]["ci"]["R@1"]
     assert low <= stored["tasks"]["P2V"]["R@1"] <= high
     assert stored["protocol"] == {"metric": "cosine", "ties": "expected", "ks": [1, 10], "search": "exact",
-                                  "group_exclusion": False}
+                                  "scores": "float64", "group_exclusion": False}
     assert len(stored["submission"]["sha256"]) == 64 and stored["manifest"]["sha256"]
     # Only libraries that ran: the default engine never runs FAISS.
     assert {"python", "numpy", "pyarrow", "platform", "cpu", "threads", "engine"} <= set(stored["environment"])

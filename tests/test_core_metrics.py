@@ -173,7 +173,7 @@ def test_a_domain_without_items_gives_skips_and_null_metrics():
 # small-block shortcut), and FAISS in several query batches: every code path sees the data.
 L2_ENGINES = {
     "one-pass": "one-pass",
-    "one-pass-tiled": OnePassEngine(OnePassSettings(tile=16, small_block=0, estimate_scores=16, band_cap=16)),
+    "one-pass-tiled": OnePassEngine(OnePassSettings(tile=16, small_block=0)),
     "faiss": FaissEngine(query_batch=7),
 }
 

@@ -81,7 +81,7 @@ def test_float64_reference_on_continuous_data_with_groups(engine, metric):
     result = data.evaluate(spy, metric=metric, ks=SHORT_KS, ci=False)
     assert_reached(spy)
     # Float32 may order a float64 near tie either way; those queries are left out, and are few.
-    assert_matches_reference(result, reference, max_near=0.02)
+    assert_matches_reference(result, reference)
     assert sum(r.n_skipped for r in result.tasks.values()) > 0  # the data has unanswerable queries
     assert result.protocol["group_exclusion"] is True
     assert result.environment["engine"]["name"] == engine.name
@@ -94,11 +94,12 @@ def test_float64_reference_on_tied_data_under_every_policy(engine, metric, ties)
     spy = Spy(engine)
     result = data.evaluate(spy, metric=metric, ties=ties, ks=KS, ci=False)
     assert_reached(spy)
-    assert_matches_reference(result, reference, max_near=0.01)
+    assert_matches_reference(result, reference)
     assert sum(r.n_tied for r in result.tasks.values()) > 50  # the ties are real
-    if engine.name == "one-pass":
-        # The constant vectors fill more than the band cap: those queries are rescored exactly.
-        assert spy.counters["queries_rescored"] > 0
+    if metric == "cosine":
+        # Normalised integer vectors are not integers: their ties sit inside the band and are
+        # settled in float64 (under ip and l2 the float32 screen of these integers is exact).
+        assert spy.counters["pairs_settled"] > 0
     assert_columns_average_to_measures(result)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ropebench import scale
+import ropebench
 from ropebench.errors import MissingExtraError, UsageError
 from tests.catalogue_data import integer_distractors, random_row_groups, write_catalogue
 from tests.conftest import Data, tied_data
@@ -43,7 +43,7 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[Data, Path]:
 
 
 def _evaluate(data: Data, path: Path, **options: Any) -> Any:
-    return scale.evaluate(**data.arrays(), metric="ip", distractors=[path], distractor_sizes="0,250,all",
+    return ropebench.evaluate(**data.arrays(), metric="ip", distractors=[path], distractor_sizes="0,250,all",
                           shard_rows=40, ci=False, **options)
 
 

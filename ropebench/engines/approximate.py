@@ -8,8 +8,8 @@ counted by score as the exact engines do, come ``a, t, p``; a query whose list h
 item is a miss at every K (its rank is beyond the list).
 
 Agreement: per task, ``agreement_queries`` scored queries drawn with a seeded generator are also
-searched exactly (the test set by :func:`ropebench.engines.exact.exact_counts`, the catalogue by the
-exact decomposition); the result reports the fraction whose first-hit rank is unchanged and
+searched exactly (the test set's rows decided by the exactness core, :mod:`ropebench.engines.core`,
+the catalogue by the exact composition); the result reports the fraction whose first-hit rank is unchanged and
 ``|ΔR@K|`` (percentage points) on them. Results are marked ``protocol.search = "approximate"``,
 which leaderboards refuse. No I/O here: the catalogue's rows come from a callable.
 """
@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from ropebench.engines.base import COUNTERS, FirstHits, SearchRun, TaskData
-from ropebench.engines.exact import counts_from_scores, eligible_mask, exact_counts
+from ropebench.engines.base import COUNTERS, FirstHits, SearchRequest, SearchRun, TaskData
+from ropebench.engines.core import FP32, judge_task, row_counts
+from ropebench.engines.exact import counts_from_scores, eligible_mask
 from ropebench.engines.faiss import _faiss, faiss_threads
 from ropebench.errors import UsageError
-from ropebench.protocol import ALL_TASKS, DOMAINS, split_task
+from ropebench.protocol import ALL_TASKS, DOMAINS
 
 __all__ = ["ApproximateEngine", "agreement", "agreement_sample", "TRAIN_SIZE", "QUERY_BATCH"]
 
@@ -161,31 +162,34 @@ class ApproximateEngine:
                 indexes[code].add(block)
         return indexes
 
-    def search(self, task_data: Mapping[str, TaskData], tasks: Sequence[str], *, max_k: int, exact_censored: bool,
-               threads: int, symmetric_scores: bool, on_start: Callable[[int, str], None] | None = None,
-               on_progress: Callable[[int], None] | None = None) -> SearchRun:
+    def search(self, request: SearchRequest) -> SearchRun:
         started = time.perf_counter()
+        task_data, tasks = request.task_data, request.tasks
         hits: dict[str, FirstHits] = {}
         searches = 0
-        with faiss_threads(threads):
-            galleries = {DOMAINS.index(split_task(task)[1]): task_data[task].gallery for task in tasks}
+        with faiss_threads(request.threads):
+            galleries = {DOMAINS.index(task_data[task].gallery_set): task_data[task].gallery for task in tasks}
             indexes = self._build(galleries)
             built = time.perf_counter()
-            if on_start is not None:
-                on_start(sum(len(task_data[task].queries) for task in tasks), "queries")
+            if request.on_start is not None:
+                request.on_start(sum(len(task_data[task].queries) for task in tasks), "queries")
             for task in tasks:
-                index = indexes[DOMAINS.index(split_task(task)[1])]
-                hits[task], n = self._first_hits(index, task_data[task], max_k, on_progress)
+                index = indexes[DOMAINS.index(task_data[task].gallery_set)]
+                hits[task], n = self._first_hits(index, task_data[task], request.max_k, request.on_progress)
                 searches += n
             del indexes
         searched = time.perf_counter()
+        counters = {name: 0 for name in COUNTERS}
         if self.agreement_queries:
-            self._agree(task_data, tasks, hits, max_k)
+            self._agree(request, hits, counters)
         self.timing = {"index_build_s": round(built - started, 4), "index_search_s": round(searched - built, 4),
                        "agreement_s": round(time.perf_counter() - searched, 4)}
-        counters = {name: 0 for name in COUNTERS}
         counters.update(faiss_searches=searches, queries_censored=sum(int(h.censored.sum()) for h in hits.values()))
-        return SearchRun(hits=hits, counters=counters)
+        engine: dict[str, Any] = {"name": self.name}
+        if self.exact is not None:
+            engine.update(self.exact.runner.describe(), test_engine=self.exact.base.name)
+        return SearchRun(hits=hits, counters=counters, engine=engine, items_per_size=self.items_per_size,
+                         protocol=self.protocol_record(), agreement=self.agreement, timing=self.timing)
 
     def _first_hits(self, index: Any, data: TaskData, max_k: int,
                     on_progress: Callable[[int], None] | None) -> tuple[FirstHits, int]:
@@ -218,23 +222,27 @@ class ApproximateEngine:
                 on_progress(len(rows))
         return FirstHits(scored=scored, a=a, t=t, p=p, censored=censored), searches
 
-    def _agree(self, task_data: Mapping[str, TaskData], tasks: Sequence[str], hits: Mapping[str, FirstHits],
-               max_k: int) -> None:
-        """Exact counts of seeded sample queries, compared with the approximate ones."""
+    def _agree(self, request: SearchRequest, hits: Mapping[str, FirstHits], counters: dict[str, int]) -> None:
+        """Exact counts of seeded sample queries (decided by the exactness core, extended by the
+        exact catalogue composition), compared with the approximate ones."""
         samples: dict[str, np.ndarray] = {}
         exact_hits: dict[str, FirstHits] = {}
-        for task in tasks:
-            data, approx = task_data[task], hits[task]
+        for task in request.tasks:
+            data, approx = request.task_data[task], hits[task]
             scored = np.flatnonzero(approx.scored)
             sample = agreement_sample(task, scored, self.agreement_queries, self.seed)
             samples[task] = sample
+            judge = judge_task(data, FP32)
             a = np.zeros(len(scored), dtype=np.int64)
             t, p = np.zeros_like(a), np.ones_like(a)
             slot = np.searchsorted(scored, sample)
-            a[slot], t[slot], p[slot] = exact_counts(data, sample)
+            a[slot], t[slot], settled = row_counts(data, judge, sample)
+            p[slot] = judge.p[sample]
+            counters["pairs_settled"] += settled
+            counters["relevant_settled"] += judge.relevant_settled
             exact_hits[task] = FirstHits(scored=approx.scored, a=a, t=t, p=p, censored=np.zeros(len(a), dtype=bool))
         if self.exact is not None:
-            by_size, _ = self.exact.extend(task_data, tasks, exact_hits, max_k=max_k, exact_censored=True, only=samples)
+            by_size, _, _, _ = self.exact.extend(request.with_(exact_censored=True), exact_hits, only=samples)
             exact_hits = by_size[-1]
         self.agreement = {task: agreement(hits[task], exact_hits[task], samples[task], self.ks, self.ties)
-                          for task in tasks}
+                          for task in request.tasks}

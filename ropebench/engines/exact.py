@@ -1,5 +1,5 @@
-"""The exact kernel: scoring queries against a whole gallery, and preparing vectors so that
-every similarity is an inner product. Shared by every engine; no I/O here.
+"""Preparing vectors so that every similarity is an inner product for the screening kernels, and
+counting first hits from lists of screened scores. Shared by every engine; no I/O here.
 
 All three similarities are inner products here: ``cosine`` on L2-normalised copies and ``l2``
 as ``[q, 1] · [2g, -|g|^2] = -|q - g|^2 + |q|^2``, which ranks a query's gallery exactly as
@@ -14,12 +14,11 @@ from __future__ import annotations
 import numpy as np
 
 from ropebench.engines.base import TaskData
+from ropebench.engines.core.scores import tree_sum
 
-__all__ = ["prepare_vectors", "l2_center", "exact_counts", "pair_scores", "counts_from_scores", "eligible_mask",
-           "NORMALIZE_BATCH", "EXACT_BATCH"]
+__all__ = ["prepare_vectors", "score_vectors", "l2_center", "counts_from_scores", "eligible_mask", "NORMALIZE_BATCH"]
 
 NORMALIZE_BATCH = 4096  # rows normalised per float64 block (bounds its temporary)
-EXACT_BATCH = 256  # queries per full-row rescoring block: (256 × gallery) float32 scores
 
 
 def l2_center(embeddings: np.ndarray) -> np.ndarray:
@@ -51,12 +50,13 @@ def prepare_vectors(
             centre for every domain of one evaluation (see :func:`l2_center`).
     """
     if metric == "cosine":
-        # Normalise in float64 and round once: vectors with the same direction (x and 2x, or
-        # integer vectors) become bit-identical float32 rows, so their scores tie exactly.
+        # Normalise in float64 (the norm summed in the fixed order of the exact score, so the same
+        # on every CPU) and round once: vectors with the same direction (x and 2x, or integer
+        # vectors) become bit-identical float32 rows, so their scores tie exactly.
         vectors = np.empty(embeddings.shape, dtype=np.float32)
         for start in range(0, len(vectors), NORMALIZE_BATCH):
             block = np.asarray(embeddings[start:start + NORMALIZE_BATCH], dtype=np.float64)
-            block /= np.linalg.norm(block, axis=1, keepdims=True)
+            block /= np.sqrt(tree_sum(block * block))[:, None]
             vectors[start:start + NORMALIZE_BATCH] = block
         return vectors, vectors
     if metric == "ip":
@@ -78,6 +78,13 @@ def prepare_vectors(
     queries[:, -1] = 1.0
     return queries, gallery
 
+
+def score_vectors(embeddings: np.ndarray, metric: str, prepared: np.ndarray) -> np.ndarray | None:
+    """The float32 vectors of the score's definition when they differ from the screening vectors
+    ``prepared`` (``l2``: the submitted vectors, untranslated); None when they are the same."""
+    if metric != "l2":
+        return None
+    return np.ascontiguousarray(embeddings, dtype=np.float32)
 
 
 def counts_from_scores(
@@ -105,64 +112,3 @@ def eligible_mask(data: TaskData, query_index: np.ndarray, columns: np.ndarray) 
         groups = data.query_groups[query_index, None]
         eligible &= ~((data.gallery_groups[columns] == groups) & (groups >= 0))
     return eligible
-
-
-def _distinct_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(distinct rows, inverse)`` when some rows are bit-identical, else ``(matrix, None)``."""
-    if len(matrix) < 2:
-        return matrix, None
-    view = np.ascontiguousarray(matrix).view(np.dtype((np.void, matrix.dtype.itemsize * matrix.shape[1])))
-    _, first, inverse = np.unique(view.reshape(-1), return_index=True, return_inverse=True)
-    if len(first) == len(matrix):
-        return matrix, None
-    return matrix[first], inverse.reshape(-1)
-
-
-def pair_scores(queries: np.ndarray, gallery: np.ndarray, q: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Scores ``queries[q[i]] · gallery[g[i]]`` (float32), one per pair, computed so that pairs of
-    one query with bit-identical gallery rows get bit-identical scores.
-
-    A tiled GEMM scores rows at different positions of a tile with different BLAS kernels, so
-    copies of one vector can come out one ulp apart and lose an exact tie. Here every distinct
-    (query, gallery vector) pair is scored once and shared.
-    """
-    if len(q) == 0:
-        return np.zeros(0, dtype=np.float32)
-    rows, local = np.unique(g, return_inverse=True)
-    _, inverse = _distinct_rows(gallery[rows])
-    vector = local.reshape(-1) if inverse is None else inverse[local.reshape(-1)]
-    n_vectors = int(vector.max()) + 1
-    pairs, which = np.unique(q.astype(np.int64) * n_vectors + vector, return_inverse=True)
-    # A representative gallery row for each distinct vector (any of its copies: they are equal).
-    representative = np.empty(n_vectors, dtype=np.int64)
-    representative[vector] = rows[local.reshape(-1)]
-    left = queries[pairs // n_vectors]
-    right = gallery[representative[pairs % n_vectors]]
-    scores = np.einsum("ij,ij->i", left, right)
-    return scores[which.reshape(-1)]
-
-
-def exact_counts(data: TaskData, query_index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``a, t, p`` of the given queries against the whole gallery (one matrix product per row block).
-
-    Bit-identical gallery rows are scored once and the score is shared: BLAS does not promise
-    equal results for equal rows at different positions (OpenBLAS's small-matrix and
-    matrix-vector kernels differ in the last bit), and such rows must tie exactly.
-    """
-    n_gallery = data.gallery.shape[0]
-    distinct, inverse = _distinct_rows(data.gallery)
-    columns = np.broadcast_to(np.arange(n_gallery), (min(EXACT_BATCH, len(query_index)), n_gallery))
-    out = [np.empty(len(query_index), dtype=np.int64) for _ in range(3)]
-    for start in range(0, len(query_index), EXACT_BATCH):
-        rows = query_index[start:start + EXACT_BATCH]
-        scores = data.queries[rows] @ distinct.T
-        if inverse is not None:
-            scores = scores[:, inverse]
-        relevant = data.gallery_products[None, :] == data.query_products[rows, None]
-        cols = columns[: len(rows)]
-        a, t, p, _ = counts_from_scores(scores, relevant, eligible_mask(data, rows, cols))
-        for array, value in zip(out, (a, t, p)):
-            array[start:start + len(rows)] = value
-    return out[0], out[1], out[2]
-
-

@@ -2,19 +2,17 @@
 
 How a task is searched:
 
-1. FAISS exact inner-product search (``IndexFlatIP``) returns each query's top ``k`` gallery
-   items with ``k = max K + (most items any query excludes) + 1``, so every query keeps more
-   than ``max K`` eligible candidates after self/group exclusion (see 4).
-2. From one query's candidate list: ``s+`` = best score of an eligible relevant item, and
-   ``a, t, p`` are counted *by score*, never by FAISS's order among equal scores.
-3. The list is exact unless the tie block at ``s+`` may run past its end (the last candidate
-   scores ``>= s+``). Such queries are rescored against the whole gallery with one matrix
-   product, and all their counts come from that one row, so every comparison within a query
-   uses scores from one computation.
-4. A query with no eligible relevant item in its list, but at least ``max K`` eligible items
-   scoring strictly above the list's last score, has ``a >= max K``: it misses at every K.
-   Its exact ``a`` is only computed when asked (per-query output); any other query without a
-   listed relevant item is rescored like (3).
+1. The exactness core (:mod:`ropebench.engines.core`) finds every query's threshold ``T`` (the
+   float64 score of its best eligible relevant item), ``p``, and a float32 cut-off below which a
+   screened score is surely below ``T``.
+2. FAISS exact inner-product search (``IndexFlatIP``) returns each query's top ``k`` gallery items
+   with ``k = max K + (most items any query excludes) + 1``. Its irrelevant eligible candidates
+   are decided by the core, pair by pair (float64 settlement inside the band).
+3. The list is complete when its last score is below the query's cut-off: every unlisted item
+   scores at most that and is surely below ``T``. Otherwise, with ``max K`` items surely above
+   ``T`` listed, the query misses at every K (censored; its exact ``a`` is computed only when
+   asked, for per-query output); any other query is screened again against its whole gallery
+   with numpy, and the core decides every candidate of that row.
 
 All three similarities are inner products here: ``cosine`` on L2-normalised copies and ``l2``
 as ``[q, 1] · [2g, -|g|^2] = -|q - g|^2 + |q|^2``, which ranks a query's gallery exactly as
@@ -26,13 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from ropebench.engines.base import FirstHits, SearchRun, TaskData
-from ropebench.engines.exact import counts_from_scores, eligible_mask, exact_counts
+from ropebench.engines.base import COUNTERS, FirstHits, SearchRequest, SearchRun, TaskData
+from ropebench.engines.core import FP32, irrelevant_eligible, judge_task, row_counts
 
 __all__ = ["FaissEngine", "first_hit_counts", "faiss_threads", "QUERY_BATCH"]
 
@@ -84,6 +82,7 @@ def first_hit_counts(
     exact_censored: bool = False,
     on_progress: Callable[[int], None] | None = None,
     query_batch: int | None = None,
+    counters: dict[str, int] | None = None,
 ) -> FirstHits:
     """First-hit counts for every query of a task (see the module docstring for the method).
 
@@ -93,61 +92,65 @@ def first_hit_counts(
         exact_censored: also compute the exact ``a`` of queries that miss at every K.
         on_progress: called with the number of queries finished after each batch.
         query_batch: queries per FAISS call (default :data:`QUERY_BATCH`).
+        counters: if given, ``pairs_settled``, ``relevant_settled`` and ``faiss_searches`` are added to it.
     """
     faiss = _faiss()
     if query_batch is None:
         query_batch = QUERY_BATCH
-
-    scored = data.n_relevant() > 0
+    judge = judge_task(data, FP32)
+    scored = np.isfinite(judge.best)
     query_index = np.flatnonzero(scored)
+    g_norm = data.screen_norms[1]
+    lo = judge.cutoff(float(g_norm.max(initial=0.0)))
     n_gallery = data.gallery.shape[0]
-    # One candidate beyond max K (+ exclusions): with no relevant item listed, max K eligible items
-    # strictly above the list's last score prove a miss at every K, which needs max K + 1 listed.
     k = int(min(n_gallery, max_k + data.n_excluded().max(initial=0) + 1))
     a = np.zeros(len(query_index), dtype=np.int64)
     t = np.zeros_like(a)
-    p = np.ones_like(a)
     censored = np.zeros(len(query_index), dtype=bool)
     unresolved = []
-    n_rescored = 0
+    settled = 0
+    searches = 0
     index = faiss.IndexFlatIP(data.gallery.shape[1])
     index.add(data.gallery)
     for start in range(0, len(query_index), query_batch):
         rows = query_index[start:start + query_batch]
         scores, columns = index.search(data.queries[rows], k)
-        relevant = data.gallery_products[columns] == data.query_products[rows, None]
-        eligible = eligible_mask(data, rows, columns)
-        batch_a, batch_t, batch_p, has = counts_from_scores(scores, relevant, eligible)
+        searches += 1
+        r, c = np.nonzero((columns >= 0) & ~(scores < lo[rows, None]))
+        q, g = rows[r], columns[r, c]
+        keep = irrelevant_eligible(data, q, g)
+        r, q, g = r[keep], q[keep], g[keep]
+        decision = judge.decide(q, g, scores[r, c[keep]], data.exact_gallery, g_norm[g])
+        settled += decision.settled
         block = slice(start, start + len(rows))
-        a[block], t[block], p[block] = batch_a, batch_t, np.maximum(batch_p, 1)
+        a[block] = np.bincount(r[decision.above], minlength=len(rows))
+        t[block] = np.bincount(r[decision.tie], minlength=len(rows))
         if k < n_gallery:
-            last = scores[:, -1:]
-            best = np.where(relevant & eligible, scores, -np.inf).max(axis=1)
-            tie_may_continue = has & (last[:, 0] >= best)
-            # No relevant item listed: s+ <= last score, so every eligible item strictly above
-            # the last score is above s+. With max K of them the query misses at every K.
-            surely_missed = ~has & (np.count_nonzero(eligible & (scores > last), axis=1) >= max_k)
-            censored[block] = surely_missed
-            a[block][surely_missed] = max_k
-            t[block][surely_missed] = 0
-            unresolved.append(start + np.flatnonzero(
-                tie_may_continue | (~has & ~surely_missed) | (surely_missed & exact_censored)))
+            complete = scores[:, -1] < lo[rows]
+            surely_missed = ~complete & (a[block] >= max_k)
+            censored[block] = surely_missed & ~exact_censored
+            unresolved.append(start + np.flatnonzero(~complete & ~censored[block]))
         if on_progress is not None:
             on_progress(len(rows))
+    n_rescored = 0
     if unresolved:
         redo = np.concatenate(unresolved)
         if len(redo):
-            a[redo], t[redo], p[redo] = exact_counts(data, query_index[redo])
-            censored[redo] = False
+            a[redo], t[redo], n = row_counts(data, judge, query_index[redo])
+            settled += n
             n_rescored = len(redo)
-    return FirstHits(scored=scored, a=a, t=t, p=p, censored=censored, n_rescored=n_rescored)
+    if counters is not None:
+        counters["pairs_settled"] = counters.get("pairs_settled", 0) + settled
+        counters["relevant_settled"] = counters.get("relevant_settled", 0) + judge.relevant_settled
+        counters["faiss_searches"] = counters.get("faiss_searches", 0) + searches
+    return FirstHits(scored=scored, a=a, t=t, p=judge.p[scored], censored=censored, n_rescored=n_rescored)
 
 
 class FaissEngine:
     """``faiss``: one exact FAISS ``IndexFlatIP`` search per task (see the module docstring).
 
-    The plain reference the one-pass engine is compared against, and its fallback for blocks
-    with too many relevant pairs to list. Computes each cross block twice (once per direction).
+    The plain reference the one-pass engine is compared against. Computes each cross block twice
+    (once per direction).
     """
 
     name = "faiss"
@@ -155,34 +158,18 @@ class FaissEngine:
     def __init__(self, *, query_batch: int = QUERY_BATCH) -> None:
         self.query_batch = query_batch
 
-    def search(
-        self,
-        task_data: Mapping[str, TaskData],
-        tasks: Sequence[str],
-        *,
-        max_k: int,
-        exact_censored: bool,
-        threads: int,
-        symmetric_scores: bool,
-        on_start: Callable[[int, str], None] | None = None,
-        on_progress: Callable[[int], None] | None = None,
-    ) -> SearchRun:
-        if on_start is not None:
-            on_start(sum(len(task_data[task].queries) for task in tasks), "queries")
+    def search(self, request: SearchRequest) -> SearchRun:
+        task_data = request.task_data
+        if request.on_start is not None:
+            request.on_start(sum(len(task_data[task].queries) for task in request.tasks), "queries")
         hits: dict[str, FirstHits] = {}
-        searches = 0
-        with faiss_threads(threads):
-            for task in tasks:
-                hits[task] = first_hit_counts(task_data[task], max_k=max_k, exact_censored=exact_censored,
-                                              on_progress=on_progress, query_batch=self.query_batch)
-                n_queries = int(hits[task].scored.sum())
-                searches += -(-n_queries // self.query_batch)
-        counters = {
-            "queries_rescored": sum(h.n_rescored for h in hits.values()),
-            "queries_censored": sum(int(h.censored.sum()) for h in hits.values()),
-            "blocks_tiled": 0,
-            "blocks_small": 0,
-            "blocks_fallback": 0,
-            "faiss_searches": searches,
-        }
-        return SearchRun(hits=hits, counters=counters)
+        counters: dict[str, int] = {}
+        with faiss_threads(request.threads):
+            for task in request.tasks:
+                hits[task] = first_hit_counts(task_data[task], max_k=request.max_k,
+                                              exact_censored=request.exact_censored, on_progress=request.on_progress,
+                                              query_batch=self.query_batch, counters=counters)
+        counters["queries_rescored"] = sum(h.n_rescored for h in hits.values())
+        counters["queries_censored"] = sum(int(h.censored.sum()) for h in hits.values())
+        return SearchRun(hits=hits, counters={name: counters.get(name, 0) for name in COUNTERS},
+                         engine={"name": self.name, "screen": "fp32"})

@@ -45,7 +45,7 @@ class ShardCheck:
     ids: Any  # pyarrow Array of item ids (None if the column is unusable)
     products: Any  # pyarrow Array of the distinct product ids, or None
     n_items: np.ndarray  # (3,) int64 rows per domain
-    max_norm: np.ndarray  # (3,) float64 largest norm of a prepared (gallery-side) vector per domain
+    max_norm: np.ndarray  # (3,) float64 largest screening norm of a prepared (gallery-side) vector per domain
     integers: np.ndarray  # (3,) float64 largest |x| of integer-valued prepared vectors, NaN if not all integers
 
 
@@ -110,6 +110,7 @@ def check_shard(shard: Shard, *, dim: int, metric: str, center: np.ndarray | Non
     import pyarrow as pa
 
     from ropebench.engines.catalogue import integer_bound
+    from ropebench.engines.core.scores import screen_norms
     from ropebench.engines.exact import prepare_vectors
     from ropebench.io.arrow import column_kind, embedding_matrix, float32_range, to_numpy
 
@@ -172,7 +173,7 @@ def check_shard(shard: Shard, *, dim: int, metric: str, center: np.ndarray | Non
                 rows = np.flatnonzero(domains == code)
                 if len(rows):
                     gallery = prepare_vectors(matrix[rows], metric, center=center)[1]
-                    max_norm[code] = float(np.sqrt(np.einsum("ij,ij->i", gallery, gallery, dtype=np.float64)).max())
+                    max_norm[code] = float(screen_norms(gallery, metric, "gallery").max())
                     top = integer_bound(gallery)
                     integers[code] = np.nan if top is None else top
     return ShardCheck(shard.index, findings, ids_arrow, products, n_items, max_norm, integers)

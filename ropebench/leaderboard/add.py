@@ -164,7 +164,7 @@ def _suite_problems(suite: Suite, name: str, label: str, prepared: _Prepared, fo
         problems.append(f"label {label!r} is already used by entry {clash[0]!r}: choose another --label")
     digest = prepared.files["submission"]["sha256"] if prepared.files["submission"] else None
     same = [e["name"] for e in suite.entries if e["name"] != name and e["kind"] == "computed"
-            and e["submission"]["sha256"] == digest and e["protocol"] == results["protocol"]]
+            and e["submission"]["sha256"] == digest and _measured(e["protocol"]) == _measured(results["protocol"])]
     if same:
         problems.append(f"the same submission (sha256 {digest}) is already entry {same[0]!r} under the same "
                         f"protocol: one row per model. Fix: pass --name {same[0]} --force to replace it")
@@ -270,3 +270,9 @@ def _changes(root: Path, current: Suite, entry: dict[str, Any], prepared: _Prepa
     updated = replace(current, spec={**current.spec, "entries": names}, entries=entries)
     changes[root / README] = readme_with(root, [updated], view=view).encode("utf-8")
     return changes
+
+
+def _measured(protocol: Any) -> Any:
+    """The fields that decide what is measured (``scores`` only records how comparisons are decided)."""
+    return {key: value for key, value in protocol.items() if key != "scores"} if isinstance(protocol, dict) \
+        else protocol

@@ -44,7 +44,8 @@ _METRIC_KEY = re.compile(r"^(R|MRR)@[1-9][0-9]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PROTOCOL_VALUES = {"metric": ("cosine", "ip", "l2"),
                     "ties": ("expected", "pessimistic", "optimistic"),
-                    "search": ("exact",)}
+                    "search": ("exact",),
+                    "scores": ("float64",)}
 
 _ENTRY_KEYS = {"schema", "name", "label", "label_latex", "suite", "description", "source", "kind",
                "protocol", "submission", "manifest", "per_query", "test_set", "ropebench_version",
@@ -133,7 +134,7 @@ def check_protocol(protocol: Any, *, where: str = "protocol", partial: bool = Fa
     if "group_exclusion" in protocol and not isinstance(protocol["group_exclusion"], bool):
         problems.append(f"{where}.group_exclusion must be true or false")
     problems += [f"{where}.{key} is not a protocol field" for key in protocol
-                 if key not in ("metric", "ties", "ks", "search", "group_exclusion")]
+                 if key not in ("metric", "ties", "ks", "search", "scores", "group_exclusion")]
     return problems
 
 

@@ -195,8 +195,8 @@ def _recheck(suite: Suite, entry: Mapping[str, Any], root: Path, where: str, rep
     except ropebench.RopebenchError as error:
         report.problems.append(f"{where}: re-evaluation failed: {error}")
         return
-    for key in ("group_exclusion", "search"):
-        if fresh["protocol"].get(key) != protocol.get(key):
+    for key in ("group_exclusion", "search", "scores"):
+        if key in protocol and fresh["protocol"].get(key) != protocol.get(key):
             report.problems.append(f"{where}: protocol.{key}: stored {protocol.get(key)!r}, "
                                    f"recomputed {fresh['protocol'].get(key)!r}")
     for task, stored in entry["results"].items():
