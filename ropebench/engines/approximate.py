@@ -100,6 +100,7 @@ class ApproximateEngine:
         self.ks, self.ties = tuple(ks), ties
         self.catalogue_items = dict(catalogue_items or getattr(getattr(exact, "info", None), "n_items", {}) or {})
         self.agreement: dict[str, Any] = {}
+        self.reference: dict[str, FirstHits] = {}
         self.timing: dict[str, float] = {}
         self.items_per_size = np.zeros((2, len(DOMAINS)), dtype=np.int64)
 
@@ -244,5 +245,6 @@ class ApproximateEngine:
         if self.exact is not None:
             by_size, _, _, _ = self.exact.extend(request.with_(exact_censored=True), exact_hits, only=samples)
             exact_hits = by_size[-1]
+        self.reference = exact_hits  # the exact counts the agreement was measured against
         self.agreement = {task: agreement(hits[task], exact_hits[task], samples[task], self.ks, self.ties)
                           for task in request.tasks}
