@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ropebench import query_table
+from ropebench.compress import checked_compression, compress_dataset, record_compression
 from ropebench.dataset import Dataset
 from ropebench.engines import Engine, FirstHits, TaskData, get_engine
 from ropebench.errors import UsageError
@@ -92,6 +93,7 @@ def evaluate(
     nprobe: int | None = None,
     ef_search: int | None = None,
     agreement_queries: int = 2000,
+    compress: str | None = None,
 ) -> EvaluationResult:
     """Score a submission on every requested task with exact search.
 
@@ -121,6 +123,8 @@ def evaluate(
         index, nprobe, ef_search: approximate search with a ``faiss.index_factory`` index
             (``protocol.search = "approximate"``).
         agreement_queries: with ``index``: queries per task checked against exact search.
+        compress: score compressed vectors: ``fp16``, ``int8``, ``binary`` or ``dims=K``
+            (:mod:`ropebench.compress`); recorded as ``protocol.compression``.
 
     Returns:
         EvaluationResult: ``.tasks[TASK]["R@1"]``, ``.per_query``, ``.summary()``, ``.to_json()``.
@@ -132,26 +136,30 @@ def evaluate(
     at_scale = bool(distractors) or distractor_sizes is not None or index is not None or engine == "dask" \
         or scheduler is not None or workers is not None
     search_engine = None if engine == "dask" else get_engine(engine)  # dask: see ropebench.scale
+    compression = checked_compression(compress, distractors=distractors)
     dataset = validate(submission, manifest=manifest, embeddings=embeddings, domains=domains,
                        product_ids=product_ids, item_ids=item_ids, group_ids=group_ids, metric=metric)
-    loaded = time.perf_counter()
     from ropebench.provenance import input_record
 
     submission_info, manifest_info = input_record(submission, manifest, dataset)
+    if compression is not None:  # the compressed vectors are what gets scored, as a submission of them would be
+        dataset = compress_dataset(dataset, compression, metric=metric)
+    loaded = time.perf_counter()
     if at_scale:
         from ropebench.scale import evaluate_at_scale
 
-        return evaluate_at_scale(
+        result = evaluate_at_scale(
             dataset, distractors=distractors, distractor_sizes=distractor_sizes, engine=search_engine or engine,
             scheduler=scheduler, workers=workers, index=index, nprobe=nprobe, ef_search=ef_search,
             agreement_queries=agreement_queries, metric=metric, ties=ties, ks=ks, tasks=task_list, threads=threads,
             progress=progress, submission_info=submission_info, manifest_info=manifest_info,
             load_seconds=loaded - started, started=started, ci=ci, by=by)
-    return evaluate_dataset(
-        dataset, metric=metric, ties=ties, ks=ks, tasks=task_list, threads=threads, engine=search_engine,
-        progress=progress, submission_info=submission_info, manifest_info=manifest_info,
-        load_seconds=loaded - started, started=started, ci=ci, by=by,
-    )
+    else:
+        result = evaluate_dataset(
+            dataset, metric=metric, ties=ties, ks=ks, tasks=task_list, threads=threads, engine=search_engine,
+            progress=progress, submission_info=submission_info, manifest_info=manifest_info,
+            load_seconds=loaded - started, started=started, ci=ci, by=by)
+    return result if compression is None else record_compression(result, compression, submission_info["dim"])
 
 
 def _check_options(ties: str, threads: int | None) -> None:

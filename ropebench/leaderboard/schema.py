@@ -132,8 +132,31 @@ def check_protocol(protocol: Any, *, where: str = "protocol", partial: bool = Fa
             problems.append(f"{where}.ks is {ks!r}: must be increasing positive integers")
     if "group_exclusion" in protocol and not isinstance(protocol["group_exclusion"], bool):
         problems.append(f"{where}.group_exclusion must be true or false")
+    problems += _compression_problems(protocol, where)
     problems += [f"{where}.{key} is not a protocol field" for key in protocol
-                 if key not in ("metric", "ties", "ks", "search", "group_exclusion")]
+                 if key not in ("metric", "ties", "ks", "search", "group_exclusion", "compression", "bytes_per_item")]
+    return problems
+
+
+def _compression_problems(protocol: Mapping[str, Any], where: str) -> list[str]:
+    """``compression`` (a canonical ``--compress`` spelling) and ``bytes_per_item`` come together."""
+    from ropebench.compress import parse_compression
+    from ropebench.errors import UsageError
+
+    if "compression" not in protocol and "bytes_per_item" not in protocol:
+        return []
+    problems = []
+    value = protocol.get("compression")
+    try:
+        spec = parse_compression(value) if isinstance(value, str) else None
+    except UsageError:
+        spec = None
+    if spec is None or spec.name != value:
+        problems.append(f"{where}.compression is {value!r}: must be fp16, int8, binary or dims=K "
+                        "(as `evaluate --compress` records it)")
+    if not (_is_count(protocol.get("bytes_per_item")) and protocol["bytes_per_item"] > 0):
+        problems.append(f"{where}.bytes_per_item is {protocol.get('bytes_per_item')!r}: must be a positive integer "
+                        "recorded with protocol.compression")
     return problems
 
 
