@@ -87,16 +87,27 @@ class Compression:
 def _int8(x: np.ndarray) -> np.ndarray:
     """Per-vector symmetric int8 quantisation, decided in float64 (see the module docstring).
 
-    Rows are done in blocks so the float64 temporaries stay small (one pass over the matrix).
+    Rows go in cache-sized blocks, each operation in place, so the float64 work stays in cache
+    and the matrix is read and written once.
     """
     out = np.empty(x.shape, dtype=np.float32)
-    step = max(1, (1 << 22) // max(1, x.shape[1]))
+    step = max(1, (1 << 15) // max(1, x.shape[1]))
+    block = np.empty((step, x.shape[1]))
+    scale = np.empty((step, 1))
     for start in range(0, len(x), step):
-        block = x[start:start + step].astype(np.float64)
-        scale = np.abs(block).max(axis=1, keepdims=True)
-        safe = np.where(scale > 0, scale, 1.0)  # an all-zero row stays zero (q = 0)
-        q = np.rint(block * 127.0 / safe)  # np.rint rounds half to even
-        out[start:start + step] = q * scale / 127.0  # float64, rounded to float32 once on assignment
+        rows = min(step, len(x) - start)
+        values, factor = block[:rows], scale[:rows]
+        values[...] = x[start:start + rows]
+        np.abs(values, out=values)
+        np.max(values, axis=1, keepdims=True, out=factor)
+        factor[factor == 0] = 1.0  # an all-zero row stays zero (q = 0)
+        values[...] = x[start:start + rows]
+        values *= 127.0
+        values /= factor
+        np.rint(values, out=values)  # round half to even
+        values *= factor
+        values /= 127.0
+        out[start:start + rows] = values  # float64 -> float32, rounded once
     return out
 
 
