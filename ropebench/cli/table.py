@@ -65,9 +65,12 @@ def _results_entry(path: Path) -> dict[str, Any]:
               help="Show each computed entry's 95% rank interval among the suite's computed entries beside every "
                    "cell, as 67.79 (1–2), and a ranking by cross/R@1 with the groups that cannot be told apart "
                    "(one product-level bootstrap shared by all entries, 10,000 resamples, seed 0).")
+@click.option("--metadata", "about", is_flag=True,
+              help="Add a column describing each entry's model (name, parameters, d, dtype, bytes per item, "
+                   "compression) and training data (zero-shot, ROPE train, other).")
 @root_option
 def table(suite: str, which: str, entries: tuple[str, ...], fmt: str, highlight: bool, measure: str,
-          ci: bool, significance: bool, ranks: bool, root: str | None) -> None:
+          ci: bool, significance: bool, ranks: bool, about: bool, root: str | None) -> None:
     """Render the paper's tables from leaderboard entries.
 
     Table 1 holds the six cross-domain tasks (one row per entry within each task), Table 2 the
@@ -81,6 +84,7 @@ def table(suite: str, which: str, entries: tuple[str, ...], fmt: str, highlight:
         ropebench table --table matrix --entry results.json --format text
         ropebench table --suite rope-sim --table 1 --significance --ci
         ropebench table --suite rope-sim --ranks --format json
+        ropebench table --suite rope-sim --table 1 --metadata
     """
     check_measure(measure)
     files = [e for e in entries if e.endswith(".json") or Path(e).is_file()]
@@ -124,12 +128,22 @@ def table(suite: str, which: str, entries: tuple[str, ...], fmt: str, highlight:
         else:
             tables = [_with_stored_intervals(t, {e["name"]: e.get("ci") or {} for e in chosen.entries})
                       for t in tables]
+    if about and which != "matrix":
+        tables = [_with_metadata(t, {e["name"]: e for e in chosen.entries}) for t in tables]
     extra = None
     if ranks and which != "matrix" and full is not None:
         tables, extra = _with_ranks(full, tables, base=lb.find_root(root).resolve().parent,
                                     ranking_table=which in ("1", "all"))
     title = f"ropebench: {chosen.spec['title']} ({chosen.name})"
     click.echo(render(tables, fmt, highlight=highlight, title=title, extra=extra), nl=False)
+
+
+def _with_metadata(table: Any, entries: dict[str, Any]) -> Any:
+    """Table 1 / 2 with a ``model`` column: one line about each entry's model and training data."""
+    from ropebench.leaderboard.metadata import describe
+
+    rows = tuple(dataclasses.replace(row, tag=describe(entries.get(row.entry, {}))) for row in table.rows)
+    return dataclasses.replace(table, rows=rows, tag_header="about")
 
 
 def _with_ranks(suite: Any, tables: list[Any], *, base: Path, ranking_table: bool) -> tuple[list[Any], dict[str, Any]]:

@@ -48,7 +48,7 @@ _PROTOCOL_VALUES = {"metric": ("cosine", "ip", "l2"),
 
 _ENTRY_KEYS = {"schema", "name", "label", "label_latex", "suite", "description", "source", "kind",
                "protocol", "submission", "manifest", "per_query", "test_set", "ropebench_version",
-               "created", "results"}
+               "created", "results", "model", "training_data"}
 _SUITE_KEYS = {"schema", "name", "title", "description", "label_column", "entries", "captions",
                "metrics", "protocol", "manifest", "items", "products", "baseline"}
 MAX_LABEL = 200  # characters of a row label
@@ -250,6 +250,9 @@ def check_entry(entry: Any) -> list[str]:
     if "label_latex" in entry:
         _nonempty_str(entry, "label_latex", problems)
         problems += latex_problems(entry["label_latex"])
+    from ropebench.leaderboard.metadata import metadata_problems
+
+    problems += metadata_problems(entry)
     kind = entry.get("kind")
     if kind == "computed":
         problems += check_protocol(entry.get("protocol"))
