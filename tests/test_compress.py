@@ -176,3 +176,21 @@ def test_python_api_records_the_compression() -> None:
                                 compress="binary", ci=False)
     assert result.protocol["compression"] == "binary"
     assert result.protocol["bytes_per_item"] == math.ceil(8 / 8)
+
+
+def test_plot_of_the_deployment_tradeoff(data, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    directory = data[0]
+    paths = []
+    for name, extra in (("raw", []), ("int8", ["--compress", "int8"]), ("binary", ["--compress", "binary"])):
+        paths.append(str(tmp_path / f"{name}.json"))
+        assert run("evaluate", str(directory / "raw.parquet"), *extra, "--quiet", "--out", paths[-1]).exit_code == 0
+    result = run("plot", *paths, "--kind", "compression", "--out", str(tmp_path / "figures"), "--format", "svg")
+    assert result.exit_code == 0, result.output
+    svg = (tmp_path / "figures" / "compression.svg").read_text()
+    assert "bytes per item" in svg and "binary" in svg and "int8" in svg
+    from ropebench.render.plot_compression import compression_tradeoff
+
+    figure = compression_tradeoff([json.loads(Path(p).read_text()) for p in paths])
+    xs = sorted(float(x) for x in figure.axes[0].lines[-1].get_xdata())  # the frontier
+    assert xs[0] == 2.0  # binary: ceil(12 / 8) bytes
