@@ -148,11 +148,11 @@ def _with_metadata(table: Any, entries: dict[str, Any]) -> Any:
 
 def _with_ranks(suite: Any, tables: list[Any], *, base: Path, ranking_table: bool) -> tuple[list[Any], dict[str, Any]]:
     """Tables 1/2 with rank intervals (and their note in the caption), plus the ranking by cross/R@1."""
-    from ropebench.leaderboard.ranking import ranks_note, ranks_table, suite_ranking, with_ranks
+    from ropebench.leaderboard.ranking import ranks_note, ranks_table, suite_ranking, with_note, with_ranks
 
     ranking = suite_ranking(suite, base=base)
     note = ranks_note(ranking)
-    out = [dataclasses.replace(with_ranks(t, ranking), caption=f"{t.caption} {note}") for t in tables]
+    out = [dataclasses.replace(with_ranks(t, ranking), caption=with_note(t.caption, note)) for t in tables]
     summary = ranks_table(suite, ranking, key=suite.name) if ranking_table else None
     if summary is not None:
         out.append(summary)

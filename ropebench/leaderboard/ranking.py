@@ -22,7 +22,7 @@ from ropebench.protocol import ALL_TASKS
 from ropebench.render.tables import Row, Table
 from ropebench.stats.ranks import PRIMARY, Ranking, TaskColumns, rank_intervals
 
-__all__ = ["suite_ranking", "field_columns", "with_ranks", "ranks_table", "ranks_note"]
+__all__ = ["suite_ranking", "field_columns", "with_ranks", "ranks_table", "ranks_note", "with_note"]
 
 
 def field_columns(tables: Mapping[str, Any]) -> tuple[dict[str, TaskColumns], int]:
@@ -122,6 +122,12 @@ def with_ranks(table: Table, ranking: Ranking) -> Table:
         found = tuple(ranking.intervals.get(f"{row.group}/{m}", {}).get(row.entry) for m in table.value_headers)
         rows.append(dataclasses.replace(row, ranks=found if any(f is not None for f in found) else None))
     return dataclasses.replace(table, rows=tuple(rows))
+
+
+def with_note(caption: str, note: str) -> str:
+    """A caption followed by a note, as sentences."""
+    caption = caption.rstrip()
+    return f"{caption} {note}" if caption.endswith((".", "!", "?", ":")) else f"{caption}. {note}"
 
 
 def ranks_note(ranking: Ranking) -> str:

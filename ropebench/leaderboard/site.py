@@ -355,7 +355,7 @@ def _ranked_tables(suite: Suite, base: Path) -> tuple[list[Table], Table | None]
     per-query files (else the tables as they are, and None)."""
     import dataclasses
 
-    from ropebench.leaderboard.ranking import ranks_note, ranks_table, suite_ranking, with_ranks
+    from ropebench.leaderboard.ranking import ranks_note, ranks_table, suite_ranking, with_note, with_ranks
 
     tables = suite_tables(suite)
     try:
@@ -365,7 +365,7 @@ def _ranked_tables(suite: Suite, base: Path) -> tuple[list[Table], Table | None]
     if len(ranking.entries) < 2:
         return tables, None
     note = ranks_note(ranking)
-    tables = [dataclasses.replace(with_ranks(t, ranking), caption=f"{t.caption} {note}") for t in tables]
+    tables = [dataclasses.replace(with_ranks(t, ranking), caption=with_note(t.caption, note)) for t in tables]
     return tables, ranks_table(suite, ranking, key=suite.name)
 
 
