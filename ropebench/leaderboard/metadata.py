@@ -20,7 +20,7 @@ from typing import Any
 from ropebench.errors import DataError
 
 __all__ = ["METADATA_KEYS", "metadata_problems", "read_metadata", "filled_model", "describe", "describe_model",
-           "training_text"]
+           "effective_model", "training_text"]
 
 METADATA_KEYS = ("model", "training_data")
 _MODEL = {"name": str, "parameters": int, "embedding_dim": int, "embedding_dtype": str, "bytes_per_item": int}
@@ -111,6 +111,13 @@ def filled_model(model: Mapping[str, Any] | None, results: Mapping[str, Any]) ->
     return out
 
 
+def effective_model(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry's ``model`` with what its own records tell filled in (an entry added before
+    ``--metadata`` existed still has its submission's dim and dtype, hence its bytes per item)."""
+    model = entry.get("model") if isinstance(entry.get("model"), Mapping) else None
+    return filled_model(model, entry) if entry.get("kind") == "computed" else dict(model or {})
+
+
 def training_text(entry: Mapping[str, Any]) -> str:
     """``zero-shot``, ``ROPE train``, ``ROPE train + other`` … or ``–`` when unknown."""
     training = entry.get("training_data")
@@ -143,7 +150,7 @@ def describe(entry: Mapping[str, Any]) -> str:
 
 def describe_model(entry: Mapping[str, Any]) -> str:
     """The model part of :func:`describe`: name (parameters); d and dtype; bytes per item; compression."""
-    model: Mapping[str, Any] = entry["model"] if isinstance(entry.get("model"), Mapping) else {}
+    model = effective_model(entry)
     protocol: Mapping[str, Any] = entry["protocol"] if isinstance(entry.get("protocol"), Mapping) else {}
     parts = []
     if model.get("name"):

@@ -176,7 +176,9 @@ def _entry_attributes(entry: Mapping[str, Any] | None) -> str:
     """``data-*`` attributes the filters read: zero-shot, trained on ROPE, bytes per item, parameters."""
     if entry is None:
         return ""
-    model: Mapping[str, Any] = entry["model"] if isinstance(entry.get("model"), Mapping) else {}
+    from ropebench.leaderboard.metadata import effective_model
+
+    model = effective_model(entry)
     training: Mapping[str, Any] = entry["training_data"] if isinstance(entry.get("training_data"), Mapping) else {}
     attributes = {"zero-shot": training.get("zero_shot"), "rope-train": training.get("rope_train"),
                   "bytes": model.get("bytes_per_item"), "parameters": model.get("parameters")}
@@ -329,12 +331,12 @@ _FILTERS = """\
 
 def _models_table(suite: Suite) -> Table:
     """One row per entry: its model, size, embedding storage and training data (the metadata)."""
-    from ropebench.leaderboard.metadata import training_text
+    from ropebench.leaderboard.metadata import effective_model, training_text
     from ropebench.render.tables import Row
 
     rows = []
     for entry in suite.entries:
-        model: Mapping[str, Any] = entry["model"] if isinstance(entry.get("model"), Mapping) else {}
+        model = effective_model(entry)
         protocol: Mapping[str, Any] = entry["protocol"] if isinstance(entry.get("protocol"), Mapping) else {}
         described = " · ".join(str(part) for part in (
             model.get("name"), f"d={model['embedding_dim']}" if model.get("embedding_dim") else None,
