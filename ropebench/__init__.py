@@ -29,6 +29,7 @@ __all__ = [
     "validate",
     "load_results",
     "write_submission",
+    "compress_vectors",
     "compare",
     "EvaluationResult",
     "TaskResult",
@@ -46,6 +47,7 @@ _LAZY = {
     "Dataset": ("ropebench.dataset", "Dataset"),
     "write_submission": ("ropebench.io.submission", "write_submission"),
     "compare": ("ropebench.compare", "compare"),
+    "compress_vectors": ("ropebench.compress", "compress_vectors"),
 }
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ropebench import query_table
+from ropebench.compress import checked_compression, compress_dataset, compression_protocol
 from ropebench.dataset import Dataset
 from ropebench.engines import (
     Engine,
@@ -133,6 +134,8 @@ def evaluate(
         index, nprobe, ef_search: approximate search with a ``faiss.index_factory`` index
             (``protocol.search = "approximate"``).
         agreement_queries, seed: with ``index``: queries per task checked against exact search.
+        compress: score compressed vectors: ``fp16``, ``int8``, ``binary`` or ``dims=K``
+            (:mod:`ropebench.compress`); recorded as ``protocol.compression``.
         per_query: accepted for compatibility and ignored: every result has ``per_query``.
 
     Returns:
@@ -180,6 +183,7 @@ def _check(options: Options) -> None:
         raise UsageError("--index builds and searches its index in this process. Fix: drop --engine dask")
     if x.agreement_queries < 0:
         raise UsageError(f"--agreement-queries must be at least 0, got {x.agreement_queries}")
+    checked_compression(p.compress, distractors=c.distractors)
 
 
 def _check_options(ties: str, threads: int | None) -> None:
@@ -237,6 +241,10 @@ def evaluate_dataset(
         raise UsageError("the dataset has no embeddings (it was made by without_embeddings())")
     if submission_info is None:
         submission_info, manifest_info = _array_record(dataset), None
+    compression = checked_compression(p.compress, distractors=cat.distractors)
+    if compression is not None:  # the compressed vectors are what gets scored, as a submission of them would be
+        dataset = compress_dataset(dataset, compression, metric=metric)
+    assert dataset.embeddings is not None
     center = l2_center(dataset.embeddings) if metric == "l2" else None
     threads = options.search.threads
     engine_choice = options.search.engine
@@ -374,6 +382,9 @@ def _build_result(dataset: Dataset, members: Mapping[str, np.ndarray], run: Sear
     finished = time.perf_counter()
     protocol = {"metric": metric, "ties": ties, "ks": list(ks), "search": "exact", "scores": "float64",
                 "group_exclusion": dataset.group_codes is not None, **run.protocol}
+    compression = checked_compression(options.protocol.compress)
+    if compression is not None:
+        protocol.update(compression_protocol(compression, int(submission_info["dim"])))
     env = environment(thread_count, faiss_ran=run.counters.get("faiss_searches", 0) > 0)
     env["engine"] = {"name": run.engine.get("name", ""), "counters": dict(run.counters),
                      **{key: value for key, value in run.engine.items() if key != "name"}}

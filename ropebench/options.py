@@ -16,12 +16,14 @@ __all__ = ["ProtocolOptions", "SearchOptions", "CatalogueOptions", "ApproximateO
 
 @dataclass(frozen=True)
 class ProtocolOptions:
-    """What is measured: the similarity, the tie policy, the cut-offs and the tasks."""
+    """What is measured: the similarity, the tie policy, the cut-offs, the tasks, and the
+    compression applied to the vectors first (``fp16``, ``int8``, ``binary``, ``dims=K``)."""
 
     metric: str = "cosine"
     ties: str = "expected"
     ks: str | Sequence[int] = DEFAULT_KS
     tasks: str | Sequence[str] | None = None
+    compress: str | None = None
 
 
 @dataclass(frozen=True)

@@ -317,3 +317,34 @@ def test_in_a_real_browser(browser_installed: None, chromium: Any, built: tuple[
     assert driver.save_screenshot(str(screenshot))
     assert screenshot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and screenshot.stat().st_size > 1000
     assert [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"] == []
+
+
+def test_metadata_filters_and_ranks_on_the_suite_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries added with --metadata get the filters' data attributes; computed entries get rank intervals."""
+    import json
+
+    import ropebench
+    from ropebench import leaderboard as lb
+    from tests.test_leaderboard import write_dataset
+
+    write_dataset(tmp_path / "data")
+    root = tmp_path / "leaderboards"
+    lb.init_suite(root, "tiny", manifest=tmp_path / "data" / "manifest.parquet", title="Tiny", description="t")
+    monkeypatch.chdir(tmp_path)
+    for name, compress in (("full", None), ("bits", "binary")):
+        ropebench.evaluate("data/sub.parquet", manifest="data/manifest.parquet", compress=compress).write(
+            f"{name}.json", per_query=f"{name}.parquet")
+    (tmp_path / "meta.json").write_text(json.dumps({"model": {"name": "Tiny", "parameters": 5_000_000},
+                                                    "training_data": {"zero_shot": True}}))
+    lb.add_entry("full.json", root=root, suite="tiny", name="full", label="Full", metadata="meta.json")
+    lb.add_entry("bits.json", root=root, suite="tiny", name="bits", label="Bits")
+    from ropebench.leaderboard.site import build_site
+
+    build_site(root, tmp_path / "site", plots=False)
+    page = (tmp_path / "site" / "tiny.html").read_text()
+    assert '<form id="filters"' in page and 'id="only-zero-shot"' in page and 'id="max-bytes"' in page
+    assert ('<tr data-entry="full" data-zero-shot="true" data-bytes="32" data-parameters="5000000">' in page)
+    assert '<tr data-entry="bits" data-bytes="1">' in page  # filled from the compression, no training data
+    assert "Tiny · d=8 · float32 · zero-shot" in page and "d=8 · binary · compressed binary" in page
+    assert 'id="tiny-ranks"' in page and '<span class="rank">(1–1)</span>' in page
+    assert "95% rank interval among the 2 computed entries" in page

@@ -43,6 +43,9 @@ __all__ = ["evaluate", "validate"]
 @click.option("--ef-search", type=click.IntRange(min=1), default=None, help="--index: HNSW efSearch.")
 @click.option("--agreement-queries", type=click.IntRange(min=0), default=2000, show_default=True,
               help="--index: seeded queries per task searched exactly too, for the agreement.")
+@click.option("--compress", default=None, metavar="fp16|int8|binary|dims=K",
+              help="Score the embeddings after this compression (recorded as protocol.compression, with "
+                   "bytes_per_item): fp16, int8 (per vector), binary (sign bits) or dims=K (the first K).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the results JSON here.")
 @click.option("--per-query", type=click.Path(dir_okay=False),
               help="Also write one parquet row per scored query and task (recorded in the results JSON).")
@@ -59,8 +62,8 @@ __all__ = ["evaluate", "validate"]
 def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: str, tasks: str | None,
              engine: str, distractors: tuple[str, ...], distractor_sizes: str | None, scheduler: str | None,
              workers: int | None, index: str | None, nprobe: int | None, ef_search: int | None,
-             agreement_queries: int, out: str | None, per_query: str | None, fmt: str, measure: str,
-             ci: str | None, by: str | None, threads: int | None, quiet: bool) -> None:
+             agreement_queries: int, compress: str | None, out: str | None, per_query: str | None, fmt: str,
+             measure: str, ci: str | None, by: str | None, threads: int | None, quiet: bool) -> None:
     """Score SUBMISSION (parquet file or per-domain directory) on the nine retrieval tasks.
 
     Exact nearest-neighbour search over every query-domain × gallery-domain pair; prints the
@@ -73,10 +76,12 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
           --manifest sample_embeddings/manifest.parquet --out results.json --per-query per_query.parquet
       ropebench evaluate sub.parquet -m manifest.parquet --tasks cross --ties pessimistic --format json
       ropebench evaluate sub.parquet -m manifest.parquet --distractors catalogue/ --distractor-sizes 0,1e5,all
+      ropebench evaluate sub.parquet -m manifest.parquet --compress int8 --out int8.json --per-query int8.parquet
     """
     import json
 
     import ropebench
+    from ropebench.compress import checked_compression
     from ropebench.errors import DataError, UsageError
     from ropebench.io.files import check_output_paths
     from ropebench.protocol import check_measure, measure_names, parse_ks, parse_tasks
@@ -90,6 +95,7 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
         raise UsageError(f"--measure {measure} is not computed with --ks {ks}: this run has {', '.join(computed)}. "
                          f"Fix: choose one of those, or add its K to --ks")
     parse_tasks(tasks)
+    checked_compression(compress, distractors=distractors)
     inputs = {"submission": submission, "manifest": manifest,
               **{f"distractor catalogue #{number}": path for number, path in enumerate(distractors, start=1)}}
     check_output_paths({"--out": out, "--per-query": per_query}, inputs)
@@ -98,7 +104,7 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
                                     threads=threads, engine=engine, progress=progress_wanted(quiet), by=by,
                                     distractors=list(distractors) or None, distractor_sizes=distractor_sizes,
                                     scheduler=scheduler, workers=workers, index=index, nprobe=nprobe,
-                                    ef_search=ef_search, agreement_queries=agreement_queries)
+                                    ef_search=ef_search, agreement_queries=agreement_queries, compress=compress)
     except (MemoryError, RuntimeError) as error:
         if isinstance(error, RuntimeError) and "can't start new thread" not in str(error):
             raise

@@ -13,6 +13,7 @@ import click
 from ropebench import leaderboard as lb
 from ropebench.cli.common import ks_option, metric_option, root_option, ties_option
 from ropebench.errors import UsageError
+from ropebench.leaderboard.metadata import describe_model, training_text
 from ropebench.protocol import DOMAINS, parse_ks
 
 __all__ = ["leaderboard"]
@@ -107,11 +108,14 @@ def init(suite: str, manifest: str | None, items: str | None, products: int | No
               help="The submission, when the path recorded in RESULTS is not valid here.")
 @click.option("--manifest", default=None, type=click.Path(dir_okay=False),
               help="The manifest, when the path recorded in RESULTS is not valid here.")
+@click.option("--metadata", default=None, type=click.Path(dir_okay=False),
+              help="JSON file with 'model' (name, parameters, embedding_dim, embedding_dtype, bytes_per_item) "
+                   "and/or 'training_data' (rope_train, other, zero_shot); re-add with --force to edit it.")
 @click.option("--force", is_flag=True, help="Replace an existing entry of that name.")
 @root_option
 def add(results: str, suite: str, name: str, label: str, label_latex: str | None,
         description: str, source: str | None, submission: str | None, manifest: str | None,
-        force: bool, root: str | None) -> None:
+        metadata: str | None, force: bool, root: str | None) -> None:
     """Add a computed entry from a results file written by `ropebench evaluate --out`.
 
     Refused, naming the field and what differs, when the result was computed on another test set
@@ -128,11 +132,13 @@ def add(results: str, suite: str, name: str, label: str, label_latex: str | None
         ropebench evaluate sample_embeddings/cls_cd.parquet \\
             --manifest sample_embeddings/manifest.parquet --out cls_cd.json --per-query cls_cd.parquet
         ropebench leaderboard add cls_cd.json --suite rope-sim --name cls-cd --label 'w L_cd' --force
+        ropebench leaderboard add cls_cd.json --suite rope-sim --name cls-cd --label 'w L_cd' \
+            --metadata model.json --force
     """
     root_dir = lb.find_root(root, for_writing=True)
     path = lb.add_entry(results, root=root_dir, suite=suite, name=name, label=label,
                         description=description, source=source, label_latex=label_latex,
-                        submission=submission, manifest=manifest, force=force)
+                        submission=submission, manifest=manifest, force=force, metadata=metadata)
     click.echo(f"added {suite}/{name}: {path}; re-rendered {root_dir / lb.README}", err=True)
 
 
@@ -183,7 +189,10 @@ def render_command(suites: tuple[str, ...], root: str | None) -> None:
 @leaderboard.command("list")
 @root_option
 def list_command(root: str | None) -> None:
-    """List suites and their entries (suite, entry, kind, label, tasks).
+    """List suites and their entries (suite, entry, kind, label, tasks, then the metadata).
+
+    Tab-separated columns: suite, entry, kind, label, tasks, model (name; parameters; d and dtype;
+    bytes per item; compression), training data (zero-shot, ROPE train, other).
 
     \b
     Example:
@@ -193,4 +202,4 @@ def list_command(root: str | None) -> None:
     for name in lb.suite_names(root_dir):
         for entry in lb.load_suite(root_dir, name).entries:
             click.echo("\t".join([name, entry["name"], entry["kind"], entry["label"],
-                                  ",".join(entry["results"])]))
+                                  ",".join(entry["results"]), describe_model(entry), training_text(entry)]))

@@ -18,7 +18,7 @@ from ropebench.errors import DataError, UsageError
 
 __all__ = ["KINDS", "plot"]
 
-KINDS: tuple[str, ...] = ("curves", "matrix", "difficulty", "compare", "distractors")
+KINDS: tuple[str, ...] = ("curves", "matrix", "difficulty", "compare", "distractors", "compression")
 RESULTS_SCHEMA = "ropebench.results/1"
 ENTRY_SCHEMA = "ropebench.entry/1"
 COMPARISON_SCHEMA = "ropebench.comparison/1"
@@ -95,7 +95,8 @@ def _formats(text: str) -> list[str]:
 @click.option("--kind", type=click.Choice(KINDS), required=True,
               help="curves: R@K against K (all files on one figure); matrix: 3×3 heatmap per file; "
                    "difficulty: first-hit ranks per file (per-query parquet, or results pointing at one); "
-                   "compare: Δ ± CI per comparison file; distractors: R@K against catalogue size.")
+                   "compare: Δ ± CI per comparison file; distractors: R@K against catalogue size; "
+                   "compression: cross/R@1 against bytes per item over results of evaluate --compress.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for the figures (created if missing).")
 @click.option("--format", "formats", default="png", show_default=True, help="Comma-separated: png,svg,pdf.")
@@ -113,6 +114,7 @@ def plot(inputs: tuple[Path, ...], kind: str, out: Path, formats: str, measure: 
       ropebench plot cls_cd.json --kind matrix --out figures --format png,svg
       ropebench plot cls.json cls_cd.json --kind curves --out figures
       ropebench plot cls_cd.parquet --kind difficulty --out figures
+      ropebench plot cls_cd.json cls_cd-int8.json cls_cd-binary.json --kind compression --out figures
     """
     from ropebench.protocol import check_measure
     from ropebench.render import plots
@@ -125,6 +127,10 @@ def plot(inputs: tuple[Path, ...], kind: str, out: Path, formats: str, measure: 
     figures: list[tuple[str, Any]] = []
     if kind == "curves":
         figures.append(("curves", plots.curves([_results(path) for path in inputs])))
+    elif kind == "compression":
+        from ropebench.render.plot_compression import compression_tradeoff
+
+        figures.append(("compression", compression_tradeoff([_results(p) for p in inputs], measure=measure or "R@1")))
     elif kind == "distractors":
         # Results evaluated with distractors at several sizes, or bare curves; labelled by file name.
         curves = [{"label": path.stem, **_read_json(path)} for path in inputs]

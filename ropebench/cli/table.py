@@ -61,9 +61,16 @@ def _results_entry(path: Path) -> dict[str, Any]:
 @click.option("--significance", is_flag=True,
               help="Mark (†) cells that differ significantly from the suite's baseline entry (paired "
                    "randomization test over products, Holm-adjusted over each table).")
+@click.option("--ranks", is_flag=True,
+              help="Show each computed entry's 95% rank interval among the suite's computed entries beside every "
+                   "cell, as 67.79 (1–2), and a ranking by cross/R@1 with the groups that cannot be told apart "
+                   "(one product-level bootstrap shared by all entries, 10,000 resamples, seed 0).")
+@click.option("--metadata", "about", is_flag=True,
+              help="Add a column describing each entry's model (name, parameters, d, dtype, bytes per item, "
+                   "compression) and training data (zero-shot, ROPE train, other).")
 @root_option
 def table(suite: str, which: str, entries: tuple[str, ...], fmt: str, highlight: bool, measure: str,
-          ci: bool, significance: bool, root: str | None) -> None:
+          ci: bool, significance: bool, ranks: bool, about: bool, root: str | None) -> None:
     """Render the paper's tables from leaderboard entries.
 
     Table 1 holds the six cross-domain tasks (one row per entry within each task), Table 2 the
@@ -76,6 +83,8 @@ def table(suite: str, which: str, entries: tuple[str, ...], fmt: str, highlight:
         ropebench table --suite rope-sim --table matrix --entry cls-cd --measure R@10
         ropebench table --table matrix --entry results.json --format text
         ropebench table --suite rope-sim --table 1 --significance --ci
+        ropebench table --suite rope-sim --ranks --format json
+        ropebench table --suite rope-sim --table 1 --metadata
     """
     check_measure(measure)
     files = [e for e in entries if e.endswith(".json") or Path(e).is_file()]
@@ -83,9 +92,10 @@ def table(suite: str, which: str, entries: tuple[str, ...], fmt: str, highlight:
         raise UsageError("--entry: give either entry names of the suite or results files, not both")
     full = None
     if files:
-        if significance:
-            raise UsageError("--significance compares leaderboard entries with their suite's baseline; for two "
-                             "results files use `ropebench compare A B`")
+        if significance or ranks:
+            raise UsageError(f"{'--significance' if significance else '--ranks'} works on a suite's leaderboard "
+                             "entries (their stored per-query files); for two results files use "
+                             "`ropebench compare A B`")
         found = [_results_entry(Path(e)) for e in files]
         names = [f["name"] for f in found]
         if len(set(names)) != len(names):
@@ -118,8 +128,35 @@ def table(suite: str, which: str, entries: tuple[str, ...], fmt: str, highlight:
         else:
             tables = [_with_stored_intervals(t, {e["name"]: e.get("ci") or {} for e in chosen.entries})
                       for t in tables]
+    if about and which != "matrix":
+        tables = [_with_metadata(t, {e["name"]: e for e in chosen.entries}) for t in tables]
+    extra = None
+    if ranks and which != "matrix" and full is not None:
+        tables, extra = _with_ranks(full, tables, base=lb.find_root(root).resolve().parent,
+                                    ranking_table=which in ("1", "all"))
     title = f"ropebench: {chosen.spec['title']} ({chosen.name})"
-    click.echo(render(tables, fmt, highlight=highlight, title=title), nl=False)
+    click.echo(render(tables, fmt, highlight=highlight, title=title, extra=extra), nl=False)
+
+
+def _with_metadata(table: Any, entries: dict[str, Any]) -> Any:
+    """Table 1 / 2 with a ``model`` column: one line about each entry's model and training data."""
+    from ropebench.leaderboard.metadata import describe
+
+    rows = tuple(dataclasses.replace(row, tag=describe(entries.get(row.entry, {}))) for row in table.rows)
+    return dataclasses.replace(table, rows=rows, tag_header="about")
+
+
+def _with_ranks(suite: Any, tables: list[Any], *, base: Path, ranking_table: bool) -> tuple[list[Any], dict[str, Any]]:
+    """Tables 1/2 with rank intervals (and their note in the caption), plus the ranking by cross/R@1."""
+    from ropebench.leaderboard.ranking import ranks_note, ranks_table, suite_ranking, with_note, with_ranks
+
+    ranking = suite_ranking(suite, base=base)
+    note = ranks_note(ranking)
+    out = [dataclasses.replace(with_ranks(t, ranking), caption=with_note(t.caption, note)) for t in tables]
+    summary = ranks_table(suite, ranking, key=suite.name) if ranking_table else None
+    if summary is not None:
+        out.append(summary)
+    return out, ranking.to_json()
 
 
 def _with_stored_intervals(table: Any, intervals: dict[str, dict[str, dict[str, Any]]]) -> Any:

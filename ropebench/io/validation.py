@@ -27,7 +27,7 @@ from ropebench.io.ids import (
 from ropebench.io.parquet import Source, column_kind, embedding_matrix, float32_range, read_source, to_numpy
 from ropebench.protocol import DOMAINS, SPELLINGS
 
-__all__ = ["load_dataset", "dataset_from_arrays", "as_numpy"]
+__all__ = ["load_dataset", "dataset_from_arrays", "as_numpy", "check_matrix"]
 
 _DOMAIN_CODES = {code: index for index, code in enumerate(DOMAINS)}
 _INT_RANGE = (int(np.iinfo(np.int64).min), int(np.iinfo(np.uint64).max))  # ids an Arrow column can hold
@@ -175,6 +175,17 @@ def _check_embeddings(matrix: np.ndarray, ids: np.ndarray, where: str, metric: s
             problems.add(column, f"{_count(int(zero.sum()), 'row')} are all zeros, "
                          "which have no direction under cosine", ids[zero],
                          "replace them, or use --metric ip / l2")
+
+
+def check_matrix(matrix: np.ndarray, ids: np.ndarray, where: str, metric: str) -> None:
+    """The embedding checks of a submission on a float32 matrix made in memory (``--compress``).
+
+    Raises:
+        DataError: every problem, worded as for a submission's ``embedding`` column.
+    """
+    problems = _Problems()
+    _check_embeddings(matrix, ids, where, metric, problems)
+    problems.raise_if_any(where)
 
 
 def _range_of_array(source: np.ndarray) -> RangeOf | None:

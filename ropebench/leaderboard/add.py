@@ -22,6 +22,7 @@ from ropebench.errors import DataError, UsageError
 from ropebench.io.files import sha256_file
 from ropebench.leaderboard import paths
 from ropebench.leaderboard.integrity import ComputedOn, items_from_tasks, labels_summary, test_set_problems
+from ropebench.leaderboard.metadata import filled_model, metadata_problems, read_metadata
 from ropebench.leaderboard.readme import readme_with
 from ropebench.leaderboard.schema import (
     ENTRY_SCHEMA,
@@ -185,6 +186,7 @@ def add_entry(
     submission: str | None = None,
     manifest: str | None = None,
     force: bool = False,
+    metadata: str | os.PathLike[str] | Mapping[str, Any] | None = None,
 ) -> Path:
     """Add (or with ``force`` replace) a computed entry from a results file; return its path.
 
@@ -195,6 +197,10 @@ def add_entry(
     files; a label that is not one line or is used by another entry; a submission already in
     the suite; an existing entry without ``force``. Nothing is written then.
 
+    ``metadata``: a JSON file (or dict) with ``model`` and/or ``training_data``
+    (:mod:`ropebench.leaderboard.metadata`); ``model.bytes_per_item`` (and the embedding's dim
+    and dtype) are filled from the results when not given. Re-add with ``force`` to edit them.
+
     Raises:
         UsageError: bad name, label or suite; DataError: the results cannot be added (or a file
             cannot be written — nothing was changed).
@@ -202,6 +208,11 @@ def add_entry(
     results_path, root = Path(results_path), Path(root)
     check_suite_name(suite)
     problems = _argument_problems(name, label, label_latex, description, source)
+    if isinstance(metadata, Mapping):
+        problems += metadata_problems(metadata)
+        extra = dict(metadata)
+    else:
+        extra = read_metadata(metadata) if metadata is not None else {}
     if problems:
         raise UsageError("refused, nothing written:\n  - " + "\n  - ".join(problems))
     before = load_suite(root, suite)  # an unknown or broken suite is reported before any file is hashed
@@ -218,6 +229,11 @@ def add_entry(
             raise DataError(f"{results_path}: cannot be added to suite {suite!r}; nothing written:\n  - "
                             + "\n  - ".join(problems))
         entry = _entry(prepared, root, suite, name, label, label_latex, description, source)
+        entry["model"] = filled_model(extra.get("model"), prepared.results)
+        if not entry["model"]:
+            del entry["model"]
+        if extra.get("training_data"):
+            entry["training_data"] = dict(extra["training_data"])
         problems = check_entry(entry)
         if problems:  # a results file whose numbers the entry schema refuses
             raise DataError(f"{results_path}: the entry would not be valid:\n  - " + "\n  - ".join(problems))

@@ -49,7 +49,7 @@ _PROTOCOL_VALUES = {"metric": ("cosine", "ip", "l2"),
 
 _ENTRY_KEYS = {"schema", "name", "label", "label_latex", "suite", "description", "source", "kind",
                "protocol", "submission", "manifest", "per_query", "test_set", "ropebench_version",
-               "created", "results"}
+               "created", "results", "model", "training_data"}
 _SUITE_KEYS = {"schema", "name", "title", "description", "label_column", "entries", "captions",
                "metrics", "protocol", "manifest", "items", "products", "baseline"}
 MAX_LABEL = 200  # characters of a row label
@@ -133,8 +133,32 @@ def check_protocol(protocol: Any, *, where: str = "protocol", partial: bool = Fa
             problems.append(f"{where}.ks is {ks!r}: must be increasing positive integers")
     if "group_exclusion" in protocol and not isinstance(protocol["group_exclusion"], bool):
         problems.append(f"{where}.group_exclusion must be true or false")
+    problems += _compression_problems(protocol, where)
     problems += [f"{where}.{key} is not a protocol field" for key in protocol
-                 if key not in ("metric", "ties", "ks", "search", "scores", "group_exclusion")]
+                 if key not in ("metric", "ties", "ks", "search", "scores", "group_exclusion", "compression",
+                                "bytes_per_item")]
+    return problems
+
+
+def _compression_problems(protocol: Mapping[str, Any], where: str) -> list[str]:
+    """``compression`` (a canonical ``--compress`` spelling) and ``bytes_per_item`` come together."""
+    from ropebench.compress import parse_compression
+    from ropebench.errors import UsageError
+
+    if "compression" not in protocol and "bytes_per_item" not in protocol:
+        return []
+    problems = []
+    value = protocol.get("compression")
+    try:
+        spec = parse_compression(value) if isinstance(value, str) else None
+    except UsageError:
+        spec = None
+    if spec is None or spec.name != value:
+        problems.append(f"{where}.compression is {value!r}: must be fp16, int8, binary or dims=K "
+                        "(as `evaluate --compress` records it)")
+    if not (_is_count(protocol.get("bytes_per_item")) and protocol["bytes_per_item"] > 0):
+        problems.append(f"{where}.bytes_per_item is {protocol.get('bytes_per_item')!r}: must be a positive integer "
+                        "recorded with protocol.compression")
     return problems
 
 
@@ -228,6 +252,9 @@ def check_entry(entry: Any) -> list[str]:
     if "label_latex" in entry:
         _nonempty_str(entry, "label_latex", problems)
         problems += latex_problems(entry["label_latex"])
+    from ropebench.leaderboard.metadata import metadata_problems
+
+    problems += metadata_problems(entry)
     kind = entry.get("kind")
     if kind == "computed":
         problems += check_protocol(entry.get("protocol"))

@@ -18,7 +18,7 @@ from ropebench.leaderboard.paths import check_regular, confined
 from ropebench.leaderboard.store import Suite
 from ropebench.render.tables import SIGNIFICANT, Table
 
-__all__ = ["annotate", "SignificanceSettings"]
+__all__ = ["annotate", "SignificanceSettings", "per_query_of"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +32,7 @@ class SignificanceSettings:
     alpha: float = 0.05
 
 
-def _per_query(entry: Mapping[str, Any], base: Path) -> Any:
+def per_query_of(entry: Mapping[str, Any], base: Path) -> Any:
     """The entry's stored per-query table, or None (a published entry, or no file recorded)."""
     from ropebench.results import read_per_query
 
@@ -65,7 +65,7 @@ def annotate(suite: Suite, tables: Sequence[Table], *, base: Path, ci: bool = Fa
     settings = settings or SignificanceSettings()
     tables_out = list(tables)
     notes: list[str] = []
-    per_query = {entry["name"]: _per_query(entry, base) for entry in suite.entries}
+    per_query = {entry["name"]: per_query_of(entry, base) for entry in suite.entries}
     if ci:
         intervals = {name: task_intervals(frame) for name, frame in per_query.items() if frame is not None}
         tables_out = [_with_intervals(table, intervals) for table in tables_out]

@@ -62,6 +62,9 @@ tbody tr:nth-child(even) { background: #f4f4f4; }
 dt { font-weight: bold; } dd { margin: 0 0 0.4em 1.5em; overflow-wrap: anywhere; }
 img { max-width: 100%; height: auto; }
 .note { color: #555; font-style: italic; }
+.rank { color: #555; font-size: 0.85em; }
+#filters { border: 1px solid #ccc; padding: 0.5em 1em; margin: 1em 0; }
+#filters label { margin-right: 1.5em; }
 footer { margin-top: 3em; color: #555; font-size: 0.9em; }
 """
 
@@ -101,6 +104,28 @@ _SCRIPT = """\
       header.querySelector("button").addEventListener("click", function () { sortBy(table, header, column); });
     });
   });
+  // Filters: hide the rows of entries that do not match (zero-shot only, trained on ROPE, size).
+  var filters = document.getElementById("filters");
+  if (filters) {
+    var apply = function () {
+      var zeroShot = filters.querySelector("#only-zero-shot").checked;
+      var ropeTrain = filters.querySelector("#only-rope-train").checked;
+      var maxBytes = parseFloat(filters.querySelector("#max-bytes").value);
+      var maxParameters = parseFloat(filters.querySelector("#max-parameters").value);
+      Array.prototype.forEach.call(document.querySelectorAll("tr[data-entry]"), function (row) {
+        var bytes = parseFloat(row.getAttribute("data-bytes"));
+        var parameters = parseFloat(row.getAttribute("data-parameters"));
+        var show = (!zeroShot || row.getAttribute("data-zero-shot") === "true")
+          && (!ropeTrain || row.getAttribute("data-rope-train") === "true")
+          && (!(maxBytes > 0) || bytes <= maxBytes)
+          && (!(maxParameters > 0) || parameters <= maxParameters);
+        row.hidden = !show;
+      });
+    };
+    Array.prototype.forEach.call(filters.querySelectorAll("input, select"), function (control) {
+      control.addEventListener("change", apply);
+    });
+  }
 })();
 """
 
@@ -147,23 +172,49 @@ def _head(columns: Sequence[tuple[str, str]]) -> str:
                                    "</button></th>" for name, kind in columns) + "</tr></thead>"
 
 
-def _table(table: Table) -> str:
-    """A sortable HTML table: one full row per table row (no row spans, so rows can move)."""
+def _entry_attributes(entry: Mapping[str, Any] | None) -> str:
+    """``data-*`` attributes the filters read: zero-shot, trained on ROPE, bytes per item, parameters."""
+    if entry is None:
+        return ""
+    from ropebench.leaderboard.metadata import effective_model
+
+    model = effective_model(entry)
+    training: Mapping[str, Any] = entry["training_data"] if isinstance(entry.get("training_data"), Mapping) else {}
+    attributes = {"zero-shot": training.get("zero_shot"), "rope-train": training.get("rope_train"),
+                  "bytes": model.get("bytes_per_item"), "parameters": model.get("parameters")}
+    return "".join(f' data-{key}="{_esc(str(value).lower() if isinstance(value, bool) else value)}"'
+                   for key, value in attributes.items() if value is not None)
+
+
+def _table(table: Table, entries: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """A sortable HTML table: one full row per table row (no row spans, so rows can move).
+
+    ``entries`` (by name) give each row the ``data-*`` attributes the filters read.
+    """
     order = {name: index for index, name in enumerate(ALL_TASKS + DOMAINS)}
-    columns = [(table.group_header, "order")]
+    columns = [(table.group_header, "num" if table.kind == "ranks" else "order")]
     if table.label_header is not None:
         columns.append((table.label_header, "text"))
+    if table.tag_header is not None:
+        columns.append((table.tag_header, "text"))
     columns += [(name, "num") for name in table.value_headers]
     lines = [f'<table class="sortable" id="{_esc(table.key)}">',
              f"<caption><strong>{_esc(table.title)}.</strong> {_esc(table.caption)}</caption>",
              _head(columns), "<tbody>"]
     for row in table.rows:
-        cells = [f'<th scope="row" data-sort="{order.get(row.group, len(order))}">{_esc(row.group)}</th>']
+        position = row.group if table.kind == "ranks" else order.get(row.group, len(order))
+        cells = [f'<th scope="row" data-sort="{_esc(position)}">{_esc(row.group)}</th>']
         if table.label_header is not None:
             cells.append(f"<td>{_esc(row.label)}</td>")
+        if table.tag_header is not None:
+            cells.append(f"<td>{_esc(row.tag or '')}</td>")
+        ranks = row.ranks or (None,) * len(row.values)
         cells += [f'<td class="num" data-sort="{"" if value is None else repr(float(value))}">'
-                  f"{_esc(format_number(value))}</td>" for value in row.values]
-        lines.append(f'<tr data-entry="{_esc(row.entry)}">' + "".join(cells) + "</tr>")
+                  f"{_esc(format_number(value))}"
+                  + (f' <span class="rank">({bounds[0]}–{bounds[1]})</span>' if bounds and value is not None else "")
+                  + "</td>" for value, bounds in zip(row.values, ranks)]
+        attributes = _entry_attributes((entries or {}).get(row.entry))
+        lines.append(f'<tr data-entry="{_esc(row.entry)}"{attributes}>' + "".join(cells) + "</tr>")
     return "\n".join([*lines, "</tbody>", "</table>"])
 
 
@@ -266,7 +317,61 @@ def _plots(suite: Suite, base: Path, out: Path) -> tuple[dict[str, str], list[Pa
     return drawn, written
 
 
-def _suite_page(suite: Suite, figures: dict[str, str], missing_plots: str | None) -> str:
+_FILTERS = """\
+<form id="filters" aria-label="Filter entries"><strong>Show only:</strong>
+<label><input type="checkbox" id="only-zero-shot"> zero-shot models</label>
+<label><input type="checkbox" id="only-rope-train"> models trained on ROPE's train split</label>
+<label>bytes per item ≤ <select id="max-bytes"><option value="">any</option><option value="32">32</option>
+<option value="128">128</option><option value="512">512</option><option value="2048">2048</option></select></label>
+<label>parameters ≤ <select id="max-parameters"><option value="">any</option><option value="100000000">100M</option>
+<option value="1000000000">1B</option><option value="10000000000">10B</option></select></label>
+<span class="note">(entries without the metadata a filter needs are hidden by it)</span>
+</form>"""
+
+
+def _models_table(suite: Suite) -> Table:
+    """One row per entry: its model, size, embedding storage and training data (the metadata)."""
+    from ropebench.leaderboard.metadata import effective_model, training_text
+    from ropebench.render.tables import Row
+
+    rows = []
+    for entry in suite.entries:
+        model = effective_model(entry)
+        protocol: Mapping[str, Any] = entry["protocol"] if isinstance(entry.get("protocol"), Mapping) else {}
+        described = " · ".join(str(part) for part in (
+            model.get("name"), f"d={model['embedding_dim']}" if model.get("embedding_dim") else None,
+            model.get("embedding_dtype"), f"compressed {protocol['compression']}" if protocol.get("compression")
+            else None, training_text(entry) if training_text(entry) != "–" else None) if part) or "–"
+        values = tuple(float(model[key]) if isinstance(model.get(key), int) else None
+                       for key in ("parameters", "bytes_per_item"))
+        rows.append(Row(group=entry["kind"], entry=entry["name"], label=entry["label"], label_latex=None,
+                        values=values, tag=described))
+    return Table(kind="models", key=f"{suite.name}-models", title="Models",
+                 caption="What each entry is: model, embedding, training data (leaderboard add --metadata).",
+                 group_header="kind", label_header=suite.label_column, label_name=suite.label_column,
+                 value_headers=("parameters", "bytes/item"), rows=tuple(rows), tag_header="model and training")
+
+
+def _ranked_tables(suite: Suite, base: Path) -> tuple[list[Table], Table | None]:
+    """Table 1/2, with rank intervals and the ranking table when the suite has computed entries with
+    per-query files (else the tables as they are, and None)."""
+    import dataclasses
+
+    from ropebench.leaderboard.ranking import ranks_note, ranks_table, suite_ranking, with_note, with_ranks
+
+    tables = suite_tables(suite)
+    try:
+        ranking = suite_ranking(suite, base=base)
+    except (UsageError, DataError, OSError):
+        return tables, None  # no per-query data here (published entries, or a copy without the files)
+    if len(ranking.entries) < 2:
+        return tables, None
+    note = ranks_note(ranking)
+    tables = [dataclasses.replace(with_ranks(t, ranking), caption=with_note(t.caption, note)) for t in tables]
+    return tables, ranks_table(suite, ranking, key=suite.name)
+
+
+def _suite_page(suite: Suite, figures: dict[str, str], missing_plots: str | None, base: Path) -> str:
     title = f"{suite.name}: {suite.spec['title']}"
     body = ['<p><a href="index.html">All suites</a></p>', f"<h1>{_esc(title)}</h1>"]
     if suite.spec.get("description"):
@@ -274,9 +379,14 @@ def _suite_page(suite: Suite, figures: dict[str, str], missing_plots: str | None
     if suite.spec.get("protocol"):
         body.append(f"<p>Protocol: {_esc(_describe(suite.spec['protocol']))}.</p>")
     body.append("<p>Click a column header to sort the rows by it.</p>")
-    body += ["<h2>Tables</h2>", *(_table(table) for table in suite_tables(suite))]
+    entries = {entry["name"]: entry for entry in suite.entries}
+    tables, ranked = _ranked_tables(suite, base)
+    body += ["<h2>Models</h2>", _FILTERS, _table(_models_table(suite), entries)]
+    if ranked is not None:
+        body += ["<h2>Ranks</h2>", _table(ranked, entries)]
+    body += ["<h2>Tables</h2>", *(_table(table, entries) for table in tables)]
     body += [f"<h2>Domain matrices ({MATRIX_MEASURE})</h2>", '<div class="matrices">',
-             *(_table(entry_matrix(suite, entry, MATRIX_MEASURE)) for entry in suite.entries), "</div>"]
+             *(_table(entry_matrix(suite, entry, MATRIX_MEASURE), entries) for entry in suite.entries), "</div>"]
     body.append("<h2>Plots</h2>")
     if missing_plots:
         body.append(f'<p class="note">No plots: {_esc(missing_plots)}.</p>')
@@ -371,7 +481,7 @@ def build_site(root: Path, out: Path, *, plots: bool = True) -> list[Path]:
                     missing = ("matplotlib is not installed where this site was built: "
                                "pip install 'ropebench[plot]' and rebuild it")
             pages.append(staging / f"{suite.name}.html")
-            pages[-1].write_text(_suite_page(suite, figures, missing), encoding="utf-8")
+            pages[-1].write_text(_suite_page(suite, figures, missing, root.parent), encoding="utf-8")
         pages.append(staging / "favicon.svg")
         pages[-1].write_text(_ICON, encoding="utf-8")
         (staging / MARKER).write_text("built by ropebench leaderboard site\n", encoding="utf-8")

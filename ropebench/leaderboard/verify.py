@@ -191,12 +191,14 @@ def _recheck(suite: Suite, entry: Mapping[str, Any], root: Path, where: str, rep
         fresh = _api_evaluate()(
             str(found["submission"]), manifest=str(found["manifest"]) if "manifest" in found else None,
             metric=protocol["metric"], ties=protocol["ties"], ks=tuple(protocol["ks"]),
-            tasks=list(entry["results"]), ci=False).to_json()  # intervals are not stored in entries
+            tasks=list(entry["results"]), ci=False,  # intervals are not stored in entries
+            compress=protocol.get("compression")).to_json()
     except ropebench.RopebenchError as error:
         report.problems.append(f"{where}: re-evaluation failed: {error}")
         return
-    for key in ("group_exclusion", "search", "scores"):
-        if key in protocol and fresh["protocol"].get(key) != protocol.get(key):
+    # ``scores`` is checked where stored (entries added before it was recorded lack it).
+    for key in ("group_exclusion", "search", "scores", "compression", "bytes_per_item"):
+        if (key != "scores" or key in protocol) and fresh["protocol"].get(key) != protocol.get(key):
             report.problems.append(f"{where}: protocol.{key}: stored {protocol.get(key)!r}, "
                                    f"recomputed {fresh['protocol'].get(key)!r}")
     for task, stored in entry["results"].items():

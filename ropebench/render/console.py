@@ -43,6 +43,8 @@ def render_evaluation(result: Mapping[str, Any], fmt: str = "text", *, matrix_me
     source = submission.get("path") or "arrays"
     header = (f"{source}: {submission['n_items']} items, d={submission['dim']} ({submission['dtype']}); "
               f"metric {protocol['metric']}, ties {protocol['ties']}, {protocol['search']} search")
+    if protocol.get("compression"):
+        header += f"; compressed {protocol['compression']} ({protocol.get('bytes_per_item')} bytes per item)"
     matrix_rows = [[q] + [format_number(tasks[f"{q}2{g}"].get(matrix_measure)) if f"{q}2{g}" in tasks else ""
                           for g in DOMAINS] for q in DOMAINS]
     task_rows = [[task, str(r["n_queries"]), str(r["n_skipped"]), str(r["n_gallery"]), str(r["n_tied"])]

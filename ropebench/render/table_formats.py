@@ -11,7 +11,7 @@ import html
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ropebench.render.numbers import MISSING, format_number, grid
@@ -51,15 +51,21 @@ def _grid(table: Table, highlight: bool, mark: Any) -> tuple[list[str], list[lis
     header = [table.group_header]
     if table.label_header is not None:
         header.append(table.label_header)
+    if table.tag_header is not None:
+        header.append(table.tag_header)
     header.extend(table.value_headers)
     body = []
     for i, row in enumerate(table.rows):
         cells = [row.group] + ([row.label] if table.label_header is not None else [])
+        cells += [row.tag or ""] if table.tag_header is not None else []
         for j, value in enumerate(row.values):
             text = format_number(value)
             bounds = row.intervals[j] if row.intervals is not None else None
             if value is not None and bounds is not None:
                 text += f" ± {format_number((bounds[1] - bounds[0]) / 2)}"
+            ranks = row.ranks[j] if row.ranks is not None else None
+            if value is not None and ranks is not None:
+                text += f" ({ranks[0]}–{ranks[1]})"
             if row.marks is not None and row.marks[j]:
                 text += SIGNIFICANT
             cells.append(mark(text) if (i, j) in best else text)
@@ -142,8 +148,11 @@ def latex(table: Table, highlight: bool) -> str:
         out = [first]
         if has_label:
             out.append(row.label_latex if row.label_latex else _latex_escape(row.label))
+        if table.tag_header is not None:
+            out.append(_latex_escape(row.tag or ""))
         # Value cells are digits, "\textbf{...}" or the en dash; the dash becomes "--".
         out += [text.replace(MISSING, "--").replace(" ± ", r" $\pm$ ").replace(SIGNIFICANT, r"$^{\dagger}$")
+                .replace("–", "--")
                 for text in cells[n_text:]]
         lines.append(" & ".join(out) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
@@ -220,7 +229,7 @@ def csv_text(tables: Sequence[Table]) -> str:
     return buffer.getvalue()
 
 
-def json_text(tables: Sequence[Table], title: str) -> str:
+def json_text(tables: Sequence[Table], title: str, extra: Mapping[str, Any] | None = None) -> str:
     document = {
         "title": title,
         "tables": [
@@ -229,6 +238,7 @@ def json_text(tables: Sequence[Table], title: str) -> str:
              "columns": table.columns(), "rows": table.records()}
             for table in tables
         ],
+        **(extra or {}),
     }
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 

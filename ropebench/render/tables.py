@@ -51,6 +51,10 @@ class Row:
     # (shown as a dagger) and a 95% interval (shown as ± half-width).
     marks: tuple[bool, ...] | None = None
     intervals: tuple[tuple[float, float] | None, ...] | None = None
+    # A 95% rank interval per value among the suite's computed entries (shown as "(1–2)"), and a
+    # short text cell after the label (the letter groups of the ranks table).
+    ranks: tuple[tuple[int, int] | None, ...] | None = None
+    tag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,8 @@ class Table:
         label_header: header of the row-label column, or None when it is not displayed.
         label_name: name of the label field in csv/json (always present there).
         value_headers: metric names (tables 1, 2) or gallery domains (matrix).
-        metric: the matrix's metric; None for tables 1 and 2.
+        metric: the matrix's metric; None for tables 1 and 2 (and the ranks table).
+        tag_header: header of a text column after the label (the ranks table's ``group``), or None.
     """
 
     kind: str
@@ -78,22 +83,32 @@ class Table:
     value_headers: tuple[str, ...]
     rows: tuple[Row, ...]
     metric: str | None = None
+    tag_header: str | None = None
 
     def records(self) -> list[dict[str, Any]]:
         """Unrounded rows for csv/json, every field present."""
         out = []
         for row in self.rows:
             head: dict[str, Any] = {"table": self.kind}
-            if self.metric is None:
+            if self.kind == "ranks":
+                head.update(rank=int(row.group), entry=row.entry)
+            elif self.metric is None:
                 head.update(task=row.group, entry=row.entry)
             else:
                 head.update(metric=self.metric, entry=row.entry, query=row.group)
             head[self.label_name] = row.label
+            if self.tag_header is not None:
+                head[self.tag_header] = row.tag
             record = {**head, **dict(zip(self.value_headers, row.values))}
             if any(r.intervals is not None for r in self.rows):  # every record has the same fields
                 intervals = row.intervals or (None,) * len(self.value_headers)
                 for name, bounds in zip(self.value_headers, intervals):
                     record[f"{name} low"], record[f"{name} high"] = bounds if bounds is not None else (None, None)
+            if any(r.ranks is not None for r in self.rows):
+                ranks = row.ranks or (None,) * len(self.value_headers)
+                for name, bounds in zip(self.value_headers, ranks):
+                    record[f"{name} rank low"], record[f"{name} rank high"] = bounds if bounds is not None \
+                        else (None, None)
             if any(r.marks is not None for r in self.rows):
                 marks = row.marks or (False,) * len(self.value_headers)
                 record.update({f"{name} significant": bool(flag) for name, flag in zip(self.value_headers, marks)})
@@ -105,10 +120,15 @@ class Table:
         extra: list[str] = []
         if any(row.intervals is not None for row in self.rows):
             extra += [f"{name} {end}" for name in self.value_headers for end in ("low", "high")]
+        if any(row.ranks is not None for row in self.rows):
+            extra += [f"{name} rank {end}" for name in self.value_headers for end in ("low", "high")]
         if any(row.marks is not None for row in self.rows):
             extra += [f"{name} significant" for name in self.value_headers]
+        tag = [self.tag_header] if self.tag_header is not None else []
+        if self.kind == "ranks":
+            return ["table", "rank", "entry", self.label_name, *tag, *self.value_headers, *extra]
         if self.metric is None:
-            return ["table", "task", "entry", self.label_name, *self.value_headers, *extra]
+            return ["table", "task", "entry", self.label_name, *tag, *self.value_headers, *extra]
         return ["table", "metric", "entry", self.label_name, "query", *self.value_headers, *extra]
 
 
@@ -213,12 +233,13 @@ def render(
     *,
     highlight: bool = False,
     title: str = "ropebench",
+    extra: Mapping[str, Any] | None = None,
 ) -> str:
     """Render tables in one format; several tables are separated by a blank line.
 
     ``highlight`` bolds the best value per column (within each task for tables 1 and 2); it
     is refused for csv and json, which carry raw values. ``title`` names the HTML page and the
-    JSON document.
+    JSON document; ``extra`` adds top-level keys to the JSON document (``ranks``, ``groups``).
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}")
@@ -230,7 +251,7 @@ def render(
     if fmt == "csv":
         return formats.csv_text(tables)
     if fmt == "json":
-        return formats.json_text(tables, title)
+        return formats.json_text(tables, title, extra)
     if fmt == "html":
         return formats.html_page(tables, highlight, title)
     one = {"markdown": formats.markdown, "latex": formats.latex, "text": formats.text}[fmt]
