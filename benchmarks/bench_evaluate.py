@@ -1,12 +1,15 @@
 """Time a full nine-task evaluation against the one-pass GEMM bound, per-task FAISS and peers.
 
     python benchmarks/bench_evaluate.py --dim 128 --scales 0.25,0.5,1 --repeats 3
+    git worktree add /tmp/before <commit> && python benchmarks/bench_evaluate.py --before /tmp/before
 
 Every method runs in a fresh subprocess (so each peak RSS is its own) on the same seeded
 ROPE-size data (benchmarks/rope_size.py), cosine, K = 50. ropebench's engines are chosen by
 name: ``ropebench`` is the default ``one-pass`` engine and ``ropebench-faiss`` the per-task
 ``faiss`` engine, both without the bootstrap intervals (so they compare searches);
 ``ropebench-ci`` is the default call, intervals included. Their engine counters are printed.
+``ropebench-before`` times the same call with the ``ropebench`` of another checkout (``--before DIR``,
+e.g. the commit before a change), in the same run, so the two can be compared on one noisy machine.
 ``cli`` writes the data to a parquet file first (untimed) and times ``ropebench evaluate`` on it
 in a child process (intervals included, as the CLI computes them), reporting that child's peak
 RSS. Printed: one table per (dim, scale) with
@@ -149,6 +152,8 @@ ROPEBENCH_METHODS = {"ropebench": {"engine": "one-pass"}, "ropebench-ci": {"engi
 
 
 def worker(method, scale, dim, threads):
+    if method == "ropebench-before":
+        method = "ropebench"  # the same call; sys.path already points at the other checkout
     from ropebench.evaluation import thread_limit
 
     emb, dom, prod, parts, labels = _data(scale, dim, parts=method not in (*ROPEBENCH_METHODS, "cli"))
@@ -191,11 +196,12 @@ def _available(module):
     return subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
 
 
-def _run(method, scale, dim, threads, repeats):
+def _run(method, scale, dim, threads, repeats, before=None):
     runs = []
     for _ in range(repeats):
+        extra = ["--before", before] if method == "ropebench-before" and before else []
         out = subprocess.run([sys.executable, __file__, "--worker", method, "--scales", str(scale), "--dim", str(dim),
-                              "--threads", str(threads)], capture_output=True, text=True, check=True)
+                              "--threads", str(threads), *extra], capture_output=True, text=True, check=True)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     seconds = float(np.median([r["seconds"] for r in runs]))
     return seconds, max(r["rss_mib"] for r in runs), runs[-1]["extra"], runs[-1]["embedding_mib"]
@@ -233,12 +239,18 @@ def main():
                         "torchmetrics")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--parquet", action="store_true", help="also time loading a ~100 MB parquet submission")
+    parser.add_argument("--before", help="a checkout of ropebench (e.g. git worktree add /tmp/before COMMIT) whose "
+                        "default call is timed in the same run as 'ropebench-before'")
     args = parser.parse_args()
     if args.worker:
+        if args.worker == "ropebench-before":
+            sys.path.insert(0, str(Path(args.before).resolve()))
         worker(args.worker, float(args.scales), args.dim, args.threads)
         return
     from tabulate import tabulate
 
+    if args.before and "ropebench-before" not in args.methods:
+        args.methods = args.methods.replace("ropebench,", "ropebench,ropebench-before,", 1)
     methods = [m for m in args.methods.split(",")
                if not (m == "pml" and not _available("pytorch_metric_learning.utils.accuracy_calculator"))
                and not (m == "torchmetrics" and not _available("torchmetrics.retrieval"))]
@@ -250,6 +262,7 @@ def main():
               "bound-half": "GEMM, intra blocks halved (what ropebench computes)",
               "ropebench": "ropebench.evaluate on arrays, engine one-pass (9 tasks, ci=False)",
               "ropebench-ci": "the same with the bootstrap intervals (the default call)",
+              "ropebench-before": f"the same call with the ropebench of {args.before}",
               "ropebench-faiss": "ropebench.evaluate on arrays, engine faiss (per task, ci=False)",
               "cli": "ropebench evaluate submission.parquet (CLI: imports, load, search, write)",
               "faiss": "per-task faiss IndexFlatIP k=51 (9 searches)",
@@ -258,7 +271,7 @@ def main():
     for scale in [float(s) for s in args.scales.split(",")]:
         rows, results = [], {}
         for method in methods:
-            results[method] = _run(method, scale, args.dim, args.threads, args.repeats)
+            results[method] = _run(method, scale, args.dim, args.threads, args.repeats, args.before)
         bound = results["bound"][0] if "bound" in results else float("nan")
         emb_mib = next(iter(results.values()))[3]
         for method, (seconds, rss, _extra, _) in results.items():
@@ -269,10 +282,10 @@ def main():
         if "ropebench" in results:
             # The issue's limits: within 1.1x of the GEMM bound, at least 2x faster than per-task FAISS.
             one_pass = results["ropebench"][0]
-            for method in ("bound", "bound-half", "ropebench-faiss", "faiss"):
+            for method in ("bound", "bound-half", "ropebench-before", "ropebench-faiss", "faiss"):
                 if method in results:
                     print(f"ropebench one-pass / {method}: {one_pass / results[method][0]:.2f}")
-            for method in ROPEBENCH_METHODS:
+            for method in (*ROPEBENCH_METHODS, "ropebench-before"):
                 if method in results:
                     print(f"{method} counters: {json.dumps(results[method][2]['counters'])}")
         if "ropebench" in results:
@@ -282,7 +295,7 @@ def main():
                 checks.append(("CLI", max(abs(results["cli"][2][t] - r1[t]) for t in TASKS)))
             if "faiss" in results:
                 checks.append(("faiss", max(abs(results["faiss"][2][t] - r1[t]) for t in TASKS)))
-            for method in ("ropebench-ci", "ropebench-faiss"):
+            for method in ("ropebench-ci", "ropebench-faiss", "ropebench-before"):
                 if method in results:
                     checks.append((method, max(abs(results[method][2]["R@1"][t] - r1[t]) for t in TASKS)))
             if "pml" in results:

@@ -141,7 +141,7 @@ def evaluate(
     Returns:
         EvaluationResult: ``.tasks[TASK]["R@1"]``, ``.per_query``, ``.summary()``, ``.to_json()``.
     """
-    from ropebench.provenance import input_record
+    from ropebench.io.inputs import input_record
 
     started = time.perf_counter()
     options = group_options({"protocol": protocol, "search": search, "catalogue": catalogue,
@@ -442,6 +442,6 @@ def _beyond_max_k_censored(hits: FirstHits, max_k: int) -> FirstHits:
 
 
 def _array_record(dataset: Dataset) -> dict[str, Any]:
-    from ropebench.provenance import input_record
+    from ropebench.io.inputs import input_record
 
     return input_record(None, None, dataset)[0]

@@ -8,7 +8,7 @@ import platform
 import sys
 from typing import Any
 
-__all__ = ["environment", "utc_now", "cpu_name", "input_record"]
+__all__ = ["environment", "utc_now", "cpu_name"]
 
 
 def utc_now() -> str:
@@ -52,23 +52,3 @@ def environment(threads: int, *, faiss_ran: bool = False) -> dict[str, Any]:
         env["pyarrow"] = _version("pyarrow", ("pyarrow",))
     env.update(platform=platform.platform(), cpu=cpu_name(), cpu_count=os.cpu_count(), threads=threads)
     return env
-
-
-def input_record(submission: Any, manifest: Any, dataset: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """What a results file records about its inputs: paths, sha256, item count, d and dtype."""
-    import hashlib
-
-    import numpy as np
-
-    from ropebench.io.files import sha256_file
-
-    if submission is not None:
-        record: dict[str, Any] = {"path": str(submission), "sha256": sha256_file(submission)}
-        manifest_record = None if manifest is None else {"path": str(manifest), "sha256": sha256_file(manifest)}
-    else:
-        matrix = np.ascontiguousarray(dataset.embeddings)
-        digest = hashlib.sha256(memoryview(matrix).cast("B")).hexdigest()  # type: ignore[arg-type]
-        record = {"path": None, "sha256": digest}
-        manifest_record = None
-    record.update(n_items=dataset.n_items, dim=dataset.dim, dtype=dataset.dtype)
-    return record, manifest_record

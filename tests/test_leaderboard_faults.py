@@ -32,7 +32,7 @@ from ropebench.cli import cli
 from ropebench.errors import DataError, UsageError
 from ropebench.leaderboard import transaction
 from ropebench.leaderboard.store import View
-from ropebench.render.tables import render
+from ropebench.render.table_formats import render
 
 REPO = Path(__file__).resolve().parents[1]
 KS = [1, 5, 10, 20, 50]

@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from ropebench.cli.table import table
 from ropebench.errors import UsageError
 from ropebench.render.numbers import format_number
-from ropebench.render.tables import FORMATS, matrix_table, render, task_table
+from ropebench.render.table_formats import render
+from ropebench.render.tables import FORMATS, matrix_table, task_table
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / "leaderboards"

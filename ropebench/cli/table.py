@@ -13,7 +13,8 @@ from ropebench.cli.common import root_option
 from ropebench.errors import DataError, UsageError
 from ropebench.leaderboard.schema import ENTRY_SCHEMA, check_entry
 from ropebench.protocol import MEASURE_PATTERN, check_measure
-from ropebench.render.tables import FORMATS, render
+from ropebench.render.table_formats import render
+from ropebench.render.tables import FORMATS
 from ropebench.results import RESULTS_SCHEMA
 
 __all__ = ["table"]

@@ -19,7 +19,8 @@ from typing import Any
 from ropebench.leaderboard.integrity import describe
 from ropebench.leaderboard.store import README, Suite, View, load_suite, suite_names, suite_tables
 from ropebench.leaderboard.transaction import commit, exclusive
-from ropebench.render.tables import markdown_grid, render
+from ropebench.render.table_formats import render
+from ropebench.render.tables import markdown_grid
 
 __all__ = ["rendered_block", "render_readme", "readme_with", "begin_marker", "end_marker", "markdown_text"]
 

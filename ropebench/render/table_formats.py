@@ -14,10 +14,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ropebench.errors import UsageError
 from ropebench.render.numbers import MISSING, format_number, grid
-from ropebench.render.tables import SIGNIFICANT, Table, markdown_grid
+from ropebench.render.tables import FORMATS, SIGNIFICANT, Table, markdown_grid
 
-__all__ = ["markdown", "text", "latex", "html_page", "csv_text", "json_text"]
+__all__ = ["render", "markdown", "text", "latex", "html_page", "csv_text", "json_text"]
 
 
 def _best_cells(table: Table) -> set[tuple[int, int]]:
@@ -243,3 +244,30 @@ def json_text(tables: Sequence[Table], title: str, extra: Mapping[str, Any] | No
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
+def render(
+    tables: Sequence[Table],
+    fmt: str,
+    *,
+    highlight: bool = False,
+    title: str = "ropebench",
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Render tables in one format; several tables are separated by a blank line.
+
+    ``highlight`` bolds the best value per column (within each task for tables 1 and 2); it
+    is refused for csv and json, which carry raw values. ``title`` names the HTML page and the
+    JSON document; ``extra`` adds top-level keys to the JSON document (``ranks``, ``groups``).
+    """
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}")
+    if highlight and fmt in ("csv", "json"):
+        raise UsageError(f"--highlight does not apply to {fmt}, which carries unrounded values; "
+                         "drop --highlight or choose markdown, latex, html or text")
+    if fmt == "csv":
+        return csv_text(tables)
+    if fmt == "json":
+        return json_text(tables, title, extra)
+    if fmt == "html":
+        return html_page(tables, highlight, title)
+    one = {"markdown": markdown, "latex": latex, "text": text}[fmt]
+    return "\n".join(one(table, highlight) for table in tables)

@@ -27,7 +27,7 @@ __all__ = [
     "Table",
     "task_table",
     "matrix_table",
-    "render",
+
     "format_number",
     "markdown_grid",
 ]
@@ -225,34 +225,3 @@ def matrix_table(
 def markdown_grid(header: Sequence[str], body: Sequence[Sequence[str]], n_text: int) -> str:
     """A GitHub pipe table; the first ``n_text`` columns left-aligned, the rest right."""
     return grid(header, body, "markdown", n_text=n_text)
-
-
-def render(
-    tables: Sequence[Table],
-    fmt: str,
-    *,
-    highlight: bool = False,
-    title: str = "ropebench",
-    extra: Mapping[str, Any] | None = None,
-) -> str:
-    """Render tables in one format; several tables are separated by a blank line.
-
-    ``highlight`` bolds the best value per column (within each task for tables 1 and 2); it
-    is refused for csv and json, which carry raw values. ``title`` names the HTML page and the
-    JSON document; ``extra`` adds top-level keys to the JSON document (``ranks``, ``groups``).
-    """
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}")
-    if highlight and fmt in ("csv", "json"):
-        raise UsageError(f"--highlight does not apply to {fmt}, which carries unrounded values; "
-                         "drop --highlight or choose markdown, latex, html or text")
-    from ropebench.render import table_formats as formats
-
-    if fmt == "csv":
-        return formats.csv_text(tables)
-    if fmt == "json":
-        return formats.json_text(tables, title, extra)
-    if fmt == "html":
-        return formats.html_page(tables, highlight, title)
-    one = {"markdown": formats.markdown, "latex": formats.latex, "text": formats.text}[fmt]
-    return "\n".join(one(table, highlight) for table in tables)
