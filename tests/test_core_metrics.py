@@ -253,17 +253,17 @@ print(seconds, extra, task["R@1"], task["R@10000000"], result.tasks["P2P"]["R@1"
 """
 
 
-def test_huge_k_on_tied_data_is_fast_and_small(tmp_path):
+def test_huge_k_on_tied_data_stays_small(tmp_path):
     """K = 10^7 on 1,200 constant embeddings: the tie tables stop at max(t) + 1 columns, so
-    time and memory follow the gallery (400 items), not K. Measured in a fresh process (its
-    peak RSS is its own); before the clamp this took a MemoryError."""
+    memory follows the gallery (400 items), not K. Measured in a fresh process (its peak RSS is
+    its own); before the clamp this took a MemoryError. (No wall-clock assertion: timings belong
+    to benchmarks/.)"""
     import subprocess
     import sys
 
     done = subprocess.run([sys.executable, "-c", _HUGE_K_CHILD, str(tmp_path / "tied.parquet")],
                           capture_output=True, text=True, timeout=120, check=True)
-    seconds, extra, r1, r_huge, intra_r1 = map(float, done.stdout.split())
-    assert seconds < 10.0, seconds
+    _seconds, extra, r1, r_huge, intra_r1 = map(float, done.stdout.split())
     assert extra < 200 * 2**20, extra
     # Chance level, not 100: P2V has p = 2 relevant among 400 tied items -> R@1 = 2/400;
     # P2P excludes the query: p = 1 among 399 -> 1/399. Every query hits within K = 10^7.
