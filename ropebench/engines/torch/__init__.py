@@ -115,14 +115,14 @@ class TorchEngine:
             screen, precision = "fp32", FP32
             record.update(screen="fp32", screen_fallback="elements outside bf16's normal range")
         counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
-        counters["pairs_sent"] = 0
-        hits, widths = self._first_hits(request, precision, counters)
+        hits, widths, sent = self._first_hits(request, precision, counters)
+        record["pairs_sent"] = sent  # candidates that left the device (for the host's decisions)
         counters["queries_censored"] = sum(int(h.censored.sum()) for h in hits.values())
         record["band_median"] = float(np.median(widths)) if len(widths) else 0.0
         return SearchRun(hits=hits, counters=counters, engine=record)
 
     def _first_hits(self, request: SearchRequest, precision: Precision, counters: dict[str, int]
-                    ) -> tuple[dict[str, FirstHits], np.ndarray]:
+                    ) -> tuple[dict[str, FirstHits], np.ndarray, int]:
         settings, device = self.settings, self.device
         task_data, tasks = request.task_data, request.tasks
         plan: list[tuple[str, str | None, bool]] = []
@@ -145,17 +145,18 @@ class TorchEngine:
         dtype = screen_dtype(precision.name)
         readers: dict[str, TaskReader] = {}
         buffers = threading.local()
+        sent = 0
         with exact_kernels(device), _cpu_threads(device, request.threads) as pool:
             for row_task, column_task, symmetric in plan:
                 block = self._block(task_data, row_task, column_task, symmetric, precision, request)
                 readers[row_task] = block.rows
                 if column_task is not None and block.columns is not None:
                     readers[column_task] = block.columns
-                left = torch.from_numpy(block.sorted_left).to(device=device, dtype=dtype)
-                right = left if block.sorted_right is block.sorted_left else \
+                on_left = torch.from_numpy(block.sorted_left).to(device=device, dtype=dtype)
+                on_right = on_left if block.sorted_right is block.sorted_left else \
                     torch.from_numpy(np.ascontiguousarray(block.sorted_right)).to(device=device, dtype=dtype)
-                counters["pairs_sent"] += run_block(block, left, right, pool, buffers, progress)
-                del block, left, right
+                sent += run_block(block, on_left, on_right, pool, buffers, progress)
+                del block, on_left, on_right
         hits: dict[str, FirstHits] = {}
         widths: list[np.ndarray] = []
         for task in small:
@@ -173,7 +174,7 @@ class TorchEngine:
             widths.append(_band_widths(reader))
         counters["blocks_tiled"] += len(plan)
         counters["blocks_small"] += len(small)
-        return {task: hits[task] for task in tasks}, np.concatenate(widths) if widths else np.zeros(0)
+        return {task: hits[task] for task in tasks}, np.concatenate(widths) if widths else np.zeros(0), sent
 
     def _block(self, task_data: Mapping[str, TaskData], row_task: str, column_task: str | None, symmetric: bool,
                precision: Precision, request: SearchRequest) -> Block:
