@@ -78,27 +78,44 @@ def screen_dtype(screen: str) -> torch.dtype:
 
 
 def measured_screen(device: torch.device, dim: int, rows: int = 1024, columns: int = 4096) -> tuple[str, float]:
-    """``(screen, bf16 speed-up)``: bf16 when its tile (GEMM and one comparison) runs at least
-    :data:`BF16_GAIN` times faster than fp32's on this device; measured once per process and dimension."""
+    """``(screen, bf16 speed-up)``: bf16 when its tile (GEMM and the engine's selection) runs at
+    least :data:`BF16_GAIN` times faster than fp32's on this device (one torch thread on the CPU,
+    as the engine's workers run); measured once per process and dimension."""
     key = (str(device), dim)
     if key not in _measured:
         generator = torch.Generator().manual_seed(0)
         left = torch.randn(rows, dim, generator=generator).to(device)
         right = torch.randn(columns, dim, generator=generator).to(device)
         seconds = {}
+        threads = torch.get_num_threads()
+        if device.type == "cpu":
+            torch.set_num_threads(1)
         with exact_kernels(device):
             for screen in SCREENS:
                 a, b = left.to(screen_dtype(screen)), right.to(screen_dtype(screen))
                 best = np.inf
                 for _ in range(3):
                     start = time.perf_counter()
-                    mask = torch.mm(a, b.T) >= 1.0
-                    int(mask.sum())  # waits for the device
+                    _select(torch.mm(a, b.T))
                     best = min(best, time.perf_counter() - start)
                 seconds[screen] = best
+        torch.set_num_threads(threads)
         gain = seconds["fp32"] / max(seconds["bf16"], 1e-9)
         _measured[key] = ("bf16" if gain >= BF16_GAIN else "fp32", float(gain))
     return _measured[key]
+
+
+def _select(scores: torch.Tensor) -> int:
+    """The engine's selection of one tile (for timing): numpy on the CPU (on the bits of a bf16
+    tile, as :mod:`.blocks` does), a comparison and ``nonzero`` on other devices."""
+    if scores.device.type != "cpu":
+        return len(torch.nonzero(scores >= 1.0))  # copies the indices back: waits for the device
+    from ropebench.engines.torch.blocks import bf16_at_least
+
+    mask = np.empty(tuple(scores.shape), dtype=bool)
+    if scores.dtype == torch.bfloat16:
+        return len(np.flatnonzero(bf16_at_least(scores.view(torch.int16).numpy(), 1.0, mask)))
+    return len(np.flatnonzero(np.greater_equal(scores.numpy(), np.float32(1.0), out=mask)))
 
 
 @contextlib.contextmanager
