@@ -117,8 +117,12 @@ def evaluate(
         ks: cut-offs, e.g. ``(1, 5, 10, 20, 50)`` or ``"1,5,10"``.
         tasks: e.g. ``"P2V,V2P"``, ``"cross"``, ``"intra"``; default all nine.
         threads: worker/BLAS threads; default all cores.
-        engine: ``one-pass`` (default), ``faiss``, ``dask`` (one-pass, with the distractor shards
-            on a Dask cluster), or an engine object.
+        engine: ``one-pass`` (default), ``faiss``, ``torch`` (extra ``ropebench[torch]``), ``dask``
+            (one-pass, with the distractor shards on a Dask cluster), or an engine object.
+        device: ``engine="torch"``: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; default the device of a
+            torch ``embeddings`` tensor, else cuda when available, else cpu.
+        screen: ``engine="torch"``: ``fp32`` or ``bf16`` (docs/screening.md); default measured once
+            per process. Either way the counts are the default engine's.
         progress: draw a progress bar on stderr (only when it is a terminal).
         ci: attach each task's 95% product-level bootstrap interval of every measure
             (10,000 resamples, seed 0) as ``tasks[T].ci``; False skips it (a training loop
@@ -147,6 +151,9 @@ def evaluate(
     options = group_options({"protocol": protocol, "search": search, "catalogue": catalogue,
                              "approximate": approximate, "report": report}, keywords)
     _check(options)
+    if options.search.device is None and _engine_key(options.search.engine) == "torch":
+        # The device of the input tensors is the torch engine's default device.
+        options = replace(options, search=replace(options.search, device=_tensor_device(embeddings)))
     dataset = validate(submission, manifest=manifest, embeddings=embeddings, domains=domains,
                        product_ids=product_ids, item_ids=item_ids, group_ids=group_ids,
                        metric=options.protocol.metric)
@@ -154,6 +161,27 @@ def evaluate(
     submission_info, manifest_info = input_record(submission, manifest, dataset)
     return evaluate_dataset(dataset, **_as_objects(options), submission_info=submission_info,
                             manifest_info=manifest_info, load_seconds=loaded - started, started=started)
+
+
+def _engine_key(engine: Any) -> str | None:
+    """The registered name an ``engine`` option resolves to (None for an engine object)."""
+    return resolve(engine).engine if engine is None or isinstance(engine, str) else None
+
+
+def _tensor_device(embeddings: Any) -> str | None:
+    """``cuda:N`` or ``mps`` when ``embeddings`` is a tensor there (duck-typed: torch is not imported)."""
+    device = getattr(embeddings, "device", None)
+    kind = getattr(device, "type", None)
+    if kind not in ("cuda", "mps"):
+        return None
+    index = getattr(device, "index", None)
+    return kind if index is None else f"{kind}:{index}"
+
+
+def _search_precision(screen: str | None) -> Any:
+    from ropebench.engines.core.precision import FP32, by_name
+
+    return FP32 if screen is None else by_name(screen)
 
 
 def _as_objects(options: Options) -> dict[str, Any]:
@@ -179,6 +207,11 @@ def _check(options: Options) -> None:
                          "--distractors, or use --engine one-pass")
     if runner != "dask" and (c.scheduler is not None or c.workers is not None):
         raise UsageError("--scheduler and --workers go with --engine dask. Fix: add --engine dask, or drop them")
+    if (s.device is not None or s.screen is not None) and _engine_key(s.engine) != "torch" \
+            and getattr(s.engine, "name", None) != "torch":
+        raise UsageError("--device and --screen go with --engine torch. Fix: add --engine torch, or drop them")
+    if s.screen is not None and s.screen not in ("fp32", "bf16"):
+        raise UsageError(f"--screen {s.screen!r}: choose from fp32, bf16")
     if x.index is not None and (runner == "dask" or c.runner is not None):
         raise UsageError("--index builds and searches its index in this process. Fix: drop --engine dask")
     if x.agreement_queries < 0:
@@ -249,7 +282,10 @@ def evaluate_dataset(
     threads = options.search.threads
     engine_choice = options.search.engine
     choice = resolve(engine_choice) if engine_choice is None or isinstance(engine_choice, str) else None
-    base = get_engine(engine_choice if choice is None else choice.engine)
+    search_options = options.search
+    engine_options = {"device": search_options.device, "screen": search_options.screen} \
+        if choice is not None and choice.engine == "torch" else {}
+    base = get_engine(engine_choice if choice is None else choice.engine, **engine_options)
     runner, owned = cat.runner, False
     if cat.distractors and runner is None:
         owned = True
@@ -270,6 +306,7 @@ def evaluate_dataset(
             request = SearchRequest(
                 task_data=build_task_data(dataset, members, vectors, task_list, metric, center), tasks=task_list,
                 max_k=max(ks), exact_censored=False, threads=thread_count, symmetric_scores=metric != "l2",
+                precision=_search_precision(search_options.screen),
                 on_start=lambda total, unit: bar.start("search", total, unit=unit), on_progress=bar.advance)
             del vectors
             run = layout.engine.search(request)

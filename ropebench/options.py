@@ -28,12 +28,16 @@ class ProtocolOptions:
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """How the test set is searched: the engine (``one-pass``, ``faiss``, ``dask`` or an engine
-    object), threads, and a progress bar on stderr."""
+    """How the test set is searched: the engine (``one-pass``, ``faiss``, ``torch``, ``dask`` or an
+    engine object), threads, a progress bar on stderr, and for ``torch`` the device (``cpu``,
+    ``cuda``, ``cuda:N``, ``mps``; default: the input tensor's, else cuda when available, else cpu)
+    and the screening precision (``fp32`` or ``bf16``; default: measured once per process)."""
 
     engine: Any = None
     threads: int | None = None
     progress: bool = False
+    device: str | None = None
+    screen: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,16 @@ row) and optional groups (None = no group).
 
 Engines: a test that takes an ``engine`` argument runs once per registered engine, each
 configured so that small data reaches its real code paths (:func:`configured_engine`): the one-pass
-engine splits blocks into 64-item tiles and never uses the small-block shortcut; the FAISS engine
-searches in batches of 37 queries. :class:`Spy` records what an engine did, and
-:func:`assert_reached` fails when a run took a shortcut instead.
+engine splits blocks into 64-item tiles and never uses the small-block shortcut (so does the torch
+engine, once with each screen: bf16 and fp32); the FAISS engine searches in batches of 37 queries.
+:class:`Spy` records what an engine did, and :func:`assert_reached` fails when a run took a
+shortcut instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,28 +46,53 @@ TEST_SETTINGS = OnePassSettings(tile=TEST_TILE, small_block=0)
 TEST_QUERY_BATCH = 37
 
 
-def configured_engine(name: str, size: int | None = None) -> Engine:
-    """Engine ``name`` configured for test sizes; ``size`` shrinks its tiles / batches further."""
+# The torch engine (extra ropebench[torch]) runs where torch is installed, with both screens.
+TORCH = importlib.util.find_spec("torch") is not None
+NO_TORCH = "torch is not installed (extra ropebench[torch]): the torch engine is not tested here"
+TORCH_SCREENS = ("bf16", "fp32")
+
+
+def configured_engine(name: str, size: int | None = None, screen: str = "bf16") -> Engine:
+    """Engine ``name`` configured for test sizes; ``size`` shrinks its tiles / batches further;
+    ``screen``: the torch engine's screening precision."""
     if name == "one-pass":
         settings = TEST_SETTINGS if size is None else dataclasses.replace(TEST_SETTINGS, tile=size)
         return OnePassEngine(settings=settings)
     if name == "faiss":
         return FaissEngine(query_batch=TEST_QUERY_BATCH if size is None else max(1, size - 1))
+    if name == "torch":
+        from ropebench.engines.torch import TorchEngine, TorchSettings
+
+        return TorchEngine(device="cpu", screen=screen,
+                           settings=TorchSettings(tile=TEST_TILE if size is None else size, small_block=0))
     return get_engine(name)  # an engine registered later runs with its defaults until given test sizes
 
 
-ENGINE_NAMES = engine_names()
+ENGINE_NAMES = tuple(name for name in engine_names() if name != "torch" or TORCH)
 
 
 def resized(engine: Engine, size: int) -> Engine:
     """The same engine with tiles / query batches of about ``size`` (for hypothesis-sized data)."""
-    return configured_engine(engine.name, size)
+    return configured_engine(engine.name, size, screen=getattr(engine, "screen", None) or "bf16")
+
+
+def _engine_params() -> list[Any]:
+    params: list[Any] = []
+    for name in engine_names():
+        if name != "torch":
+            params.append(pytest.param(configured_engine(name), id=name))
+        elif not TORCH:
+            params.append(pytest.param(None, id=name, marks=pytest.mark.skip(reason=NO_TORCH)))
+        else:
+            params += [pytest.param(configured_engine(name, screen=screen), id=f"{name}-{screen}")
+                       for screen in TORCH_SCREENS]
+    return params
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``engine``: every registered engine at test sizes."""
+    """``engine``: every registered engine at test sizes (the torch engine once per screen)."""
     if "engine" in metafunc.fixturenames:
-        metafunc.parametrize("engine", [configured_engine(name) for name in ENGINE_NAMES], ids=list(ENGINE_NAMES))
+        metafunc.parametrize("engine", _engine_params())
 
 
 class Spy:
@@ -107,7 +134,7 @@ def assert_reached(spy: Spy) -> None:
     some task."""
     assert spy.runs, "the engine never ran"
     counters = spy.counters
-    if spy.name == "one-pass":
+    if spy.name in ("one-pass", "torch"):  # the torch engine tiles its blocks as one-pass does
         assert counters["blocks_tiled"] > 0, counters
         tiles = sum(run["total"] for run in spy.runs)
         assert tiles > counters["blocks_tiled"], (tiles, counters)  # some block had several tiles

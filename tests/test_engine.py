@@ -84,8 +84,10 @@ def test_rescoring_and_settlement_are_rare_on_continuous_data(representative, en
     counters = spy.counters
     assert counters["queries_rescored"] < 0.01 * n_queries, (counters, n_queries)
     # Settled band pairs: 7-11 of 13,197 queries' candidates here (measured); thresholds need one
-    # relevant pair per query, and a few more where relevant scores nearly tie.
-    assert counters["pairs_settled"] < 0.01 * n_queries, (counters, n_queries)
+    # relevant pair per query, and a few more where relevant scores nearly tie. A bf16 screen's
+    # band is ~100 times wider (docs/screening.md): 46,802 pairs here (3.5 per query, measured).
+    per_query = 5 if result.environment["engine"].get("screen") == "bf16" else 0.01
+    assert counters["pairs_settled"] < per_query * n_queries, (counters, n_queries)
     assert n_queries <= counters["relevant_settled"] < 1.01 * n_queries, (counters, n_queries)
     # Misses at max K are many here (R@50 ≈ 90%): they are censored, not rescored.
     misses = sum(1 for value in result.per_query.column("R@50").to_pylist() if value == 0)

@@ -26,8 +26,14 @@ __all__ = ["evaluate", "validate"]
 @ks_option
 @tasks_option
 @click.option("--engine", default="one-pass", show_default=True,
-              help="Search engine: one-pass (each similarity block once), faiss (one FAISS search per task) or "
-                   "dask (the --distractors shards on a Dask cluster).")
+              help="Search engine: one-pass (each similarity block once), faiss (one FAISS search per task), "
+                   "torch (one-pass on a torch device, extra ropebench[torch]) or dask (the --distractors "
+                   "shards on a Dask cluster).")
+@click.option("--device", default=None, metavar="cpu|cuda|cuda:N|mps",
+              help="--engine torch: the device [default: cuda when available, else cpu].")
+@click.option("--screen", type=click.Choice(["fp32", "bf16"]), default=None,
+              help="--engine torch: screening precision; the band is settled in float64, so the numbers are "
+                   "the same [default: measured once, bf16 where clearly faster].")
 @click.option("--distractors", multiple=True, type=click.Path(dir_okay=True),
               help="Distractor catalogue: parquet files or directories (item_id, domain, embedding), repeatable. "
                    "They join every task's gallery of their domain; streamed shard by shard.")
@@ -60,7 +66,8 @@ __all__ = ["evaluate", "validate"]
 @threads_option
 @quiet_option
 def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: str, tasks: str | None,
-             engine: str, distractors: tuple[str, ...], distractor_sizes: str | None, scheduler: str | None,
+             engine: str, device: str | None, screen: str | None, distractors: tuple[str, ...],
+             distractor_sizes: str | None, scheduler: str | None,
              workers: int | None, index: str | None, nprobe: int | None, ef_search: int | None,
              agreement_queries: int, compress: str | None, out: str | None, per_query: str | None, fmt: str,
              measure: str, ci: str | None, by: str | None, threads: int | None, quiet: bool) -> None:
@@ -77,6 +84,7 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
       ropebench evaluate sub.parquet -m manifest.parquet --tasks cross --ties pessimistic --format json
       ropebench evaluate sub.parquet -m manifest.parquet --distractors catalogue/ --distractor-sizes 0,1e5,all
       ropebench evaluate sub.parquet -m manifest.parquet --compress int8 --out int8.json --per-query int8.parquet
+      ropebench evaluate sub.parquet -m manifest.parquet --engine torch --screen bf16
     """
     import json
 
@@ -101,7 +109,8 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
     check_output_paths({"--out": out, "--per-query": per_query}, inputs)
     try:
         result = ropebench.evaluate(submission, manifest=manifest, metric=metric, ties=ties, ks=ks, tasks=tasks,
-                                    threads=threads, engine=engine, progress=progress_wanted(quiet), by=by,
+                                    threads=threads, engine=engine, device=device, screen=screen,
+                                    progress=progress_wanted(quiet), by=by,
                                     distractors=list(distractors) or None, distractor_sizes=distractor_sizes,
                                     scheduler=scheduler, workers=workers, index=index, nprobe=nprobe,
                                     ef_search=ef_search, agreement_queries=agreement_queries, compress=compress)

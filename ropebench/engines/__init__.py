@@ -2,10 +2,11 @@
 ``search(SearchRequest) -> SearchRun``), chosen by name.
 
 The registry holds three kinds of parts, all imported only when chosen (the default path never
-imports FAISS or Dask):
+imports FAISS, Dask or torch):
 
 - **engines** search a test set: ``one-pass`` (the default) computes each similarity block once
-  for every task that reads it; ``faiss`` runs one exact FAISS search per task.
+  for every task that reads it; ``faiss`` runs one exact FAISS search per task; ``torch`` runs the
+  one-pass algorithm on a torch device, screening in float32 or bf16 (extra ``ropebench[torch]``).
 - **runners** run a distractor catalogue's shards: ``in-process`` (threads, the default) or
   ``dask`` (a Dask cluster).
 - **compositions** wrap an engine: ``catalogue`` extends the test set by a distractor catalogue
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ropebench.engines.base import COUNTERS, Engine, FirstHits, SearchRequest, SearchRun, TaskData
-from ropebench.errors import UsageError
+from ropebench.errors import MissingExtraError, UsageError
 
 __all__ = ["engine_names", "DEFAULT_ENGINE", "get_engine", "register_engine", "resolve", "Choice", "get_runner",
            "runner_names", "composition_names", "get_composition", "Engine", "FirstHits", "SearchRequest",
@@ -37,6 +38,7 @@ DEFAULT_RUNNER = "in-process"
 _REGISTRY: dict[str, str | Callable[..., Engine]] = {
     "one-pass": "ropebench.engines.onepass:OnePassEngine",
     "faiss": "ropebench.engines.faiss:FaissEngine",
+    "torch": "ropebench.engines.torch:TorchEngine",
 }
 _RUNNERS: dict[str, str] = {
     "in-process": "ropebench.engines.runners:ThreadRunner",
@@ -48,6 +50,7 @@ _COMPOSITIONS: dict[str, str] = {
 }
 _ALIASES = {"per-task": "faiss", "onepass": "one-pass"}  # earlier spellings keep working
 _RUNNER_NAMES = {"dask": (DEFAULT_ENGINE, "dask")}  # engine names that choose a runner
+_EXTRAS = {"torch": "torch"}  # a library an engine imports -> the extra that installs it
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,13 @@ def get_engine(name: str | Engine | None = None, **options: Any) -> Engine:
     key = resolve(name).engine
     factory = _REGISTRY[key]
     if isinstance(factory, str):
-        factory = _load(factory)
+        try:
+            factory = _load(factory)
+        except ModuleNotFoundError as error:
+            if error.name not in _EXTRAS:
+                raise
+            raise MissingExtraError(f"--engine {key} needs {error.name}, which is not installed. Fix: pip install "
+                                    f"'ropebench[{_EXTRAS[error.name]}]'") from None
     return factory(**options)
 
 

@@ -57,8 +57,9 @@ def bound_for(metric: str, dim: int, precision: Precision, *, exact: bool = Fals
         return Bound(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, exact=True)
     u_in, u_acc, u_out = precision.u_in, precision.u_acc, precision.u_out
     output = u_out / (1.0 - u_out)
-    # Products of subnormal float32 numbers lose absolute accuracy (at most 2^-150 each, d + 2 of them).
-    floor = (dim + 2) * 2.0 ** -146
+    # Products and sums leaving the normal range lose absolute accuracy (precision.underflow each,
+    # d + 2 of them: 2^-150, counted as 2^-146, with gradual underflow; 2^-126 where flushed to zero).
+    floor = (dim + 2) * precision.underflow
     settle = gamma(dim, U64)
     if metric in ("cosine", "ip"):
         eps = u_in

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Precision", "FP32", "BF16", "U64", "U32", "gamma"]
+import numpy as np
+
+__all__ = ["Precision", "FP32", "BF16", "BF16_TENSOR_CORES", "U64", "U32", "gamma", "by_name"]
 
 U32 = 2.0 ** -24  # unit roundoff of float32
 U64 = 2.0 ** -53  # unit roundoff of float64
@@ -30,6 +32,12 @@ class Precision:
         u_out: relative rounding of the returned score (0: returned in the accumulation format).
         integer_limit: integers up to this magnitude are exact in the input, the accumulation and
             the output; a block whose every partial sum stays below it is scored exactly.
+        underflow: the absolute error of one product or partial sum that leaves the normal range
+            (2⁻¹⁵⁰ with gradual underflow, counted generously as 2⁻¹⁴⁶; 2⁻¹²⁶ for kernels that
+            flush subnormal results to zero, as AVX512-BF16 and AMX do).
+        min_input: the smallest non-zero input magnitude the bound covers (kernels that treat
+            subnormal inputs as zero would otherwise drop a term); 0: every float32 is covered.
+        max_input: the largest input magnitude that stays finite in the kernel's input format.
     """
 
     name: str
@@ -37,11 +45,43 @@ class Precision:
     u_acc: float
     u_out: float
     integer_limit: float
+    underflow: float = 2.0 ** -146
+    min_input: float = 0.0
+    max_input: float = float(np.finfo(np.float32).max)
+
+    def covers(self, vectors: np.ndarray) -> bool:
+        """Whether every element of ``vectors`` is zero or within ``[min_input, max_input]`` in
+        magnitude (the bound's precondition; docs/screening.md)."""
+        if not vectors.size:
+            return True
+        magnitude = np.abs(vectors)
+        if float(magnitude.max()) > self.max_input:
+            return False
+        return not self.min_input or not bool(((magnitude > 0) & (magnitude < self.min_input)).any())
 
 
 FP32 = Precision("fp32", 0.0, U32, 0.0, float(1 << 24))
-# Inputs rounded to bfloat16 (8-bit significand), products accumulated in float32, output in bfloat16.
-BF16 = Precision("bf16", 2.0 ** -8, U32, 2.0 ** -8, float(1 << 8))
+# torch's CPU bf16 matmul, as measured (docs/screening.md, tests/test_screen_bound.py): inputs rounded
+# to nearest bfloat16 (8-bit significand), products accumulated in float32 through the whole K
+# (oneDNN, AVX512-BF16 / AMX: denormals treated as zero and flushed), the score rounded to nearest
+# bfloat16. Subnormal inputs would be dropped, hence min_input; the largest float32 values would
+# round to inf, hence max_input (the largest finite bfloat16, 0x7F7F).
+BF16 = Precision("bf16", 2.0 ** -8, U32, 2.0 ** -8, float(1 << 8), underflow=2.0 ** -125,
+                 min_input=2.0 ** -126, max_input=float(np.float32(3.3895313892515355e38)))
+# GPU tensor cores (not measured here: no GPU): exact bf16 products, float32 accumulation that may
+# truncate instead of rounding (Fasi et al., 2021), so twice the float32 unit roundoff.
+BF16_TENSOR_CORES = Precision("bf16", 2.0 ** -8, 2 * U32, 2.0 ** -8, float(1 << 8), underflow=2.0 ** -125,
+                              min_input=2.0 ** -126, max_input=BF16.max_input)
+
+_BY_NAME = {"fp32": FP32, "bf16": BF16}
+
+
+def by_name(name: str) -> Precision:
+    """The CPU precision called ``name`` (``fp32`` or ``bf16``)."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown screening precision {name!r}: choose from {', '.join(_BY_NAME)}") from None
 
 
 def gamma(n: int, u: float) -> float:

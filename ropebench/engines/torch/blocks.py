@@ -1,0 +1,140 @@
+"""The one-pass algorithm with its similarity blocks on a torch device.
+
+The blocks, their pairing (cross blocks once for both directions, symmetric intra blocks once),
+the rows sorted by cut-off and the readers are the default engine's
+(:mod:`ropebench.engines.onepass`); what differs is where a tile is computed and how its
+candidates are selected:
+
+- the block's vectors are copied to the device once, in the screening dtype (bf16 or fp32);
+- a tile's scores are one ``torch.mm`` on the device;
+- only candidates (scores at or above their query's cut-off) leave the device: on a GPU the
+  comparison and ``nonzero`` run there and only the indices and values are copied back; on the
+  CPU the tile *is* host memory, and the comparison runs in numpy on its bits (a bf16 score is
+  the top half of a float32, so ``>=`` on bf16 is ``>=`` on int16 for positive thresholds) —
+  torch's own bf16 comparison costs more than the AMX GEMM itself;
+- every candidate is then decided on the host by the exactness core (the pairs inside the
+  bf16 band settled in float64), exactly as the default engine decides its float32 candidates.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from ropebench.engines.onepass import Block
+
+__all__ = ["run_block", "bf16_at_least"]
+
+
+def bf16_at_least(bits: np.ndarray, tau: float, out: np.ndarray) -> np.ndarray:
+    """Mask of bf16 values (their int16 bit patterns) ``>= tau``, or a superset of it.
+
+    ``tau`` (float32) is first rounded down to bf16. For a positive bound, bf16 order is int16
+    order of the bits (negative values have the sign bit set, so negative int16); otherwise a
+    value passes when it is non-negative or its magnitude is at most the bound's.
+    """
+    pattern = int(np.array([tau], dtype=np.float32).view(np.uint32)[0])
+    high, low = pattern >> 16, pattern & 0xFFFF
+    if high >> 15 == 0 and high != 0:  # tau > 0: truncating is rounding down
+        return np.greater_equal(bits, np.int16(high), out=out)
+    magnitude = (high & 0x7FFF) + (1 if (high >> 15 and low) else 0)  # a negative tau: round away from 0
+    np.greater_equal(bits, np.int16(0), out=out)
+    out |= bits <= np.int16(-32768 + magnitude)
+    return out
+
+
+def _bf16_values(bits: np.ndarray) -> np.ndarray:
+    """float32 values of bf16 bit patterns (exact: a bf16 is the top half of a float32)."""
+    return (bits.astype(np.int32) << 16).view(np.float32)
+
+
+def run_block(block: Block, left: torch.Tensor, right: torch.Tensor, pool: ThreadPoolExecutor | None,
+              buffers: threading.local, on_tile: Callable[[int], None]) -> int:
+    """Compute ``block``'s tiles on ``left``/``right`` (its sorted vectors on the device, screening
+    dtype) and hand every candidate to its reader. Returns the candidates sent to the host."""
+    rows, columns = block.rows, block.columns
+    column_reader = rows if block.symmetric else columns
+    edges_l, edges_r = block.edges_left, block.edges_right
+    on_cpu = left.device.type == "cpu"
+    bf16 = left.dtype == torch.bfloat16
+    lock = threading.Lock()
+    sent = [0]
+
+    def candidates(scores: torch.Tensor, threshold_r: np.ndarray, threshold_c: np.ndarray | None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Row, column and float32 value of every score at or above its row's or column's cut-off."""
+        shape = tuple(scores.shape)
+        if on_cpu:
+            tau = min(float(threshold_r.min()), float(threshold_c.min()) if threshold_c is not None else np.inf)
+            if not np.isfinite(tau):
+                return None
+            mask = buffers.mask[: shape[0] * shape[1]].reshape(shape)
+            if bf16:
+                bits = scores.view(torch.int16).numpy()
+                flat = np.flatnonzero(bf16_at_least(bits, tau, mask))
+                values = _bf16_values(bits.reshape(-1)[flat])
+            else:
+                plain = scores.numpy()
+                np.greater_equal(plain, np.float32(tau), out=mask)
+                flat = np.flatnonzero(mask)
+                values = plain.reshape(-1)[flat]
+            r, c = np.divmod(flat, shape[1])
+            return r, c, values
+        device = scores.device
+        bound_r = torch.from_numpy(threshold_r).to(device)
+        keep = scores >= bound_r[:, None]
+        if threshold_c is not None:
+            keep |= scores >= torch.from_numpy(threshold_c).to(device)[None, :]
+        index = torch.nonzero(keep)
+        if not len(index):
+            return None
+        values_t = scores[index[:, 0], index[:, 1]].float()
+        index_np, values_np = index.cpu().numpy(), values_t.cpu().numpy()
+        return index_np[:, 0], index_np[:, 1], values_np
+
+    def run_tile(tile: tuple[int, int]) -> None:
+        i, j = tile
+        r0, r1, c0, c1 = edges_l[i], edges_l[i + 1], edges_r[j], edges_r[j + 1]
+        n_rows, n_columns = int(r1 - r0), int(c1 - c0)
+        if on_cpu:
+            buffer = getattr(buffers, "tile", None)
+            if buffer is None or buffer.numel() < n_rows * n_columns:
+                buffers.tile = buffer = torch.empty(block.tile * block.tile, dtype=left.dtype)
+                buffers.mask = np.empty(block.tile * block.tile, dtype=bool)
+            scores = buffer[: n_rows * n_columns].view(n_rows, n_columns)
+            torch.mm(left[r0:r1], right[c0:c1].T, out=scores)
+        else:
+            scores = torch.mm(left[r0:r1], right[c0:c1].T)
+        query_r, query_c = block.perm_left[r0:r1], block.perm_right[c0:c1]
+        by_columns = column_reader is not None and not (block.symmetric and i == j)
+        threshold_r = rows.lo[query_r]
+        threshold_c = column_reader.lo[query_c] if column_reader is not None and by_columns else None
+        found = candidates(scores, threshold_r, threshold_c)
+        for_rows = for_columns = None
+        if found is not None:
+            r, c, values = found
+            take = values >= threshold_r[r]
+            for_rows = rows.sort_out(query_r[r[take]], query_c[c[take]], values[take])
+            if column_reader is not None and threshold_c is not None:
+                take = values >= threshold_c[c]
+                for_columns = column_reader.sort_out(query_c[c[take]], query_r[r[take]], values[take])
+        with lock:
+            sent[0] += 0 if found is None else len(found[0])
+            if for_rows is not None:
+                rows.take(for_rows)
+            if for_columns is not None and column_reader is not None:
+                column_reader.take(for_columns)
+            on_tile(1)
+
+    if pool is None:
+        for tile in block.tiles:
+            run_tile(tile)
+    else:
+        for _ in pool.map(run_tile, block.tiles):
+            pass
+    return sent[0]
+

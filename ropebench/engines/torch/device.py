@@ -1,0 +1,140 @@
+"""Where and how the torch engine screens: the device, the screening precision (given, or measured
+once per process), and the kernel settings that keep the certified bound true. No search here.
+
+Only this subpackage imports torch (``import ropebench`` never does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from ropebench.engines.core.precision import BF16, BF16_TENSOR_CORES, FP32, Precision
+from ropebench.errors import UsageError
+
+__all__ = ["resolve_device", "device_name", "precision_for", "measured_screen", "exact_kernels", "SCREENS",
+           "screen_dtype"]
+
+SCREENS = ("fp32", "bf16")
+# Automatic choice: bf16 is chosen only when its screen (GEMM and selection) is at least this much
+# faster than fp32's, since its wider band sends more pairs to the float64 settlement.
+BF16_GAIN = 1.5
+_measured: dict[tuple[str, int], tuple[str, float]] = {}
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` as a torch device; None: cuda when available, else cpu.
+
+    Raises:
+        UsageError: an unknown spelling, or a device this machine does not have.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device!r}: choose from cpu, cuda, cuda:N, mps") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: this torch build or machine has no CUDA device. Fix: use "
+                             "--device cpu, or install a CUDA build of torch on a machine with a GPU")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif chosen.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UsageError(f"--device {device}: MPS is not available here. Fix: use --device cpu")
+    elif chosen.type != "cpu":
+        raise UsageError(f"--device {device!r}: choose from cpu, cuda, cuda:N, mps")
+    return chosen
+
+
+def device_name(device: torch.device) -> str:
+    """A readable name of the device (the GPU's name; the CPU's model)."""
+    if device.type == "cuda":
+        return str(torch.cuda.get_device_name(device))
+    if device.type == "mps":
+        return "Apple MPS"
+    from ropebench.provenance import cpu_name
+
+    return str(cpu_name())
+
+
+def precision_for(screen: str, device: torch.device) -> Precision:
+    """The certified rounding model of ``screen`` on ``device`` (docs/screening.md)."""
+    if screen == "fp32":
+        return FP32
+    if screen == "bf16":
+        return BF16 if device.type == "cpu" else BF16_TENSOR_CORES
+    raise UsageError(f"--screen {screen!r}: choose from {', '.join(SCREENS)}")
+
+
+def screen_dtype(screen: str) -> torch.dtype:
+    return torch.bfloat16 if screen == "bf16" else torch.float32
+
+
+def measured_screen(device: torch.device, dim: int, rows: int = 1024, columns: int = 4096) -> tuple[str, float]:
+    """``(screen, bf16 speed-up)``: bf16 when its tile (GEMM and the engine's selection) runs at
+    least :data:`BF16_GAIN` times faster than fp32's on this device (one torch thread on the CPU,
+    as the engine's workers run); measured once per process and dimension."""
+    key = (str(device), dim)
+    if key not in _measured:
+        generator = torch.Generator().manual_seed(0)
+        left = torch.randn(rows, dim, generator=generator).to(device)
+        right = torch.randn(columns, dim, generator=generator).to(device)
+        seconds = {}
+        threads = torch.get_num_threads()
+        if device.type == "cpu":
+            torch.set_num_threads(1)
+        with exact_kernels(device):
+            for screen in SCREENS:
+                a, b = left.to(screen_dtype(screen)), right.to(screen_dtype(screen))
+                best = np.inf
+                for _ in range(3):
+                    start = time.perf_counter()
+                    _select(torch.mm(a, b.T))
+                    best = min(best, time.perf_counter() - start)
+                seconds[screen] = best
+        torch.set_num_threads(threads)
+        gain = seconds["fp32"] / max(seconds["bf16"], 1e-9)
+        _measured[key] = ("bf16" if gain >= BF16_GAIN else "fp32", float(gain))
+    return _measured[key]
+
+
+def _select(scores: torch.Tensor) -> int:
+    """The engine's selection of one tile (for timing): numpy on the CPU (on the bits of a bf16
+    tile, as :mod:`.blocks` does), a comparison and ``nonzero`` on other devices."""
+    if scores.device.type != "cpu":
+        return len(torch.nonzero(scores >= 1.0))  # copies the indices back: waits for the device
+    from ropebench.engines.torch.blocks import bf16_at_least
+
+    mask = np.empty(tuple(scores.shape), dtype=bool)
+    if scores.dtype == torch.bfloat16:
+        return len(np.flatnonzero(bf16_at_least(scores.view(torch.int16).numpy(), 1.0, mask)))
+    return len(np.flatnonzero(np.greater_equal(scores.numpy(), np.float32(1.0), out=mask)))
+
+
+@contextlib.contextmanager
+def exact_kernels(device: torch.device) -> Iterator[None]:
+    """Kernels as the bound assumes them, restored afterwards: float32 matmuls in full float32
+    (no TF32 or bf16 passes, which a training loop may have allowed) and, on CUDA, bf16 GEMMs
+    without reduced-precision split-K reductions."""
+    saved: dict[str, Any] = {"precision": torch.get_float32_matmul_precision()}
+    torch.set_float32_matmul_precision("highest")
+    cuda = device.type == "cuda"
+    if cuda:
+        matmul = torch.backends.cuda.matmul
+        saved.update(tf32=matmul.allow_tf32, bf16=matmul.allow_bf16_reduced_precision_reduction)
+        matmul.allow_tf32 = False
+        matmul.allow_bf16_reduced_precision_reduction = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved["precision"])
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = saved["tf32"]
+            torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = saved["bf16"]

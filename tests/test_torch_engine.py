@@ -1,0 +1,154 @@
+"""``--engine torch``: what it records, how it is chosen, its CPU selection on bf16 bits, the
+settings it restores, and (where CUDA exists) the GPU path. The property suite and the planted
+near ties run it too (tests/conftest.py: once per screen)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ropebench
+from ropebench.cli import cli
+from ropebench.errors import MissingExtraError, UsageError
+from tests.conftest import Spy, assert_same_per_query, configured_engine, continuous_data
+
+torch = pytest.importorskip("torch", reason="torch is not installed (extra ropebench[torch])")
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_embeddings"
+KS = (1, 5, 10)
+
+
+def test_importing_ropebench_never_imports_torch():
+    code = ("import sys, ropebench, ropebench.engines, ropebench.cli; "
+            "from ropebench.engines import engine_names; assert 'torch' in engine_names(); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("screen", ["bf16", "fp32"])
+def test_the_result_records_device_screen_band_and_torch(screen):
+    data = continuous_data(3, sizes=(150, 120, 100))
+    spy = Spy(configured_engine("torch", screen=screen))
+    result = data.evaluate(spy, metric="cosine", ks=KS, ci=False)
+    recorded = result.environment["engine"]
+    assert recorded["name"] == "torch" and recorded["device"] == "cpu" and recorded["screen"] == screen
+    assert recorded["screen_choice"] == "given" and recorded["torch"] == torch.__version__
+    assert recorded["device_name"] and recorded["pairs_sent"] > 0
+    # cosine, d = 16: the bf16 band is about 2⁻⁷ + 2⁻⁸|ŝ| wide; float32's about 16 · 2⁻²⁴.
+    assert (0.0078 < recorded["band_median"] < 0.0118) if screen == "bf16" else (recorded["band_median"] < 2e-6)
+    assert_same_per_query(result, data.evaluate(configured_engine("one-pass"), metric="cosine", ks=KS, ci=False))
+
+
+def test_the_screen_is_measured_once_when_not_given(monkeypatch):
+    from ropebench.engines.torch import TorchEngine, device
+
+    calls = []
+    original = device.measured_screen
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(device, "_measured", {})
+    monkeypatch.setattr("ropebench.engines.torch.measured_screen", counting)
+    data = continuous_data(4, sizes=(90, 80, 70))
+    for _ in range(2):
+        result = data.evaluate(TorchEngine(device="cpu"), metric="ip", ks=KS, ci=False)
+        recorded = result.environment["engine"]
+        assert recorded["screen_choice"] == "measured" and recorded["screen"] in ("fp32", "bf16")
+        assert (recorded["screen"] == "bf16") == (recorded["bf16_speedup"] >= device.BF16_GAIN)
+    assert len(calls) == 2 and len(device._measured) == 1  # measured on the first call, then cached
+
+
+def test_inputs_outside_bf16s_normal_range_screen_in_fp32():
+    data = continuous_data(5, sizes=(80, 70, 60))
+    emb = data.embeddings.copy()
+    emb[::7, 0] = np.float32(2.0 ** -130)  # subnormal: a bf16 kernel would drop it
+    data = data.with_embeddings(emb)
+    result = data.evaluate(configured_engine("torch", screen="bf16"), metric="ip", ks=KS, ci=False)
+    assert result.environment["engine"]["screen"] == "fp32"
+    assert "screen_fallback" in result.environment["engine"]
+    assert_same_per_query(result, data.evaluate(configured_engine("one-pass"), metric="ip", ks=KS, ci=False))
+
+
+def test_the_callers_torch_settings_are_restored():
+    threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")  # as a training loop might have set it
+    try:
+        continuous_data(6, sizes=(80, 70, 60)).evaluate(configured_engine("torch"), metric="cosine", ks=KS,
+                                                        ci=False, threads=2)
+        assert torch.get_float32_matmul_precision() == "medium"
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=64),
+       tau=st.floats(-1e4, 1e4, allow_nan=False, width=32) | st.sampled_from([0.0, -0.0, 1e-40, -1e-40]))
+def test_selection_on_bf16_bits_keeps_every_score_at_or_above_the_cut_off(values, tau):
+    """The CPU selection compares int16 bit patterns; it must keep every finite bf16 value >= tau
+    (and may keep a few more below it, the ones rounding tau down to bf16 lets through)."""
+    from ropebench.engines.torch.blocks import bf16_at_least
+
+    bits = np.array(values, dtype=np.uint16).view(np.int16)
+    floats = (bits.astype(np.int32) << 16).view(np.float32)
+    finite = np.isfinite(floats)
+    mask = bf16_at_least(bits, float(np.float32(tau)), np.empty(len(bits), dtype=bool))
+    assert mask[finite & (floats >= np.float32(tau))].all()
+    lowest = float(torch.tensor([tau], dtype=torch.float32).to(torch.bfloat16).float()) - abs(tau) * 2 ** -7
+    assert not mask[finite & (floats < lowest)].any()
+
+
+def test_the_cli_runs_the_torch_engine_with_the_default_engines_numbers(tmp_path):
+    runner = CliRunner()
+    common = [str(SAMPLE / "cls_cd.parquet"), "-m", str(SAMPLE / "manifest.parquet"), "--quiet"]
+    torch_run = runner.invoke(cli, ["evaluate", *common, "--engine", "torch", "--screen", "bf16",
+                                     "--device", "cpu", "--out", str(tmp_path / "t.json")])
+    assert torch_run.exit_code == 0, torch_run.output
+    default = runner.invoke(cli, ["evaluate", *common, "--out", str(tmp_path / "d.json")])
+    assert default.exit_code == 0, default.output
+    assert torch_run.output == default.output
+    mine, theirs = (json.loads((tmp_path / name).read_text()) for name in ("t.json", "d.json"))
+    assert mine["tasks"] == theirs["tasks"]
+    assert mine["environment"]["engine"]["screen"] == "bf16"
+
+
+def test_device_and_screen_need_the_torch_engine_and_a_real_device():
+    runner = CliRunner()
+    common = [str(SAMPLE / "cls_cd.parquet"), "-m", str(SAMPLE / "manifest.parquet")]
+    result = runner.invoke(cli, ["evaluate", *common, "--screen", "bf16"])
+    assert result.exit_code == 2 and "--device and --screen go with --engine torch" in result.output
+    result = runner.invoke(cli, ["evaluate", *common, "--engine", "torch", "--device", "tpu"])
+    assert result.exit_code == 2 and "--device 'tpu'" in result.output
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="no CUDA device"):
+            ropebench.engines.get_engine("torch", device="cuda")
+
+
+def test_a_missing_torch_names_the_extra(monkeypatch):
+    for name in [m for m in sys.modules if m.startswith("ropebench.engines.torch")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(MissingExtraError, match=r"ropebench\[torch\]"):
+        ropebench.engines.get_engine("torch")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the GPU path is not run")
+@pytest.mark.parametrize("screen", ["bf16", "fp32"])
+def test_cuda_tensors_give_the_default_engines_numbers(screen):
+    data = continuous_data(7, sizes=(400, 350, 300))
+    tensor = torch.from_numpy(data.embeddings).cuda()
+    arrays = {**data.arrays(), "embeddings": tensor}
+    result = ropebench.evaluate(**arrays, engine="torch", screen=screen, ks=KS, ci=False)
+    assert result.environment["engine"]["device"].startswith("cuda")  # the tensor's device by default
+    assert_same_per_query(result, data.evaluate(configured_engine("one-pass"), ks=KS, ci=False))
