@@ -134,7 +134,7 @@ class EvaluationResult:
 
     @property
     def measure_names(self) -> tuple[str, ...]:
-        return measure_names(self.ks)
+        return measure_names(self.ks, self.protocol.get("measures"))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
