@@ -53,7 +53,6 @@ def brute_force(items: list[tuple[float, bool]], ties: str) -> dict[str, float]:
     results = []
     for orders in itertools.product(*[sorted(set(itertools.permutations(g))) for g in groups]):
         rel = [r for order in orders for r in order]
-        weights = [math.prod(math.factorial(g.count(x)) for x in (True, False)) for g in groups]  # noqa: F841
         values = {}
         for name, cut, den in [("MAP@R", big_r, big_r), ("RP", big_r, big_r), ("mAP@3", 3, min(big_r, 3)),
                                ("mAP@10", 10, min(big_r, 10))]:
@@ -235,7 +234,8 @@ def test_pytorch_metric_learning_query_for_query():
     calculator = accuracy.AccuracyCalculator(include=("mean_average_precision_at_r", "r_precision"),
                                              knn_func=_InnerProductKnn(torch), return_per_class=False)
     for row in range(len(queries)):  # query for query (their numbers are means)
-        found = calculator.get_accuracy(torch.from_numpy(queries[row:row + 1]), torch.from_numpy(query_labels[row:row + 1]),
+        one = slice(row, row + 1)
+        found = calculator.get_accuracy(torch.from_numpy(queries[one]), torch.from_numpy(query_labels[one]),
                                         torch.from_numpy(gallery), torch.from_numpy(gallery_labels),
                                         ref_includes_query=False)
         assert found["mean_average_precision_at_r"] == pytest.approx(ours["MAP@R"][row], abs=1e-6)
@@ -262,7 +262,8 @@ def test_ir_measures_and_ranx_r_precision_query_for_query():
     queries, query_labels, gallery, gallery_labels = _tie_free(2)
     ours = _ours(queries, query_labels, gallery, gallery_labels)
     scores = queries.astype(np.float64) @ gallery.astype(np.float64).T
-    qrels = {f"q{i}": {f"d{j}": 1 for j in np.flatnonzero(gallery_labels == query_labels[i])} for i in range(len(queries))}
+    qrels = {f"q{i}": {f"d{j}": 1 for j in np.flatnonzero(gallery_labels == query_labels[i])}
+             for i in range(len(queries))}
     run = {f"q{i}": {f"d{j}": float(scores[i, j]) for j in range(len(gallery))} for i in range(len(queries))}
     found = {m.query_id: m.value for m in ir_measures.iter_calc([ir_measures.Rprec], qrels, run)}
     ranx_qrels = ranx.Qrels(qrels)
