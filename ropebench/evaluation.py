@@ -279,9 +279,11 @@ def evaluate_dataset(
         search_started = time.perf_counter()
         with thread_limit(threads) as thread_count:
             members = {code: dataset.members(code) for code in DOMAINS}
-            needed = [code for code in DOMAINS if any(code in split_task(task) for task in task_list)]
+            needed = [code for code in DOMAINS if p.fewshot or any(code in split_task(task) for task in task_list)]
             vectors = prepare_domains(embeddings, members, needed, metric, center)
             del embeddings
+            fewshot = _fewshot(dataset, members, vectors, base, p, metric, center, thread_count) \
+                if p.fewshot else None
             request = SearchRequest(
                 task_data=build_task_data(dataset, members, vectors, task_list, metric, center), tasks=task_list,
                 max_k=max(ks), exact_censored=False, threads=thread_count, symmetric_scores=metric != "l2",
@@ -302,11 +304,53 @@ def evaluate_dataset(
         if owned and runner is not None:
             runner.close()
     searched = time.perf_counter()
-    return _build_result(dataset, members, run, layout, options, task_list, ks, thread_count,
-                         submission_info, manifest_info,
-                         timing={"load_s": load_seconds + (checked - started if layout.catalogue else 0.0),
-                                 "search_started": search_started, "searched": searched, "started": started,
-                                 "check_s": checked - started})
+    result = _build_result(dataset, members, run, layout, options, task_list, ks, thread_count,
+                           submission_info, manifest_info,
+                           timing={"load_s": load_seconds + (checked - started if layout.catalogue else 0.0),
+                                   "search_started": search_started, "searched": searched, "started": started,
+                                   "check_s": checked - started})
+    if fewshot is None:
+        return result
+    section, rows = _fewshot_result(dataset, members, fewshot, options)
+    return replace(result, extra={**result.extra, "fewshot": section}, _fewshot_per_query=rows)
+
+
+def _fewshot(dataset: Dataset, members: Mapping[str, np.ndarray], vectors: Any, engine: Engine,
+             p: ProtocolOptions, metric: str, center: np.ndarray | None, threads: int) -> tuple[Any, ...]:
+    """The few-shot tasks searched through the test set's engine (docs/fewshot.md): one request,
+    every (direction, shots, draw) task, first-hit counts up to K = 5."""
+    from ropebench.fewshot import FewshotSpec, fewshot_tasks, parse_shots
+
+    spec = FewshotSpec(parse_shots(p.shots), int(p.draws), int(p.fewshot_seed))
+    names = fewshot_tasks(spec)
+    started = time.perf_counter()
+    task_data = build_task_data(dataset, members, vectors, names, metric, center)
+    request = SearchRequest(task_data=task_data, tasks=tuple(names), max_k=5, threads=threads,
+                            symmetric_scores=metric != "l2")
+    run = engine.search(request)
+    return spec, task_data, run, time.perf_counter() - started
+
+
+def _fewshot_result(dataset: Dataset, members: Mapping[str, np.ndarray], fewshot: tuple[Any, ...],
+                    options: Options) -> tuple[dict[str, Any], Any]:
+    from ropebench.fewshot import fewshot_section
+
+    spec, task_data, run, seconds = fewshot
+    hits = {task: _beyond_max_k_censored(h, 5) for task, h in run.hits.items()}
+    tasks, columns, scored = fewshot_section(spec, task_data, hits, options.protocol.ties)
+    table = query_table.fewshot_rows(dataset, members, columns, scored)
+    if options.report.ci and len(table["task"]):
+        from ropebench.stats import task_intervals
+
+        found = task_intervals({key: value for key, value in table.items() if key != "rows"},
+                               resamples=10_000, seed=0)
+        for name, cells in found.items():
+            direction, shots = name.split("/")
+            tasks[direction][shots]["ci"] = {m: (None if np.isnan(lo) else [float(lo), float(hi)])
+                                             for m, (lo, hi) in cells.items() if m == "acc"}
+    section = {"protocol": spec.to_json(), "tasks": tasks, "search_s": round(seconds, 4),
+               "counters": dict(run.counters)}
+    return section, query_table.fewshot_table_builder(dataset, table)
 
 
 @dataclass(frozen=True)

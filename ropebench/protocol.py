@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_MEASURES",
     "parse_measures",
     "measure_order",
+    "FEWSHOT_MEASURE_PATTERN",
 ]
 
 DOMAINS: tuple[str, ...] = ("P", "V", "L")
@@ -60,6 +61,8 @@ DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20, 50)
 MEASURE_PATTERN = re.compile(r"^((R|MRR|mAP)@[1-9][0-9]*|MAP@R|RP)$")
 # --measures chooses families: R@K (one key per K of --ks), MRR (MRR@{max K}), MAP@R, RP, mAP@K (a
 # concrete K, e.g. mAP@100). The default is the paper's.
+# Few-shot classification's per-query measures (its rows' columns; docs/fewshot.md).
+FEWSHOT_MEASURE_PATTERN = re.compile(r"^acc(@[1-9][0-9]*)?$")
 MEASURE_FAMILIES: tuple[str, ...] = ("R@K", "MRR", "MAP@R", "RP", "mAP@K")
 DEFAULT_MEASURES: tuple[str, ...] = ("R@K", "MRR")
 _MAP_AT_K = re.compile(r"^map@([1-9][0-9]*)$", re.IGNORECASE)
@@ -159,11 +162,11 @@ def parse_measures(measures: str | Iterable[str] | None) -> tuple[str, ...]:
 
 
 def measure_order(name: str) -> tuple[int, int]:
-    """Sort key of measure keys: R@K by K, MRR@K, MAP@R, RP, then mAP@K by K."""
+    """Sort key of measure keys: R@K by K, MRR@K, MAP@R, RP, mAP@K by K, then few-shot acc, acc@K."""
     if name in ("MAP@R", "RP"):
         return (2 if name == "MAP@R" else 3, 0)
     family, _, k = name.partition("@")
-    return ({"R": 0, "MRR": 1, "mAP": 4}.get(family, 5), int(k) if k.isdigit() else 0)
+    return ({"R": 0, "MRR": 1, "mAP": 4, "acc": 5}.get(family, 6), int(k) if k.isdigit() else 0)
 
 
 def measure_names(ks: Sequence[int], measures: Sequence[str] | None = None) -> tuple[str, ...]:

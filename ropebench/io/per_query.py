@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ropebench.errors import DataError, UsageError
-from ropebench.protocol import ALL_TASKS, MEASURE_PATTERN, measure_order
+from ropebench.protocol import ALL_TASKS, FEWSHOT_MEASURE_PATTERN, MEASURE_PATTERN, measure_order
 
 __all__ = ["InputRef", "Side", "column_codes", "column_floats", "load_side", "measure_columns", "pair_sides"]
 
@@ -100,7 +100,8 @@ def column_codes(table: Any, name: str, *, order: Sequence[Any] | None = None) -
 
 def measure_columns(table: Any) -> list[str]:
     """Measure column names (``R@K`` by K, then ``MRR@K``) of a per-query table."""
-    found = [name for name in _column_names(table) if MEASURE_PATTERN.match(name)]
+    found = [name for name in _column_names(table)
+             if MEASURE_PATTERN.match(name) or FEWSHOT_MEASURE_PATTERN.match(name)]
     return sorted(found, key=measure_order)
 
 
