@@ -90,8 +90,8 @@ def plain_fewshot(emb, domains, products, ids, *, shots, draws, seed, metric, ti
 def test_equals_an_independent_implementation(engine, metric, ties):
     emb, domains, products, ids = uneven_data(3)
     result = ropebench.evaluate(embeddings=emb, domains=domains, product_ids=products, item_ids=ids,
-                                metric=metric, ties=ties, tasks="P2V", fewshot=True, shots="1,3", draws=3, fewshot_seed=7, engine=engine,
-                                threads=1)
+                                metric=metric, ties=ties, tasks="P2V", fewshot=True, shots="1,3", draws=3,
+                                fewshot_seed=7, engine=engine, threads=1)
     want = plain_fewshot(emb, domains, products, ids, shots=(1, 3), draws=3, seed=7, metric=metric, ties=ties)
     section = result.fewshot
     assert section["protocol"] == {"shots": [1, 3], "draws": 3, "seed": 7}
@@ -125,7 +125,8 @@ def test_supports_are_nested_and_shared():
         for code, row in zip(three_codes.tolist(), three.tolist()):
             assert first[code] == row[0]  # the 1-shot support is the first of the 3-shot ones
     # Another draw gives other supports
-    assert not np.array_equal(support_rows(dataset, members, "P", 0, 0, 1)[1], support_rows(dataset, members, "P", 0, 1, 1)[1])
+    assert not np.array_equal(support_rows(dataset, members, "P", 0, 0, 1)[1],
+                              support_rows(dataset, members, "P", 0, 1, 1)[1])
 
 
 def test_constant_embeddings_score_chance(engine):
