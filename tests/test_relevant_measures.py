@@ -272,3 +272,13 @@ def test_ir_measures_and_ranx_r_precision_query_for_query():
     for i in range(len(queries)):
         assert found[f"q{i}"] == pytest.approx(ours["RP"][i], abs=1e-9)
         assert ranx_rp[f"q{i}"] == pytest.approx(ours["RP"][i], abs=1e-9)
+
+
+def test_queries_with_many_levels_take_the_sorting_path(monkeypatch, engine):
+    """Queries with more levels than the padded comparison holds are counted by one sort: same numbers."""
+    from ropebench.engines.core import levels
+
+    data = tied_data(9, "cosine", (70, 60, 50), n_products=8, groups=True)
+    want = data.evaluate(engine, ci=False, measures="MAP@R,RP,mAP@5").to_json()["tasks"]
+    monkeypatch.setattr(levels, "_PAD_WIDTH", 1)
+    assert data.evaluate(engine, ci=False, measures="MAP@R,RP,mAP@5").to_json()["tasks"] == want

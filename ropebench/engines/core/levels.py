@@ -94,6 +94,38 @@ def relevant_scores(data: TaskData) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return np.cumsum(offsets), s[starts], counts.astype(np.int64)
 
 
+_PAD_WIDTH = 64  # queries with at most this many levels are compared against a padded matrix
+_PAD_CHUNK = 1 << 18  # candidates per padded comparison
+
+
+def _padded(level_q: np.ndarray, values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``(nq, min(max levels, _PAD_WIDTH))`` level values, NaN-padded (NaN compares False)."""
+    n_levels = np.diff(offsets)
+    width = int(min(n_levels.max(initial=0), _PAD_WIDTH))
+    out = np.full((len(n_levels), max(width, 1)), np.nan)
+    column = np.arange(len(level_q)) - offsets[level_q]
+    fits = column < width
+    out[level_q[fits], column[fits]] = values[fits]
+    return out
+
+
+def _count_levels(padded: np.ndarray, level_q: np.ndarray, level_v: np.ndarray, offsets: np.ndarray,
+                  q: np.ndarray, y: np.ndarray, strict: bool) -> np.ndarray:
+    """:func:`_count`, by a padded comparison for queries with few levels (the common case) and by
+    one sort for the others."""
+    out = np.empty(len(q), dtype=np.int64)
+    wide = (offsets[q + 1] - offsets[q]) > padded.shape[1]
+    narrow = np.flatnonzero(~wide)
+    for start in range(0, len(narrow), _PAD_CHUNK):
+        rows = narrow[start:start + _PAD_CHUNK]
+        block = padded[q[rows]]
+        out[rows] = (block > y[rows, None]).sum(axis=1) if strict else (block >= y[rows, None]).sum(axis=1)
+    if wide.any():
+        rows = np.flatnonzero(wide)
+        out[rows] = _count(level_q, level_v, offsets, q[rows], y[rows], strict)
+    return out
+
+
 def _count(level_q: np.ndarray, level_v: np.ndarray, offsets: np.ndarray, q: np.ndarray, y: np.ndarray,
            strict: bool) -> np.ndarray:
     """Per candidate ``i``: levels of query ``q[i]`` with value ``> y[i]`` (strict) or ``>= y[i]``.
@@ -141,6 +173,8 @@ class LevelCounter:
         self.relevant_above = before - before[offsets[self.level_q]]
         offset = data.offset
         self.screen = scores if offset is None else scores + offset[self.level_q]
+        self.padded_screen = _padded(self.level_q, self.screen, offsets)
+        self.padded_scores = _padded(self.level_q, scores, offsets)
         q_norm = data.screen_norms[0]
         self.q_norm = q_norm
         top = np.zeros(nq)
@@ -181,24 +215,25 @@ class LevelCounter:
         v = values.astype(np.float64)
         g_norm = self.g_norm[g]
         lq, offsets = self.level_q, self.offsets
+        screen, exact = self.padded_screen, self.padded_scores
         if self.bound.exact:
-            j = _count(lq, self.screen, offsets, q, v, strict=False)
-            tie = j > _count(lq, self.screen, offsets, q, v, strict=True)
+            j = _count_levels(screen, lq, self.screen, offsets, q, v, strict=False)
+            tie = j > _count_levels(screen, lq, self.screen, offsets, q, v, strict=True)
             return q, j, tie, 0
         width = pair_widths(self.bound, self.q_norm[q], g_norm, v) + self.extra[q]
         finite = np.isfinite(v)
         high = np.where(finite, v + width, np.inf)
         low = np.where(finite, v - width, -np.inf)
-        surely = _count(lq, self.screen, offsets, q, high, strict=True)  # levels surely above the item
-        maybe = _count(lq, self.screen, offsets, q, low, strict=False)  # levels possibly at or above it
+        surely = _count_levels(screen, lq, self.screen, offsets, q, high, strict=True)  # levels surely above it
+        maybe = _count_levels(screen, lq, self.screen, offsets, q, low, strict=False)  # possibly at or above it
         j = surely.copy()
         tie = np.zeros(len(q), dtype=bool)
         unsure = np.flatnonzero(maybe > surely)
         if len(unsure):
             s = settle(self.data.exact_queries, self.data.exact_gallery, q[unsure], g[unsure], self.data.metric)
-            at_least = _count(lq, self.scores, offsets, q[unsure], s, strict=False)
+            at_least = _count_levels(exact, lq, self.scores, offsets, q[unsure], s, strict=False)
             j[unsure] = at_least
-            tie[unsure] = at_least > _count(lq, self.scores, offsets, q[unsure], s, strict=True)
+            tie[unsure] = at_least > _count_levels(exact, lq, self.scores, offsets, q[unsure], s, strict=True)
         return q, j, tie, len(unsure)
 
     def take(self, sorted_out: tuple[np.ndarray, np.ndarray, np.ndarray, int], *, prune: bool = True) -> None:
