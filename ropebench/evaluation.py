@@ -32,7 +32,7 @@ from ropebench.engines import (
     resolve,
 )
 from ropebench.errors import UsageError
-from ropebench.measures import count_tied, measure_columns, summarize
+from ropebench.measures import count_tied, counts_needed, map_depth, measure_columns, summarize
 from ropebench.options import (
     ApproximateOptions,
     CatalogueOptions,
@@ -43,7 +43,17 @@ from ropebench.options import (
     group_options,
 )
 from ropebench.progress import Progress
-from ropebench.protocol import DOMAINS, METRICS, TIE_POLICIES, parse_ks, parse_tasks, split_task
+from ropebench.protocol import (
+    DEFAULT_MEASURES,
+    DOMAINS,
+    METRICS,
+    TIE_POLICIES,
+    measure_names,
+    parse_ks,
+    parse_measures,
+    parse_tasks,
+    split_task,
+)
 from ropebench.results import EvaluationResult, TaskResult
 from ropebench.tasks import build_task_data, prepare_domains
 
@@ -195,6 +205,9 @@ def _check(options: Options) -> None:
     parse_ks(p.ks)
     parse_tasks(p.tasks)
     _check_options(p.ties, s.threads)
+    if "all_relevant" in counts_needed(parse_measures(p.measures)) and (c.distractors or x.index is not None):
+        raise UsageError("--measures MAP@R, RP and mAP@K are computed on the test set alone for now: not with "
+                         "--distractors or --index. Fix: drop those measures for this run, or the catalogue/index")
     if p.metric not in METRICS:
         raise UsageError(f"unknown metric {p.metric!r}: choose from {', '.join(METRICS)}")
     if r.by not in (None, "category"):
@@ -267,6 +280,8 @@ def evaluate_dataset(
     _check(options)
     p, cat, rep = options.protocol, options.catalogue, options.report
     metric, ks, task_list = p.metric, parse_ks(p.ks), parse_tasks(p.tasks)
+    families = parse_measures(p.measures)
+    needs = counts_needed(families)
     if rep.by == "category" and dataset.categories is None:
         raise UsageError("--by category needs a manifest with a 'category' column. Fix: add the column "
                          "to the manifest, or drop --by")
@@ -300,27 +315,79 @@ def evaluate_dataset(
         search_started = time.perf_counter()
         with thread_limit(threads) as thread_count:
             members = {code: dataset.members(code) for code in DOMAINS}
-            needed = [code for code in DOMAINS if any(code in split_task(task) for task in task_list)]
+            needed = [code for code in DOMAINS if p.fewshot or any(code in split_task(task) for task in task_list)]
             vectors = prepare_domains(embeddings, members, needed, metric, center)
             del embeddings
+            fewshot = _fewshot(dataset, members, vectors, base, p, metric, center, thread_count) \
+                if p.fewshot else None
             request = SearchRequest(
                 task_data=build_task_data(dataset, members, vectors, task_list, metric, center), tasks=task_list,
                 max_k=max(ks), exact_censored=False, threads=thread_count, symmetric_scores=metric != "l2",
                 precision=_search_precision(search_options.screen),
-                on_start=lambda total, unit: bar.start("search", total, unit=unit), on_progress=bar.advance)
+                on_start=lambda total, unit: bar.start("search", total, unit=unit), on_progress=bar.advance,
+                counts=needs, depth_k=map_depth(families))
             del vectors
             run = layout.engine.search(request)
+            if request.all_relevant:
+                from ropebench.engines.core import fill_levels
+
+                missing = [task for task in task_list if task not in run.levels]
+                if missing:  # an engine without its own all-relevant path: the simple whole-row one
+                    run = replace(run, levels=fill_levels(request.task_data, task_list, run.levels,
+                                                          request.depth_k))
             del request
             bar.finish()
     finally:
         if owned and runner is not None:
             runner.close()
     searched = time.perf_counter()
-    return _build_result(dataset, members, run, layout, options, task_list, ks, thread_count,
-                         submission_info, manifest_info,
-                         timing={"load_s": load_seconds + (checked - started if layout.catalogue else 0.0),
-                                 "search_started": search_started, "searched": searched, "started": started,
-                                 "check_s": checked - started})
+    result = _build_result(dataset, members, run, layout, options, task_list, ks, thread_count,
+                           submission_info, manifest_info,
+                           timing={"load_s": load_seconds + (checked - started if layout.catalogue else 0.0),
+                                   "search_started": search_started, "searched": searched, "started": started,
+                                   "check_s": checked - started})
+    if fewshot is None:
+        return result
+    section, rows = _fewshot_result(dataset, members, fewshot, options)
+    return replace(result, extra={**result.extra, "fewshot": section}, _fewshot_per_query=rows)
+
+
+def _fewshot(dataset: Dataset, members: Mapping[str, np.ndarray], vectors: Any, engine: Engine,
+             p: ProtocolOptions, metric: str, center: np.ndarray | None, threads: int) -> tuple[Any, ...]:
+    """The few-shot tasks searched through the test set's engine (docs/fewshot.md): one request,
+    every (direction, shots, draw) task, first-hit counts up to K = 5."""
+    from ropebench.fewshot import FewshotSpec, fewshot_tasks, parse_shots
+
+    spec = FewshotSpec(parse_shots(p.shots), int(p.draws), int(p.fewshot_seed))
+    names = fewshot_tasks(spec)
+    started = time.perf_counter()
+    task_data = build_task_data(dataset, members, vectors, names, metric, center)
+    request = SearchRequest(task_data=task_data, tasks=tuple(names), max_k=5, threads=threads,
+                            symmetric_scores=metric != "l2")
+    run = engine.search(request)
+    return spec, task_data, run, time.perf_counter() - started
+
+
+def _fewshot_result(dataset: Dataset, members: Mapping[str, np.ndarray], fewshot: tuple[Any, ...],
+                    options: Options) -> tuple[dict[str, Any], Any]:
+    from ropebench.fewshot import fewshot_section
+
+    spec, task_data, run, seconds = fewshot
+    hits = {task: _beyond_max_k_censored(h, 5) for task, h in run.hits.items()}
+    tasks, columns, scored = fewshot_section(spec, task_data, hits, options.protocol.ties)
+    table = query_table.fewshot_rows(dataset, members, columns, scored)
+    if options.report.ci and len(table["task"]):
+        from ropebench.stats import task_intervals
+
+        found = task_intervals({key: value for key, value in table.items() if key != "rows"},
+                               resamples=10_000, seed=0)
+        for name, cells in found.items():
+            direction, shots = name.split("/")
+            tasks[direction][shots]["ci"] = {m: (None if np.isnan(lo) else [float(lo), float(hi)])
+                                             for m, (lo, hi) in cells.items() if m == "acc"}
+    section = {"protocol": spec.to_json(), "tasks": tasks, "search_s": round(seconds, 4),
+               "counters": dict(run.counters)}
+    return section, query_table.fewshot_table_builder(dataset, table)
 
 
 @dataclass(frozen=True)
@@ -377,6 +444,8 @@ def _build_result(dataset: Dataset, members: Mapping[str, np.ndarray], run: Sear
     from ropebench.provenance import environment, utc_now
 
     metric, ties, rep = options.protocol.metric, options.protocol.ties, options.report
+    families = parse_measures(options.protocol.measures)
+    names = measure_names(ks, families)
     max_k = max(ks)
     hits_by_task = {task: _beyond_max_k_censored(run.hits[task], max_k) for task in task_list}
     # Row j of items_per_size / by_size is the catalogue prefix through the j-th positive size.
@@ -390,14 +459,15 @@ def _build_result(dataset: Dataset, members: Mapping[str, np.ndarray], run: Sear
     for task in task_list:
         hits = hits_by_task[task]
         gallery_domain = split_task(task)[1]
-        columns[task] = measure_columns(hits.a, hits.t, hits.p, ks, ties)
+        columns[task] = measure_columns(hits.a, hits.t, hits.p, ks, ties, names=names,
+                                        levels=run.levels.get(task))
         results[task] = TaskResult(
             task=task,
             n_queries=int(hits.scored.sum()),
             n_skipped=int((~hits.scored).sum()),
             n_gallery=int(len(members[gallery_domain])) + int(last[DOMAINS.index(gallery_domain)]),
             n_tied=count_tied(hits.a, hits.t, ks),
-            measures=summarize(hits.a, hits.t, hits.p, ks, ties, columns[task]),
+            measures=summarize(hits.a, hits.t, hits.p, ks, ties, columns[task], names=names),
         )
     extra: dict[str, Any] = {}
     ci_started = time.perf_counter()
@@ -419,6 +489,8 @@ def _build_result(dataset: Dataset, members: Mapping[str, np.ndarray], run: Sear
     finished = time.perf_counter()
     protocol = {"metric": metric, "ties": ties, "ks": list(ks), "search": "exact", "scores": "float64",
                 "group_exclusion": dataset.group_codes is not None, **run.protocol}
+    if families != DEFAULT_MEASURES:  # recorded only when chosen: results of the default stay as they were
+        protocol["measures"] = list(families)
     compression = checked_compression(options.protocol.compress)
     if compression is not None:
         protocol.update(compression_protocol(compression, int(submission_info["dim"])))

@@ -20,13 +20,50 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from ropebench.engines.core.levels import ALL_RELEVANT, FIRST_HIT, RelevantLevels
 from ropebench.errors import UsageError
 from ropebench.protocol import TIE_POLICIES, measure_names
 
-__all__ = ["hit_probabilities", "reciprocal_rank", "count_tied", "summarize", "measure_columns"]
+__all__ = ["hit_probabilities", "reciprocal_rank", "count_tied", "summarize", "measure_columns", "MEASURES",
+           "Measure", "counts_needed", "map_depth"]
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One measure family of ``--measures``: its spelling, the counts it needs from an engine
+    (``first_hit``: ``a, t, p``; ``all_relevant``: every relevant level) and what it is."""
+
+    family: str
+    needs: str
+    description: str
+
+
+# The measure registry: engines compute the all-relevant counts only when a chosen measure needs them.
+MEASURES: dict[str, Measure] = {m.family: m for m in (
+    Measure("R@K", FIRST_HIT, "P(first hit within the top K), one key per K (Success@K)"),
+    Measure("MRR", FIRST_HIT, "mean reciprocal rank of the first hit, 0 beyond max K"),
+    Measure("MAP@R", ALL_RELEVANT, "mean average precision at R (Musgrave et al., 2020)"),
+    Measure("RP", ALL_RELEVANT, "R-Precision: relevant items in the top R, over R"),
+    Measure("mAP@K", ALL_RELEVANT, "average precision cut at K, over min(R, K)"),
+)}
+
+
+def _family(name: str) -> Measure:
+    return MEASURES["mAP@K" if name.startswith("mAP@") else name]
+
+
+def counts_needed(families: Sequence[str]) -> frozenset[str]:
+    """The counts an engine must provide for these measure families (first-hit counts always)."""
+    return frozenset({FIRST_HIT} | {_family(f).needs for f in families})
+
+
+def map_depth(families: Sequence[str]) -> int:
+    """The largest K of the ``mAP@K`` families (0: none)."""
+    return max((int(f[4:]) for f in families if f.startswith("mAP@")), default=0)
 
 _CHUNK = 1 << 22  # survival-table cells per chunk of tied queries (32 MiB of float64)
 # No rank exceeds a gallery's size, so every K from here on gives the numbers K = _K_CAP gives;
@@ -127,26 +164,46 @@ def count_tied(a: np.ndarray, t: np.ndarray, ks: Sequence[int]) -> int:
     return int(((a < k) != (a + t < k)).any(axis=1).sum())
 
 
-def measure_columns(a: np.ndarray, t: np.ndarray, p: np.ndarray, ks: Sequence[int], ties: str) -> dict[str, np.ndarray]:
+def measure_columns(a: np.ndarray, t: np.ndarray, p: np.ndarray, ks: Sequence[int], ties: str, *,
+                    names: Sequence[str] | None = None, levels: RelevantLevels | None = None
+                    ) -> dict[str, np.ndarray]:
     """Per-query values of every measure, in percent: ``{"R@1": (n,), …, "MRR@{max K}": (n,)}``.
 
+    ``names``: the measure keys wanted (default ``R@K`` and ``MRR@{max K}``); ``MAP@R``, ``RP`` and
+    ``mAP@K`` need ``levels``, the all-relevant counts (:mod:`ropebench.measures_relevant`).
     The per-query table stores exactly these columns, so a column's mean over a task is the
     task's number (:func:`summarize`).
     """
     ks = tuple(ks)
-    hits = hit_probabilities(a, t, p, ks, ties)
-    columns = [hits[:, i] for i in range(len(ks))] + [reciprocal_rank(a, t, p, max(ks), ties)]
-    return {name: 100.0 * column for name, column in zip(measure_names(ks), columns)}
+    names = measure_names(ks) if names is None else tuple(names)
+    out: dict[str, np.ndarray] = {}
+    if any(name.startswith("R@") for name in names):
+        hits = hit_probabilities(a, t, p, ks, ties)
+        out.update({f"R@{k}": 100.0 * hits[:, i] for i, k in enumerate(ks)})
+    mrr = f"MRR@{max(ks)}"
+    if mrr in names:
+        out[mrr] = 100.0 * reciprocal_rank(a, t, p, max(ks), ties)
+    rest = [name for name in names if name not in out]
+    if rest:
+        from ropebench.measures_relevant import relevant_columns
+
+        _check_policy(ties)
+        if levels is None:
+            raise ValueError(f"{', '.join(rest)} need the all-relevant counts (levels=)")
+        out.update(relevant_columns(levels, rest, ties))
+    return {name: out[name] for name in names}
 
 
 def summarize(a: np.ndarray, t: np.ndarray, p: np.ndarray, ks: Sequence[int], ties: str,
-              columns: dict[str, np.ndarray] | None = None) -> dict[str, float | None]:
+              columns: dict[str, np.ndarray] | None = None, *, names: Sequence[str] | None = None
+              ) -> dict[str, float | None]:
     """``{"R@K": ..., "MRR@{max K}": ...}`` in percent (mean over queries); None with no query.
 
-    ``columns``: the per-query values from :func:`measure_columns`, when already computed.
+    ``columns``: the per-query values from :func:`measure_columns`, when already computed;
+    ``names``: the measure keys (default ``R@K`` and ``MRR@{max K}``).
     """
     ks = tuple(ks)
-    names = measure_names(ks)
+    names = measure_names(ks) if names is None else tuple(names)
     if len(a) == 0:
         return dict.fromkeys(names)
     if columns is None:

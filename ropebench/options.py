@@ -16,14 +16,21 @@ __all__ = ["ProtocolOptions", "SearchOptions", "CatalogueOptions", "ApproximateO
 
 @dataclass(frozen=True)
 class ProtocolOptions:
-    """What is measured: the similarity, the tie policy, the cut-offs, the tasks, and the
-    compression applied to the vectors first (``fp16``, ``int8``, ``binary``, ``dims=K``)."""
+    """What is measured: the similarity, the tie policy, the cut-offs, the tasks, the compression
+    applied to the vectors first (``fp16``, ``int8``, ``binary``, ``dims=K``), the measures
+    (``R@K,MRR`` by default; ``MAP@R``, ``RP``, ``mAP@K`` on request) and the few-shot tasks
+    (``fewshot=True``: shots, draws and the draws' seed)."""
 
     metric: str = "cosine"
     ties: str = "expected"
     ks: str | Sequence[int] = DEFAULT_KS
     tasks: str | Sequence[str] | None = None
     compress: str | None = None
+    measures: str | Sequence[str] | None = None
+    fewshot: bool = False
+    shots: str | Sequence[int] = (1, 5)
+    draws: int = 10
+    fewshot_seed: int = 0
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,11 @@ __all__ = [
     "parse_ks",
     "measure_names",
     "check_measure",
+    "MEASURE_FAMILIES",
+    "DEFAULT_MEASURES",
+    "parse_measures",
+    "measure_order",
+    "FEWSHOT_MEASURE_PATTERN",
 ]
 
 DOMAINS: tuple[str, ...] = ("P", "V", "L")
@@ -52,7 +57,15 @@ TASK_GROUPS: dict[str, tuple[str, ...]] = {"cross": CROSS_TASKS, "intra": INTRA_
 METRICS: tuple[str, ...] = ("cosine", "ip", "l2")  # similarities: what the search ranks by
 TIE_POLICIES: tuple[str, ...] = ("expected", "pessimistic", "optimistic")
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20, 50)
-MEASURE_PATTERN = re.compile(r"^(R|MRR)@[1-9][0-9]*$")  # canonical measure keys: R@10, MRR@50
+# Canonical measure keys: R@10, MRR@50, MAP@R, RP, mAP@100 (the JSON key, the CLI word, the column).
+MEASURE_PATTERN = re.compile(r"^((R|MRR|mAP)@[1-9][0-9]*|MAP@R|RP)$")
+# --measures chooses families: R@K (one key per K of --ks), MRR (MRR@{max K}), MAP@R, RP, mAP@K (a
+# concrete K, e.g. mAP@100). The default is the paper's.
+# Few-shot classification's per-query measures (its rows' columns; docs/fewshot.md).
+FEWSHOT_MEASURE_PATTERN = re.compile(r"^acc(@[1-9][0-9]*)?$")
+MEASURE_FAMILIES: tuple[str, ...] = ("R@K", "MRR", "MAP@R", "RP", "mAP@K")
+DEFAULT_MEASURES: tuple[str, ...] = ("R@K", "MRR")
+_MAP_AT_K = re.compile(r"^map@([1-9][0-9]*)$", re.IGNORECASE)
 
 
 def canonical_domain(spelling: object) -> str | None:
@@ -120,9 +133,53 @@ def parse_ks(ks: str | Sequence[int | str] | None) -> tuple[int, ...]:
     return tuple(sorted(values))
 
 
-def measure_names(ks: Sequence[int]) -> tuple[str, ...]:
-    """Canonical measure keys for a K list: ``R@K`` for each K, then ``MRR@{max K}``."""
-    return tuple(f"R@{k}" for k in ks) + (f"MRR@{max(ks)}",)
+def parse_measures(measures: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``"R@K,MRR,MAP@R,RP"`` -> canonical families in a fixed order (``R@K``, ``MRR``, ``MAP@R``,
+    ``RP``, then ``mAP@K`` by K). Case-insensitive; ``R-Precision`` and ``MAP@R``'s lower-case
+    spelling are accepted. None is the default ``R@K,MRR``. Raises UsageError naming every unknown item."""
+    if measures is None:
+        return DEFAULT_MEASURES
+    items = measures.split(",") if isinstance(measures, str) else [p for m in measures for p in str(m).split(",")]
+    found: set[str] = set()
+    map_ks: set[int] = set()
+    bad: list[str] = []
+    spelled = {"r@k": "R@K", "mrr": "MRR", "map@r": "MAP@R", "rp": "RP", "r-precision": "RP", "rprec": "RP"}
+    for item in items:
+        text = item.strip()
+        if not text:
+            continue
+        match = _MAP_AT_K.match(text)
+        if text.lower() in spelled:
+            found.add(spelled[text.lower()])
+        elif match:
+            map_ks.add(int(match.group(1)))
+        else:
+            bad.append(text)
+    if bad or not (found or map_ks):
+        raise UsageError(f"--measures: {', '.join(map(repr, bad)) or 'empty'}: choose from R@K, MRR, MAP@R, RP "
+                         "and mAP@K with a number (e.g. mAP@100); e.g. --measures R@K,MRR,MAP@R,RP")
+    return tuple(f for f in MEASURE_FAMILIES[:4] if f in found) + tuple(f"mAP@{k}" for k in sorted(map_ks))
+
+
+def measure_order(name: str) -> tuple[int, int]:
+    """Sort key of measure keys: R@K by K, MRR@K, MAP@R, RP, mAP@K by K, then few-shot acc, acc@K."""
+    if name in ("MAP@R", "RP"):
+        return (2 if name == "MAP@R" else 3, 0)
+    family, _, k = name.partition("@")
+    return ({"R": 0, "MRR": 1, "mAP": 4, "acc": 5}.get(family, 6), int(k) if k.isdigit() else 0)
+
+
+def measure_names(ks: Sequence[int], measures: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Canonical measure keys for a K list and measure families (default ``R@K,MRR``): ``R@K``
+    for each K, ``MRR@{max K}``, then ``MAP@R``, ``RP`` and ``mAP@K`` as chosen."""
+    families = DEFAULT_MEASURES if measures is None else tuple(measures)
+    out: list[str] = []
+    if "R@K" in families:
+        out += [f"R@{k}" for k in ks]
+    if "MRR" in families:
+        out.append(f"MRR@{max(ks)}")
+    out += [f for f in families if f in ("MAP@R", "RP") or f.startswith("mAP@")]
+    return tuple(out)
 
 
 def check_measure(name: str, *, option: str = "--measure") -> str:

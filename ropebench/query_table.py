@@ -133,3 +133,47 @@ def by_category(dataset: Dataset, members: Mapping[str, np.ndarray], tasks: Sequ
             per_task[task] = {"n_queries": n, **{name: math.fsum(table[name][chosen].tolist()) / n for name in names}}
         out[category] = per_task
     return out
+
+
+def fewshot_rows(dataset: Dataset, members: Mapping[str, np.ndarray], columns: Mapping[str, Mapping[str, np.ndarray]],
+                 scored: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Few-shot per-query rows as arrays: ``task`` (``V2P/1-shot``), ``rows``, ``product_id``, ``acc``,
+    ``acc@5`` (percent, averaged over draws), in canonical order (task, then item_id)."""
+    tasks = list(columns)
+    rows = [members[task[0]][scored[task]] for task in tasks]
+    orders = [id_order(dataset.item_ids[r]) for r in rows]
+    out: dict[str, Any] = {
+        "task": np.concatenate([np.full(len(r), task, dtype=object) for r, task in zip(rows, tasks)])
+        if tasks else np.zeros(0, dtype=object),
+        "rows": np.concatenate([r[o] for r, o in zip(rows, orders)]) if tasks else np.zeros(0, dtype=np.int64),
+    }
+    out["product_id"] = dataset.product_ids[out["rows"]]
+    for name in ("acc", "acc@5"):
+        out[name] = np.concatenate([np.asarray(columns[t][name])[o] for t, o in zip(tasks, orders)]) \
+            if tasks else np.zeros(0)
+    return out
+
+
+def fewshot_table_builder(dataset: Dataset, table: Mapping[str, Any]) -> Callable[[], Any]:
+    """A function building the few-shot per-query pyarrow Table (``task item_id product_id domain
+    [category] acc acc@5``) on first use."""
+
+    def build() -> Any:
+        import pyarrow as pa
+
+        from ropebench.io.arrow import id_array
+
+        rows = table["rows"]
+        columns: dict[str, Any] = {
+            "task": pa.array(table["task"].tolist(), type=pa.string()),
+            "item_id": id_array(dataset.item_ids[rows]),
+            "product_id": id_array(dataset.product_ids[rows]),
+            "domain": pa.array([DOMAINS[code] for code in dataset.domains[rows].tolist()], type=pa.string()),
+        }
+        if dataset.categories is not None:
+            columns["category"] = id_array(dataset.categories[rows])
+        for name in ("acc", "acc@5"):
+            columns[name] = pa.array(np.asarray(table[name], dtype=np.float64))
+        return pa.table(columns)
+
+    return build

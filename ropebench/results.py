@@ -112,6 +112,24 @@ class EvaluationResult:
     per_query_file: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # further top-level keys, kept on round trips
     _per_query: Any = field(default=None, repr=False, compare=False)  # a Table or a zero-argument builder
+    _fewshot_per_query: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def fewshot(self) -> Mapping[str, Any] | None:
+        """The ``fewshot`` section (docs/fewshot.md): ``{"protocol": …, "tasks": {"V2P": {"1-shot":
+        {"acc": …, …}}}}``, or None when not evaluated with ``fewshot=True``."""
+        value = self.extra.get("fewshot")
+        return value if isinstance(value, Mapping) else None
+
+    @property
+    def fewshot_per_query(self) -> Any:
+        """Few-shot per-query pyarrow Table (``task`` ``V2P/1-shot``, ``item_id`` … ``acc``, ``acc@5``,
+        averaged over draws), or None (not evaluated here, or read back from a file)."""
+        value = self._fewshot_per_query
+        if callable(value):
+            value = value()
+            object.__setattr__(self, "_fewshot_per_query", value)
+        return value
 
     @property
     def per_query(self) -> Any:
@@ -134,7 +152,7 @@ class EvaluationResult:
 
     @property
     def measure_names(self) -> tuple[str, ...]:
-        return measure_names(self.ks)
+        return measure_names(self.ks, self.protocol.get("measures"))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -225,6 +243,14 @@ class EvaluationResult:
                 values = [out.get(f"{task}/{name}") for task in tasks]
                 if all(v is not None for v in values):
                     out[f"{group}/{name}"] = sum(v for v in values if v is not None) / len(values)
+        fewshot = self.fewshot
+        if fewshot is not None:
+            for direction, by_shots in fewshot.get("tasks", {}).items():
+                for shots, cells in by_shots.items():
+                    for name in ("acc", "acc_macro", "acc@5"):
+                        if cells.get(name) is not None:
+                            key = f"fewshot/{direction}/{shots}" + ("" if name == "acc" else f"/{name}")
+                            out[key] = float(cells[name])
         return out
 
     def __repr__(self) -> str:

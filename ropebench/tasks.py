@@ -12,6 +12,7 @@ type (a gallery of class prototypes, say) registers a builder with :func:`regist
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -40,11 +41,13 @@ Builder = Callable[[Dataset, Mapping[str, np.ndarray], Mapping[str, Vectors], st
 
 @dataclass(frozen=True)
 class TaskType:
-    """A kind of task: its name, the task names it answers, and its builder."""
+    """A kind of task: its name, the task names it answers (listed, or matching ``pattern`` when
+    they depend on settings, as few-shot draws do), and its builder."""
 
     name: str
     tasks: tuple[str, ...]
     build: Builder
+    pattern: re.Pattern[str] | None = None
 
 
 _TYPES: dict[str, TaskType] = {}
@@ -66,7 +69,7 @@ def task_types() -> tuple[str, ...]:
 def task_type(task: str) -> TaskType:
     """The type answering ``task``."""
     for kind in _TYPES.values():
-        if task in kind.tasks:
+        if task in kind.tasks or (kind.pattern is not None and kind.pattern.match(task)):
             return kind
     raise KeyError(task)
 

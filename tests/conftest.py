@@ -84,7 +84,10 @@ def _engine_params() -> list[Any]:
         elif not TORCH:
             params.append(pytest.param(None, id=name, marks=pytest.mark.skip(reason=NO_TORCH)))
         else:
-            params += [pytest.param(configured_engine(name, screen=screen), id=f"{name}-{screen}")
+            # The fp32 screen runs the same code paths as bf16 with another precision (and the
+            # default engine's band): in the slow run only, to keep the default run near a minute.
+            params += [pytest.param(configured_engine(name, screen=screen), id=f"{name}-{screen}",
+                                    marks=() if screen == "bf16" else pytest.mark.slow)
                        for screen in TORCH_SCREENS]
     return params
 

@@ -123,3 +123,97 @@ def reference_evaluate(emb: Any, domains: Any, products: Any, groups: Sequence[A
         res[f"MRR@{max(ks)}"] = 100 * float(np.mean(rrs)) if rrs else None
         out[task] = res
     return out
+
+
+def _group_expectation(rho: int, start: int, r: int, m: int, cutoff: int, ties: str) -> tuple[float, float]:
+    """One tie group (``r`` relevant among ``m`` items at ranks ``start + 1 … start + m``, ``rho``
+    relevant items above it): ``(E[Σ rel_i · P@i over its ranks ≤ cutoff], E[relevant among them])``,
+    by enumerating every placement of the relevant items (each equally likely under random tie
+    breaking) when there are few, else by the hypergeometric law position by position."""
+    from itertools import combinations
+
+    def value(positions: Sequence[int]) -> tuple[float, float]:
+        total, count = 0.0, 0
+        for seen, j in enumerate(sorted(positions), start=1):
+            if start + j <= cutoff:
+                total += (rho + seen) / (start + j)
+                count += 1
+        return total, float(count)
+
+    if ties == "optimistic":
+        return value(range(1, r + 1))
+    if ties == "pessimistic":
+        return value(range(m - r + 1, m + 1))
+    if comb(m, r) <= 5000:
+        placements = [value([p + 1 for p in c]) for c in combinations(range(m), r)]
+        return (sum(v[0] for v in placements) / len(placements), sum(v[1] for v in placements) / len(placements))
+    total = count = 0.0
+    for j in range(1, m + 1):  # P(rank j relevant, and s of the j - 1 before it relevant)
+        if start + j > cutoff:
+            break
+        for s in range(0, min(r - 1, j - 1) + 1):
+            prob = comb(j - 1, s) * comb(m - j, r - 1 - s) / comb(m, r)
+            total += prob * (rho + s + 1) / (start + j)
+            count += prob
+    return total, count
+
+
+def relevant_measures(scores: np.ndarray, relevant: np.ndarray, ties: str, map_ks: Sequence[int] = ()
+                      ) -> dict[str, float]:
+    """MAP@R, RP and mAP@K (fractions, not percent) of one query from its eligible items' float64
+    scores and relevance, ties broken by ``ties`` (expected: exact expectation)."""
+    big_r = int(relevant.sum())
+    out: dict[str, float] = {}
+    for name, cutoff, denominator in [("MAP@R", big_r, big_r), ("RP", big_r, big_r)] + [
+            (f"mAP@{k}", k, min(big_r, k)) for k in map_ks]:
+        above = rho = 0
+        ap = hits = 0.0
+        for level in sorted(set(scores.tolist()), reverse=True):
+            at = scores == level
+            r = int((at & relevant).sum())
+            m = int(at.sum())
+            if r:
+                v, c = _group_expectation(rho, above, r, m, cutoff, ties)
+                ap += v
+                hits += c
+            above += m
+            rho += r
+        out[name] = (hits if name == "RP" else ap) / denominator
+    return out
+
+
+def reference_relevant(emb: Any, domains: Any, products: Any, groups: Sequence[Any] | None = None, *,
+                       metric: str = "cosine", ties: str = "expected", tasks: Sequence[str] = ALL_TASKS,
+                       map_ks: Sequence[int] = ()) -> dict[str, dict[str, Any]]:
+    """``{task: {"MAP@R": %, "RP": %, "mAP@K": %, "per_query": {row: {name: %}}}}`` by brute force."""
+    emb = np.asarray(emb)
+    vectors = emb.astype(np.float32).astype(np.float64)
+    if metric == "cosine":
+        norm = np.sqrt(pairwise(vectors * vectors)) if len(vectors) else np.zeros(0)
+        vectors = (vectors / norm[:, None]).astype(np.float32).astype(np.float64)
+    domains = np.asarray(domains)
+    products = np.asarray(products)
+    group_list = None if groups is None else list(groups)
+    out: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        qd, gd = task[0], task[2]
+        qi = np.flatnonzero(domains == qd)
+        gi = np.flatnonzero(domains == gd)
+        per_query: dict[int, dict[str, float]] = {}
+        for q in qi:
+            scores = scores64(vectors[q], vectors[gi], metric)
+            eligible = np.ones(len(gi), dtype=bool)
+            if qd == gd:
+                eligible &= gi != q
+                if group_list is not None and group_list[q] is not None:
+                    eligible &= np.array([group_list[j] != group_list[q] for j in gi], dtype=bool)
+            relevant = (products[gi] == products[q]) & eligible
+            if not relevant.any():
+                continue
+            values = relevant_measures(scores[eligible], relevant[eligible], ties, map_ks)
+            per_query[int(q)] = {name: 100 * value for name, value in values.items()}
+        names = ["MAP@R", "RP"] + [f"mAP@{k}" for k in map_ks]
+        out[task] = {name: (float(np.mean([v[name] for v in per_query.values()])) if per_query else None)
+                     for name in names}
+        out[task]["per_query"] = per_query
+    return out

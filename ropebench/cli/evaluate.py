@@ -52,6 +52,17 @@ __all__ = ["evaluate", "validate"]
 @click.option("--compress", default=None, metavar="fp16|int8|binary|dims=K",
               help="Score the embeddings after this compression (recorded as protocol.compression, with "
                    "bytes_per_item): fp16, int8 (per vector), binary (sign bits) or dims=K (the first K).")
+@click.option("--measures", default=None, metavar="R@K,MRR,MAP@R,RP,mAP@K",
+              help="Measures to report [default: R@K,MRR, the paper's]: MAP@R and RP (R-Precision) look at "
+                   "every relevant item; mAP@K with a number, e.g. mAP@100.")
+@click.option("--fewshot", is_flag=True, default=False,
+              help="Also run cross-domain few-shot classification (docs/fewshot.md): six directions, "
+                   "prototypes of k support items per product, --draws seeded draws.")
+@click.option("--shots", default="1,5", show_default=True, help="--fewshot: support items per product (k).")
+@click.option("--draws", type=click.IntRange(min=1), default=10, show_default=True,
+              help="--fewshot: support draws averaged over.")
+@click.option("--seed", "fewshot_seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="--fewshot: seed of the support draws.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the results JSON here.")
 @click.option("--per-query", type=click.Path(dir_okay=False),
               help="Also write one parquet row per scored query and task (recorded in the results JSON).")
@@ -69,7 +80,8 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
              engine: str, device: str | None, screen: str | None, distractors: tuple[str, ...],
              distractor_sizes: str | None, scheduler: str | None,
              workers: int | None, index: str | None, nprobe: int | None, ef_search: int | None,
-             agreement_queries: int, compress: str | None, out: str | None, per_query: str | None, fmt: str,
+             agreement_queries: int, compress: str | None, measures: str | None, fewshot: bool, shots: str,
+             draws: int, fewshot_seed: int, out: str | None, per_query: str | None, fmt: str,
              measure: str, ci: str | None, by: str | None, threads: int | None, quiet: bool) -> None:
     """Score SUBMISSION (parquet file or per-domain directory) on the nine retrieval tasks.
 
@@ -85,6 +97,7 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
       ropebench evaluate sub.parquet -m manifest.parquet --distractors catalogue/ --distractor-sizes 0,1e5,all
       ropebench evaluate sub.parquet -m manifest.parquet --compress int8 --out int8.json --per-query int8.parquet
       ropebench evaluate sub.parquet -m manifest.parquet --engine torch --screen bf16
+      ropebench evaluate sub.parquet -m manifest.parquet --measures R@K,MRR,MAP@R,RP --fewshot --shots 1,5
     """
     import json
 
@@ -92,11 +105,11 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
     from ropebench.compress import checked_compression
     from ropebench.errors import DataError, UsageError
     from ropebench.io.files import check_output_paths
-    from ropebench.protocol import check_measure, measure_names, parse_ks, parse_tasks
+    from ropebench.protocol import check_measure, measure_names, parse_ks, parse_measures, parse_tasks
     from ropebench.render.console import render_evaluation
 
     check_measure(measure)
-    computed = measure_names(parse_ks(ks))
+    computed = measure_names(parse_ks(ks), parse_measures(measures))
     if measure not in computed and _defaulted("measure"):
         measure = computed[0]  # --ks without 1 and no --measure: show the smallest K's matrix
     elif measure not in computed:  # else the printed matrix would be all blanks
@@ -113,7 +126,9 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
                                     progress=progress_wanted(quiet), by=by,
                                     distractors=list(distractors) or None, distractor_sizes=distractor_sizes,
                                     scheduler=scheduler, workers=workers, index=index, nprobe=nprobe,
-                                    ef_search=ef_search, agreement_queries=agreement_queries, compress=compress)
+                                    ef_search=ef_search, agreement_queries=agreement_queries, compress=compress,
+                                    measures=measures, fewshot=fewshot, shots=shots, draws=draws,
+                                    fewshot_seed=fewshot_seed)
     except (MemoryError, RuntimeError) as error:
         if isinstance(error, RuntimeError) and "can't start new thread" not in str(error):
             raise

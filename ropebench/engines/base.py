@@ -16,10 +16,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ropebench.engines.core.levels import ALL_RELEVANT, FIRST_HIT, RelevantLevels
 from ropebench.engines.core.precision import FP32, Precision
 from ropebench.engines.core.task import FirstHits, TaskData
 
-__all__ = ["TaskData", "FirstHits", "SearchRequest", "SearchRun", "Engine", "COUNTERS"]
+__all__ = ["TaskData", "FirstHits", "RelevantLevels", "SearchRequest", "SearchRun", "Engine", "COUNTERS",
+           "FIRST_HIT", "ALL_RELEVANT"]
 
 # Every engine reports these counters (0 where a path does not exist in that engine), so a test
 # can bound them and a results file records how the numbers were computed.
@@ -49,6 +51,12 @@ class SearchRequest:
             whose query and gallery sides differ).
         precision: the screening precision an engine may use (the core's band follows it).
         on_start: called once with a total and its unit; ``on_progress`` with units done.
+        counts: which counts the requested measures need: ``first_hit`` (always: ``a, t, p``) and
+            ``all_relevant`` (MAP@R, RP, mAP@K: per relevant level, see
+            :class:`~ropebench.engines.core.levels.RelevantLevels`), returned in ``SearchRun.levels``.
+            Engines compute the second only when asked, so the default measures cost nothing more.
+        depth_k: with ``all_relevant``, the largest K of ``mAP@K`` (0: none); ranks are counted
+            down to ``max(R, depth_k)``.
     """
 
     task_data: Mapping[str, TaskData]
@@ -60,6 +68,12 @@ class SearchRequest:
     precision: Precision = FP32
     on_start: Callable[[int, str], None] | None = None
     on_progress: Callable[[int], None] | None = None
+    counts: frozenset[str] = frozenset({FIRST_HIT})
+    depth_k: int = 0
+
+    @property
+    def all_relevant(self) -> bool:
+        return ALL_RELEVANT in self.counts
 
     def with_(self, **changes: Any) -> SearchRequest:
         return replace(self, **changes)
@@ -79,6 +93,9 @@ class SearchRun:
         protocol: additions to the result's protocol (``search: approximate`` and its index).
         agreement: an approximate search's measured agreement with exact search, per task.
         timing: phases in seconds (``timing`` of the result).
+        levels: per task, the all-relevant counts when the request asked for them (an engine that
+            does not compute them leaves this empty; :func:`ropebench.engines.core.levels.fill_levels`
+            then computes them by the simple whole-row path, so every engine serves every measure).
     """
 
     hits: Mapping[str, FirstHits]
@@ -89,6 +106,7 @@ class SearchRun:
     protocol: Mapping[str, Any] = field(default_factory=dict)
     agreement: Mapping[str, Any] | None = None
     timing: Mapping[str, float] = field(default_factory=dict)
+    levels: Mapping[str, RelevantLevels] = field(default_factory=dict)
 
 
 class Engine(Protocol):

@@ -30,7 +30,15 @@ from typing import Any
 import numpy as np
 
 from ropebench.engines.base import COUNTERS, FirstHits, SearchRequest, SearchRun, TaskData
-from ropebench.engines.core import FP32, irrelevant_eligible, judge_task, row_counts
+from ropebench.engines.core import (
+    FP32,
+    RelevantLevels,
+    irrelevant_eligible,
+    judge_task,
+    level_row_counts,
+    row_counts,
+    task_bound,
+)
 
 __all__ = ["FaissEngine", "first_hit_counts", "faiss_threads", "QUERY_BATCH"]
 
@@ -163,13 +171,19 @@ class FaissEngine:
         if request.on_start is not None:
             request.on_start(sum(len(task_data[task].queries) for task in request.tasks), "queries")
         hits: dict[str, FirstHits] = {}
+        levels: dict[str, RelevantLevels] = {}
         counters: dict[str, int] = {}
         with faiss_threads(request.threads):
             for task in request.tasks:
                 hits[task] = first_hit_counts(task_data[task], max_k=request.max_k,
                                               exact_censored=request.exact_censored, on_progress=request.on_progress,
                                               query_batch=self.query_batch, counters=counters)
+                if request.all_relevant:
+                    # Every relevant item's rank: whole rows screened with numpy (a FAISS list of max K
+                    # items does not reach R); each candidate decided by the core in float64.
+                    levels[task] = level_row_counts(task_data[task], task_bound(task_data[task], FP32),
+                                                    request.depth_k)
         counters["queries_rescored"] = sum(h.n_rescored for h in hits.values())
         counters["queries_censored"] = sum(int(h.censored.sum()) for h in hits.values())
         return SearchRun(hits=hits, counters={name: counters.get(name, 0) for name in COUNTERS},
-                         engine={"name": self.name, "screen": "fp32"})
+                         engine={"name": self.name, "screen": "fp32"}, levels=levels)

@@ -37,7 +37,18 @@ from typing import Any
 import numpy as np
 
 from ropebench.engines.base import COUNTERS, FirstHits, SearchRequest, SearchRun, TaskData
-from ropebench.engines.core import FP32, Judge, Precision, irrelevant_eligible, judge_task, row_counts
+from ropebench.engines.core import (
+    FP32,
+    Judge,
+    LevelCounter,
+    Precision,
+    RelevantLevels,
+    irrelevant_eligible,
+    judge_task,
+    level_row_counts,
+    row_counts,
+    task_bound,
+)
 
 __all__ = ["OnePassEngine", "OnePassSettings", "one_pass_first_hits", "TaskReader", "TILE", "SMALL_BLOCK"]
 
@@ -62,12 +73,20 @@ def _edges(n: int, tile: int) -> np.ndarray:
 
 
 class TaskReader:
-    """Running state of one task: per query, counts above and at ``T`` so far, and censoring."""
+    """Running state of one task: per query, counts above and at ``T`` so far, and censoring.
 
-    def __init__(self, data: TaskData, judge: Judge, max_k: int, exact: bool) -> None:
+    ``levels``: with all-relevant measures, the task's :class:`LevelCounter`; the reader then
+    collects every candidate down to the lowest relevant level still counted (``lo`` is the lower
+    of the two cut-offs) and hands each to both.
+    """
+
+    def __init__(self, data: TaskData, judge: Judge, max_k: int, exact: bool,
+                 levels: LevelCounter | None = None) -> None:
         self.data, self.judge, self.max_k, self.exact = data, judge, max_k, exact
+        self.levels = levels
         self.g_norm = data.screen_norms[1]
-        self.lo = judge.cutoff(float(self.g_norm.max(initial=0.0)))  # +inf: not collecting
+        self.first_lo = judge.cutoff(float(self.g_norm.max(initial=0.0)))  # +inf: not collecting
+        self.lo = self.first_lo if levels is None else np.minimum(self.first_lo, levels.lo)
         self.scored = np.isfinite(judge.best)
         nq = len(data.queries)
         self.above = np.zeros(nq, dtype=np.int64)
@@ -80,25 +99,39 @@ class TaskReader:
         (the judge), so it runs outside the lock — float64 settlement included."""
         keep = irrelevant_eligible(self.data, queries, gallery)
         queries, gallery = queries[keep], gallery[keep]
-        decision = self.judge.decide(queries, gallery, values[keep], self.data.exact_gallery, self.g_norm[gallery])
-        return (np.unique(queries[decision.above], return_counts=True),
-                np.unique(queries[decision.tie], return_counts=True), decision.settled)
+        values = values[keep]
+        decision = self.judge.decide(queries, gallery, values, self.data.exact_gallery, self.g_norm[gallery])
+        found = (np.unique(queries[decision.above], return_counts=True),
+                 np.unique(queries[decision.tie], return_counts=True), decision.settled)
+        if self.levels is None:
+            return found
+        return (*found, self.levels.sort_out(queries, gallery, values))
 
     def take(self, sorted_out: Any) -> None:
         """Add what :meth:`sort_out` found (under the lock): counts and censoring."""
-        (counted, n_counted), (tied, n_tied), settled = sorted_out
+        (counted, n_counted), (tied, n_tied), settled = sorted_out[:3]
         self.settled += settled
         self.ties[tied] += n_tied
         if len(counted):
             self.above[counted] += n_counted
             if not self.exact:
-                done = counted[(self.above[counted] >= self.max_k) & np.isfinite(self.lo[counted])]
+                done = counted[(self.above[counted] >= self.max_k) & np.isfinite(self.first_lo[counted])]
                 self.censored[done] = True
-                self.lo[done] = np.inf
+                self.first_lo[done] = np.inf
+                if self.levels is None:
+                    self.lo[done] = np.inf
+        if self.levels is not None and len(sorted_out) > 3:
+            level_part = sorted_out[3]
+            self.levels.take(level_part)
+            touched = np.unique(np.concatenate([counted, level_part[0]]))
+            self.lo[touched] = np.minimum(self.first_lo[touched], self.levels.lo[touched])
 
     def finish(self) -> FirstHits:
         s = self.scored
         return FirstHits(scored=s, a=self.above[s], t=self.ties[s], p=self.judge.p[s], censored=self.censored[s])
+
+    def finish_levels(self) -> RelevantLevels | None:
+        return None if self.levels is None else self.levels.finish(self.scored)
 
 
 @dataclass
@@ -238,6 +271,9 @@ def one_pass_first_hits(
     settings: OnePassSettings | None = None,
     counters: dict[str, int] | None = None,
     precision: Precision = FP32,
+    all_relevant: bool = False,
+    depth_k: int = 0,
+    levels_out: dict[str, RelevantLevels] | None = None,
 ) -> dict[str, FirstHits]:
     """First-hit counts of every task, computing each similarity block once.
 
@@ -255,6 +291,8 @@ def one_pass_first_hits(
         settings: tile and small-block sizes (default :class:`OnePassSettings`).
         counters: if given, the engine's counters are added to it (see ``COUNTERS``).
         precision: the screening precision of the tiles (numpy float32).
+        all_relevant, depth_k, levels_out: also count every relevant level (MAP@R, RP, mAP@K) in
+            the same tiles, down to rank ``max(R, depth_k)``, into ``levels_out[task]``.
 
     Returns:
         ``{task: FirstHits}``, equal to every other engine's.
@@ -279,11 +317,15 @@ def one_pass_first_hits(
         on_start(total)
     readers: dict[str, TaskReader] = {}
 
+    def reader(task: str) -> TaskReader:
+        data = task_data[task]
+        levels = LevelCounter(data, task_bound(data, precision), depth_k) if all_relevant else None
+        return TaskReader(data, judge_task(data, precision), max_k, exact_censored, levels)
+
     def prepare(row_task: str, column_task: str | None, symmetric: bool) -> Block:
         data = task_data[row_task]
-        rows = TaskReader(data, judge_task(data, precision), max_k, exact_censored)
-        columns = None if column_task is None else TaskReader(
-            task_data[column_task], judge_task(task_data[column_task], precision), max_k, exact_censored)
+        rows = reader(row_task)
+        columns = None if column_task is None else reader(column_task)
         return Block(data.queries, data.gallery, rows, columns, symmetric, settings.tile)
 
     buffers = threading.local()
@@ -316,10 +358,16 @@ def one_pass_first_hits(
         hits[task] = FirstHits(scored=scored, a=a, t=t, p=judge.p[scored], censored=np.zeros(len(a), dtype=bool))
         settled += n
         relevant += judge.relevant_settled
-    for task, reader in readers.items():
-        hits[task] = reader.finish()
-        settled += reader.settled
-        relevant += reader.judge.relevant_settled
+        if all_relevant and levels_out is not None:
+            levels_out[task] = level_row_counts(data, task_bound(data, FP32), depth_k)
+    for task, task_reader in readers.items():
+        hits[task] = task_reader.finish()
+        settled += task_reader.settled
+        relevant += task_reader.judge.relevant_settled
+        found = task_reader.finish_levels()
+        if found is not None and levels_out is not None:
+            levels_out[task] = found
+            settled += task_reader.levels.settled if task_reader.levels is not None else 0
     if counters is not None:
         counters["blocks_tiled"] = counters.get("blocks_tiled", 0) + len(plan)
         counters["blocks_small"] = counters.get("blocks_small", 0) + len(small)
@@ -341,11 +389,14 @@ class OnePassEngine:
         counters: dict[str, int] = {}
         on_start = request.on_start
         start = None if on_start is None else (lambda total: on_start(total, "tiles"))
+        levels: dict[str, RelevantLevels] = {}
         hits = one_pass_first_hits(request.task_data, request.tasks, max_k=request.max_k,
                                    exact_censored=request.exact_censored, threads=request.threads,
                                    symmetric_scores=request.symmetric_scores, on_start=start,
                                    on_progress=request.on_progress, settings=self.settings, counters=counters,
-                                   precision=request.precision)
+                                   precision=request.precision, all_relevant=request.all_relevant,
+                                   depth_k=request.depth_k, levels_out=levels)
         counters["queries_censored"] = sum(int(h.censored.sum()) for h in hits.values())
         ordered = {name: counters.get(name, 0) for name in COUNTERS}
-        return SearchRun(hits=hits, counters=ordered, engine={"name": self.name, "screen": request.precision.name})
+        return SearchRun(hits=hits, counters=ordered, engine={"name": self.name, "screen": request.precision.name},
+                         levels=levels)

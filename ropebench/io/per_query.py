@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ropebench.errors import DataError, UsageError
-from ropebench.protocol import ALL_TASKS
+from ropebench.protocol import ALL_TASKS, FEWSHOT_MEASURE_PATTERN, MEASURE_PATTERN, measure_order
 
 __all__ = ["InputRef", "Side", "column_codes", "column_floats", "load_side", "measure_columns", "pair_sides"]
 
@@ -30,7 +29,6 @@ _EXAMPLES = 5
 # Per-query table columns as numpy arrays. A pyarrow Table is read through its buffers
 # (ropebench.io.parquet.to_numpy): pyarrow's own conversions import pandas, a quarter second
 # of every evaluation. A mapping of column name to array is accepted too.
-_MEASURE = re.compile(r"^(R|MRR)@([1-9][0-9]*)$")
 
 
 def _arrow_column(table: Any, name: str) -> Any:
@@ -102,8 +100,9 @@ def column_codes(table: Any, name: str, *, order: Sequence[Any] | None = None) -
 
 def measure_columns(table: Any) -> list[str]:
     """Measure column names (``R@K`` by K, then ``MRR@K``) of a per-query table."""
-    found = [name for name in _column_names(table) if _MEASURE.match(name)]
-    return sorted(found, key=lambda name: (name.startswith("MRR"), int(name.split("@")[1])))
+    found = [name for name in _column_names(table)
+             if MEASURE_PATTERN.match(name) or FEWSHOT_MEASURE_PATTERN.match(name)]
+    return sorted(found, key=measure_order)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def render_evaluation(result: Mapping[str, Any], fmt: str = "text", *, matrix_me
     tasks = result["tasks"]
     protocol = result["protocol"]
     submission = result["submission"]
-    measure_keys = list(measure_names(protocol["ks"]))
+    measure_keys = list(measure_names(protocol["ks"], protocol.get("measures")))
     source = submission.get("path") or "arrays"
     header = (f"{source}: {submission['n_items']} items, d={submission['dim']} ({submission['dtype']}); "
               f"metric {protocol['metric']}, ties {protocol['ties']}, {protocol['search']} search")

@@ -11,6 +11,14 @@ from __future__ import annotations
 
 from ropebench.engines.core.bound import Bound, bound_for, integer_exact
 from ropebench.engines.core.decide import Decision, Judge, censor, settle
+from ropebench.engines.core.levels import (
+    ALL_RELEVANT,
+    FIRST_HIT,
+    LevelCounter,
+    RelevantLevels,
+    fill_levels,
+    level_row_counts,
+)
 from ropebench.engines.core.precision import BF16, FP32, Precision
 from ropebench.engines.core.relevant import Best, best_relevant
 from ropebench.engines.core.rows import irrelevant_eligible, row_counts
@@ -19,7 +27,8 @@ from ropebench.engines.core.task import FirstHits, TaskData
 
 __all__ = ["TaskData", "FirstHits", "judge_task", "task_bound", "Judge", "Decision", "Best", "Bound", "Precision",
            "FP32", "BF16", "censor", "settle", "row_counts", "irrelevant_eligible", "exact_scores", "tree_sum",
-           "bound_for", "best_relevant", "check_range"]
+           "bound_for", "best_relevant", "check_range", "RelevantLevels", "LevelCounter", "level_row_counts",
+           "fill_levels", "FIRST_HIT", "ALL_RELEVANT"]
 
 
 def task_bound(data: TaskData, precision: Precision = FP32, other_gallery: float | None = 0.0) -> Bound:

@@ -1,0 +1,313 @@
+"""All-relevant counts: where every relevant item of a query ranks, from counts by score decided in
+float64 (what MAP@R, R-Precision and mAP@K need; first-hit measures never ask for them).
+
+A query's eligible relevant items, scored in float64 by the definition (:mod:`.scores`), fall into
+*levels*: their distinct scores ``s_1 > s_2 > …``, with ``r_l`` relevant items at level ``l``. For
+each level the engine counts ``above_l``, the irrelevant eligible items scoring strictly above
+``s_l``, and ``tied_l``, those scoring exactly ``s_l``. The ranks follow: the items of level ``l``
+occupy ranks ``A_l + 1 … A_l + r_l + tied_l`` with ``A_l = above_l + r_1 + … + r_{l-1}``, in an
+order the tie policy decides (:mod:`ropebench.measures`). Level 1 is the first hit: ``above_1 = a``,
+``tied_1 = t``, ``r_1 = p``.
+
+Only ranks up to a query's *depth* (``R``, its number of eligible relevant items, or the largest
+``K`` of ``mAP@K`` if larger) matter: a level with ``A_l >= depth`` contributes to no measure, so
+an engine may stop counting once that is certain (counts only grow), and every engine records
+such levels the same way — dropped — so that results never depend on the order an engine met the
+gallery in.
+
+:class:`LevelCounter` decides screened candidates against a query's levels with the band of
+:mod:`.bound` and the float64 settlement of :mod:`.scores`, exactly as a :class:`~.decide.Judge`
+decides them against ``T``: a candidate whose band holds no level is decided by the screen, any
+other is settled once in float64 and compared with the levels' float64 scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ropebench.engines.core.bound import Bound, pair_widths, query_terms
+from ropebench.engines.core.decide import Judge, settle
+from ropebench.engines.core.relevant import product_units
+from ropebench.engines.core.task import TaskData
+
+__all__ = ["RelevantLevels", "LevelCounter", "relevant_scores", "level_row_counts", "fill_levels", "ALL_RELEVANT",
+           "FIRST_HIT"]
+
+FIRST_HIT = "first_hit"  # the counts a, t, p (FirstHits): R@K, MRR
+ALL_RELEVANT = "all_relevant"  # per relevant level, irrelevant items above and tied: MAP@R, RP, mAP@K
+
+
+@dataclass(frozen=True)
+class RelevantLevels:
+    """All-relevant counts of the scored queries of one task (query order as :class:`FirstHits`).
+
+    Attributes:
+        n_relevant: ``(n,)`` int64 ``R``, eligible relevant items per query.
+        depth: ``(n,)`` int64: ranks that were counted (``max(R, largest mAP K)``).
+        offsets: ``(n + 1,)`` int64: query ``i``'s levels are ``offsets[i]:offsets[i + 1]``, best first;
+            only levels with ``A_l < depth`` are kept.
+        above, tied, relevant: ``(n_levels,)`` int64 per level (see the module docstring).
+    """
+
+    n_relevant: np.ndarray
+    depth: np.ndarray
+    offsets: np.ndarray
+    above: np.ndarray
+    tied: np.ndarray
+    relevant: np.ndarray
+
+    @property
+    def query_of_level(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.n_relevant)), np.diff(self.offsets))
+
+    @property
+    def relevant_above(self) -> np.ndarray:
+        """Per level, relevant items of its query at better levels."""
+        before = np.cumsum(self.relevant) - self.relevant
+        return before - before[self.offsets[self.query_of_level]]
+
+
+def relevant_scores(data: TaskData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every query's relevant levels: ``(offsets (nq + 1,), scores (n_levels,), relevant (n_levels,))``,
+    levels best first; every eligible relevant pair is settled in float64 (about R pairs per query)."""
+    nq = len(data.queries)
+    qs, gs = [], []
+    for rows_q, rows_g, ok in product_units(data):
+        k, i, j = np.nonzero(ok)
+        qs.append(rows_q[k, i])
+        gs.append(rows_g[k, j])
+    q = np.concatenate(qs) if qs else np.zeros(0, dtype=np.int64)
+    g = np.concatenate(gs) if gs else np.zeros(0, dtype=np.int64)
+    s = settle(data.exact_queries, data.exact_gallery, q, g, data.metric) if len(q) else np.zeros(0)
+    order = np.lexsort((-s, q))
+    q, s = q[order], s[order]
+    new = np.ones(len(q), dtype=bool)
+    new[1:] = (q[1:] != q[:-1]) | (s[1:] != s[:-1])
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.append(starts, len(q)))
+    level_q = q[starts]
+    offsets = np.zeros(nq + 1, dtype=np.int64)
+    np.add.at(offsets, level_q + 1, 1)
+    return np.cumsum(offsets), s[starts], counts.astype(np.int64)
+
+
+_PAD_WIDTH = 64  # queries with at most this many levels are compared against a padded matrix
+_PAD_CHUNK = 1 << 18  # candidates per padded comparison
+
+
+def _padded(level_q: np.ndarray, values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``(nq, min(max levels, _PAD_WIDTH))`` level values, NaN-padded (NaN compares False)."""
+    n_levels = np.diff(offsets)
+    width = int(min(n_levels.max(initial=0), _PAD_WIDTH))
+    out = np.full((len(n_levels), max(width, 1)), np.nan)
+    column = np.arange(len(level_q)) - offsets[level_q]
+    fits = column < width
+    out[level_q[fits], column[fits]] = values[fits]
+    return out
+
+
+def _count_levels(padded: np.ndarray, level_q: np.ndarray, level_v: np.ndarray, offsets: np.ndarray,
+                  q: np.ndarray, y: np.ndarray, strict: bool) -> np.ndarray:
+    """:func:`_count`, by a padded comparison for queries with few levels (the common case) and by
+    one sort for the others."""
+    out = np.empty(len(q), dtype=np.int64)
+    wide = (offsets[q + 1] - offsets[q]) > padded.shape[1]
+    narrow = np.flatnonzero(~wide)
+    for start in range(0, len(narrow), _PAD_CHUNK):
+        rows = narrow[start:start + _PAD_CHUNK]
+        block = padded[q[rows]]
+        out[rows] = (block > y[rows, None]).sum(axis=1) if strict else (block >= y[rows, None]).sum(axis=1)
+    if wide.any():
+        rows = np.flatnonzero(wide)
+        out[rows] = _count(level_q, level_v, offsets, q[rows], y[rows], strict)
+    return out
+
+
+def _count(level_q: np.ndarray, level_v: np.ndarray, offsets: np.ndarray, q: np.ndarray, y: np.ndarray,
+           strict: bool) -> np.ndarray:
+    """Per candidate ``i``: levels of query ``q[i]`` with value ``> y[i]`` (strict) or ``>= y[i]``.
+
+    One sort of levels and candidates together by (query, value); ``level_v`` is ascending-sortable
+    as stored (descending within a query), values compared exactly as float64."""
+    n_l = len(level_q)
+    if not len(q):
+        return np.zeros(0, dtype=np.int64)
+    keys_q = np.concatenate([level_q, q])
+    keys_v = np.concatenate([level_v, y])
+    # Candidates after equal levels for "> y" (equal levels count as not greater), before them for ">=".
+    kind = np.concatenate([np.zeros(n_l, dtype=np.int8), np.full(len(q), 1 if strict else -1, dtype=np.int8)])
+    order = np.lexsort((kind, keys_v, keys_q))
+    is_level = order < n_l
+    before: np.ndarray = np.cumsum(is_level) - is_level  # levels strictly before each position
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    at_or_below = before[position[n_l:]] - offsets[q]
+    return (offsets[q + 1] - offsets[q]) - at_or_below
+
+
+class LevelCounter:
+    """The running all-relevant counts of one task's queries, and the screening cut-off below which a
+    candidate can no longer matter (the band's lower end at the lowest level still counted).
+
+    Args:
+        data: the task.
+        bound: its band (:func:`ropebench.engines.core.task_bound`).
+        depth_k: the largest K of ``mAP@K`` (0: none); a query's depth is ``max(R, depth_k)``.
+        exact: never stop counting (all levels kept live; per-query output of exact counts).
+    """
+
+    def __init__(self, data: TaskData, bound: Bound, depth_k: int = 0, *, levels:
+                 tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+        self.data, self.bound = data, bound
+        offsets, scores, relevant = relevant_scores(data) if levels is None else levels
+        self.offsets, self.scores, self.relevant = offsets, scores, relevant
+        nq = len(data.queries)
+        n_levels = np.diff(offsets)
+        self.level_q = np.repeat(np.arange(nq), n_levels)
+        self.n_relevant = np.bincount(self.level_q, weights=relevant, minlength=nq).astype(np.int64)
+        self.depth = np.maximum(self.n_relevant, int(depth_k))
+        before = np.cumsum(relevant) - relevant
+        self.relevant_above = before - before[offsets[self.level_q]]
+        offset = data.offset
+        self.screen = scores if offset is None else scores + offset[self.level_q]
+        self.padded_screen = _padded(self.level_q, self.screen, offsets)
+        self.padded_scores = _padded(self.level_q, scores, offsets)
+        q_norm = data.screen_norms[0]
+        self.q_norm = q_norm
+        top = np.zeros(nq)
+        np.maximum.at(top, self.level_q, np.abs(scores))
+        self.extra = query_terms(bound, q_norm, top)
+        self.g_norm = data.screen_norms[1]
+        self.g_norm_max = float(self.g_norm.max(initial=0.0))
+        self.starts = np.zeros(len(scores) + 1, dtype=np.int64)  # candidates first above level l (CSR index)
+        self.tied = np.zeros(len(scores), dtype=np.int64)
+        self.live = n_levels.copy()  # levels 0 .. live-1 may still matter
+        self.settled = 0
+        self.lo = np.full(nq, np.float32(np.inf), dtype=np.float32)
+        self._update_cutoffs(np.flatnonzero(self.live > 0))
+
+    @property
+    def scored(self) -> np.ndarray:
+        return self.n_relevant > 0
+
+    def _update_cutoffs(self, rows: np.ndarray) -> None:
+        if not len(rows):
+            return
+        live = self.live[rows]
+        has = live > 0
+        self.lo[rows[~has]] = np.inf
+        rows = rows[has]
+        if not len(rows):
+            return
+        lowest = self.scores[self.offsets[rows] + self.live[rows] - 1]
+        offset = None if self.data.offset is None else self.data.offset[rows]
+        judge = Judge(self.data.metric, self.bound, self.data.exact_queries[:0], self.q_norm[rows], offset, lowest)
+        self.lo[rows] = judge.cutoff(self.g_norm_max)
+
+    def sort_out(self, q: np.ndarray, g: np.ndarray, values: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Decide irrelevant eligible candidates ``(q[i], g[i])`` with screened scores ``values[i]``:
+        per candidate, ``j`` = levels scoring at least its float64 score, and whether level ``j - 1``
+        scores exactly that (a tie). Reads nothing that changes, so it may run outside a lock."""
+        v = values.astype(np.float64)
+        g_norm = self.g_norm[g]
+        lq, offsets = self.level_q, self.offsets
+        screen, exact = self.padded_screen, self.padded_scores
+        if self.bound.exact:
+            j = _count_levels(screen, lq, self.screen, offsets, q, v, strict=False)
+            tie = j > _count_levels(screen, lq, self.screen, offsets, q, v, strict=True)
+            return q, j, tie, 0
+        width = pair_widths(self.bound, self.q_norm[q], g_norm, v) + self.extra[q]
+        finite = np.isfinite(v)
+        high = np.where(finite, v + width, np.inf)
+        low = np.where(finite, v - width, -np.inf)
+        surely = _count_levels(screen, lq, self.screen, offsets, q, high, strict=True)  # levels surely above it
+        maybe = _count_levels(screen, lq, self.screen, offsets, q, low, strict=False)  # possibly at or above it
+        j = surely.copy()
+        tie = np.zeros(len(q), dtype=bool)
+        unsure = np.flatnonzero(maybe > surely)
+        if len(unsure):
+            s = settle(self.data.exact_queries, self.data.exact_gallery, q[unsure], g[unsure], self.data.metric)
+            at_least = _count_levels(exact, lq, self.scores, offsets, q[unsure], s, strict=False)
+            j[unsure] = at_least
+            tie[unsure] = at_least > _count_levels(exact, lq, self.scores, offsets, q[unsure], s, strict=True)
+        return q, j, tie, len(unsure)
+
+    def take(self, sorted_out: tuple[np.ndarray, np.ndarray, np.ndarray, int], *, prune: bool = True) -> None:
+        """Add decided candidates; with ``prune``, drop levels that can no longer matter and raise
+        their queries' cut-offs."""
+        q, j, tie, settled = sorted_out
+        self.settled += settled
+        n_levels = self.offsets[q + 1] - self.offsets[q]
+        first = self.offsets[q] + j
+        strictly = j < n_levels  # above some level at all
+        np.add.at(self.starts, first[strictly], 1)
+        if tie.any():
+            np.add.at(self.tied, first[tie] - 1, 1)
+        if prune and len(q):
+            touched = np.unique(q)
+            live = self._live_levels(touched)
+            changed = live < self.live[touched]
+            if changed.any():
+                self.live[touched[changed]] = live[changed]
+                self._update_cutoffs(touched[changed])
+
+    def _above(self) -> np.ndarray:
+        running = np.cumsum(self.starts[:-1])
+        exclusive = running - self.starts[:-1]
+        return running - exclusive[self.offsets[self.level_q]]
+
+    def _live_levels(self, rows: np.ndarray) -> np.ndarray:
+        above = self._above()
+        dead = (self.relevant_above + above) >= self.depth[self.level_q]
+        # Levels are ordered, A grows along them: the live ones are a prefix.
+        n_alive = np.bincount(self.level_q[~dead], minlength=len(self.depth))
+        return n_alive[rows]
+
+    def finish(self, scored: np.ndarray | None = None) -> RelevantLevels:
+        """The counts of the scored queries, levels with ``A_l >= depth`` dropped (canonical)."""
+        scored = self.scored if scored is None else scored
+        above = self._above()
+        keep = ((self.relevant_above + above) < self.depth[self.level_q]) & scored[self.level_q]
+        rows = np.flatnonzero(scored)
+        kept = np.bincount(self.level_q[keep], minlength=len(self.depth))[rows]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(kept, out=offsets[1:])
+        return RelevantLevels(n_relevant=self.n_relevant[rows], depth=self.depth[rows], offsets=offsets,
+                              above=above[keep], tied=self.tied[keep], relevant=self.relevant[keep])
+
+
+def level_row_counts(data: TaskData, bound: Bound, depth_k: int = 0, batch: int = 256) -> RelevantLevels:
+    """All-relevant counts of every scored query screened against its whole gallery row (the simple
+    path every engine can use: float32 GEMM per batch of queries, every candidate decided by
+    :class:`LevelCounter`)."""
+    from ropebench.engines.core.rows import irrelevant_eligible
+
+    counter = LevelCounter(data, bound, depth_k)
+    rows_all = np.flatnonzero(counter.scored)
+    if len(data.gallery):
+        for start in range(0, len(rows_all), batch):
+            rows = rows_all[start:start + batch]
+            scores = data.queries[rows] @ data.gallery.T
+            r, g = np.nonzero(~(scores < counter.lo[rows, None]))  # NaN screens are candidates too
+            q = rows[r]
+            keep = irrelevant_eligible(data, q, g)
+            r, q, g = r[keep], q[keep], g[keep]
+            counter.take(counter.sort_out(q, g, scores[r, g]), prune=False)
+    return counter.finish()
+
+
+def fill_levels(task_data: Mapping[str, TaskData], tasks: Sequence[str], levels: Mapping[str, RelevantLevels],
+                depth_k: int = 0) -> dict[str, RelevantLevels]:
+    """``levels`` completed for every task by :func:`level_row_counts` where an engine left them out."""
+    from ropebench.engines.core import task_bound
+    from ropebench.engines.core.precision import FP32
+
+    out = dict(levels)
+    for task in tasks:
+        if task not in out:
+            out[task] = level_row_counts(task_data[task], task_bound(task_data[task], FP32), depth_k)
+    return out

@@ -1,0 +1,162 @@
+"""Cross-domain few-shot classification (docs/fewshot.md) against an independent, plain
+re-implementation of the protocol on uneven data (products lacking supports, skipped queries, rows
+in random order, string ids, planted ties), number for number, through every engine."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import ropebench
+from ropebench.errors import UsageError
+from tests.reference import p_hit, pairwise, scores64
+
+DIRECTIONS = ("P2V", "V2P", "P2L", "L2P", "V2L", "L2V")
+
+
+def uneven_data(seed: int, n: int = 260, dim: int = 6):
+    rng = np.random.default_rng(seed)
+    products = rng.integers(0, 30, n)
+    domains = rng.choice(list("PVL"), n, p=[0.5, 0.3, 0.2])
+    centres = rng.normal(size=(30, dim))
+    emb = (centres[products] + 0.9 * rng.normal(size=(n, dim))).astype(np.float32)
+    emb[5:40:3] = emb[6:41:3]  # duplicates: tied prototypes and tied queries
+    ids = np.array([f"item-{rng.integers(1 << 30)}-{i}" for i in range(n)], dtype=object)
+    order = rng.permutation(n)
+    return emb[order], domains[order], products[order], ids[order]
+
+
+def plain_fewshot(emb, domains, products, ids, *, shots, draws, seed, metric, ties):
+    """The protocol of docs/fewshot.md written out one query at a time."""
+    vectors = emb.astype(np.float64)
+    if metric == "cosine":
+        vectors = (vectors / np.sqrt(pairwise(vectors * vectors))[:, None]).astype(np.float32).astype(np.float64)
+    out = {}
+    for direction in DIRECTIONS:
+        x, y = direction[0], direction[2]
+        support = [i for i in range(len(ids)) if domains[i] == y]
+        support.sort(key=lambda i: (str(products[i]), str(ids[i])))
+        queries = [i for i in range(len(ids)) if domains[i] == x]
+        for k in shots:
+            accs, macros, at5s, per_query = [], [], [], {}
+            for r in range(draws):
+                keys = np.random.default_rng([seed, r, "PVL".index(y)]).random(len(support))
+                chosen: dict = {}
+                for position in np.argsort(keys, kind="stable"):
+                    chosen.setdefault(products[support[position]], []).append(support[position])
+                protos, labels = [], []
+                for product in sorted(chosen, key=lambda p: p):
+                    if len(chosen[product]) >= k:
+                        total = np.zeros(emb.shape[1])
+                        for item in chosen[product][:k]:
+                            total = total + vectors[item]
+                        mean = total / k
+                        if metric == "cosine":
+                            mean = mean / math.sqrt(pairwise(mean[None, :] * mean[None, :])[0])
+                        protos.append(mean.astype(np.float32).astype(np.float64))
+                        labels.append(product)
+                protos = np.array(protos).reshape(len(protos), emb.shape[1])
+                if metric == "cosine" and len(protos):  # the metric's own preparation, as for any item
+                    protos = (protos / np.sqrt(pairwise(protos * protos))[:, None]).astype(np.float32).astype(float)
+                labels = np.array(labels)
+                acc, at5, by_product = [], [], {}
+                for q in queries:
+                    if products[q] not in set(labels.tolist()):
+                        continue
+                    s = scores64(vectors[q], protos, metric)
+                    best = s[labels == products[q]].max()
+                    a, t = int((s > best).sum()), int((s == best).sum()) - 1
+                    acc.append(p_hit(a, t, 1, 1, ties))
+                    at5.append(p_hit(a, t, 1, 5, ties))
+                    by_product.setdefault(products[q], []).append(acc[-1])
+                    per_query.setdefault(ids[q], []).append(acc[-1])
+                if acc:
+                    accs.append(100 * np.mean(acc))
+                    at5s.append(100 * np.mean(at5))
+                    macros.append(100 * np.mean([np.mean(v) for v in by_product.values()]))
+            n = len(per_query)
+            out[(direction, f"{k}-shot")] = {
+                "n_queries": n, "n_skipped": len(queries) - n, "n_ways": len(labels),
+                "acc": float(np.mean(accs)) if n else None, "acc@5": float(np.mean(at5s)) if n else None,
+                "acc_macro": float(np.mean(macros)) if n else None,
+                "sd": float(np.std(accs, ddof=1)) if n and draws > 1 else None,
+                "per_query": {i: 100 * float(np.mean(v)) for i, v in per_query.items()}}
+    return out
+
+
+@pytest.mark.parametrize("metric,ties", [("cosine", "expected"), ("l2", "pessimistic"), ("ip", "optimistic")])
+def test_equals_an_independent_implementation(engine, metric, ties):
+    emb, domains, products, ids = uneven_data(3)
+    result = ropebench.evaluate(embeddings=emb, domains=domains, product_ids=products, item_ids=ids,
+                                metric=metric, ties=ties, tasks="P2V", fewshot=True, shots="1,3", draws=3,
+                                fewshot_seed=7, engine=engine, threads=1)
+    want = plain_fewshot(emb, domains, products, ids, shots=(1, 3), draws=3, seed=7, metric=metric, ties=ties)
+    section = result.fewshot
+    assert section["protocol"] == {"shots": [1, 3], "draws": 3, "seed": 7}
+    table = result.fewshot_per_query.to_pandas()
+    for (direction, shots), cells in want.items():
+        got = section["tasks"][direction][shots]
+        for key in ("n_queries", "n_skipped", "n_ways"):
+            assert got[key] == cells[key], (direction, shots, key)
+        for key in ("acc", "acc@5", "acc_macro", "sd"):
+            assert got[key] == pytest.approx(cells[key], abs=1e-9), (direction, shots, key)
+        rows = table[table.task == f"{direction}/{shots}"].set_index("item_id")["acc"]
+        assert rows.to_dict() == pytest.approx(cells["per_query"], abs=1e-9)
+        low, high = got["ci"]["acc"]
+        assert low <= got["acc"] <= high
+        assert result.summary()[f"fewshot/{direction}/{shots}"] == got["acc"]
+    # Some queries are skipped (products without k supports) and the 1-shot task has ways
+    assert any(c["n_skipped"] for c in want.values()) and all(c["n_ways"] for c in want.values())
+
+
+def test_supports_are_nested_and_shared():
+    from ropebench.fewshot import support_rows
+    from ropebench.io.validation import dataset_from_arrays
+
+    emb, domains, products, ids = uneven_data(4)
+    dataset = dataset_from_arrays(emb, domains, products, item_ids=ids)
+    members = dataset.members("P")
+    for draw in range(3):
+        one_codes, one = support_rows(dataset, members, "P", 0, draw, 1)
+        three_codes, three = support_rows(dataset, members, "P", 0, draw, 3)
+        first = dict(zip(one_codes.tolist(), one[:, 0].tolist()))
+        for code, row in zip(three_codes.tolist(), three.tolist()):
+            assert first[code] == row[0]  # the 1-shot support is the first of the 3-shot ones
+    # Another draw gives other supports
+    assert not np.array_equal(support_rows(dataset, members, "P", 0, 0, 1)[1],
+                              support_rows(dataset, members, "P", 0, 1, 1)[1])
+
+
+def test_constant_embeddings_score_chance(engine):
+    emb, domains, products, ids = uneven_data(5)
+    emb = np.ones_like(emb)
+    result = ropebench.evaluate(embeddings=emb, domains=domains, product_ids=products, item_ids=ids, tasks="P2V",
+                                fewshot=True, shots="1", draws=2, engine=engine, threads=1, ci=False)
+    for by_shots in result.fewshot["tasks"].values():
+        cells = by_shots["1-shot"]
+        assert cells["acc"] == pytest.approx(100 / cells["n_ways"])
+        assert cells["acc@5"] == pytest.approx(100 * min(5, cells["n_ways"]) / cells["n_ways"])
+        assert cells["sd"] == 0.0
+
+
+def test_row_order_and_round_trip(tmp_path):
+    emb, domains, products, ids = uneven_data(6)
+    first = ropebench.evaluate(embeddings=emb, domains=domains, product_ids=products, item_ids=ids, tasks="P2V",
+                               fewshot=True, draws=2, ci=False)
+    order = np.random.default_rng(1).permutation(len(ids))
+    second = ropebench.evaluate(embeddings=emb[order], domains=domains[order], product_ids=products[order],
+                                item_ids=ids[order], tasks="P2V", fewshot=True, draws=2, ci=False)
+    assert first.fewshot["tasks"] == second.fewshot["tasks"]
+    assert first.fewshot_per_query.equals(second.fewshot_per_query)
+    first.write(tmp_path / "r.json")
+    back = ropebench.load_results(tmp_path / "r.json")
+    assert back.fewshot == first.to_json()["fewshot"]
+    assert back.summary() == first.summary()
+
+
+def test_bad_shots():
+    emb, domains, products, ids = uneven_data(6)
+    with pytest.raises(UsageError, match="--shots"):
+        ropebench.evaluate(embeddings=emb, domains=domains, product_ids=products, fewshot=True, shots="0,x")

@@ -1,0 +1,288 @@
+"""MAP@R, R-Precision and mAP@K (measures over every relevant item): hand-computed cases, a brute
+force over every tie order, the independent reference through every engine, and pytorch-metric-
+learning / ir_measures / ranx on tie-free data, query for query."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ropebench
+from ropebench.engines.core.levels import RelevantLevels
+from ropebench.errors import UsageError
+from ropebench.measures_relevant import relevant_columns
+from ropebench.protocol import measure_names, parse_measures
+from tests.conftest import POLICIES, SIMILARITIES, Spy, assert_reached, continuous_data, drawn_data, resized, tied_data
+from tests.reference import reference_relevant, relevant_measures
+
+NAMES = ("MAP@R", "RP", "mAP@3", "mAP@10")
+
+
+def levels_of(queries: list[list[tuple[float, bool]]], depth_k: int = 10) -> RelevantLevels:
+    """RelevantLevels from each query's (score, relevant) items, counted plainly."""
+    n_rel, offsets, above, tied, relevant, depth = [], [0], [], [], [], []
+    for items in queries:
+        rel_scores = sorted({s for s, r in items if r}, reverse=True)
+        big_r = sum(r for _, r in items)
+        n_rel.append(big_r)
+        depth.append(max(big_r, depth_k))
+        rho = 0
+        for level in rel_scores:
+            a = sum(1 for s, r in items if not r and s > level)
+            if a + rho < depth[-1]:
+                above.append(a)
+                tied.append(sum(1 for s, r in items if not r and s == level))
+                relevant.append(sum(1 for s, r in items if r and s == level))
+            rho += sum(1 for s, r in items if r and s == level)
+        offsets.append(len(above))
+    array = np.asarray
+    return RelevantLevels(array(n_rel, dtype=np.int64), array(depth, dtype=np.int64), array(offsets, dtype=np.int64),
+                          array(above, dtype=np.int64), array(tied, dtype=np.int64), array(relevant, dtype=np.int64))
+
+
+def brute_force(items: list[tuple[float, bool]], ties: str) -> dict[str, float]:
+    """Every order of the items consistent with their scores (all permutations within each score),
+    measured directly and averaged (expected), or the worst / best order (pessimistic / optimistic)."""
+    big_r = sum(r for _, r in items)
+    groups = [[r for s, r in items if s == level] for level in sorted({s for s, _ in items}, reverse=True)]
+    results = []
+    for orders in itertools.product(*[sorted(set(itertools.permutations(g))) for g in groups]):
+        rel = [r for order in orders for r in order]
+        values = {}
+        for name, cut, den in [("MAP@R", big_r, big_r), ("RP", big_r, big_r), ("mAP@3", 3, min(big_r, 3)),
+                               ("mAP@10", 10, min(big_r, 10))]:
+            hits = ap = 0.0
+            for i, r in enumerate(rel[:cut], start=1):
+                hits += r
+                ap += r * hits / i
+            values[name] = 100 * (hits if name == "RP" else ap) / den
+        results.append(values)
+    if ties == "expected":  # distinct label orders of a group are equally likely (multinomial symmetry)
+        return {name: sum(v[name] for v in results) / len(results) for name in NAMES}
+    pick = min if ties == "pessimistic" else max
+    # the pessimistic order puts irrelevant items first in every group: the minimum of every measure
+    return {name: pick(v[name] for v in results) for name in NAMES}
+
+
+def test_hand_computed_map_at_r_and_r_precision():
+    # R = 3 relevant items at ranks 1, 3, 5 (no ties): P@1 = 1, P@3 = 2/3; rank 5 > R.
+    # MAP@R = (1 + 2/3) / 3 = 5/9; RP = 2/3; mAP@10 = (1 + 2/3 + 3/5) / 3 = 34/45.
+    items = [(9, True), (8, False), (7, True), (6, False), (5, True), (4, False)]
+    cols = relevant_columns(levels_of([items]), NAMES, "expected")
+    assert cols["MAP@R"][0] == pytest.approx(100 * 5 / 9)
+    assert cols["RP"][0] == pytest.approx(100 * 2 / 3)
+    assert cols["mAP@10"][0] == pytest.approx(100 * 34 / 45)
+    # One relevant item tied with one irrelevant item at the top (R = 1): expected AP = 1/2·1 + 1/2·0
+    # within R = 1; pessimistic 0, optimistic 100.
+    tie = [(5, True), (5, False), (1, False)]
+    for ties, want in (("expected", 50.0), ("pessimistic", 0.0), ("optimistic", 100.0)):
+        assert relevant_columns(levels_of([tie]), ("MAP@R", "RP"), ties)["MAP@R"][0] == pytest.approx(want)
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(st.tuples(st.integers(0, 3), st.booleans()), min_size=1, max_size=7)
+       .filter(lambda xs: any(r for _, r in xs)), ties=st.sampled_from(POLICIES))
+def test_every_tie_order_brute_force(items, ties):
+    """The closed forms equal the average (or the worst / best) over every order of tied items."""
+    items = [(float(s), r) for s, r in items]
+    got = relevant_columns(levels_of([items]), NAMES, ties)
+    want = brute_force(items, ties)
+    for name in NAMES:
+        assert got[name][0] == pytest.approx(want[name], abs=1e-9), name
+    # The reference's enumeration agrees too (it is what every engine is checked against).
+    reference = relevant_measures(np.array([s for s, _ in items]), np.array([r for _, r in items]), ties, (3, 10))
+    for name in NAMES:
+        assert 100 * reference[name] == pytest.approx(want[name], abs=1e-9)
+
+
+def test_measure_names_and_parsing():
+    assert parse_measures(None) == ("R@K", "MRR")
+    assert parse_measures("rp, map@r,MRR,R@K,mAP@100,map@20") == ("R@K", "MRR", "MAP@R", "RP", "mAP@20", "mAP@100")
+    assert measure_names((1, 5), parse_measures("R@K,MRR,MAP@R,RP")) == ("R@1", "R@5", "MRR@5", "MAP@R", "RP")
+    with pytest.raises(UsageError, match="'R@10'.*'nDCG'"):
+        parse_measures("R@10,nDCG")
+
+
+def test_default_measures_ask_no_extra_counts(engine):
+    """The default R@K,MRR: the engine is not asked for all-relevant counts and computes none."""
+    data = continuous_data(3, (60, 50, 40), n_products=12, dim=8)
+    spy = _Recorder(engine)
+    result = data.evaluate(spy, ci=False)
+    assert spy.requests[0].counts == frozenset({"first_hit"}) and not spy.levels[0]
+    assert "measures" not in result.protocol and "MAP@R" not in result.tasks["P2V"].measures
+    result = data.evaluate(spy, ci=False, measures="MAP@R,RP")
+    assert "all_relevant" in spy.requests[1].counts
+    # one-pass and faiss count them in their own pass; another engine (torch) leaves them to the
+    # contract's whole-row fallback (engines.core.levels.fill_levels).
+    own_path = engine.name in ("one-pass", "faiss")
+    assert set(spy.levels[1]) == (set(result.tasks) if own_path else set())
+    assert result.protocol["measures"] == ["MAP@R", "RP"] and list(result.tasks["P2V"].measures) == ["MAP@R", "RP"]
+
+
+class _Recorder(Spy):
+    def __init__(self, engine):
+        super().__init__(engine)
+        self.requests, self.levels = [], []
+
+    def search(self, request):
+        self.requests.append(request)
+        run = super().search(request)
+        self.levels.append(dict(run.levels))
+        return run
+
+
+@pytest.mark.parametrize("metric", ["cosine", pytest.param("ip", marks=pytest.mark.slow),
+                                    pytest.param("l2", marks=pytest.mark.slow)])
+def test_reference_on_tied_data_with_groups_every_policy(engine, metric):
+    """Planted ties (duplicates, constant vectors), groups: every engine equals the brute force,
+    query for query, under every tie policy; the per-query columns average to the numbers."""
+    data = tied_data(5, metric, (120, 100, 80), n_products=20, groups=True)
+    spy = Spy(engine)
+    for ties in POLICIES:
+        result = data.evaluate(spy, metric=metric, ties=ties, ci=False, measures="R@K,MRR,MAP@R,RP,mAP@7")
+        reference = reference_relevant(data.embeddings, data.domains, data.products, list(data.groups),
+                                       metric=metric, ties=ties, map_ks=(7,))
+        table = result.per_query.to_pandas()
+        ids = data.item_ids.tolist()
+        for task, cells in result.tasks.items():
+            rows = table[table.task == task].set_index("item_id")
+            for name in ("MAP@R", "RP", "mAP@7"):
+                assert cells[name] == pytest.approx(reference[task][name], abs=1e-9), (task, name, ties)
+                for row, values in reference[task]["per_query"].items():
+                    assert rows.loc[ids[row], name] == pytest.approx(values[name], abs=1e-9)
+                assert math.fsum(rows[name].tolist()) / len(rows) == cells[name]
+                assert 0.0 <= cells[name] <= 100.0
+    assert_reached(spy)
+
+
+def test_intervals_per_query_file_and_json_round_trip(tmp_path):
+    data = continuous_data(4, (80, 70, 60), n_products=15, dim=8)
+    result = data.evaluate(None, measures="R@K,MRR,MAP@R,RP,mAP@20")
+    names = measure_names(result.ks, result.protocol["measures"])
+    assert names[-3:] == ("MAP@R", "RP", "mAP@20")
+    for cells in result.tasks.values():
+        assert set(cells["ci"]) == set(names)
+        low, high = cells["ci"]["MAP@R"]
+        assert low <= cells["MAP@R"] <= high
+    written = result.write(tmp_path / "r.json", per_query=tmp_path / "q.parquet")
+    back = ropebench.load_results(tmp_path / "r.json")
+    assert back == written and back.measure_names == names
+    assert {"MAP@R", "RP", "mAP@20"} <= set(back.per_query.column_names)
+    assert "P2V/MAP@R" in back.summary() and "cross/RP" in back.summary()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.sampled_from(SIMILARITIES).flatmap(lambda m: st.tuples(st.just(m), drawn_data(m))),
+       ties=st.sampled_from(POLICIES), size=st.sampled_from([4, 16, 64]))
+def test_reference_on_drawn_data(engine, data, ties, size):
+    metric, drawn = data
+    result = drawn.evaluate(resized(engine, size), metric=metric, ties=ties, threads=1, ci=False,
+                            measures="MAP@R,RP,mAP@3")
+    reference = reference_relevant(drawn.embeddings, drawn.domains, drawn.products,
+                                   None if drawn.groups is None else list(drawn.groups),
+                                   metric=metric, ties=ties, map_ks=(3,))
+    for task, cells in result.tasks.items():
+        for name in ("MAP@R", "RP", "mAP@3"):
+            if reference[task][name] is None:
+                assert cells[name] is None
+            else:
+                assert cells[name] == pytest.approx(reference[task][name], abs=1e-9), (task, name)
+
+
+def test_row_order_changes_nothing(engine):
+    data = tied_data(8, "cosine", (90, 80, 70), n_products=15, groups=True)
+    first = data.evaluate(engine, ci=False, measures="MAP@R,RP,mAP@5")
+    order = np.random.default_rng(0).permutation(len(data.item_ids))
+    second = data.take(order).evaluate(engine, ci=False, measures="MAP@R,RP,mAP@5")
+    assert first.to_json()["tasks"] == second.to_json()["tasks"]
+    assert first.per_query.equals(second.per_query)
+
+
+def test_refused_with_distractors_or_an_index():
+    data = continuous_data(3, (20, 20, 20), n_products=5, dim=4)
+    with pytest.raises(UsageError, match="MAP@R"):
+        data.evaluate(None, measures="MAP@R", index="Flat")
+
+
+def _tie_free(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Queries (one domain) against a gallery (another), continuous: no two scores tie."""
+    rng = np.random.default_rng(seed)
+    gallery_labels = np.repeat(np.arange(12), rng.integers(1, 6, 12))
+    query_labels = rng.integers(0, 12, 40)
+    centres = rng.normal(size=(12, 8))
+    gallery = (centres[gallery_labels] + 1.2 * rng.normal(size=(len(gallery_labels), 8))).astype(np.float32)
+    queries = (centres[query_labels] + 1.2 * rng.normal(size=(40, 8))).astype(np.float32)
+    return queries, query_labels, gallery, gallery_labels
+
+
+def _ours(queries, query_labels, gallery, gallery_labels) -> dict[str, np.ndarray]:
+    emb = np.concatenate([queries, gallery])
+    domains = ["V"] * len(queries) + ["P"] * len(gallery)
+    products = np.concatenate([query_labels, gallery_labels])
+    result = ropebench.evaluate(embeddings=emb, domains=domains, product_ids=products, metric="ip", tasks="V2P",
+                                measures="MAP@R,RP", ci=False, threads=1, item_ids=np.arange(len(emb)))
+    table = result.per_query.to_pandas().sort_values("item_id")
+    return {name: table[name].to_numpy() / 100 for name in ("MAP@R", "RP")}
+
+
+def test_pytorch_metric_learning_query_for_query():
+    torch = pytest.importorskip("torch")
+    accuracy = pytest.importorskip("pytorch_metric_learning.utils.accuracy_calculator")
+    queries, query_labels, gallery, gallery_labels = _tie_free(1)
+    ours = _ours(queries, query_labels, gallery, gallery_labels)
+    calculator = accuracy.AccuracyCalculator(include=("mean_average_precision_at_r", "r_precision"),
+                                             knn_func=_InnerProductKnn(torch), return_per_class=False)
+    for row in range(len(queries)):  # query for query (their numbers are means)
+        one = slice(row, row + 1)
+        found = calculator.get_accuracy(torch.from_numpy(queries[one]), torch.from_numpy(query_labels[one]),
+                                        torch.from_numpy(gallery), torch.from_numpy(gallery_labels),
+                                        ref_includes_query=False)
+        assert found["mean_average_precision_at_r"] == pytest.approx(ours["MAP@R"][row], abs=1e-6)
+        assert found["r_precision"] == pytest.approx(ours["RP"][row], abs=1e-6)
+
+
+class _InnerProductKnn:
+    """Exact inner-product kNN for pytorch-metric-learning (its default is FAISS L2)."""
+
+    def __init__(self, torch):
+        self.torch = torch
+
+    def __call__(self, query, k, reference, ref_includes_query):
+        scores = query.double() @ reference.double().T
+        distances, indices = self.torch.topk(scores, k, dim=1)
+        return distances, indices
+
+
+@pytest.mark.slow  # ranx compiles with numba on first use (~8 s)
+@pytest.mark.filterwarnings("ignore::Warning")  # numba (ranx) warns about its own typing on import and first call
+def test_ir_measures_and_ranx_r_precision_query_for_query():
+    ir_measures = pytest.importorskip("ir_measures")
+    ranx = pytest.importorskip("ranx")
+    queries, query_labels, gallery, gallery_labels = _tie_free(2)
+    ours = _ours(queries, query_labels, gallery, gallery_labels)
+    scores = queries.astype(np.float64) @ gallery.astype(np.float64).T
+    qrels = {f"q{i}": {f"d{j}": 1 for j in np.flatnonzero(gallery_labels == query_labels[i])}
+             for i in range(len(queries))}
+    run = {f"q{i}": {f"d{j}": float(scores[i, j]) for j in range(len(gallery))} for i in range(len(queries))}
+    found = {m.query_id: m.value for m in ir_measures.iter_calc([ir_measures.Rprec], qrels, run)}
+    ranx_qrels = ranx.Qrels(qrels)
+    per_query = ranx.evaluate(ranx_qrels, ranx.Run(run), "r-precision", return_mean=False)
+    ranx_rp = dict(zip(ranx_qrels.keys(), per_query))  # ranx orders queries its own way
+    for i in range(len(queries)):
+        assert found[f"q{i}"] == pytest.approx(ours["RP"][i], abs=1e-9)
+        assert ranx_rp[f"q{i}"] == pytest.approx(ours["RP"][i], abs=1e-9)
+
+
+def test_queries_with_many_levels_take_the_sorting_path(monkeypatch, engine):
+    """Queries with more levels than the padded comparison holds are counted by one sort: same numbers."""
+    from ropebench.engines.core import levels
+
+    data = tied_data(9, "cosine", (70, 60, 50), n_products=8, groups=True)
+    want = data.evaluate(engine, ci=False, measures="MAP@R,RP,mAP@5").to_json()["tasks"]
+    monkeypatch.setattr(levels, "_PAD_WIDTH", 1)
+    assert data.evaluate(engine, ci=False, measures="MAP@R,RP,mAP@5").to_json()["tasks"] == want
