@@ -366,3 +366,31 @@ def assert_same_per_query(first: Any, second: Any) -> None:
     measures = list(first.measure_names)
     assert first.per_query.select(["task", "item_id", *measures]).equals(
         second.per_query.select(["task", "item_id", *measures]))
+
+
+# -- the default run's size --------------------------------------------------------------------
+
+# Matrices whose every cell runs through the same code: the default run keeps the default engine's
+# full matrix (and the other engines' first cells); the rest runs with `-m slow`. Each entry:
+# (test function, a predicate on the parameter id that marks the cell slow).
+_SLOW_CELLS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("test_shards_in_any_order_equal_one_combined_gallery", lambda id_: not id_.startswith("one-pass")),
+    ("test_reference_on_tied_data_with_groups_every_policy",
+     lambda id_: not id_.startswith("one-pass") and "cosine" in id_),
+    ("test_float64_reference_on_tied_data_under_every_policy",
+     lambda id_: not id_.startswith("one-pass") and not id_.endswith("expected")),
+    ("test_rescoring_and_settlement_are_rare_on_continuous_data",
+     lambda id_: id_.startswith("default") and "one-pass" not in id_),
+    ("test_copies_tie_exactly_in_the_tiled_path", lambda id_: id_ == "default"),
+    ("test_a_catalogue_split_off_the_gallery_equals_the_float64_reference", lambda id_: "torch" in id_),
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the cells of :data:`_SLOW_CELLS` slow before `-m "not slow"` deselects."""
+    for item in items:
+        name, _, param = item.name.partition("[")
+        for test, slow in _SLOW_CELLS:
+            if name == test and param and slow(param.rstrip("]")):
+                item.add_marker(pytest.mark.slow)
