@@ -323,7 +323,7 @@ def test_cli_compare_writes_json_and_refuses_an_input_as_out(tmp_path: Path) -> 
     as_json = runner.invoke(compare_command, [*args, "--format", "json"])
     assert json.loads(as_json.output) == written
     refused = runner.invoke(compare_command, [*args, "--out", str(path_b)])
-    assert isinstance(refused.exception, UsageError) and "is input B" in str(refused.exception)
+    assert isinstance(refused.exception, UsageError) and "is the input B" in str(refused.exception)
     assert pq.read_table(path_b).equals(b)  # untouched
     assert "Example:" in (compare_command.help or "")
 

@@ -13,6 +13,7 @@ from ropebench.cli.common import (
     threads_option,
     ties_option,
 )
+from ropebench.errors import UsageError
 
 __all__ = ["evaluate", "validate"]
 
@@ -75,9 +76,10 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
       ropebench evaluate sub.parquet -m manifest.parquet --distractors catalogue/ --distractor-sizes 0,1e5,all
     """
     import json
+    import re
 
     import ropebench
-    from ropebench.errors import DataError, UsageError
+    from ropebench.errors import DataError
     from ropebench.io.files import check_output_paths
     from ropebench.protocol import check_measure, measure_names, parse_ks, parse_tasks
     from ropebench.render.console import render_evaluation
@@ -90,6 +92,8 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
         raise UsageError(f"--measure {measure} is not computed with --ks {ks}: this run has {', '.join(computed)}. "
                          f"Fix: choose one of those, or add its K to --ks")
     parse_tasks(tasks)
+    _check_options(engine=engine, index=index, distractors=distractors, distractor_sizes=distractor_sizes,
+                   scheduler=scheduler, workers=workers)
     inputs = {"submission": submission, "manifest": manifest,
               **{f"distractor catalogue #{number}": path for number, path in enumerate(distractors, start=1)}}
     check_output_paths({"--out": out, "--per-query": per_query}, inputs)
@@ -100,6 +104,13 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
                                     scheduler=scheduler, workers=workers, index=index, nprobe=nprobe,
                                     ef_search=ef_search, agreement_queries=agreement_queries)
     except (MemoryError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and "Number of training points" in str(error):
+            found = re.search(r"Number of training points \((\d+)\).*clusters \((\d+)\)", str(error))
+            counts = f" ({found[1]} training vectors, {found[2]} lists)" if found else ""
+            raise DataError(f"--index {index}: the index needs at least as many training vectors as it has lists, "
+                            f"and a gallery here has fewer{counts}. Fix: use fewer lists (e.g. IVF"
+                            f"{max(1, int(found[1]) // 39) if found else 16},Flat: faiss wants about 39 vectors per "
+                            "list) or a larger gallery; nothing was written") from None
         if isinstance(error, RuntimeError) and "can't start new thread" not in str(error):
             raise
         # Not a bug to show as a traceback: the data does not fit in what this process may use
@@ -120,6 +131,31 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
         click.echo(json.dumps(document, indent=2))
     else:
         click.echo(render_evaluation(document, fmt, matrix_measure=measure, ci=ci), nl=False)
+
+
+def _check_options(*, engine: str, index: str | None, distractors: tuple[str, ...], distractor_sizes: str | None,
+                   scheduler: str | None, workers: int | None) -> None:
+    """Option pairs and values that would be ignored, hang or exhaust the machine; before any work."""
+    from ropebench.cli.options import check_distractor_sizes, check_scheduler, check_workers, refuse_without
+
+    dask = engine == "dask"
+    refuse_without([
+        ("--nprobe", "nprobe", "--index", index is not None, "add --index (e.g. --index IVF256,Flat) or drop --nprobe"),
+        ("--ef-search", "ef_search", "--index", index is not None,
+         "add --index (e.g. --index HNSW32) or drop --ef-search"),
+        ("--agreement-queries", "agreement_queries", "--index", index is not None,
+         "add --index, or drop --agreement-queries (exact search agrees with itself)"),
+        ("--distractor-sizes", "distractor_sizes", "--distractors", bool(distractors),
+         "add --distractors CATALOGUE, or drop --distractor-sizes"),
+        ("--scheduler", "scheduler", "--engine dask", dask, "add --engine dask, or drop --scheduler"),
+        ("--workers", "workers", "--engine dask", dask, "add --engine dask, or drop --workers"),
+    ])
+    if scheduler is not None and workers is not None:
+        raise UsageError("--scheduler and --workers: a running cluster (--scheduler) brings its own workers; "
+                         "--workers sizes a local cluster. Fix: give one of them")
+    check_distractor_sizes(distractor_sizes)
+    check_workers(workers)
+    check_scheduler(scheduler)
 
 
 def _defaulted(name: str) -> bool:

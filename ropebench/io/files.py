@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ from typing import Any
 from ropebench.errors import DataError, UsageError
 
 __all__ = ["sha256_file", "atomic_write_text", "atomic_write_with", "writable_directory", "check_output_paths",
-           "write_together", "same_file"]
+           "write_together", "same_file", "regular_input", "recorded_files", "inputs_and_records"]
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -105,7 +106,8 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
             return True
     except OSError:
         pass
-    ra, rb = pa_.resolve(), pb.resolve()
+    # realpath, not Path.resolve(): a symbolic link loop makes resolve() raise (Python < 3.13).
+    ra, rb = Path(os.path.realpath(pa_)), Path(os.path.realpath(pb))
     return ra == rb or rb in ra.parents or ra in rb.parents
 
 
@@ -130,6 +132,90 @@ def _refuse_special(path: Path) -> None:
     kind = _special_kind(path)
     if kind is not None:
         raise DataError(f"{path} is {kind}, not a regular file. Fix: name a regular file (or leave the option out)")
+
+
+def regular_input(path: str | os.PathLike[str], what: str, *, fix: str = "give a regular file") -> Path:
+    """Check, before anything opens it, that the input ``path`` is a regular file.
+
+    Uses ``os.stat`` only: opening a named pipe blocks until a writer appears, and reading a link
+    to ``/dev/zero`` never ends. A missing path, a link loop, a directory, a pipe, a device or a
+    socket raises a DataError naming ``what``, the path and ``fix``.
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        dangling = os.path.islink(path)
+        raise DataError(f"{what} {path}: {'a link to a missing file' if dangling else 'no such file'}. "
+                        "Fix: check the path") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise DataError(f"{what} {path}: a symbolic link loop (the link points, directly or through others, "
+                            "back at itself). Fix: point the link at a real file") from None
+        raise DataError(f"{what} {path}: cannot be accessed ({error.strerror or error}). "
+                        "Fix: check the path and its permissions") from None
+    kind = _special_kind(path) if not stat.S_ISREG(mode) else None
+    if kind is not None:
+        raise DataError(f"{what} {path}: not a regular file ({kind}); it is not read, since reading a pipe or a "
+                        f"device can block or never end. Fix: {fix}")
+    return path
+
+
+def recorded_files(path: str | os.PathLike[str]) -> list[tuple[str, Path]]:
+    """The files a JSON input records, that an output must not overwrite: a results file's
+    per-query file (relative to its directory, or for a leaderboard entry to the directory that
+    holds ``leaderboards/``), submission and manifest; a comparison's A and B. Anything that is
+    not a readable JSON object records nothing (the command reports that itself)."""
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode) or os.path.getsize(path) > (64 << 20):
+            return []
+        with open(path, "rb") as handle:
+            if handle.read(1) not in (b"{", b" ", b"\n", b"\t", b"\r"):
+                return []
+            handle.seek(0)
+            data = json.loads(handle.read().decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    found: list[tuple[str, Path]] = []
+
+    def add(label: str, value: Any, *bases: Path) -> None:
+        if isinstance(value, dict):
+            value = value.get("path")
+        if not isinstance(value, str) or not value:
+            return
+        candidate = Path(value)
+        if candidate.is_absolute():
+            found.append((label, candidate))
+        else:
+            found.extend((label, base / candidate) for base in bases)
+
+    here = path.parent
+    add("per-query file", data.get("per_query"), here, here.parent.parent.parent)
+    for key in ("submission", "manifest"):
+        add(key, data.get(key), Path.cwd(), here, here.parent.parent.parent)
+    for key in ("a", "b"):
+        add(f"input {key.upper()}", data.get(key), Path.cwd(), here)
+    return found
+
+
+def inputs_and_records(inputs: Mapping[str, str | os.PathLike[str] | None]) -> dict[str, str | os.PathLike[str] | None]:
+    """``inputs`` plus every file they record (see :func:`recorded_files`), named for messages
+    as "per-query file recorded by A" and so on."""
+    out: dict[str, str | os.PathLike[str] | None] = dict(inputs)
+    for what, source in inputs.items():
+        if source is None:
+            continue
+        seen: set[str] = set()
+        for label, recorded in recorded_files(source):
+            key = os.path.realpath(recorded)
+            if key in seen:
+                continue
+            seen.add(key)
+            out[f"{label} recorded by {what} ({source}), i.e." + " " * len(seen)] = recorded
+    return out
 
 
 def _unwritable_parent(path: Path) -> Path | None:
@@ -160,12 +246,14 @@ def check_output_paths(outputs: Mapping[str, str | os.PathLike[str] | None],
     given = [(name, path) for name, path in outputs.items() if path is not None]
     for name, path in given:
         kind = _special_kind(Path(path))
+        if kind is None and os.fspath(path).endswith(("/", os.sep)):
+            kind = "a directory"
         if kind is not None:
             problems.append(f"{name} {path} is {kind}, not a regular file. Fix: name a regular file"
                             + (" (or leave the option out to write nothing)" if kind != "a directory" else ""))
         for what, source in inputs.items():
             if source is not None and same_file(path, source):
-                problems.append(f"{name} {path} is the {what} {source}: writing it would destroy the input. "
+                problems.append(f"{name} {path} is the {what.rstrip()} {source}: writing it would destroy the input. "
                                 "Fix: choose another output path")
         blocked = _unwritable_parent(Path(path))
         if blocked is not None and kind is None:

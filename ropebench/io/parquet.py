@@ -198,6 +198,9 @@ def read_source(path: str | os.PathLike[str], *, what: str) -> Source:
     except FileNotFoundError:
         raise DataError(f"{what} {path}: no such file or directory. Fix: check the path.") from None
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise DataError(f"{what} {path}: a symbolic link loop (the link points, directly or through others, "
+                            "back at itself). Fix: point the link at the real file") from None
         raise DataError(f"{what} {path}: cannot be accessed ({error.strerror or error}). "
                         "Fix: check the path and its permissions.") from None
     kind = _not_regular(mode)

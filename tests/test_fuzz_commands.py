@@ -1,0 +1,355 @@
+"""Bad input, odd files and faults through every command other than ``evaluate``'s data checks.
+
+Each generated case builds its files in a fresh directory (the working directory of the run),
+runs one ``ropebench`` command line and asserts: the exit code; no traceback; every fragment of
+the message; and, for a refusal (exit 2), that nothing below the directory was written, changed
+or removed, not even a temporary file. Files that might block (pipes) or never end (a link to
+``/dev/zero``) are only ever ``lstat``-ed by the checks here; an alarm fails a case that hangs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from ropebench.cli import cli
+
+HANG_SECONDS = 20
+
+
+@dataclass
+class Case:
+    name: str
+    build: Callable[[Path], list[str]]
+    expect: list[str] = field(default_factory=list)
+    exit_code: int = 2
+    written: list[str] = field(default_factory=list)  # paths an exit-0 case must have written
+
+
+CASES: list[Case] = []
+
+
+def case(name: str, *expect: str, exit_code: int = 2, written: tuple[str, ...] = ()) -> Callable[..., Any]:
+    def register(build: Callable[[Path], list[str]]) -> Callable[[Path], list[str]]:
+        CASES.append(Case(name, build, list(expect), exit_code, list(written)))
+        return build
+    return register
+
+
+# -- shared inputs: two small evaluations with per-query files, made once -------------------------
+
+def _tiny_arrays(seed: int, *, integer_products: bool = False) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    n_products = 12
+    products = np.repeat(np.arange(n_products), 3)
+    domains = np.tile(["P", "V", "L"], n_products)
+    centres = rng.normal(size=(n_products, 8))
+    embeddings = (centres[products] + rng.normal(scale=0.8, size=(len(products), 8))).astype(np.float32)
+    items = [f"{d}{i}" for i, d in enumerate(domains)]
+    labels = products if integer_products else np.array([f"c{p}" for p in products])
+    return {"embeddings": embeddings, "domains": domains, "product_ids": labels, "item_ids": items}
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """a.json/a.pq.parquet and b.json/b.pq.parquet (a per-query file each), a submission and its
+    manifest, a comparison and a distractor curve."""
+    import ropebench
+    from ropebench.compare import compare
+
+    root = tmp_path_factory.mktemp("seeds")
+    for name, seed in (("a", 0), ("b", 1)):
+        result = ropebench.evaluate(**_tiny_arrays(seed), ks="1,5,10")
+        result.write(root / f"{name}.json", per_query=root / f"{name}.pq.parquet")
+    arrays = _tiny_arrays(0)
+    ropebench.write_submission(root / "sub.parquet", arrays["item_ids"], arrays["embeddings"])
+    pq.write_table(pa.table({"item_id": arrays["item_ids"], "domain": arrays["domains"],
+                             "product_id": arrays["product_ids"]}), root / "manifest.parquet")
+    (root / "cmp.json").write_text(compare(root / "a.json", root / "b.json", resamples=50).dumps())
+    return root
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path, seeds: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for item in seeds.iterdir():
+        shutil.copy2(item, tmp_path / item.name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every entry below ``root``: regular files by content, others by kind (never opened)."""
+    seen = {}
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(directory) / name
+            mode = os.lstat(path).st_mode
+            key = str(path.relative_to(root))
+            if stat.S_ISREG(mode):
+                seen[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+            elif stat.S_ISLNK(mode):
+                seen[key] = "link -> " + os.readlink(path)
+            else:
+                seen[key] = f"mode {stat.S_IFMT(mode)}"
+    return seen
+
+
+@pytest.fixture()
+def alarm() -> Iterator[None]:
+    def hung(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"the command did not finish within {HANG_SECONDS} s (it hangs)")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(HANG_SECONDS)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def fifo(d: Path, name: str) -> str:
+    os.mkfifo(d / name)
+    return name
+
+
+def zero_link(d: Path, name: str) -> str:
+    os.symlink("/dev/zero", d / name)
+    return name
+
+
+def loop_link(d: Path, name: str) -> str:
+    os.symlink(name, d / name)
+    return name
+
+
+def dangling(d: Path, name: str) -> str:
+    os.symlink("does-not-exist", d / name)
+    return name
+
+
+def garbage(d: Path, name: str, data: bytes = b"\x00\x01not this format") -> str:
+    (d / name).write_bytes(data)
+    return name
+
+
+def json_file(d: Path, name: str, data: Any) -> str:
+    (d / name).write_text(json.dumps(data))
+    return name
+
+
+def edited(d: Path, source: str, name: str, change: Callable[[dict[str, Any]], Any]) -> str:
+    data = json.loads((d / source).read_text())
+    change(data)
+    return json_file(d, name, data)
+
+
+# ---------------------------------------------------------------------------------------------
+# compare
+
+@case("compare --out is the per-query file A records", "--out a.pq.parquet", "per-query file recorded by input A",
+      "Fix:")
+def _(d: Path) -> list[str]:
+    return ["compare", "a.json", "b.json", "--out", "a.pq.parquet"]
+
+
+@case("compare --out is the per-query file B records", "per-query file recorded by input B", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["compare", "a.json", "b.json", "--out", "b.pq.parquet"]
+
+
+@case("compare --out is B's per-query file through a link", "per-query file recorded by input B", "Fix:")
+def _(d: Path) -> list[str]:
+    os.symlink("b.pq.parquet", d / "alias.parquet")
+    return ["compare", "a.json", "b.json", "--out", "alias.parquet"]
+
+
+@case("compare --out is A", "is the input A a.json", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["compare", "a.json", "b.json", "--out", "a.json"]
+
+
+@case("compare --out is a directory (trailing slash)", "is a directory", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["compare", "a.json", "b.json", "--out", "new/"]
+
+
+@case("compare --out below a file", "cannot create this directory", "a.json is not a directory", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["compare", "a.json", "b.json", "--out", "a.json/c.json"]
+
+
+@case("compare --out is a named pipe", "is a named pipe", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["compare", "a.json", "b.json", "--out", fifo(d, "pipe.json")]
+
+
+for _kind, _make in (("a named pipe", fifo), ("a link to /dev/zero", zero_link)):
+    @case(f"compare A is {_kind}", "A ", "not a regular file", "Fix:")
+    def _(d: Path, make: Any = _make) -> list[str]:
+        return ["compare", make(d, "x.json"), "b.json"]
+
+
+@case("compare B is a symlink loop", "B loop.json", "symbolic link loop", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["compare", "a.json", loop_link(d, "loop.json")]
+
+
+@case("compare B is a dangling link", "B gone.json", "a link to a missing file", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["compare", "a.json", dangling(d, "gone.json")]
+
+
+# ---------------------------------------------------------------------------------------------
+# convert
+
+for _kind, _make in (("a named pipe", fifo), ("a link to /dev/zero", zero_link), ("a symlink loop", loop_link),
+                     ("a dangling link", dangling)):
+    @case(f"convert npz of {_kind}", "npz file x.npz", "Fix:")
+    def _(d: Path, make: Any = _make) -> list[str]:
+        return ["convert", "npz", make(d, "x.npz"), "--out", "sub2.parquet"]
+
+    @case(f"convert rope-pairs with {_kind}", "pair file (V) v.txt", "Fix:")
+    def _(d: Path, make: Any = _make) -> list[str]:
+        (d / "p.txt").write_text("1, 7\n")
+        (d / "l.txt").write_text("1, 9\n")
+        return ["convert", "rope-pairs", "p.txt", make(d, "v.txt"), "l.txt", "--out", "m.parquet"]
+
+    @case(f"convert cope with a shard that is {_kind}", "shard", "0_photo", "Fix:")
+    def _(d: Path, make: Any = _make) -> list[str]:
+        (d / "node").mkdir()
+        (d / "node" / "0_item").write_text("7\t0.1,0.2\n")
+        make(d / "node", "0_photo")
+        return ["convert", "cope", "node", "--out", "cope.parquet"]
+
+
+@case("convert npz of a .npy file", "npz file x.npz", "single .npy array", "Fix: numpy.savez")
+def _(d: Path) -> list[str]:
+    with open(d / "x.npz", "wb") as handle:
+        np.save(handle, np.eye(3))
+    return ["convert", "npz", "x.npz", "--out", "sub2.parquet"]
+
+
+@case("convert npz of a truncated archive", "npz file x.npz", "cannot be read as .npz", "truncated", "Fix:")
+def _(d: Path) -> list[str]:
+    np.savez(d / "full.npz", embeddings=np.eye(3), item_ids=[1, 2, 3])
+    data = (d / "full.npz").read_bytes()
+    (d / "x.npz").write_bytes(data[: len(data) // 2])
+    return ["convert", "npz", "x.npz", "--out", "sub2.parquet"]
+
+
+@case("convert npz of text", "npz file x.npz", "not an .npz archive", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["convert", "npz", garbage(d, "x.npz", b"embeddings,item_ids\n"), "--out", "sub2.parquet"]
+
+
+@case("convert npz with object ids", "npz file x.npz", "array 'item_ids'", "Python objects", "Fix:")
+def _(d: Path) -> list[str]:
+    np.savez(d / "x.npz", embeddings=np.eye(3), item_ids=np.array(["a", 1, None], dtype=object))
+    return ["convert", "npz", "x.npz", "--out", "sub2.parquet"]
+
+
+@case("convert cope with two different vectors under one id", "different vector", "'7'", exit_code=0,
+      written=("cope.parquet",))
+def _(d: Path) -> list[str]:
+    (d / "node").mkdir()
+    (d / "node" / "0_item").write_text("7\t0.1,0.2\n8\t0.3,0.1\n")
+    (d / "node" / "1_item").write_text("7\t0.5,0.9\n")
+    return ["convert", "cope", "node", "--out", "cope.parquet"]
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate: a symlink loop given as the submission (the last failure of the first adversarial set)
+
+@case("evaluate a symlink loop with --out", "submission loop.parquet", "symbolic link loop", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["evaluate", loop_link(d, "loop.parquet"), "--out", "r.json"]
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+_EVALUATE_OPTIONS: list[tuple[str, list[str], list[str]]] = [
+    ("--nprobe without --index", ["--nprobe", "4"], ["--nprobe only applies with --index", "Fix:"]),
+    ("--ef-search without --index", ["--ef-search", "64"], ["--ef-search only applies with --index", "Fix:"]),
+    ("--agreement-queries without --index", ["--agreement-queries", "10"],
+     ["--agreement-queries only applies with --index"]),
+    ("--distractor-sizes without --distractors", ["--distractor-sizes", "0,all"],
+     ["--distractor-sizes only applies with --distractors"]),
+    ("--workers without dask", ["--workers", "2"], ["--workers only applies with --engine dask"]),
+    ("--scheduler without dask", ["--scheduler", "tcp://127.0.0.1:8786"], ["--scheduler only applies with"]),
+    ("every lone option at once", ["--nprobe", "4", "--ef-search", "8"], ["--nprobe only", "--ef-search only"]),
+    ("--workers 100000", ["--engine", "dask", "--workers", "100000"], ["--workers 100000", "worker processes",
+                                                                      "Fix:"]),
+    ("--scheduler and --workers", ["--engine", "dask", "--scheduler", "tcp://127.0.0.1:8786", "--workers", "2"],
+     ["give one of them"]),
+    ("--scheduler that is not an address", ["--engine", "dask", "--scheduler", "not a url"],
+     ["--scheduler 'not a url': not a scheduler address", "Fix:"]),
+    ("--scheduler with an unknown scheme", ["--engine", "dask", "--scheduler", "http://127.0.0.1:8786"],
+     ["not a scheduler address"]),
+    ("--scheduler on port 0", ["--engine", "dask", "--scheduler", "tcp://127.0.0.1:0"], ["not a port number"]),
+    ("--scheduler on port 99999", ["--engine", "dask", "--scheduler", "tcp://127.0.0.1:99999"],
+     ["not a port number"]),
+    ("--index with more lists than training vectors", ["--index", "IVF4096,Flat"],
+     ["--index IVF4096,Flat", "training vectors", "Fix: use fewer lists"]),
+]
+for _value in ("nan", "inf", "-inf", "1e400", "-1", "2.5", "ten", ""):
+    _EVALUATE_OPTIONS.append((f"--distractor-sizes {_value!r}", ["--distractors", "sub.parquet",
+                                                                  "--distractor-sizes", _value],
+                              ["--distractor-sizes", "Fix:"]))
+for _name, _extra, _expect in _EVALUATE_OPTIONS:
+    @case(f"evaluate {_name}", *_expect)
+    def _(d: Path, extra: list[str] = _extra) -> list[str]:
+        return ["evaluate", "sub.parquet", "-m", "manifest.parquet", "--out", "r.json", *extra]
+
+
+@case("evaluate --scheduler at a closed port fails fast", "cannot reach a scheduler", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["evaluate", "sub.parquet", "-m", "manifest.parquet", "--engine", "dask", "--out", "r.json",
+            "--scheduler", f"tcp://127.0.0.1:{_closed_port()}"]
+
+
+# ---------------------------------------------------------------------------------------------
+
+def test_there_are_many_cases() -> None:
+    assert len({c.name for c in CASES}) == len(CASES)
+    assert len(CASES) >= 30, len(CASES)
+
+
+@pytest.mark.parametrize("item", CASES, ids=[c.name for c in CASES])
+def test_command_case(item: Case, workdir: Path, alarm: None) -> None:
+    args = item.build(workdir)
+    before = _snapshot(workdir)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == item.exit_code, (result.output, result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    for fragment in item.expect:
+        assert fragment in result.output, (fragment, result.output)
+    after = _snapshot(workdir)
+    if item.exit_code == 2:
+        assert result.stderr.startswith(("Error:", "Usage:")), result.stderr
+        assert after == before  # nothing written, changed or removed; no temporary file left
+    else:
+        for path in item.written:
+            assert path in after and path not in before, (path, sorted(after))
+        assert not [name for name in after if name.endswith(".tmp")]
