@@ -159,7 +159,14 @@ class EvaluationResult:
         is relative to (the results file's)."""
         problems = _schema_problems(data)
         if problems:
-            raise DataError("not a ropebench results object:\n  - " + "\n  - ".join(problems))
+            schema = data.get("schema") if isinstance(data, Mapping) else None
+            if isinstance(schema, str) and schema.startswith("ropebench.results/") and schema != RESULTS_SCHEMA:
+                fix = (f"Fix: this file was written by another ropebench version (schema {schema}); this version "
+                       f"reads {RESULTS_SCHEMA}: evaluate again with this version (`ropebench evaluate SUBMISSION "
+                       "--out results.json`), or read it with the version that wrote it")
+            else:
+                fix = "Fix: pass a results file written by `ropebench evaluate --out`"
+            raise DataError("not a ropebench results object:\n  - " + "\n  - ".join(problems) + "\n" + fix)
         known = {"schema", "ropebench_version", "created", "protocol", "submission", "manifest", "environment",
                  "timing", "tasks", "per_query"}
         per_query_file = data.get("per_query")

@@ -329,6 +329,144 @@ def _(d: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# compare: statistics options and protocol notes
+
+@case("compare --resamples beyond memory", "--resamples 1,000,000,000,000", "GiB", "Fix: use --resamples")
+def _(d: Path) -> list[str]:
+    return ["compare", "a.json", "b.json", "--resamples", "1000000000000"]
+
+
+@case("compare --resamples in scientific notation", "--resamples", "not a valid integer")
+def _(d: Path) -> list[str]:
+    return ["compare", "a.json", "b.json", "--resamples", "1e9"]
+
+
+@case("compare cosine against l2 says so", "note: A was evaluated under cosine, B under l2", exit_code=0)
+def _(d: Path) -> list[str]:
+    edited(d, "b.json", "b2.json", lambda data: data["protocol"].update(metric="l2"))
+    return ["compare", "a.json", "b2.json", "--resamples", "20"]
+
+
+@case("compare a results file of an older schema", "ropebench.results/0", "Fix:", "another ropebench version")
+def _(d: Path) -> list[str]:
+    edited(d, "b.json", "old.json", lambda data: data.update(schema="ropebench.results/0"))
+    return ["compare", "a.json", "old.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# plot
+
+_PLOT_KINDS = ("curves", "matrix", "difficulty", "compare", "distractors")
+_MALFORMED: list[tuple[str, Any]] = [
+    ("a list", [1, 2]),
+    ("results with tasks as a list", {"schema": "ropebench.results/1", "tasks": [1]}),
+    ("results with a text value", {"schema": "ropebench.results/1", "tasks": {"P2V": {"R@1": "high"}}}),
+    ("results with a broken ci", {"schema": "ropebench.results/1", "tasks": {"P2V": {"R@1": 5, "ci": {"R@1": 3}}}}),
+    ("comparison without cells' fields", {"schema": "ropebench.comparison/1", "cells": [{"task": "P2V"}]}),
+    ("comparison with cells as text", {"schema": "ropebench.comparison/1", "cells": "none"}),
+    ("curve with too few values", {"sizes": [1, 2], "tasks": {"P2V": {"R@1": [1.0]}}}),
+    ("curve with sizes as text", {"sizes": "x", "tasks": 3}),
+    ("an unknown schema", {"schema": "something/9"}),
+]
+for _label, _data in _MALFORMED:
+    for _kind in ("matrix", "curves", "compare", "distractors"):
+        @case(f"plot --kind {_kind} of {_label}", "bad.json", exit_code=2)
+        def _(d: Path, data: Any = _data, kind: str = _kind) -> list[str]:
+            return ["plot", json_file(d, "bad.json", data), "--kind", kind, "--out", "figures"]
+
+
+@case("plot of invalid JSON", "bad.json", "not valid JSON", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["plot", garbage(d, "bad.json", b"{not json"), "--kind", "matrix", "--out", "figures"]
+
+
+@case("plot of deeply nested JSON", "bad.json", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["plot", garbage(d, "bad.json", b"[" * 100000 + b"]" * 100000), "--kind", "matrix", "--out", "figures"]
+
+
+@case("plot of a named pipe", "not a regular file", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["plot", fifo(d, "pipe.json"), "--kind", "matrix", "--out", "figures"]
+
+
+@case("plot difficulty of a garbage parquet", "not a readable per-query parquet file")
+def _(d: Path) -> list[str]:
+    return ["plot", garbage(d, "q.parquet"), "--kind", "difficulty", "--out", "figures"]
+
+
+@case("plot --out below a file", "--out a.json/figures", "a.json is not a directory", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["plot", "a.json", "--kind", "matrix", "--out", "a.json/figures"]
+
+
+@case("plot --out is a file", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["plot", "a.json", "--kind", "matrix", "--out", "a.json"]
+
+
+@case("plot --format unknown", "--format", "png,svg,pdf")
+def _(d: Path) -> list[str]:
+    return ["plot", "a.json", "--kind", "matrix", "--out", "figures", "--format", "gif"]
+
+
+@case("plot writes every figure", exit_code=0, written=("figures/matrix-a.png", "figures/matrix-a.svg"))
+def _(d: Path) -> list[str]:
+    return ["plot", "a.json", "--kind", "matrix", "--out", "figures", "--format", "png,svg"]
+
+
+# ---------------------------------------------------------------------------------------------
+# leaderboard init / site
+
+for _bad_name in ("abc\n", "a" * 101, "a" * 260, "../x", "Upper", "_under", "", "a b", "caf\u00e9"):
+    @case(f"leaderboard init suite {_bad_name[:12]!r}{'…' if len(_bad_name) > 12 else ''} ({len(_bad_name)})",
+          "a suite name", "Fix:")
+    def _(d: Path, name: str = _bad_name) -> list[str]:
+        return ["leaderboard", "init", name, "--items", "1,2,3", "--products", "2", "--root", "lb"]
+
+
+@case("leaderboard init of 100 characters", exit_code=0, written=("lb/" + "a" * 100 + "/suite.json",))
+def _(d: Path) -> list[str]:
+    return ["leaderboard", "init", "a" * 100, "--items", "1,2,3", "--products", "2", "--root", "lb"]
+
+
+def _site(out: str) -> list[str]:
+    return ["leaderboard", "site", "--no-plots", "--out", out]
+
+
+@case("leaderboard site --out .", "--out .", "current directory", "Fix:")
+def _(d: Path) -> list[str]:
+    return _site(".")
+
+
+@case("leaderboard site --out ..", "current directory", "Fix:")
+def _(d: Path) -> list[str]:
+    return _site("..")
+
+
+@case("leaderboard site --out below a file", "a.json is not a directory", "Fix:")
+def _(d: Path) -> list[str]:
+    return _site("a.json/site")
+
+
+@case("leaderboard site --out at a dangling link", "dangling symbolic link", "Fix:")
+def _(d: Path) -> list[str]:
+    return _site(dangling(d, "site"))
+
+
+@case("leaderboard site --out at a link to a directory", "a symbolic link", "Fix:")
+def _(d: Path) -> list[str]:
+    (d / "real").mkdir()
+    os.symlink("real", d / "site")
+    return _site("site")
+
+
+@case("leaderboard site --out is a file", "Fix:")
+def _(d: Path) -> list[str]:
+    return _site("a.json")
+
+
+# ---------------------------------------------------------------------------------------------
 
 def test_there_are_many_cases() -> None:
     assert len({c.name for c in CASES}) == len(CASES)

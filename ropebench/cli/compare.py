@@ -60,6 +60,8 @@ def compare(a: str, b: str, unit: str, test: str, resamples: int, seed: int, alp
         from ropebench.io.files import atomic_write_text
 
         atomic_write_text(out, result.dumps())  # temp file + os.replace: never a half-written file
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(render_comparison(result, fmt), nl=False)
 
 

@@ -15,7 +15,7 @@ __all__ = ["site"]
 
 
 @click.command("site")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
               help="Directory of the site (created; replaced only if an earlier build made it).")
 @click.option("--root", type=click.Path(file_okay=False), default=None,
               help="The leaderboards/ directory [default: ./leaderboards if present, else the copy "
@@ -33,8 +33,42 @@ def site(out: Path, root: str | None, no_plots: bool) -> None:
       ropebench leaderboard site --out site
       python -m http.server --directory site 8000    # then open http://127.0.0.1:8000/
     """
+    from ropebench.errors import DataError
     from ropebench.leaderboard import find_root
     from ropebench.leaderboard.site import build_site
 
-    for path in build_site(find_root(root), out, plots=not no_plots):
+    _check_out(out)
+    try:
+        written = build_site(find_root(root), out, plots=not no_plots)
+    except OSError as error:  # a full disk, a permission taken away while building: the old site stays
+        raise DataError(f"--out {out}: the site could not be written ({error.strerror or error}); the previous "
+                        "site, if any, is unchanged. Fix: free disk space or choose a writable directory") from None
+    for path in written:
         click.echo(str(path))
+
+
+def _check_out(out: Path) -> None:
+    """Refuse, before building, an --out the site cannot be moved into: the current directory or
+    one above it, a symbolic link (dangling or not: the rename would replace the link, not its
+    target), a file, or a place below a file or without write permission."""
+    import os
+
+    from ropebench.errors import UsageError
+    from ropebench.io.files import unwritable_parent
+
+    here, target = Path.cwd().resolve(), Path(os.path.realpath(out))
+    if target == here or target in here.parents or not out.name or out.name in (".", ".."):
+        raise UsageError(f"--out {out}: is the current directory or one above it; the site is built beside --out "
+                         "and then moved into place, which cannot replace a directory you are in. Fix: name a "
+                         "new directory, e.g. --out site")
+    if out.is_symlink():
+        state = "a dangling symbolic link" if not out.exists() else "a symbolic link"
+        raise UsageError(f"--out {out}: is {state} ({os.readlink(out)}); moving the site into place would replace the "
+                         "link itself. Fix: name a plain directory, or remove the link")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a directory. Fix: name a directory, e.g. --out site")
+    blocked = unwritable_parent(out)
+    if blocked is not None:
+        why = "not a directory" if blocked.exists() and not blocked.is_dir() else "not writable"
+        raise UsageError(f"--out {out}: cannot be created or replaced ({blocked} is {why}). Fix: choose a "
+                         "directory in a writable place")

@@ -19,7 +19,7 @@ from typing import Any
 from ropebench.errors import DataError, UsageError
 
 __all__ = ["sha256_file", "atomic_write_text", "atomic_write_with", "writable_directory", "check_output_paths",
-           "write_together", "same_file", "regular_input", "recorded_files", "inputs_and_records"]
+           "write_together", "same_file", "regular_input", "recorded_files", "inputs_and_records", "unwritable_parent"]
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -218,7 +218,7 @@ def inputs_and_records(inputs: Mapping[str, str | os.PathLike[str] | None]) -> d
     return out
 
 
-def _unwritable_parent(path: Path) -> Path | None:
+def unwritable_parent(path: Path) -> Path | None:
     """The nearest existing ancestor directory of ``path`` when it cannot be written, else None
     (nothing is created here: checking before the work must leave no trace)."""
     parent = Path(os.path.abspath(path)).parent
@@ -255,7 +255,7 @@ def check_output_paths(outputs: Mapping[str, str | os.PathLike[str] | None],
             if source is not None and same_file(path, source):
                 problems.append(f"{name} {path} is the {what.rstrip()} {source}: writing it would destroy the input. "
                                 "Fix: choose another output path")
-        blocked = _unwritable_parent(Path(path))
+        blocked = unwritable_parent(Path(path))
         if blocked is not None and kind is None:
             why = "not a directory" if blocked.exists() and not blocked.is_dir() else "not writable"
             problems.append(f"{name} {path}: cannot create this directory or write in it ({blocked} is {why}). "

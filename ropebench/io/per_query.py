@@ -22,7 +22,8 @@ import numpy as np
 from ropebench.errors import DataError, UsageError
 from ropebench.protocol import ALL_TASKS
 
-__all__ = ["InputRef", "Side", "column_codes", "column_floats", "load_side", "measure_columns", "pair_sides"]
+__all__ = ["InputRef", "Side", "column_codes", "column_floats", "load_side", "measure_columns", "pair_sides",
+           "protocol_notes"]
 
 _METADATA_KEY = b"ropebench"  # parquet schema metadata of a per-query file: {"protocol": {...}, ...}
 _EXAMPLES = 5
@@ -273,3 +274,32 @@ def pair_sides(a: Side, b: Side) -> tuple[Any, Any, list[str]]:
                          "protocol:\n  - " + "\n  - ".join(problems)
                          + "\nFix: evaluate both submissions on the same manifest with the same --ties and --ks")
     return table_a, table_b, measures
+
+
+def _search_of(protocol: Mapping[str, Any]) -> str:
+    if protocol.get("search") == "approximate":
+        index = protocol.get("index")
+        factory = index.get("factory") if isinstance(index, Mapping) else index
+        return f"approximate search ({factory})" if factory else "approximate search"
+    return "exact search"
+
+
+def protocol_notes(a: Side, b: Side) -> list[str]:
+    """What differs between A's and B's protocols without making the comparison invalid: the
+    similarity, exact against approximate search, a distractor catalogue. Δ then measures these
+    choices as well as the two systems, which a reader of the numbers should be told."""
+    if not a.protocol or not b.protocol:
+        return []
+    notes = []
+    metric_a, metric_b = a.protocol.get("metric"), b.protocol.get("metric")
+    if metric_a and metric_b and metric_a != metric_b:
+        notes.append(f"A was evaluated under {metric_a}, B under {metric_b}: Δ compares the two similarities as "
+                     "well as the two systems")
+    search_a, search_b = _search_of(a.protocol), _search_of(b.protocol)
+    if search_a != search_b:
+        notes.append(f"A used {search_a}, B {search_b}: Δ includes the approximate index's misses "
+                     "(leaderboard numbers are exact)")
+    compression_a, compression_b = a.protocol.get("compression"), b.protocol.get("compression")
+    if compression_a != compression_b:
+        notes.append(f"A was compressed as {compression_a or 'nothing'}, B as {compression_b or 'nothing'}")
+    return notes

@@ -134,7 +134,8 @@ def _argument_problems(name: str, label: str, label_latex: str | None, descripti
                        source: str | None) -> list[str]:
     problems = []
     if not NAME_PATTERN.match(name):
-        problems.append(f"--name {name!r}: use lower-case letters, digits, '.', '_' and '-' (it is a file name)")
+        problems.append(f"--name {name!r}: use 1 to 100 lower-case letters, digits, '.', '_' and '-', starting with a "
+                        "letter or digit (it is a file name)")
     if not label.strip():
         problems.append("--label must not be empty: it is the row label in the tables")
     problems += [p.replace("'label'", "--label", 1) for p in text_problems(label, "label", limit=MAX_LABEL)]

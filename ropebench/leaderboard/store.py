@@ -84,8 +84,8 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 def check_suite_name(name: str) -> None:
     """UsageError unless ``name`` can be a suite (a directory of the root: no '/', no '..')."""
     if not NAME_PATTERN.match(name):
-        raise UsageError(f"suite {name!r}: a suite name is a directory name of lower-case letters, digits, "
-                         "'.', '_' and '-' (starting with a letter or digit)")
+        raise UsageError(f"suite {name!r}: a suite name is a directory name of 1 to 100 lower-case letters, digits, "
+                         "'.', '_' and '-' (starting with a letter or digit). Fix: e.g. my-test-set")
 
 
 class View:
