@@ -252,6 +252,9 @@ def evaluate_dataset(
         results = {task: replace(result, ci=intervals.get(task)) for task, result in results.items()}
     if by == "category":
         extra["by_category"] = query_table.by_category(dataset, members, task_list, hits_by_task, columns)
+        missing = query_table.uncategorised(dataset, members, task_list, hits_by_task, columns)
+        if missing:  # null categories: never merged with a category named "None"
+            extra["by_category_missing"] = missing
     finished = time.perf_counter()
     protocol = {"metric": metric, "ties": ties, "ks": list(ks), "search": "exact",
                 "group_exclusion": dataset.group_codes is not None}

@@ -109,7 +109,9 @@ class EvaluationResult:
     environment: Mapping[str, Any]
     timing: Mapping[str, float]
     tasks: Mapping[str, TaskResult]
-    per_query_file: Mapping[str, Any] | None = None
+    # Where the per-query rows were written (path, sha256): a record of a file, not a number of the
+    # result, so ``load_results(path) == result`` holds whether or not one was written.
+    per_query_file: Mapping[str, Any] | None = field(default=None, compare=False)
     extra: Mapping[str, Any] = field(default_factory=dict)  # further top-level keys, kept on round trips
     _per_query: Any = field(default=None, repr=False, compare=False)  # a Table or a zero-argument builder
 

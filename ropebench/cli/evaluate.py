@@ -46,7 +46,11 @@ __all__ = ["evaluate", "validate"]
               help="--index: seeded queries per task searched exactly too, for the agreement.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the results JSON here.")
 @click.option("--per-query", type=click.Path(dir_okay=False),
-              help="Also write one parquet row per scored query and task (recorded in the results JSON).")
+              help="Where to write one parquet row per scored query and task (recorded in the results JSON, "
+                   "with its sha256) [default with --out R.json: R.per_query.parquet beside it].")
+@click.option("--no-per-query", is_flag=True,
+              help="With --out: write only the results JSON, no per-query file (compare, plot --kind difficulty "
+                   "and leaderboard significance need it).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
               show_default=True, help="What to print on stdout.")
 @click.option("--measure", default="R@1", show_default=True, help="Measure of the printed 3×3 matrix.")
@@ -60,7 +64,8 @@ __all__ = ["evaluate", "validate"]
 def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: str, tasks: str | None,
              engine: str, distractors: tuple[str, ...], distractor_sizes: str | None, scheduler: str | None,
              workers: int | None, index: str | None, nprobe: int | None, ef_search: int | None,
-             agreement_queries: int, out: str | None, per_query: str | None, fmt: str, measure: str,
+             agreement_queries: int, out: str | None, per_query: str | None, no_per_query: bool, fmt: str,
+             measure: str,
              ci: str | None, by: str | None, threads: int | None, quiet: bool) -> None:
     """Score SUBMISSION (parquet file or per-domain directory) on the nine retrieval tasks.
 
@@ -92,11 +97,17 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
         raise UsageError(f"--measure {measure} is not computed with --ks {ks}: this run has {', '.join(computed)}. "
                          f"Fix: choose one of those, or add its K to --ks")
     parse_tasks(tasks)
+    if no_per_query and per_query is not None:
+        raise UsageError("--per-query FILE and --no-per-query contradict each other. Fix: give one of them")
+    per_query_label = "--per-query"
+    if out is not None and per_query is None and not no_per_query:
+        per_query = default_per_query_path(out)  # compare and plot need it: never make the user re-run
+        per_query_label = "the per-query file written beside --out (--no-per-query: none)"
     _check_options(engine=engine, index=index, distractors=distractors, distractor_sizes=distractor_sizes,
                    scheduler=scheduler, workers=workers)
     inputs = {"submission": submission, "manifest": manifest,
               **{f"distractor catalogue #{number}": path for number, path in enumerate(distractors, start=1)}}
-    check_output_paths({"--out": out, "--per-query": per_query}, inputs)
+    check_output_paths({"--out": out, per_query_label: per_query}, inputs)
     try:
         result = ropebench.evaluate(submission, manifest=manifest, metric=metric, ties=ties, ks=ks, tasks=tasks,
                                     threads=threads, engine=engine, progress=progress_wanted(quiet), by=by,
@@ -131,6 +142,15 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
         click.echo(json.dumps(document, indent=2))
     else:
         click.echo(render_evaluation(document, fmt, matrix_measure=measure, ci=ci), nl=False)
+
+
+def default_per_query_path(out: str) -> str:
+    """``r.json`` -> ``r.per_query.parquet`` beside it (``r`` -> ``r.per_query.parquet``)."""
+    import os
+
+    directory, name = os.path.split(out)
+    stem = name[:-5] if name.lower().endswith(".json") else name
+    return os.path.join(directory, f"{stem}.per_query.parquet")
 
 
 def _check_options(*, engine: str, index: str | None, distractors: tuple[str, ...], distractor_sizes: str | None,

@@ -61,8 +61,9 @@ def render_evaluation(result: Mapping[str, Any], fmt: str = "text", *, matrix_me
     if ci:
         parts += ["", "Intervals: 95% product-level bootstrap (10,000 resamples, seed 0)."]
     by_category = result.get("by_category")
-    if by_category:
-        parts += ["", render_by_category(by_category, measure_keys, fmt).rstrip("\n")]
+    missing = result.get("by_category_missing")
+    if by_category or missing:
+        parts += ["", render_by_category(by_category or {}, measure_keys, fmt, missing=missing).rstrip("\n")]
     return "\n".join(parts) + "\n"
 
 
@@ -81,9 +82,12 @@ def render_validation(dataset: Any, submission: str, manifest: str | None) -> st
 
 
 def render_by_category(by_category: Mapping[str, Mapping[str, Mapping[str, Any]]], measure_keys: list[str],
-                       fmt: str) -> str:
-    """One row per (category, task): the task's numbers over that category's queries."""
+                       fmt: str, *, missing: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """One row per (category, task): the task's numbers over that category's queries; queries
+    whose category is null last, as "(no category)"."""
     rows = [[str(category), task, str(cells["n_queries"])] + [format_number(cells.get(key)) for key in measure_keys]
             for category, tasks in by_category.items() for task, cells in tasks.items()]
+    rows += [["(no category)", task, str(cells["n_queries"])] + [format_number(cells.get(key)) for key in measure_keys]
+             for task, cells in (missing or {}).items()]
     title = "By category (the query's category):"
     return title + "\n\n" + grid(["category", "task", "n_queries", *measure_keys], rows, fmt, n_text=2)

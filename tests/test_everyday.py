@@ -1,0 +1,118 @@
+"""Everyday use, tried as a new user would: what `evaluate --out` writes by default, reading it
+back, categories with nulls, and what the text output says about a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import ropebench
+from ropebench.cli import cli
+
+
+def _arrays(seed: int = 0, n_products: int = 10) -> dict:
+    rng = np.random.default_rng(seed)
+    products = np.repeat(np.arange(n_products), 3)
+    domains = np.tile(["P", "V", "L"], n_products)
+    centres = rng.normal(size=(n_products, 8))
+    embeddings = (centres[products] + rng.normal(scale=0.8, size=(len(products), 8))).astype(np.float32)
+    return {"embeddings": embeddings, "domains": domains, "product_ids": [f"c{p}" for p in products],
+            "item_ids": [f"{d}{i}" for i, d in enumerate(domains)]}
+
+
+@pytest.fixture()
+def files(tmp_path: Path) -> Path:
+    arrays = _arrays()
+    ropebench.write_submission(tmp_path / "sub.parquet", arrays["item_ids"], arrays["embeddings"])
+    categories = [None if i % 3 == 0 else ("None" if i % 3 == 1 else "shoes") for i in range(len(arrays["item_ids"]))]
+    pq.write_table(pa.table({"item_id": arrays["item_ids"], "domain": arrays["domains"],
+                             "product_id": arrays["product_ids"], "category": pa.array(categories, pa.string())}),
+                   tmp_path / "manifest.parquet")
+    return tmp_path
+
+
+def _run(*args: str) -> object:
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_out_writes_the_per_query_file_beside_it_recorded_with_its_sha256(files: Path) -> None:
+    from ropebench.io.files import sha256_file
+
+    result = _run("evaluate", str(files / "sub.parquet"), "-m", str(files / "manifest.parquet"),
+                  "--out", str(files / "r.json"))
+    assert result.exit_code == 0, result.output
+    written = files / "r.per_query.parquet"
+    assert written.is_file() and f"wrote {written}" in result.stderr
+    record = json.loads((files / "r.json").read_text())["per_query"]
+    assert record == {"path": "r.per_query.parquet", "sha256": sha256_file(written)}
+    # and what needs it works at once, without evaluating again
+    compared = _run("compare", str(files / "r.json"), str(files / "r.json"), "--resamples", "20")
+    assert compared.exit_code == 0, compared.output
+
+
+def test_no_per_query_opts_out_and_contradictions_are_refused(files: Path) -> None:
+    args = ["evaluate", str(files / "sub.parquet"), "-m", str(files / "manifest.parquet")]
+    result = _run(*args, "--out", str(files / "r.json"), "--no-per-query")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in files.iterdir()) == ["manifest.parquet", "r.json", "sub.parquet"]
+    assert "per_query" not in json.loads((files / "r.json").read_text())
+    refused = _run(*args, "--out", str(files / "s.json"), "--per-query", str(files / "q.parquet"), "--no-per-query")
+    assert refused.exit_code == 2 and "contradict" in refused.stderr and "Fix:" in refused.stderr
+    assert not (files / "s.json").exists() and not (files / "q.parquet").exists()
+
+
+def test_default_per_query_file_that_is_an_input_is_refused(files: Path) -> None:
+    (files / "sub.per_query.parquet").write_bytes((files / "sub.parquet").read_bytes())
+    before = (files / "sub.per_query.parquet").read_bytes()
+    result = _run("evaluate", str(files / "sub.per_query.parquet"), "-m", str(files / "manifest.parquet"),
+                  "--out", str(files / "sub.json"))
+    assert result.exit_code == 2 and "per-query file written beside --out" in result.stderr, result.output
+    assert "--no-per-query" in result.stderr and not (files / "sub.json").exists()
+    assert (files / "sub.per_query.parquet").read_bytes() == before
+
+
+def test_load_results_equals_the_result_written_with_its_per_query_file(files: Path) -> None:
+    result = ropebench.evaluate(files / "sub.parquet", manifest=files / "manifest.parquet")
+    result.write(files / "results.json", per_query=files / "per_query.parquet")
+    loaded = ropebench.load_results(files / "results.json")
+    assert loaded == result
+    assert loaded.per_query.equals(result.per_query)
+
+
+def test_null_categories_are_not_merged_with_a_category_named_none(files: Path) -> None:
+    result = _run("evaluate", str(files / "sub.parquet"), "-m", str(files / "manifest.parquet"), "--by", "category",
+                  "--out", str(files / "r.json"), "--format", "json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    table = pq.read_table(files / "r.per_query.parquet")
+    categories = table.column("category").to_pylist()
+    for task, cells in document["by_category"]["None"].items():
+        assert cells["n_queries"] == sum(1 for t, c in zip(table.column("task").to_pylist(), categories)
+                                         if t == task and c == "None")
+    missing = document["by_category_missing"]
+    for task, cells in missing.items():
+        assert cells["n_queries"] == sum(1 for t, c in zip(table.column("task").to_pylist(), categories)
+                                         if t == task and c is None)
+    assert sum(c is None for c in categories) == sum(cells["n_queries"] for cells in missing.values()) > 0
+    text = _run("evaluate", str(files / "sub.parquet"), "-m", str(files / "manifest.parquet"), "--by", "category")
+    assert "(no category)" in text.stdout and "\nNone " in text.stdout
+
+
+def test_evaluate_without_out_imports_no_pandas_when_writing_per_query(files: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ropebench.cli import main\n"
+            f"sys.argv = ['ropebench', 'evaluate', {str(files / 'sub.parquet')!r}, '-m', "
+            f"{str(files / 'manifest.parquet')!r}, '--out', {str(files / 'r.json')!r}, '-q']\n"
+            "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+            "print('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert (files / "r.per_query.parquet").is_file()
