@@ -116,3 +116,65 @@ def test_evaluate_without_out_imports_no_pandas_when_writing_per_query(files: Pa
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
     assert (files / "r.per_query.parquet").is_file()
+
+
+def _distractors(path: Path, n: int = 30) -> Path:
+    rng = np.random.default_rng(5)
+    ropebench.write_submission(path, [f"dx{i}" for i in range(n)], rng.normal(size=(n, 8)).astype(np.float32),
+                               domains=["P", "V", "L"] * (n // 3), product_ids=[f"zz{i}" for i in range(n)])
+    return path
+
+
+def test_text_output_shows_the_catalogue_and_its_curve(files: Path) -> None:
+    catalogue = _distractors(files / "distractors.parquet")
+    result = _run("evaluate", str(files / "sub.parquet"), "-m", str(files / "manifest.parquet"),
+                  "--distractors", str(catalogue), "--distractor-sizes", "0,15,all", "-q")
+    assert result.exit_code == 0, result.output
+    assert f"Distractor catalogue: {catalogue} (30 items: P 10, V 10, L 10)" in result.stdout
+    curve = result.stdout.split("R@1 against catalogue size")[1].splitlines()
+    assert [line.split()[0] for line in curve[4:7]] == ["0", "15", "30"]
+
+
+def test_text_output_shows_the_agreement_of_an_approximate_run(files: Path) -> None:
+    result = _run("evaluate", str(files / "sub.parquet"), "-m", str(files / "manifest.parquet"),
+                  "--index", "IVF2,Flat", "--nprobe", "1", "-q")
+    assert result.exit_code == 0, result.output
+    assert "Agreement with exact search (--index IVF2,Flat, nprobe 1)" in result.stdout
+    assert "unchanged" in result.stdout and "|ΔR@1|" in result.stdout
+
+
+def _leaderboard(files: Path) -> Path:
+    root = files / "leaderboards"
+    init = _run("leaderboard", "init", "mine", "--manifest", str(files / "manifest.parquet"), "--root", str(root))
+    assert init.exit_code == 0, init.output
+    return root
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    (["--index", "IVF2,Flat"], ["approximate search (--index IVF2,Flat)", "leaderboard entries are exact",
+                                "Fix: evaluate again without --index"]),
+    (["--distractors", "CATALOGUE"], ["distractor catalogue (30 extra gallery items)",
+                                      "Fix: evaluate again without --distractors"]),
+])
+def test_leaderboard_add_says_plainly_why_a_special_run_cannot_be_an_entry(
+        files: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str], fragments: list[str]) -> None:
+    monkeypatch.chdir(files)
+    root = _leaderboard(files)
+    extra = [str(_distractors(files / "d.parquet")) if item == "CATALOGUE" else item for item in extra]
+    evaluated = _run("evaluate", "sub.parquet", "-m", "manifest.parquet", *extra, "--out", "r.json", "-q")
+    assert evaluated.exit_code == 0, evaluated.output
+    before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    readme = (root / "README.md").read_bytes()
+    result = _run("leaderboard", "add", "r.json", "--suite", "mine", "--name", "x", "--label", "X", "--root", str(root))
+    assert result.exit_code == 2, result.output
+    assert "cannot be a leaderboard entry; nothing written" in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+    assert "edited or combined" not in result.stderr and "not a protocol field" not in result.stderr
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before
+    assert (root / "README.md").read_bytes() == readme
+
+
+def test_leaderboard_add_help_does_not_promise_the_shipped_copy() -> None:
+    result = _run("leaderboard", "add", "--help")
+    assert "read-only" in result.output and "else the copy shipped" not in result.output

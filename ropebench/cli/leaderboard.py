@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ropebench import leaderboard as lb
-from ropebench.cli.common import ks_option, metric_option, root_option, ties_option
+from ropebench.cli.common import ks_option, metric_option, root_option, ties_option, writable_root_option
 from ropebench.errors import UsageError
 from ropebench.protocol import DOMAINS, parse_ks
 
@@ -108,7 +108,7 @@ def init(suite: str, manifest: str | None, items: str | None, products: int | No
 @click.option("--manifest", default=None, type=click.Path(dir_okay=False),
               help="The manifest, when the path recorded in RESULTS is not valid here.")
 @click.option("--force", is_flag=True, help="Replace an existing entry of that name.")
-@root_option
+@writable_root_option
 def add(results: str, suite: str, name: str, label: str, label_latex: str | None,
         description: str, source: str | None, submission: str | None, manifest: str | None,
         force: bool, root: str | None) -> None:
@@ -166,7 +166,7 @@ def verify(suites: tuple[str, ...], root: str | None) -> None:
 
 @leaderboard.command("render")
 @click.option("--suite", "suites", multiple=True, help="Only this suite (repeatable).")
-@root_option
+@writable_root_option
 def render_command(suites: tuple[str, ...], root: str | None) -> None:
     """Rewrite the generated leaderboard blocks of leaderboards/README.md.
 

@@ -87,8 +87,41 @@ class _Prepared:
     computed_on: ComputedOn
 
 
+def refuse_kind_of_run(results_path: Path, results: Any) -> None:
+    """Say plainly why a distractor or approximate result cannot be an entry (instead of the
+    schema problems its extra fields would otherwise raise).
+
+    A suite's entries all mean one protocol: exact search over the test set alone. A result
+    with a distractor catalogue ranks against more items, and an approximate one may miss
+    neighbours, so neither number is comparable with the entries beside it.
+    """
+    if not isinstance(results, Mapping):
+        return
+    protocol = results.get("protocol") if isinstance(results.get("protocol"), Mapping) else {}
+    reasons = []
+    if protocol.get("search") == "approximate" or "index" in protocol:
+        index = protocol.get("index")
+        factory = index.get("factory") if isinstance(index, Mapping) else index
+        reasons.append(f"it used approximate search (--index {factory}): leaderboard entries are exact, so every "
+                       "number in a suite comes from the same exhaustive search. Fix: evaluate again without --index "
+                       "(and --nprobe/--ef-search) and add that results file")
+    distractors = results.get("distractors")
+    if distractors:
+        counts = distractors.get("n_items") if isinstance(distractors, Mapping) else None
+        total = f" ({sum(counts.values()):,} extra gallery items)" if isinstance(counts, Mapping) and all(
+            isinstance(v, int) for v in counts.values()) else ""
+        reasons.append(f"it was evaluated with a distractor catalogue{total}: a suite's entries rank against its "
+                       "test set alone, so numbers with distractors are not comparable with them. Fix: evaluate "
+                       "again without --distractors and add that results file (keep this one for `ropebench plot "
+                       "--kind distractors`)")
+    if reasons:
+        raise DataError(f"{results_path}: cannot be a leaderboard entry; nothing written:\n  - "
+                        + "\n  - ".join(reasons))
+
+
 def _prepare(results_path: Path, base: Path, submission: str | None, manifest: str | None) -> _Prepared:
     results = paths.read_json(results_path, what="results file")
+    refuse_kind_of_run(results_path, results)
     problems = check_results(results)
     if problems:
         raise DataError(f"{results_path}: not a usable results file:\n  - " + "\n  - ".join(problems))
