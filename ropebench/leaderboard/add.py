@@ -97,7 +97,7 @@ def refuse_kind_of_run(results_path: Path, results: Any) -> None:
     """
     if not isinstance(results, Mapping):
         return
-    protocol = results.get("protocol") if isinstance(results.get("protocol"), Mapping) else {}
+    protocol: Mapping[str, Any] = results["protocol"] if isinstance(results.get("protocol"), Mapping) else {}
     reasons = []
     if protocol.get("search") == "approximate" or "index" in protocol:
         index = protocol.get("index")

@@ -75,7 +75,7 @@ def _special_run(result: Mapping[str, Any], measure_keys: list[str], measure: st
     protocol = result.get("protocol") or {}
     agreement = result.get("agreement")
     if protocol.get("search") == "approximate" and isinstance(agreement, Mapping) and agreement:
-        index = protocol.get("index") if isinstance(protocol.get("index"), Mapping) else {}
+        index: Mapping[str, Any] = protocol["index"] if isinstance(protocol.get("index"), Mapping) else {}
         settings = ", ".join(f"{key} {index[key]}" for key in ("nprobe", "ef_search") if index.get(key) is not None)
         title = (f"Agreement with exact search (--index {index.get('factory')}{', ' + settings if settings else ''}): "
                  "the share of checked queries whose first-hit rank is unchanged, and |ΔR@K| over them (points)")
@@ -83,7 +83,7 @@ def _special_run(result: Mapping[str, Any], measure_keys: list[str], measure: st
         for task, cells in agreement.items():
             if not isinstance(cells, Mapping):
                 continue
-            delta = cells.get("delta") if isinstance(cells.get("delta"), Mapping) else {}
+            delta: Mapping[str, Any] = cells["delta"] if isinstance(cells.get("delta"), Mapping) else {}
             unchanged = cells.get("unchanged")
             rows.append([task, str(cells.get("queries", "")),
                          format_number(None if unchanged is None else 100 * unchanged) + "%"]
@@ -92,8 +92,8 @@ def _special_run(result: Mapping[str, Any], measure_keys: list[str], measure: st
                   _table(["task", "checked", "unchanged", *(f"|Δ{key}|" for key in measure_keys)], rows, fmt)]
     distractors = result.get("distractors")
     if isinstance(distractors, Mapping):
-        counts = distractors.get("n_items") if isinstance(distractors.get("n_items"), Mapping) else {}
-        total = sum(v for v in counts.values() if isinstance(v, int))
+        counts: Mapping[str, Any] = distractors["n_items"] if isinstance(distractors.get("n_items"), Mapping) else {}
+        total = sum(int(v) for v in counts.values() if isinstance(v, int))
         paths = ", ".join(str(p) for p in distractors.get("paths") or [])
         per_domain = ", ".join(f"{code} {counts.get(code, 0):,}" for code in DOMAINS)
         parts += ["", f"Distractor catalogue: {paths} ({total:,} items: {per_domain}), in every task's gallery of "
