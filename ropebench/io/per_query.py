@@ -95,7 +95,11 @@ def column_codes(table: Any, name: str, *, order: Sequence[Any] | None = None) -
             labels, codes = encoded.dictionary.to_pylist(), to_numpy(encoded.indices)
     codes = np.asarray(codes, dtype=np.int64).ravel()
     rank = {label: i for i, label in enumerate(order or ())}
-    sorted_labels = sorted(labels, key=lambda label: (rank.get(label, len(rank)), label))
+    # Labels outside ``order`` sort by their text, so product 10 comes before product 2 whether
+    # the ids are spelled as integers or as strings: the bootstrap's resampling matrix rows are
+    # assigned to products in this order, and an interval must depend only on which products
+    # there are, not on the type their ids were written with.
+    sorted_labels = sorted(labels, key=lambda label: (rank.get(label, len(rank)), str(label), type(label).__name__))
     position = {label: i for i, label in enumerate(sorted_labels)}
     remap = np.array([position[label] for label in labels], dtype=np.int64)
     return (remap[codes] if len(codes) else codes), sorted_labels
