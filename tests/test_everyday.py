@@ -178,3 +178,28 @@ def test_leaderboard_add_says_plainly_why_a_special_run_cannot_be_an_entry(
 def test_leaderboard_add_help_does_not_promise_the_shipped_copy() -> None:
     result = _run("leaderboard", "add", "--help")
     assert "read-only" in result.output and "else the copy shipped" not in result.output
+
+
+def test_a_killed_single_file_write_leaves_no_temporary_file_or_directory(tmp_path: Path) -> None:
+    """compare --out, the converters and write_submission write one file: a SIGKILL while it is
+    being written must leave neither the temporary file nor the directories made for it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "new" / "deeper" / "out.json"
+    code = ("import time\nfrom ropebench.io.files import atomic_write_text, atomic_write_with\n"
+            "def slow(tmp):\n    open(tmp, 'w').write('partial')\n    print('writing', flush=True)\n"
+            "    time.sleep(60)\n"
+            f"atomic_write_with({str(target)!r}, slow)\n")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline().strip() == "writing"
+    assert [p.name for p in (tmp_path / "new" / "deeper").iterdir()][0].endswith(".tmp")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stdout.close()
+    deadline = time.monotonic() + 10
+    while (tmp_path / "new").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.iterdir()) == []

@@ -64,25 +64,11 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[str], None]
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     A failure anywhere leaves ``path`` as it was (absent or the previous version) and removes
-    the temporary file, so a reader never sees a half-written result or leaderboard file.
+    the temporary file, so a reader never sees a half-written result or leaderboard file; if
+    the process is killed while writing, the guardian of :func:`write_files_together` removes
+    the temporary file (and directories made for it).
     """
-    path = Path(path)
-    _refuse_special(path)
-    writable_directory(path.parent)
-    tmp = _mkstemp_beside(path)
-    try:
-        write(tmp)
-        # mkstemp creates 0600; give the file the mode an ordinary open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_files_together([(path, write)], guard=True)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -293,11 +279,13 @@ def _temp_beside(path: Path, created: list[Path]) -> str:
 # outputs are all old or all new, never one without the other.
 _GUARDIAN = r"""
 import json, os, sys
-plan, committed = [], False
+plan, made, committed = [], [], False
 for line in sys.stdin:
     message = json.loads(line)
     if message[0] == "tmp":
         plan.append(message[1:])
+    elif message[0] == "dir":
+        made.append(message[1])
     elif message[0] == "commit":
         committed = True
     elif message[0] == "abort":
@@ -316,6 +304,12 @@ for tmp, target in plan:
         os.unlink(tmp + ".old")
     except OSError:
         pass
+if not committed:
+    for directory in reversed(made):  # directories made for the outputs, deepest first, if empty
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
 """
 
 # Test hook (documented in tests/test_outputs.py): seconds to sleep between two renames, so a
@@ -355,7 +349,8 @@ class _Guardian:
             self.process.wait(timeout=10)
 
 
-def write_files_together(writers: Sequence[tuple[str | os.PathLike[str], Callable[[str], None]]]) -> None:
+def write_files_together(writers: Sequence[tuple[str | os.PathLike[str], Callable[[str], None]]], *,
+                         guard: bool | None = None) -> None:
     """Write several files as one step: all new or all old, also when the process is killed.
 
     Each ``write(tmp)`` fills a temporary file beside its target; only when every one succeeded
@@ -369,14 +364,18 @@ def write_files_together(writers: Sequence[tuple[str | os.PathLike[str], Callabl
     """
     temps: list[tuple[Path, str]] = []
     created: list[Path] = []
-    guardian = _Guardian() if len(writers) > 1 else None
+    # The guardian also cleans up after a kill of a single write (guard=True): no stray .tmp file.
+    guardian = _Guardian() if (len(writers) > 1 if guard is None else guard) else None
     try:
         try:
             for target, write in writers:
                 path = Path(os.path.abspath(target))
+                made_before = len(created)
                 tmp = _temp_beside(path, created)
                 temps.append((path, tmp))
                 if guardian is not None:
+                    for directory in created[made_before:]:
+                        guardian.send("dir", str(directory))
                     guardian.send("tmp", tmp, str(path))
                 try:
                     write(tmp)
