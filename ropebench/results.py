@@ -210,7 +210,18 @@ class EvaluationResult:
         self.write(path)
 
     def matrix(self, measure: str = "R@1") -> dict[str, dict[str, float | None]]:
-        """``{query_domain: {gallery_domain: value or None}}`` for the 3×3 domain matrix."""
+        """``{query_domain: {gallery_domain: value or None}}`` for the 3×3 domain matrix.
+
+        Raises:
+            UsageError: ``measure`` was not computed in this run (None would read as "no query").
+        """
+        computed = {name for task in self.tasks.values() for name in task.measures}
+        if self.tasks and measure not in computed:
+            from ropebench.errors import UsageError
+
+            raise UsageError(f"measure {measure!r} was not computed in this run (it has "
+                             f"{', '.join(self.measure_names) or 'none'}). Fix: choose one of those, or evaluate "
+                             "again with its K in ks")
         return {
             q: {g: (self.tasks[f"{q}2{g}"].measures.get(measure) if f"{q}2{g}" in self.tasks else None)
                 for g in DOMAINS}

@@ -203,3 +203,29 @@ def test_a_killed_single_file_write_leaves_no_temporary_file_or_directory(tmp_pa
     while (tmp_path / "new").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_small_things_a_new_user_meets(files: Path) -> None:
+    from ropebench.errors import UsageError
+    from ropebench.render.numbers import _markdown_cell
+
+    result = ropebench.evaluate(files / "sub.parquet", manifest=files / "manifest.parquet", ks="1,5")
+    with pytest.raises(UsageError, match="'R@3' was not computed in this run .*R@1, R@5"):
+        result.matrix("R@3")
+    assert result.matrix("R@5")["P"]["V"] == result.tasks["P2V"]["R@5"]
+    # markdown: a p-value reads <0.0001, while a tag is still escaped
+    assert _markdown_cell("<0.0001") == "<0.0001" and _markdown_cell("<b>") == "&lt;b&gt;"
+    # LaTeX captions: no raw ±, †, α (pdflatex stops at them)
+    latex = _run("table", "--suite", "rope-sim", "--format", "latex", "--significance", "--ci")
+    assert latex.exit_code == 0, latex.output
+    captions = [line for line in latex.stdout.splitlines() if line.startswith("\\caption")]
+    assert captions and not any(char in line for line in captions for char in "±†α")
+
+
+def test_distractor_curves_have_headroom_above_the_top_point() -> None:
+    pytest.importorskip("matplotlib")
+    from ropebench.render import plots
+
+    figure = plots.distractors({"sizes": [0, 10, 100], "tasks": {"P2V": {"R@1": [100.0, 100.0, 99.0]}}})
+    low, high = figure.axes[0].get_ylim()
+    assert low == 0 and high >= 102

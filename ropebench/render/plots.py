@@ -299,6 +299,9 @@ def distractors(results: Any, *, measures: Sequence[str] | None = None, tasks: S
         else:
             axes.set_xscale("log")
         _line_panel(axes, task, "distractor items added", sizes, [_size_name(s) for s in sizes])
+        # Headroom above the highest point: a flat curve near the top sat on the frame, unreadable.
+        top = axes.dataLim.y1 if axes.lines else 100.0
+        axes.set_ylim(0, top + max(2.0, 0.08 * top))
         axes.set_ylabel(f"{drawn[0]} (%)" if len(drawn) == 1 else "%")  # several measures may share a panel
     figure.axes[0].legend(fontsize="small")
     if title:
