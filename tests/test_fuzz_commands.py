@@ -467,10 +467,177 @@ def _(d: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# convert: output paths
+
+def _npz(d: Path) -> str:
+    np.savez(d / "x.npz", embeddings=np.eye(3), item_ids=[1, 2, 3])
+    return "x.npz"
+
+
+_CONVERT_OUTPUTS: list[tuple[str, Callable[[Path], str], list[str]]] = [
+    ("the input itself", lambda d: "x.npz", ["also an input", "Fix:"]),
+    ("a directory", lambda d: (d / "outdir").mkdir() or "outdir", ["directory", "Fix:"]),
+    ("below a file", lambda d: "a.json/out.parquet", ["Fix:"]),
+    ("a named pipe", lambda d: fifo(d, "out.parquet"), ["named pipe", "Fix:"]),
+    ("a link to /dev/zero", lambda d: zero_link(d, "out.parquet"), ["character device", "Fix:"]),
+]
+for _label, _make_out, _expect in _CONVERT_OUTPUTS:
+    @case(f"convert npz --out is {_label}", *_expect)
+    def _(d: Path, make: Any = _make_out) -> list[str]:
+        return ["convert", "npz", _npz(d), "--out", make(d)]
+
+    @case(f"convert rope-pairs --out is {_label}", *_expect[-1:])
+    def _(d: Path, make: Any = _make_out) -> list[str]:
+        for name in ("p.txt", "v.txt", "l.txt"):
+            (d / name).write_text("1, 7\n")
+        out = make(d)
+        return ["convert", "rope-pairs", "p.txt", "v.txt", "l.txt", "--out", "p.txt" if out == "x.npz" else out]
+
+
+for _label, _text in (("a line with one field", "17\n"), ("a line with three fields", "1, 7, 9\n"),
+                      ("Latin-1 bytes", None)):
+    @case(f"convert rope-pairs with {_label}", "p.txt:1", "Fix:")
+    def _(d: Path, text: Any = _text) -> list[str]:
+        if text is None:
+            (d / "p.txt").write_bytes(b"1, caf\xe9\n")
+        else:
+            (d / "p.txt").write_text(text)
+        for name in ("v.txt", "l.txt"):
+            (d / name).write_text("1, 7\n")
+        return ["convert", "rope-pairs", "p.txt", "v.txt", "l.txt", "--out", "m.parquet"]
+
+
+@case("convert cope of a missing directory", "nowhere", "not a directory", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["convert", "cope", "nowhere", "--out", "cope.parquet"]
+
+
+@case("convert cope --require-complete without --manifest", "--require-complete needs --manifest")
+def _(d: Path) -> list[str]:
+    (d / "node").mkdir()
+    (d / "node" / "0_item").write_text("7\t0.1,0.2\n")
+    return ["convert", "cope", "node", "--out", "cope.parquet", "--require-complete"]
+
+
+@case("convert cope with a bad --live-id", "--live-id", "Fix:")
+def _(d: Path) -> list[str]:
+    (d / "node").mkdir()
+    (d / "node" / "0_item").write_text("7\t0.1,0.2\n")
+    return ["convert", "cope", "node", "--out", "cope.parquet", "--live-id", "{starttime}"]
+
+
+@case("convert npz writes a submission", exit_code=0, written=("sub2.parquet",))
+def _(d: Path) -> list[str]:
+    return ["convert", "npz", _npz(d), "--out", "sub2.parquet"]
+
+
+# ---------------------------------------------------------------------------------------------
+# compare: odd inputs
+
+for _label, _make_input, _expect in (
+        ("garbage bytes", lambda d: garbage(d, "x.json"), ["x.json"]),
+        ("an empty file", lambda d: garbage(d, "x.json", b""), ["x.json"]),
+        ("a JSON list", lambda d: json_file(d, "x.json", [1, 2]), ["x.json", "Fix:"]),
+        ("a comparison file", lambda d: "cmp.json", ["cmp.json", "Fix:"]),
+        ("a truncated parquet file", lambda d: garbage(d, "x.parquet", b"PAR1" + b"\0" * 40),
+         ["x.parquet", "Fix:"]),
+        ("a results file whose per-query file is gone", lambda d: (os.remove(d / "b.pq.parquet"), "b.json")[1],
+         ["b.pq.parquet", "Fix:"]),
+        ("a results file whose per-query file changed", lambda d: (garbage(d, "b.pq.parquet"), "b.json")[1],
+         ["sha256", "Fix:"]),
+        ("a missing file", lambda d: "missing.json", ["missing.json", "Fix:"]),
+        ("a directory", lambda d: (d / "dir.json").mkdir() or "dir.json", ["dir.json"]),
+):
+    @case(f"compare B is {_label}", *_expect)
+    def _(d: Path, make: Any = _make_input) -> list[str]:
+        return ["compare", "a.json", make(d), "--out", "c.json"]
+
+
+@case("compare results of another test set", "not two evaluations of the same test set", "Fix:")
+def _(d: Path) -> list[str]:
+    import ropebench
+
+    arrays = _tiny_arrays(2)
+    arrays["item_ids"] = [f"other{i}" for i in range(len(arrays["item_ids"]))]
+    ropebench.evaluate(**arrays, ks="1,5,10").write(d / "other.json", per_query=d / "other.pq.parquet")
+    return ["compare", "a.json", "other.json", "--out", "c.json"]
+
+
+@case("compare with other Ks", "Ks", "Fix:")
+def _(d: Path) -> list[str]:
+    import ropebench
+
+    ropebench.evaluate(**_tiny_arrays(1), ks="1,5").write(d / "k.json", per_query=d / "k.pq.parquet")
+    return ["compare", "a.json", "k.json", "--out", "c.json"]
+
+
+@case("compare writes its JSON", exit_code=0, written=("c.json",))
+def _(d: Path) -> list[str]:
+    return ["compare", "a.json", "b.json", "--resamples", "20", "--out", "c.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# leaderboard add / list / verify
+
+def _suite(d: Path) -> None:
+    result = CliRunner().invoke(cli, ["leaderboard", "init", "mine", "--manifest", "manifest.parquet",
+                                      "--root", "lb", "--ks", "1,5,10"])
+    assert result.exit_code == 0, result.output
+
+
+for _label, _make_results, _expect in (
+        ("a named pipe", lambda d: fifo(d, "r.json"), ["r.json", "Fix:"]),
+        ("a symlink loop", lambda d: loop_link(d, "r.json"), ["r.json"]),
+        ("garbage", lambda d: garbage(d, "r.json"), ["r.json"]),
+        ("a missing file", lambda d: "r.json", ["r.json"]),
+        ("a comparison", lambda d: "cmp.json", ["cmp.json"]),
+):
+    @case(f"leaderboard add of {_label}", *_expect)
+    def _(d: Path, make: Any = _make_results) -> list[str]:
+        _suite(d)
+        return ["leaderboard", "add", make(d), "--suite", "mine", "--name", "x", "--label", "X", "--root", "lb"]
+
+
+for _label, _args, _expect in (
+        ("a name with a newline", ["--name", "x\n"], ["--name", "file name"]),
+        ("a two-line label", ["--label", "a\nb"], ["--label"]),
+        ("an unknown suite", ["--suite", "nope"], ["nope"]),
+):
+    @case(f"leaderboard add with {_label}", *_expect)
+    def _(d: Path, args: list[str] = _args) -> list[str]:
+        _suite(d)
+        base = {"--suite": "mine", "--name": "x", "--label": "X"}
+        base.update(dict(zip(args[::2], args[1::2])))
+        return ["leaderboard", "add", "a.json", *[item for pair in base.items() for item in pair], "--root", "lb"]
+
+
+for _command in (["list"], ["verify"], ["render"]):
+    @case(f"leaderboard {_command[0]} with a missing --root", "--root nowhere", "no such directory")
+    def _(d: Path, command: list[str] = _command) -> list[str]:
+        return ["leaderboard", *command, "--root", "nowhere"]
+
+
+@case("leaderboard init --items without --products", "--items and --products go together")
+def _(d: Path) -> list[str]:
+    return ["leaderboard", "init", "mine", "--items", "1,2,3", "--root", "lb"]
+
+
+@case("leaderboard init with malformed --items", "--items", "31388,29810,30981")
+def _(d: Path) -> list[str]:
+    return ["leaderboard", "init", "mine", "--items", "1,2", "--products", "3", "--root", "lb"]
+
+
+@case("leaderboard init of an existing suite", "exists", exit_code=2)
+def _(d: Path) -> list[str]:
+    _suite(d)
+    return ["leaderboard", "init", "mine", "--items", "1,2,3", "--products", "3", "--root", "lb"]
+
+
+# ---------------------------------------------------------------------------------------------
 
 def test_there_are_many_cases() -> None:
     assert len({c.name for c in CASES}) == len(CASES)
-    assert len(CASES) >= 30, len(CASES)
+    assert len(CASES) >= 150, len(CASES)
 
 
 @pytest.mark.parametrize("item", CASES, ids=[c.name for c in CASES])
