@@ -112,7 +112,8 @@ def train(data_dir: str, loss: str, out: str, epochs: int, seed: int, dim: int, 
     writable_directory(Path(out).resolve().parent)  # fail now, not after the training run
 
     config = TrainConfig(loss=loss, epochs=epochs, seed=seed, dim=dim, threads=threads)
-    result = run_training(data_dir, config, progress=False if quiet else None)
+    # Through a pipe or into a log, one line per epoch (with an ETA) instead of a silent wait.
+    result = run_training(data_dir, config, progress=False if quiet else (None if sys.stderr.isatty() else "epochs"))
     write_submission(out, result.item_ids, result.embeddings, dtype=dtype)
     if not quiet:
         click.echo(f"trained {loss} in {result.seconds:.1f} s ({epochs} epochs, final loss "
