@@ -322,6 +322,15 @@ for _name, _extra, _expect in _EVALUATE_OPTIONS:
         return ["evaluate", "sub.parquet", "-m", "manifest.parquet", "--out", "r.json", *extra]
 
 
+for _kind, _make in (("a named pipe", fifo), ("a link to /dev/zero", zero_link), ("a symlink loop", loop_link)):
+    @case(f"evaluate --distractors directory holding {_kind} named like a shard", "distractors", "x.parquet",
+          "Fix:")
+    def _(d: Path, make: Any = _make) -> list[str]:
+        (d / "catalogue").mkdir()
+        make(d / "catalogue", "x.parquet")
+        return ["evaluate", "sub.parquet", "-m", "manifest.parquet", "--out", "r.json", "--distractors", "catalogue"]
+
+
 @case("evaluate --scheduler at a closed port fails fast", "cannot reach a scheduler", "Fix:")
 def _(d: Path) -> list[str]:
     return ["evaluate", "sub.parquet", "-m", "manifest.parquet", "--engine", "dask", "--out", "r.json",
