@@ -298,6 +298,7 @@ _EVALUATE_OPTIONS: list[tuple[str, list[str], list[str]]] = [
     ("--workers without dask", ["--workers", "2"], ["--workers only applies with --engine dask"]),
     ("--scheduler without dask", ["--scheduler", "tcp://127.0.0.1:8786"], ["--scheduler only applies with"]),
     ("every lone option at once", ["--nprobe", "4", "--ef-search", "8"], ["--nprobe only", "--ef-search only"]),
+    ("--engine dask without --distractors", ["--engine", "dask"], ["no catalogue to run", "Fix:"]),
     ("--workers 100000", ["--engine", "dask", "--workers", "100000"], ["--workers 100000", "worker processes",
                                                                       "Fix:"]),
     ("--scheduler and --workers", ["--engine", "dask", "--scheduler", "tcp://127.0.0.1:8786", "--workers", "2"],

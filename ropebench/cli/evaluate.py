@@ -176,6 +176,9 @@ def _check_options(*, engine: str, index: str | None, distractors: tuple[str, ..
     check_distractor_sizes(distractor_sizes)
     check_workers(workers)
     check_scheduler(scheduler)
+    if dask and not distractors:  # said before the data is read, not after
+        raise UsageError("--engine dask runs distractor shards on a cluster; there is no catalogue to run. Fix: add "
+                         "--distractors, or use --engine one-pass")
 
 
 def _defaulted(name: str) -> bool:

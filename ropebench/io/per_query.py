@@ -209,6 +209,11 @@ def _prepare(side: Side) -> Any:
     for column in ("task", "item_id", "product_id"):
         if table.column(column).null_count:
             raise DataError(f"{side.name}: column {column!r} has {table.column(column).null_count} null value(s)")
+    for measure in measure_columns(table):  # bad values named with the side and file, before any statistics
+        try:
+            column_floats(table, measure)
+        except DataError as error:
+            raise DataError(f"{side.name}: {str(error).replace('per-query table: ', '')}") from None
     table = table.sort_by([("task", "ascending"), ("item_id", "ascending")])
     unknown = sorted(set(pc.unique(table.column("task")).to_pylist()) - set(ALL_TASKS))
     if unknown:
