@@ -229,3 +229,19 @@ def test_distractor_curves_have_headroom_above_the_top_point() -> None:
     figure = plots.distractors({"sizes": [0, 10, 100], "tasks": {"P2V": {"R@1": [100.0, 100.0, 99.0]}}})
     low, high = figure.axes[0].get_ylim()
     assert low == 0 and high >= 102
+
+
+def test_mixing_exact_and_approximate_results_gets_a_note(files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(files)
+    for name, extra in (("exact", []), ("approx", ["--index", "IVF2,Flat"])):
+        done = _run("evaluate", "sub.parquet", "-m", "manifest.parquet", *extra, "--out", f"{name}.json", "-q")
+        assert done.exit_code == 0, done.output
+    table = _run("table", "--table", "matrix", "--entry", "exact.json", "--entry", "approx.json")
+    assert table.exit_code == 0, table.output
+    assert "note: these results were not computed alike (exact.json: exact search; approx.json: approximate " \
+           "search (IVF2,Flat))" in table.stderr
+    same = _run("table", "--table", "matrix", "--entry", "exact.json")
+    assert "note:" not in same.stderr
+    compared = _run("compare", "exact.json", "approx.json", "--resamples", "20")
+    assert compared.exit_code == 0, compared.output
+    assert "note: A used exact search, B approximate search (IVF2,Flat)" in compared.stderr

@@ -240,6 +240,6 @@ def _write_figures(out: Path, figures: list[tuple[str, Any]], formats: list[str]
                     handle.write(data)
 
             writers.append((out / f"{stem}.{fmt}", write))
-    write_files_together(writers)
+    write_files_together(writers, guard=True)  # also a single figure: a kill leaves no .tmp file
     for path in paths:
         click.echo(str(path))
