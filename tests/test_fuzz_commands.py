@@ -263,6 +263,24 @@ def _(d: Path) -> list[str]:
     return ["convert", "npz", "x.npz", "--out", "sub2.parquet"]
 
 
+_NPZ_ARRAYS: list[tuple[str, dict[str, Any], str]] = [
+    ("1-d embeddings", {"embeddings": np.ones(3), "item_ids": [1, 2, 3]}, "array 'embeddings'"),
+    ("fewer ids than rows", {"embeddings": np.eye(3), "item_ids": [1, 2]}, "array 'embeddings'"),
+    ("short domains", {"embeddings": np.eye(3), "item_ids": [1, 2, 3], "domains": ["P", "V"]}, "array 'domains'"),
+    ("text embeddings", {"embeddings": np.array([["a", "b"], ["c", "d"]]), "item_ids": [1, 2]},
+     "array 'embeddings'"),
+    ("NaN embeddings", {"embeddings": np.eye(3) * np.nan, "item_ids": [1, 2, 3]}, "array 'embeddings'"),
+    ("float ids", {"embeddings": np.eye(3), "item_ids": [1.5, 2, 3]}, "array 'item_ids'"),
+    ("2-d ids", {"embeddings": np.eye(3), "item_ids": [[1], [2], [3]]}, "array 'item_ids'"),
+    ("no item_ids", {"embeddings": np.eye(3)}, "item_ids"),
+]
+for _label, _arrays, _fragment in _NPZ_ARRAYS:
+    @case(f"convert npz with {_label}", "npz file x.npz", _fragment, "Fix:")
+    def _(d: Path, arrays: dict[str, Any] = _arrays) -> list[str]:
+        np.savez(d / "x.npz", **arrays)
+        return ["convert", "npz", "x.npz", "--out", "sub2.parquet"]
+
+
 @case("convert cope with two different vectors under one id", "different vector", "'7'", exit_code=0,
       written=("cope.parquet",))
 def _(d: Path) -> list[str]:

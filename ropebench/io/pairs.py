@@ -235,13 +235,18 @@ def convert_npz(
     arrays = _read_npz(Path(path))
     missing = [key for key in _NPZ_KEYS[:2] if key not in arrays]
     if missing:
-        raise DataError(f"{path}: array(s) {', '.join(missing)} missing (found: {', '.join(arrays) or 'none'}). "
+        raise DataError(f"npz file {path}: array(s) {', '.join(missing)} missing "
+                        f"(found: {', '.join(arrays) or 'none'}). "
                         "Fix: numpy.savez(path, embeddings=…, item_ids=…[, domains=…, product_ids=…])")
     embeddings = arrays["embeddings"]
     metadata = {"converter": "npz", "sources": source_records([path, *([manifest] if manifest else [])]),
                 "embedding_dtype": str(embeddings.dtype)}
-    table = submission_table(arrays["item_ids"], embeddings, arrays.get("domains"), arrays.get("product_ids"),
-                             metadata=metadata)
+    try:
+        table = submission_table(arrays["item_ids"], embeddings, arrays.get("domains"), arrays.get("product_ids"),
+                                 metadata=metadata)
+    except DataError as error:  # the checks speak of write_submission's arguments: here they are arrays of a file
+        raise DataError(str(error).replace("write_submission:", f"npz file {path}:", 1)
+                        .replace("argument '", "array '")) from None
     check: list[str] = []
     write_table_atomically(out, table, check=lambda tmp: check.append(check_submission_file(tmp, manifest)))
     return NpzReport(os.fspath(out), table.num_rows, int(embeddings.shape[1]), str(embeddings.dtype),
