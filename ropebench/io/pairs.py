@@ -171,8 +171,17 @@ def convert_rope_pairs(
     import pyarrow.compute as pc
 
     sources = {"P": pages, "V": videos, "L": lives}
-    for code, source in sources.items():
-        regular_input(source, f"pair file ({code})", fix="give ROPE's *_pair.txt text file")
+    unreadable = []
+    for code, source in sources.items():  # every unreadable file at once, none of them opened
+        try:
+            regular_input(source, f"pair file ({code})", fix="give ROPE's *_pair.txt text file")
+        except DataError as error:
+            unreadable.append(str(error))
+    if len(unreadable) == 1:
+        raise DataError(unreadable[0])
+    if unreadable:
+        raise DataError(f"convert rope-pairs: {len(unreadable)} input files cannot be read, nothing was written:\n  - "
+                        + "\n  - ".join(unreadable))
     refuse_output_among_inputs(out, list(sources.values()))
     products, items, domains, repeated = [], [], [], {}
     problems = Problems("convert rope-pairs")
