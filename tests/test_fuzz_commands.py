@@ -645,6 +645,18 @@ for _command in (["list"], ["verify"], ["render"]):
         return ["leaderboard", *command, "--root", "nowhere"]
 
 
+for _label, _root, _expect in (("a file", "a.json", "is a file, not a directory"),
+                               ("below a file", "a.json/lb", "a.json is not a directory")):
+    @case(f"leaderboard init --root {_label}", _expect, "Fix:")
+    def _(d: Path, root: str = _root) -> list[str]:
+        return ["leaderboard", "init", "mine", "--items", "1,2,3", "--products", "2", "--root", root]
+
+    for _command in (["list"], ["verify"], ["render"], ["site", "--out", "site"]):
+        @case(f"leaderboard {_command[0]} --root {_label}", "--root", "Fix:")
+        def _(d: Path, root: str = _root, command: list[str] = _command) -> list[str]:
+            return ["leaderboard", *command, "--root", root]
+
+
 @case("leaderboard init --items without --products", "--items and --products go together")
 def _(d: Path) -> list[str]:
     return ["leaderboard", "init", "mine", "--items", "1,2,3", "--root", "lb"]

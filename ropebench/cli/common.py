@@ -28,7 +28,7 @@ def progress_wanted(quiet: bool) -> bool:
 
 def root_option(command: F) -> F:
     return click.option(
-        "--root", type=click.Path(file_okay=False), default=None,
+        "--root", type=click.Path(), default=None,
         help="The leaderboards/ directory [default: ./leaderboards if present, else the copy "
              "shipped with ropebench].")(command)
 
@@ -36,7 +36,7 @@ def root_option(command: F) -> F:
 def writable_root_option(command: F) -> F:
     """``--root`` of the commands that change a leaderboard: never the copy shipped with ropebench."""
     return click.option(
-        "--root", type=click.Path(file_okay=False), default=None,
+        "--root", type=click.Path(), default=None,
         help="The leaderboards/ directory to change [default: ./leaderboards in the current directory; the copy "
              "shipped with ropebench is read-only: pass --root DIR or run from your repository].")(command)
 

@@ -61,7 +61,7 @@ def leaderboard() -> None:
 @metric_option
 @ties_option
 @ks_option
-@click.option("--root", type=click.Path(file_okay=False), default="leaderboards", show_default=True,
+@click.option("--root", type=click.Path(), default="leaderboards", show_default=True,
               help="The leaderboards/ directory (created if missing); entries' paths are relative to its parent.")
 def init(suite: str, manifest: str | None, items: str | None, products: int | None, title: str | None,
          description: str, label_column: str, metric: str, ties: str, ks: str, root: str) -> None:
@@ -86,6 +86,7 @@ def init(suite: str, manifest: str | None, items: str | None, products: int | No
     if (items is None) != (products is None) and manifest is None:
         raise UsageError("--items and --products go together (or pass --manifest)")
     protocol = {"metric": metric, "ties": ties, "ks": list(parse_ks(ks)), "search": "exact"}
+    _check_root_place(Path(root))
     path = lb.init_suite(Path(root), suite, manifest=manifest, items=counts, products=products, title=title,
                          description=description, label_column=label_column, protocol=protocol)
     spec = lb.read_json(path)
@@ -93,6 +94,21 @@ def init(suite: str, manifest: str | None, items: str | None, products: int | No
     if spec.get("manifest"):
         about += f", manifest sha256 {spec['manifest']['sha256']}"
     click.echo(f"created suite {suite} ({about}): {path}; rendered {Path(root) / lb.README}", err=True)
+
+
+def _check_root_place(root: Path) -> None:
+    """init creates --root if needed: refuse, before anything is written, a root that is a file or
+    lies below one or in a directory that cannot be written."""
+    from ropebench.io.files import unwritable_parent
+
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--root {root}: is a file, not a directory. Fix: name the leaderboards/ directory, e.g. "
+                         "--root leaderboards")
+    blocked = None if root.is_dir() else unwritable_parent(root)
+    if blocked is not None:
+        why = "not a directory" if blocked.exists() and not blocked.is_dir() else "not writable"
+        raise UsageError(f"--root {root}: cannot be created ({blocked} is {why}). Fix: choose a directory in a "
+                         "writable place")
 
 
 @leaderboard.command("add")

@@ -17,7 +17,7 @@ __all__ = ["site"]
 @click.command("site")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
               help="Directory of the site (created; replaced only if an earlier build made it).")
-@click.option("--root", type=click.Path(file_okay=False), default=None,
+@click.option("--root", type=click.Path(), default=None,
               help="The leaderboards/ directory [default: ./leaderboards if present, else the copy "
                    "shipped with ropebench].")
 @click.option("--no-plots", is_flag=True, help="Leave out the figures (they need the extra ropebench[plot]).")

@@ -51,8 +51,9 @@ def find_root(root: str | os.PathLike[str] | None = None, *, for_writing: bool =
     if root is not None:
         path = Path(root)
         if not path.is_dir():
-            raise UsageError(f"--root {root}: no such directory (pass the leaderboards/ directory, or "
-                             "create one with `ropebench leaderboard init SUITE --root DIR`)")
+            what = "a file, not a directory" if path.exists() else "no such directory"
+            raise UsageError(f"--root {root}: {what}. Fix: pass the leaderboards/ directory, or create one with "
+                             "`ropebench leaderboard init SUITE --root DIR`")
         return path
     candidates = [Path("leaderboards")]
     if not for_writing:  # a change goes where the user is, never to a copy found elsewhere
