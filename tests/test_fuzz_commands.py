@@ -291,6 +291,28 @@ def _(d: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# a directory where a file is expected: ropebench's message with a fix, not click's bare one
+
+for _label, _args in (("compare A", ["compare", "adir", "b.json"]),
+                      ("compare --out", ["compare", "a.json", "b.json", "--out", "adir"]),
+                      ("convert npz input", ["convert", "npz", "adir", "--out", "x.parquet"]),
+                      ("convert npz --out", ["convert", "npz", "adir", "--out", "adir"]),
+                      ("convert rope-pairs input", ["convert", "rope-pairs", "adir", "adir", "adir", "--out", "m.pq"]),
+                      ("evaluate --out", ["evaluate", "sub.parquet", "-m", "manifest.parquet", "--out", "adir"]),
+                      ("evaluate --per-query", ["evaluate", "sub.parquet", "-m", "manifest.parquet",
+                                                "--per-query", "adir"]),
+                      ("plot input", ["plot", "adir", "--kind", "matrix", "--out", "figures"]),
+                      ("leaderboard add results", ["leaderboard", "add", "adir", "--suite", "mine", "--name", "x",
+                                                   "--label", "X", "--root", "lb"])):
+    @case(f"a directory as {_label}", "adir", "Fix:")
+    def _(d: Path, args: list[str] = _args) -> list[str]:
+        (d / "adir").mkdir()
+        if "add" in args:
+            _suite(d)
+        return args
+
+
+# ---------------------------------------------------------------------------------------------
 # evaluate: a symlink loop given as the submission (the last failure of the first adversarial set)
 
 @case("evaluate a symlink loop with --out", "submission loop.parquet", "symbolic link loop", "Fix:")

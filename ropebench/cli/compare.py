@@ -11,8 +11,8 @@ __all__ = ["compare", "compare_command"]
 
 
 @click.command("compare")
-@click.argument("a", type=click.Path(dir_okay=False))
-@click.argument("b", type=click.Path(dir_okay=False))
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
 @click.option("--unit", type=click.Choice(UNITS), default="product", show_default=True,
               help="What is resampled: products (the queries of a product share their relevant items) or "
                    "single queries (as query-level tools do).")
@@ -29,7 +29,7 @@ __all__ = ["compare", "compare_command"]
                    "adjusted).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
               help="What stdout shows.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("--out", type=click.Path(), default=None,
               help="Also write the comparison JSON (schema ropebench.comparison/1) to this file.")
 def compare(a: str, b: str, unit: str, test: str, resamples: int, seed: int, alpha: float, correction: str,
             fmt: str, out: str | None) -> None:

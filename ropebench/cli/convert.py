@@ -60,9 +60,9 @@ def cope(directories: tuple[str, ...], out: str, manifest: str | None, require_c
 
 
 @convert.command("rope-pairs", short_help="ROPE *_pair.txt files -> manifest parquet.")
-@click.argument("pages", type=click.Path(dir_okay=False))
-@click.argument("videos", type=click.Path(dir_okay=False))
-@click.argument("lives", type=click.Path(dir_okay=False))
+@click.argument("pages", type=click.Path())
+@click.argument("videos", type=click.Path())
+@click.argument("lives", type=click.Path())
 @click.option("--out", "-o", required=True, type=click.Path(), help="Manifest parquet to write.")
 @click.option("--domain-prefix", is_flag=True, help=_DOMAIN_PREFIX_HELP)
 def rope_pairs(pages: str, videos: str, lives: str, out: str, domain_prefix: bool) -> None:
@@ -80,7 +80,7 @@ def rope_pairs(pages: str, videos: str, lives: str, out: str, domain_prefix: boo
 
 
 @convert.command("npz", short_help="Arrays in an .npz file -> submission parquet.")
-@click.argument("arrays", type=click.Path(dir_okay=False))
+@click.argument("arrays", type=click.Path())
 @click.option("--out", "-o", required=True, type=click.Path(), help="Submission parquet to write.")
 @click.option("--manifest", "-m", type=click.Path(), help="Validate the output against this manifest.")
 def npz(arrays: str, out: str, manifest: str | None) -> None:

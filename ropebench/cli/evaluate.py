@@ -44,8 +44,8 @@ __all__ = ["evaluate", "validate"]
 @click.option("--ef-search", type=click.IntRange(min=1), default=None, help="--index: HNSW efSearch.")
 @click.option("--agreement-queries", type=click.IntRange(min=0), default=2000, show_default=True,
               help="--index: seeded queries per task searched exactly too, for the agreement.")
-@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the results JSON here.")
-@click.option("--per-query", type=click.Path(dir_okay=False),
+@click.option("--out", "-o", type=click.Path(), help="Write the results JSON here.")
+@click.option("--per-query", type=click.Path(),
               help="Where to write one parquet row per scored query and task (recorded in the results JSON, "
                    "with its sha256) [default with --out R.json: R.per_query.parquet beside it].")
 @click.option("--no-per-query", is_flag=True,

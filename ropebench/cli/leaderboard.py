@@ -112,7 +112,7 @@ def _check_root_place(root: Path) -> None:
 
 
 @leaderboard.command("add")
-@click.argument("results", type=click.Path(dir_okay=False))
+@click.argument("results", type=click.Path())
 @click.option("--suite", required=True, help="Suite to add to, e.g. rope-sim.")
 @click.option("--name", required=True, help="Entry name (file name): lower-case, digits, .-_")
 @click.option("--label", required=True, help="Row label in the tables (one line), e.g. 'w L_cd'.")
@@ -121,7 +121,7 @@ def _check_root_place(root: Path) -> None:
 @click.option("--source", default=None, help="Paper, URL or commit [default: ropebench version].")
 @click.option("--submission", default=None, type=click.Path(dir_okay=True),
               help="The submission, when the path recorded in RESULTS is not valid here.")
-@click.option("--manifest", default=None, type=click.Path(dir_okay=False),
+@click.option("--manifest", default=None, type=click.Path(),
               help="The manifest, when the path recorded in RESULTS is not valid here.")
 @click.option("--force", is_flag=True, help="Replace an existing entry of that name.")
 @writable_root_option

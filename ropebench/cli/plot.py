@@ -122,7 +122,7 @@ def _formats(text: str) -> list[str]:
 
 @click.command("plot")
 @click.argument("inputs", metavar="RESULTS...", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+                type=click.Path(path_type=Path))
 @click.option("--kind", type=click.Choice(KINDS), required=True,
               help="curves: R@K against K (all files on one figure); matrix: 3×3 heatmap per file; "
                    "difficulty: first-hit ranks per file (per-query parquet, or results pointing at one); "

@@ -141,6 +141,8 @@ def regular_input(path: str | os.PathLike[str], what: str, *, fix: str = "give a
         raise DataError(f"{what} {path}: cannot be accessed ({error.strerror or error}). "
                         "Fix: check the path and its permissions") from None
     kind = _special_kind(path) if not stat.S_ISREG(mode) else None
+    if kind == "a directory":
+        raise DataError(f"{what} {path}: is a directory, not a file. Fix: {fix}")
     if kind is not None:
         raise DataError(f"{what} {path}: not a regular file ({kind}); it is not read, since reading a pipe or a "
                         f"device can block or never end. Fix: {fix}")

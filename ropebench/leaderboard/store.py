@@ -236,7 +236,8 @@ def load_suite(root: Path, name: str, *, view: View | None = None) -> Suite:
             return load_suite(root, name, view=View(root))
     if not view.exists(root / name / SUITE_FILE):
         raise UsageError(f"unknown suite {name!r} in {root}: known suites are "
-                         f"{', '.join(suite_names(root)) or 'none'}")
+                         f"{', '.join(suite_names(root)) or 'none'}. Fix: use one of those, pass the --root that "
+                         f"holds it, or create it with `ropebench leaderboard init {name} --root {root}`")
     suite, problems = read_suite(root, name, view=view)
     if problems or suite is None:
         raise DataError(f"suite {name!r} is invalid:\n  - " + "\n  - ".join(problems))
