@@ -353,6 +353,8 @@ _EVALUATE_OPTIONS: list[tuple[str, list[str], list[str]]] = [
     ("--index with more lists than training vectors", ["--index", "IVF4096,Flat"],
      ["--index IVF4096,Flat", "training vectors", "Fix: use fewer lists"]),
 ]
+_EVALUATE_OPTIONS.append(("--ks with 101 cut-offs", ["--ks", ",".join(map(str, range(1, 102)))],
+                          ["--ks: 101 cut-offs; at most 100", "Fix:"]))
 for _value in ("nan", "inf", "-inf", "1e400", "-1", "2.5", "ten", ""):
     _EVALUATE_OPTIONS.append((f"--distractor-sizes {_value!r}", ["--distractors", "sub.parquet",
                                                                   "--distractor-sizes", _value],

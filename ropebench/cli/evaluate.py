@@ -15,7 +15,9 @@ from ropebench.cli.common import (
 )
 from ropebench.errors import UsageError
 
-__all__ = ["evaluate", "validate"]
+__all__ = ["evaluate", "validate", "MAX_KS"]
+
+MAX_KS = 100
 
 
 @click.command()
@@ -90,6 +92,10 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
     from ropebench.render.console import render_evaluation
 
     check_measure(measure)
+    if len(parse_ks(ks)) > MAX_KS:  # each K is a column of every per-query row and an interval per task
+        raise UsageError(f"--ks: {len(parse_ks(ks)):,} cut-offs; at most {MAX_KS} are computed (each adds a column to "
+                         "every per-query row and a bootstrap interval to every task: 3,000 Ks ran for minutes on "
+                         "the 2,632-item sample). Fix: give the Ks you report, e.g. --ks 1,5,10,20,50")
     computed = measure_names(parse_ks(ks))
     if measure not in computed and _defaulted("measure"):
         measure = computed[0]  # --ks without 1 and no --measure: show the smallest K's matrix
