@@ -355,6 +355,9 @@ _EVALUATE_OPTIONS: list[tuple[str, list[str], list[str]]] = [
 ]
 _EVALUATE_OPTIONS.append(("--ks with 101 cut-offs", ["--ks", ",".join(map(str, range(1, 102)))],
                           ["--ks: 101 cut-offs; at most 100", "Fix:"]))
+_EVALUATE_OPTIONS.append(("--distractor-sizes with 101 sizes", ["--distractors", "sub.parquet", "--distractor-sizes",
+                                                                 ",".join(map(str, range(101)))],
+                          ["101 sizes; at most 100", "Fix:"]))
 for _value in ("nan", "inf", "-inf", "1e400", "-1", "2.5", "ten", ""):
     _EVALUATE_OPTIONS.append((f"--distractor-sizes {_value!r}", ["--distractors", "sub.parquet",
                                                                   "--distractor-sizes", _value],

@@ -19,9 +19,10 @@ import click
 from ropebench.errors import UsageError
 
 __all__ = ["given", "refuse_without", "check_distractor_sizes", "check_scheduler", "max_local_workers",
-           "check_workers", "SCHEDULER_PROBE_SECONDS"]
+           "check_workers", "SCHEDULER_PROBE_SECONDS", "MAX_DISTRACTOR_SIZES"]
 
 SCHEDULER_PROBE_SECONDS = 5.0
+MAX_DISTRACTOR_SIZES = 100
 _SCHEDULER = re.compile(r"(?:(?P<scheme>[a-z][a-z0-9+]*)://)?(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)"
                         r"(?::(?P<port>[0-9]{1,5}))?/?\Z")
 _SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
@@ -67,6 +68,11 @@ def check_distractor_sizes(text: str | None) -> None:
             continue
         if not math.isfinite(value) or value < 0 or value != int(value):
             bad.append(item)
+    sizes = {item.strip().lower() for item in text.split(",")}
+    if not bad and len(sizes) > MAX_DISTRACTOR_SIZES:
+        raise UsageError(f"--distractor-sizes: {len(sizes):,} sizes; at most {MAX_DISTRACTOR_SIZES} (each is a point "
+                         "of the curve, evaluated for every task and measure). Fix: e.g. --distractor-sizes "
+                         "0,1e4,1e5,1e6,all")
     if bad or not text.strip():
         raise UsageError(f"--distractor-sizes {text!r}: {', '.join(repr(b) for b in bad) or 'nothing'} is not an item "
                          "count (whole, finite, at least 0). Fix: e.g. --distractor-sizes 0,100000,1e6,all")
