@@ -430,6 +430,12 @@ for _label, _data in _MALFORMED:
             return ["plot", json_file(d, "bad.json", data), "--kind", kind, "--out", "figures"]
 
 
+for _kind in ("curves", "difficulty"):
+    @case(f"plot --kind {_kind} with --measure", "--measure only applies with --kind matrix", "Fix: drop --measure")
+    def _(d: Path, kind: str = _kind) -> list[str]:
+        return ["plot", "a.json", "--kind", kind, "--out", "figures", "--measure", "R@5"]
+
+
 @case("plot of invalid JSON", "bad.json", "not valid JSON", "Fix:")
 def _(d: Path) -> list[str]:
     return ["plot", garbage(d, "bad.json", b"{not json"), "--kind", "matrix", "--out", "figures"]

@@ -145,9 +145,13 @@ def plot(inputs: tuple[Path, ...], kind: str, out: Path, formats: str, measure: 
       ropebench plot cls.json cls_cd.json --kind curves --out figures
       ropebench plot cls_cd.parquet --kind difficulty --out figures
     """
+    from ropebench.cli.options import refuse_without
     from ropebench.protocol import check_measure
     from ropebench.render import plots
 
+    refuse_without([("--measure", "measure", "--kind matrix, compare or distractors",
+                     kind in ("matrix", "compare", "distractors"),
+                     f"drop --measure (--kind {kind} draws every measure's curve or the first-hit ranks)")])
     plots.require_matplotlib()
     chosen = _formats(formats)
     _check_out(out, inputs)
