@@ -358,6 +358,10 @@ _EVALUATE_OPTIONS.append(("--ks with 101 cut-offs", ["--ks", ",".join(map(str, r
 _EVALUATE_OPTIONS.append(("--distractor-sizes with 101 sizes", ["--distractors", "sub.parquet", "--distractor-sizes",
                                                                  ",".join(map(str, range(101)))],
                           ["101 sizes; at most 100", "Fix:"]))
+for _flag in (["--measure", "R@5"], ["--ci"], ["--ci-bounds"]):
+    _EVALUATE_OPTIONS.append((f"{_flag[0]} with --format json", [*_flag, "--format", "json"],
+                              [f"{'--ci / --ci-bounds' if _flag[0].startswith('--ci') else _flag[0]} only applies "
+                               "with --format text or markdown", "Fix: drop"]))
 for _value in ("nan", "inf", "-inf", "1e400", "-1", "2.5", "ten", ""):
     _EVALUATE_OPTIONS.append((f"--distractor-sizes {_value!r}", ["--distractors", "sub.parquet",
                                                                   "--distractor-sizes", _value],

@@ -110,7 +110,7 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
         per_query = default_per_query_path(out)  # compare and plot need it: never make the user re-run
         per_query_label = "the per-query file written beside --out (--no-per-query: none)"
     _check_options(engine=engine, index=index, distractors=distractors, distractor_sizes=distractor_sizes,
-                   scheduler=scheduler, workers=workers)
+                   scheduler=scheduler, workers=workers, fmt=fmt)
     inputs = {"submission": submission, "manifest": manifest,
               **{f"distractor catalogue #{number}": path for number, path in enumerate(distractors, start=1)}}
     check_output_paths({"--out": out, per_query_label: per_query}, inputs)
@@ -160,7 +160,7 @@ def default_per_query_path(out: str) -> str:
 
 
 def _check_options(*, engine: str, index: str | None, distractors: tuple[str, ...], distractor_sizes: str | None,
-                   scheduler: str | None, workers: int | None) -> None:
+                   scheduler: str | None, workers: int | None, fmt: str = "text") -> None:
     """Option pairs and values that would be ignored, hang or exhaust the machine; before any work."""
     from ropebench.cli.options import check_distractor_sizes, check_scheduler, check_workers, refuse_without
 
@@ -175,6 +175,10 @@ def _check_options(*, engine: str, index: str | None, distractors: tuple[str, ..
          "add --distractors CATALOGUE, or drop --distractor-sizes"),
         ("--scheduler", "scheduler", "--engine dask", dask, "add --engine dask, or drop --scheduler"),
         ("--workers", "workers", "--engine dask", dask, "add --engine dask, or drop --workers"),
+        ("--measure", "measure", "--format text or markdown", fmt != "json",
+         "drop --measure: the JSON holds every measure (it only chooses the printed matrix)"),
+        ("--ci / --ci-bounds", "ci", "--format text or markdown", fmt != "json",
+         "drop it: the JSON holds every task's interval under 'ci' (it only changes the printed table)"),
     ])
     if scheduler is not None and workers is not None:
         raise UsageError("--scheduler and --workers: a running cluster (--scheduler) brings its own workers; "
