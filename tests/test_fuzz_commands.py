@@ -362,6 +362,8 @@ for _flag in (["--measure", "R@5"], ["--ci"], ["--ci-bounds"]):
     _EVALUATE_OPTIONS.append((f"{_flag[0]} with --format json", [*_flag, "--format", "json"],
                               [f"{'--ci / --ci-bounds' if _flag[0].startswith('--ci') else _flag[0]} only applies "
                                "with --format text or markdown", "Fix: drop"]))
+_EVALUATE_OPTIONS.append(("--per-query with --no-per-query", ["--per-query", "q.parquet", "--no-per-query"],
+                          ["contradict", "Fix:"]))
 for _value in ("nan", "inf", "-inf", "1e400", "-1", "2.5", "ten", ""):
     _EVALUATE_OPTIONS.append((f"--distractor-sizes {_value!r}", ["--distractors", "sub.parquet",
                                                                   "--distractor-sizes", _value],
@@ -379,6 +381,21 @@ for _kind, _make in (("a named pipe", fifo), ("a link to /dev/zero", zero_link),
         (d / "catalogue").mkdir()
         make(d / "catalogue", "x.parquet")
         return ["evaluate", "sub.parquet", "-m", "manifest.parquet", "--out", "r.json", "--distractors", "catalogue"]
+
+
+@case("evaluate --no-per-query without --out", "--no-per-query only applies with --out", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["evaluate", "sub.parquet", "-m", "manifest.parquet", "--no-per-query"]
+
+
+@case("evaluate --out writes the per-query file beside it", exit_code=0, written=("r.json", "r.per_query.parquet"))
+def _(d: Path) -> list[str]:
+    return ["evaluate", "sub.parquet", "-m", "manifest.parquet", "--out", "r.json", "-q"]
+
+
+@case("evaluate --out --no-per-query writes the JSON alone", exit_code=0, written=("r.json",))
+def _(d: Path) -> list[str]:
+    return ["evaluate", "sub.parquet", "-m", "manifest.parquet", "--out", "r.json", "--no-per-query", "-q"]
 
 
 @case("evaluate --scheduler at a closed port fails fast", "cannot reach a scheduler", "Fix:")

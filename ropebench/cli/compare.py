@@ -47,7 +47,7 @@ def compare(a: str, b: str, unit: str, test: str, resamples: int, seed: int, alp
       ropebench compare runs/a.json runs/b.json --format markdown --out comparison.json
     """
     from ropebench.compare import compare as run_compare
-    from ropebench.io.files import check_output_paths, inputs_and_records, regular_input
+    from ropebench.io.safety import check_output_paths, inputs_and_records, regular_input
     from ropebench.render.comparison import render_comparison
 
     for label, path in (("A", a), ("B", b)):

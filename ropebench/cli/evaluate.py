@@ -87,7 +87,7 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
 
     import ropebench
     from ropebench.errors import DataError
-    from ropebench.io.files import check_output_paths
+    from ropebench.io.safety import check_output_paths
     from ropebench.protocol import check_measure, measure_names, parse_ks, parse_tasks
     from ropebench.render.console import render_evaluation
 
@@ -105,6 +105,8 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
     parse_tasks(tasks)
     if no_per_query and per_query is not None:
         raise UsageError("--per-query FILE and --no-per-query contradict each other. Fix: give one of them")
+    if no_per_query and out is None:
+        raise UsageError("--no-per-query only applies with --out (without --out nothing is written). Fix: drop it")
     per_query_label = "--per-query"
     if out is not None and per_query is None and not no_per_query:
         per_query = default_per_query_path(out)  # compare and plot need it: never make the user re-run

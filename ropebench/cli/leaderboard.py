@@ -99,7 +99,7 @@ def init(suite: str, manifest: str | None, items: str | None, products: int | No
 def _check_root_place(root: Path) -> None:
     """init creates --root if needed: refuse, before anything is written, a root that is a file or
     lies below one or in a directory that cannot be written."""
-    from ropebench.io.files import unwritable_parent
+    from ropebench.io.safety import unwritable_parent
 
     if root.exists() and not root.is_dir():
         raise UsageError(f"--root {root}: is a file, not a directory. Fix: name the leaderboards/ directory, e.g. "

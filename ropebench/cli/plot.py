@@ -25,7 +25,7 @@ COMPARISON_SCHEMA = "ropebench.comparison/1"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    from ropebench.io.files import regular_input
+    from ropebench.io.safety import regular_input
 
     regular_input(path, "input", fix="pass a results, comparison or per-query file")
     try:
@@ -93,7 +93,7 @@ def _per_query_table(path: Path) -> tuple[Any, list[int] | None]:
         # directory that holds leaderboards/ (two levels above the suite's folder).
         candidates = [path.parent / recorded, path.parent.parent.parent / recorded]
         path = next((candidate for candidate in candidates if candidate.is_file()), candidates[0])
-    from ropebench.io.files import regular_input
+    from ropebench.io.safety import regular_input
 
     regular_input(path, "per-query file", fix="pass a per-query parquet file (`ropebench evaluate --out r.json` "
                   "writes r.per_query.parquet)")
@@ -214,7 +214,7 @@ def _figure_paths(out: Path, figures: list[tuple[str, Any]], formats: list[str])
 
 def _check_out(out: Path, inputs: tuple[Path, ...]) -> None:
     """--out must be a directory (or creatable as one) that can be written, before any drawing."""
-    from ropebench.io.files import unwritable_parent
+    from ropebench.io.safety import unwritable_parent
 
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, not a directory. Fix: name a directory for the figures, "
@@ -228,7 +228,8 @@ def _check_out(out: Path, inputs: tuple[Path, ...]) -> None:
 
 def _write_figures(out: Path, figures: list[tuple[str, Any]], formats: list[str], inputs: tuple[Path, ...]) -> None:
     """Every figure file written together (temporary files renamed at the end; all or none)."""
-    from ropebench.io.files import check_output_paths, inputs_and_records, write_files_together
+    from ropebench.io.files import write_files_together
+    from ropebench.io.safety import check_output_paths, inputs_and_records
     from ropebench.render.plot_common import _render
 
     paths = _figure_paths(out, figures, formats)

@@ -54,7 +54,7 @@ def _check_out(out: Path) -> None:
     import os
 
     from ropebench.errors import UsageError
-    from ropebench.io.files import unwritable_parent
+    from ropebench.io.safety import unwritable_parent
 
     here, target = Path.cwd().resolve(), Path(os.path.realpath(out))
     if target == here or target in here.parents or not out.name or out.name in (".", ".."):

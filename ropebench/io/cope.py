@@ -29,8 +29,8 @@ import numpy as np
 
 from ropebench.errors import DataError, UsageError
 from ropebench.io.convert_report import CopeReport, DomainReport, manifest_coverage
-from ropebench.io.files import regular_input
 from ropebench.io.parquet import to_numpy
+from ropebench.io.safety import regular_input
 from ropebench.io.submission import (
     check_submission_file,
     refuse_output_among_inputs,

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ropebench.errors import DataError
-from ropebench.io.files import regular_input
+from ropebench.io.safety import regular_input
 from ropebench.protocol import DOMAINS, canonical_domain
 
 __all__ = ["Shard", "Catalogue", "ShardRows", "plan_catalogue", "read_shard", "read_table", "domain_codes",

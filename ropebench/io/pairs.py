@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ropebench.errors import DataError
-from ropebench.io.files import regular_input
 from ropebench.io.parquet import read_source, to_numpy
+from ropebench.io.safety import regular_input
 from ropebench.io.submission import (
     METADATA_KEY,
     Problems,

@@ -371,7 +371,7 @@ def refuse_output_among_inputs(out: str | os.PathLike[str], inputs: Sequence[str
 
     An output *inside* a directory input is allowed here (a converter's shard directory is not
     changed by a file written beside the shards)."""
-    from ropebench.io.files import check_output_paths
+    from ropebench.io.safety import check_output_paths
 
     target = os.path.realpath(out)
     if os.path.isdir(target) or os.fspath(out).endswith(("/", os.sep)):
