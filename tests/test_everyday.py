@@ -245,3 +245,56 @@ def test_mixing_exact_and_approximate_results_gets_a_note(files: Path, monkeypat
     compared = _run("compare", "exact.json", "approx.json", "--resamples", "20")
     assert compared.exit_code == 0, compared.output
     assert "note: A used exact search, B approximate search (IVF2,Flat)" in compared.stderr
+
+
+@pytest.mark.parametrize("command", ["compare", "plot", "convert"])
+@pytest.mark.parametrize("fault", ["write", "rename"])
+def test_a_full_disk_leaves_the_old_output_and_no_temporary_file(files: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                command: str, fault: str) -> None:
+    import errno
+    import os
+
+    monkeypatch.chdir(files)
+    assert _run("evaluate", "sub.parquet", "-m", "manifest.parquet", "--out", "r.json", "-q").exit_code == 0
+    np.savez(files / "arrays.npz", embeddings=np.eye(3), item_ids=[1, 2, 3])
+    args = {"compare": ["compare", "r.json", "r.json", "--resamples", "20", "--out", "out/c.json"],
+            "plot": ["plot", "r.json", "--kind", "matrix", "--out", "out", "--format", "png,svg"],
+            "convert": ["convert", "npz", "arrays.npz", "--out", "out/s.parquet"]}[command]
+    (files / "out").mkdir()
+    (files / "out" / "old.txt").write_text("an older output stays")
+    before = sorted(str(p.relative_to(files)) for p in files.rglob("*"))
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if fault == "rename":
+        monkeypatch.setattr(os, "replace", full)
+    else:
+        import ropebench.io.files as files_module
+
+        real = files_module._temp_beside
+
+        def temp_then_full(path: Path, created: list[Path]) -> str:
+            tmp = real(path, created)
+            monkeypatch.setattr(files_module, "_temp_beside", full)  # the next file finds the disk full
+            return tmp
+
+        monkeypatch.setattr(files_module, "_temp_beside", temp_then_full)
+        if command != "plot":  # one file only: fail inside its writer instead
+            import builtins
+
+            real_open = builtins.open
+
+            def open_full(file: object, mode: str = "r", *a: object, **k: object) -> object:
+                if "w" in mode and str(file).endswith(".tmp"):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return real_open(file, mode, *a, **k)  # type: ignore[call-overload]
+
+            monkeypatch.setattr(builtins, "open", open_full)
+            import pyarrow.parquet as pq_module
+
+            monkeypatch.setattr(pq_module, "write_table", full)
+    result = _run(*args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "Fix:" in result.stderr, result.stderr
+    assert sorted(str(p.relative_to(files)) for p in files.rglob("*")) == before

@@ -211,7 +211,11 @@ def write_files_together(writers: Sequence[tuple[str | os.PathLike[str], Callabl
             for target, write in writers:
                 path = Path(os.path.abspath(target))
                 made_before = len(created)
-                tmp = _temp_beside(path, created)
+                try:
+                    tmp = _temp_beside(path, created)
+                except OSError as error:  # a directory or temporary file that cannot be made (full disk, …)
+                    raise DataError(f"{path}: cannot be written ({error.strerror or error}). "
+                                    "Fix: free disk space or choose a writable location") from None
                 temps.append((path, tmp))
                 if guardian is not None:
                     for directory in created[made_before:]:
