@@ -178,6 +178,17 @@ def _(d: Path) -> list[str]:
     return ["compare", "a.json", "b.json", "--out", "alias.parquet"]
 
 
+@case("compare --out is the per-query file a leaderboard entry records", "per-query file recorded by input A",
+      "Fix:")
+def _(d: Path) -> list[str]:
+    # An entry records its per-query file relative to the directory that holds leaderboards/.
+    (d / "leaderboards" / "mine").mkdir(parents=True)
+    shutil.copy(d / "a.pq.parquet", d / "leaderboards" / "mine" / "e.per_query.parquet")
+    json_file(d / "leaderboards" / "mine", "e.json", {"schema": "ropebench.entry/1", "per_query": {
+        "path": "leaderboards/mine/e.per_query.parquet", "sha256": "0" * 64}})
+    return ["compare", "leaderboards/mine/e.json", "b.json", "--out", "leaderboards/mine/e.per_query.parquet"]
+
+
 @case("compare --out is A", "is the input A a.json", "Fix:")
 def _(d: Path) -> list[str]:
     return ["compare", "a.json", "b.json", "--out", "a.json"]

@@ -121,9 +121,9 @@ def recorded_files(path: str | os.PathLike[str]) -> list[tuple[str, Path]]:
             found.extend((label, base / candidate) for base in bases)
 
     here = path.parent
-    add("per-query file", data.get("per_query"), here, here.parent.parent.parent)
+    add("per-query file", data.get("per_query"), here, here.parent.parent)
     for key in ("submission", "manifest"):
-        add(key, data.get(key), Path.cwd(), here, here.parent.parent.parent)
+        add(key, data.get(key), Path.cwd(), here, here.parent.parent)
     for key in ("a", "b"):
         add(f"input {key.upper()}", data.get(key), Path.cwd(), here)
     return found
