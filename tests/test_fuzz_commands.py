@@ -457,7 +457,7 @@ _MALFORMED: list[tuple[str, Any]] = [
 ]
 for _label, _data in _MALFORMED:
     for _kind in ("matrix", "curves", "compare", "distractors"):
-        @case(f"plot --kind {_kind} of {_label}", "bad.json", exit_code=2)
+        @case(f"plot --kind {_kind} of {_label}", "bad.json", "Fix:", exit_code=2)
         def _(d: Path, data: Any = _data, kind: str = _kind) -> list[str]:
             return ["plot", json_file(d, "bad.json", data), "--kind", kind, "--out", "figures"]
 

@@ -37,7 +37,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, RecursionError) as error:
         raise DataError(f"{path}: not valid JSON ({error}). Fix: pass the file ropebench wrote, unedited") from None
     if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object, found {type(data).__name__}")
+        raise DataError(f"{path}: expected a JSON object, found {type(data).__name__}. Fix: pass a results, "
+                        "comparison or curve file ropebench wrote")
     return data
 
 
