@@ -64,7 +64,8 @@ def column_floats(table: Any, name: str) -> np.ndarray:
                             "table written by `ropebench evaluate --per-query`")
         values = to_numpy(column)
     if values.dtype.kind not in "fiu":
-        raise DataError(f"per-query table: column {name!r} holds {values.dtype}, not numbers")
+        raise DataError(f"per-query table: column {name!r} holds {values.dtype}, not numbers. Fix: pass the table "
+                        "written by `ropebench evaluate --per-query`")
     values = values.astype(np.float64)
     if not np.all(np.isfinite(values)):
         bad = int((~np.isfinite(values)).sum())
@@ -208,7 +209,9 @@ def _prepare(side: Side) -> Any:
                         "written by `ropebench evaluate --per-query`")
     for column in ("task", "item_id", "product_id"):
         if table.column(column).null_count:
-            raise DataError(f"{side.name}: column {column!r} has {table.column(column).null_count} null value(s)")
+            raise DataError(f"{side.name}: column {column!r} has {table.column(column).null_count} null value(s). "
+                            "Fix: every scored query has a task, an item_id and a product_id; re-run `ropebench "
+                            "evaluate --out R.json`")
     for measure in measure_columns(table):  # bad values named with the side and file, before any statistics
         try:
             column_floats(table, measure)
@@ -218,7 +221,7 @@ def _prepare(side: Side) -> Any:
     unknown = sorted(set(pc.unique(table.column("task")).to_pylist()) - set(ALL_TASKS))
     if unknown:
         raise DataError(f"{side.name}: unknown task(s) {', '.join(map(repr, unknown[:_EXAMPLES]))}. "
-                        f"Tasks are {' '.join(ALL_TASKS)}")
+                        f"Tasks are {' '.join(ALL_TASKS)}. Fix: pass the per-query file ropebench wrote, unedited")
     if len(table) > 1:
         task, item = table.column("task"), table.column("item_id")
         same = pc.and_(pc.equal(task[1:], task[:-1]), pc.equal(item[1:], item[:-1]))
