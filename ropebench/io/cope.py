@@ -297,7 +297,8 @@ def convert_cope(
     import pyarrow.compute as pc
 
     if require_complete and manifest is None:
-        raise UsageError("--require-complete needs --manifest: completeness is measured against a manifest")
+        raise UsageError("--require-complete needs --manifest: completeness is measured against a manifest. "
+                         "Fix: add --manifest MANIFEST, or drop --require-complete")
     live_id_parts(live_id)  # a bad template fails before any reading
     shards = find_shards(directories)
     inputs = [*directories, *(s.path for s in shards), *([manifest] if manifest is not None else [])]
