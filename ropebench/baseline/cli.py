@@ -107,9 +107,11 @@ def train(data_dir: str, loss: str, out: str, epochs: int, seed: int, dim: int, 
     require_torch()
     from ropebench.baseline.files import write_submission
     from ropebench.baseline.trainer import train as run_training
-    from ropebench.io.files import writable_directory
+    from ropebench.io.safety import check_output_paths
 
-    writable_directory(Path(out).resolve().parent)  # fail now, not after the training run
+    # Fail now, not after the training run: a pipe, a directory, a path below a file, the data itself.
+    check_output_paths({"--out": out}, {f"simulated {name}": Path(data_dir) / name
+                                        for name in ("train.parquet", "test.parquet", "test_manifest.parquet")})
 
     config = TrainConfig(loss=loss, epochs=epochs, seed=seed, dim=dim, threads=threads)
     # Through a pipe or into a log, one line per epoch (with an ETA) instead of a silent wait.
