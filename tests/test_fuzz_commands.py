@@ -739,6 +739,65 @@ def _(d: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# validate, table and baseline: the same odd files
+
+for _kind, _make in (("a named pipe", fifo), ("a link to /dev/zero", zero_link), ("a symlink loop", loop_link),
+                     ("a dangling link", dangling)):
+    @case(f"validate {_kind}", "submission x.parquet", "Fix:")
+    def _(d: Path, make: Any = _make) -> list[str]:
+        return ["validate", make(d, "x.parquet")]
+
+    @case(f"validate with a manifest that is {_kind}", "manifest m.parquet", "Fix:")
+    def _(d: Path, make: Any = _make) -> list[str]:
+        return ["validate", "sub.parquet", "--manifest", make(d, "m.parquet")]
+
+    @case(f"table --entry {_kind}", "x.json")
+    def _(d: Path, make: Any = _make) -> list[str]:
+        return ["table", "--table", "matrix", "--entry", make(d, "x.json")]
+
+    @case(f"leaderboard init --manifest {_kind}", "m.parquet", "Fix:")
+    def _(d: Path, make: Any = _make) -> list[str]:
+        return ["leaderboard", "init", "mine", "--manifest", make(d, "m.parquet"), "--root", "lb"]
+
+
+@case("table --entry of garbage", "x.json")
+def _(d: Path) -> list[str]:
+    return ["table", "--table", "matrix", "--entry", garbage(d, "x.json")]
+
+
+@case("table --entry of a comparison", "cmp.json", "neither a results file")
+def _(d: Path) -> list[str]:
+    return ["table", "--table", "matrix", "--entry", "cmp.json"]
+
+
+@case("table --entry of two results", exit_code=0)
+def _(d: Path) -> list[str]:
+    return ["table", "--table", "matrix", "--entry", "a.json", "--entry", "b.json"]
+
+
+for _label, _out in (("a named pipe", "pipe"), ("below a file", "a.json/x.parquet"), ("a directory", "adir")):
+    @case(f"baseline train --out {_label}", "--out", "Fix:")
+    def _(d: Path, out: str = _out) -> list[str]:
+        pytest.importorskip("torch")
+        if out == "pipe":
+            fifo(d, "pipe")
+        if out == "adir":
+            (d / "adir").mkdir()
+        return ["baseline", "train", "sim", "--loss", "cls", "--out", out, "--epochs", "1"]
+
+
+@case("baseline train of a missing data directory", "train.parquet", "baseline simulate")
+def _(d: Path) -> list[str]:
+    pytest.importorskip("torch")
+    return ["baseline", "train", "nowhere", "--loss", "cls", "--out", "t.parquet", "--epochs", "1"]
+
+
+@case("baseline simulate --out below a file", "a.json", "Fix:")
+def _(d: Path) -> list[str]:
+    return ["baseline", "simulate", "--out", "a.json/sim", "--products", "20"]
+
+
+# ---------------------------------------------------------------------------------------------
 
 def test_there_are_many_cases() -> None:
     assert len({c.name for c in CASES}) == len(CASES)

@@ -75,7 +75,7 @@ def simulate(out: str, products: int, seed: int, quiet: bool) -> None:
 @click.option("--loss", type=click.Choice(LOSSES), required=True,
               help="cls: classification only (per-domain classifiers); cls+cd: plus the cross-domain "
                    "contrastive loss L_cd.")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+@click.option("--out", "-o", required=True, type=click.Path(),
               help="Submission parquet to write (item_id, embedding) for DATA_DIR/test.parquet.")
 @click.option("--epochs", type=click.IntRange(min=1), default=_DEFAULTS.epochs, show_default=True)
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True,

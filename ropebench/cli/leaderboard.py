@@ -50,7 +50,7 @@ def leaderboard() -> None:
 
 @leaderboard.command("init")
 @click.argument("suite")
-@click.option("--manifest", default=None, type=click.Path(exists=True),
+@click.option("--manifest", default=None, type=click.Path(),
               help="The manifest the suite is about (its sha256 and counts are recorded).")
 @click.option("--items", default=None, metavar="P,V,L",
               help="Items per domain, when the manifest is not public, e.g. 31388,29810,30981.")
@@ -87,6 +87,11 @@ def init(suite: str, manifest: str | None, items: str | None, products: int | No
         raise UsageError("--items and --products go together (or pass --manifest)")
     protocol = {"metric": metric, "ties": ties, "ks": list(parse_ks(ks)), "search": "exact"}
     _check_root_place(Path(root))
+    if manifest is not None:
+        from ropebench.io.safety import regular_input
+
+        if not Path(manifest).is_dir():  # a per-domain directory manifest is read by the library
+            regular_input(manifest, "--manifest", fix="give the manifest parquet file the suite is about")
     path = lb.init_suite(Path(root), suite, manifest=manifest, items=counts, products=products, title=title,
                          description=description, label_column=label_column, protocol=protocol)
     spec = lb.read_json(path)
