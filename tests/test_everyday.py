@@ -298,3 +298,15 @@ def test_a_full_disk_leaves_the_old_output_and_no_temporary_file(files: Path, mo
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and "Fix:" in result.stderr, result.stderr
     assert sorted(str(p.relative_to(files)) for p in files.rglob("*")) == before
+
+
+def test_leaderboard_site_removes_what_a_killed_build_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ropebench.cli.site import _building
+
+    monkeypatch.chdir(tmp_path)
+    for name in (".site.0123456789ab.tmp", ".site.abcdefabcdef.old", ".site.notastaging.tmp",
+                 ".other.0123456789ab.tmp"):
+        (tmp_path / name).mkdir()
+    with _building(Path("site")):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.0123456789ab.tmp", ".site.notastaging.tmp"]

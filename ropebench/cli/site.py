@@ -7,6 +7,8 @@ A thin adapter over :func:`ropebench.leaderboard.site.build_site`; attached to t
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -39,7 +41,8 @@ def site(out: Path, root: str | None, no_plots: bool) -> None:
 
     _check_out(out)
     try:
-        written = build_site(find_root(root), out, plots=not no_plots)
+        with _building(out):
+            written = build_site(find_root(root), out, plots=not no_plots)
     except OSError as error:  # a full disk, a permission taken away while building: the old site stays
         raise DataError(f"--out {out}: the site could not be written ({error.strerror or error}); the previous "
                         "site, if any, is unchanged. Fix: free disk space or choose a writable directory") from None
@@ -72,3 +75,38 @@ def _check_out(out: Path) -> None:
         why = "not a directory" if blocked.exists() and not blocked.is_dir() else "not writable"
         raise UsageError(f"--out {out}: cannot be created or replaced ({blocked} is {why}). Fix: choose a "
                          "directory in a writable place")
+
+
+@contextlib.contextmanager
+def _building(out: Path) -> Iterator[None]:
+    """Hold a lock on --out's parent while building, and first remove what a killed build left.
+
+    A build stages the site in ``.<out>.<12 hex>.tmp`` beside --out (and moves the old site to
+    ``.<out>.<12 hex>.old``) before renaming it into place; a build killed half-way leaves that
+    directory behind. Builds from this command take the lock, so one found while holding it
+    belongs to no running build and is removed.
+    """
+    import os
+    import re
+    import shutil
+
+    try:
+        import fcntl
+    except ImportError:  # no flock here: without the lock a staging directory may be another build's
+        yield
+        return
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        yield
+        return
+    handle = os.open(parent, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        stale = re.compile(rf"\.{re.escape(out.name)}\.[0-9a-f]{{12}}\.(?:tmp|old)\Z")
+        for entry in parent.iterdir():
+            if stale.match(entry.name) and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
