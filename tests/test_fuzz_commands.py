@@ -488,6 +488,18 @@ def _(d: Path) -> list[str]:
     return ["plot", garbage(d, "q.parquet"), "--kind", "difficulty", "--out", "figures"]
 
 
+@case("plot difficulty of results whose per-query file was replaced", "a.pq.parquet", "sha256 differs", "Fix:")
+def _(d: Path) -> list[str]:
+    shutil.copy(d / "b.pq.parquet", d / "a.pq.parquet")
+    return ["plot", "a.json", "--kind", "difficulty", "--out", "figures"]
+
+
+@case("plot difficulty of results without a per-query file", "a.json", "no per-query file", "Fix:")
+def _(d: Path) -> list[str]:
+    edited(d, "a.json", "a.json", lambda data: data.pop("per_query"))
+    return ["plot", "a.json", "--kind", "difficulty", "--out", "figures"]
+
+
 @case("plot --out below a file", "--out a.json/figures", "a.json is not a directory", "Fix:")
 def _(d: Path) -> list[str]:
     return ["plot", "a.json", "--kind", "matrix", "--out", "a.json/figures"]

@@ -86,18 +86,28 @@ def _per_query_table(path: Path) -> tuple[Any, list[int] | None]:
     if path.suffix.lower() == ".json":
         data = _read_json(path)
         ks = (data.get("protocol") or {}).get("ks")
-        recorded = (data.get("per_query") or {}).get("path")
+        record: dict[str, Any] = data["per_query"] if isinstance(data.get("per_query"), dict) else {}
+        recorded = record.get("path")
         if not recorded:
-            raise DataError(f"{path}: the results carry no per-query file ('per_query': {{'path': …}}): "
-                            "evaluate with --per-query FILE and plot that parquet file")
+            raise DataError(f"{path}: the results carry no per-query file ('per_query': {{'path': …}}). Fix: "
+                            "evaluate again with --out R.json (it writes R.per_query.parquet beside it; --per-query "
+                            "FILE puts it elsewhere) and plot R.json")
         # Results point relative to their own directory; leaderboard entries relative to the
         # directory that holds leaderboards/ (two levels above the suite's folder).
         candidates = [path.parent / recorded, path.parent.parent.parent / recorded]
         path = next((candidate for candidate in candidates if candidate.is_file()), candidates[0])
+        expected = record.get("sha256")
+    else:
+        expected = None
+    from ropebench.io.files import sha256_file
     from ropebench.io.safety import regular_input
 
     regular_input(path, "per-query file", fix="pass a per-query parquet file (`ropebench evaluate --out r.json` "
                   "writes r.per_query.parquet)")
+    if isinstance(expected, str) and sha256_file(path) != expected:
+        raise DataError(f"per-query file {path}: its sha256 differs from the one its results file records (it was "
+                        "changed or replaced after the evaluation). Fix: evaluate again, or plot the results that "
+                        "go with it")
     try:
         names = pq.read_schema(path).names
         wanted = [name for name in ("task", "a", "t", "p", "censored") if name in names]
