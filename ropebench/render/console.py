@@ -78,7 +78,8 @@ def _special_run(result: Mapping[str, Any], measure_keys: list[str], measure: st
         index: Mapping[str, Any] = protocol["index"] if isinstance(protocol.get("index"), Mapping) else {}
         settings = ", ".join(f"{key} {index[key]}" for key in ("nprobe", "ef_search") if index.get(key) is not None)
         title = (f"Agreement with exact search (--index {index.get('factory')}{', ' + settings if settings else ''}): "
-                 "the share of checked queries whose first-hit rank is unchanged, and |ΔR@K| over them (points)")
+                 "the share of the checked queries whose first-hit rank is unchanged, and |ΔR@K| over the checked "
+                 "queries (points)")
         rows = []
         for task, cells in agreement.items():
             if not isinstance(cells, Mapping):
