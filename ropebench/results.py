@@ -294,11 +294,13 @@ def read_per_query(path: str | os.PathLike[str], *, sha256: str | None = None) -
     """Read a per-query parquet file (a pyarrow Table), checking its sha256 when given."""
     from ropebench.io.files import sha256_file
     from ropebench.io.parquet import read_parquet
+    from ropebench.io.safety import regular_input
 
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise DataError(f"per-query file {path}: no such file. Fix: keep the per-query file next to its "
-                        "results file, or re-run `ropebench evaluate … --out R.json --per-query Q.parquet`")
+                        "results file, or re-run `ropebench evaluate … --out R.json` (it writes R.per_query.parquet)")
+    regular_input(path, "per-query file", fix="put the per-query parquet file itself there, or evaluate again")
     if sha256 is not None and sha256_file(path) != sha256:
         raise DataError(f"per-query file {path}: its sha256 differs from the one its results file records. "
                         "Fix: re-run the evaluation; the file was changed after it was written")

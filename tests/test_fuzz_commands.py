@@ -658,6 +658,13 @@ for _label, _make_input, _expect in (
         return ["compare", "a.json", make(d), "--out", "c.json"]
 
 
+@case("compare A whose recorded per-query file is a named pipe", "per-query file", "named pipe", "Fix:")
+def _(d: Path) -> list[str]:
+    os.remove(d / "a.pq.parquet")
+    fifo(d, "a.pq.parquet")
+    return ["compare", "a.json", "b.json", "--out", "c.json"]
+
+
 @case("compare results of another test set", "not two evaluations of the same test set", "Fix:")
 def _(d: Path) -> list[str]:
     import ropebench
