@@ -316,7 +316,11 @@ def load_results(path: str | os.PathLike[str]) -> EvaluationResult:
     Raises:
         DataError: the file is missing, not JSON, or not a ``ropebench.results/1`` object.
     """
+    from ropebench.io.safety import regular_input
+
     path = Path(path)
+    if os.path.lexists(path):  # a pipe would block read_text, a link to /dev/zero never end it
+        regular_input(path, "results file", fix="pass a results JSON file written by `ropebench evaluate --out`")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

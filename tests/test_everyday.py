@@ -310,3 +310,15 @@ def test_leaderboard_site_removes_what_a_killed_build_left(tmp_path: Path, monke
     with _building(Path("site")):
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.0123456789ab.tmp", ".site.notastaging.tmp"]
+
+
+def test_load_results_never_opens_a_pipe_or_device(tmp_path: Path) -> None:
+    import os
+
+    from ropebench.errors import DataError
+
+    os.mkfifo(tmp_path / "pipe.json")
+    os.symlink("/dev/zero", tmp_path / "zero.json")
+    for name, kind in (("pipe.json", "named pipe"), ("zero.json", "character device")):
+        with pytest.raises(DataError, match=f"results file .*{name}: not a regular file \\({kind}\\)"):
+            ropebench.load_results(tmp_path / name)
