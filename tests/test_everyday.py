@@ -320,5 +320,5 @@ def test_load_results_never_opens_a_pipe_or_device(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.json")
     os.symlink("/dev/zero", tmp_path / "zero.json")
     for name, kind in (("pipe.json", "named pipe"), ("zero.json", "character device")):
-        with pytest.raises(DataError, match=f"results file .*{name}: not a regular file \\({kind}\\)"):
+        with pytest.raises(DataError, match=f"results file .*{name}: not a regular file \\(a {kind}\\)"):
             ropebench.load_results(tmp_path / name)
