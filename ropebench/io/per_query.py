@@ -156,6 +156,11 @@ def load_side(source: Any, label: str) -> Side:
     path = Path(source)
     name = f"{label} ({path})"
     if not path.is_file():
+        if os.path.lexists(path):  # a pipe, a device, a directory or a link loop: named as what it is
+            from ropebench.io.safety import regular_input
+
+            regular_input(path, label, fix="pass a results JSON (`ropebench evaluate --out`) or a per-query "
+                          "parquet file")
         raise UsageError(f"{name}: no such file. Fix: pass a results JSON (`ropebench evaluate --out`) or a "
                          "per-query parquet file (`--per-query`)")
     from ropebench.io.files import sha256_file
