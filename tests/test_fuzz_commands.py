@@ -566,6 +566,19 @@ def _(d: Path) -> list[str]:
     return _site("site")
 
 
+@case("leaderboard site --out is a directory it did not build", "did not build", "Fix:")
+def _(d: Path) -> list[str]:
+    (d / "mine").mkdir()
+    (d / "mine" / "notes.txt").write_text("mine")
+    return _site("mine")
+
+
+@case("leaderboard site --out inside the leaderboard", "inside the leaderboard", "Fix:")
+def _(d: Path) -> list[str]:
+    _suite(d)
+    return ["leaderboard", "site", "--no-plots", "--root", "lb", "--out", "lb/site"]
+
+
 @case("leaderboard site --out is a file", "Fix:")
 def _(d: Path) -> list[str]:
     return _site("a.json")

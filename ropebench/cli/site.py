@@ -40,9 +40,11 @@ def site(out: Path, root: str | None, no_plots: bool) -> None:
     from ropebench.leaderboard.site import build_site
 
     _check_out(out)
+    leaderboards = find_root(root)
+    _check_not_replacing(out, leaderboards)
     try:
         with _building(out):
-            written = build_site(find_root(root), out, plots=not no_plots)
+            written = build_site(leaderboards, out, plots=not no_plots)
     except OSError as error:  # a full disk, a permission taken away while building: the old site stays
         raise DataError(f"--out {out}: the site could not be written ({error.strerror or error}); the previous "
                         "site, if any, is unchanged. Fix: free disk space or choose a writable directory") from None
@@ -75,6 +77,22 @@ def _check_out(out: Path) -> None:
         why = "not a directory" if blocked.exists() and not blocked.is_dir() else "not writable"
         raise UsageError(f"--out {out}: cannot be created or replaced ({blocked} is {why}). Fix: choose a "
                          "directory in a writable place")
+
+
+def _check_not_replacing(out: Path, leaderboards: Path) -> None:
+    """The site never replaces the leaderboard it shows, nor a directory an earlier build did not make."""
+    import os
+
+    from ropebench.errors import UsageError
+    from ropebench.leaderboard.site import MARKER
+
+    root_real, out_real = Path(os.path.realpath(leaderboards)), Path(os.path.realpath(out))
+    if out_real == root_real or out_real in root_real.parents or root_real in out_real.parents:
+        raise UsageError(f"--out {out}: the site cannot be written over or inside the leaderboard ({leaderboards}). "
+                         "Fix: choose a directory outside it, e.g. --out site")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise UsageError(f"--out {out}: a non-empty directory that `ropebench leaderboard site` did not build; it is "
+                         "not replaced. Fix: choose a new or empty directory, e.g. --out site")
 
 
 @contextlib.contextmanager
