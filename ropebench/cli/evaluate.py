@@ -72,13 +72,14 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
     """Score SUBMISSION (parquet file or per-domain directory) on the nine retrieval tasks.
 
     Exact nearest-neighbour search over every query-domain × gallery-domain pair; prints the
-    3×3 R@1 matrix and R@K / MRR per task. Output paths are checked before any work; the
-    results and per-query files are written together at the end, or not at all.
+    3×3 R@1 matrix and R@K / MRR per task. With --out R.json the per-query rows go to
+    R.per_query.parquet beside it (recorded in R.json; --no-per-query: none). Output paths are
+    checked before any work; both files are written together at the end, or not at all.
 
     \b
     Example:
       ropebench evaluate sample_embeddings/cls_cd.parquet \\
-          --manifest sample_embeddings/manifest.parquet --out results.json --per-query per_query.parquet
+          --manifest sample_embeddings/manifest.parquet --out results.json   # + results.per_query.parquet
       ropebench evaluate sub.parquet -m manifest.parquet --tasks cross --ties pessimistic --format json
       ropebench evaluate sub.parquet -m manifest.parquet --distractors catalogue/ --distractor-sizes 0,1e5,all
     """
