@@ -20,7 +20,7 @@ from typing import Any
 from ropebench.errors import DataError, UsageError
 
 __all__ = ["same_file", "regular_input", "recorded_files", "inputs_and_records", "unwritable_parent",
-           "check_output_paths", "special_kind", "refuse_special"]
+           "check_output_paths", "special_kind", "refuse_special", "kind_of_mode"]
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
@@ -37,19 +37,25 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     return ra == rb or rb in ra.parents or ra in rb.parents
 
 
-def special_kind(path: Path) -> str | None:
-    """What an existing path that is neither a regular file nor absent is ("a directory",
-    "a character device", …); None for a regular file or a missing path."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
+def kind_of_mode(mode: int) -> str | None:
+    """What an ``st_mode`` that is not a regular file describes ("a directory", "a named pipe",
+    "a character device", …); None for a regular file. Every message about such paths uses these words."""
     if stat.S_ISREG(mode):
         return None
     if stat.S_ISDIR(mode):
         return "a directory"
     return ("a named pipe" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode) else
             "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+
+
+def special_kind(path: Path) -> str | None:
+    """:func:`kind_of_mode` of an existing path (followed through links); None for a regular
+    file or a missing path."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return kind_of_mode(mode)
 
 
 def refuse_special(path: Path) -> None:
