@@ -84,11 +84,16 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def workdir(tmp_path: Path, seeds: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def workdir(tmp_path: Path, seeds: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    from ropebench.cli import options
+
     for item in seeds.iterdir():
         shutil.copy2(item, tmp_path / item.name)
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    monkeypatch.setattr(options, "SCHEDULER_PROBE_SECONDS", options.SCHEDULER_PROBE_SECONDS)  # a case may shorten it
+    yield tmp_path
+    while _OPEN:
+        _OPEN.pop().close()
 
 
 def _snapshot(root: Path) -> dict[str, str]:
@@ -413,6 +418,24 @@ def _(d: Path) -> list[str]:
 def _(d: Path) -> list[str]:
     return ["evaluate", "sub.parquet", "-m", "manifest.parquet", "--engine", "dask", "--out", "r.json",
             "--scheduler", f"tcp://127.0.0.1:{_closed_port()}"]
+
+
+@case("evaluate --scheduler at a port that is not Dask's", "not a Dask scheduler", "no handshake", "Fix:")
+def _(d: Path) -> list[str]:
+    import socket
+
+    from ropebench.cli import options
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # connections complete in the backlog; nothing is ever sent
+    _OPEN.append(listener)
+    options.SCHEDULER_PROBE_SECONDS = 0.3  # restored by the workdir fixture's monkeypatch below
+    return ["evaluate", "sub.parquet", "-m", "manifest.parquet", "--engine", "dask", "--out", "r.json",
+            "--distractors", "sub.parquet", "--scheduler", f"tcp://127.0.0.1:{listener.getsockname()[1]}"]
+
+
+_OPEN: list[Any] = []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -92,11 +92,14 @@ def check_workers(workers: int | None) -> None:
                          f"{min(limit, 2 * (os.cpu_count() or 1))} or less, or --scheduler ADDRESS for a real cluster")
 
 
-def check_scheduler(address: str | None, *, probe_seconds: float = SCHEDULER_PROBE_SECONDS) -> None:
+def check_scheduler(address: str | None, *, probe_seconds: float | None = None) -> None:
     """A well-formed scheduler address, and for tcp/tls one that accepts a connection within
-    ``probe_seconds`` (Dask itself would wait a minute before failing)."""
+    ``probe_seconds`` (Dask itself would wait a minute before failing). Over plain tcp a Dask
+    scheduler also speaks first (its handshake arrives at once); a port that accepts and stays
+    silent (a web server, another service) is not one, and Dask would wait a minute on it too."""
     if address is None:
         return
+    probe_seconds = SCHEDULER_PROBE_SECONDS if probe_seconds is None else probe_seconds
     match = _SCHEDULER.match(address.strip())
     scheme = (match["scheme"] or "tcp") if match else None
     if match is None or scheme not in _SCHEMES:
@@ -109,10 +112,20 @@ def check_scheduler(address: str | None, *, probe_seconds: float = SCHEDULER_PRO
         raise UsageError(f"--scheduler {address!r}: port {port} is not a port number (1–65535). Fix: e.g. "
                          "tcp://HOST:8786")
     try:
-        with socket.create_connection((host, port), timeout=probe_seconds):
-            pass
+        with socket.create_connection((host, port), timeout=probe_seconds) as connection:
+            greeting = b""
+            if scheme == "tcp":
+                connection.settimeout(probe_seconds)
+                try:
+                    greeting = connection.recv(64)
+                except TimeoutError:
+                    greeting = b""
     except OSError as error:
         reason = "no answer" if isinstance(error, TimeoutError) else (error.strerror or str(error))
         raise UsageError(f"--scheduler {address}: cannot reach a scheduler at {host}:{port} ({reason}, waited at most "
                          f"{probe_seconds:g} s); nothing was evaluated. Fix: start one (`dask scheduler`) or check "
                          "the address, or drop --scheduler for a local cluster") from None
+    if scheme == "tcp" and not greeting:
+        raise UsageError(f"--scheduler {address}: something listens at {host}:{port} but it is not a Dask scheduler "
+                         f"(it sent no handshake within {probe_seconds:g} s); nothing was evaluated. Fix: give the "
+                         "scheduler's address (`dask scheduler` prints it), or drop --scheduler for a local cluster")
