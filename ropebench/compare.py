@@ -20,14 +20,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ropebench import stats
 from ropebench.errors import DataError, UsageError
-from ropebench.io.per_query import InputRef, column_codes, column_floats, load_side, pair_sides
+from ropebench.io.per_query import InputRef, column_codes, column_floats, load_side, pair_sides, protocol_notes
 from ropebench.protocol import ALL_TASKS, CROSS_TASKS
 
 __all__ = [
@@ -117,6 +117,7 @@ class Comparison:
     settings: Settings
     primary: Primary | None
     cells: tuple[Cell, ...]
+    notes: tuple[str, ...] = field(default=(), compare=False)  # protocol differences to tell the reader
 
     def to_json(self) -> dict[str, Any]:
         def plain(obj: Any) -> dict[str, Any]:
@@ -190,7 +191,8 @@ def compare(a: Any, b: Any, *, unit: str = "product", test: str = "randomization
     side_a, side_b = load_side(a, "A"), load_side(b, "B")
     table_a, table_b, measures = pair_sides(side_a, side_b)
     primary, cells = _analyse(table_a, table_b, measures, settings)
-    return Comparison(a=side_a.ref, b=side_b.ref, settings=settings, primary=primary, cells=cells)
+    return Comparison(a=side_a.ref, b=side_b.ref, settings=settings, primary=primary, cells=cells,
+                      notes=tuple(protocol_notes(side_a, side_b)))
 
 
 def _analyse(table_a: Any, table_b: Any, measures: list[str], settings: Settings
@@ -318,11 +320,30 @@ def _resample(strata: list[tuple[np.ndarray, list[int]]], n_columns: int, settin
     from concurrent.futures import ThreadPoolExecutor
 
     kinds: list[stats.Kind] = ["counts", "signs"] if settings.test == "randomization" else ["counts"]
+    _check_room(settings.resamples, n_columns, len(kinds), len(strata))
     entries = settings.resamples * sum(len(values) for values, _ in strata)
     with stats.single_threaded_blas(entries), ThreadPoolExecutor(len(kinds)) as pool:
         futures = {kind: pool.submit(stats.stratified_sums, strata, n_columns, kind=kind,
                                      resamples=settings.resamples, seed=settings.seed) for kind in kinds}
         return {kind: future.result() for kind, future in futures.items()}
+
+
+def _check_room(resamples: int, n_columns: int, kinds: int, n_strata: int) -> None:
+    """Refuse, before drawing, a B whose resampling matrices cannot fit in memory.
+
+    Each kind keeps a (B × k) float64 result plus its strata's partial sums, and the analysis
+    derives about as much again (ratios, nulls): ~4 (B × k) arrays per kind, counted here.
+    """
+    from ropebench.io.parquet import available_memory
+
+    per_resample = 8 * n_columns * kinds * (3 + min(n_strata, 2))
+    needed = resamples * per_resample
+    room = available_memory()
+    if room is not None and needed > 0.8 * room:
+        fits = max(1, int(0.8 * room // per_resample))
+        raise UsageError(f"--resamples {resamples:,}: the resampling matrices need about {needed / 2**30:.1f} GiB "
+                         f"and {room / 2**30:.1f} GiB is free; nothing was computed. Fix: use --resamples "
+                         f"{min(fits, 10_000):,} (the default, 10,000, gives p-values to 1e-4) or at most {fits:,}")
 
 
 def _t_p(cell_observed: np.ndarray, primary_observed: float, clusters: np.ndarray, primary_clusters: float,

@@ -476,6 +476,9 @@ def _build_result(dataset: Dataset, members: Mapping[str, np.ndarray], run: Sear
         results = {task: replace(result, ci=intervals.get(task)) for task, result in results.items()}
     if rep.by == "category":
         extra["by_category"] = query_table.by_category(dataset, members, task_list, hits_by_task, columns)
+        missing = query_table.uncategorised(dataset, members, task_list, hits_by_task, columns)
+        if missing:  # null categories: never merged with a category named "None"
+            extra["by_category_missing"] = missing
     if layout.catalogue is not None and layout.info is not None:
         from ropebench.io.distractor_checks import catalogue_record
 

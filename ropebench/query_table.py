@@ -14,7 +14,7 @@ from ropebench.engines import FirstHits
 from ropebench.protocol import DOMAINS, split_task
 from ropebench.results import PER_QUERY_METADATA_KEY
 
-__all__ = ["per_query_builder", "task_intervals_of", "by_category", "query_columns", "id_order"]
+__all__ = ["per_query_builder", "task_intervals_of", "by_category", "uncategorised", "query_columns", "id_order"]
 
 
 def per_query_builder(dataset: Dataset, members: Mapping[str, np.ndarray], tasks: Sequence[str],
@@ -27,7 +27,7 @@ def per_query_builder(dataset: Dataset, members: Mapping[str, np.ndarray], tasks
 
         import pyarrow as pa
 
-        from ropebench.io.arrow import id_array
+        from ropebench.io.arrow import from_numpy, id_array, string_array
 
         parts: dict[str, list[np.ndarray]] = {"task": [], "rows": [], "a": [], "t": [], "p": [], "censored": []}
         names = list(next(iter(columns.values())).keys()) if columns else []
@@ -48,19 +48,20 @@ def per_query_builder(dataset: Dataset, members: Mapping[str, np.ndarray], tasks
             return np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype)
 
         rows = cat(parts["rows"], np.int64)
+        # Built from buffers (from_numpy, string_array): pa.array would import pandas.
         table: dict[str, Any] = {
-            "task": pa.array(cat(parts["task"], object).tolist(), type=pa.string()),
+            "task": string_array(cat(parts["task"], object).tolist()),
             "item_id": id_array(dataset.item_ids[rows]),
             "product_id": id_array(dataset.product_ids[rows]),
-            "domain": pa.array([DOMAINS[code] for code in dataset.domains[rows].tolist()], type=pa.string()),
+            "domain": string_array([DOMAINS[code] for code in dataset.domains[rows].tolist()]),
         }
         if dataset.categories is not None:
-            table["category"] = id_array(dataset.categories[rows])
+            table["category"] = _category_array(dataset.categories[rows])
         for key in ("a", "t", "p"):
-            table[key] = pa.array(cat(parts[key], np.int64).astype(np.int64))
-        table["censored"] = pa.array(cat(parts["censored"], bool).astype(bool))
+            table[key] = from_numpy(cat(parts[key], np.int64).astype(np.int64))
+        table["censored"] = from_numpy(cat(parts["censored"], bool).astype(bool))
         for name in names:
-            table[name] = pa.array(cat(values[name], np.float64).astype(np.float64))
+            table[name] = from_numpy(cat(values[name], np.float64).astype(np.float64))
         metadata = {PER_QUERY_METADATA_KEY: json.dumps({"protocol": dict(protocol)}).encode()}
         return pa.table(table).replace_schema_metadata(metadata)
 
@@ -122,8 +123,11 @@ def by_category(dataset: Dataset, members: Mapping[str, np.ndarray], tasks: Sequ
     categories = dataset.categories[table["rows"]]
     names = [name for name in table if name not in ("task", "rows", "product_id")]
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for category in sorted({str(c) for c in categories.tolist()}):
-        in_category = np.array([str(c) == category for c in categories.tolist()], dtype=bool)
+    # A query without a category (null) is not in the category named "None": only ``missing``
+    # reports it (see :func:`uncategorised`).
+    values = categories.tolist()
+    for category in sorted({str(c) for c in values if c is not None}):
+        in_category = np.array([c is not None and str(c) == category for c in values], dtype=bool)
         per_task: dict[str, dict[str, Any]] = {}
         for task in tasks:
             chosen = in_category & (table["task"] == task)
@@ -177,3 +181,40 @@ def fewshot_table_builder(dataset: Dataset, table: Mapping[str, Any]) -> Callabl
         return pa.table(columns)
 
     return build
+
+
+def uncategorised(dataset: Dataset, members: Mapping[str, np.ndarray], tasks: Sequence[str],
+                  hits: Mapping[str, FirstHits], columns: Mapping[str, Mapping[str, np.ndarray]]
+                  ) -> dict[str, dict[str, Any]]:
+    """``{task: {"n_queries": n, "R@1": …}}`` over the queries whose manifest ``category`` is
+    null; empty when every query has one."""
+    import math
+
+    if dataset.categories is None:
+        return {}
+    table = query_columns(dataset, members, tasks, hits, columns)
+    missing = np.array([c is None for c in dataset.categories[table["rows"]].tolist()], dtype=bool)
+    names = [name for name in table if name not in ("task", "rows", "product_id")]
+    out: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        chosen = missing & (table["task"] == task)
+        n = int(chosen.sum())
+        if n:
+            out[task] = {"n_queries": n, **{name: math.fsum(table[name][chosen].tolist()) / n for name in names}}
+    return out
+
+
+def _category_array(values: np.ndarray) -> Any:
+    """The per-query ``category`` column: the manifest's values, nulls kept as nulls."""
+    from ropebench.io.arrow import from_numpy, id_array, string_array
+
+    items = values.tolist()
+    if values.dtype.kind in "iu" or all(v is not None for v in items):
+        return id_array(values)
+    present = [v for v in items if v is not None]
+    valid = np.array([v is not None for v in items], dtype=bool)
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        big = any(v > np.iinfo(np.int64).max for v in present)
+        filled = np.array([0 if v is None else v for v in items], dtype=np.uint64 if big else np.int64)
+        return from_numpy(filled, valid=valid)
+    return string_array([None if v is None else str(v) for v in items])

@@ -109,7 +109,9 @@ class EvaluationResult:
     environment: Mapping[str, Any]
     timing: Mapping[str, float]
     tasks: Mapping[str, TaskResult]
-    per_query_file: Mapping[str, Any] | None = None
+    # Where the per-query rows were written (path, sha256): a record of a file, not a number of the
+    # result, so ``load_results(path) == result`` holds whether or not one was written.
+    per_query_file: Mapping[str, Any] | None = field(default=None, compare=False)
     extra: Mapping[str, Any] = field(default_factory=dict)  # further top-level keys, kept on round trips
     _per_query: Any = field(default=None, repr=False, compare=False)  # a Table or a zero-argument builder
     _fewshot_per_query: Any = field(default=None, repr=False, compare=False)
@@ -177,7 +179,14 @@ class EvaluationResult:
         is relative to (the results file's)."""
         problems = _schema_problems(data)
         if problems:
-            raise DataError("not a ropebench results object:\n  - " + "\n  - ".join(problems))
+            schema = data.get("schema") if isinstance(data, Mapping) else None
+            if isinstance(schema, str) and schema.startswith("ropebench.results/") and schema != RESULTS_SCHEMA:
+                fix = (f"Fix: this file was written by another ropebench version (schema {schema}); this version "
+                       f"reads {RESULTS_SCHEMA}: evaluate again with this version (`ropebench evaluate SUBMISSION "
+                       "--out results.json`), or read it with the version that wrote it")
+            else:
+                fix = "Fix: pass a results file written by `ropebench evaluate --out`"
+            raise DataError("not a ropebench results object:\n  - " + "\n  - ".join(problems) + "\n" + fix)
         known = {"schema", "ropebench_version", "created", "protocol", "submission", "manifest", "environment",
                  "timing", "tasks", "per_query"}
         per_query_file = data.get("per_query")
@@ -219,7 +228,18 @@ class EvaluationResult:
         self.write(path)
 
     def matrix(self, measure: str = "R@1") -> dict[str, dict[str, float | None]]:
-        """``{query_domain: {gallery_domain: value or None}}`` for the 3×3 domain matrix."""
+        """``{query_domain: {gallery_domain: value or None}}`` for the 3×3 domain matrix.
+
+        Raises:
+            UsageError: ``measure`` was not computed in this run (None would read as "no query").
+        """
+        computed = {name for task in self.tasks.values() for name in task.measures}
+        if self.tasks and measure not in computed:
+            from ropebench.errors import UsageError
+
+            raise UsageError(f"measure {measure!r} was not computed in this run (it has "
+                             f"{', '.join(self.measure_names) or 'none'}). Fix: choose one of those, or evaluate "
+                             "again with its K in ks")
         return {
             q: {g: (self.tasks[f"{q}2{g}"].measures.get(measure) if f"{q}2{g}" in self.tasks else None)
                 for g in DOMAINS}
@@ -300,11 +320,13 @@ def read_per_query(path: str | os.PathLike[str], *, sha256: str | None = None) -
     """Read a per-query parquet file (a pyarrow Table), checking its sha256 when given."""
     from ropebench.io.files import sha256_file
     from ropebench.io.parquet import read_parquet
+    from ropebench.io.safety import regular_input
 
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise DataError(f"per-query file {path}: no such file. Fix: keep the per-query file next to its "
-                        "results file, or re-run `ropebench evaluate … --out R.json --per-query Q.parquet`")
+                        "results file, or re-run `ropebench evaluate … --out R.json` (it writes R.per_query.parquet)")
+    regular_input(path, "per-query file", fix="put the per-query parquet file itself there, or evaluate again")
     if sha256 is not None and sha256_file(path) != sha256:
         raise DataError(f"per-query file {path}: its sha256 differs from the one its results file records. "
                         "Fix: re-run the evaluation; the file was changed after it was written")
@@ -320,7 +342,11 @@ def load_results(path: str | os.PathLike[str]) -> EvaluationResult:
     Raises:
         DataError: the file is missing, not JSON, or not a ``ropebench.results/1`` object.
     """
+    from ropebench.io.safety import regular_input
+
     path = Path(path)
+    if os.path.lexists(path):  # a pipe would block read_text, a link to /dev/zero never end it
+        regular_input(path, "results file", fix="pass a results JSON file written by `ropebench evaluate --out`")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -175,3 +175,13 @@ def test_progress_bar_shows_the_running_loss_only_when_asked(torch_train, sim_di
     torch_train(sim_dir, replace(TINY, epochs=2), stream=hidden)  # a StringIO is not a terminal
     assert "epoch 2/2 loss " in shown.getvalue() and shown.getvalue().endswith("\n")
     assert hidden.getvalue() == ""
+
+
+def test_progress_through_a_pipe_is_one_line_per_epoch_with_an_eta(torch_train, sim_dir):
+    import io
+
+    logged = io.StringIO()
+    torch_train(sim_dir, replace(TINY, epochs=3), progress="epochs", stream=logged)
+    lines = logged.getvalue().splitlines()
+    assert [line.split(" done")[0] for line in lines] == [f"cls: epoch {e}/3" for e in (1, 2, 3)]
+    assert all("ETA " in line and "\r" not in line for line in lines)

@@ -203,6 +203,9 @@ def test_task_intervals_match_a_direct_computation_and_ignore_row_order() -> Non
     assert list(intervals) == ["P2V", "V2P", "L2L"]  # task order, not alphabetical
     assert list(intervals["P2V"]) == ["R@1", "MRR@50"]
     counts = stats.bootstrap_counts(25, resamples=2000, seed=0)
+    # Row c of the resampling matrix is the c-th product in the order of the ids' text (10 before
+    # 2), so the interval does not depend on whether ids are spelled as integers or strings.
+    products = _text_ranks(products)
     for task in ("P2V", "L2L"):
         rows = tasks == task
         sizes = np.bincount(products[rows], minlength=25)
@@ -330,3 +333,21 @@ def test_importing_stats_imports_neither_pandas_nor_scipy() -> None:
     code = "import sys, ropebench.stats; print(sorted({'pandas', 'scipy'} & set(sys.modules)))"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+def _text_ranks(products: np.ndarray) -> np.ndarray:
+    """Each product's position among the distinct products sorted by their text."""
+    rank = {value: i for i, value in enumerate(sorted(set(products.tolist()), key=str))}
+    return np.array([rank[value] for value in products.tolist()], dtype=np.int64)
+
+
+def test_task_intervals_do_not_depend_on_how_product_ids_are_spelled() -> None:
+    pa = pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(4)
+    n = 400
+    tasks = rng.choice(["P2V", "V2P"], n)
+    products = rng.integers(0, 30, n)  # 2 < 10 as integers, "10" < "2" as strings
+    r1 = np.where(rng.random(n) < 0.2 + 0.02 * products, 100.0, 0.0)
+    as_integers = pa.table({"task": tasks, "product_id": products, "R@1": r1})
+    as_strings = pa.table({"task": tasks, "product_id": [str(p) for p in products.tolist()], "R@1": r1})
+    assert stats.task_intervals(as_integers, resamples=500) == stats.task_intervals(as_strings, resamples=500)

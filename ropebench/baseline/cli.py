@@ -75,7 +75,7 @@ def simulate(out: str, products: int, seed: int, quiet: bool) -> None:
 @click.option("--loss", type=click.Choice(LOSSES), required=True,
               help="cls: classification only (per-domain classifiers); cls+cd: plus the cross-domain "
                    "contrastive loss L_cd.")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+@click.option("--out", "-o", required=True, type=click.Path(),
               help="Submission parquet to write (item_id, embedding) for DATA_DIR/test.parquet.")
 @click.option("--epochs", type=click.IntRange(min=1), default=_DEFAULTS.epochs, show_default=True)
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True,
@@ -107,12 +107,15 @@ def train(data_dir: str, loss: str, out: str, epochs: int, seed: int, dim: int, 
     require_torch()
     from ropebench.baseline.files import write_submission
     from ropebench.baseline.trainer import train as run_training
-    from ropebench.io.files import writable_directory
+    from ropebench.io.safety import check_output_paths
 
-    writable_directory(Path(out).resolve().parent)  # fail now, not after the training run
+    # Fail now, not after the training run: a pipe, a directory, a path below a file, the data itself.
+    check_output_paths({"--out": out}, {f"simulated {name}": Path(data_dir) / name
+                                        for name in ("train.parquet", "test.parquet", "test_manifest.parquet")})
 
     config = TrainConfig(loss=loss, epochs=epochs, seed=seed, dim=dim, threads=threads)
-    result = run_training(data_dir, config, progress=False if quiet else None)
+    # Through a pipe or into a log, one line per epoch (with an ETA) instead of a silent wait.
+    result = run_training(data_dir, config, progress=False if quiet else (None if sys.stderr.isatty() else "epochs"))
     write_submission(out, result.item_ids, result.embeddings, dtype=dtype)
     if not quiet:
         click.echo(f"trained {loss} in {result.seconds:.1f} s ({epochs} epochs, final loss "

@@ -71,27 +71,44 @@ def _batches(rng: np.random.Generator, groups: list[list[np.ndarray]], batch_pro
 
 
 class _Progress:
-    """A one-line progress bar with the running loss on stderr (silent unless a terminal)."""
+    """Progress with the running loss and an ETA on stderr: a bar redrawn in place on a terminal,
+    or (``"epochs"``) one line per finished epoch, for a pipe or a log file, which a bar would
+    only fill with carriage returns and which otherwise saw nothing for minutes."""
 
-    def __init__(self, total: int, label: str, stream: TextIO | None, enabled: bool | None) -> None:
+    def __init__(self, total: int, label: str, stream: TextIO | None, enabled: bool | str | None) -> None:
         self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.total, self.label, self.done = total, label, 0
+        terminal = bool(getattr(self.stream, "isatty", lambda: False)())
+        # None: a bar on a terminal, else nothing; True: a bar; "epochs": one line per epoch.
+        self.enabled = enabled is not False and (enabled is not None or terminal)
+        self.bar = enabled is True or (enabled is None and terminal)
+        self.total, self.label, self.done, self.logged_epoch = total, label, 0, 0
         self.started = time.perf_counter()
+
+    @staticmethod
+    def _clock(seconds: float) -> str:
+        seconds = max(0, int(round(seconds)))
+        return f"{seconds // 60}:{seconds % 60:02d}"
 
     def update(self, epoch: int, epochs: int, loss: float) -> None:
         self.done += 1
         if not self.enabled:
             return
-        width = 24
-        filled = width * self.done // self.total
         elapsed = time.perf_counter() - self.started
-        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-                          f"epoch {epoch}/{epochs} loss {loss:.4f} {elapsed:5.1f}s")
-        self.stream.flush()
+        left = elapsed / self.done * (self.total - self.done)
+        if self.bar:
+            width = 24
+            filled = width * self.done // self.total
+            self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] epoch {epoch}/{epochs} "
+                              f"loss {loss:.4f} {self._clock(elapsed)} elapsed, ETA {self._clock(left)}")
+            self.stream.flush()
+        elif epoch > self.logged_epoch and (self.done * epochs) // self.total >= epoch:
+            self.logged_epoch = epoch  # the last step of this epoch: one line
+            self.stream.write(f"{self.label}: epoch {epoch}/{epochs} done, loss {loss:.4f}, "
+                              f"{self._clock(elapsed)} elapsed, ETA {self._clock(left)}\n")
+            self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and self.bar:
             self.stream.write("\n")
             self.stream.flush()
 
@@ -132,13 +149,14 @@ def _check(config: TrainConfig) -> None:
 
 
 def train(data_dir: str | os.PathLike[str], config: TrainConfig | None = None, *,
-          progress: bool | None = None, stream: TextIO | None = None) -> TrainResult:
+          progress: bool | str | None = None, stream: TextIO | None = None) -> TrainResult:
     """Train one arm on ``data_dir/train.parquet`` and embed ``data_dir/test.parquet``.
 
     Args:
         data_dir: a directory written by ``ropebench baseline simulate``.
         config: hyper-parameters (default ``TrainConfig()``, the ``cls`` arm).
-        progress: show the progress bar; None = only when ``stream`` is a terminal.
+        progress: show the progress bar; None = only when ``stream`` is a terminal; ``"epochs"``
+            = one line per finished epoch with the loss and an ETA (for pipes and logs).
         stream: where the progress bar goes (default stderr).
 
     Returns:

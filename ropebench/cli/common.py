@@ -10,8 +10,8 @@ import click
 
 from ropebench.protocol import METRICS, TIE_POLICIES
 
-__all__ = ["root_option", "metric_option", "ties_option", "ks_option", "tasks_option", "quiet_option",
-           "threads_option", "progress_wanted", "BadInput"]
+__all__ = ["root_option", "writable_root_option", "metric_option", "ties_option", "ks_option", "tasks_option",
+           "quiet_option", "threads_option", "progress_wanted", "BadInput"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,9 +28,17 @@ def progress_wanted(quiet: bool) -> bool:
 
 def root_option(command: F) -> F:
     return click.option(
-        "--root", type=click.Path(file_okay=False), default=None,
+        "--root", type=click.Path(), default=None,
         help="The leaderboards/ directory [default: ./leaderboards if present, else the copy "
              "shipped with ropebench].")(command)
+
+
+def writable_root_option(command: F) -> F:
+    """``--root`` of the commands that change a leaderboard: never the copy shipped with ropebench."""
+    return click.option(
+        "--root", type=click.Path(), default=None,
+        help="The leaderboards/ directory to change [default: ./leaderboards in the current directory; the copy "
+             "shipped with ropebench is read-only: pass --root DIR or run from your repository].")(command)
 
 
 def metric_option(command: F) -> F:

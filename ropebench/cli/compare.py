@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import click
 
 from ropebench.compare import CORRECTIONS, TESTS, UNITS
-from ropebench.errors import UsageError
 from ropebench.render.comparison import FORMATS
 
 __all__ = ["compare", "compare_command"]
 
 
-def _same_file(first: str, second: str) -> bool:
-    try:
-        return os.path.samefile(first, second)
-    except OSError:  # one of them does not exist (yet)
-        return os.path.realpath(first) == os.path.realpath(second)
-
-
 @click.command("compare")
-@click.argument("a", type=click.Path(dir_okay=False))
-@click.argument("b", type=click.Path(dir_okay=False))
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
 @click.option("--unit", type=click.Choice(UNITS), default="product", show_default=True,
               help="What is resampled: products (the queries of a product share their relevant items) or "
                    "single queries (as query-level tools do).")
@@ -40,7 +29,7 @@ def _same_file(first: str, second: str) -> bool:
                    "adjusted).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
               help="What stdout shows.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("--out", type=click.Path(), default=None,
               help="Also write the comparison JSON (schema ropebench.comparison/1) to this file.")
 def compare(a: str, b: str, unit: str, test: str, resamples: int, seed: int, alpha: float, correction: str,
             fmt: str, out: str | None) -> None:
@@ -58,21 +47,21 @@ def compare(a: str, b: str, unit: str, test: str, resamples: int, seed: int, alp
       ropebench compare runs/a.json runs/b.json --format markdown --out comparison.json
     """
     from ropebench.compare import compare as run_compare
+    from ropebench.io.safety import check_output_paths, inputs_and_records, regular_input
     from ropebench.render.comparison import render_comparison
 
-    if out is not None:
-        clash = [name for name, path in (("A", a), ("B", b)) if _same_file(out, path)]
-        if clash:
-            raise UsageError(f"--out {out} is input {' and '.join(clash)}: writing it would destroy that input. "
-                             "Fix: choose another --out path")
-        if Path(out).is_dir():
-            raise UsageError(f"--out {out} is a directory. Fix: give a file path such as comparison.json")
+    for label, path in (("A", a), ("B", b)):
+        regular_input(path, label, fix="pass a results JSON (`ropebench evaluate --out`) or a per-query parquet file")
+    # Not only A and B: the per-query files (and submissions) they record must survive too.
+    check_output_paths({"--out": out}, inputs_and_records({"input A": a, "input B": b}))
     result = run_compare(a, b, unit=unit, test=test, resamples=resamples, seed=seed, alpha=alpha,
                          correction=correction)
     if out is not None:
         from ropebench.io.files import atomic_write_text
 
         atomic_write_text(out, result.dumps())  # temp file + os.replace: never a half-written file
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(render_comparison(result, fmt), nl=False)
 
 

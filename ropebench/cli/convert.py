@@ -31,7 +31,7 @@ def convert() -> None:
 
 @convert.command("cope", short_help="COPE infer.py shards -> submission parquet.")
 @click.argument("directories", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Submission parquet to write.")
+@click.option("--out", "-o", required=True, type=click.Path(), help="Submission parquet to write.")
 @click.option("--manifest", "-m", type=click.Path(), help="Report per-domain coverage against this manifest, and "
               "validate the output with it when coverage is complete.")
 @click.option("--require-complete", is_flag=True, help="A manifest item without an embedding, or an item not in "
@@ -60,10 +60,10 @@ def cope(directories: tuple[str, ...], out: str, manifest: str | None, require_c
 
 
 @convert.command("rope-pairs", short_help="ROPE *_pair.txt files -> manifest parquet.")
-@click.argument("pages", type=click.Path(dir_okay=False))
-@click.argument("videos", type=click.Path(dir_okay=False))
-@click.argument("lives", type=click.Path(dir_okay=False))
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Manifest parquet to write.")
+@click.argument("pages", type=click.Path())
+@click.argument("videos", type=click.Path())
+@click.argument("lives", type=click.Path())
+@click.option("--out", "-o", required=True, type=click.Path(), help="Manifest parquet to write.")
 @click.option("--domain-prefix", is_flag=True, help=_DOMAIN_PREFIX_HELP)
 def rope_pairs(pages: str, videos: str, lives: str, out: str, domain_prefix: bool) -> None:
     """Convert ROPE's pair files (PAGES, VIDEOS, LIVES: 'product_id, item_id' per line) into a manifest.
@@ -80,8 +80,8 @@ def rope_pairs(pages: str, videos: str, lives: str, out: str, domain_prefix: boo
 
 
 @convert.command("npz", short_help="Arrays in an .npz file -> submission parquet.")
-@click.argument("arrays", type=click.Path(dir_okay=False))
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Submission parquet to write.")
+@click.argument("arrays", type=click.Path())
+@click.option("--out", "-o", required=True, type=click.Path(), help="Submission parquet to write.")
 @click.option("--manifest", "-m", type=click.Path(), help="Validate the output against this manifest.")
 def npz(arrays: str, out: str, manifest: str | None) -> None:
     """Convert ARRAYS.npz (embeddings, item_ids[, domains, product_ids]) into a submission.

@@ -13,8 +13,11 @@ from ropebench.cli.common import (
     threads_option,
     ties_option,
 )
+from ropebench.errors import UsageError
 
-__all__ = ["evaluate", "validate"]
+__all__ = ["evaluate", "validate", "MAX_KS"]
+
+MAX_KS = 100
 
 
 @click.command()
@@ -63,9 +66,13 @@ __all__ = ["evaluate", "validate"]
               help="--fewshot: support draws averaged over.")
 @click.option("--seed", "fewshot_seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="--fewshot: seed of the support draws.")
-@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the results JSON here.")
-@click.option("--per-query", type=click.Path(dir_okay=False),
-              help="Also write one parquet row per scored query and task (recorded in the results JSON).")
+@click.option("--out", "-o", type=click.Path(), help="Write the results JSON here.")
+@click.option("--per-query", type=click.Path(),
+              help="Where to write one parquet row per scored query and task (recorded in the results JSON, "
+                   "with its sha256) [default with --out R.json: R.per_query.parquet beside it].")
+@click.option("--no-per-query", is_flag=True,
+              help="With --out: write only the results JSON, no per-query file (compare, plot --kind difficulty "
+                   "and leaderboard significance need it).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
               show_default=True, help="What to print on stdout.")
 @click.option("--measure", default="R@1", show_default=True, help="Measure of the printed 3×3 matrix.")
@@ -81,18 +88,19 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
              distractor_sizes: str | None, scheduler: str | None,
              workers: int | None, index: str | None, nprobe: int | None, ef_search: int | None,
              agreement_queries: int, compress: str | None, measures: str | None, fewshot: bool, shots: str,
-             draws: int, fewshot_seed: int, out: str | None, per_query: str | None, fmt: str,
+             draws: int, fewshot_seed: int, out: str | None, per_query: str | None, no_per_query: bool, fmt: str,
              measure: str, ci: str | None, by: str | None, threads: int | None, quiet: bool) -> None:
     """Score SUBMISSION (parquet file or per-domain directory) on the nine retrieval tasks.
 
     Exact nearest-neighbour search over every query-domain × gallery-domain pair; prints the
-    3×3 R@1 matrix and R@K / MRR per task. Output paths are checked before any work; the
-    results and per-query files are written together at the end, or not at all.
+    3×3 R@1 matrix and R@K / MRR per task. With --out R.json the per-query rows go to
+    R.per_query.parquet beside it (recorded in R.json; --no-per-query: none). Output paths are
+    checked before any work; both files are written together at the end, or not at all.
 
     \b
     Example:
       ropebench evaluate sample_embeddings/cls_cd.parquet \\
-          --manifest sample_embeddings/manifest.parquet --out results.json --per-query per_query.parquet
+          --manifest sample_embeddings/manifest.parquet --out results.json   # + results.per_query.parquet
       ropebench evaluate sub.parquet -m manifest.parquet --tasks cross --ties pessimistic --format json
       ropebench evaluate sub.parquet -m manifest.parquet --distractors catalogue/ --distractor-sizes 0,1e5,all
       ropebench evaluate sub.parquet -m manifest.parquet --compress int8 --out int8.json --per-query int8.parquet
@@ -100,15 +108,20 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
       ropebench evaluate sub.parquet -m manifest.parquet --measures R@K,MRR,MAP@R,RP --fewshot --shots 1,5
     """
     import json
+    import re
 
     import ropebench
     from ropebench.compress import checked_compression
-    from ropebench.errors import DataError, UsageError
-    from ropebench.io.files import check_output_paths
+    from ropebench.errors import DataError
+    from ropebench.io.safety import check_output_paths
     from ropebench.protocol import check_measure, measure_names, parse_ks, parse_measures, parse_tasks
     from ropebench.render.console import render_evaluation
 
     check_measure(measure)
+    if len(parse_ks(ks)) > MAX_KS:  # each K is a column of every per-query row and an interval per task
+        raise UsageError(f"--ks: {len(parse_ks(ks)):,} cut-offs; at most {MAX_KS} are computed (each adds a column to "
+                         "every per-query row and a bootstrap interval to every task: 3,000 Ks ran for minutes on "
+                         "the 2,632-item sample). Fix: give the Ks you report, e.g. --ks 1,5,10,20,50")
     computed = measure_names(parse_ks(ks), parse_measures(measures))
     if measure not in computed and _defaulted("measure"):
         measure = computed[0]  # --ks without 1 and no --measure: show the smallest K's matrix
@@ -117,9 +130,19 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
                          f"Fix: choose one of those, or add its K to --ks")
     parse_tasks(tasks)
     checked_compression(compress, distractors=distractors)
+    if no_per_query and per_query is not None:
+        raise UsageError("--per-query FILE and --no-per-query contradict each other. Fix: give one of them")
+    if no_per_query and out is None:
+        raise UsageError("--no-per-query only applies with --out (without --out nothing is written). Fix: drop it")
+    per_query_label = "--per-query"
+    if out is not None and per_query is None and not no_per_query:
+        per_query = default_per_query_path(out)  # compare and plot need it: never make the user re-run
+        per_query_label = "the per-query file written beside --out (--no-per-query: none)"
+    _check_options(engine=engine, index=index, distractors=distractors, distractor_sizes=distractor_sizes,
+                   scheduler=scheduler, workers=workers, fmt=fmt, fewshot=fewshot)
     inputs = {"submission": submission, "manifest": manifest,
               **{f"distractor catalogue #{number}": path for number, path in enumerate(distractors, start=1)}}
-    check_output_paths({"--out": out, "--per-query": per_query}, inputs)
+    check_output_paths({"--out": out, per_query_label: per_query}, inputs)
     try:
         result = ropebench.evaluate(submission, manifest=manifest, metric=metric, ties=ties, ks=ks, tasks=tasks,
                                     threads=threads, engine=engine, device=device, screen=screen,
@@ -130,6 +153,13 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
                                     measures=measures, fewshot=fewshot, shots=shots, draws=draws,
                                     fewshot_seed=fewshot_seed)
     except (MemoryError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and "Number of training points" in str(error):
+            found = re.search(r"Number of training points \((\d+)\).*clusters \((\d+)\)", str(error))
+            counts = f" ({found[1]} training vectors, {found[2]} lists)" if found else ""
+            raise DataError(f"--index {index}: the index needs at least as many training vectors as it has lists, "
+                            f"and a gallery here has fewer{counts}. Fix: use fewer lists (e.g. IVF"
+                            f"{max(1, int(found[1]) // 39) if found else 16},Flat: faiss wants about 39 vectors per "
+                            "list) or a larger gallery; nothing was written") from None
         if isinstance(error, RuntimeError) and "can't start new thread" not in str(error):
             raise
         # Not a bug to show as a traceback: the data does not fit in what this process may use
@@ -150,6 +180,50 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
         click.echo(json.dumps(document, indent=2))
     else:
         click.echo(render_evaluation(document, fmt, matrix_measure=measure, ci=ci), nl=False)
+
+
+def default_per_query_path(out: str) -> str:
+    """``r.json`` -> ``r.per_query.parquet`` beside it (``r`` -> ``r.per_query.parquet``)."""
+    import os
+
+    directory, name = os.path.split(out)
+    stem = name[:-5] if name.lower().endswith(".json") else name
+    return os.path.join(directory, f"{stem}.per_query.parquet")
+
+
+def _check_options(*, engine: str, index: str | None, distractors: tuple[str, ...], distractor_sizes: str | None,
+                   scheduler: str | None, workers: int | None, fmt: str = "text", fewshot: bool = False) -> None:
+    """Option pairs and values that would be ignored, hang or exhaust the machine; before any work."""
+    from ropebench.cli.options import check_distractor_sizes, check_scheduler, check_workers, refuse_without
+
+    dask = engine == "dask"
+    refuse_without([
+        ("--nprobe", "nprobe", "--index", index is not None, "add --index (e.g. --index IVF256,Flat) or drop --nprobe"),
+        ("--ef-search", "ef_search", "--index", index is not None,
+         "add --index (e.g. --index HNSW32) or drop --ef-search"),
+        ("--agreement-queries", "agreement_queries", "--index", index is not None,
+         "add --index, or drop --agreement-queries (exact search agrees with itself)"),
+        ("--distractor-sizes", "distractor_sizes", "--distractors", bool(distractors),
+         "add --distractors CATALOGUE, or drop --distractor-sizes"),
+        ("--scheduler", "scheduler", "--engine dask", dask, "add --engine dask, or drop --scheduler"),
+        ("--workers", "workers", "--engine dask", dask, "add --engine dask, or drop --workers"),
+        ("--measure", "measure", "--format text or markdown", fmt != "json",
+         "drop --measure: the JSON holds every measure (it only chooses the printed matrix)"),
+        ("--ci / --ci-bounds", "ci", "--format text or markdown", fmt != "json",
+         "drop it: the JSON holds every task's interval under 'ci' (it only changes the printed table)"),
+        ("--shots", "shots", "--fewshot", fewshot, "add --fewshot, or drop --shots"),
+        ("--draws", "draws", "--fewshot", fewshot, "add --fewshot, or drop --draws"),
+        ("--seed", "fewshot_seed", "--fewshot", fewshot, "add --fewshot, or drop --seed"),
+    ])
+    if scheduler is not None and workers is not None:
+        raise UsageError("--scheduler and --workers: a running cluster (--scheduler) brings its own workers; "
+                         "--workers sizes a local cluster. Fix: give one of them")
+    check_distractor_sizes(distractor_sizes)
+    check_workers(workers)
+    check_scheduler(scheduler)
+    if dask and not distractors:  # said before the data is read, not after
+        raise UsageError("--engine dask runs distractor shards on a cluster; there is no catalogue to run. Fix: add "
+                         "--distractors, or use --engine one-pass")
 
 
 def _defaulted(name: str) -> bool:

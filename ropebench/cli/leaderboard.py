@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ropebench import leaderboard as lb
-from ropebench.cli.common import ks_option, metric_option, root_option, ties_option
+from ropebench.cli.common import ks_option, metric_option, root_option, ties_option, writable_root_option
 from ropebench.errors import UsageError
 from ropebench.leaderboard.metadata import describe_model, training_text
 from ropebench.protocol import DOMAINS, parse_ks
@@ -51,7 +51,7 @@ def leaderboard() -> None:
 
 @leaderboard.command("init")
 @click.argument("suite")
-@click.option("--manifest", default=None, type=click.Path(exists=True),
+@click.option("--manifest", default=None, type=click.Path(),
               help="The manifest the suite is about (its sha256 and counts are recorded).")
 @click.option("--items", default=None, metavar="P,V,L",
               help="Items per domain, when the manifest is not public, e.g. 31388,29810,30981.")
@@ -62,7 +62,7 @@ def leaderboard() -> None:
 @metric_option
 @ties_option
 @ks_option
-@click.option("--root", type=click.Path(file_okay=False), default="leaderboards", show_default=True,
+@click.option("--root", type=click.Path(), default="leaderboards", show_default=True,
               help="The leaderboards/ directory (created if missing); entries' paths are relative to its parent.")
 def init(suite: str, manifest: str | None, items: str | None, products: int | None, title: str | None,
          description: str, label_column: str, metric: str, ties: str, ks: str, root: str) -> None:
@@ -87,6 +87,12 @@ def init(suite: str, manifest: str | None, items: str | None, products: int | No
     if (items is None) != (products is None) and manifest is None:
         raise UsageError("--items and --products go together (or pass --manifest)")
     protocol = {"metric": metric, "ties": ties, "ks": list(parse_ks(ks)), "search": "exact"}
+    _check_root_place(Path(root))
+    if manifest is not None:
+        from ropebench.io.safety import regular_input
+
+        if not Path(manifest).is_dir():  # a per-domain directory manifest is read by the library
+            regular_input(manifest, "--manifest", fix="give the manifest parquet file the suite is about")
     path = lb.init_suite(Path(root), suite, manifest=manifest, items=counts, products=products, title=title,
                          description=description, label_column=label_column, protocol=protocol)
     spec = lb.read_json(path)
@@ -96,8 +102,23 @@ def init(suite: str, manifest: str | None, items: str | None, products: int | No
     click.echo(f"created suite {suite} ({about}): {path}; rendered {Path(root) / lb.README}", err=True)
 
 
+def _check_root_place(root: Path) -> None:
+    """init creates --root if needed: refuse, before anything is written, a root that is a file or
+    lies below one or in a directory that cannot be written."""
+    from ropebench.io.safety import unwritable_parent
+
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--root {root}: is a file, not a directory. Fix: name the leaderboards/ directory, e.g. "
+                         "--root leaderboards")
+    blocked = None if root.is_dir() else unwritable_parent(root)
+    if blocked is not None:
+        why = "not a directory" if blocked.exists() and not blocked.is_dir() else "not writable"
+        raise UsageError(f"--root {root}: cannot be created ({blocked} is {why}). Fix: choose a directory in a "
+                         "writable place")
+
+
 @leaderboard.command("add")
-@click.argument("results", type=click.Path(dir_okay=False))
+@click.argument("results", type=click.Path())
 @click.option("--suite", required=True, help="Suite to add to, e.g. rope-sim.")
 @click.option("--name", required=True, help="Entry name (file name): lower-case, digits, .-_")
 @click.option("--label", required=True, help="Row label in the tables (one line), e.g. 'w L_cd'.")
@@ -106,13 +127,13 @@ def init(suite: str, manifest: str | None, items: str | None, products: int | No
 @click.option("--source", default=None, help="Paper, URL or commit [default: ropebench version].")
 @click.option("--submission", default=None, type=click.Path(dir_okay=True),
               help="The submission, when the path recorded in RESULTS is not valid here.")
-@click.option("--manifest", default=None, type=click.Path(dir_okay=False),
+@click.option("--manifest", default=None, type=click.Path(),
               help="The manifest, when the path recorded in RESULTS is not valid here.")
 @click.option("--metadata", default=None, type=click.Path(dir_okay=False),
               help="JSON file with 'model' (name, parameters, embedding_dim, embedding_dtype, bytes_per_item) "
                    "and/or 'training_data' (rope_train, other, zero_shot); re-add with --force to edit it.")
 @click.option("--force", is_flag=True, help="Replace an existing entry of that name.")
-@root_option
+@writable_root_option
 def add(results: str, suite: str, name: str, label: str, label_latex: str | None,
         description: str, source: str | None, submission: str | None, manifest: str | None,
         metadata: str | None, force: bool, root: str | None) -> None:
@@ -172,7 +193,7 @@ def verify(suites: tuple[str, ...], root: str | None) -> None:
 
 @leaderboard.command("render")
 @click.option("--suite", "suites", multiple=True, help="Only this suite (repeatable).")
-@root_option
+@writable_root_option
 def render_command(suites: tuple[str, ...], root: str | None) -> None:
     """Rewrite the generated leaderboard blocks of leaderboards/README.md.
 

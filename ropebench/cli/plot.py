@@ -25,15 +25,20 @@ COMPARISON_SCHEMA = "ropebench.comparison/1"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    from ropebench.io.safety import regular_input
+
+    regular_input(path, "input", fix="pass a results, comparison or per-query file")
     try:
         with path.open(encoding="utf-8") as file:
             data = json.load(file)
     except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot be read ({error})") from None
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error})") from None
+        raise DataError(f"{path}: cannot be read ({error}). Fix: pass a results JSON, a comparison JSON or a "
+                        "per-query parquet file") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise DataError(f"{path}: not valid JSON ({error}). Fix: pass the file ropebench wrote, unedited") from None
     if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object, found {type(data).__name__}")
+        raise DataError(f"{path}: expected a JSON object, found {type(data).__name__}. Fix: pass a results, "
+                        "comparison or curve file ropebench wrote")
     return data
 
 
@@ -41,8 +46,31 @@ def _results(path: Path) -> dict[str, Any]:
     """A results file (or a leaderboard entry, whose ``results`` are its tasks)."""
     data = _read_json(path)
     if data.get("schema") not in (RESULTS_SCHEMA, ENTRY_SCHEMA):
-        raise DataError(f"{path}: schema is {data.get('schema')!r}, expected {RESULTS_SCHEMA!r} "
-                        "(write one with `ropebench evaluate SUBMISSION --out results.json`)")
+        raise DataError(f"{path}: schema is {data.get('schema')!r}, expected {RESULTS_SCHEMA!r}. Fix: write one with "
+                        "`ropebench evaluate SUBMISSION --out results.json`")
+    tasks = data.get("tasks") if data.get("schema") == RESULTS_SCHEMA else data.get("results")
+    problems = []
+    if not isinstance(tasks, dict):
+        problems.append(f"'{'tasks' if data.get('schema') == RESULTS_SCHEMA else 'results'}' is missing or not an "
+                        "object")
+    else:
+        for task, cell in tasks.items():
+            if not isinstance(cell, dict):
+                problems.append(f"task {task!r} is not an object")
+                continue
+            for key, value in cell.items():
+                if key.startswith(("R@", "MRR@")) and value is not None and (
+                        isinstance(value, bool) or not isinstance(value, (int, float))):
+                    problems.append(f"tasks.{task}.{key} is {value!r}, not a number")
+                if key == "ci" and value is not None and not (isinstance(value, dict) and all(
+                        v is None or (isinstance(v, list) and len(v) == 2
+                                      and all(x is None or isinstance(x, (int, float)) for x in v))
+                        for v in value.values())):
+                    problems.append(f"tasks.{task}.ci is not {{measure: [low, high]}}")
+    if problems:
+        raise DataError(f"{path}: malformed results file: {'; '.join(problems[:5])}"
+                        + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+                        + ". Fix: pass the file `ropebench evaluate --out` wrote, unedited")
     # In a legend, several files are told apart by their names unless they carry a label.
     return {"label": path.stem, **data}
 
@@ -58,14 +86,28 @@ def _per_query_table(path: Path) -> tuple[Any, list[int] | None]:
     if path.suffix.lower() == ".json":
         data = _read_json(path)
         ks = (data.get("protocol") or {}).get("ks")
-        recorded = (data.get("per_query") or {}).get("path")
+        record: dict[str, Any] = data["per_query"] if isinstance(data.get("per_query"), dict) else {}
+        recorded = record.get("path")
         if not recorded:
-            raise DataError(f"{path}: the results carry no per-query file ('per_query': {{'path': …}}): "
-                            "evaluate with --per-query FILE and plot that parquet file")
+            raise DataError(f"{path}: the results carry no per-query file ('per_query': {{'path': …}}). Fix: "
+                            "evaluate again with --out R.json (it writes R.per_query.parquet beside it; --per-query "
+                            "FILE puts it elsewhere) and plot R.json")
         # Results point relative to their own directory; leaderboard entries relative to the
         # directory that holds leaderboards/ (two levels above the suite's folder).
         candidates = [path.parent / recorded, path.parent.parent.parent / recorded]
         path = next((candidate for candidate in candidates if candidate.is_file()), candidates[0])
+        expected = record.get("sha256")
+    else:
+        expected = None
+    from ropebench.io.files import sha256_file
+    from ropebench.io.safety import regular_input
+
+    regular_input(path, "per-query file", fix="pass a per-query parquet file (`ropebench evaluate --out r.json` "
+                  "writes r.per_query.parquet)")
+    if isinstance(expected, str) and sha256_file(path) != expected:
+        raise DataError(f"per-query file {path}: its sha256 differs from the one its results file records (it was "
+                        "changed or replaced after the evaluation). Fix: evaluate again, or plot the results that "
+                        "go with it")
     try:
         names = pq.read_schema(path).names
         wanted = [name for name in ("task", "a", "t", "p", "censored") if name in names]
@@ -91,13 +133,13 @@ def _formats(text: str) -> list[str]:
 
 @click.command("plot")
 @click.argument("inputs", metavar="RESULTS...", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+                type=click.Path(path_type=Path))
 @click.option("--kind", type=click.Choice(KINDS), required=True,
               help="curves: R@K against K (all files on one figure); matrix: 3×3 heatmap per file; "
                    "difficulty: first-hit ranks per file (per-query parquet, or results pointing at one); "
                    "compare: Δ ± CI per comparison file; distractors: R@K against catalogue size; "
                    "compression: cross/R@1 against bytes per item over results of evaluate --compress.")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
               help="Directory for the figures (created if missing).")
 @click.option("--format", "formats", default="png", show_default=True, help="Comma-separated: png,svg,pdf.")
 @click.option("--measure", default=None,
@@ -116,45 +158,112 @@ def plot(inputs: tuple[Path, ...], kind: str, out: Path, formats: str, measure: 
       ropebench plot cls_cd.parquet --kind difficulty --out figures
       ropebench plot cls_cd.json cls_cd-int8.json cls_cd-binary.json --kind compression --out figures
     """
+    from ropebench.cli.options import refuse_without
     from ropebench.protocol import check_measure
     from ropebench.render import plots
 
+    refuse_without([("--measure", "measure", "--kind matrix, compare or distractors",
+                     kind in ("matrix", "compare", "distractors"),
+                     f"drop --measure (--kind {kind} draws every measure's curve or the first-hit ranks)")])
     plots.require_matplotlib()
     chosen = _formats(formats)
+    _check_out(out, inputs)
     if measure is not None:
         check_measure(measure)
     measures = None if measure is None else [measure]
     figures: list[tuple[str, Any]] = []
     if kind == "curves":
-        figures.append(("curves", plots.curves([_results(path) for path in inputs])))
+        documents = [_results(path) for path in inputs]
+        figures.append(("curves", _drawn(inputs[0] if len(inputs) == 1 else None, kind, plots.curves,
+                                         documents)))
     elif kind == "compression":
         from ropebench.render.plot_compression import compression_tradeoff
 
-        figures.append(("compression", compression_tradeoff([_results(p) for p in inputs], measure=measure or "R@1")))
+        documents = [_results(path) for path in inputs]
+        figures.append(("compression", _drawn(inputs[0] if len(inputs) == 1 else None, kind, compression_tradeoff,
+                                              documents, measure=measure or "R@1")))
     elif kind == "distractors":
         # Results evaluated with distractors at several sizes, or bare curves; labelled by file name.
         curves = [{"label": path.stem, **_read_json(path)} for path in inputs]
-        figures.append(("distractors", plots.distractors(curves, measures=measures)))
+        figures.append(("distractors", _drawn(inputs[0] if len(inputs) == 1 else None, kind,
+                                              plots.distractors, curves, measures=measures)))
     else:
         for path in inputs:
             if kind == "matrix":
-                figure = plots.matrix(_results(path), measure=measure or "R@1")
+                figure = _drawn(path, kind, plots.matrix, _results(path), measure=measure or "R@1")
             elif kind == "difficulty":
                 table, ks = _per_query_table(path)
-                figure = plots.difficulty(table, ks=ks, title=path.name)
+                figure = _drawn(path, kind, plots.difficulty, table, ks=ks, title=path.name)
             else:
                 data = _read_json(path)
                 if data.get("schema") != COMPARISON_SCHEMA:
-                    raise DataError(f"{path}: schema is {data.get('schema')!r}, expected {COMPARISON_SCHEMA!r} "
-                                    "(write one with `ropebench compare A B --out comparison.json`)")
-                figure = plots.compare(data, measures=measures)
+                    raise DataError(f"{path}: schema is {data.get('schema')!r}, expected {COMPARISON_SCHEMA!r}. Fix: "
+                                    "write one with `ropebench compare A B --out comparison.json`")
+                figure = _drawn(path, kind, plots.compare, data, measures=measures)
             figures.append((f"{kind}-{path.stem}", figure))
     stems = [stem for stem, _ in figures]
     shared = sorted({stem for stem in stems if stems.count(stem) > 1})
     if shared:
         raise UsageError(f"two inputs share a file name ({', '.join(shared)}): their figures would "
                          "overwrite each other; plot them in separate runs")
-    out.mkdir(parents=True, exist_ok=True)
-    for stem, figure in figures:
-        for written in plots.save(figure, out / stem, chosen):
-            click.echo(str(written))
+    _write_figures(out, figures, chosen, inputs)
+
+
+def _drawn(path: Path | None, kind: str, draw: Any, *args: Any, **kwargs: Any) -> Any:
+    """``draw(*args, **kwargs)``, with a malformed input (a field of the wrong shape) reported, not a traceback."""
+    from ropebench.errors import RopebenchError
+
+    where = f"{path}" if path is not None else "the inputs"
+    try:
+        return draw(*args, **kwargs)
+    except RopebenchError as error:
+        if path is None or str(path) in str(error):
+            raise
+        raise type(error)(f"{where}: {error}") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        raise DataError(f"{where}: cannot draw --kind {kind} from it: a field is missing or has the wrong shape "
+                        f"({type(error).__name__}: {error}). Fix: pass files ropebench wrote, unedited (results: "
+                        "`evaluate --out`; comparisons: `compare --out`; curves: `evaluate --distractor-sizes`)"
+                        ) from None
+
+
+def _figure_paths(out: Path, figures: list[tuple[str, Any]], formats: list[str]) -> list[Path]:
+    return [out / f"{stem}.{fmt}" for stem, _ in figures for fmt in formats]
+
+
+def _check_out(out: Path, inputs: tuple[Path, ...]) -> None:
+    """--out must be a directory (or creatable as one) that can be written, before any drawing."""
+    from ropebench.io.safety import unwritable_parent
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a directory. Fix: name a directory for the figures, "
+                         "e.g. --out figures")
+    blocked = unwritable_parent(out / "figure.png")  # the figures' directory, or the nearest that exists
+    if blocked is not None:
+        why = "not a directory" if blocked.exists() and not blocked.is_dir() else "not writable"
+        raise UsageError(f"--out {out}: the figures cannot be written there ({blocked} is {why}); nothing was "
+                         "drawn. Fix: choose a directory you can write to")
+
+
+def _write_figures(out: Path, figures: list[tuple[str, Any]], formats: list[str], inputs: tuple[Path, ...]) -> None:
+    """Every figure file written together (temporary files renamed at the end; all or none)."""
+    from ropebench.io.files import write_files_together
+    from ropebench.io.safety import check_output_paths, inputs_and_records
+    from ropebench.render.plot_common import _render
+
+    paths = _figure_paths(out, figures, formats)
+    sources = inputs_and_records({f"input {number}": path for number, path in enumerate(inputs, start=1)})
+    check_output_paths({str(path): path for path in paths}, sources)
+    writers = []
+    for (stem, figure) in figures:
+        for fmt in formats:
+            data = _render(figure, fmt, 150)
+
+            def write(tmp: str, data: bytes = data) -> None:
+                with open(tmp, "wb") as handle:
+                    handle.write(data)
+
+            writers.append((out / f"{stem}.{fmt}", write))
+    write_files_together(writers, guard=True)  # also a single figure: a kill leaves no .tmp file
+    for path in paths:
+        click.echo(str(path))

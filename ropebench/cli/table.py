@@ -43,6 +43,33 @@ def _results_entry(path: Path) -> dict[str, Any]:
             "results": {task: {k: v for k, v in cells.items() if k != "ci"} for task, cells in data["tasks"].items()}}
 
 
+def _kind_of_run(path: Path) -> str:
+    """``exact search``, ``approximate search (IVF…)``, plus ``with N distractors`` when so."""
+    data = lb.read_json(path)
+    protocol: dict[str, Any] = data["protocol"] if isinstance(data, dict) and isinstance(data.get("protocol"), dict) \
+        else {}
+    kind = "exact search"
+    if protocol.get("search") == "approximate":
+        index = protocol.get("index")
+        factory = index.get("factory") if isinstance(index, dict) else index
+        kind = f"approximate search ({factory})" if factory else "approximate search"
+    distractors = data.get("distractors") if isinstance(data, dict) else None
+    if isinstance(distractors, dict) and isinstance(distractors.get("n_items"), dict):
+        kind += f" with {sum(v for v in distractors['n_items'].values() if isinstance(v, int)):,} distractors"
+    return kind
+
+
+def _mixing_notes(files: list[str]) -> list[str]:
+    """A note when results files side by side were not computed alike (exact vs approximate search,
+    with or without distractors): their numbers look comparable and are not."""
+    kinds = {file: _kind_of_run(Path(file)) for file in files}
+    if len(set(kinds.values())) < 2:
+        return []
+    listed = "; ".join(f"{file}: {kind}" for file, kind in kinds.items())
+    return [f"these results were not computed alike ({listed}): an approximate index can miss neighbours and "
+            "distractors make every task harder, so their cells are not comparable"]
+
+
 @click.command("table")
 @click.option("--suite", default="rope-test", show_default=True, help="Leaderboard suite.")
 @click.option("--table", "which", type=click.Choice(["1", "2", "matrix", "all"]), default="all",
@@ -98,6 +125,8 @@ def table(suite: str, which: str, entries: tuple[str, ...], fmt: str, highlight:
                              "entries (their stored per-query files); for two results files use "
                              "`ropebench compare A B`")
         found = [_results_entry(Path(e)) for e in files]
+        for note in _mixing_notes(files):
+            click.echo(f"note: {note}", err=True)
         names = [f["name"] for f in found]
         if len(set(names)) != len(names):
             raise UsageError(f"--entry: the same file name appears twice ({', '.join(names)}); rename one copy")

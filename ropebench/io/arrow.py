@@ -10,7 +10,51 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
-__all__ = ["id_array", "to_numpy", "column_kind", "embedding_matrix", "float32_range"]
+__all__ = ["id_array", "from_numpy", "string_array", "to_numpy", "column_kind", "embedding_matrix",
+           "float32_range"]
+
+
+def _validity(valid: np.ndarray | None) -> Any:
+    import pyarrow as pa
+
+    if valid is None or bool(np.all(valid)):
+        return None
+    return pa.py_buffer(np.packbits(np.asarray(valid, dtype=bool), bitorder="little"))
+
+
+def from_numpy(values: np.ndarray, *, valid: np.ndarray | None = None) -> Any:
+    """A pyarrow array of a numeric or bool numpy array, built from its buffer.
+
+    ``pa.array`` imports pandas on first use (a quarter second of every evaluation that writes
+    a per-query file); ``Array.from_buffers`` does not. ``valid``: False marks a null.
+    """
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values)
+    n = len(values)
+    if values.dtype == bool:
+        data = pa.py_buffer(np.packbits(values, bitorder="little"))
+        return pa.Array.from_buffers(pa.bool_(), n, [_validity(valid), data])
+    type_ = {"i": {1: pa.int8(), 2: pa.int16(), 4: pa.int32(), 8: pa.int64()},
+             "u": {1: pa.uint8(), 2: pa.uint16(), 4: pa.uint32(), 8: pa.uint64()},
+             "f": {2: pa.float16(), 4: pa.float32(), 8: pa.float64()}}[values.dtype.kind][values.dtype.itemsize]
+    return pa.Array.from_buffers(type_, n, [_validity(valid), pa.py_buffer(values.astype(values.dtype.newbyteorder("="),
+                                                                                         copy=False))])
+
+
+def string_array(items: list[Any]) -> Any:
+    """A pyarrow ``string`` (``large_string`` past 2 GiB) array of Python strings; None is null."""
+    import pyarrow as pa
+
+    encoded = [b"" if item is None else item.encode("utf-8") for item in items]
+    lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    large = offsets[-1] > np.iinfo(np.int32).max
+    valid = np.array([item is not None for item in items], dtype=bool)
+    offset_buffer = pa.py_buffer(offsets if large else offsets.astype(np.int32))
+    return pa.Array.from_buffers(pa.large_string() if large else pa.string(), len(encoded),
+                                 [_validity(valid), offset_buffer, pa.py_buffer(b"".join(encoded))])
 
 
 def id_array(values: np.ndarray) -> Any:
@@ -18,18 +62,16 @@ def id_array(values: np.ndarray) -> Any:
 
     int64 stays int64 and uint64 stays uint64 (an id above 2^63 is never reinterpreted as a
     negative number); an object array of strings becomes ``string``; an object array of Python
-    ints becomes int64 or, when a value needs it, uint64.
+    ints becomes int64 or, when a value needs it, uint64. Built without ``pa.array`` (pandas).
     """
-    import pyarrow as pa
-
     if values.dtype.kind in "iu":
-        return pa.array(values)
+        return from_numpy(values)
     items = values.tolist()
     if all(isinstance(v, str) for v in items):
-        return pa.array(items, type=pa.string())
+        return string_array(items)
     if all(isinstance(v, int) and not isinstance(v, bool) for v in items):
         big = any(v > np.iinfo(np.int64).max for v in items)
-        return pa.array(items, type=pa.uint64() if big else pa.int64())
+        return from_numpy(np.array(items, dtype=np.uint64 if big else np.int64))
     # Validation refuses mixed or float ids; reaching here is a bug, not a user error to paper over.
     kinds = sorted({type(v).__name__ for v in items})
     raise TypeError(f"ids of mixed or unsupported types ({', '.join(kinds)}) cannot be written exactly")

@@ -5,6 +5,7 @@ calls where a shard is (read and check it; read and scan it). See docs/scale.md.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -40,7 +41,7 @@ def parse_sizes(sizes: str | Sequence[int | str] | None, n_rows: int) -> tuple[i
         except ValueError:
             bad.append(str(item))
             continue
-        if value < 0 or value != int(value):
+        if not math.isfinite(value) or value < 0 or value != int(value):
             bad.append(str(item))
         elif int(value) > n_rows:
             raise UsageError(f"--distractor-sizes {item}: the catalogue holds {n_rows:,} items. Fix: use sizes up to "

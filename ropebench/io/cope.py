@@ -30,6 +30,7 @@ import numpy as np
 from ropebench.errors import DataError, UsageError
 from ropebench.io.convert_report import CopeReport, DomainReport, manifest_coverage
 from ropebench.io.parquet import to_numpy
+from ropebench.io.safety import regular_input
 from ropebench.io.submission import (
     check_submission_file,
     refuse_output_among_inputs,
@@ -113,8 +114,14 @@ def find_shards(directories: Sequence[str | os.PathLike[str]]) -> list[Shard]:
         found = []
         for path in directory.iterdir():
             match = _SHARD_NAME.match(path.name)
-            if match and path.is_file():
-                found.append(Shard(path, int(match.group(1)), _DOMAIN_OF_SUFFIX[match.group(2)]))
+            if not match:
+                continue
+            try:
+                regular_input(path, "shard")
+            except DataError as error:  # a pipe or a link to /dev/zero named like a shard: never read it
+                problems.append(str(error).split(". Fix:")[0])
+                continue
+            found.append(Shard(path, int(match.group(1)), _DOMAIN_OF_SUFFIX[match.group(2)]))
         if not found:
             problems.append(f"{directory}: holds no infer.py output (files named 0_item, 0_photo, 0_live, …)")
         shards += sorted(found, key=lambda s: (s.rank, DOMAINS.index(s.domain)))
@@ -227,19 +234,22 @@ def read_shard(shard: Shard, *, live_id: str = DEFAULT_LIVE_ID, dim: int | None 
     return ShardData(shard, ids, keys, matrix, fields, rounded)
 
 
-def _deduplicate(keys: pa.Array, matrix: np.ndarray) -> tuple[np.ndarray, float]:
-    """Rows to keep (first copy of each key) and the largest |difference| between copies."""
+def _deduplicate(keys: pa.Array, matrix: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """Rows to keep (first copy of each key), the largest |difference| between copies, and the
+    repeated rows whose vector differs from their first copy's (padding repeats a row exactly,
+    so these are two different items under one id)."""
     import pyarrow.compute as pc
 
     codes = to_numpy(pc.index_in(keys, value_set=pc.unique(keys))).astype(np.int64)
     _, first = np.unique(codes, return_index=True)  # index of each key's first row
     keep = np.sort(first)
     if len(keep) == len(codes):
-        return keep, 0.0
+        return keep, 0.0, np.zeros(0, dtype=np.int64)
     repeats = np.setdiff1d(np.arange(len(codes)), keep, assume_unique=True)
     # Codes are 0..u-1, all present, so first[c] is the first row of code c.
-    difference = np.abs(matrix[repeats] - matrix[first[codes[repeats]]]).max(initial=0.0)
-    return keep, float(difference)
+    gaps = np.abs(matrix[repeats] - matrix[first[codes[repeats]]])
+    differing = repeats[gaps.max(axis=1, initial=0.0) > 0] if gaps.size else np.zeros(0, dtype=np.int64)
+    return keep, float(gaps.max(initial=0.0)), differing
 
 
 def _repeated(ids: pa.Array) -> list[Any]:
@@ -287,7 +297,8 @@ def convert_cope(
     import pyarrow.compute as pc
 
     if require_complete and manifest is None:
-        raise UsageError("--require-complete needs --manifest: completeness is measured against a manifest")
+        raise UsageError("--require-complete needs --manifest: completeness is measured against a manifest. "
+                         "Fix: add --manifest MANIFEST, or drop --require-complete")
     live_id_parts(live_id)  # a bad template fails before any reading
     shards = find_shards(directories)
     inputs = [*directories, *(s.path for s in shards), *([manifest] if manifest is not None else [])]
@@ -306,12 +317,20 @@ def convert_cope(
     ids_parts, matrices, reports = [], [], []
     domains: list[str] = []
     live_columns: dict[str, pa.Array] = {}
+    conflicts: list[str] = []
     for code, parts in per_domain.items():
         if not parts:
             continue
         matrix = np.concatenate([p.embeddings.reshape(len(p.embeddings), dim) for p in parts])
-        keep, difference = _deduplicate(pa.concat_arrays([p.keys for p in parts]), matrix)
-        ids = pa.concat_arrays([p.item_ids for p in parts]).take(pa.array(keep))
+        keep, difference, differing = _deduplicate(pa.concat_arrays([p.keys for p in parts]), matrix)
+        every_id = pa.concat_arrays([p.item_ids for p in parts])
+        if len(differing):
+            examples = every_id.take(pa.array(differing[:_EXAMPLES])).to_pylist()
+            conflicts.append(f"{code}: {len(differing)} repeated id(s) carry a different vector than their first "
+                             f"copy (largest difference {difference:.3g}), e.g. {examples}; the first copy was kept. "
+                             "Padding repeats a row exactly, so two different items share these ids: check that "
+                             "no two runs wrote into the same directory")
+        ids = every_id.take(pa.array(keep))
         ids_parts.append(pc.binary_join_element_wise(f"{code}:", ids, "") if domain_prefix else ids)
         matrices.append(matrix[keep])
         if code == "L":  # the last domain: its raw fields, after nulls for every P and V row
@@ -328,6 +347,7 @@ def convert_cope(
                         "--domain-prefix (and the same to convert rope-pairs), or a --live-id with all three fields")
 
     notes = [f"{len(empty)} empty shard file(s), e.g. {empty[0]}: did that rank finish?"] if empty else []
+    notes += conflicts
     if manifest is not None:
         coverage = manifest_coverage(manifest, all_ids, all_domains)
         reports = [DomainReport(**{**r.__dict__, **coverage[r.domain]}) for r in reports]

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ropebench.errors import DataError
+from ropebench.io.safety import regular_input
 from ropebench.protocol import DOMAINS, canonical_domain
 
 __all__ = ["Shard", "Catalogue", "ShardRows", "plan_catalogue", "read_shard", "read_table", "domain_codes",
@@ -89,8 +90,18 @@ def _regular_files(path: Path, problems: list[str]) -> list[Path]:
         problems.append(f"distractors {path}: not a regular file or directory. Fix: give parquet files or a "
                         "directory of them")
         return []
-    files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
-    if not files:
+    files = []
+    for candidate in sorted(path.rglob("*.parquet")):
+        if candidate.is_dir():  # Spark writes a "file" as a directory of parts: its parts are listed too
+            continue
+        try:
+            regular_input(candidate, "distractors")
+        except DataError as error:  # a pipe or a link to /dev/zero named like a shard: never read, never skipped
+            problems.append(str(error).replace(" Fix: give a regular file", " Fix: replace it with a parquet file "
+                                               "or remove it"))
+            continue
+        files.append(candidate)
+    if not files and not problems:
         problems.append(f"distractors directory {path}: holds no *.parquet file. Fix: write the catalogue as "
                         "parquet files (item_id, domain, embedding)")
     return files

@@ -1,4 +1,9 @@
-"""Small file helpers shared by results, leaderboards and the CLI: hashing and atomic writes."""
+"""Small file helpers shared by results, leaderboards and the CLI: hashing and atomic writes.
+
+Which paths may be read and written is decided in :mod:`ropebench.io.safety` (its checks are
+re-exported here); this module writes: temporary files beside their targets, renamed together
+at the end, with a guardian process that finishes or undoes the step if the writer is killed.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,27 @@ import contextlib
 import hashlib
 import json
 import os
-import stat
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ropebench.errors import DataError, UsageError
+from ropebench.io.safety import (
+    check_output_paths,
+    inputs_and_records,
+    recorded_files,
+    refuse_special,
+    regular_input,
+    same_file,
+    unwritable_parent,
+)
 
 __all__ = ["sha256_file", "atomic_write_text", "atomic_write_with", "writable_directory", "check_output_paths",
-           "write_together", "same_file"]
+           "write_together", "same_file", "regular_input", "recorded_files", "inputs_and_records", "unwritable_parent"]
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -63,25 +76,11 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[str], None]
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     A failure anywhere leaves ``path`` as it was (absent or the previous version) and removes
-    the temporary file, so a reader never sees a half-written result or leaderboard file.
+    the temporary file, so a reader never sees a half-written result or leaderboard file; if
+    the process is killed while writing, the guardian of :func:`write_files_together` removes
+    the temporary file (and directories made for it).
     """
-    path = Path(path)
-    _refuse_special(path)
-    writable_directory(path.parent)
-    tmp = _mkstemp_beside(path)
-    try:
-        write(tmp)
-        # mkstemp creates 0600; give the file the mode an ordinary open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_files_together([(path, write)], guard=True)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -96,95 +95,10 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_with(path, write)
 
 
-def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    """True when two paths name the same file or directory (links and ``..`` resolved), or one
-    lies inside the other (an output inside a directory input would change that input)."""
-    pa_, pb = Path(a), Path(b)
-    try:
-        if pa_.exists() and pb.exists() and os.path.samefile(pa_, pb):
-            return True
-    except OSError:
-        pass
-    ra, rb = pa_.resolve(), pb.resolve()
-    return ra == rb or rb in ra.parents or ra in rb.parents
-
-
-def _special_kind(path: Path) -> str | None:
-    """What an existing path that is neither a regular file nor absent is ("a directory",
-    "a character device", …); None for a regular file or a missing path."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    return ("a named pipe" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode) else
-            "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-
-
-def _refuse_special(path: Path) -> None:
-    # Outputs are renamed over their target: over /dev/null (as root) that would replace the
-    # device node itself with a results file, and over a pipe it would silently unlink the pipe.
-    kind = _special_kind(path)
-    if kind is not None:
-        raise DataError(f"{path} is {kind}, not a regular file. Fix: name a regular file (or leave the option out)")
-
-
-def _unwritable_parent(path: Path) -> Path | None:
-    """The nearest existing ancestor directory of ``path`` when it cannot be written, else None
-    (nothing is created here: checking before the work must leave no trace)."""
-    parent = Path(os.path.abspath(path)).parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        return parent
-    return None
-
-
-def check_output_paths(outputs: Mapping[str, str | os.PathLike[str] | None],
-                       inputs: Mapping[str, str | os.PathLike[str] | None]) -> None:
-    """Refuse, before any work, an output path that is an input or another output, that is not
-    a regular file (a directory, a device such as ``/dev/null``, a pipe), or that lies in a
-    directory that cannot be written.
-
-    Args:
-        outputs: option name -> path (None = not written), e.g. ``{"--out": "r.json"}``.
-        inputs: what each input is -> path, e.g. ``{"submission": "s.parquet"}``.
-
-    Raises:
-        UsageError: naming the options and the paths; nothing has been written.
-    """
-    problems = []
-    given = [(name, path) for name, path in outputs.items() if path is not None]
-    for name, path in given:
-        kind = _special_kind(Path(path))
-        if kind is not None:
-            problems.append(f"{name} {path} is {kind}, not a regular file. Fix: name a regular file"
-                            + (" (or leave the option out to write nothing)" if kind != "a directory" else ""))
-        for what, source in inputs.items():
-            if source is not None and same_file(path, source):
-                problems.append(f"{name} {path} is the {what} {source}: writing it would destroy the input. "
-                                "Fix: choose another output path")
-        blocked = _unwritable_parent(Path(path))
-        if blocked is not None and kind is None:
-            why = "not a directory" if blocked.exists() and not blocked.is_dir() else "not writable"
-            problems.append(f"{name} {path}: cannot create this directory or write in it ({blocked} is {why}). "
-                            "Fix: choose a path in a writable directory")
-    for i, (name, path) in enumerate(given):
-        for other, other_path in given[i + 1:]:
-            if same_file(path, other_path):
-                problems.append(f"{name} and {other} both name {path}: one would replace the other. "
-                                "Fix: give each output its own path")
-    if problems:
-        raise UsageError("refused before any work, nothing written:\n  - " + "\n  - ".join(problems))
-
-
 def _temp_beside(path: Path, created: list[Path]) -> str:
     """A new empty temporary file in ``path``'s directory (created if needed; the directories
     made are appended to ``created`` so a failure can remove them again)."""
-    _refuse_special(path)
+    refuse_special(path)
     missing = [parent for parent in reversed(path.parent.parents) if not parent.exists()]
     if not path.parent.exists():
         missing.append(path.parent)
@@ -205,11 +119,13 @@ def _temp_beside(path: Path, created: list[Path]) -> str:
 # outputs are all old or all new, never one without the other.
 _GUARDIAN = r"""
 import json, os, sys
-plan, committed = [], False
+plan, made, committed = [], [], False
 for line in sys.stdin:
     message = json.loads(line)
     if message[0] == "tmp":
         plan.append(message[1:])
+    elif message[0] == "dir":
+        made.append(message[1])
     elif message[0] == "commit":
         committed = True
     elif message[0] == "abort":
@@ -228,6 +144,12 @@ for tmp, target in plan:
         os.unlink(tmp + ".old")
     except OSError:
         pass
+if not committed:
+    for directory in reversed(made):  # directories made for the outputs, deepest first, if empty
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
 """
 
 # Test hook (documented in tests/test_outputs.py): seconds to sleep between two renames, so a
@@ -267,7 +189,8 @@ class _Guardian:
             self.process.wait(timeout=10)
 
 
-def write_files_together(writers: Sequence[tuple[str | os.PathLike[str], Callable[[str], None]]]) -> None:
+def write_files_together(writers: Sequence[tuple[str | os.PathLike[str], Callable[[str], None]]], *,
+                         guard: bool | None = None) -> None:
     """Write several files as one step: all new or all old, also when the process is killed.
 
     Each ``write(tmp)`` fills a temporary file beside its target; only when every one succeeded
@@ -281,14 +204,22 @@ def write_files_together(writers: Sequence[tuple[str | os.PathLike[str], Callabl
     """
     temps: list[tuple[Path, str]] = []
     created: list[Path] = []
-    guardian = _Guardian() if len(writers) > 1 else None
+    # The guardian also cleans up after a kill of a single write (guard=True): no stray .tmp file.
+    guardian = _Guardian() if (len(writers) > 1 if guard is None else guard) else None
     try:
         try:
             for target, write in writers:
                 path = Path(os.path.abspath(target))
-                tmp = _temp_beside(path, created)
+                made_before = len(created)
+                try:
+                    tmp = _temp_beside(path, created)
+                except OSError as error:  # a directory or temporary file that cannot be made (full disk, …)
+                    raise DataError(f"{path}: cannot be written ({error.strerror or error}). "
+                                    "Fix: free disk space or choose a writable location") from None
                 temps.append((path, tmp))
                 if guardian is not None:
+                    for directory in created[made_before:]:
+                        guardian.send("dir", str(directory))
                     guardian.send("tmp", tmp, str(path))
                 try:
                     write(tmp)

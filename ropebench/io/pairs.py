@@ -19,6 +19,7 @@ import numpy as np
 
 from ropebench.errors import DataError
 from ropebench.io.parquet import read_source, to_numpy
+from ropebench.io.safety import regular_input
 from ropebench.io.submission import (
     METADATA_KEY,
     Problems,
@@ -170,6 +171,17 @@ def convert_rope_pairs(
     import pyarrow.compute as pc
 
     sources = {"P": pages, "V": videos, "L": lives}
+    unreadable = []
+    for code, source in sources.items():  # every unreadable file at once, none of them opened
+        try:
+            regular_input(source, f"pair file ({code})", fix="give ROPE's *_pair.txt text file")
+        except DataError as error:
+            unreadable.append(str(error))
+    if len(unreadable) == 1:
+        raise DataError(unreadable[0])
+    if unreadable:
+        raise DataError(f"convert rope-pairs: {len(unreadable)} input files cannot be read, nothing was written:\n  - "
+                        + "\n  - ".join(unreadable))
     refuse_output_among_inputs(out, list(sources.values()))
     products, items, domains, repeated = [], [], [], {}
     problems = Problems("convert rope-pairs")
@@ -227,26 +239,58 @@ def convert_npz(
         DataError: unreadable file, missing or malformed arrays, or a written file that does not
             validate (against ``manifest`` when given). Nothing is written then.
     """
+    regular_input(path, "npz file", fix="give an .npz file written by numpy.savez")
     refuse_output_among_inputs(out, [path, *([manifest] if manifest is not None else [])])
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except ValueError as error:
-        raise DataError(f"{path}: {error}. Fix: save ids as numbers or np.array(ids, dtype=str), "
-                        "never as Python objects") from None
-    except (OSError, EOFError) as error:
-        raise DataError(f"{path}: cannot be read as .npz ({error}). Fix: write it with numpy.savez") from None
+    arrays = _read_npz(Path(path))
     missing = [key for key in _NPZ_KEYS[:2] if key not in arrays]
     if missing:
-        raise DataError(f"{path}: array(s) {', '.join(missing)} missing (found: {', '.join(arrays) or 'none'}). "
+        raise DataError(f"npz file {path}: array(s) {', '.join(missing)} missing "
+                        f"(found: {', '.join(arrays) or 'none'}). "
                         "Fix: numpy.savez(path, embeddings=…, item_ids=…[, domains=…, product_ids=…])")
     embeddings = arrays["embeddings"]
     metadata = {"converter": "npz", "sources": source_records([path, *([manifest] if manifest else [])]),
                 "embedding_dtype": str(embeddings.dtype)}
-    table = submission_table(arrays["item_ids"], embeddings, arrays.get("domains"), arrays.get("product_ids"),
-                             metadata=metadata)
+    try:
+        table = submission_table(arrays["item_ids"], embeddings, arrays.get("domains"), arrays.get("product_ids"),
+                                 metadata=metadata)
+    except DataError as error:  # the checks speak of write_submission's arguments: here they are arrays of a file
+        raise DataError(str(error).replace("write_submission:", f"npz file {path}:", 1)
+                        .replace("argument '", "array '")) from None
     check: list[str] = []
     write_table_atomically(out, table, check=lambda tmp: check.append(check_submission_file(tmp, manifest)))
     return NpzReport(os.fspath(out), table.num_rows, int(embeddings.shape[1]), str(embeddings.dtype),
                      "domains" in arrays and "product_ids" in arrays,
                      tuple(k for k in arrays if k not in _NPZ_KEYS), check[0])
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file; DataError naming the file, the array and the fix."""
+    import zipfile
+
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if magic.startswith(b"\x93NUMPY"):
+        raise DataError(f"npz file {path}: is a single .npy array, not an .npz archive of named arrays. Fix: "
+                        "numpy.savez(path, embeddings=…, item_ids=…[, domains=…, product_ids=…])")
+    if not magic.startswith(b"PK"):
+        raise DataError(f"npz file {path}: not an .npz archive (it does not start like a zip file). Fix: write "
+                        "it with numpy.savez(path, embeddings=…, item_ids=…)")
+    arrays: dict[str, np.ndarray] = {}
+    key = None
+    try:
+        # Our own handle: np.load leaves the file open when the archive turns out to be broken.
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
+            for key in archive.files:
+                arrays[key] = archive[key]
+    except ValueError as error:
+        where = f"array {key!r}" if key is not None else "the archive"
+        if "pickle" in str(error).lower() or "object" in str(error).lower():
+            raise DataError(f"npz file {path}, {where}: holds Python objects ({error}). Fix: save ids as numbers or "
+                            "np.array(ids, dtype=str), never as Python objects") from None
+        raise DataError(f"npz file {path}, {where}: cannot be read ({error}). Fix: write it again with "
+                        "numpy.savez (is it truncated?)") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, MemoryError) as error:
+        where = f"array {key!r}" if key is not None else "the archive"
+        raise DataError(f"npz file {path}, {where}: cannot be read as .npz ({type(error).__name__}: {error}). "
+                        "Fix: write it again with numpy.savez (is it truncated or still being copied?)") from None
+    return arrays

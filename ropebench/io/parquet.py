@@ -151,15 +151,12 @@ def read_parquet(path: Path) -> pa.Table:
         ) from None
 
 
-_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-          (stat.S_ISSOCK, "a socket"))
-
-
 def _not_regular(mode: int) -> str | None:
     """What a non-regular, non-directory file is (``"a named pipe"``, …), or None."""
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return None
-    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    from ropebench.io.safety import kind_of_mode
+
+    kind = kind_of_mode(mode)
+    return None if kind == "a directory" else kind
 
 
 def _domain_of_path(path: Path, root: Path) -> str | None:
@@ -198,6 +195,9 @@ def read_source(path: str | os.PathLike[str], *, what: str) -> Source:
     except FileNotFoundError:
         raise DataError(f"{what} {path}: no such file or directory. Fix: check the path.") from None
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise DataError(f"{what} {path}: a symbolic link loop (the link points, directly or through others, "
+                            "back at itself). Fix: point the link at the real file") from None
         raise DataError(f"{what} {path}: cannot be accessed ({error.strerror or error}). "
                         "Fix: check the path and its permissions.") from None
     kind = _not_regular(mode)

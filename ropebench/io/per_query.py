@@ -21,7 +21,8 @@ import numpy as np
 from ropebench.errors import DataError, UsageError
 from ropebench.protocol import ALL_TASKS, FEWSHOT_MEASURE_PATTERN, MEASURE_PATTERN, measure_order
 
-__all__ = ["InputRef", "Side", "column_codes", "column_floats", "load_side", "measure_columns", "pair_sides"]
+__all__ = ["InputRef", "Side", "column_codes", "column_floats", "load_side", "measure_columns", "pair_sides",
+           "protocol_notes"]
 
 _METADATA_KEY = b"ropebench"  # parquet schema metadata of a per-query file: {"protocol": {...}, ...}
 _EXAMPLES = 5
@@ -61,7 +62,8 @@ def column_floats(table: Any, name: str) -> np.ndarray:
                             "table written by `ropebench evaluate --per-query`")
         values = to_numpy(column)
     if values.dtype.kind not in "fiu":
-        raise DataError(f"per-query table: column {name!r} holds {values.dtype}, not numbers")
+        raise DataError(f"per-query table: column {name!r} holds {values.dtype}, not numbers. Fix: pass the table "
+                        "written by `ropebench evaluate --per-query`")
     values = values.astype(np.float64)
     if not np.all(np.isfinite(values)):
         bad = int((~np.isfinite(values)).sum())
@@ -92,7 +94,11 @@ def column_codes(table: Any, name: str, *, order: Sequence[Any] | None = None) -
             labels, codes = encoded.dictionary.to_pylist(), to_numpy(encoded.indices)
     codes = np.asarray(codes, dtype=np.int64).ravel()
     rank = {label: i for i, label in enumerate(order or ())}
-    sorted_labels = sorted(labels, key=lambda label: (rank.get(label, len(rank)), label))
+    # Labels outside ``order`` sort by their text, so product 10 comes before product 2 whether
+    # the ids are spelled as integers or as strings: the bootstrap's resampling matrix rows are
+    # assigned to products in this order, and an interval must depend only on which products
+    # there are, not on the type their ids were written with.
+    sorted_labels = sorted(labels, key=lambda label: (rank.get(label, len(rank)), str(label), type(label).__name__))
     position = {label: i for i, label in enumerate(sorted_labels)}
     remap = np.array([position[label] for label in labels], dtype=np.int64)
     return (remap[codes] if len(codes) else codes), sorted_labels
@@ -149,6 +155,11 @@ def load_side(source: Any, label: str) -> Side:
     path = Path(source)
     name = f"{label} ({path})"
     if not path.is_file():
+        if os.path.lexists(path):  # a pipe, a device, a directory or a link loop: named as what it is
+            from ropebench.io.safety import regular_input
+
+            regular_input(path, label, fix="pass a results JSON (`ropebench evaluate --out`) or a per-query "
+                          "parquet file")
         raise UsageError(f"{name}: no such file. Fix: pass a results JSON (`ropebench evaluate --out`) or a "
                          "per-query parquet file (`--per-query`)")
     from ropebench.io.files import sha256_file
@@ -202,12 +213,19 @@ def _prepare(side: Side) -> Any:
                         "written by `ropebench evaluate --per-query`")
     for column in ("task", "item_id", "product_id"):
         if table.column(column).null_count:
-            raise DataError(f"{side.name}: column {column!r} has {table.column(column).null_count} null value(s)")
+            raise DataError(f"{side.name}: column {column!r} has {table.column(column).null_count} null value(s). "
+                            "Fix: every scored query has a task, an item_id and a product_id; re-run `ropebench "
+                            "evaluate --out R.json`")
+    for measure in measure_columns(table):  # bad values named with the side and file, before any statistics
+        try:
+            column_floats(table, measure)
+        except DataError as error:
+            raise DataError(f"{side.name}: {str(error).replace('per-query table: ', '')}") from None
     table = table.sort_by([("task", "ascending"), ("item_id", "ascending")])
     unknown = sorted(set(pc.unique(table.column("task")).to_pylist()) - set(ALL_TASKS))
     if unknown:
         raise DataError(f"{side.name}: unknown task(s) {', '.join(map(repr, unknown[:_EXAMPLES]))}. "
-                        f"Tasks are {' '.join(ALL_TASKS)}")
+                        f"Tasks are {' '.join(ALL_TASKS)}. Fix: pass the per-query file ropebench wrote, unedited")
     if len(table) > 1:
         task, item = table.column("task"), table.column("item_id")
         same = pc.and_(pc.equal(task[1:], task[:-1]), pc.equal(item[1:], item[:-1]))
@@ -272,3 +290,32 @@ def pair_sides(a: Side, b: Side) -> tuple[Any, Any, list[str]]:
                          "protocol:\n  - " + "\n  - ".join(problems)
                          + "\nFix: evaluate both submissions on the same manifest with the same --ties and --ks")
     return table_a, table_b, measures
+
+
+def _search_of(protocol: Mapping[str, Any]) -> str:
+    if protocol.get("search") == "approximate":
+        index = protocol.get("index")
+        factory = index.get("factory") if isinstance(index, Mapping) else index
+        return f"approximate search ({factory})" if factory else "approximate search"
+    return "exact search"
+
+
+def protocol_notes(a: Side, b: Side) -> list[str]:
+    """What differs between A's and B's protocols without making the comparison invalid: the
+    similarity, exact against approximate search, a distractor catalogue. Δ then measures these
+    choices as well as the two systems, which a reader of the numbers should be told."""
+    if not a.protocol or not b.protocol:
+        return []
+    notes = []
+    metric_a, metric_b = a.protocol.get("metric"), b.protocol.get("metric")
+    if metric_a and metric_b and metric_a != metric_b:
+        notes.append(f"A was evaluated under {metric_a}, B under {metric_b}: Δ compares the two similarities as "
+                     "well as the two systems")
+    search_a, search_b = _search_of(a.protocol), _search_of(b.protocol)
+    if search_a != search_b:
+        notes.append(f"A used {search_a}, B {search_b}: Δ includes the approximate index's misses "
+                     "(leaderboard numbers are exact)")
+    compression_a, compression_b = a.protocol.get("compression"), b.protocol.get("compression")
+    if compression_a != compression_b:
+        notes.append(f"A was compressed as {compression_a or 'nothing'}, B as {compression_b or 'nothing'}")
+    return notes

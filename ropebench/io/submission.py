@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ropebench.errors import DataError
+from ropebench.errors import DataError, RopebenchError
 from ropebench.io.files import atomic_write_with, sha256_file
 from ropebench.protocol import canonical_domain
 
@@ -366,11 +366,21 @@ def source_records(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, st
 
 
 def refuse_output_among_inputs(out: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]]) -> None:
-    """DataError when ``out`` is one of the inputs (or a directory): checked before any work."""
+    """DataError when ``out`` is one of the inputs, a directory, a pipe or device, or lies where
+    it cannot be written (below a file, a read-only directory): checked before any work.
+
+    An output *inside* a directory input is allowed here (a converter's shard directory is not
+    changed by a file written beside the shards)."""
+    from ropebench.io.safety import check_output_paths
+
     target = os.path.realpath(out)
-    if os.path.isdir(target):
+    if os.path.isdir(target) or os.fspath(out).endswith(("/", os.sep)):
         raise DataError(f"--out {out}: is a directory. Fix: give a file name, e.g. {Path(out) / 'out.parquet'}")
     for source in inputs:
         if os.path.realpath(source) == target:
             raise DataError(f"--out {out}: is also an input ({source}); writing it would destroy the input. "
                             "Fix: choose another output path")
+    try:
+        check_output_paths({"--out": out}, {})
+    except RopebenchError as error:
+        raise DataError(str(error)) from None

@@ -88,8 +88,41 @@ class _Prepared:
     computed_on: ComputedOn
 
 
+def refuse_kind_of_run(results_path: Path, results: Any) -> None:
+    """Say plainly why a distractor or approximate result cannot be an entry (instead of the
+    schema problems its extra fields would otherwise raise).
+
+    A suite's entries all mean one protocol: exact search over the test set alone. A result
+    with a distractor catalogue ranks against more items, and an approximate one may miss
+    neighbours, so neither number is comparable with the entries beside it.
+    """
+    if not isinstance(results, Mapping):
+        return
+    protocol: Mapping[str, Any] = results["protocol"] if isinstance(results.get("protocol"), Mapping) else {}
+    reasons = []
+    if protocol.get("search") == "approximate" or "index" in protocol:
+        index = protocol.get("index")
+        factory = index.get("factory") if isinstance(index, Mapping) else index
+        reasons.append(f"it used approximate search (--index {factory}): leaderboard entries are exact, so every "
+                       "number in a suite comes from the same exhaustive search. Fix: evaluate again without --index "
+                       "(and --nprobe/--ef-search) and add that results file")
+    distractors = results.get("distractors")
+    if distractors:
+        counts = distractors.get("n_items") if isinstance(distractors, Mapping) else None
+        total = f" ({sum(counts.values()):,} extra gallery items)" if isinstance(counts, Mapping) and all(
+            isinstance(v, int) for v in counts.values()) else ""
+        reasons.append(f"it was evaluated with a distractor catalogue{total}: a suite's entries rank against its "
+                       "test set alone, so numbers with distractors are not comparable with them. Fix: evaluate "
+                       "again without --distractors and add that results file (keep this one for `ropebench plot "
+                       "--kind distractors`)")
+    if reasons:
+        raise DataError(f"{results_path}: cannot be a leaderboard entry; nothing written:\n  - "
+                        + "\n  - ".join(reasons))
+
+
 def _prepare(results_path: Path, base: Path, submission: str | None, manifest: str | None) -> _Prepared:
     results = paths.read_json(results_path, what="results file")
+    refuse_kind_of_run(results_path, results)
     problems = check_results(results)
     if problems:
         raise DataError(f"{results_path}: not a usable results file:\n  - " + "\n  - ".join(problems))
@@ -135,7 +168,8 @@ def _argument_problems(name: str, label: str, label_latex: str | None, descripti
                        source: str | None) -> list[str]:
     problems = []
     if not NAME_PATTERN.match(name):
-        problems.append(f"--name {name!r}: use lower-case letters, digits, '.', '_' and '-' (it is a file name)")
+        problems.append(f"--name {name!r}: use 1 to 100 lower-case letters, digits, '.', '_' and '-', starting with a "
+                        "letter or digit (it is a file name)")
     if not label.strip():
         problems.append("--label must not be empty: it is the row label in the tables")
     problems += [p.replace("'label'", "--label", 1) for p in text_problems(label, "label", limit=MAX_LABEL)]

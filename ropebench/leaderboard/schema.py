@@ -39,9 +39,11 @@ __all__ = [
 ENTRY_SCHEMA = "ropebench.entry/1"
 SUITE_SCHEMA = "ropebench.suite/1"
 COUNTS: tuple[str, ...] = ("n_queries", "n_skipped", "n_gallery", "n_tied")
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_METRIC_KEY = re.compile(r"^(R|MRR)@[1-9][0-9]*$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# \Z, not $: "$" also matches before a final newline, and "name\n" must not pass as a name.
+# At most 100 characters: a name becomes file names (<entry>.per_query.parquet) of at most 255 bytes.
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}\Z")
+_METRIC_KEY = re.compile(r"^(R|MRR)@[1-9][0-9]*\Z")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 _PROTOCOL_VALUES = {"metric": ("cosine", "ip", "l2"),
                     "ties": ("expected", "pessimistic", "optimistic"),
                     "search": ("exact",),

@@ -51,8 +51,9 @@ def find_root(root: str | os.PathLike[str] | None = None, *, for_writing: bool =
     if root is not None:
         path = Path(root)
         if not path.is_dir():
-            raise UsageError(f"--root {root}: no such directory (pass the leaderboards/ directory, or "
-                             "create one with `ropebench leaderboard init SUITE --root DIR`)")
+            what = "a file, not a directory" if path.exists() else "no such directory"
+            raise UsageError(f"--root {root}: {what}. Fix: pass the leaderboards/ directory, or create one with "
+                             "`ropebench leaderboard init SUITE --root DIR`")
         return path
     candidates = [Path("leaderboards")]
     if not for_writing:  # a change goes where the user is, never to a copy found elsewhere
@@ -84,8 +85,8 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 def check_suite_name(name: str) -> None:
     """UsageError unless ``name`` can be a suite (a directory of the root: no '/', no '..')."""
     if not NAME_PATTERN.match(name):
-        raise UsageError(f"suite {name!r}: a suite name is a directory name of lower-case letters, digits, "
-                         "'.', '_' and '-' (starting with a letter or digit)")
+        raise UsageError(f"suite {name!r}: a suite name is a directory name of 1 to 100 lower-case letters, digits, "
+                         "'.', '_' and '-' (starting with a letter or digit). Fix: e.g. my-test-set")
 
 
 class View:
@@ -235,7 +236,8 @@ def load_suite(root: Path, name: str, *, view: View | None = None) -> Suite:
             return load_suite(root, name, view=View(root))
     if not view.exists(root / name / SUITE_FILE):
         raise UsageError(f"unknown suite {name!r} in {root}: known suites are "
-                         f"{', '.join(suite_names(root)) or 'none'}")
+                         f"{', '.join(suite_names(root)) or 'none'}. Fix: use one of those, pass the --root that "
+                         f"holds it, or create it with `ropebench leaderboard init {name} --root {root}`")
     suite, problems = read_suite(root, name, view=view)
     if problems or suite is None:
         raise DataError(f"suite {name!r} is invalid:\n  - " + "\n  - ".join(problems))

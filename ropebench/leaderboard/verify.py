@@ -235,7 +235,7 @@ def verify(root: Path, names: Sequence[str] | None = None) -> VerifyReport:
         unknown = [n for n in names or () if n not in known]
         if unknown:  # bad input, not a failed check: exit 2 rather than 1
             raise UsageError(f"unknown suite {', '.join(map(repr, unknown))}: known suites are "
-                             f"{', '.join(known) or 'none'}")
+                             f"{', '.join(known) or 'none'}. Fix: use one of those, or pass the --root that holds it")
         if not names:
             names = known
             report.problems += [f"{d}: a directory without {SUITE_FILE}" for d in sorted(root.iterdir())

@@ -62,10 +62,59 @@ def render_evaluation(result: Mapping[str, Any], fmt: str = "text", *, matrix_me
     ]
     if ci:
         parts += ["", "Intervals: 95% product-level bootstrap (10,000 resamples, seed 0)."]
+    parts += _special_run(result, measure_keys, matrix_measure, fmt)
     by_category = result.get("by_category")
-    if by_category:
-        parts += ["", render_by_category(by_category, measure_keys, fmt).rstrip("\n")]
+    missing = result.get("by_category_missing")
+    if by_category or missing:
+        parts += ["", render_by_category(by_category or {}, measure_keys, fmt, missing=missing).rstrip("\n")]
     return "\n".join(parts) + "\n"
+
+
+def _special_run(result: Mapping[str, Any], measure_keys: list[str], measure: str, fmt: str) -> list[str]:
+    """What made a run special, so the printed numbers are not read as plain exact ones: an
+    approximate index's agreement with exact search, a distractor catalogue and its curve."""
+    parts: list[str] = []
+    protocol = result.get("protocol") or {}
+    agreement = result.get("agreement")
+    if protocol.get("search") == "approximate" and isinstance(agreement, Mapping) and agreement:
+        index: Mapping[str, Any] = protocol["index"] if isinstance(protocol.get("index"), Mapping) else {}
+        settings = ", ".join(f"{key} {index[key]}" for key in ("nprobe", "ef_search") if index.get(key) is not None)
+        title = (f"Agreement with exact search (--index {index.get('factory')}{', ' + settings if settings else ''}): "
+                 "the share of the checked queries whose first-hit rank is unchanged, and |ΔR@K| over the checked "
+                 "queries (points)")
+        rows = []
+        for task, cells in agreement.items():
+            if not isinstance(cells, Mapping):
+                continue
+            delta: Mapping[str, Any] = cells["delta"] if isinstance(cells.get("delta"), Mapping) else {}
+            unchanged = cells.get("unchanged")
+            rows.append([task, str(cells.get("queries", "")),
+                         format_number(None if unchanged is None else 100 * unchanged) + "%"]
+                        + [format_number(delta.get(key)) for key in measure_keys])
+        parts += ["", title if fmt == "text" else f"{title}:", "",
+                  _table(["task", "checked", "unchanged", *(f"|Δ{key}|" for key in measure_keys)], rows, fmt)]
+    distractors = result.get("distractors")
+    if isinstance(distractors, Mapping):
+        counts: Mapping[str, Any] = distractors["n_items"] if isinstance(distractors.get("n_items"), Mapping) else {}
+        total = sum(int(v) for v in counts.values() if isinstance(v, int))
+        paths = ", ".join(str(p) for p in distractors.get("paths") or [])
+        per_domain = ", ".join(f"{code} {counts.get(code, 0):,}" for code in DOMAINS)
+        parts += ["", f"Distractor catalogue: {paths} ({total:,} items: {per_domain}), in every task's gallery of "
+                      "its domain (n_gallery counts them)."]
+    curve = result.get("distractor_curve")
+    if isinstance(curve, Mapping) and isinstance(curve.get("sizes"), list) and isinstance(curve.get("tasks"), Mapping):
+        tasks = [task for task, cells in curve["tasks"].items() if isinstance(cells, Mapping) and measure in cells]
+        rows = []
+        for position, size in enumerate(curve["sizes"]):
+            row = [f"{size:,}" if isinstance(size, int) else str(size)]
+            for task in tasks:
+                values = curve["tasks"][task][measure]
+                row.append(format_number(values[position]) if isinstance(values, list) and position < len(values)
+                           else "")
+            rows.append(row)
+        title = f"{measure} against catalogue size (distractors added, nested prefixes)"
+        parts += ["", title if fmt == "text" else f"{title}:", "", _table(["distractors", *tasks], rows, fmt)]
+    return parts
 
 
 def render_validation(dataset: Any, submission: str, manifest: str | None) -> str:
@@ -83,9 +132,12 @@ def render_validation(dataset: Any, submission: str, manifest: str | None) -> st
 
 
 def render_by_category(by_category: Mapping[str, Mapping[str, Mapping[str, Any]]], measure_keys: list[str],
-                       fmt: str) -> str:
-    """One row per (category, task): the task's numbers over that category's queries."""
+                       fmt: str, *, missing: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """One row per (category, task): the task's numbers over that category's queries; queries
+    whose category is null last, as "(no category)"."""
     rows = [[str(category), task, str(cells["n_queries"])] + [format_number(cells.get(key)) for key in measure_keys]
             for category, tasks in by_category.items() for task, cells in tasks.items()]
+    rows += [["(no category)", task, str(cells["n_queries"])] + [format_number(cells.get(key)) for key in measure_keys]
+             for task, cells in (missing or {}).items()]
     title = "By category (the query's category):"
     return title + "\n\n" + grid(["category", "task", "n_queries", *measure_keys], rows, fmt, n_text=2)

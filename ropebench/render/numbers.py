@@ -7,6 +7,7 @@ tables with alignment colons), labels left-aligned and numbers right-aligned.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 
@@ -24,8 +25,10 @@ def format_number(value: float | None, decimals: int = 2) -> str:
 
 def _markdown_cell(text: str) -> str:
     """A markdown table cell shows its text: ``|`` would end the cell and ``<``/``>`` would be
-    read as raw HTML by GitHub (``&`` is left alone, so text escaped before is not escaped twice)."""
-    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    read as raw HTML by GitHub (``&`` is left alone, so text escaped before is not escaped twice).
+    A ``<`` before a digit, a space or ``=`` cannot open a tag and stays as is, so a p-value
+    reads ``<0.0001`` in the terminal too, not ``&lt;0.0001``."""
+    return re.sub(r"<(?![0-9.\s=-])", "&lt;", text.replace("|", "\\|")).replace(">", "&gt;")
 
 
 def grid(header: Sequence[str], body: Sequence[Sequence[str]], fmt: str, *, n_text: int = 1) -> str:

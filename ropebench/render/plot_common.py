@@ -73,7 +73,8 @@ def _documents(results: Any) -> list[dict[str, Any]]:
 def _tasks(document: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
     tasks = document.get("tasks", document.get("results"))
     if not isinstance(tasks, Mapping):
-        raise UsageError("not a results JSON: it has no 'tasks' object (schema ropebench.results/1)")
+        raise UsageError("not a results JSON: it has no 'tasks' object (schema ropebench.results/1). Fix: pass a "
+                         "file written by `ropebench evaluate --out`")
     return tasks
 
 
@@ -113,7 +114,7 @@ def _task_order(present: set[str], tasks: Sequence[str] | None) -> list[str]:
     ordered = [task for task in ALL_TASKS if task in present]
     ordered += sorted(present - set(ALL_TASKS))
     if not ordered:
-        raise UsageError("nothing to plot: the result has no task")
+        raise UsageError("nothing to plot: the result has no task. Fix: pass a result with at least one scored task")
     return ordered
 
 

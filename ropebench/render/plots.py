@@ -65,7 +65,8 @@ def curves(results: Any, *, tasks: Sequence[str] | None = None, labels: Sequence
     chosen = _task_order({task for d in documents for task in _tasks(d)}, tasks)
     all_ks = sorted({k for document in documents for k in _ks(document)})
     if not all_ks:
-        raise UsageError("nothing to plot: the results carry no R@K value")
+        raise UsageError("nothing to plot: the results carry no R@K value. Fix: pass a results file written by "
+                         "`ropebench evaluate --out`")
     figure, panels = _panels(len(chosen), columns, (3.4, 2.8))
     for axes, task in zip(panels, chosen):
         for document, name in zip(documents, names):
@@ -105,7 +106,7 @@ def matrix(result: Any, *, measure: str = "R@1", title: str | None = None, cmap:
                        for q in DOMAINS])
     if np.isnan(values).all():
         raise UsageError(f"nothing to plot: the result has no {measure} value "
-                         "(measures are named like R@1, R@10, MRR@50)")
+                         "(measures are named like R@1, R@10, MRR@50). Fix: choose --measure among the run's Ks")
     figure, (axes,) = _panels(1, 1, (5.2, 3.6))
     image = axes.imshow(values, vmin=0, vmax=100, cmap=cmap)
     for (i, j), value in np.ndenumerate(values):
@@ -161,7 +162,7 @@ def difficulty(per_query_table: Any, *, tasks: Sequence[str] | None = None, ks: 
     missing = [name for name in ("task", "a") if name not in data]
     if missing:
         raise UsageError(f"per-query table lacks column(s) {', '.join(missing)} (has {', '.join(data[''])}): "
-                         "write it with `ropebench evaluate --per-query FILE`")
+                         "Fix: pass the per-query file `ropebench evaluate --out R.json` writes beside R.json")
     if ks is None:
         found = [re.fullmatch(r"(?:R|hit)@([0-9]+)", name) for name in data[""]]
         ks = sorted({int(match[1]) for match in found if match}) or list(DEFAULT_KS)
@@ -173,7 +174,7 @@ def difficulty(per_query_table: Any, *, tasks: Sequence[str] | None = None, ks: 
         censored = data["censored"].astype(bool)
         if (rank[censored] <= ks[-1]).any():
             raise UsageError(f"ks reach {ks[-1]}, beyond the run's max K ({int(rank[censored].min()) - 1}): "
-                             "censored queries' ranks are unknown past it; use Ks up to the run's")
+                             "censored queries' ranks are unknown past it. Fix: use Ks up to the run's")
         over |= censored
     group = np.where(over, len(ks), np.searchsorted(ks, rank, side="left"))
     chosen = _task_order(set(task_column.tolist()), tasks)
@@ -208,8 +209,8 @@ def compare(comparison_json: Any, *, measures: Sequence[str] | None = None, titl
     """
     document = _document(comparison_json)
     if document.get("schema") != "ropebench.comparison/1" or not isinstance(document.get("cells"), list):
-        raise UsageError("not a comparison: expected schema ropebench.comparison/1 with 'cells' "
-                         "(write one with `ropebench compare A B --out comparison.json`)")
+        raise UsageError("not a comparison: expected schema ropebench.comparison/1 with 'cells'. "
+                         "Fix: write one with `ropebench compare A B --out comparison.json`")
     cells = document["cells"]
     chosen = list(measures) if measures else list(dict.fromkeys(str(c["measure"]) for c in cells))
     tasks = _task_order({str(c["task"]) for c in cells if c["measure"] in chosen}, None)
@@ -276,7 +277,8 @@ def distractors(results: Any, *, measures: Sequence[str] | None = None, tasks: S
     for curve in curves_:
         if not isinstance(curve.get("sizes"), list) or not isinstance(curve.get("tasks"), Mapping):
             raise UsageError("no distractor curve: expected a result with 'distractor_curve' (evaluate with "
-                             "distractors at several sizes) or {'sizes': [...], 'tasks': {task: {'R@1': [...]}}}")
+                             "distractors at several sizes) or {'sizes': [...], 'tasks': {task: {'R@1': [...]}}}. "
+                             "Fix: evaluate with --distractors CATALOGUE --distractor-sizes 0,…,all --out R.json")
     names = _labels(documents, labels)
     chosen = _task_order({task for curve in curves_ for task in curve["tasks"]}, tasks)
     found = list(dict.fromkeys(m for curve in curves_ for t in curve["tasks"].values() for m in t))
@@ -290,7 +292,8 @@ def distractors(results: Any, *, measures: Sequence[str] | None = None, tasks: S
                 if values is None:
                     continue
                 if len(values) != len(curve["sizes"]):
-                    raise UsageError(f"{name} {task} {measure}: {len(values)} values for {len(curve['sizes'])} sizes")
+                    raise UsageError(f"{name} {task} {measure}: {len(values)} values for {len(curve['sizes'])} "
+                                     "sizes. Fix: pass the curve evaluate wrote, unedited")
                 label = f"{name} {measure}" if len(curves_) > 1 else measure
                 axes.plot(curve["sizes"], [_value(v) for v in values], marker="o", markersize=3.5, label=label)
         positive = [s for s in sizes if s > 0]
@@ -299,6 +302,9 @@ def distractors(results: Any, *, measures: Sequence[str] | None = None, tasks: S
         else:
             axes.set_xscale("log")
         _line_panel(axes, task, "distractor items added", sizes, [_size_name(s) for s in sizes])
+        # Headroom above the highest point: a flat curve near the top sat on the frame, unreadable.
+        top = axes.dataLim.y1 if axes.lines else 100.0
+        axes.set_ylim(0, top + max(2.0, 0.08 * top))
         axes.set_ylabel(f"{drawn[0]} (%)" if len(drawn) == 1 else "%")  # several measures may share a panel
     figure.axes[0].legend(fontsize="small")
     if title:

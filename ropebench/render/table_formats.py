@@ -108,6 +108,9 @@ _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
     "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+    # Captions carry these (± half-width, † significance mark, α): pdflatex without a Unicode
+    # font setup stops at the raw characters.
+    "±": r"$\pm$", "†": r"$^{\dagger}$", "α": r"$\alpha$", "Δ": r"$\Delta$", "−": r"$-$", "–": "--",
 }
 
 

@@ -217,5 +217,12 @@ def _as_matrix(values: np.ndarray) -> np.ndarray:
 def _cluster_index(clusters: np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
     if clusters is None:
         return np.arange(n), n
-    _, index = np.unique(np.asarray(clusters), return_inverse=True)
-    return index.ravel(), int(index.max(initial=-1)) + 1
+    labels, index = np.unique(np.asarray(clusters), return_inverse=True)
+    index = index.ravel()
+    # Clusters take rows of the resampling matrices in the order of their labels' text, as
+    # products do in ropebench.io.per_query.column_codes: 10 before 2 for integer and string ids alike.
+    order = sorted(range(len(labels)), key=lambda i: (str(labels[i]), type(labels[i]).__name__))
+    position = np.empty(len(labels), dtype=np.int64)
+    position[np.asarray(order, dtype=np.int64)] = np.arange(len(labels))
+    index = position[index] if len(index) else index
+    return index, int(index.max(initial=-1)) + 1
