@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ropebench._version import __version__
 from ropebench.errors import DataError, MissingExtraError, RopebenchError, UsageError
 from ropebench.evaluation import evaluate, validate
-
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ropebench import stats
 from ropebench.errors import DataError, UsageError
-from ropebench.io.per_query import InputRef, column_codes, column_floats, load_side, pair_sides, protocol_notes
+from ropebench.io.per_query import InputRef, Side, column_codes, column_floats, pair_sides, protocol_notes, protocol_of
 from ropebench.protocol import ALL_TASKS, CROSS_TASKS
+from ropebench.results import load_results
 
 __all__ = [
     "COMPARISON_SCHEMA",
@@ -364,3 +367,57 @@ def _t_p(cell_observed: np.ndarray, primary_observed: float, clusters: np.ndarra
     variance_primary = float(stats.cr1_variance(meat_primary, primary_clusters)[0])
     p_primary = stats.t_two_sided_p(stats.t_statistic(primary_observed, variance_primary), primary_clusters - 1.0)
     return p, p_primary
+
+
+# -- reading one side: a per-query table, a result object, or a file (results JSON or parquet) ----
+
+
+def load_side(source: Any, label: str) -> Side:
+    """A per-query table (with its protocol) from a Table, a result object or a file path."""
+    import pyarrow as pa
+
+    if isinstance(source, pa.Table):
+        name = f"{label} (table)"
+        return Side(name, InputRef(None, None), source, protocol_of(source, name))
+    if hasattr(source, "per_query") and hasattr(source, "protocol"):  # an EvaluationResult
+        return _side_of_result(source, f"{label} (result)", InputRef(None, None))
+    if not isinstance(source, (str, os.PathLike)):
+        raise UsageError(f"{label}: expected a results JSON path, a per-query parquet path or a pyarrow Table, "
+                         f"not {type(source).__name__}")
+    path = Path(source)
+    name = f"{label} ({path})"
+    if not path.is_file():
+        if os.path.lexists(path):  # a pipe, a device, a directory or a link loop: named as what it is
+            from ropebench.io.safety import regular_input
+
+            regular_input(path, label, fix="pass a results JSON (`ropebench evaluate --out`) or a per-query "
+                          "parquet file")
+        raise UsageError(f"{name}: no such file. Fix: pass a results JSON (`ropebench evaluate --out`) or a "
+                         "per-query parquet file (`--per-query`)")
+    from ropebench.io.files import sha256_file
+
+    ref = InputRef(str(source), sha256_file(path))
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic != b"PAR1":
+        return _side_of_result(load_results(path), name, ref)
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as error:
+        raise DataError(f"{name}: unreadable parquet file ({error}). Fix: re-write it with "
+                        "`ropebench evaluate --per-query`") from None
+    return Side(name, ref, table, protocol_of(table, name))
+
+
+def _side_of_result(result: Any, name: str, ref: InputRef) -> Side:
+    import pyarrow as pa
+
+    table = result.per_query
+    if table is None:
+        raise UsageError(f"{name}: the result has no per-query data. Fix: evaluate with `--per-query FILE` "
+                         "and compare those files (or results files written with them)")
+    if not isinstance(table, pa.Table):  # a pandas DataFrame from an older result object
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    return Side(name, ref, table, dict(result.protocol or {}))

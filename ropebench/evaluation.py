@@ -431,8 +431,14 @@ def _compose(dataset: Dataset, base: Engine, runner: Any, options: Options, cent
                                  agreement_queries=approx.agreement_queries, seed=approx.seed, rows=rows,
                                  limit=sizes[-1], exact=exact, progress=progress, metric=metric, center=center,
                                  ks=parse_ks(options.protocol.ks), ties=options.protocol.ties,
-                                 catalogue_items=None if info is None else info.n_items)
+                                 catalogue_items=None if info is None else info.n_items,
+                                 columns=_first_hit_columns(parse_ks(options.protocol.ks), options.protocol.ties))
     return _Layout(engine, catalogue, info, sizes)
+
+
+def _first_hit_columns(ks: Sequence[int], ties: str) -> Any:
+    """Per-query first-hit measures from ``a, t, p`` (the approximate composition's agreement)."""
+    return lambda a, t, p: measure_columns(a, t, p, ks, ties)
 
 
 def _build_result(dataset: Dataset, members: Mapping[str, np.ndarray], run: SearchRun, layout: _Layout,
@@ -440,7 +446,7 @@ def _build_result(dataset: Dataset, members: Mapping[str, np.ndarray], run: Sear
                   submission_info: Mapping[str, Any], manifest_info: Mapping[str, Any] | None,
                   timing: Mapping[str, float]) -> EvaluationResult:
     """The result, built once from the search's run."""
-    from ropebench import __version__
+    from ropebench._version import __version__
     from ropebench.provenance import environment, utc_now
 
     metric, ties, rep = options.protocol.metric, options.protocol.ties, options.report

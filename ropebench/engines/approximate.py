@@ -45,14 +45,18 @@ def agreement_sample(task: str, scored: np.ndarray, n: int, seed: int) -> np.nda
     return np.sort(rng.choice(scored, size=min(n, len(scored)), replace=False))
 
 
-def agreement(approx: FirstHits, exact: FirstHits, sample: np.ndarray, ks: Sequence[int],
-              ties: str = "expected") -> dict[str, Any]:
+Columns = Callable[[np.ndarray, np.ndarray, np.ndarray], Mapping[str, np.ndarray]]
+
+
+def agreement(approx: FirstHits, exact: FirstHits, sample: np.ndarray, max_k: int,
+              columns: Columns | None = None) -> dict[str, Any]:
     """How the approximate counts of ``sample`` (task-local query indices) compare with the exact ones.
 
     Returns ``{"queries": n, "unchanged": fraction, "delta": {"R@K": |Δ|, "MRR@K": |Δ|}}``; a rank
-    is unchanged when ``a, t, p`` are equal, or both miss at every K (``a >= max K``).
+    is unchanged when ``a, t, p`` are equal, or both miss at every K (``a >= max K``). ``columns``:
+    per-query measures from ``a, t, p`` (given by the caller, which knows the measures; engines do
+    not import them); without it ``delta`` is empty.
     """
-    from ropebench.measures import measure_columns
 
     def picked(hits: FirstHits) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         slot = np.cumsum(hits.scored) - 1
@@ -61,12 +65,11 @@ def agreement(approx: FirstHits, exact: FirstHits, sample: np.ndarray, ks: Seque
 
     a1, t1, p1, c1 = picked(approx)
     a2, t2, p2, c2 = picked(exact)
-    max_k = max(ks)
     missed = (a1 >= max_k) & (a2 >= max_k)
     same = missed | (~c1 & ~c2 & (a1 == a2) & (t1 == t2) & (p1 == p2))
     delta: dict[str, float] = {}
-    if len(sample):
-        mine, theirs = measure_columns(a1, t1, p1, ks, ties), measure_columns(a2, t2, p2, ks, ties)
+    if len(sample) and columns is not None:
+        mine, theirs = columns(a1, t1, p1), columns(a2, t2, p2)
         delta = {name: abs(float(np.mean(mine[name])) - float(np.mean(theirs[name]))) for name in mine}
     return {"queries": int(len(sample)), "unchanged": float(same.mean()) if len(sample) else None, "delta": delta}
 
@@ -89,7 +92,8 @@ class ApproximateEngine:
                  agreement_queries: int = 2000, seed: int = 0, rows: Rows | None = None, limit: int = 0,
                  exact: Any = None, train_size: int = TRAIN_SIZE, progress: bool = False,
                  metric: str | None = None, center: np.ndarray | None = None, ks: Sequence[int] = (1, 5, 10, 20, 50),
-                 ties: str = "expected", catalogue_items: Mapping[str, int] | None = None) -> None:
+                 ties: str = "expected", catalogue_items: Mapping[str, int] | None = None,
+                 columns: Columns | None = None) -> None:
         if agreement_queries < 0:
             raise UsageError(f"--agreement-queries must be at least 0, got {agreement_queries}")
         self.factory, self.nprobe, self.ef_search = factory, nprobe, ef_search
@@ -97,7 +101,7 @@ class ApproximateEngine:
         self.exact, self.train_size, self.progress = exact, train_size, progress
         self.metric = metric if metric is not None else getattr(exact, "metric", "cosine")
         self.center = center if center is not None else getattr(exact, "center", None)
-        self.ks, self.ties = tuple(ks), ties
+        self.ks, self.ties, self.columns = tuple(ks), ties, columns
         self.catalogue_items = dict(catalogue_items or getattr(getattr(exact, "info", None), "n_items", {}) or {})
         self.agreement: dict[str, Any] = {}
         self.reference: dict[str, FirstHits] = {}
@@ -246,5 +250,5 @@ class ApproximateEngine:
             by_size, _, _, _ = self.exact.extend(request.with_(exact_censored=True), exact_hits, only=samples)
             exact_hits = by_size[-1]
         self.reference = exact_hits  # the exact counts the agreement was measured against
-        self.agreement = {task: agreement(hits[task], exact_hits[task], samples[task], self.ks, self.ties)
+        self.agreement = {task: agreement(hits[task], exact_hits[task], samples[task], max(self.ks), self.columns)
                           for task in request.tasks}

@@ -44,7 +44,7 @@ def library_versions() -> dict[str, str]:
 
     import numpy
 
-    import ropebench
+    from ropebench._version import __version__
 
     def version(*names: str) -> str:
         for name in names:
@@ -56,7 +56,7 @@ def library_versions() -> dict[str, str]:
 
     return {"python": sys.version.split()[0], "numpy": numpy.__version__,
             "faiss": version("faiss-cpu", "faiss", "faiss-gpu"), "pyarrow": version("pyarrow"),
-            "ropebench": ropebench.__version__, "machine": platform.machine()}
+            "ropebench": __version__, "machine": platform.machine()}
 
 
 def _on_worker(function: Callable[[Any, Any], R], item: Any, shared: Any) -> R:

@@ -10,10 +10,8 @@ two inputs from here already checked and sorted alike.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +19,7 @@ import numpy as np
 from ropebench.errors import DataError, UsageError
 from ropebench.protocol import ALL_TASKS, FEWSHOT_MEASURE_PATTERN, MEASURE_PATTERN, measure_order
 
-__all__ = ["InputRef", "Side", "column_codes", "column_floats", "load_side", "measure_columns", "pair_sides",
+__all__ = ["InputRef", "Side", "protocol_of", "column_codes", "column_floats", "measure_columns", "pair_sides",
            "protocol_notes"]
 
 _METADATA_KEY = b"ropebench"  # parquet schema metadata of a per-query file: {"protocol": {...}, ...}
@@ -129,7 +127,7 @@ class Side:
     protocol: Mapping[str, Any] | None
 
 
-def _protocol_of(table: Any, name: str) -> Mapping[str, Any] | None:
+def protocol_of(table: Any, name: str) -> Mapping[str, Any] | None:
     raw = (table.schema.metadata or {}).get(_METADATA_KEY)
     if raw is None:
         return None
@@ -138,59 +136,6 @@ def _protocol_of(table: Any, name: str) -> Mapping[str, Any] | None:
     except (ValueError, AttributeError, TypeError):
         raise DataError(f"{name}: the parquet metadata key 'ropebench' is not a JSON object. Fix: re-write the "
                         "file with `ropebench evaluate --per-query`") from None
-
-
-def load_side(source: Any, label: str) -> Side:
-    """A per-query table (with its protocol) from a Table, a result object or a file path."""
-    import pyarrow as pa
-
-    if isinstance(source, pa.Table):
-        name = f"{label} (table)"
-        return Side(name, InputRef(None, None), source, _protocol_of(source, name))
-    if hasattr(source, "per_query") and hasattr(source, "protocol"):  # an EvaluationResult
-        return _side_of_result(source, f"{label} (result)", InputRef(None, None))
-    if not isinstance(source, (str, os.PathLike)):
-        raise UsageError(f"{label}: expected a results JSON path, a per-query parquet path or a pyarrow Table, "
-                         f"not {type(source).__name__}")
-    path = Path(source)
-    name = f"{label} ({path})"
-    if not path.is_file():
-        if os.path.lexists(path):  # a pipe, a device, a directory or a link loop: named as what it is
-            from ropebench.io.safety import regular_input
-
-            regular_input(path, label, fix="pass a results JSON (`ropebench evaluate --out`) or a per-query "
-                          "parquet file")
-        raise UsageError(f"{name}: no such file. Fix: pass a results JSON (`ropebench evaluate --out`) or a "
-                         "per-query parquet file (`--per-query`)")
-    from ropebench.io.files import sha256_file
-
-    ref = InputRef(str(source), sha256_file(path))
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if magic != b"PAR1":
-        from ropebench.results import load_results
-
-        return _side_of_result(load_results(path), name, ref)
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as error:
-        raise DataError(f"{name}: unreadable parquet file ({error}). Fix: re-write it with "
-                        "`ropebench evaluate --per-query`") from None
-    return Side(name, ref, table, _protocol_of(table, name))
-
-
-def _side_of_result(result: Any, name: str, ref: InputRef) -> Side:
-    import pyarrow as pa
-
-    table = result.per_query
-    if table is None:
-        raise UsageError(f"{name}: the result has no per-query data. Fix: evaluate with `--per-query FILE` "
-                         "and compare those files (or results files written with them)")
-    if not isinstance(table, pa.Table):  # a pandas DataFrame from an older result object
-        table = pa.Table.from_pandas(table, preserve_index=False)
-    return Side(name, ref, table, dict(result.protocol or {}))
 
 
 def _examples(keys: list[tuple[Any, Any]]) -> str:

@@ -207,7 +207,7 @@ def submission_table(
     """Build (and check) the Arrow table :func:`write_submission` writes. Arguments as there."""
     import pyarrow as pa
 
-    import ropebench
+    from ropebench._version import __version__
 
     problems = Problems("write_submission")
     ids = _id_array(item_ids, "item_ids", problems)
@@ -251,7 +251,7 @@ def submission_table(
             columns[name] = array
     problems.raise_if_any()
     assert matrix is not None and ids is not None  # raise_if_any returned: both were built
-    record = {"writer": "ropebench.write_submission", "ropebench_version": ropebench.__version__,
+    record = {"writer": "ropebench.write_submission", "ropebench_version": __version__,
               "n_items": len(ids), "dim": int(matrix.shape[1]), **(metadata or {})}
     table = pa.table(columns)
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(record, sort_keys=True).encode()})
@@ -341,11 +341,11 @@ def check_submission_file(path: str | os.PathLike[str], manifest: str | os.PathL
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    import ropebench
     from ropebench.io.parquet import embedding_matrix, read_parquet
+    from ropebench.io.validation import load_dataset
 
     if manifest is not None or {"domain", "product_id"} <= set(pq.read_schema(path).names):
-        ropebench.validate(path, manifest=manifest)
+        load_dataset(path, manifest)
         return f"validated against manifest {manifest}" if manifest is not None else "validated (self-labelled)"
     table = read_parquet(Path(path))
     problems = Problems(f"submission {path}")
