@@ -252,8 +252,11 @@ def test_mixing_exact_and_approximate_results_gets_a_note(files: Path, monkeypat
 def test_a_full_disk_leaves_the_old_output_and_no_temporary_file(files: Path, monkeypatch: pytest.MonkeyPatch,
                                                                 command: str, fault: str) -> None:
     import errno
+    import importlib.util
     import os
 
+    if command == "plot" and importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("matplotlib is not installed (extra ropebench[plot])")
     monkeypatch.chdir(files)
     assert _run("evaluate", "sub.parquet", "-m", "manifest.parquet", "--out", "r.json", "-q").exit_code == 0
     np.savez(files / "arrays.npz", embeddings=np.eye(3), item_ids=[1, 2, 3])

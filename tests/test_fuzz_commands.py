@@ -10,6 +10,7 @@ or removed, not even a temporary file. Files that might block (pipes) or never e
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -861,6 +862,8 @@ def test_there_are_many_cases() -> None:
 
 @pytest.mark.parametrize("item", CASES, ids=[c.name for c in CASES])
 def test_command_case(item: Case, workdir: Path, alarm: None) -> None:
+    if "plot" in item.name.split() and importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("matplotlib is not installed (extra ropebench[plot])")
     args = item.build(workdir)
     before = _snapshot(workdir)
     result = CliRunner().invoke(cli, args)
