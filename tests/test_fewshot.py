@@ -160,3 +160,18 @@ def test_bad_shots():
     emb, domains, products, ids = uneven_data(6)
     with pytest.raises(UsageError, match="--shots"):
         ropebench.evaluate(embeddings=emb, domains=domains, product_ids=products, fewshot=True, shots="0,x")
+
+
+def test_the_cli_prints_the_fewshot_table_beside_the_retrieval_table():
+    from click.testing import CliRunner
+
+    from ropebench.cli import cli
+
+    result = CliRunner().invoke(cli, ["evaluate", "sample_embeddings/cls_cd.parquet", "--manifest",
+                                      "sample_embeddings/manifest.parquet", "--tasks", "P2V", "--fewshot", "--draws",
+                                      "2", "--shots", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    table = result.stdout.split("Few-shot classification")[1]
+    assert "sd over 2 draws, seed 0" in table
+    rows = [line.split() for line in table.splitlines() if line.endswith("]") and "1-shot" in line]
+    assert [row[0] for row in rows] == ["P2V", "V2P", "P2L", "L2P", "V2L", "L2V"]

@@ -63,11 +63,34 @@ def render_evaluation(result: Mapping[str, Any], fmt: str = "text", *, matrix_me
     if ci:
         parts += ["", "Intervals: 95% product-level bootstrap (10,000 resamples, seed 0)."]
     parts += _special_run(result, measure_keys, matrix_measure, fmt)
+    parts += _fewshot(result.get("fewshot"), fmt)
     by_category = result.get("by_category")
     missing = result.get("by_category_missing")
     if by_category or missing:
         parts += ["", render_by_category(by_category or {}, measure_keys, fmt, missing=missing).rstrip("\n")]
     return "\n".join(parts) + "\n"
+
+
+def _fewshot(section: Mapping[str, Any] | None, fmt: str) -> list[str]:
+    """The few-shot classification table (``--fewshot``): one row per direction and shot count."""
+    if not section or not section.get("tasks"):
+        return []
+    settings = section.get("protocol", {})
+    title = (f"Few-shot classification (accuracy in %, sd over {settings.get('draws')} draws, seed "
+             f"{settings.get('seed')}; docs/fewshot.md)")
+    rows = []
+    for task, by_shots in section["tasks"].items():
+        for shots, cell in by_shots.items():
+            low_high = (cell.get("ci") or {}).get("acc")
+            rows.append([task, shots, str(cell.get("n_queries")), str(cell.get("n_skipped")), str(cell.get("n_ways")),
+                         format_number(cell.get("acc")), format_number(cell.get("sd")),
+                         format_number(cell.get("acc_macro")), format_number(cell.get("acc@5"))]
+                        + ([f"[{format_number(low_high[0])}, {format_number(low_high[1])}]"] if low_high else []))
+    header = ["task", "shots", "n_queries", "n_skipped", "n_ways", "acc", "sd", "acc_macro", "acc@5"]
+    if any(len(row) > len(header) for row in rows):
+        header.append("acc 95% CI")
+        rows = [row + [""] * (len(header) - len(row)) for row in rows]
+    return ["", title if fmt == "text" else f"{title}:", "", _table(header, rows, fmt)]
 
 
 def _special_run(result: Mapping[str, Any], measure_keys: list[str], measure: str, fmt: str) -> list[str]:
