@@ -108,9 +108,12 @@ class TaskReader:
             return found
         return (*found, self.levels.sort_out(queries, gallery, values))
 
-    def level_maxima(self, scores: np.ndarray, by_rows: bool) -> np.ndarray | None:
-        """With levels, a tile's :func:`group_maxima` for this reader's queries (outside the lock)."""
-        return None if self.levels is None else group_maxima(scores, by_rows)
+    def level_maxima(self, queries: np.ndarray, scores: np.ndarray, by_rows: bool) -> np.ndarray | None:
+        """With levels, a tile's :func:`group_maxima` for this reader's ``queries`` while their floors
+        still want them (outside the lock)."""
+        if self.levels is None or not self.levels.wants_maxima(queries):
+            return None
+        return group_maxima(scores, by_rows)
 
     def add_maxima(self, queries: np.ndarray, items: np.ndarray, maxima: np.ndarray | None) -> None:
         """Fold :meth:`level_maxima` into the levels' floors (under the lock): cut-offs only rise."""
@@ -220,8 +223,8 @@ def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading
         by_columns = column_reader is not None and not (block.symmetric and i == j)
         # All-relevant counting: the tile's best items first raise each query's floor (its depth-th
         # best score is at least that), so only candidates that can still matter are collected.
-        maxima_r = rows.level_maxima(scores, by_rows=True)
-        maxima_c = column_reader.level_maxima(scores, by_rows=False) \
+        maxima_r = rows.level_maxima(query_r, scores, by_rows=True)
+        maxima_c = column_reader.level_maxima(query_c, scores, by_rows=False) \
             if column_reader is not None and by_columns else None
         if maxima_r is not None or maxima_c is not None:
             with lock:

@@ -31,6 +31,7 @@ import numpy as np
 from ropebench.engines.core.bound import Bound, pair_widths, query_terms
 from ropebench.engines.core.decide import Judge, settle
 from ropebench.engines.core.relevant import product_units
+from ropebench.engines.core.scores import exact_scores
 from ropebench.engines.core.task import TaskData
 
 __all__ = ["RelevantLevels", "LevelCounter", "relevant_scores", "level_row_counts", "fill_levels", "ALL_RELEVANT",
@@ -81,7 +82,8 @@ def relevant_scores(data: TaskData) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         gs.append(rows_g[k, j])
     q = np.concatenate(qs) if qs else np.zeros(0, dtype=np.int64)
     g = np.concatenate(gs) if gs else np.zeros(0, dtype=np.int64)
-    s = settle(data.exact_queries, data.exact_gallery, q, g, data.metric) if len(q) else np.zeros(0)
+    # Distinct pairs by construction: settled directly (no de-duplication pass).
+    s = exact_scores(data.exact_queries, data.exact_gallery, q, g, data.metric) if len(q) else np.zeros(0)
     order = np.lexsort((-s, q))
     q, s = q[order], s[order]
     new = np.ones(len(q), dtype=bool)
@@ -95,7 +97,8 @@ def relevant_scores(data: TaskData) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 FLOOR_GROUPS = 32  # per query and tile, the best item of each of this many column groups bounds its depth-th score
-FLOOR_KEEP = 32  # best maxima kept per query across tiles
+FLOOR_KEEP = 32
+FLOOR_TILES = 4  # tiles per query whose maxima are folded in (the floor is near its final value by then)  # best maxima kept per query across tiles
 FLOOR_DEPTH = 256  # queries deeper than this get no floor (they collect down to their lowest live level)
 
 
@@ -228,6 +231,7 @@ class LevelCounter:
         self.floor_ok = self.depth < self.top_relevant.shape[1]
         self.seen = np.full((nq, FLOOR_KEEP), np.float32(-np.inf), dtype=np.float32)  # best maxima met
         self.bad = np.zeros(nq, dtype=np.int64)  # items met of the query's product or group
+        self.met = np.zeros(nq, dtype=np.int64)  # tiles folded in
         self.n_codes = int(max(data.query_products.max(initial=-1), data.gallery_products.max(initial=-1))) + 1
         self._update_cutoffs(np.flatnonzero(self.live > 0))
 
@@ -264,6 +268,7 @@ class LevelCounter:
             where = np.clip(np.searchsorted(codes, group), 0, max(len(codes) - 1, 0))
             bad = bad + np.where((group >= 0) & (codes[where] == group), counts[where], 0)
         self.bad[q] += bad
+        self.met[q] += 1
         # Only queries with a maximum better than the last one kept can get a higher floor.
         values = np.where(np.isnan(values), np.float32(-np.inf), values.astype(np.float32))
         better = values.max(axis=1) > self.seen[q, -1]
@@ -273,6 +278,11 @@ class LevelCounter:
         keep = self.seen.shape[1]
         self.seen[q] = -np.sort(-np.concatenate([self.seen[q], values], axis=1), axis=1)[:, :keep]
         return self.raise_floor(q, self.floor_from(q))
+
+    def wants_maxima(self, q: np.ndarray) -> bool:
+        """Whether a tile of queries ``q`` is worth :func:`group_maxima` (some query has met fewer
+        than ``FLOOR_TILES`` tiles)."""
+        return bool(len(q)) and int(self.met[q].min()) < FLOOR_TILES
 
     def floor_from(self, q: np.ndarray) -> np.ndarray:
         """The floor the queries' best screened items so far certify: the largest ``X`` such that
