@@ -237,9 +237,10 @@ def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading
         for_rows = for_columns = None
         if np.isfinite(tau):
             # One pass over the tile for both directions; then each candidate is checked
-            # against its own row's and column's cut-off.
+            # against its own row's and column's cut-off. Read by rows only, each row is compared
+            # with its own cut-off right away (a tile's cut-offs can spread widely: few-shot).
             mask = buffers.mask[: scores.size].reshape(shape)
-            np.greater_equal(scores, tau, out=mask)
+            np.greater_equal(scores, tau if threshold_c is not None else threshold_r[:, None], out=mask)
             flat = np.flatnonzero(mask)
             r, c = np.divmod(flat, shape[1])
             values = scores.reshape(-1)[flat]
