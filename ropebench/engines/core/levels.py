@@ -96,9 +96,11 @@ def relevant_scores(data: TaskData) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return np.cumsum(offsets), s[starts], counts.astype(np.int64)
 
 
-FLOOR_GROUPS = 32  # per query and tile, the best item of each of this many column groups bounds its depth-th score
-FLOOR_KEEP = 32
-FLOOR_TILES = 4  # tiles per query whose maxima are folded in (the floor is near its final value by then)  # best maxima kept per query across tiles
+# Floors (docs/fewshot.md, "How engines count it"): a certified lower bound on each query's depth-th
+# best score, so that candidates stop near rank depth instead of at the lowest relevant item.
+FLOOR_GROUPS = 32  # per query and tile, the best item of each of this many disjoint item groups
+FLOOR_KEEP = 32  # best group maxima kept per query across tiles
+FLOOR_TILES = 4  # tiles per query whose maxima are folded in (the floor is near its final value by then)
 FLOOR_DEPTH = 256  # queries deeper than this get no floor (they collect down to their lowest live level)
 
 
