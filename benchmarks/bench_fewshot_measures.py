@@ -3,6 +3,18 @@
 
 Targets (issue 18): adding MAP@R,RP costs at most 1.5x the default evaluation; 1- and 5-shot with 10
 draws take no longer than the nine retrieval tasks.
+
+Measured (search seconds, --threads 2 on 2 cores shared with other work, one run each; before = main
+aaca8c7, after = the floors / few-shot changes of issue-18-speed; /work/notes/issue-18-speed.md):
+
+    scale 1.0 (ROPE test size)   before   after
+    default R@K,MRR               10.8     11.9
+    + MAP@R,RP                    87.9     24.1   (8.1x -> 2.0x the default; target 1.5x: missed)
+    few-shot 1,5 x10 search_s     26.6     27.9   (~3x the retrieval tasks; target: missed)
+    scale 0.25: MAP@R,RP 17.1 -> 2.4 s, few-shot 5.3 -> 2.4 s.
+
+Few-shot is bound by its GEMMs: 120 tasks x 30.7k queries x 2,527 prototypes x 128 = 2.2x the flops
+of the nine retrieval tasks, so no screen of the same flops meets its target.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,15 +61,32 @@ def parse_shots(shots: str | Sequence[int | str]) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+_ORDERS: dict[tuple[int, int], tuple[weakref.ref[Dataset], np.ndarray, np.ndarray]] = {}
+
+
+def _string_order(dataset: Dataset, rows: np.ndarray) -> np.ndarray:
+    """Positions of ``rows`` ordered by (``str(product_id)``, ``str(item_id)``): the same for every
+    draw, so computed once per (dataset, rows array) (a weak reference: nothing is kept alive)."""
+    key = (id(dataset), id(rows))
+    cached = _ORDERS.get(key)
+    if cached is not None and cached[0]() is dataset and cached[1] is rows:
+        return cached[2]
+    products = [str(p) for p in dataset.product_ids[rows].tolist()]
+    items = [str(i) for i in dataset.item_ids[rows].tolist()]
+    order = np.asarray(sorted(range(len(rows)), key=lambda i: (products[i], items[i])), dtype=np.int64)
+    if len(_ORDERS) > 16:
+        _ORDERS.clear()
+    _ORDERS[key] = (weakref.ref(dataset), rows, order)
+    return order
+
+
 def _keys(dataset: Dataset, rows: np.ndarray, seed: int, draw: int, domain: str) -> np.ndarray:
     """``default_rng([seed, draw, y]).random(n_Y)`` assigned to Y's items ordered by
     (``str(product_id)``, ``str(item_id)``)."""
-    products = [str(p) for p in dataset.product_ids[rows].tolist()]
-    items = [str(i) for i in dataset.item_ids[rows].tolist()]
-    order = sorted(range(len(rows)), key=lambda i: (products[i], items[i]))
+    order = _string_order(dataset, rows)
     keys = np.empty(len(rows))
     generator = np.random.default_rng([seed, draw, DOMAINS.index(domain)])
-    keys[np.asarray(order, dtype=np.int64)] = generator.random(len(rows))
+    keys[order] = generator.random(len(rows))
     return keys
 
 

@@ -286,3 +286,42 @@ def test_queries_with_many_levels_take_the_sorting_path(monkeypatch, engine):
     want = data.evaluate(engine, ci=False, measures="MAP@R,RP,mAP@5").to_json()["tasks"]
     monkeypatch.setattr(levels, "_PAD_WIDTH", 1)
     assert data.evaluate(engine, ci=False, measures="MAP@R,RP,mAP@5").to_json()["tasks"] == want
+
+
+def test_floors_stay_below_the_depth_th_best_and_change_no_number(monkeypatch, engine):
+    """Each query's floor (the certified bound that stops collection near rank depth) is at most its
+    depth-th best eligible float64 score, and evaluating without floors gives the same numbers and
+    per-query rows."""
+    from ropebench.engines.core import levels
+    from ropebench.engines.core.scores import exact_scores
+
+    data = tied_data(11, "cosine", (90, 80, 70), n_products=10, groups=True)
+    seen = []
+    finish = levels.LevelCounter.finish
+
+    def spy_finish(self, scored=None):
+        seen.append((self.data, self.floor.copy(), self.depth.copy()))
+        return finish(self, scored)
+
+    monkeypatch.setattr(levels.LevelCounter, "finish", spy_finish)
+    measures = "R@K,MRR,MAP@R,RP,mAP@5"
+    small = resized(engine, 16)
+    with_floors = data.evaluate(small, ci=False, threads=1, measures=measures)
+    assert any(np.isfinite(floor).any() for _, floor, _ in seen), "no floor was ever certified"
+    for task_data, floor, depth in seen:
+        nq, ng = len(task_data.queries), len(task_data.gallery)
+        q, g = np.repeat(np.arange(nq), ng), np.tile(np.arange(ng), nq)
+        scores = exact_scores(task_data.exact_queries, task_data.exact_gallery, q, g, task_data.metric).reshape(nq, ng)
+        eligible = np.ones((nq, ng), dtype=bool)
+        if task_data.query_rows is not None:
+            eligible[np.arange(nq), task_data.query_rows] = False
+            if task_data.query_groups is not None and task_data.gallery_groups is not None:
+                group = task_data.query_groups[:, None]
+                eligible &= ~((task_data.gallery_groups[None, :] == group) & (group >= 0))
+        for i in np.flatnonzero(np.isfinite(floor)):
+            ranked = np.sort(scores[i][eligible[i]])[::-1]
+            assert len(ranked) >= depth[i] and floor[i] <= ranked[depth[i] - 1]
+    monkeypatch.setattr(levels.LevelCounter, "add_maxima", lambda self, q, items, values: q[:0])
+    without = data.evaluate(small, ci=False, threads=1, measures=measures)
+    assert without.to_json()["tasks"] == with_floors.to_json()["tasks"]
+    assert without.per_query.to_pandas().equals(with_floors.per_query.to_pandas())

@@ -49,6 +49,7 @@ from ropebench.engines.core import (
     row_counts,
     task_bound,
 )
+from ropebench.engines.core.levels import group_maxima
 
 __all__ = ["OnePassEngine", "OnePassSettings", "one_pass_first_hits", "TaskReader", "TILE", "SMALL_BLOCK"]
 
@@ -106,6 +107,21 @@ class TaskReader:
         if self.levels is None:
             return found
         return (*found, self.levels.sort_out(queries, gallery, values))
+
+    def level_maxima(self, queries: np.ndarray, scores: np.ndarray, by_rows: bool) -> np.ndarray | None:
+        """With levels, a tile's :func:`group_maxima` for this reader's ``queries`` while their floors
+        still want them (outside the lock)."""
+        if self.levels is None or not self.levels.wants_maxima(queries):
+            return None
+        return group_maxima(scores, by_rows)
+
+    def add_maxima(self, queries: np.ndarray, items: np.ndarray, maxima: np.ndarray | None) -> None:
+        """Fold :meth:`level_maxima` into the levels' floors (under the lock): cut-offs only rise."""
+        if self.levels is None or maxima is None:
+            return
+        rows = self.levels.add_maxima(queries, items, maxima)
+        if len(rows):
+            self.lo[rows] = np.minimum(self.first_lo[rows], self.levels.lo[rows])
 
     def take(self, sorted_out: Any) -> None:
         """Add what :meth:`sort_out` found (under the lock): counts and censoring."""
@@ -205,15 +221,26 @@ def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading
         # Which readers see this tile: by rows, always; by columns, unless it is a diagonal tile
         # of a symmetric block (the square's pairs are all read by rows).
         by_columns = column_reader is not None and not (block.symmetric and i == j)
+        # All-relevant counting: the tile's best items first raise each query's floor (its depth-th
+        # best score is at least that), so only candidates that can still matter are collected.
+        maxima_r = rows.level_maxima(query_r, scores, by_rows=True)
+        maxima_c = column_reader.level_maxima(query_c, scores, by_rows=False) \
+            if column_reader is not None and by_columns else None
+        if maxima_r is not None or maxima_c is not None:
+            with lock:
+                rows.add_maxima(query_r, query_c, maxima_r)
+                if column_reader is not None:
+                    column_reader.add_maxima(query_c, query_r, maxima_c)
         threshold_r = rows.lo[query_r]
         threshold_c = column_reader.lo[query_c] if column_reader is not None and by_columns else None
         tau = min(threshold_r.min(), threshold_c.min() if threshold_c is not None else np.inf)
         for_rows = for_columns = None
         if np.isfinite(tau):
             # One pass over the tile for both directions; then each candidate is checked
-            # against its own row's and column's cut-off.
+            # against its own row's and column's cut-off. Read by rows only, each row is compared
+            # with its own cut-off right away (a tile's cut-offs can spread widely: few-shot).
             mask = buffers.mask[: scores.size].reshape(shape)
-            np.greater_equal(scores, tau, out=mask)
+            np.greater_equal(scores, tau if threshold_c is not None else threshold_r[:, None], out=mask)
             flat = np.flatnonzero(mask)
             r, c = np.divmod(flat, shape[1])
             values = scores.reshape(-1)[flat]

@@ -31,10 +31,11 @@ import numpy as np
 from ropebench.engines.core.bound import Bound, pair_widths, query_terms
 from ropebench.engines.core.decide import Judge, settle
 from ropebench.engines.core.relevant import product_units
+from ropebench.engines.core.scores import exact_scores
 from ropebench.engines.core.task import TaskData
 
 __all__ = ["RelevantLevels", "LevelCounter", "relevant_scores", "level_row_counts", "fill_levels", "ALL_RELEVANT",
-           "FIRST_HIT"]
+           "FIRST_HIT", "group_maxima"]
 
 FIRST_HIT = "first_hit"  # the counts a, t, p (FirstHits): R@K, MRR
 ALL_RELEVANT = "all_relevant"  # per relevant level, irrelevant items above and tied: MAP@R, RP, mAP@K
@@ -81,7 +82,8 @@ def relevant_scores(data: TaskData) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         gs.append(rows_g[k, j])
     q = np.concatenate(qs) if qs else np.zeros(0, dtype=np.int64)
     g = np.concatenate(gs) if gs else np.zeros(0, dtype=np.int64)
-    s = settle(data.exact_queries, data.exact_gallery, q, g, data.metric) if len(q) else np.zeros(0)
+    # Distinct pairs by construction: settled directly (no de-duplication pass).
+    s = exact_scores(data.exact_queries, data.exact_gallery, q, g, data.metric) if len(q) else np.zeros(0)
     order = np.lexsort((-s, q))
     q, s = q[order], s[order]
     new = np.ones(len(q), dtype=bool)
@@ -92,6 +94,28 @@ def relevant_scores(data: TaskData) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     offsets = np.zeros(nq + 1, dtype=np.int64)
     np.add.at(offsets, level_q + 1, 1)
     return np.cumsum(offsets), s[starts], counts.astype(np.int64)
+
+
+# Floors (docs/fewshot.md, "How engines count it"): a certified lower bound on each query's depth-th
+# best score, so that candidates stop near rank depth instead of at the lowest relevant item.
+FLOOR_GROUPS = 32  # per query and tile, the best item of each of this many disjoint item groups
+FLOOR_KEEP = 32  # best group maxima kept per query across tiles
+FLOOR_TILES = 4  # tiles per query whose maxima are folded in (the floor is near its final value by then)
+FLOOR_DEPTH = 256  # queries deeper than this get no floor (they collect down to their lowest live level)
+
+
+def group_maxima(scores: np.ndarray, by_rows: bool, groups: int = FLOOR_GROUPS) -> np.ndarray:
+    """``(n, G)``: per query (a row of ``scores``, or a column when not ``by_rows``), the best
+    screened value of each of ``G`` disjoint groups of its items (item ``j`` in group ``j mod G``):
+    G distinct items per query, one vectorised pass over the tile."""
+    n_items = scores.shape[1] if by_rows else scores.shape[0]
+    groups = max(1, min(groups, n_items))
+    width = n_items // groups
+    if by_rows:
+        out: np.ndarray = scores[:, :groups * width].reshape(len(scores), width, groups).max(axis=1)
+        return out
+    out = scores[:groups * width].reshape(width, groups, scores.shape[1]).max(axis=0)
+    return out.T
 
 
 _PAD_WIDTH = 64  # queries with at most this many levels are compared against a padded matrix
@@ -148,6 +172,20 @@ def _count(level_q: np.ndarray, level_v: np.ndarray, offsets: np.ndarray, q: np.
     return (offsets[q + 1] - offsets[q]) - at_or_below
 
 
+def _top_relevant(nq: int, level_q: np.ndarray, scores: np.ndarray, relevant: np.ndarray,
+                  relevant_above: np.ndarray, depth: int) -> np.ndarray:
+    """``(nq, depth + 1)``: column ``m`` the m-th best relevant score of each query (with
+    multiplicity; column 0 ``+inf``, ``-inf`` past its relevant items)."""
+    out = np.full((nq, depth + 1), -np.inf)
+    out[:, 0] = np.inf
+    item_level = np.repeat(np.arange(len(scores)), relevant)
+    rank = np.arange(len(item_level)) - np.repeat(np.cumsum(relevant) - relevant, relevant) \
+        + np.repeat(relevant_above, relevant) + 1
+    fits = rank <= depth
+    out[level_q[item_level[fits]], rank[fits]] = scores[item_level[fits]]
+    return out
+
+
 class LevelCounter:
     """The running all-relevant counts of one task's queries, and the screening cut-off below which a
     candidate can no longer matter (the band's lower end at the lowest level still counted).
@@ -187,6 +225,16 @@ class LevelCounter:
         self.live = n_levels.copy()  # levels 0 .. live-1 may still matter
         self.settled = 0
         self.lo = np.full(nq, np.float32(np.inf), dtype=np.float32)
+        # floor: a float64 score at most the query's depth-th best eligible score (so no level below it
+        # can be counted live, and no item below it is needed); raised from screened tiles.
+        self.floor = np.full(nq, -np.inf)
+        self.top_relevant = _top_relevant(nq, self.level_q, scores, relevant, self.relevant_above,
+                                          int(min(self.depth.max(initial=0), FLOOR_DEPTH)))
+        self.floor_ok = self.depth < self.top_relevant.shape[1]
+        self.seen = np.full((nq, FLOOR_KEEP), np.float32(-np.inf), dtype=np.float32)  # best maxima met
+        self.bad = np.zeros(nq, dtype=np.int64)  # items met of the query's product or group
+        self.met = np.zeros(nq, dtype=np.int64)  # tiles folded in
+        self.n_codes = int(max(data.query_products.max(initial=-1), data.gallery_products.max(initial=-1))) + 1
         self._update_cutoffs(np.flatnonzero(self.live > 0))
 
     @property
@@ -202,10 +250,90 @@ class LevelCounter:
         rows = rows[has]
         if not len(rows):
             return
-        lowest = self.scores[self.offsets[rows] + self.live[rows] - 1]
+        lowest = np.maximum(self.scores[self.offsets[rows] + self.live[rows] - 1], self.floor[rows])
         offset = None if self.data.offset is None else self.data.offset[rows]
         judge = Judge(self.data.metric, self.bound, self.data.exact_queries[:0], self.q_norm[rows], offset, lowest)
         self.lo[rows] = judge.cutoff(self.g_norm_max)
+
+    def add_maxima(self, q: np.ndarray, items: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Fold a tile's :func:`group_maxima` into the floors of queries ``q`` (distinct): ``values``
+        ``(n, G)`` are screened scores of G distinct items among ``items`` (the tile's other side,
+        never met before by these queries). Updates state: call under the reader's lock. Returns the
+        queries whose cut-off may have risen."""
+        if not len(q) or not len(items):
+            return q[:0]
+        data = self.data
+        bad = np.bincount(data.gallery_products[items], minlength=self.n_codes)[data.query_products[q]]
+        if data.query_groups is not None and data.gallery_groups is not None:
+            group = data.query_groups[q]
+            codes, counts = np.unique(data.gallery_groups[items], return_counts=True)
+            where = np.clip(np.searchsorted(codes, group), 0, max(len(codes) - 1, 0))
+            bad = bad + np.where((group >= 0) & (codes[where] == group), counts[where], 0)
+        self.bad[q] += bad
+        self.met[q] += 1
+        # Only queries with a maximum better than the last one kept can get a higher floor.
+        values = np.where(np.isnan(values), np.float32(-np.inf), values.astype(np.float32))
+        better = values.max(axis=1) > self.seen[q, -1]
+        q, values = q[better], values[better]
+        if not len(q):
+            return q
+        keep = self.seen.shape[1]
+        self.seen[q] = -np.sort(-np.concatenate([self.seen[q], values], axis=1), axis=1)[:, :keep]
+        return self.raise_floor(q, self.floor_from(q))
+
+    def wants_maxima(self, q: np.ndarray) -> bool:
+        """Whether a tile of queries ``q`` is worth :func:`group_maxima` (some query has met fewer
+        than ``FLOOR_TILES`` tiles)."""
+        return bool(len(q)) and int(self.met[q].min()) < FLOOR_TILES
+
+    def floor_from(self, q: np.ndarray) -> np.ndarray:
+        """The floor the queries' best screened items so far certify: the largest ``X`` such that
+        at least ``depth`` eligible items surely score ``>= X`` in float64 — its relevant items, and
+        kept maxima decided above ``X`` by the band exactly as :meth:`~.decide.Judge.decide` decides
+        (with the largest gallery norm), less one for every item met that is of the query's product
+        or group (so no maximum is an excluded item, or a relevant one counted twice). ``-inf`` where
+        none is certain."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            return self._floor_from(q)
+
+    def _floor_from(self, q: np.ndarray) -> np.ndarray:
+        n = len(q)
+        depth = self.depth[q]
+        v = self.seen[q].astype(np.float64)  # best first; -inf where none
+        keep = v.shape[1]
+        finite = np.isfinite(v)
+        width = pair_widths(self.bound, self.q_norm[q][:, None], np.full((1, 1), self.g_norm_max), v)
+        offset = np.zeros(n) if self.data.offset is None else self.data.offset[q]
+        lower = np.where(finite, v - width - offset[:, None] - self.extra[q][:, None], -np.inf)
+        # The depth-th best of (irrelevant items) ∪ (relevant items): max over i of
+        # min((i + bad)-th best lower end, (depth - i)-th best relevant score).
+        ordered = np.full((n, keep + 2), -np.inf)
+        ordered[:, 0] = np.inf
+        ordered[:, 1:-1] = lower
+        i = np.arange(min(keep, int(depth.max(initial=0))) + 1)
+        column = np.where(i == 0, 0, np.minimum(i + self.bad[q][:, None], keep + 1))
+        top = self.top_relevant.shape[1] - 1
+        need = np.clip(depth[:, None] - i, 0, top)
+        estimate = np.max(np.minimum(ordered[np.arange(n)[:, None], column], self.top_relevant[q[:, None], need]),
+                          axis=1)
+        usable = self.floor_ok[q] & np.isfinite(estimate)
+        floor = estimate - 2.0 ** -40 * (1.0 + np.abs(np.where(usable, estimate, 0.0)) + np.abs(offset))
+        floor = np.where(usable, floor, -np.inf)
+        # Certify: maxima decided above the floor (the Judge's own rule), relevant items at or above it.
+        screen = floor + offset
+        surely = finite & (v - screen[:, None] > width + query_terms(self.bound, self.q_norm[q], floor)[:, None])
+        count = surely.sum(axis=1) - self.bad[q] + (self.top_relevant[q, 1:] >= floor[:, None]).sum(axis=1)
+        return np.where(usable & (count >= depth), floor, -np.inf)
+
+    def raise_floor(self, q: np.ndarray, floor: np.ndarray) -> np.ndarray:
+        """Raise the floors of queries ``q`` (distinct) and their cut-offs; returns the queries whose
+        cut-off may have risen."""
+        better = floor > self.floor[q]
+        rows = q[better]
+        if len(rows):
+            self.floor[rows] = floor[better]
+            self._update_cutoffs(rows[self.live[rows] > 0])
+        return rows
 
     def sort_out(self, q: np.ndarray, g: np.ndarray, values: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -261,11 +389,22 @@ class LevelCounter:
         return running - exclusive[self.offsets[self.level_q]]
 
     def _live_levels(self, rows: np.ndarray) -> np.ndarray:
-        above = self._above()
-        dead = (self.relevant_above + above) >= self.depth[self.level_q]
+        """Levels still live of queries ``rows`` (distinct), from their own levels only (a running
+        sum over each one's levels, not over every level of the task)."""
+        n = self.offsets[rows + 1] - self.offsets[rows]
+        total = int(n.sum())
+        if not total:
+            return np.zeros(len(rows), dtype=np.int64)
+        begin = np.cumsum(n) - n
+        owner = np.repeat(np.arange(len(rows)), n)
+        index = np.arange(total) - begin[owner] + self.offsets[rows][owner]
+        counted = self.starts[index]
+        running = np.cumsum(counted)
+        before = running - counted  # exclusive prefix over the concatenation
+        above = running - before[begin[owner]]
+        dead = (self.relevant_above[index] + above) >= self.depth[rows][owner]
         # Levels are ordered, A grows along them: the live ones are a prefix.
-        n_alive = np.bincount(self.level_q[~dead], minlength=len(self.depth))
-        return n_alive[rows]
+        return np.bincount(owner[~dead], minlength=len(rows))
 
     def finish(self, scored: np.ndarray | None = None) -> RelevantLevels:
         """The counts of the scored queries, levels with ``A_l >= depth`` dropped (canonical)."""
@@ -283,15 +422,17 @@ class LevelCounter:
 def level_row_counts(data: TaskData, bound: Bound, depth_k: int = 0, batch: int = 256) -> RelevantLevels:
     """All-relevant counts of every scored query screened against its whole gallery row (the simple
     path every engine can use: float32 GEMM per batch of queries, every candidate decided by
-    :class:`LevelCounter`)."""
+    :class:`LevelCounter`; each row's floor from its own groups' best items first)."""
     from ropebench.engines.core.rows import irrelevant_eligible
 
     counter = LevelCounter(data, bound, depth_k)
     rows_all = np.flatnonzero(counter.scored)
+    gallery_rows = np.arange(len(data.gallery))
     if len(data.gallery):
         for start in range(0, len(rows_all), batch):
             rows = rows_all[start:start + batch]
             scores = data.queries[rows] @ data.gallery.T
+            counter.add_maxima(rows, gallery_rows, group_maxima(scores, by_rows=True))
             r, g = np.nonzero(~(scores < counter.lo[rows, None]))  # NaN screens are candidates too
             q = rows[r]
             keep = irrelevant_eligible(data, q, g)

@@ -78,12 +78,36 @@ def product_units(data: TaskData, unit_scores: int = UNIT_SCORES
             yield rows_q, rows_g, ok
 
 
+def _single_relevant(data: TaskData) -> Best | None:
+    """A cross task whose gallery has at most one item per product (few-shot prototypes): each
+    query's only relevant item is its ``T`` (the one pair every path would settle). None otherwise."""
+    if data.query_rows is not None or not len(data.gallery_products):
+        return None
+    n_products = int(max(data.query_products.max(initial=-1), data.gallery_products.max(initial=-1))) + 1
+    count = np.bincount(data.gallery_products, minlength=n_products)
+    if count.max(initial=0) > 1:
+        return None
+    where = np.full(n_products, -1, dtype=np.int64)
+    where[data.gallery_products] = np.arange(len(data.gallery_products))
+    item = where[data.query_products]
+    q = np.flatnonzero(item >= 0)
+    best = np.full(len(data.queries), -np.inf)
+    p = np.zeros(len(data.queries), dtype=np.int64)
+    if len(q):
+        best[q] = settle(data.exact_queries, data.exact_gallery, q, item[q], data.metric)
+        p[q] = 1
+    return Best(best, p, len(q))
+
+
 def best_relevant(data: TaskData, bound: Bound, unit_scores: int = UNIT_SCORES) -> Best:
     """``T`` and ``p`` of every query of a task, decided in float64 (see the module docstring).
 
     ``bound``: the task's band for the float32 screen of its relevant pairs.
     """
     nq = len(data.queries)
+    single = _single_relevant(data)
+    if single is not None:
+        return single
     q_norm, g_norm = data.screen_norms
     cand_q: list[np.ndarray] = []
     cand_g: list[np.ndarray] = []
