@@ -19,9 +19,9 @@ import argparse
 import json
 import os
 import tempfile
-import time
 
 import numpy as np
+from timing import best_of  # benchmarks/timing.py (this script's directory is on sys.path)
 
 SIZES = {"P": 31_388, "V": 29_810, "L": 30_981}
 N_PRODUCTS = 2_527
@@ -81,15 +81,6 @@ def make_tables(*, seed: int = 0, scale: float = 1.0, rows_per_item: int = 3, sh
     return tables[0], tables[1]
 
 
-def _time(function, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0)
@@ -118,14 +109,14 @@ def main() -> None:
             def run(test: str = test) -> None:
                 compare(table_a, table_b, test=test, resamples=args.resamples)
 
-            timings.append((f"compare tables, --test {test}", _time(run, args.repeat)))
+            timings.append((f"compare tables, --test {test}", best_of(run, args.repeat)))
         timings.append(("compare parquet files (read + pair + test)",
-                        _time(lambda: compare(path_a, path_b, resamples=args.resamples), args.repeat)))
+                        best_of(lambda: compare(path_a, path_b, resamples=args.resamples), args.repeat)))
         if not args.skip_query_unit:
             timings.append(("compare tables, --unit query",
-                            _time(lambda: compare(table_a, table_b, unit="query", resamples=args.resamples), 1)))
+                            best_of(lambda: compare(table_a, table_b, unit="query", resamples=args.resamples), 1)))
     timings.append(("task_intervals (one evaluation)",
-                    _time(lambda: task_intervals(table_a, resamples=args.resamples), args.repeat)))
+                    best_of(lambda: task_intervals(table_a, resamples=args.resamples), args.repeat)))
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (timings on a busy machine run long)")
     width = max(len(name) for name, _ in timings)
     for name, seconds in timings:

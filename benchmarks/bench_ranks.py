@@ -25,10 +25,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from timing import best_of  # benchmarks/timing.py (this script's directory is on sys.path)
 
 SIZES = {"P": 31_388, "V": 29_810, "L": 30_981}
 N_PRODUCTS = 2_527
@@ -117,15 +117,6 @@ def write_suite(root: Path, tables: list) -> None:
     render_readme(root)
 
 
-def _best(function, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def bench_ranks(args: argparse.Namespace) -> None:
     from ropebench.leaderboard import load_suite
     from ropebench.leaderboard.ranking import field_columns, suite_ranking
@@ -144,15 +135,15 @@ def bench_ranks(args: argparse.Namespace) -> None:
         def cli() -> None:
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
-        seconds = _best(cli, args.repeat)
+        seconds = best_of(cli, args.repeat)
         print(f"  ropebench table --ranks (subprocess, end to end)  {seconds:7.2f} s  (best of {args.repeat})")
         suite = load_suite(root, "bench")
         base = root.parent
-        read = _best(lambda: {e["name"]: per_query_of(e, base) for e in suite.entries}, 1)
+        read = best_of(lambda: {e["name"]: per_query_of(e, base) for e in suite.entries}, 1)
         frames = {e["name"]: per_query_of(e, base) for e in suite.entries}
-        align = _best(lambda: field_columns(frames), 1)
+        align = best_of(lambda: field_columns(frames), 1)
         columns, n_products = field_columns(frames)
-        boot = _best(lambda: rank_intervals(columns, n_products=n_products), 1)
+        boot = best_of(lambda: rank_intervals(columns, n_products=n_products), 1)
         print(f"  reading {args.entries} per-query files (sha256 checked)    {read:7.2f} s")
         print(f"  aligning rows by (task, item_id)                 {align:7.2f} s")
         print(f"  bootstrap, ranks, intervals, letter groups       {boot:7.2f} s")
@@ -173,13 +164,13 @@ def bench_compress(args: argparse.Namespace) -> None:
     embeddings = generate(dim=128)[0]
     print(f"compress: {embeddings.shape[0]:,} × {embeddings.shape[1]} float32 ({embeddings.nbytes / 2**20:.0f} MiB); "
           f"best of {args.repeat}; load average {os.getloadavg()[0]:.1f}")
-    copy = _best(lambda: embeddings.copy(), args.repeat)
-    normalise = _best(lambda: prepare_vectors(embeddings, "cosine"), args.repeat)
+    copy = best_of(lambda: embeddings.copy(), args.repeat)
+    normalise = best_of(lambda: prepare_vectors(embeddings, "cosine"), args.repeat)
     print(f"  one pass: a copy                     {copy:7.3f} s")
     print(f"  one pass: cosine preparation         {normalise:7.3f} s  (what every evaluation does anyway)")
     for name in ("fp16", "int8", "binary", "dims=64"):
         spec = parse_compression(name)
-        seconds = _best(lambda spec=spec: spec.apply(embeddings), args.repeat)
+        seconds = best_of(lambda spec=spec: spec.apply(embeddings), args.repeat)
         print(f"  --compress {name:<8}                 {seconds:7.3f} s  = {seconds / normalise:4.2f} × the cosine "
               f"preparation, {seconds / copy:4.1f} × a copy")
 

@@ -44,6 +44,20 @@ def scores64(query: np.ndarray, gallery: np.ndarray, metric: str) -> np.ndarray:
     return pairwise(gallery * query[None, :])
 
 
+def _row(vectors: np.ndarray, products: np.ndarray, group_list: list[Any] | None, q: int, gi: np.ndarray,
+         intra: bool, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One query's float64 scores against its gallery, the eligible items (not itself, not its
+    group) and the eligible relevant ones."""
+    scores = scores64(vectors[q], vectors[gi], metric)
+    eligible = np.ones(len(gi), dtype=bool)
+    if intra:
+        eligible &= gi != q
+        if group_list is not None and group_list[q] is not None:
+            eligible &= np.array([group_list[j] != group_list[q] for j in gi], dtype=bool)
+    relevant = (products[gi] == products[q]) & eligible
+    return scores, eligible, relevant
+
+
 def p_hit(a: int, t: int, p: int, k: int, ties: str) -> float:
     if ties == "optimistic":
         return float(a < k)
@@ -92,13 +106,7 @@ def reference_evaluate(emb: Any, domains: Any, products: Any, groups: Sequence[A
         counts: dict[int, tuple[int, int, int]] = {}
         near: set[int] = set()
         for q in qi:
-            scores = scores64(vectors[q], vectors[gi], metric)
-            eligible = np.ones(len(gi), dtype=bool)
-            if qd == gd:
-                eligible &= gi != q
-                if group_list is not None and group_list[q] is not None:
-                    eligible &= np.array([group_list[j] != group_list[q] for j in gi], dtype=bool)
-            relevant = (products[gi] == products[q]) & eligible
+            scores, eligible, relevant = _row(vectors, products, group_list, q, gi, qd == gd, metric)
             if not relevant.any():
                 skipped += 1
                 continue
@@ -201,13 +209,7 @@ def reference_relevant(emb: Any, domains: Any, products: Any, groups: Sequence[A
         gi = np.flatnonzero(domains == gd)
         per_query: dict[int, dict[str, float]] = {}
         for q in qi:
-            scores = scores64(vectors[q], vectors[gi], metric)
-            eligible = np.ones(len(gi), dtype=bool)
-            if qd == gd:
-                eligible &= gi != q
-                if group_list is not None and group_list[q] is not None:
-                    eligible &= np.array([group_list[j] != group_list[q] for j in gi], dtype=bool)
-            relevant = (products[gi] == products[q]) & eligible
+            scores, eligible, relevant = _row(vectors, products, group_list, q, gi, qd == gd, metric)
             if not relevant.any():
                 continue
             values = relevant_measures(scores[eligible], relevant[eligible], ties, map_ks)

@@ -244,23 +244,47 @@ def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading
             flat = np.flatnonzero(mask)
             r, c = np.divmod(flat, shape[1])
             values = scores.reshape(-1)[flat]
-            take = values >= threshold_r[r]
-            for_rows = rows.sort_out(query_r[r[take]], query_c[c[take]], values[take])
-            if column_reader is not None and threshold_c is not None:
-                take = values >= threshold_c[c]
-                for_columns = column_reader.sort_out(query_c[c[take]], query_r[r[take]], values[take])
-        with lock:
-            if for_rows is not None:
-                rows.take(for_rows)
-            if for_columns is not None and column_reader is not None:
-                column_reader.take(for_columns)
-            on_tile(1)
+            for_rows, for_columns = sort_out_tile(rows, column_reader, query_r, query_c, r, c, values,
+                                                  threshold_r, threshold_c)
+        take_tile(lock, rows, column_reader, for_rows, for_columns, on_tile)
 
+    run_tiles(pool, block.tiles, run_tile)
+
+
+def sort_out_tile(rows: TaskReader, column_reader: TaskReader | None, query_r: np.ndarray, query_c: np.ndarray,
+                  r: np.ndarray, c: np.ndarray, values: np.ndarray, threshold_r: np.ndarray,
+                  threshold_c: np.ndarray | None) -> tuple[Any, Any]:
+    """A tile's candidates (tile row ``r``, column ``c``, screened ``values``) handed to the reader by
+    rows and, where the tile is read by columns, to that one: each keeps those at or above its own
+    query's cut-off and decides them (outside the lock). Every engine's tile loop ends here."""
+    take = values >= threshold_r[r]
+    for_rows = rows.sort_out(query_r[r[take]], query_c[c[take]], values[take])
+    for_columns = None
+    if column_reader is not None and threshold_c is not None:
+        take = values >= threshold_c[c]
+        for_columns = column_reader.sort_out(query_c[c[take]], query_r[r[take]], values[take])
+    return for_rows, for_columns
+
+
+def take_tile(lock: threading.Lock, rows: TaskReader, column_reader: TaskReader | None, for_rows: Any,
+              for_columns: Any, on_tile: Callable[[int], None]) -> None:
+    """Add what :func:`sort_out_tile` decided to the readers, under the lock (sums and one-way flags)."""
+    with lock:
+        if for_rows is not None:
+            rows.take(for_rows)
+        if for_columns is not None and column_reader is not None:
+            column_reader.take(for_columns)
+        on_tile(1)
+
+
+def run_tiles(pool: ThreadPoolExecutor | None, tiles: Sequence[tuple[int, int]],
+              run_tile: Callable[[tuple[int, int]], None]) -> None:
+    """Every tile, on the worker pool (or here, in order, without one)."""
     if pool is None:
-        for tile in block.tiles:
+        for tile in tiles:
             run_tile(tile)
     else:
-        for _ in pool.map(run_tile, block.tiles):
+        for _ in pool.map(run_tile, tiles):
             pass
 
 

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from ropebench.engines.onepass import Block
+from ropebench.engines.onepass import Block, run_tiles, sort_out_tile, take_tile
 
 __all__ = ["run_block", "bf16_at_least"]
 
@@ -117,24 +117,16 @@ def run_block(block: Block, left: torch.Tensor, right: torch.Tensor, pool: Threa
         for_rows = for_columns = None
         if found is not None:
             r, c, values = found
-            take = values >= threshold_r[r]
-            for_rows = rows.sort_out(query_r[r[take]], query_c[c[take]], values[take])
-            if column_reader is not None and threshold_c is not None:
-                take = values >= threshold_c[c]
-                for_columns = column_reader.sort_out(query_c[c[take]], query_r[r[take]], values[take])
-        with lock:
-            sent[0] += 0 if found is None else len(found[0])
-            if for_rows is not None:
-                rows.take(for_rows)
-            if for_columns is not None and column_reader is not None:
-                column_reader.take(for_columns)
-            on_tile(1)
+            for_rows, for_columns = sort_out_tile(rows, column_reader, query_r, query_c, r, c, values,
+                                                  threshold_r, threshold_c)
+        n_sent = 0 if found is None else len(found[0])
 
-    if pool is None:
-        for tile in block.tiles:
-            run_tile(tile)
-    else:
-        for _ in pool.map(run_tile, block.tiles):
-            pass
+        def counted(n: int) -> None:  # called by take_tile under the lock
+            sent[0] += n_sent
+            on_tile(n)
+
+        take_tile(lock, rows, column_reader, for_rows, for_columns, counted)
+
+    run_tiles(pool, block.tiles, run_tile)
     return sent[0]
 
