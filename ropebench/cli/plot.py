@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from ropebench.errors import DataError, UsageError
+from ropebench.protocol import MEASURE_PATTERN
 
 __all__ = ["KINDS", "plot"]
 
@@ -59,7 +60,7 @@ def _results(path: Path) -> dict[str, Any]:
                 problems.append(f"task {task!r} is not an object")
                 continue
             for key, value in cell.items():
-                if key.startswith(("R@", "MRR@")) and value is not None and (
+                if MEASURE_PATTERN.match(key) and value is not None and (
                         isinstance(value, bool) or not isinstance(value, (int, float))):
                     problems.append(f"tasks.{task}.{key} is {value!r}, not a number")
                 if key == "ci" and value is not None and not (isinstance(value, dict) and all(
