@@ -105,3 +105,28 @@ def test_table_fewshot_refuses_results_without_fewshot(runs: dict[str, Path]) ->
     result = _run("table", "--table", "fewshot", "--entry", str(runs["plain"]))
     assert result.exit_code == 2 and "plain.json has no few-shot results" in result.stderr
     assert "--fewshot" in result.stderr and result.stdout == ""
+
+
+def test_plot_fewshot_one_line_per_direction_against_shots(runs: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from ropebench.render.plot_fewshot import fewshot
+
+    data = json.loads(runs["a"].read_text())
+    figure = fewshot(data)
+    (axes,) = figure.axes
+    handles, labels = axes.get_legend_handles_labels()  # error-bar containers (the run has intervals)
+    lines = {label: getattr(handle, "lines", [handle])[0] for handle, label in zip(handles, labels)}
+    assert sorted(lines) == sorted(data["fewshot"]["tasks"])
+    v2p = data["fewshot"]["tasks"]["V2P"]
+    assert list(lines["V2P"].get_xdata()) == [1, 2]
+    assert list(lines["V2P"].get_ydata()) == pytest.approx([v2p["1-shot"]["acc"], v2p["2-shot"]["acc"]])
+    result = _run("plot", str(runs["a"]), str(runs["b"]), "--kind", "fewshot", "--out", str(tmp_path / "f"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(tmp_path / "f" / "fewshot.png") and (tmp_path / "f" / "fewshot.png").is_file()
+
+
+def test_plot_fewshot_refuses_results_without_fewshot(runs: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    result = _run("plot", str(runs["a"]), str(runs["plain"]), "--kind", "fewshot", "--out", str(tmp_path / "f"))
+    assert result.exit_code == 2 and "plain.json: no few-shot results" in result.stderr and "Fix:" in result.stderr
+    assert not (tmp_path / "f").exists()

@@ -19,7 +19,7 @@ from ropebench.protocol import MEASURE_PATTERN
 
 __all__ = ["KINDS", "plot"]
 
-KINDS: tuple[str, ...] = ("curves", "matrix", "difficulty", "compare", "distractors", "compression")
+KINDS: tuple[str, ...] = ("curves", "matrix", "difficulty", "compare", "distractors", "compression", "fewshot")
 RESULTS_SCHEMA = "ropebench.results/1"
 ENTRY_SCHEMA = "ropebench.entry/1"
 COMPARISON_SCHEMA = "ropebench.comparison/1"
@@ -158,6 +158,7 @@ def plot(inputs: tuple[Path, ...], kind: str, out: Path, formats: str, measure: 
       ropebench plot cls.json cls_cd.json --kind curves --out figures
       ropebench plot cls_cd.parquet --kind difficulty --out figures
       ropebench plot cls_cd.json cls_cd-int8.json cls_cd-binary.json --kind compression --out figures
+      ropebench plot fewshot.json --kind fewshot --out figures   # from evaluate --fewshot
     """
     from ropebench.cli.options import refuse_without
     from ropebench.protocol import check_measure
@@ -183,6 +184,16 @@ def plot(inputs: tuple[Path, ...], kind: str, out: Path, formats: str, measure: 
         documents = [_results(path) for path in inputs]
         figures.append(("compression", _drawn(inputs[0] if len(inputs) == 1 else None, kind, compression_tradeoff,
                                               documents, measure=measure or "R@1")))
+    elif kind == "fewshot":
+        from ropebench.render.plot_fewshot import fewshot
+
+        documents = [_results(path) for path in inputs]
+        for path, document in zip(inputs, documents):
+            if not isinstance(document.get("fewshot"), dict):
+                raise UsageError(f"{path}: no few-shot results (no 'fewshot' section); nothing was drawn. Fix: "
+                                 "evaluate with `ropebench evaluate SUB --fewshot --out results.json` and plot "
+                                 "results.json")
+        figures.append(("fewshot", _drawn(inputs[0] if len(inputs) == 1 else None, kind, fewshot, documents)))
     elif kind == "distractors":
         # Results evaluated with distractors at several sizes, or bare curves; labelled by file name.
         curves = [{"label": path.stem, **_read_json(path)} for path in inputs]
