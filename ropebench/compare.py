@@ -29,8 +29,17 @@ import numpy as np
 
 from ropebench import stats
 from ropebench.errors import DataError, UsageError
-from ropebench.io.per_query import InputRef, Side, column_codes, column_floats, pair_sides, protocol_notes, protocol_of
-from ropebench.protocol import ALL_TASKS, CROSS_TASKS
+from ropebench.io.per_query import (
+    InputRef,
+    Side,
+    column_codes,
+    column_floats,
+    pair_sides,
+    protocol_notes,
+    protocol_of,
+    split_table,
+)
+from ropebench.protocol import ALL_TASKS, CROSS_TASKS, fewshot_task_order
 from ropebench.results import load_results
 
 __all__ = [
@@ -193,15 +202,48 @@ def compare(a: Any, b: Any, *, unit: str = "product", test: str = "randomization
     _check_settings(settings)
     side_a, side_b = load_side(a, "A"), load_side(b, "B")
     table_a, table_b, measures = pair_sides(side_a, side_b)
+    fewshot = _fewshot_pair(side_a, side_b)
     primary, cells = _analyse(table_a, table_b, measures, settings)
+    if fewshot is not None:
+        # Few-shot rows (V2P/1-shot, acc …) are cells like any other: paired over queries,
+        # resampled over products, and in the same Holm family.
+        _, fewshot_cells = _analyse(*fewshot, settings, task_order=fewshot_task_order)
+        cells = _holm_over(cells + fewshot_cells, settings)
     return Comparison(a=side_a.ref, b=side_b.ref, settings=settings, primary=primary, cells=cells,
                       notes=tuple(protocol_notes(side_a, side_b)))
 
 
-def _analyse(table_a: Any, table_b: Any, measures: list[str], settings: Settings
-             ) -> tuple[Primary | None, tuple[Cell, ...]]:
-    """Every cell and the primary hypothesis from two paired tables (rows sorted alike)."""
-    task, labels = column_codes(table_a, "task", order=ALL_TASKS)
+def _fewshot_pair(a: Side, b: Side) -> tuple[Any, Any, list[str]] | None:
+    """Both sides' few-shot rows, paired (None when neither has any); UsageError when only one has."""
+    if a.fewshot is None and b.fewshot is None:
+        return None
+    if a.fewshot is None or b.fewshot is None:
+        has, lacks = (a, b) if b.fewshot is None else (b, a)
+        raise UsageError(f"{a.name} and {b.name} are not two evaluations of the same test set under the same "
+                         f"protocol:\n  - rows: {has.name} has few-shot rows (task V2P/1-shot …), {lacks.name} "
+                         "has none\nFix: evaluate both with the same --fewshot --shots --draws --seed, or neither")
+    return pair_sides(a.fewshot_side(), b.fewshot_side())
+
+
+def _holm_over(cells: tuple[Cell, ...], settings: Settings) -> tuple[Cell, ...]:
+    """The cells with ``p_holm`` and ``significant`` recomputed over all of them as one family."""
+    import dataclasses
+
+    p = np.array([1.0 if cell.p is None else cell.p for cell in cells])
+    p_holm = stats.holm(p) if settings.correction == "holm" else p
+    return tuple(dataclasses.replace(cell, p_holm=_number(value), significant=bool(value < settings.alpha))
+                 for cell, value in zip(cells, p_holm))
+
+
+def _analyse(table_a: Any, table_b: Any, measures: list[str], settings: Settings, *,
+             task_order: Any = None) -> tuple[Primary | None, tuple[Cell, ...]]:
+    """Every cell and the primary hypothesis from two paired tables (rows sorted alike).
+    ``task_order``: a sort key of the task labels (default: the order of ALL_TASKS)."""
+    order_of = list(ALL_TASKS)
+    if task_order is not None:
+        found = column_codes(table_a, "task")[1]
+        order_of = sorted(found, key=task_order)
+    task, labels = column_codes(table_a, "task", order=order_of)
     order = np.argsort(task, kind="stable")  # tasks in P2V … L2L order, items sorted within
     task = task[order]
     products, product_labels = column_codes(table_a, "product_id")
@@ -378,7 +420,8 @@ def load_side(source: Any, label: str) -> Side:
 
     if isinstance(source, pa.Table):
         name = f"{label} (table)"
-        return Side(name, InputRef(None, None), source, protocol_of(source, name))
+        retrieval, fewshot = split_table(source)
+        return Side(name, InputRef(None, None), retrieval, protocol_of(source, name), fewshot)
     if hasattr(source, "per_query") and hasattr(source, "protocol"):  # an EvaluationResult
         return _side_of_result(source, f"{label} (result)", InputRef(None, None))
     if not isinstance(source, (str, os.PathLike)):
@@ -408,7 +451,8 @@ def load_side(source: Any, label: str) -> Side:
     except (OSError, pa.ArrowException) as error:
         raise DataError(f"{name}: unreadable parquet file ({error}). Fix: re-write it with "
                         "`ropebench evaluate --per-query`") from None
-    return Side(name, ref, table, protocol_of(table, name))
+    retrieval, fewshot = split_table(table)
+    return Side(name, ref, retrieval, protocol_of(table, name), fewshot)
 
 
 def _side_of_result(result: Any, name: str, ref: InputRef) -> Side:
@@ -420,4 +464,4 @@ def _side_of_result(result: Any, name: str, ref: InputRef) -> Side:
                          "and compare those files (or results files written with them)")
     if not isinstance(table, pa.Table):  # a pandas DataFrame from an older result object
         table = pa.Table.from_pandas(table, preserve_index=False)
-    return Side(name, ref, table, dict(result.protocol or {}))
+    return Side(name, ref, table, dict(result.protocol or {}), getattr(result, "fewshot_per_query", None))

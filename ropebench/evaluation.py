@@ -348,7 +348,7 @@ def evaluate_dataset(
                                    "check_s": checked - started})
     if fewshot is None:
         return result
-    section, rows = _fewshot_result(dataset, members, fewshot, options)
+    section, rows = _fewshot_result(dataset, members, fewshot, options, result.protocol)
     return replace(result, extra={**result.extra, "fewshot": section}, _fewshot_per_query=rows)
 
 
@@ -369,7 +369,7 @@ def _fewshot(dataset: Dataset, members: Mapping[str, np.ndarray], vectors: Any, 
 
 
 def _fewshot_result(dataset: Dataset, members: Mapping[str, np.ndarray], fewshot: tuple[Any, ...],
-                    options: Options) -> tuple[dict[str, Any], Any]:
+                    options: Options, protocol: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
     from ropebench.fewshot import fewshot_section
 
     spec, task_data, run, seconds = fewshot
@@ -387,7 +387,7 @@ def _fewshot_result(dataset: Dataset, members: Mapping[str, np.ndarray], fewshot
                                              for m, (lo, hi) in cells.items() if m == "acc"}
     section = {"protocol": spec.to_json(), "tasks": tasks, "search_s": round(seconds, 4),
                "counters": dict(run.counters)}
-    return section, query_table.fewshot_table_builder(dataset, table)
+    return section, query_table.fewshot_table_builder(dataset, table, protocol, spec.to_json())
 
 
 @dataclass(frozen=True)

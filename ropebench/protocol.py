@@ -37,6 +37,8 @@ __all__ = [
     "parse_measures",
     "measure_order",
     "FEWSHOT_MEASURE_PATTERN",
+    "FEWSHOT_TASK_PATTERN",
+    "fewshot_task_order",
 ]
 
 DOMAINS: tuple[str, ...] = ("P", "V", "L")
@@ -63,6 +65,8 @@ MEASURE_PATTERN = re.compile(r"^((R|MRR|mAP)@[1-9][0-9]*|MAP@R|RP)$")
 # concrete K, e.g. mAP@100). The default is the paper's.
 # Few-shot classification's per-query measures (its rows' columns; docs/fewshot.md).
 FEWSHOT_MEASURE_PATTERN = re.compile(r"^acc(@[1-9][0-9]*)?$")
+# A reported few-shot task (a per-query row's task, a table row): direction and shots, ``V2P/1-shot``.
+FEWSHOT_TASK_PATTERN = re.compile(r"^(P2V|V2P|P2L|L2P|V2L|L2V)/([1-9][0-9]*)-shot$")
 MEASURE_FAMILIES: tuple[str, ...] = ("R@K", "MRR", "MAP@R", "RP", "mAP@K")
 DEFAULT_MEASURES: tuple[str, ...] = ("R@K", "MRR")
 _MAP_AT_K = re.compile(r"^map@([1-9][0-9]*)$", re.IGNORECASE)
@@ -167,6 +171,14 @@ def measure_order(name: str) -> tuple[int, int]:
         return (2 if name == "MAP@R" else 3, 0)
     family, _, k = name.partition("@")
     return ({"R": 0, "MRR": 1, "mAP": 4, "acc": 5}.get(family, 6), int(k) if k.isdigit() else 0)
+
+
+def fewshot_task_order(name: str) -> tuple[int, int]:
+    """Sort key of reported few-shot tasks: direction in the order of CROSS_TASKS, then shots."""
+    found = FEWSHOT_TASK_PATTERN.match(name)
+    if not found:
+        return (len(CROSS_TASKS), 0)
+    return (CROSS_TASKS.index(found.group(1)), int(found.group(2)))
 
 
 def measure_names(ks: Sequence[int], measures: Sequence[str] | None = None) -> tuple[str, ...]:

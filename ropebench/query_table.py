@@ -158,27 +158,32 @@ def fewshot_rows(dataset: Dataset, members: Mapping[str, np.ndarray], columns: M
     return out
 
 
-def fewshot_table_builder(dataset: Dataset, table: Mapping[str, Any]) -> Callable[[], Any]:
+def fewshot_table_builder(dataset: Dataset, table: Mapping[str, Any], protocol: Mapping[str, Any],
+                          fewshot: Mapping[str, Any]) -> Callable[[], Any]:
     """A function building the few-shot per-query pyarrow Table (``task item_id product_id domain
-    [category] acc acc@5``) on first use."""
+    [category] acc acc@5``) on first use; its metadata holds the protocol and the few-shot settings.
+    Columns are built as the retrieval table's are, so both kinds of rows share one file."""
 
     def build() -> Any:
+        import json
+
         import pyarrow as pa
 
-        from ropebench.io.arrow import id_array
+        from ropebench.io.arrow import from_numpy, id_array, string_array
 
         rows = table["rows"]
         columns: dict[str, Any] = {
-            "task": pa.array(table["task"].tolist(), type=pa.string()),
+            "task": string_array(table["task"].tolist()),
             "item_id": id_array(dataset.item_ids[rows]),
             "product_id": id_array(dataset.product_ids[rows]),
-            "domain": pa.array([DOMAINS[code] for code in dataset.domains[rows].tolist()], type=pa.string()),
+            "domain": string_array([DOMAINS[code] for code in dataset.domains[rows].tolist()]),
         }
         if dataset.categories is not None:
-            columns["category"] = id_array(dataset.categories[rows])
+            columns["category"] = _category_array(dataset.categories[rows])
         for name in ("acc", "acc@5"):
-            columns[name] = pa.array(np.asarray(table[name], dtype=np.float64))
-        return pa.table(columns)
+            columns[name] = from_numpy(np.asarray(table[name], dtype=np.float64))
+        metadata = {PER_QUERY_METADATA_KEY: json.dumps({"protocol": dict(protocol), "fewshot": dict(fewshot)}).encode()}
+        return pa.table(columns).replace_schema_metadata(metadata)
 
     return build
 

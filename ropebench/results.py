@@ -126,7 +126,8 @@ class EvaluationResult:
     @property
     def fewshot_per_query(self) -> Any:
         """Few-shot per-query pyarrow Table (``task`` ``V2P/1-shot``, ``item_id`` … ``acc``, ``acc@5``,
-        averaged over draws), or None (not evaluated here, or read back from a file)."""
+        averaged over draws), or None (not evaluated with few-shot, or read back without its
+        per-query file). The per-query file holds these rows after the retrieval rows."""
         value = self._fewshot_per_query
         if callable(value):
             value = value()
@@ -190,12 +191,12 @@ class EvaluationResult:
         known = {"schema", "ropebench_version", "created", "protocol", "submission", "manifest", "environment",
                  "timing", "tasks", "per_query"}
         per_query_file = data.get("per_query")
-        builder = None
+        builder = fewshot_builder = None
         if per_query_file is not None:
             path = Path(per_query_file["path"])
             if base is not None and not path.is_absolute():
                 path = Path(base) / path
-            builder = _lazy_reader(path, per_query_file.get("sha256"))
+            builder, fewshot_builder = _lazy_readers(path, per_query_file.get("sha256"))
         return cls(
             ropebench_version=str(data["ropebench_version"]),
             created=str(data.get("created", "")),
@@ -208,6 +209,7 @@ class EvaluationResult:
             per_query_file=None if per_query_file is None else dict(per_query_file),
             extra={key: value for key, value in data.items() if key not in known},
             _per_query=builder,
+            _fewshot_per_query=fewshot_builder,
         )
 
     def dumps(self) -> str:
@@ -309,11 +311,18 @@ def _schema_problems(data: Any) -> list[str]:
     return problems
 
 
-def _lazy_reader(path: Path, sha256: str | None) -> Any:
-    def build() -> Any:
-        return read_per_query(path, sha256=sha256)
+def _lazy_readers(path: Path, sha256: str | None) -> tuple[Any, Any]:
+    """Builders of the retrieval and the few-shot per-query tables, sharing one read of the file."""
+    read: dict[str, Any] = {}
 
-    return build
+    def both() -> tuple[Any, Any]:
+        if "tables" not in read:
+            from ropebench.io.per_query import split_table
+
+            read["tables"] = split_table(read_per_query(path, sha256=sha256))
+        return read["tables"]
+
+    return (lambda: both()[0]), (lambda: both()[1])
 
 
 def read_per_query(path: str | os.PathLike[str], *, sha256: str | None = None) -> Any:

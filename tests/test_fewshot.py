@@ -175,3 +175,25 @@ def test_the_cli_prints_the_fewshot_table_beside_the_retrieval_table():
     assert "sd over 2 draws, seed 0" in table
     rows = [line.split() for line in table.splitlines() if line.endswith("]") and "1-shot" in line]
     assert [row[0] for row in rows] == ["P2V", "V2P", "P2L", "L2P", "V2L", "L2V"]
+
+
+def test_per_query_file_holds_the_fewshot_rows_and_reads_back_both_tables(tmp_path):
+    import pyarrow.parquet as pq
+
+    from ropebench.io.per_query import split_table
+
+    emb, domains, products, ids = uneven_data(7)
+    result = ropebench.evaluate(embeddings=emb, domains=domains, product_ids=products, item_ids=ids,
+                                tasks="P2V,V2P", fewshot=True, shots="1,2", draws=2, ci=False)
+    result.write(tmp_path / "r.json", per_query=tmp_path / "r.parquet")
+    stored = pq.read_table(tmp_path / "r.parquet")
+    # one file: 2 retrieval tasks' rows, then the few-shot rows, with the few-shot columns null in the former
+    assert len(stored) == len(result.per_query) + len(result.fewshot_per_query)
+    assert set(stored.column("task").to_pylist()) == {"P2V", "V2P"} | {
+        f"{d}/{k}-shot" for d in DIRECTIONS for k in (1, 2) if f"{k}-shot" in result.fewshot["tasks"].get(d, {})}
+    back = ropebench.load_results(tmp_path / "r.json")
+    assert back == result
+    assert back.per_query.equals(result.per_query, check_metadata=True)
+    assert back.fewshot_per_query.equals(result.fewshot_per_query, check_metadata=True)
+    # a results file without few-shot still splits to (table, None)
+    assert split_table(result.per_query)[1] is None

@@ -15,10 +15,11 @@ from typing import Any
 import click
 
 from ropebench.errors import DataError, UsageError
+from ropebench.protocol import MEASURE_PATTERN
 
 __all__ = ["KINDS", "plot"]
 
-KINDS: tuple[str, ...] = ("curves", "matrix", "difficulty", "compare", "distractors", "compression")
+KINDS: tuple[str, ...] = ("curves", "matrix", "difficulty", "compare", "distractors", "compression", "fewshot")
 RESULTS_SCHEMA = "ropebench.results/1"
 ENTRY_SCHEMA = "ropebench.entry/1"
 COMPARISON_SCHEMA = "ropebench.comparison/1"
@@ -59,7 +60,7 @@ def _results(path: Path) -> dict[str, Any]:
                 problems.append(f"task {task!r} is not an object")
                 continue
             for key, value in cell.items():
-                if key.startswith(("R@", "MRR@")) and value is not None and (
+                if MEASURE_PATTERN.match(key) and value is not None and (
                         isinstance(value, bool) or not isinstance(value, (int, float))):
                     problems.append(f"tasks.{task}.{key} is {value!r}, not a number")
                 if key == "ci" and value is not None and not (isinstance(value, dict) and all(
@@ -157,6 +158,7 @@ def plot(inputs: tuple[Path, ...], kind: str, out: Path, formats: str, measure: 
       ropebench plot cls.json cls_cd.json --kind curves --out figures
       ropebench plot cls_cd.parquet --kind difficulty --out figures
       ropebench plot cls_cd.json cls_cd-int8.json cls_cd-binary.json --kind compression --out figures
+      ropebench plot fewshot.json --kind fewshot --out figures   # from evaluate --fewshot
     """
     from ropebench.cli.options import refuse_without
     from ropebench.protocol import check_measure
@@ -182,6 +184,16 @@ def plot(inputs: tuple[Path, ...], kind: str, out: Path, formats: str, measure: 
         documents = [_results(path) for path in inputs]
         figures.append(("compression", _drawn(inputs[0] if len(inputs) == 1 else None, kind, compression_tradeoff,
                                               documents, measure=measure or "R@1")))
+    elif kind == "fewshot":
+        from ropebench.render.plot_fewshot import fewshot
+
+        documents = [_results(path) for path in inputs]
+        for path, document in zip(inputs, documents):
+            if not isinstance(document.get("fewshot"), dict):
+                raise UsageError(f"{path}: no few-shot results (no 'fewshot' section); nothing was drawn. Fix: "
+                                 "evaluate with `ropebench evaluate SUB --fewshot --out results.json` and plot "
+                                 "results.json")
+        figures.append(("fewshot", _drawn(inputs[0] if len(inputs) == 1 else None, kind, fewshot, documents)))
     elif kind == "distractors":
         # Results evaluated with distractors at several sizes, or bare curves; labelled by file name.
         curves = [{"label": path.stem, **_read_json(path)} for path in inputs]

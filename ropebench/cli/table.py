@@ -14,7 +14,7 @@ from ropebench.errors import DataError, UsageError
 from ropebench.leaderboard.schema import ENTRY_SCHEMA, check_entry
 from ropebench.protocol import MEASURE_PATTERN, check_measure
 from ropebench.render.table_formats import render
-from ropebench.render.tables import FORMATS
+from ropebench.render.tables import FORMATS, fewshot_table
 from ropebench.results import RESULTS_SCHEMA
 
 __all__ = ["table"]
@@ -38,7 +38,7 @@ def _results_entry(path: Path) -> dict[str, Any]:
     if bad:
         raise DataError(f"--entry {path}: tasks {', '.join(map(str, bad))} are not objects of numbers "
                         "(write results with `ropebench evaluate SUB --out results.json`)")
-    return {"name": path.stem, "label": path.stem,
+    return {"name": path.stem, "label": path.stem, **({"fewshot": data["fewshot"]} if data.get("fewshot") else {}),
             "ci": {task: cells.get("ci") or {} for task, cells in data["tasks"].items()},
             "results": {task: {k: v for k, v in cells.items() if k != "ci"} for task, cells in data["tasks"].items()}}
 
@@ -72,9 +72,9 @@ def _mixing_notes(files: list[str]) -> list[str]:
 
 @click.command("table")
 @click.option("--suite", default="rope-test", show_default=True, help="Leaderboard suite.")
-@click.option("--table", "which", type=click.Choice(["1", "2", "matrix", "all"]), default="all",
+@click.option("--table", "which", type=click.Choice(["1", "2", "matrix", "fewshot", "all"]), default="all",
               show_default=True, help="Table 1 (cross-domain), Table 2 (intra-domain), the 3×3 "
-              "domain matrix, or tables 1 and 2.")
+              "domain matrix, few-shot classification (entries evaluated with --fewshot), or tables 1 and 2.")
 @click.option("--entry", "entries", multiple=True, metavar="NAME|RESULTS.json",
               help="Only this entry of the suite, or a results file given directly; repeatable (the "
                    "matrix shows every entry of the suite without it).")
@@ -113,6 +113,7 @@ def table(suite: str, which: str, entries: tuple[str, ...], fmt: str, highlight:
         ropebench table --suite rope-sim --table 1 --significance --ci
         ropebench table --suite rope-sim --ranks --format json
         ropebench table --suite rope-sim --table 1 --metadata
+        ropebench table --table fewshot --entry results.json --format text
     """
     check_measure(measure)
     files = [e for e in entries if e.endswith(".json") or Path(e).is_file()]
@@ -141,6 +142,22 @@ def table(suite: str, which: str, entries: tuple[str, ...], fmt: str, highlight:
             if len(set(entries)) != len(entries):
                 raise UsageError("--entry: the same entry is given twice")
             chosen = dataclasses.replace(chosen, entries=tuple(chosen.entry(e) for e in entries))
+    if which == "fewshot":
+        if significance or ranks:
+            raise UsageError(f"{'--significance' if significance else '--ranks'} is not available for --table "
+                             "fewshot. Fix: compare two few-shot results with `ropebench compare A.json B.json`")
+        found_table = fewshot_table(chosen.entries, label_column=chosen.label_column, ci=ci,
+                                    key=chosen.name)
+        if not found_table.rows:
+            given = ", ".join(files) if files else f"suite {chosen.name}"
+            raise UsageError(f"--table fewshot: {given} has no few-shot results (no 'fewshot' section). Fix: "
+                             "evaluate with `ropebench evaluate SUB --fewshot --out results.json` and pass "
+                             "--entry results.json")
+        if about:
+            found_table = _with_metadata(found_table, {e["name"]: e for e in chosen.entries})
+        title = f"ropebench: {chosen.spec['title']} ({chosen.name})"
+        click.echo(render([found_table], fmt, highlight=highlight, title=title), nl=False)
+        return
     if which == "matrix":
         tables = [lb.entry_matrix(chosen, e, measure) for e in chosen.entries]
         if all(value is None for t in tables for row in t.rows for value in row.values):

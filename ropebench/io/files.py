@@ -328,9 +328,13 @@ def write_together(result: Any, *, out: str | os.PathLike[str] | None,
     if per_query is not None:
         import pyarrow.parquet as pq
 
+        from ropebench.io.per_query import combine_tables
+
         table = result.per_query
         if table is None:
             raise UsageError("this result has no per-query data to write")
+        # Few-shot rows (task V2P/1-shot) go into the same file, after the retrieval rows.
+        table = combine_tables(table, getattr(result, "fewshot_per_query", None))
         staged: dict[str, str] = {}
 
         def write_parquet(tmp: str) -> None:

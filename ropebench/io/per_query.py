@@ -17,12 +17,22 @@ from typing import Any
 import numpy as np
 
 from ropebench.errors import DataError, UsageError
-from ropebench.protocol import ALL_TASKS, FEWSHOT_MEASURE_PATTERN, MEASURE_PATTERN, measure_order
+from ropebench.protocol import (
+    ALL_TASKS,
+    FEWSHOT_MEASURE_PATTERN,
+    FEWSHOT_TASK_PATTERN,
+    MEASURE_PATTERN,
+    measure_order,
+)
 
 __all__ = ["InputRef", "Side", "protocol_of", "column_codes", "column_floats", "measure_columns", "pair_sides",
-           "protocol_notes"]
+           "protocol_notes", "combine_tables", "split_table", "FEWSHOT_METADATA_KEY"]
 
 _METADATA_KEY = b"ropebench"  # parquet schema metadata of a per-query file: {"protocol": {...}, ...}
+# The few-shot rows' own metadata ({"protocol": …, "fewshot": {"shots", "draws", "seed"}}) inside a
+# file that holds both kinds of rows; the retrieval rows keep ``_METADATA_KEY`` byte for byte.
+FEWSHOT_METADATA_KEY = b"ropebench.fewshot"
+_ROW_KEYS = ("task", "item_id", "product_id", "domain", "category")
 _EXAMPLES = 5
 
 # Per-query table columns as numpy arrays. A pyarrow Table is read through its buffers
@@ -109,6 +119,43 @@ def measure_columns(table: Any) -> list[str]:
     return sorted(found, key=measure_order)
 
 
+def combine_tables(retrieval: Any, fewshot: Any) -> Any:
+    """One per-query table holding the retrieval rows, then the few-shot rows (task ``V2P/1-shot``).
+
+    A retrieval row has no ``acc`` column value and a few-shot row no ``a t p censored R@K …``
+    (nulls); :func:`split_table` gives both tables back exactly, metadata included.
+    """
+    import pyarrow as pa
+
+    if fewshot is None:
+        return retrieval
+    metadata = dict(retrieval.schema.metadata or {})
+    metadata[FEWSHOT_METADATA_KEY] = (fewshot.schema.metadata or {}).get(_METADATA_KEY, b"{}")
+    combined = pa.concat_tables([retrieval.replace_schema_metadata(None), fewshot.replace_schema_metadata(None)],
+                                promote_options="default")
+    return combined.replace_schema_metadata(metadata)
+
+
+def split_table(table: Any) -> tuple[Any, Any]:
+    """``(retrieval rows, few-shot rows or None)`` of a per-query table written by ropebench."""
+    import pyarrow.compute as pc
+
+    if table is None or "task" not in table.column_names:
+        return table, None
+    tasks = table.column("task")
+    fewshot_rows = pc.match_substring_regex(tasks, FEWSHOT_TASK_PATTERN.pattern)
+    metadata = dict(table.schema.metadata or {})
+    fewshot_metadata = metadata.pop(FEWSHOT_METADATA_KEY, None)
+    if fewshot_metadata is None and not pc.any(fewshot_rows).as_py():
+        return table, None
+    fewshot_columns = [name for name in table.column_names if name in _ROW_KEYS or FEWSHOT_MEASURE_PATTERN.match(name)]
+    retrieval_columns = [name for name in table.column_names if not FEWSHOT_MEASURE_PATTERN.match(name)]
+    retrieval = table.filter(pc.invert(fewshot_rows)).select(retrieval_columns).replace_schema_metadata(metadata)
+    fewshot = table.filter(fewshot_rows).select(fewshot_columns)
+    fewshot = fewshot.replace_schema_metadata(None if fewshot_metadata is None else {_METADATA_KEY: fewshot_metadata})
+    return retrieval, fewshot
+
+
 @dataclass(frozen=True)
 class InputRef:
     """Where one side came from: the file given (results JSON or per-query parquet) and its sha256."""
@@ -123,18 +170,43 @@ class Side:
 
     name: str  # "A (path)" for messages
     ref: InputRef
-    table: Any  # pyarrow.Table
+    table: Any  # pyarrow.Table: the retrieval rows
     protocol: Mapping[str, Any] | None
+    fewshot: Any = None  # pyarrow.Table of the few-shot rows (task V2P/1-shot), if any
+
+    def fewshot_side(self) -> Side:
+        """The few-shot rows as a side of their own, under the protocol and few-shot settings they
+        were evaluated with."""
+        name = f"{self.name}, few-shot rows"
+        protocol = dict(protocol_of(self.fewshot, name) or self.protocol or {})
+        settings = _metadata(self.fewshot, name).get("fewshot")
+        if settings is not None:
+            protocol["fewshot"] = settings
+        return Side(name, self.ref, self.fewshot, protocol)
+
+
+def _metadata(table: Any, name: str) -> dict[str, Any]:
+    raw = (table.schema.metadata or {}).get(_METADATA_KEY)
+    if raw is None:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise DataError(f"{name}: the parquet metadata key 'ropebench' is not a JSON object. Fix: re-write the "
+                        "file with `ropebench evaluate --per-query`")
+    return data
 
 
 def protocol_of(table: Any, name: str) -> Mapping[str, Any] | None:
-    raw = (table.schema.metadata or {}).get(_METADATA_KEY)
-    if raw is None:
+    data = _metadata(table, name)
+    if not data:
         return None
     try:
-        return dict(json.loads(raw).get("protocol") or {})
-    except (ValueError, AttributeError, TypeError):
-        raise DataError(f"{name}: the parquet metadata key 'ropebench' is not a JSON object. Fix: re-write the "
+        return dict(data.get("protocol") or {})
+    except (ValueError, TypeError):
+        raise DataError(f"{name}: the parquet metadata key 'ropebench' has no protocol object. Fix: re-write the "
                         "file with `ropebench evaluate --per-query`") from None
 
 
@@ -167,10 +239,12 @@ def _prepare(side: Side) -> Any:
         except DataError as error:
             raise DataError(f"{side.name}: {str(error).replace('per-query table: ', '')}") from None
     table = table.sort_by([("task", "ascending"), ("item_id", "ascending")])
-    unknown = sorted(set(pc.unique(table.column("task")).to_pylist()) - set(ALL_TASKS))
+    unknown = sorted(task for task in set(pc.unique(table.column("task")).to_pylist()) - set(ALL_TASKS)
+                     if not FEWSHOT_TASK_PATTERN.match(str(task)))
     if unknown:
         raise DataError(f"{side.name}: unknown task(s) {', '.join(map(repr, unknown[:_EXAMPLES]))}. "
-                        f"Tasks are {' '.join(ALL_TASKS)}. Fix: pass the per-query file ropebench wrote, unedited")
+                        f"Tasks are {' '.join(ALL_TASKS)} and few-shot tasks such as V2P/1-shot. "
+                        "Fix: pass the per-query file ropebench wrote, unedited")
     if len(table) > 1:
         task, item = table.column("task"), table.column("item_id")
         same = pc.and_(pc.equal(task[1:], task[:-1]), pc.equal(item[1:], item[:-1]))
@@ -188,7 +262,7 @@ def pair_sides(a: Side, b: Side) -> tuple[Any, Any, list[str]]:
     import pyarrow.compute as pc
 
     problems = []
-    for key, what in (("ties", "tie policy"), ("ks", "Ks")):
+    for key, what in (("ties", "tie policy"), ("ks", "Ks"), ("fewshot", "few-shot protocol (shots, draws, seed)")):
         if a.protocol and b.protocol and key in a.protocol and key in b.protocol \
                 and a.protocol[key] != b.protocol[key]:
             problems.append(f"{what}: {a.protocol[key]!r} in A, {b.protocol[key]!r} in B")
@@ -233,7 +307,8 @@ def pair_sides(a: Side, b: Side) -> tuple[Any, Any, list[str]]:
     if problems:
         raise UsageError(f"{a.name} and {b.name} are not two evaluations of the same test set under the same "
                          "protocol:\n  - " + "\n  - ".join(problems)
-                         + "\nFix: evaluate both submissions on the same manifest with the same --ties and --ks")
+                         + "\nFix: evaluate both submissions on the same manifest with the same --ties and --ks (and, "
+                         "for few-shot rows, the same --shots --draws --seed)")
     return table_a, table_b, measures
 
 

@@ -42,7 +42,8 @@ COUNTS: tuple[str, ...] = ("n_queries", "n_skipped", "n_gallery", "n_tied")
 # \Z, not $: "$" also matches before a final newline, and "name\n" must not pass as a name.
 # At most 100 characters: a name becomes file names (<entry>.per_query.parquet) of at most 255 bytes.
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}\Z")
-_METRIC_KEY = re.compile(r"^(R|MRR)@[1-9][0-9]*\Z")
+# Canonical measure keys (protocol.MEASURE_PATTERN): R@K, MRR@K, and with protocol.measures MAP@R, RP, mAP@K.
+_METRIC_KEY = re.compile(r"^((R|MRR|mAP)@[1-9][0-9]*|MAP@R|RP)\Z")
 _SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 _PROTOCOL_VALUES = {"metric": ("cosine", "ip", "l2"),
                     "ties": ("expected", "pessimistic", "optimistic"),
@@ -136,10 +137,30 @@ def check_protocol(protocol: Any, *, where: str = "protocol", partial: bool = Fa
     if "group_exclusion" in protocol and not isinstance(protocol["group_exclusion"], bool):
         problems.append(f"{where}.group_exclusion must be true or false")
     problems += _compression_problems(protocol, where)
+    if "measures" in protocol and _measures_of(protocol) is None:
+        problems.append(f"{where}.measures is {protocol['measures']!r}: must be the measure families `evaluate "
+                        "--measures` records, e.g. [\"R@K\", \"MRR\", \"MAP@R\", \"RP\"]")
     problems += [f"{where}.{key} is not a protocol field" for key in protocol
                  if key not in ("metric", "ties", "ks", "search", "scores", "group_exclusion", "compression",
-                                "bytes_per_item")]
+                                "bytes_per_item", "measures")]
     return problems
+
+
+def _measures_of(protocol: Any) -> tuple[str, ...] | None:
+    """The protocol's measure families (default R@K, MRR), or None when ``measures`` is malformed."""
+    from ropebench.errors import UsageError
+    from ropebench.protocol import parse_measures
+
+    if not isinstance(protocol, Mapping) or "measures" not in protocol:
+        return None if not isinstance(protocol, Mapping) else parse_measures(None)
+    value = protocol["measures"]
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
+        return None
+    try:
+        families = parse_measures(value)
+    except UsageError:
+        return None
+    return families if list(families) == value else None
 
 
 def _compression_problems(protocol: Mapping[str, Any], where: str) -> list[str]:
@@ -164,13 +185,14 @@ def _compression_problems(protocol: Mapping[str, Any], where: str) -> list[str]:
     return problems
 
 
-def _check_tasks(tasks: Any, *, where: str, ks: list[int] | None, ci: bool = False) -> list[str]:
+def _check_tasks(tasks: Any, *, where: str, ks: list[int] | None, ci: bool = False,
+                 measures: tuple[str, ...] | None = None) -> list[str]:
     """``ks`` given: full results (counts + exactly those metrics); None: published subset.
     ``ci``: a task may also carry ``"ci"`` (intervals, in results files; entries leave them out)."""
     if not isinstance(tasks, Mapping) or not tasks:
         return [f"{where!r} must be a non-empty object keyed by task ({', '.join(ALL_TASKS)})"]
     problems = []
-    expected = metric_names(tuple(ks)) if ks else None
+    expected = metric_names(tuple(ks), measures) if ks else None
     for task, values in tasks.items():
         at = f"{where}.{task}"
         if task not in ALL_TASKS:
@@ -180,7 +202,7 @@ def _check_tasks(tasks: Any, *, where: str, ks: list[int] | None, ci: bool = Fal
             problems.append(f"{at} must be an object")
             continue
         metrics = [key for key in values if key not in COUNTS and not (ci and key == "ci")]
-        problems += [f"{at}.{key} is not a canonical metric key (R@K or MRR@K)"
+        problems += [f"{at}.{key} is not a canonical metric key (R@K, MRR@K, MAP@R, RP or mAP@K)"
                      for key in metrics if not _METRIC_KEY.match(key)]
         problems += [f"{at}.{key} = {values[key]!r}: must be a number in [0, 100]"
                      for key in metrics if _METRIC_KEY.match(key)
@@ -274,7 +296,8 @@ def check_entry(entry: Any) -> list[str]:
         ks = protocol.get("ks") if isinstance(protocol, Mapping) else None
         # Without usable ks (a protocol problem, reported) the values are checked, not the keys.
         usable = isinstance(ks, list) and ks and all(_is_count(k) and k > 0 for k in ks)
-        problems += _check_tasks(entry.get("results"), where="results", ks=ks if usable else None)
+        problems += _check_tasks(entry.get("results"), where="results", ks=ks if usable else None,
+                                 measures=_measures_of(protocol))
     elif kind == "published":
         problems += [f"{key!r} is only for computed entries: a published entry cannot be "
                      "recomputed" for key in ("submission", "manifest", "per_query", "test_set") if key in entry]
@@ -385,5 +408,5 @@ def check_results(results: Any) -> list[str]:
                         "file) and 'sha256'")
     ks = protocol.get("ks") if isinstance(protocol, Mapping) else None
     if isinstance(ks, list) and ks and all(_is_count(k) and k > 0 for k in ks):
-        problems += _check_tasks(results.get("tasks"), where="tasks", ks=ks, ci=True)
+        problems += _check_tasks(results.get("tasks"), where="tasks", ks=ks, ci=True, measures=_measures_of(protocol))
     return problems

@@ -27,6 +27,8 @@ __all__ = [
     "Table",
     "task_table",
     "matrix_table",
+    "fewshot_table",
+    "FEWSHOT_COLUMNS",
 
     "format_number",
     "markdown_grid",
@@ -36,6 +38,7 @@ FORMATS: tuple[str, ...] = ("markdown", "latex", "csv", "html", "json", "text")
 DEFAULT_METRICS: tuple[str, ...] = ("R@1", "R@5", "R@10", "R@20", "R@50")
 TASKS_OF: dict[str, tuple[str, ...]] = {"1": CROSS_TASKS, "2": INTRA_TASKS}
 DEFAULT_CAPTIONS: dict[str, str] = {"1": "Cross-domain retrieval", "2": "Intra-domain retrieval"}
+FEWSHOT_COLUMNS: tuple[str, ...] = ("acc", "sd", "acc_macro", "acc@5")
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ class Table:
                 head.update(metric=self.metric, entry=row.entry, query=row.group)
             head[self.label_name] = row.label
             if self.tag_header is not None:
-                head[self.tag_header] = row.tag
+                # the few-shot table's n_ways is a count, kept a number in csv/json
+                head[self.tag_header] = int(row.tag) if self.kind == "fewshot" and row.tag else row.tag
             record = {**head, **dict(zip(self.value_headers, row.values))}
             if any(r.intervals is not None for r in self.rows):  # every record has the same fields
                 intervals = row.intervals or (None,) * len(self.value_headers)
@@ -216,6 +220,50 @@ def matrix_table(
         value_headers=DOMAINS,
         rows=rows,
         metric=metric,
+    )
+
+
+def fewshot_table(entries: Sequence[Mapping[str, Any]], *, label_column: str = "label", ci: bool = False,
+                  key: str = "ropebench") -> Table:
+    """Few-shot classification (docs/fewshot.md): one row per (task ``V2P/1-shot``, entry) of every
+    entry with a ``fewshot`` section, directions in protocol order, then shots; columns ``n_ways``
+    and ``acc sd acc_macro acc@5`` (percent). ``ci``: each acc with its stored 95% interval."""
+    from ropebench.protocol import fewshot_task_order
+
+    cells: dict[str, list[tuple[Mapping[str, Any], Mapping[str, Any]]]] = {}
+    settings = []
+    for entry in entries:
+        section = entry.get("fewshot")
+        if not isinstance(section, Mapping):
+            continue
+        protocol = section.get("protocol") or {}
+        settings.append(f"{protocol.get('draws', '?')} draws, seed {protocol.get('seed', '?')}")
+        for direction, by_shots in (section.get("tasks") or {}).items():
+            for shots, numbers in by_shots.items():
+                cells.setdefault(f"{direction}/{shots}", []).append((entry, numbers))
+    rows = []
+    for task in sorted(cells, key=fewshot_task_order):
+        for entry, numbers in cells[task]:
+            bounds = (numbers.get("ci") or {}).get("acc") if ci else None
+            rows.append(Row(
+                group=task, entry=str(entry["name"]), label=str(entry.get("label", entry["name"])),
+                label_latex=entry.get("label_latex"),
+                values=tuple(_number(numbers.get(name)) for name in FEWSHOT_COLUMNS),
+                intervals=((tuple(bounds),) + (None,) * 3) if ci and bounds else None,
+                tag=None if numbers.get("n_ways") is None else str(int(numbers["n_ways"]))))
+    shown = len({row.entry for row in rows}) > 1
+    drawn = "; ".join(sorted(set(settings))) or "no draws"
+    return Table(
+        kind="fewshot",
+        key=f"{key}-fewshot",
+        title="Few-shot",
+        caption=f"Cross-domain few-shot classification, accuracy in % (sd over draws; {drawn})",
+        group_header="tasks",
+        label_header=label_column if shown else None,
+        label_name=label_column,
+        value_headers=FEWSHOT_COLUMNS,
+        rows=tuple(rows),
+        tag_header="n_ways",
     )
 
 
