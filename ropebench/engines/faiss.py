@@ -136,7 +136,7 @@ def first_hit_counts(
         if k < n_gallery:
             complete = scores[:, -1] < lo[rows]
             surely_missed = ~complete & (a[block] >= max_k)
-            censored[block] = surely_missed & ~exact_censored
+            censored[block] = surely_missed & (not exact_censored)
             unresolved.append(start + np.flatnonzero(~complete & ~censored[block]))
         if on_progress is not None:
             on_progress(len(rows))
