@@ -348,3 +348,12 @@ def test_metadata_filters_and_ranks_on_the_suite_page(tmp_path: Path, monkeypatc
     assert "Tiny · d=8 · float32 · zero-shot" in page and "d=8 · binary · compressed binary" in page
     assert 'id="tiny-ranks"' in page and '<span class="rank">(1–1)</span>' in page
     assert "95% rank interval among the 2 computed entries" in page
+
+
+def test_code_spans_in_descriptions_are_code_not_backticks(built: tuple[Path, Path, list[Path]]) -> None:
+    """Suite and entry descriptions are written in Markdown-ish text (the README renders them too):
+    `x` becomes <code>x</code> on the site, escaped like everything else."""
+    _, out, _ = built
+    page = (out / "rope-sim.html").read_text(encoding="utf-8")
+    assert "<code>ropebench leaderboard verify</code>" in page
+    assert "`" not in page.split("<script")[0]

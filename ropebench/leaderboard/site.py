@@ -22,6 +22,7 @@ import base64
 import hashlib
 import html
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Mapping, Sequence
@@ -141,6 +142,11 @@ _POLICY = (f"default-src 'none'; script-src {_hash(_SCRIPT)}; style-src {_hash(_
 
 def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _prose(value: Any) -> str:
+    """A description's text, escaped, with its `code spans` (Markdown backticks) as <code>."""
+    return re.sub(r"`([^`\n]+)`", r"<code>\1</code>", _esc(value))
 
 
 def _page(title: str, body: Sequence[str]) -> str:
@@ -375,7 +381,7 @@ def _suite_page(suite: Suite, figures: dict[str, str], missing_plots: str | None
     title = f"{suite.name}: {suite.spec['title']}"
     body = ['<p><a href="index.html">All suites</a></p>', f"<h1>{_esc(title)}</h1>"]
     if suite.spec.get("description"):
-        body.append(f"<p>{_esc(suite.spec['description'])}</p>")
+        body.append(f"<p>{_prose(suite.spec['description'])}</p>")
     if suite.spec.get("protocol"):
         body.append(f"<p>Protocol: {_esc(_describe(suite.spec['protocol']))}.</p>")
     body.append("<p>Click a column header to sort the rows by it.</p>")
@@ -397,7 +403,7 @@ def _suite_page(suite: Suite, figures: dict[str, str], missing_plots: str | None
     for entry in suite.entries:
         body += [f'<section class="entry" id="entry-{_esc(entry["name"])}">',
                  f"<h3>{_esc(entry['label'])} <small>({_esc(entry['name'])})</small></h3>",
-                 f"<p>{_esc(entry['description'])}</p>", *_provenance(entry)]
+                 f"<p>{_prose(entry['description'])}</p>", *_provenance(entry)]
         if f"matrix:{entry['name']}" in figures:
             body.append(_figure(figures[f"matrix:{entry['name']}"], f"{MATRIX_MEASURE} matrix of {entry['label']}",
                                 f"{MATRIX_MEASURE}: query domain (rows) × gallery domain (columns), scale 0–100."))
