@@ -129,19 +129,14 @@ def parse_compression(text: str | Compression | None) -> Compression | None:
 
 def checked_compression(text: str | Compression | None, *, distractors: Sequence[Any] | None = None
                         ) -> Compression | None:
-    """:func:`parse_compression`, refusing what it cannot be combined with (before any file is read).
+    """:func:`parse_compression`, before any file is read. ``distractors`` is accepted for callers of
+    an earlier version: a distractor catalogue is compressed shard by shard exactly as the test
+    set is, so the two combine.
 
     Raises:
-        UsageError: an unknown spelling, or distractors (streamed catalogue shards are not
-            compressed, so the gallery would mix compressed and raw vectors).
+        UsageError: an unknown spelling.
     """
-    spec = parse_compression(text)
-    if spec is not None and distractors:
-        raise UsageError(f"--compress {spec.name} with --distractors: the catalogue is streamed uncompressed, so "
-                         "test items and distractors would be scored in different representations. Fix: "
-                         "compress the submission and the catalogue yourself (ropebench.compress_vectors) and "
-                         "evaluate those files without --compress, or drop --distractors")
-    return spec
+    return parse_compression(text)
 
 
 def compress_vectors(matrix: Any, compression: str | Compression) -> np.ndarray:

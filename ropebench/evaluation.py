@@ -229,7 +229,7 @@ def _check(options: Options) -> None:
         raise UsageError("--index builds and searches its index in this process. Fix: drop --engine dask")
     if x.agreement_queries < 0:
         raise UsageError(f"--agreement-queries must be at least 0, got {x.agreement_queries}")
-    checked_compression(p.compress, distractors=c.distractors)
+    checked_compression(p.compress)
 
 
 def _check_options(ties: str, threads: int | None) -> None:
@@ -289,7 +289,8 @@ def evaluate_dataset(
         raise UsageError("the dataset has no embeddings (it was made by without_embeddings())")
     if submission_info is None:
         submission_info, manifest_info = _array_record(dataset), None
-    compression = checked_compression(p.compress, distractors=cat.distractors)
+    compression = checked_compression(p.compress)
+    raw_dim = dataset.dim  # a catalogue is submitted at the test set's own d, then compressed alike
     if compression is not None:  # the compressed vectors are what gets scored, as a submission of them would be
         dataset = compress_dataset(dataset, compression, metric=metric)
     assert dataset.embeddings is not None
@@ -307,7 +308,7 @@ def evaluate_dataset(
         runner = get_runner("dask", scheduler=cat.scheduler, workers=cat.workers) if choice is not None and \
             choice.runner == "dask" else get_runner("in-process", threads=threads or os.cpu_count() or 1)
     try:
-        layout = _compose(dataset, base, runner, options, center)
+        layout = _compose(dataset, base, runner, options, center, raw_dim)
         checked = time.perf_counter()
         embeddings, dataset = dataset.embeddings, dataset.without_embeddings()
         assert embeddings is not None
@@ -400,7 +401,8 @@ class _Layout:
     sizes: tuple[int, ...] = (0,)
 
 
-def _compose(dataset: Dataset, base: Engine, runner: Any, options: Options, center: np.ndarray | None) -> _Layout:
+def _compose(dataset: Dataset, base: Engine, runner: Any, options: Options, center: np.ndarray | None,
+             raw_dim: int | None = None) -> _Layout:
     """The engine of this evaluation: ``base``, wrapped by a catalogue composition when there are
     distractors and by an approximate composition when an index is asked for."""
     cat, approx, metric = options.catalogue, options.approximate, options.protocol.metric
@@ -411,12 +413,14 @@ def _compose(dataset: Dataset, base: Engine, runner: Any, options: Options, cent
     if cat.distractors:
         from ropebench.io.catalogue import prepare_catalogue, scan_task
 
+        compression = checked_compression(options.protocol.compress)
         catalogue, info, sizes = prepare_catalogue(list(cat.distractors), dataset, metric=metric, center=center,
                                                    runner=runner, sizes=cat.distractor_sizes,
-                                                   shard_rows=cat.shard_rows, progress=progress)
+                                                   shard_rows=cat.shard_rows, progress=progress,
+                                                   compression=compression, dim=raw_dim)
         exact = get_composition("catalogue", base, catalogue.shards, scan_task, runner, boundaries=sizes,
                                 max_norm=info.max_norm, integers=info.integers, metric=metric, center=center,
-                                progress=progress)
+                                progress=progress, compression=compression)
         engine = exact
     if approx.index is not None:
         if len(sizes) > 1:
@@ -432,7 +436,8 @@ def _compose(dataset: Dataset, base: Engine, runner: Any, options: Options, cent
                                  limit=sizes[-1], exact=exact, progress=progress, metric=metric, center=center,
                                  ks=parse_ks(options.protocol.ks), ties=options.protocol.ties,
                                  catalogue_items=None if info is None else info.n_items,
-                                 columns=_first_hit_columns(parse_ks(options.protocol.ks), options.protocol.ties))
+                                 columns=_first_hit_columns(parse_ks(options.protocol.ks), options.protocol.ties),
+                                 compression=checked_compression(options.protocol.compress))
     return _Layout(engine, catalogue, info, sizes)
 
 

@@ -149,13 +149,10 @@ def test_fp16_overflow_is_reported_like_a_submission(tmp_path: Path) -> None:
     assert not (tmp_path / "out.json").exists()
 
 
-def test_dims_beyond_the_embedding_and_distractors_are_refused(data, tmp_path: Path) -> None:
+def test_dims_beyond_the_embedding_and_unknown_compressions_are_refused(data, tmp_path: Path) -> None:
     directory = data[0]
     result = CliRunner().invoke(cli, ["evaluate", str(directory / "raw.parquet"), "--compress", "dims=13"])
     assert result.exit_code == 2 and "only 12 dimensions" in result.output
-    result = CliRunner().invoke(cli, ["evaluate", str(directory / "raw.parquet"), "--compress", "int8",
-                                      "--distractors", str(directory / "raw.parquet")])
-    assert result.exit_code == 2 and "--compress int8 with --distractors" in result.output
     result = CliRunner().invoke(cli, ["evaluate", str(directory / "raw.parquet"), "--compress", "int4"])
     assert result.exit_code == 2 and "choose fp16, int8, binary or dims=K" in result.output
 
@@ -194,3 +191,29 @@ def test_plot_of_the_deployment_tradeoff(data, tmp_path: Path) -> None:
     figure = compression_tradeoff([json.loads(Path(p).read_text()) for p in paths])
     xs = sorted(float(x) for x in figure.axes[0].lines[-1].get_xdata())  # the frontier
     assert xs[0] == 2.0  # binary: ceil(12 / 8) bytes
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("compression", ["int8", "dims=5"])
+def test_compress_with_distractors_compresses_the_catalogue_alike(tmp_path: Path, metric: str,
+                                                                  compression: str) -> None:
+    """--compress with --distractors: every shard is compressed as the test set is, so the numbers
+    equal evaluating the independently compressed submission against the compressed catalogue."""
+    from tests.catalogue_data import Distractors, write_catalogue
+    from tests.conftest import continuous_data
+
+    test = continuous_data(5, (60, 50, 40), n_products=12, dim=8)
+    rng = np.random.default_rng(5)
+    raw = Distractors(rng.normal(size=(120, 8)).astype(np.float32), rng.choice(np.array(list("PVL")), 120),
+                      10_000 + np.arange(120))
+    catalogue = write_catalogue(tmp_path / "raw-d.parquet", raw, 25)
+    own = write_catalogue(tmp_path / "own-d.parquet", Distractors(reference(raw.embeddings, compression),
+                                                                  raw.domains, raw.item_ids), 25)
+    flag = ropebench.evaluate(**test.arrays(), metric=metric, compress=compression, distractors=[catalogue],
+                              distractor_sizes="0,60,all", shard_rows=25, ci=False)
+    arrays = {**test.arrays(), "embeddings": reference(test.embeddings, compression)}
+    mine = ropebench.evaluate(**arrays, metric=metric, distractors=[own], distractor_sizes="0,60,all", shard_rows=25,
+                              ci=False)
+    assert flag.to_json()["tasks"] == mine.to_json()["tasks"]
+    assert flag.extra["distractor_curve"] == mine.extra["distractor_curve"]
+    assert flag.protocol["compression"] == compression

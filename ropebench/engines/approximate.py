@@ -93,7 +93,7 @@ class ApproximateEngine:
                  exact: Any = None, train_size: int = TRAIN_SIZE, progress: bool = False,
                  metric: str | None = None, center: np.ndarray | None = None, ks: Sequence[int] = (1, 5, 10, 20, 50),
                  ties: str = "expected", catalogue_items: Mapping[str, int] | None = None,
-                 columns: Columns | None = None) -> None:
+                 columns: Columns | None = None, compression: Any = None) -> None:
         if agreement_queries < 0:
             raise UsageError(f"--agreement-queries must be at least 0, got {agreement_queries}")
         self.factory, self.nprobe, self.ef_search = factory, nprobe, ef_search
@@ -101,7 +101,7 @@ class ApproximateEngine:
         self.exact, self.train_size, self.progress = exact, train_size, progress
         self.metric = metric if metric is not None else getattr(exact, "metric", "cosine")
         self.center = center if center is not None else getattr(exact, "center", None)
-        self.ks, self.ties, self.columns = tuple(ks), ties, columns
+        self.ks, self.ties, self.columns, self.compression = tuple(ks), ties, columns, compression
         self.catalogue_items = dict(catalogue_items or getattr(getattr(exact, "info", None), "n_items", {}) or {})
         self.agreement: dict[str, Any] = {}
         self.reference: dict[str, FirstHits] = {}
@@ -141,7 +141,8 @@ class ApproximateEngine:
             for code in range(len(DOMAINS)):
                 keep = inside & (shard.domains == code)
                 if keep.any():
-                    yield code, prepare_vectors(shard.matrix[keep], self.metric, center=self.center)[1]
+                    raw = shard.matrix[keep] if self.compression is None else self.compression.apply(shard.matrix[keep])
+                    yield code, prepare_vectors(raw, self.metric, center=self.center)[1]
 
     def _build(self, galleries: Mapping[int, np.ndarray]) -> dict[int, Any]:
         """One index per gallery domain: trained on a seeded sample of its test and catalogue items

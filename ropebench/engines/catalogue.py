@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +81,7 @@ class ScanContext:
     exact_censored: bool
     tile_queries: int = TILE_QUERIES
     tile_items: int = TILE_ITEMS
+    compression: Any = None  # applied to every shard's raw vectors first, as to the test set's
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def build_context(task_data: Mapping[str, TaskData], tasks: Sequence[str], hits:
                   boundaries: Sequence[int], max_k: int, exact_censored: bool,
                   distractor_integers: Mapping[str, float | None] | None = None,
                   only: Mapping[str, np.ndarray] | None = None, tile_queries: int = TILE_QUERIES,
-                  tile_items: int = TILE_ITEMS) -> tuple[ScanContext, dict[str, np.ndarray]]:
+                  tile_items: int = TILE_ITEMS, compression: Any = None) -> tuple[ScanContext, dict[str, np.ndarray]]:
     """The context shards need, and per task the queries (task-local indices) that collect.
 
     A query collects when it is scored and not censored by the test set (unless exact counts are
@@ -150,7 +152,7 @@ def build_context(task_data: Mapping[str, TaskData], tasks: Sequence[str], hits:
                                    judge.cutoff(norm), base.astype(np.int64)))
         collecting[task] = rows
     context = ScanContext(metric, center, queries, tuple(scan_tasks), np.asarray(boundaries, dtype=np.int64), max_k,
-                          exact_censored, tile_queries, tile_items)
+                          exact_censored, tile_queries, tile_items, compression)
     return context, collecting
 
 
@@ -223,6 +225,8 @@ def scan_rows(index: int, positions: np.ndarray, domains: np.ndarray, matrix: np
     """
     from ropebench.engines.exact import prepare_vectors, score_vectors
 
+    if context.compression is not None:
+        matrix = context.compression.apply(matrix)
     boundaries = context.boundaries
     n_segments = len(boundaries)
     inside = positions < boundaries[-1] if n_segments else np.zeros(len(positions), dtype=bool)

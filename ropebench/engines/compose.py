@@ -37,18 +37,19 @@ class CatalogueEngine:
         max_norm, integers: per gallery set, the largest screening norm of the prepared distractors,
             and their largest ``|x|`` if all are integers (else None).
         metric, center: how the distractors are prepared (as the test set was).
+        compression: ``--compress``: applied to every shard's vectors first, as to the test set's.
     """
 
     def __init__(self, base: Engine, shards: Sequence[Any], scan: Callable[[Any, ScanContext], ShardResult],
                  runner: Runner, *, boundaries: Sequence[int], max_norm: Mapping[str, float],
                  integers: Mapping[str, float | None], metric: str, center: np.ndarray | None,
-                 progress: bool = False) -> None:
+                 progress: bool = False, compression: Any = None) -> None:
         self.base, self.scan, self.runner = base, scan, runner
         self.boundaries = sorted({int(b) for b in boundaries if b > 0})
         limit = self.boundaries[-1] if self.boundaries else 0
         self.shards = [shard for shard in shards if shard.start < limit]
         self.max_norm, self.integers = dict(max_norm), dict(integers)
-        self.metric, self.center, self.progress = metric, center, progress
+        self.metric, self.center, self.progress, self.compression = metric, center, progress, compression
         self.name = "dask" if runner.name == "dask" else base.name
 
     def search(self, request: SearchRequest) -> SearchRun:
@@ -77,7 +78,7 @@ class CatalogueEngine:
         context, _ = build_context(request.task_data, request.tasks, hits, metric=self.metric, center=self.center,
                                    distractor_norms=self.max_norm, distractor_integers=self.integers,
                                    boundaries=self.boundaries, max_k=request.max_k,
-                                   exact_censored=request.exact_censored, only=only)
+                                   exact_censored=request.exact_censored, only=only, compression=self.compression)
         accumulator = Accumulator(context)
         prepared = time.perf_counter()
         limit = self.boundaries[-1]

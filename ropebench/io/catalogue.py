@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,10 +55,10 @@ def parse_sizes(sizes: str | Sequence[int | str] | None, n_rows: int) -> tuple[i
     return tuple(sorted(found))
 
 
-def check_task(shard: Shard, params: tuple[int, str, np.ndarray | None]) -> ShardCheck:
+def check_task(shard: Shard, params: tuple[int, str, np.ndarray | None, Any]) -> ShardCheck:
     """Validate one shard (runs where the shard is read)."""
-    dim, metric, center = params
-    return check_shard(shard, dim=dim, metric=metric, center=center)
+    dim, metric, center, compression = params
+    return check_shard(shard, dim=dim, metric=metric, center=center, compression=compression)
 
 
 def scan_task(shard: Shard, context: ScanContext) -> ShardResult:
@@ -68,17 +69,17 @@ def scan_task(shard: Shard, context: ScanContext) -> ShardResult:
 
 def prepare_catalogue(paths: Sequence[str | os.PathLike[str]], dataset: Dataset, *, metric: str,
                       center: np.ndarray | None, runner: Runner, sizes: str | Sequence[int | str] | None = None,
-                      shard_rows: int | None = None, progress: bool = False
-                      ) -> tuple[Catalogue, CatalogueInfo, tuple[int, ...]]:
+                      shard_rows: int | None = None, progress: bool = False, compression: Any = None,
+                      dim: int | None = None) -> tuple[Catalogue, CatalogueInfo, tuple[int, ...]]:
     """Plan a catalogue, parse the sizes asked for, and validate every shard that will be read
     (those below the largest size) against the test set; every problem in one DataError."""
     options = {} if shard_rows is None else {"shard_rows": shard_rows}
-    catalogue = plan_catalogue(paths, dim=dataset.dim, **options)
+    catalogue = plan_catalogue(paths, dim=dim or dataset.dim, **options)
     chosen = parse_sizes(sizes, catalogue.n_rows)
     shards = {shard.index: shard for shard in catalogue.shards if shard.start < chosen[-1]}
     eta = Eta("check distractors", sum(shard.n_rows for shard in shards.values()), enabled=progress)
     checks = []
-    for check in runner.map(check_task, list(shards.values()), (dataset.dim, metric, center)):
+    for check in runner.map(check_task, list(shards.values()), (dim or dataset.dim, metric, center, compression)):
         checks.append(check)
         eta.advance(shards[check.index].n_rows)
     eta.finish()

@@ -97,7 +97,8 @@ def _embedding_findings(findings: list[_Finding], matrix: np.ndarray, ids: np.nd
               "replace them, or use --metric ip / l2", ids, zero & ~rounded)
 
 
-def check_shard(shard: Shard, *, dim: int, metric: str, center: np.ndarray | None = None) -> ShardCheck:
+def check_shard(shard: Shard, *, dim: int, metric: str, center: np.ndarray | None = None,
+                compression: Any = None) -> ShardCheck:
     """Check one shard as a submission is checked; return counts, ids and norms (no exception for
     bad data: problems are merged over every shard by :func:`merge_checks`).
 
@@ -106,6 +107,9 @@ def check_shard(shard: Shard, *, dim: int, metric: str, center: np.ndarray | Non
         metric: ``cosine``, ``ip`` or ``l2``.
         center: l2 only: the test set's centre (see :func:`ropebench.engines.exact.l2_center`),
             so that the prepared norms are those the search will see.
+        compression: ``evaluate --compress``'s :class:`~ropebench.compress.Compression`, or None:
+            the shard's vectors are checked as submitted (at ``dim``), then compressed and checked
+            again, as the test set's are; norms are those of the compressed vectors.
     """
     import pyarrow as pa
 
@@ -168,6 +172,10 @@ def check_shard(shard: Shard, *, dim: int, metric: str, center: np.ndarray | Non
         range_of = (lambda rows: float32_range(column, rows)) if dtype == "float64" else None
         before = len(findings)
         _embedding_findings(findings, matrix, shown, ewhere, metric, range_of)
+        if compression is not None and len(findings) == before:
+            matrix = compression.apply(matrix)
+            _embedding_findings(findings, matrix, shown, f"{ewhere} after --compress {compression.name}", metric,
+                                None)
         if len(findings) == before:  # prepared norms only for valid vectors
             for code in range(len(DOMAINS)):
                 rows = np.flatnonzero(domains == code)
