@@ -237,6 +237,10 @@ def _check_options(ties: str, threads: int | None) -> None:
         raise UsageError(f"unknown tie policy {ties!r}: choose from {', '.join(TIE_POLICIES)}")
     if threads is not None and threads < 1:
         raise UsageError(f"--threads must be at least 1, got {threads}")
+    limit = 4 * (os.cpu_count() or 1)
+    if threads is not None and threads > limit:  # each worker holds a 16 MiB tile and a thread stack
+        raise UsageError(f"--threads {threads}: more than 4 per core ({os.cpu_count()} cores here) only adds memory "
+                         f"and switching. Fix: use --threads {os.cpu_count() or 1} (the default: every core)")
 
 
 @contextlib.contextmanager

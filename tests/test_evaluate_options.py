@@ -65,3 +65,17 @@ def test_ci_is_shown_as_plus_minus_or_bounds_and_brackets_every_number():
     for measure in ("R@1", "R@5", "R@10", "R@20", "R@50", "MRR@50"):
         low, high = cells["ci"][measure]
         assert low <= cells[measure] <= high
+
+
+def test_threads_beyond_four_per_core_are_refused() -> None:
+    import os
+
+    import numpy as np
+    import pytest
+
+    import ropebench
+    from ropebench.errors import UsageError
+
+    with pytest.raises(UsageError, match="--threads .*more than 4 per core.*Fix"):
+        ropebench.evaluate(embeddings=np.eye(4, dtype=np.float32), domains=list("PPVV"), product_ids=[0, 1, 0, 1],
+                           threads=4 * (os.cpu_count() or 1) + 1)
