@@ -346,15 +346,11 @@ def evaluate_dataset(
         if owned and runner is not None:
             runner.close()
     searched = time.perf_counter()
-    result = _build_result(dataset, members, run, layout, options, task_list, ks, thread_count,
-                           submission_info, manifest_info,
-                           timing={"load_s": load_seconds + (checked - started if layout.catalogue else 0.0),
-                                   "search_started": search_started, "searched": searched, "started": started,
-                                   "check_s": checked - started})
-    if fewshot is None:
-        return result
-    section, rows = _fewshot_result(dataset, members, fewshot, options, result.protocol)
-    return replace(result, extra={**result.extra, "fewshot": section}, _fewshot_per_query=rows)
+    return _build_result(dataset, members, run, layout, options, task_list, ks, thread_count,
+                         submission_info, manifest_info,
+                         timing={"load_s": load_seconds + (checked - started if layout.catalogue else 0.0),
+                                 "search_started": search_started, "searched": searched, "started": started,
+                                 "check_s": checked - started}, fewshot=fewshot)
 
 
 def _fewshot(dataset: Dataset, members: Mapping[str, np.ndarray], vectors: Any, engine: Engine,
@@ -453,8 +449,8 @@ def _first_hit_columns(ks: Sequence[int], ties: str) -> Any:
 def _build_result(dataset: Dataset, members: Mapping[str, np.ndarray], run: SearchRun, layout: _Layout,
                   options: Options, task_list: Sequence[str], ks: Sequence[int], thread_count: int,
                   submission_info: Mapping[str, Any], manifest_info: Mapping[str, Any] | None,
-                  timing: Mapping[str, float]) -> EvaluationResult:
-    """The result, built once from the search's run."""
+                  timing: Mapping[str, float], fewshot: tuple[Any, ...] | None = None) -> EvaluationResult:
+    """The result, built once from the search's run (and the few-shot search's, when asked)."""
     from ropebench._version import __version__
     from ropebench.provenance import environment, utc_now
 
@@ -512,6 +508,9 @@ def _build_result(dataset: Dataset, members: Mapping[str, np.ndarray], run: Sear
     compression = checked_compression(options.protocol.compress)
     if compression is not None:
         protocol.update(compression_protocol(compression, int(submission_info["dim"])))
+    fewshot_rows = None
+    if fewshot is not None:  # its section and rows carry the final protocol, so they come after it
+        extra["fewshot"], fewshot_rows = _fewshot_result(dataset, members, fewshot, options, protocol)
     env = environment(thread_count, faiss_ran=run.counters.get("faiss_searches", 0) > 0)
     env["engine"] = {"name": run.engine.get("name", ""), "counters": dict(run.counters),
                      **{key: value for key, value in run.engine.items() if key != "name"}}
@@ -533,6 +532,7 @@ def _build_result(dataset: Dataset, members: Mapping[str, np.ndarray], run: Sear
         tasks=results,
         extra=extra,
         _per_query=query_table.per_query_builder(dataset, members, task_list, hits_by_task, columns, protocol),
+        _fewshot_per_query=fewshot_rows,
     )
 
 
