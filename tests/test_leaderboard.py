@@ -391,3 +391,31 @@ def test_add_refuses_a_label_already_used_before_writing_anything(base: Path) ->
     assert not (base / "leaderboards" / "tiny" / "b.json").exists()
     assert suite_file.read_text() == before
     assert lb.load_suite(base / "leaderboards", "tiny").entries  # the suite still loads
+
+
+def test_fewshot_and_relevant_measures_are_kept_and_reverified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """An entry from `evaluate --measures ... --fewshot` keeps MAP@R/RP and the few-shot section
+    (without intervals), `verify` recomputes both, and an edited few-shot number is caught."""
+    write_dataset(tmp_path / "data")
+    lb.init_suite(tmp_path / "leaderboards", "tiny", manifest=tmp_path / "data" / "manifest.parquet", title="Tiny",
+                  description="t", label_column="model", captions={"1": "Cross", "2": "Intra"})
+    monkeypatch.chdir(tmp_path)
+    result = ropebench.evaluate("data/sub.parquet", manifest="data/manifest.parquet", ci=False,
+                                measures="R@K,MRR,MAP@R,RP", fewshot=True, shots=(1, 2), draws=2)
+    result.write_json(tmp_path / "results.json")
+    lb.add_entry(tmp_path / "results.json", root=tmp_path / "leaderboards", suite="tiny", name="model-a",
+                 label="A")
+    entry = json.loads((tmp_path / "leaderboards" / "tiny" / "model-a.json").read_text())
+    assert entry["fewshot"]["protocol"] == {"shots": [1, 2], "draws": 2, "seed": 0}
+    assert "ci" not in entry["fewshot"]["tasks"]["P2V"]["1-shot"] and "MAP@R" in entry["results"]["P2V"]
+    assert check_entry(entry) == []
+    done = invoke("verify", "--suite", "tiny", "--root", str(tmp_path / "leaderboards"))
+    assert done.exit_code == 0, done.output
+    path = tmp_path / "leaderboards" / "tiny" / "model-a.json"
+    entry["fewshot"]["tasks"]["P2V"]["1-shot"]["acc"] = 100.0 - entry["fewshot"]["tasks"]["P2V"]["1-shot"]["acc"]
+    path.write_text(json.dumps(entry))
+    done = invoke("verify", "--suite", "tiny", "--root", str(tmp_path / "leaderboards"))
+    assert done.exit_code == 1 and "few-shot P2V 1-shot acc: stored" in done.stdout
+    entry["fewshot"]["tasks"]["P2V"]["1-shot"]["acc"] = "high"
+    assert any("fewshot.tasks.P2V.1-shot.acc must be a number" in problem for problem in check_entry(entry))

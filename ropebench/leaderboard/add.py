@@ -295,6 +295,12 @@ def _entry(prepared: _Prepared, root: Path, suite: str, name: str, label: str, l
         "ropebench_version": version, "created": results.get("created", ""),
         "results": {task: {k: v for k, v in cells.items() if k != "ci"} for task, cells in results["tasks"].items()},
     }
+    if results.get("fewshot"):  # the paper's second task, without its intervals (as the retrieval cells)
+        section = results["fewshot"]
+        entry["fewshot"] = {"protocol": section["protocol"],
+                            "tasks": {direction: {shots: {k: v for k, v in cell.items() if k not in ("ci",)}
+                                                  for shots, cell in by_shots.items()}
+                                      for direction, by_shots in section["tasks"].items()}}
     if not entry["created"]:
         del entry["created"]
     return entry

@@ -52,7 +52,7 @@ _PROTOCOL_VALUES = {"metric": ("cosine", "ip", "l2"),
 
 _ENTRY_KEYS = {"schema", "name", "label", "label_latex", "suite", "description", "source", "kind",
                "protocol", "submission", "manifest", "per_query", "test_set", "ropebench_version",
-               "created", "results", "model", "training_data"}
+               "created", "results", "model", "training_data", "fewshot"}
 _SUITE_KEYS = {"schema", "name", "title", "description", "label_column", "entries", "captions",
                "metrics", "protocol", "manifest", "items", "products", "baseline"}
 MAX_LABEL = 200  # characters of a row label
@@ -298,6 +298,8 @@ def check_entry(entry: Any) -> list[str]:
         usable = isinstance(ks, list) and ks and all(_is_count(k) and k > 0 for k in ks)
         problems += _check_tasks(entry.get("results"), where="results", ks=ks if usable else None,
                                  measures=_measures_of(protocol))
+        if "fewshot" in entry:
+            problems += _check_fewshot(entry["fewshot"])
     elif kind == "published":
         problems += [f"{key!r} is only for computed entries: a published entry cannot be "
                      "recomputed" for key in ("submission", "manifest", "per_query", "test_set") if key in entry]
@@ -409,4 +411,54 @@ def check_results(results: Any) -> list[str]:
     ks = protocol.get("ks") if isinstance(protocol, Mapping) else None
     if isinstance(ks, list) and ks and all(_is_count(k) and k > 0 for k in ks):
         problems += _check_tasks(results.get("tasks"), where="tasks", ks=ks, ci=True, measures=_measures_of(protocol))
+    return problems
+
+
+_FEWSHOT_COUNTS = ("n_queries", "n_skipped", "n_ways")
+_FEWSHOT_VALUES = ("acc", "acc_macro", "acc@5", "sd")
+
+
+def _check_fewshot(section: Any) -> list[str]:
+    """An entry's few-shot section (docs/fewshot.md): its draws' settings and, per direction and
+    shot count, the counts and the accuracies in percent (null where no query was scored)."""
+    from ropebench.protocol import CROSS_TASKS
+
+    if not isinstance(section, Mapping) or set(section) != {"protocol", "tasks"}:
+        return ["'fewshot' must be an object with exactly 'protocol' and 'tasks'"]
+    problems = []
+    settings = section["protocol"]
+    if not isinstance(settings, Mapping) or set(settings) != {"shots", "draws", "seed"}:
+        problems.append("fewshot.protocol must be {shots, draws, seed}")
+    else:
+        shots = settings["shots"]
+        if not isinstance(shots, list) or not shots or not all(_is_count(k) and k > 0 for k in shots):
+            problems.append(f"fewshot.protocol.shots is {shots!r}: must be positive integers")
+        if not (_is_count(settings["draws"]) and settings["draws"] > 0):
+            problems.append(f"fewshot.protocol.draws is {settings['draws']!r}: must be a positive integer")
+        if not _is_count(settings["seed"]):
+            problems.append(f"fewshot.protocol.seed is {settings['seed']!r}: must be a non-negative integer")
+    tasks = section["tasks"]
+    if not isinstance(tasks, Mapping) or not tasks:
+        return problems + ["fewshot.tasks must be a non-empty object keyed by direction (P2V, V2P, ...)"]
+    for direction, by_shots in tasks.items():
+        if direction not in CROSS_TASKS:
+            problems.append(f"fewshot.tasks: {direction!r} is not a cross-domain direction")
+            continue
+        if not isinstance(by_shots, Mapping) or not by_shots:
+            problems.append(f"fewshot.tasks.{direction} must be an object keyed by 'K-shot'")
+            continue
+        for shots, cell in by_shots.items():
+            where = f"fewshot.tasks.{direction}.{shots}"
+            if not (isinstance(shots, str) and re.fullmatch(r"[1-9][0-9]*-shot", shots)):
+                problems.append(f"fewshot.tasks.{direction}: {shots!r} is not 'K-shot'")
+                continue
+            if not isinstance(cell, Mapping) or set(cell) != set(_FEWSHOT_COUNTS + _FEWSHOT_VALUES):
+                problems.append(f"{where} must hold exactly {', '.join(_FEWSHOT_COUNTS + _FEWSHOT_VALUES)}")
+                continue
+            problems += [f"{where}.{key} must be a non-negative integer" for key in _FEWSHOT_COUNTS
+                         if not _is_count(cell[key])]
+            problems += [f"{where}.{key} must be a number in 0-100 or null" for key in _FEWSHOT_VALUES
+                         if cell[key] is not None and not (isinstance(cell[key], (int, float))
+                                                          and not isinstance(cell[key], bool)
+                                                          and 0 <= cell[key] <= 100)]
     return problems

@@ -192,7 +192,8 @@ def _recheck(suite: Suite, entry: Mapping[str, Any], root: Path, where: str, rep
             str(found["submission"]), manifest=str(found["manifest"]) if "manifest" in found else None,
             metric=protocol["metric"], ties=protocol["ties"], ks=tuple(protocol["ks"]),
             tasks=list(entry["results"]), ci=False,  # intervals are not stored in entries
-            compress=protocol.get("compression")).to_json()
+            compress=protocol.get("compression"), measures=protocol.get("measures"),
+            **_fewshot_options(entry.get("fewshot"))).to_json()
     except ropebench.RopebenchError as error:
         report.problems.append(f"{where}: re-evaluation failed: {error}")
         return
@@ -201,6 +202,7 @@ def _recheck(suite: Suite, entry: Mapping[str, Any], root: Path, where: str, rep
         if (key != "scores" or key in protocol) and fresh["protocol"].get(key) != protocol.get(key):
             report.problems.append(f"{where}: protocol.{key}: stored {protocol.get(key)!r}, "
                                    f"recomputed {fresh['protocol'].get(key)!r}")
+    _recheck_fewshot(entry.get("fewshot"), fresh.get("fewshot"), where, report)
     for task, stored in entry["results"].items():
         again = fresh["tasks"].get(task)
         if again is None:
@@ -219,6 +221,42 @@ def _recheck(suite: Suite, entry: Mapping[str, Any], root: Path, where: str, rep
                     f"{where}: {task} {key}: stored {value:.6f}, recomputed "
                     + ("missing" if again.get(key) is None else f"{again[key]:.6f}")
                     + f" (tolerance {tolerance:.6f} = 100/{stored['n_queries']} queries)")
+
+
+def _fewshot_options(section: Any) -> dict[str, Any]:
+    """The evaluate options that recompute an entry's few-shot section (none without one)."""
+    if not isinstance(section, Mapping):
+        return {}
+    settings = section.get("protocol", {})
+    return {"fewshot": True, "shots": tuple(settings.get("shots", (1, 5))), "draws": settings.get("draws", 10),
+            "fewshot_seed": settings.get("seed", 0)}
+
+
+def _recheck_fewshot(stored: Any, fresh: Any, where: str, report: VerifyReport) -> None:
+    """Every stored few-shot count exactly, every accuracy within one query's worth."""
+    if not isinstance(stored, Mapping):
+        return
+    fresh_tasks = (fresh or {}).get("tasks", {})
+    for direction, by_shots in stored.get("tasks", {}).items():
+        for shots, cell in by_shots.items():
+            again = fresh_tasks.get(direction, {}).get(shots)
+            if again is None:
+                report.problems.append(f"{where}: few-shot {direction} {shots}: stored, but not recomputed")
+                continue
+            tolerance = 100.0 / max(1, cell.get("n_queries") or 1)
+            for key, value in cell.items():
+                if key in ("n_queries", "n_skipped", "n_ways"):
+                    report.counts += 1
+                    if again.get(key) != value:
+                        report.problems.append(f"{where}: few-shot {direction} {shots} {key}: stored {value}, "
+                                               f"recomputed {again.get(key)}")
+                    continue
+                report.cells += 1
+                other = again.get(key)
+                if (value is None) != (other is None) or (value is not None and abs(other - value) >
+                                                           tolerance * (1 + 1e-9)):
+                    report.problems.append(f"{where}: few-shot {direction} {shots} {key}: stored {value}, "
+                                           f"recomputed {other}")
 
 
 def verify(root: Path, names: Sequence[str] | None = None) -> VerifyReport:
