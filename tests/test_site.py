@@ -357,3 +357,24 @@ def test_code_spans_in_descriptions_are_code_not_backticks(built: tuple[Path, Pa
     page = (out / "rope-sim.html").read_text(encoding="utf-8")
     assert "<code>ropebench leaderboard verify</code>" in page
     assert "`" not in page.split("<script")[0]
+
+
+def test_a_suite_with_fewshot_entries_shows_the_fewshot_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    import ropebench
+    from ropebench import leaderboard as lb
+    from tests.test_leaderboard import write_dataset
+
+    write_dataset(tmp_path / "data")
+    lb.init_suite(tmp_path / "leaderboards", "tiny", manifest=tmp_path / "data" / "manifest.parquet", title="Tiny",
+                  description="t", label_column="model", captions={"1": "Cross", "2": "Intra"})
+    monkeypatch.chdir(tmp_path)
+    result = ropebench.evaluate("data/sub.parquet", manifest="data/manifest.parquet", ci=False, fewshot=True,
+                                shots=(1,), draws=2)
+    result.write_json(tmp_path / "results.json")
+    lb.add_entry(tmp_path / "results.json", root=tmp_path / "leaderboards", suite="tiny", name="a", label="A")
+    build_site(tmp_path / "leaderboards", tmp_path / "site", plots=False)
+    page = (tmp_path / "site" / "tiny.html").read_text(encoding="utf-8")
+    assert "<h2>Few-shot classification</h2>" in page and "P2V/1-shot" in page
+    acc = result.fewshot["tasks"]["P2V"]["1-shot"]["acc"]
+    assert f"{acc:.2f}" in page

@@ -391,6 +391,12 @@ def _suite_page(suite: Suite, figures: dict[str, str], missing_plots: str | None
     if ranked is not None:
         body += ["<h2>Ranks</h2>", _table(ranked, entries)]
     body += ["<h2>Tables</h2>", *(_table(table, entries) for table in tables)]
+    if any(entry.get("fewshot") for entry in suite.entries):  # the paper's second task (docs/fewshot.md)
+        from ropebench.render.tables import fewshot_table
+
+        body += ["<h2>Few-shot classification</h2>",
+                 _table(fewshot_table(suite.entries, label_column=suite.spec.get("label_column", "label"),
+                                      key=f"{suite.name}"), entries)]
     body += [f"<h2>Domain matrices ({MATRIX_MEASURE})</h2>", '<div class="matrices">',
              *(_table(entry_matrix(suite, entry, MATRIX_MEASURE), entries) for entry in suite.entries), "</div>"]
     body.append("<h2>Plots</h2>")
