@@ -188,23 +188,12 @@ def read_source(path: str | os.PathLike[str], *, what: str) -> Source:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    path = Path(path)
+    from ropebench.io.safety import regular_input
+
     # os.stat, never open(): opening a named pipe for reading blocks until someone writes to it.
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise DataError(f"{what} {path}: no such file or directory. Fix: check the path.") from None
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise DataError(f"{what} {path}: a symbolic link loop (the link points, directly or through others, "
-                            "back at itself). Fix: point the link at the real file") from None
-        raise DataError(f"{what} {path}: cannot be accessed ({error.strerror or error}). "
-                        "Fix: check the path and its permissions.") from None
-    kind = _not_regular(mode)
-    if kind is not None:
-        raise DataError(f"{what} {path}: not a regular file ({kind}). "
-                        "Fix: give a parquet file or a directory of per-domain parquet files.")
-    if stat.S_ISREG(mode):
+    path = regular_input(path, what, fix="give a parquet file or a directory of per-domain parquet files",
+                         allow_directory=True)
+    if path.is_file():
         return Source(str(path), read_parquet(path))
 
     problems: list[str] = []

@@ -66,19 +66,22 @@ def refuse_special(path: Path) -> None:
         raise DataError(f"{path} is {kind}, not a regular file. Fix: name a regular file (or leave the option out)")
 
 
-def regular_input(path: str | os.PathLike[str], what: str, *, fix: str = "give a regular file") -> Path:
-    """Check, before anything opens it, that the input ``path`` is a regular file.
+def regular_input(path: str | os.PathLike[str], what: str, *, fix: str = "give a regular file",
+                  allow_directory: bool = False) -> Path:
+    """Check, before anything opens it, that the input ``path`` is a regular file (or, with
+    ``allow_directory``, a directory).
 
     Uses ``os.stat`` only: opening a named pipe blocks until a writer appears, and reading a link
-    to ``/dev/zero`` never ends. A missing path, a link loop, a directory, a pipe, a device or a
-    socket raises a DataError naming ``what``, the path and ``fix``.
+    to ``/dev/zero`` never ends. A missing path, a link loop, a pipe, a device, a socket (and a
+    directory unless allowed) raises a DataError naming ``what``, the path and ``fix``.
     """
     path = Path(path)
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         dangling = os.path.islink(path)
-        raise DataError(f"{what} {path}: {'a link to a missing file' if dangling else 'no such file'}. "
+        missing = "no such file or directory" if allow_directory else "no such file"
+        raise DataError(f"{what} {path}: {'a link to a missing file' if dangling else missing}. "
                         "Fix: check the path") from None
     except OSError as error:
         if error.errno == errno.ELOOP:
@@ -86,10 +89,10 @@ def regular_input(path: str | os.PathLike[str], what: str, *, fix: str = "give a
                             "back at itself). Fix: point the link at a real file") from None
         raise DataError(f"{what} {path}: cannot be accessed ({error.strerror or error}). "
                         "Fix: check the path and its permissions") from None
-    kind = special_kind(path) if not stat.S_ISREG(mode) else None
-    if kind == "a directory":
+    kind = kind_of_mode(mode)
+    if kind == "a directory" and not allow_directory:
         raise DataError(f"{what} {path}: is a directory, not a file. Fix: {fix}")
-    if kind is not None:
+    if kind is not None and kind != "a directory":
         raise DataError(f"{what} {path}: not a regular file ({kind}); it is not read, since reading a pipe or a "
                         f"device can block or never end. Fix: {fix}")
     return path
