@@ -30,7 +30,7 @@ import numpy as np
 
 from ropebench.errors import UsageError
 
-__all__ = ["COMPRESSIONS", "Compression", "parse_compression", "checked_compression", "compress_vectors",
+__all__ = ["COMPRESSIONS", "Compression", "parse_compression", "compress_vectors",
            "compress_dataset", "compression_protocol", "bytes_per_item", "uncompressed_bytes_per_item",
            "compression_label"]
 
@@ -125,18 +125,6 @@ def parse_compression(text: str | Compression | None) -> Compression | None:
     if match and int(match.group(1)) >= 1:
         return Compression("dims", int(match.group(1)))
     raise UsageError(f"--compress {text!r}: choose fp16, int8, binary or dims=K with K ≥ 1 (e.g. dims=64)")
-
-
-def checked_compression(text: str | Compression | None, *, distractors: Sequence[Any] | None = None
-                        ) -> Compression | None:
-    """:func:`parse_compression`, before any file is read. ``distractors`` is accepted for callers of
-    an earlier version: a distractor catalogue is compressed shard by shard exactly as the test
-    set is, so the two combine.
-
-    Raises:
-        UsageError: an unknown spelling.
-    """
-    return parse_compression(text)
 
 
 def compress_vectors(matrix: Any, compression: str | Compression) -> np.ndarray:

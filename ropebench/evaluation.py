@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ropebench import query_table
-from ropebench.compress import checked_compression, compress_dataset, compression_protocol
+from ropebench.compress import compress_dataset, compression_protocol, parse_compression
 from ropebench.dataset import Dataset
 from ropebench.engines import (
     Engine,
@@ -229,7 +229,7 @@ def _check(options: Options) -> None:
         raise UsageError("--index builds and searches its index in this process. Fix: drop --engine dask")
     if x.agreement_queries < 0:
         raise UsageError(f"--agreement-queries must be at least 0, got {x.agreement_queries}")
-    checked_compression(p.compress)
+    parse_compression(p.compress)
 
 
 def _check_options(ties: str, threads: int | None) -> None:
@@ -293,7 +293,7 @@ def evaluate_dataset(
         raise UsageError("the dataset has no embeddings (it was made by without_embeddings())")
     if submission_info is None:
         submission_info, manifest_info = _array_record(dataset), None
-    compression = checked_compression(p.compress)
+    compression = parse_compression(p.compress)
     raw_dim = dataset.dim  # a catalogue is submitted at the test set's own d, then compressed alike
     if compression is not None:  # the compressed vectors are what gets scored, as a submission of them would be
         dataset = compress_dataset(dataset, compression, metric=metric)
@@ -312,7 +312,7 @@ def evaluate_dataset(
         runner = get_runner("dask", scheduler=cat.scheduler, workers=cat.workers) if choice is not None and \
             choice.runner == "dask" else get_runner("in-process", threads=threads or os.cpu_count() or 1)
     try:
-        layout = _compose(dataset, base, runner, options, center, raw_dim)
+        layout = _compose(dataset, base, runner, options, center, raw_dim, compression)
         checked = time.perf_counter()
         embeddings, dataset = dataset.embeddings, dataset.without_embeddings()
         assert embeddings is not None
@@ -393,16 +393,18 @@ def _fewshot_result(dataset: Dataset, members: Mapping[str, np.ndarray], fewshot
 
 @dataclass(frozen=True)
 class _Layout:
-    """The composed engine and what the catalogue brought (sizes, its record)."""
+    """The composed engine, what the catalogue brought (sizes, its record), and the compression
+    applied to the test set and to every shard alike."""
 
     engine: Engine
     catalogue: Any = None
     info: Any = None
     sizes: tuple[int, ...] = (0,)
+    compression: Any = None
 
 
 def _compose(dataset: Dataset, base: Engine, runner: Any, options: Options, center: np.ndarray | None,
-             raw_dim: int | None = None) -> _Layout:
+             raw_dim: int | None = None, compression: Any = None) -> _Layout:
     """The engine of this evaluation: ``base``, wrapped by a catalogue composition when there are
     distractors and by an approximate composition when an index is asked for."""
     cat, approx, metric = options.catalogue, options.approximate, options.protocol.metric
@@ -413,7 +415,6 @@ def _compose(dataset: Dataset, base: Engine, runner: Any, options: Options, cent
     if cat.distractors:
         from ropebench.io.catalogue import prepare_catalogue, scan_task
 
-        compression = checked_compression(options.protocol.compress)
         catalogue, info, sizes = prepare_catalogue(list(cat.distractors), dataset, metric=metric, center=center,
                                                    runner=runner, sizes=cat.distractor_sizes,
                                                    shard_rows=cat.shard_rows, progress=progress,
@@ -437,8 +438,8 @@ def _compose(dataset: Dataset, base: Engine, runner: Any, options: Options, cent
                                  ks=parse_ks(options.protocol.ks), ties=options.protocol.ties,
                                  catalogue_items=None if info is None else info.n_items,
                                  columns=_first_hit_columns(parse_ks(options.protocol.ks), options.protocol.ties),
-                                 compression=checked_compression(options.protocol.compress))
-    return _Layout(engine, catalogue, info, sizes)
+                                 compression=compression)
+    return _Layout(engine, catalogue, info, sizes, compression)
 
 
 def _first_hit_columns(ks: Sequence[int], ties: str) -> Any:
@@ -505,9 +506,8 @@ def _build_result(dataset: Dataset, members: Mapping[str, np.ndarray], run: Sear
                 "group_exclusion": dataset.group_codes is not None, **run.protocol}
     if families != DEFAULT_MEASURES:  # recorded only when chosen: results of the default stay as they were
         protocol["measures"] = list(families)
-    compression = checked_compression(options.protocol.compress)
-    if compression is not None:
-        protocol.update(compression_protocol(compression, int(submission_info["dim"])))
+    if layout.compression is not None:
+        protocol.update(compression_protocol(layout.compression, int(submission_info["dim"])))
     fewshot_rows = None
     if fewshot is not None:  # its section and rows carry the final protocol, so they come after it
         extra["fewshot"], fewshot_rows = _fewshot_result(dataset, members, fewshot, options, protocol)

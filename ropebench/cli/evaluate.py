@@ -111,7 +111,7 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
     import re
 
     import ropebench
-    from ropebench.compress import checked_compression
+    from ropebench.compress import parse_compression
     from ropebench.errors import DataError
     from ropebench.io.safety import check_output_paths
     from ropebench.protocol import check_measure, measure_names, parse_ks, parse_measures, parse_tasks
@@ -129,7 +129,7 @@ def evaluate(submission: str, manifest: str | None, metric: str, ties: str, ks: 
         raise UsageError(f"--measure {measure} is not computed with --ks {ks}: this run has {', '.join(computed)}. "
                          f"Fix: choose one of those, or add its K to --ks")
     parse_tasks(tasks)
-    checked_compression(compress, distractors=distractors)
+    parse_compression(compress)
     if no_per_query and per_query is not None:
         raise UsageError("--per-query FILE and --no-per-query contradict each other. Fix: give one of them")
     if no_per_query and out is None:
