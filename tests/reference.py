@@ -44,6 +44,16 @@ def scores64(query: np.ndarray, gallery: np.ndarray, metric: str) -> np.ndarray:
     return pairwise(gallery * query[None, :])
 
 
+def definition_vectors(emb: np.ndarray, metric: str) -> np.ndarray:
+    """Float64 copies of the float32 vectors a score is defined on (cosine: normalised in float64
+    with the fixed-order norm, rounded to float32 once)."""
+    vectors = emb.astype(np.float32).astype(np.float64)
+    if metric == "cosine":
+        norm = np.sqrt(pairwise(vectors * vectors)) if len(vectors) else np.zeros(0)
+        vectors = (vectors / norm[:, None]).astype(np.float32).astype(np.float64)
+    return vectors
+
+
 def _row(vectors: np.ndarray, products: np.ndarray, group_list: list[Any] | None, q: int, gi: np.ndarray,
          intra: bool, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One query's float64 scores against its gallery, the eligible items (not itself, not its
@@ -87,10 +97,7 @@ def reference_evaluate(emb: Any, domains: Any, products: Any, groups: Sequence[A
     """``{task: {"n_queries", "n_skipped", "n_gallery", "n_tied", "R@K"…, "MRR@maxK",
     "counts": {row: (a, t, p)}, "near": {rows}}}``; ``groups``: None or one id per row (None = no group)."""
     emb = np.asarray(emb)
-    vectors = emb.astype(np.float32).astype(np.float64)
-    if metric == "cosine":
-        norm = np.sqrt(pairwise(vectors * vectors)) if len(vectors) else np.zeros(0)
-        vectors = (vectors / norm[:, None]).astype(np.float32).astype(np.float64)
+    vectors = definition_vectors(emb, metric)
     domains = np.asarray(domains)
     products = np.asarray(products)
     group_list = None if groups is None else list(groups)
@@ -195,10 +202,7 @@ def reference_relevant(emb: Any, domains: Any, products: Any, groups: Sequence[A
                        map_ks: Sequence[int] = ()) -> dict[str, dict[str, Any]]:
     """``{task: {"MAP@R": %, "RP": %, "mAP@K": %, "per_query": {row: {name: %}}}}`` by brute force."""
     emb = np.asarray(emb)
-    vectors = emb.astype(np.float32).astype(np.float64)
-    if metric == "cosine":
-        norm = np.sqrt(pairwise(vectors * vectors)) if len(vectors) else np.zeros(0)
-        vectors = (vectors / norm[:, None]).astype(np.float32).astype(np.float64)
+    vectors = definition_vectors(emb, metric)
     domains = np.asarray(domains)
     products = np.asarray(products)
     group_list = None if groups is None else list(groups)

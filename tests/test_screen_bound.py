@@ -104,24 +104,10 @@ def _near_halfway(values: np.ndarray) -> np.ndarray:
 @given(dim=st.sampled_from([1, 5, 16, 128]), offset=st.sampled_from([0.0, 1e3, 1e5]), seed=st.integers(0, 2**32 - 1))
 def test_the_bf16_l2_band_holds_far_from_the_origin(dim, offset, seed):
     """The bf16-screened ``[x, 1]·[2y, −|y|²]`` minus ``|x|²`` is within its width of ``−|q − g|²``."""
-    from ropebench.engines.core.scores import screen_norms, translated_norms
-    from ropebench.engines.exact import l2_center, prepare_vectors
+    from tests.test_exactness import assert_l2_band
 
-    rng = np.random.default_rng(seed)
-    emb = (rng.normal(size=(16, dim)) + offset).astype(np.float32)
-    center = l2_center(emb)
-    queries, gallery = prepare_vectors(emb, "l2", center=center)
-    screened = _bf16_mm(queries, gallery)
-    offsets = translated_norms(emb, center)
-    bound = bound_for("l2", dim, BF16)
-    nq, ng = screen_norms(queries, "l2", "queries"), screen_norms(gallery, "l2", "gallery")
-    width = pair_widths(bound, nq[:, None], ng[None, :], screened)
-    for i in range(len(emb)):
-        for j in range(len(emb)):
-            diff = emb[i].astype(np.float64) - emb[j].astype(np.float64)
-            exact = -math.fsum((diff * diff).tolist())
-            slack = bound.threshold * (nq[i] ** 2 + abs(exact))  # the query's own term (its threshold's rounding)
-            assert abs(screened[i, j] - offsets[i] - exact) <= width[i, j] + slack
+    emb = (np.random.default_rng(seed).normal(size=(16, dim)) + offset).astype(np.float32)
+    assert_l2_band(emb, BF16, _bf16_mm)
 
 
 def test_the_bound_is_tight_enough_to_be_worth_checking():
