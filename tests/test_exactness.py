@@ -25,7 +25,7 @@ import ropebench
 from ropebench.engines.core import FP32, bound_for, exact_scores, tree_sum
 from ropebench.engines.core.bound import pair_widths
 from tests.catalogue_data import Distractors, ShuffledRunner, assert_same_numbers, combined, write_catalogue
-from tests.conftest import Data, Spy, assert_matches_reference, assert_reached, continuous_data
+from tests.conftest import Data, Spy, assert_matches_reference, assert_reached, configured_engine, continuous_data
 from tests.reference import reference_evaluate
 
 KS = (1, 2, 5, 10)
@@ -143,28 +143,14 @@ def _split(data: Data, seed: int) -> tuple[Data, Distractors]:
     return data.take(kept), distractors
 
 
-@pytest.mark.parametrize("runner_kind", ["in-process", "dask-threads"])
-def test_a_catalogue_split_off_the_gallery_equals_the_float64_reference(engine, planted, runner_kind, tmp_path):
-    """The distractor composition, on this process's threads and on a Dask cluster of threads:
-    the counts equal one combined gallery's, which equals the float64 reference. (The runner does
-    not depend on the test set's engine: Dask runs with the default engine only.)"""
-    if runner_kind == "dask-threads" and engine.name != "one-pass":
-        pytest.skip("the runner is independent of the engine; dask runs with the default engine")
+def _catalogue_split_matches_reference(engine: Any, planted: Any, runner: Any, tmp_path: Path) -> None:
+    """The distractor composition on ``runner``: its counts equal one combined gallery's, which
+    equal the float64 reference."""
     metric, data, _ = planted
     test, distractors = _split(data, 5)
     path = write_catalogue(tmp_path / "d.parquet", distractors, 17)
-    options: dict[str, Any] = {"runner": ShuffledRunner(3)}
-    if runner_kind == "dask-threads":
-        pytest.importorskip("distributed")
-        from ropebench.engines.dask import DaskRunner
-
-        options = {"runner": DaskRunner(workers=2, processes=False)}
-    try:
-        result = ropebench.evaluate(**test.arrays(), distractors=[path], metric=metric, ks=KS, engine=engine,
-                                    shard_rows=17, ci=False, **options)
-    finally:
-        if runner_kind == "dask-threads":
-            options["runner"].close()
+    result = ropebench.evaluate(**test.arrays(), distractors=[path], metric=metric, ks=KS, engine=engine,
+                                shard_rows=17, ci=False, runner=runner)
     arrays = combined(test, distractors)
     single = ropebench.evaluate(**arrays, metric=metric, ks=KS, engine=engine, ci=False)
     assert_same_numbers(result, single)
@@ -174,6 +160,21 @@ def test_a_catalogue_split_off_the_gallery_equals_the_float64_reference(engine, 
         reference[task]["counts"] = {int(arrays["item_ids"][row]): counts
                                      for row, counts in reference[task]["counts"].items()}
     assert_matches_reference(single, reference)
+
+
+def test_a_catalogue_split_off_the_gallery_equals_the_float64_reference(engine, planted, tmp_path):
+    """Every engine under the catalogue composition, shards answered in a shuffled order."""
+    _catalogue_split_matches_reference(engine, planted, ShuffledRunner(3), tmp_path)
+
+
+def test_a_catalogue_on_a_dask_cluster_equals_the_float64_reference(planted, tmp_path):
+    """The shards on a Dask cluster of threads (the runner does not depend on the test set's engine,
+    so the default engine runs the test set)."""
+    pytest.importorskip("distributed")
+    from ropebench.engines.dask import DaskRunner
+
+    with DaskRunner(workers=2, processes=False) as runner:
+        _catalogue_split_matches_reference(configured_engine("one-pass"), planted, runner, tmp_path)
 
 
 def test_the_approximate_paths_exact_reference_is_float64_decided(planted):
