@@ -79,3 +79,30 @@ def test_threads_beyond_four_per_core_are_refused() -> None:
     with pytest.raises(UsageError, match="--threads .*more than 4 per core.*Fix"):
         ropebench.evaluate(embeddings=np.eye(4, dtype=np.float32), domains=list("PPVV"), product_ids=[0, 1, 0, 1],
                            threads=4 * (os.cpu_count() or 1) + 1)
+
+
+def test_scores_that_would_overflow_float32_are_refused() -> None:
+    """Values that pass validation one by one (each below sqrt(float32 max / d)) but whose norms
+    multiply past 1e37 under ip: the core refuses them, since a float32 screen could overflow."""
+    import numpy as np
+    import pytest
+
+    import ropebench
+    from ropebench.errors import DataError
+
+    embeddings = np.full((4, 128), 7e17, dtype=np.float32)  # validation allows up to 8.15e17 at d=128
+    with pytest.raises(DataError, match="overflow float32.*Fix: rescale"):
+        ropebench.evaluate(embeddings=embeddings, domains=list("PPVV"), product_ids=[0, 1, 0, 1], metric="ip",
+                           ci=False)
+
+
+def test_fewshot_options_without_fewshot_are_refused() -> None:
+    from click.testing import CliRunner
+
+    from ropebench.cli import cli
+
+    result = CliRunner().invoke(cli, ["evaluate", "sample_embeddings/cls_cd.parquet", "--manifest",
+                                      "sample_embeddings/manifest.parquet", "--shots", "1", "--draws", "3"])
+    assert result.exit_code == 2
+    assert "--shots only applies with --fewshot" in result.output and "--draws only applies" in result.output
+    assert "Traceback" not in result.output
