@@ -37,6 +37,10 @@ from ropebench.engines.core.task import TaskData
 __all__ = ["RelevantLevels", "LevelCounter", "relevant_scores", "level_row_counts", "fill_levels", "ALL_RELEVANT",
            "FIRST_HIT", "group_maxima"]
 
+# Relevant levels from a float32 screen, settling only relevant items whose bands meet (False: every
+# relevant pair settled, the same numbers; tests compare the two).
+SETTLE_BY_BAND = True
+SCREEN_BATCH = 1 << 10  # relevant pairs per float32 screening block (gathered rows stay in cache)
 FIRST_HIT = "first_hit"  # the counts a, t, p (FirstHits): R@K, MRR
 ALL_RELEVANT = "all_relevant"  # per relevant level, irrelevant items above and tied: MAP@R, RP, mAP@K
 
@@ -74,7 +78,66 @@ class RelevantLevels:
 def relevant_scores(data: TaskData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every query's relevant levels: ``(offsets (nq + 1,), scores (n_levels,), relevant (n_levels,))``,
     levels best first; every eligible relevant pair is settled in float64 (about R pairs per query)."""
+    bands = relevant_bands(data, None)
+    return bands.offsets, bands.lo, bands.relevant
+
+
+@dataclass(frozen=True)
+class RelevantBands:
+    """Every query's relevant levels, best first, each known by a band on its float64 score.
+
+    A level whose relevant items were settled has ``lo == hi`` (its float64 score) and ``item == -1``;
+    any other level is one relevant item (gallery row ``item``) whose band ``[lo, hi]`` (float32
+    screen ± its width) meets no other relevant item's band of the query, so its score differs from
+    every other relevant score and its place among the levels is known without settling it. The
+    intervals ``[lo, hi]`` of a query's levels are disjoint and descending.
+
+    Attributes:
+        offsets: ``(nq + 1,)`` query ``i``'s levels are ``offsets[i]:offsets[i + 1]``.
+        lo, hi: ``(n_levels,)`` float64 bounds on each level's float64 score.
+        relevant: ``(n_levels,)`` int64 relevant items per level.
+        item: ``(n_levels,)`` int64 the unsettled level's gallery row, -1 where settled.
+        settled: relevant pairs settled.
+    """
+
+    offsets: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    relevant: np.ndarray
+    item: np.ndarray
+    settled: int
+
+
+def _segment_min(values: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """Running minimum within segments (``position``: index within the segment), by doubling."""
+    out = values.copy()
+    shift, longest = 1, int(position.max(initial=0)) + 1
+    while shift < longest:
+        moved = np.minimum(out[shift:], out[:-shift])
+        out[shift:] = np.where(position[shift:] >= shift, moved, out[shift:])
+        shift *= 2
+    return out
+
+
+def _screen_pairs(queries: np.ndarray, gallery: np.ndarray, q: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Float32 dot products of the pairs ``(queries[q[i]], gallery[g[i]])`` (any summation order: the
+    band holds for every order), as float64; values that are not finite get settled."""
+    out = np.empty(len(q), dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for start in range(0, len(q), SCREEN_BATCH):
+            stop = start + SCREEN_BATCH
+            out[start:stop] = np.einsum("ij,ij->i", queries[q[start:stop]], gallery[g[start:stop]])
+    return out
+
+
+def relevant_bands(data: TaskData, bound: Bound | None) -> RelevantBands:
+    """Every query's relevant levels (:class:`RelevantBands`), from a float32 screen of its relevant
+    pairs (:func:`~.relevant.product_units`) with ``bound``'s band: only relevant items whose band
+    meets another relevant item's band of the query (they may tie, or their order is unknown) are
+    settled in float64. ``bound`` None, exact, or a screen in another frame than the score
+    (``l2``): every relevant pair is settled."""
     nq = len(data.queries)
+    bands = bound is not None and not bound.exact and data.offset is None
     qs, gs = [], []
     for rows_q, rows_g, ok in product_units(data):
         k, i, j = np.nonzero(ok)
@@ -82,18 +145,61 @@ def relevant_scores(data: TaskData) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         gs.append(rows_g[k, j])
     q = np.concatenate(qs) if qs else np.zeros(0, dtype=np.int64)
     g = np.concatenate(gs) if gs else np.zeros(0, dtype=np.int64)
-    # Distinct pairs by construction: settled directly (no de-duplication pass).
-    s = exact_scores(data.exact_queries, data.exact_gallery, q, g, data.metric) if len(q) else np.zeros(0)
-    order = np.lexsort((-s, q))
-    q, s = q[order], s[order]
+    if not (bands and bound is not None and len(q)):
+        s = exact_scores(data.exact_queries, data.exact_gallery, q, g, data.metric) if len(q) else np.zeros(0)
+        order = _descending_within(q, s)
+        q, g, lo = q[order], g[order], s[order]
+        hi, settle_mask, pick = lo, np.ones(len(q), dtype=bool), order
+    else:
+        v = _screen_pairs(data.queries, data.gallery, q, g)
+        q_norm, g_norm = data.screen_norms
+        width = pair_widths(bound, q_norm[q], g_norm[g], v)
+        finite = np.isfinite(v)
+        with np.errstate(invalid="ignore"):
+            lo = np.where(finite, np.nextafter(v - width, -np.inf), -np.inf)
+            hi = np.where(finite, np.nextafter(v + width, np.inf), np.inf)
+        # Connected groups of overlapping bands: by upper end, best first, an item joins the group
+        # above when its upper end reaches the lowest lower end so far (interval merging). Groups
+        # are runs of this order, their hulls disjoint and descending.
+        order = _descending_within(q, hi)
+        q, g, lo, hi, finite = q[order], g[order], lo[order], hi[order], finite[order]
+        first = np.ones(len(q), dtype=bool)
+        first[1:] = q[1:] != q[:-1]
+        starts = np.flatnonzero(first)
+        position = np.arange(len(q)) - np.repeat(starts, np.diff(np.append(starts, len(q))))
+        lowest = _segment_min(lo, position)
+        joins = ~first
+        joins[1:] &= lowest[:-1] <= hi[1:]
+        group = np.cumsum(~joins) - 1
+        settle_mask = (np.bincount(group)[group] > 1) | ~finite
+        pick = np.flatnonzero(settle_mask)
+        # Distinct pairs by construction: settled directly (no de-duplication pass).
+        s = exact_scores(data.exact_queries, data.exact_gallery, q[pick], g[pick], data.metric) if len(pick) \
+            else np.zeros(0)
+        lo[pick] = hi[pick] = s
+        # Settled items in score order within their group (each group keeps its run of positions).
+        within = np.lexsort((-s, group[pick]))
+        perm = np.arange(len(q))
+        perm[pick] = pick[within]
+        q, g, lo, hi, settle_mask = q[perm], g[perm], lo[perm], hi[perm], settle_mask[perm]
     new = np.ones(len(q), dtype=bool)
-    new[1:] = (q[1:] != q[:-1]) | (s[1:] != s[:-1])
+    new[1:] = (q[1:] != q[:-1]) | (lo[1:] != lo[:-1]) | ~settle_mask[1:] | ~settle_mask[:-1]
     starts = np.flatnonzero(new)
     counts = np.diff(np.append(starts, len(q)))
-    level_q = q[starts]
     offsets = np.zeros(nq + 1, dtype=np.int64)
-    np.add.at(offsets, level_q + 1, 1)
-    return np.cumsum(offsets), s[starts], counts.astype(np.int64)
+    np.add.at(offsets, q[starts] + 1, 1)
+    item = np.where(settle_mask[starts], -1, g[starts]).astype(np.int64)
+    return RelevantBands(offsets=np.cumsum(offsets), lo=lo[starts], hi=hi[starts], relevant=counts.astype(np.int64),
+                         item=item, settled=len(pick))
+
+
+def _descending_within(q: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Order by ``q``, then ``values`` descending, equal values in any order (one sort by value, one
+    by a combined integer key: several times faster than ``lexsort``)."""
+    n = len(q)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(-values)] = np.arange(n)
+    return np.argsort(q.astype(np.int64) * n + rank)
 
 
 # Floors (docs/fewshot.md, "How engines count it"): a certified lower bound on each query's depth-th
@@ -197,11 +303,23 @@ class LevelCounter:
         exact: never stop counting (all levels kept live; per-query output of exact counts).
     """
 
-    def __init__(self, data: TaskData, bound: Bound, depth_k: int = 0, *, levels:
-                 tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+    def __init__(self, data: TaskData, bound: Bound, depth_k: int = 0, *, levels: RelevantBands | None = None
+                 ) -> None:
         self.data, self.bound = data, bound
-        offsets, scores, relevant = relevant_scores(data) if levels is None else levels
-        self.offsets, self.scores, self.relevant = offsets, scores, relevant
+        if levels is None:
+            from ropebench.engines.core import task_bound
+            from ropebench.engines.core.precision import FP32
+
+            # The relevant pairs are screened by numpy in float32, whatever the engine's precision.
+            levels = relevant_bands(data, task_bound(data, FP32) if SETTLE_BY_BAND else None)
+        offsets, relevant = levels.offsets, levels.relevant
+        self.offsets, self.relevant = offsets, relevant
+        # Per level, bounds on its float64 score (equal once settled) and its one relevant item while
+        # unsettled (-1 after): settled on demand when a candidate's float64 score falls in its band.
+        self.level_lo, self.level_hi, self.item = levels.lo.copy(), levels.hi.copy(), levels.item.copy()
+        if not (self.item >= 0).any():  # every level settled: one array of float64 scores
+            self.level_hi = self.level_lo
+        scores = self.level_lo
         nq = len(data.queries)
         n_levels = np.diff(offsets)
         self.level_q = np.repeat(np.arange(nq), n_levels)
@@ -210,13 +328,20 @@ class LevelCounter:
         before = np.cumsum(relevant) - relevant
         self.relevant_above = before - before[offsets[self.level_q]]
         offset = data.offset
-        self.screen = scores if offset is None else scores + offset[self.level_q]
-        self.padded_screen = _padded(self.level_q, self.screen, offsets)
-        self.padded_scores = _padded(self.level_q, scores, offsets)
+        # In the screening frame (l2: + |x|²; there every level is settled, lo == hi).
+        self.screen_lo = self.level_lo if offset is None else self.level_lo + offset[self.level_q]
+        self.screen_hi = self.level_hi if offset is None else self.level_hi + offset[self.level_q]
+        self.padded_lo = _padded(self.level_q, self.screen_lo, offsets)
+        self.padded_hi = self.padded_lo if self.screen_hi is self.screen_lo else \
+            _padded(self.level_q, self.screen_hi, offsets)
+        self.padded_scores = self.padded_lo if self.screen_lo is self.level_lo else \
+            _padded(self.level_q, self.level_lo, offsets)
         q_norm = data.screen_norms[0]
         self.q_norm = q_norm
         top = np.zeros(nq)
-        np.maximum.at(top, self.level_q, np.abs(scores))
+        with np.errstate(invalid="ignore"):
+            ends = np.maximum(np.abs(self.level_lo), np.abs(self.level_hi))
+        np.maximum.at(top, self.level_q, np.where(np.isfinite(ends), ends, 0.0))
         self.extra = query_terms(bound, q_norm, top)
         self.g_norm = data.screen_norms[1]
         self.g_norm_max = float(self.g_norm.max(initial=0.0))
@@ -228,7 +353,7 @@ class LevelCounter:
         # floor: a float64 score at most the query's depth-th best eligible score (so no level below it
         # can be counted live, and no item below it is needed); raised from screened tiles.
         self.floor = np.full(nq, -np.inf)
-        self.top_relevant = _top_relevant(nq, self.level_q, scores, relevant, self.relevant_above,
+        self.top_relevant = _top_relevant(nq, self.level_q, self.level_lo, relevant, self.relevant_above,
                                           int(min(self.depth.max(initial=0), FLOOR_DEPTH)))
         self.floor_ok = self.depth < self.top_relevant.shape[1]
         self.seen = np.full((nq, FLOOR_KEEP), np.float32(-np.inf), dtype=np.float32)  # best maxima met
@@ -250,7 +375,7 @@ class LevelCounter:
         rows = rows[has]
         if not len(rows):
             return
-        lowest = np.maximum(self.scores[self.offsets[rows] + self.live[rows] - 1], self.floor[rows])
+        lowest = np.maximum(self.level_lo[self.offsets[rows] + self.live[rows] - 1], self.floor[rows])
         offset = None if self.data.offset is None else self.data.offset[rows]
         judge = Judge(self.data.metric, self.bound, self.data.exact_queries[:0], self.q_norm[rows], offset, lowest)
         self.lo[rows] = judge.cutoff(self.g_norm_max)
@@ -339,30 +464,56 @@ class LevelCounter:
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """Decide irrelevant eligible candidates ``(q[i], g[i])`` with screened scores ``values[i]``:
         per candidate, ``j`` = levels scoring at least its float64 score, and whether level ``j - 1``
-        scores exactly that (a tie). Reads nothing that changes, so it may run outside a lock."""
+        scores exactly that (a tie). Changes no count, so it may run outside a lock: the one state
+        it writes is a level's band replaced by the float64 score it bounds (:meth:`_settle_levels`),
+        the same bits whichever thread writes them, and any reader's view (band or score) is true."""
         v = values.astype(np.float64)
         g_norm = self.g_norm[g]
         lq, offsets = self.level_q, self.offsets
-        screen, exact = self.padded_screen, self.padded_scores
-        if self.bound.exact:
-            j = _count_levels(screen, lq, self.screen, offsets, q, v, strict=False)
-            tie = j > _count_levels(screen, lq, self.screen, offsets, q, v, strict=True)
+        if self.bound.exact:  # every level settled: lo == hi, the screen exact
+            screen, points = self.padded_lo, self.screen_lo
+            j = _count_levels(screen, lq, points, offsets, q, v, strict=False)
+            tie = j > _count_levels(screen, lq, points, offsets, q, v, strict=True)
             return q, j, tie, 0
         width = pair_widths(self.bound, self.q_norm[q], g_norm, v) + self.extra[q]
         finite = np.isfinite(v)
         high = np.where(finite, v + width, np.inf)
         low = np.where(finite, v - width, -np.inf)
-        surely = _count_levels(screen, lq, self.screen, offsets, q, high, strict=True)  # levels surely above it
-        maybe = _count_levels(screen, lq, self.screen, offsets, q, low, strict=False)  # possibly at or above it
+        # Levels surely above it (their lower end above its band), possibly at or above it (upper end).
+        surely = _count_levels(self.padded_lo, lq, self.screen_lo, offsets, q, high, strict=True)
+        maybe = _count_levels(self.padded_hi, lq, self.screen_hi, offsets, q, low, strict=False)
         j = surely.copy()
         tie = np.zeros(len(q), dtype=bool)
         unsure = np.flatnonzero(maybe > surely)
         if len(unsure):
-            s = settle(self.data.exact_queries, self.data.exact_gallery, q[unsure], g[unsure], self.data.metric)
-            at_least = _count_levels(exact, lq, self.scores, offsets, q[unsure], s, strict=False)
-            j[unsure] = at_least
-            tie[unsure] = at_least > _count_levels(exact, lq, self.scores, offsets, q[unsure], s, strict=True)
+            qu = q[unsure]
+            s = settle(self.data.exact_queries, self.data.exact_gallery, qu, g[unsure], self.data.metric)
+            # Levels surely above s; the next level's interval is the only one that can hold s.
+            above = _count_levels(self.padded_scores, lq, self.level_lo, offsets, qu, s, strict=True)
+            index = np.minimum(offsets[qu] + above, len(lq) - 1)
+            holds = (above < offsets[qu + 1] - offsets[qu]) & (self.level_hi[index] >= s)
+            pending = np.unique(index[holds & (self.item[index] >= 0)])
+            if len(pending):
+                self._settle_levels(pending)
+            level = self.level_lo[index]  # the float64 score where it holds s
+            j[unsure] = above + (holds & (level >= s))
+            tie[unsure] = holds & (level == s)
         return q, j, tie, len(unsure)
+
+    def _settle_levels(self, index: np.ndarray) -> None:
+        """Settle unsettled levels ``index`` (one relevant item each): their band becomes their float64
+        score. Idempotent; the item is marked settled only after the score is in place."""
+        s = exact_scores(self.data.exact_queries, self.data.exact_gallery, self.level_q[index], self.item[index],
+                         self.data.metric)
+        self.level_lo[index] = s
+        self.level_hi[index] = s
+        # Unsettled levels exist only where the screen is the score (offset None): the padded copies
+        # hold the same values.
+        for padded, values in ((self.padded_lo, self.level_lo), (self.padded_hi, self.level_hi)):
+            column = index - self.offsets[self.level_q[index]]
+            fits = column < padded.shape[1]
+            padded[self.level_q[index[fits]], column[fits]] = values[index[fits]]
+        self.item[index] = -1
 
     def take(self, sorted_out: tuple[np.ndarray, np.ndarray, np.ndarray, int], *, prune: bool = True) -> None:
         """Add decided candidates; with ``prune``, drop levels that can no longer matter and raise
