@@ -54,6 +54,9 @@ from ropebench.engines.core.levels import group_maxima
 __all__ = ["OnePassEngine", "OnePassSettings", "one_pass_first_hits", "TaskReader", "TILE", "SMALL_BLOCK"]
 
 TILE = 2048  # tile side: (TILE, TILE) float32 scores per worker (16 MiB)
+# All-relevant candidates are decided together once this many have come (a tile brings a few hundred:
+# deciding them tile by tile costs ~100 small numpy calls per tile, more than the candidates).
+LEVEL_BATCH = 1 << 16
 # Blocks below this many multiply-adds, or with a single row or column, are counted row by row.
 SMALL_BLOCK = 1 << 22
 
@@ -78,13 +81,16 @@ class TaskReader:
 
     ``levels``: with all-relevant measures, the task's :class:`LevelCounter`; the reader then
     collects every candidate down to the lowest relevant level still counted (``lo`` is the lower
-    of the two cut-offs) and hands each to both.
+    of the two cut-offs) and hands each to both; the levels decide theirs in batches of
+    ``level_batch`` (a cut-off that lags behind only lets more candidates in, each decided exactly).
     """
 
     def __init__(self, data: TaskData, judge: Judge, max_k: int, exact: bool,
-                 levels: LevelCounter | None = None) -> None:
+                 levels: LevelCounter | None = None, level_batch: int = LEVEL_BATCH) -> None:
         self.data, self.judge, self.max_k, self.exact = data, judge, max_k, exact
-        self.levels = levels
+        self.levels, self.level_batch = levels, level_batch
+        self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # level candidates not yet decided
+        self.n_pending = 0
         self.g_norm = data.screen_norms[1]
         self.first_lo = judge.cutoff(float(self.g_norm.max(initial=0.0)))  # +inf: not collecting
         self.lo = self.first_lo if levels is None else np.minimum(self.first_lo, levels.lo)
@@ -106,7 +112,7 @@ class TaskReader:
                  np.unique(queries[decision.tie], return_counts=True), decision.settled)
         if self.levels is None:
             return found
-        return (*found, self.levels.sort_out(queries, gallery, values))
+        return (*found, (queries, gallery, values))
 
     def level_maxima(self, queries: np.ndarray, scores: np.ndarray, by_rows: bool) -> np.ndarray | None:
         """With levels, a tile's :func:`group_maxima` for this reader's ``queries`` while their floors
@@ -137,17 +143,32 @@ class TaskReader:
                 if self.levels is None:
                     self.lo[done] = np.inf
         if self.levels is not None and len(sorted_out) > 3:
-            level_part = sorted_out[3]
-            self.levels.take(level_part)
-            touched = np.unique(np.concatenate([counted, level_part[0]]))
+            if len(sorted_out[3][0]):
+                self.pending.append(sorted_out[3])
+                self.n_pending += len(sorted_out[3][0])
+            touched = counted
+            if self.n_pending >= self.level_batch:
+                touched = np.concatenate([counted, self.decide_levels()])
             self.lo[touched] = np.minimum(self.first_lo[touched], self.levels.lo[touched])
+
+    def decide_levels(self) -> np.ndarray:
+        """Decide the pending level candidates (under the lock); returns the queries whose level
+        cut-off may have risen."""
+        if self.levels is None or not self.pending:
+            return np.zeros(0, dtype=np.int64)
+        queries, gallery, values = (np.concatenate(part) for part in zip(*self.pending))
+        self.pending, self.n_pending = [], 0
+        return self.levels.take(self.levels.sort_out(queries, gallery, values))
 
     def finish(self) -> FirstHits:
         s = self.scored
         return FirstHits(scored=s, a=self.above[s], t=self.ties[s], p=self.judge.p[s], censored=self.censored[s])
 
     def finish_levels(self) -> RelevantLevels | None:
-        return None if self.levels is None else self.levels.finish(self.scored)
+        if self.levels is None:
+            return None
+        self.decide_levels()
+        return self.levels.finish(self.scored)
 
 
 @dataclass

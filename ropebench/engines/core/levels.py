@@ -225,7 +225,7 @@ def group_maxima(scores: np.ndarray, by_rows: bool, groups: int = FLOOR_GROUPS) 
 
 
 _PAD_WIDTH = 64  # queries with at most this many levels are compared against a padded matrix
-_PAD_CHUNK = 1 << 18  # candidates per padded comparison
+_PAD_CHUNK = 1 << 13  # candidates per padded comparison (its (chunk, width) block stays in cache: 3x faster than 256k)
 
 
 def _padded(level_q: np.ndarray, values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -479,12 +479,19 @@ class LevelCounter:
         finite = np.isfinite(v)
         high = np.where(finite, v + width, np.inf)
         low = np.where(finite, v - width, -np.inf)
-        # Levels surely above it (their lower end above its band), possibly at or above it (upper end).
-        surely = _count_levels(self.padded_lo, lq, self.screen_lo, offsets, q, high, strict=True)
-        maybe = _count_levels(self.padded_hi, lq, self.screen_hi, offsets, q, low, strict=False)
-        j = surely.copy()
+        # The levels' intervals are disjoint and descending: with c levels whose lower end is above the
+        # screened value, the candidate is decided (j = c) when level c - 1's lower end is above its
+        # band and level c's upper end below it (then c levels are surely above it and no other one
+        # possibly at or above it); otherwise it is settled.
+        c = _count_levels(self.padded_lo, lq, self.screen_lo, offsets, q, v, strict=True)
+        n_levels = offsets[q + 1] - offsets[q]
+        index = offsets[q] + c
+        last = len(lq) - 1
+        clear_above = (c == 0) | (self.screen_lo[np.clip(index - 1, 0, last)] > high)
+        clear_below = (c == n_levels) | (self.screen_hi[np.clip(index, 0, last)] < low)
+        j = c
         tie = np.zeros(len(q), dtype=bool)
-        unsure = np.flatnonzero(maybe > surely)
+        unsure = np.flatnonzero(~(clear_above & clear_below) | ~finite)
         if len(unsure):
             qu = q[unsure]
             s = settle(self.data.exact_queries, self.data.exact_gallery, qu, g[unsure], self.data.metric)
@@ -515,9 +522,10 @@ class LevelCounter:
             padded[self.level_q[index[fits]], column[fits]] = values[index[fits]]
         self.item[index] = -1
 
-    def take(self, sorted_out: tuple[np.ndarray, np.ndarray, np.ndarray, int], *, prune: bool = True) -> None:
+    def take(self, sorted_out: tuple[np.ndarray, np.ndarray, np.ndarray, int], *, prune: bool = True
+             ) -> np.ndarray:
         """Add decided candidates; with ``prune``, drop levels that can no longer matter and raise
-        their queries' cut-offs."""
+        their queries' cut-offs. Returns the queries whose cut-off may have risen."""
         q, j, tie, settled = sorted_out
         self.settled += settled
         n_levels = self.offsets[q + 1] - self.offsets[q]
@@ -533,6 +541,8 @@ class LevelCounter:
             if changed.any():
                 self.live[touched[changed]] = live[changed]
                 self._update_cutoffs(touched[changed])
+            return touched[changed]
+        return q[:0]
 
     def _above(self) -> np.ndarray:
         running = np.cumsum(self.starts[:-1])
