@@ -107,12 +107,17 @@ class TaskReader:
         keep = irrelevant_eligible(self.data, queries, gallery)
         queries, gallery = queries[keep], gallery[keep]
         values = values[keep]
-        decision = self.judge.decide(queries, gallery, values, self.data.exact_gallery, self.g_norm[gallery])
-        found = (np.unique(queries[decision.above], return_counts=True),
-                 np.unique(queries[decision.tie], return_counts=True), decision.settled)
         if self.levels is None:
-            return found
-        return (*found, (queries, gallery, values))
+            return self._judge(queries, gallery, values)
+        # Level candidates reach below the judge's cut-off; those below it are surely below T.
+        # (A query censored meanwhile may still be judged here: its counts are replaced by censoring.)
+        first = ~(values < self.first_lo[queries])
+        return (*self._judge(queries[first], gallery[first], values[first]), (queries, gallery, values))
+
+    def _judge(self, queries: np.ndarray, gallery: np.ndarray, values: np.ndarray) -> Any:
+        decision = self.judge.decide(queries, gallery, values, self.data.exact_gallery, self.g_norm[gallery])
+        return (np.unique(queries[decision.above], return_counts=True),
+                np.unique(queries[decision.tie], return_counts=True), decision.settled)
 
     def level_maxima(self, queries: np.ndarray, scores: np.ndarray, by_rows: bool) -> np.ndarray | None:
         """With levels, a tile's :func:`group_maxima` for this reader's ``queries`` while their floors

@@ -348,6 +348,7 @@ class LevelCounter:
         self.starts = np.zeros(len(scores) + 1, dtype=np.int64)  # candidates first above level l (CSR index)
         self.tied = np.zeros(len(scores), dtype=np.int64)
         self.live = n_levels.copy()  # levels 0 .. live-1 may still matter
+        self.above_last = np.zeros(nq, dtype=np.int64)  # candidates strictly above level live-1
         self.settled = 0
         self.lo = np.full(nq, np.float32(np.inf), dtype=np.float32)
         # floor: a float64 score at most the query's depth-th best eligible score (so no level below it
@@ -534,28 +535,33 @@ class LevelCounter:
         np.add.at(self.starts, first[strictly], 1)
         if tie.any():
             np.add.at(self.tied, first[tie] - 1, 1)
-        if prune and len(q):
-            touched = np.unique(q)
-            live = self._live_levels(touched)
-            changed = live < self.live[touched]
-            if changed.any():
-                self.live[touched[changed]] = live[changed]
-                self._update_cutoffs(touched[changed])
-            return touched[changed]
-        return q[:0]
+        if not (prune and len(q)):
+            return q[:0]
+        # Levels die from the last live one up (A grows along the levels): only a query whose last
+        # live level now has A >= depth is recounted, from its own levels.
+        hit = j < self.live[q]  # strictly above its last live level
+        q = q[hit]
+        np.add.at(self.above_last, q, 1)
+        last = self.offsets[q] + self.live[q] - 1
+        touched = np.unique(q[self.relevant_above[last] + self.above_last[q] >= self.depth[q]])
+        if len(touched):
+            self.live[touched], self.above_last[touched] = self._live_levels(touched)
+            self._update_cutoffs(touched)
+        return touched
 
     def _above(self) -> np.ndarray:
         running = np.cumsum(self.starts[:-1])
         exclusive = running - self.starts[:-1]
         return running - exclusive[self.offsets[self.level_q]]
 
-    def _live_levels(self, rows: np.ndarray) -> np.ndarray:
+    def _live_levels(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Levels still live of queries ``rows`` (distinct), from their own levels only (a running
-        sum over each one's levels, not over every level of the task)."""
+        sum over each one's levels, not over every level of the task), and the candidates strictly
+        above the last live one (0 where none is live)."""
         n = self.offsets[rows + 1] - self.offsets[rows]
         total = int(n.sum())
         if not total:
-            return np.zeros(len(rows), dtype=np.int64)
+            return np.zeros(len(rows), dtype=np.int64), np.zeros(len(rows), dtype=np.int64)
         begin = np.cumsum(n) - n
         owner = np.repeat(np.arange(len(rows)), n)
         index = np.arange(total) - begin[owner] + self.offsets[rows][owner]
@@ -565,7 +571,9 @@ class LevelCounter:
         above = running - before[begin[owner]]
         dead = (self.relevant_above[index] + above) >= self.depth[rows][owner]
         # Levels are ordered, A grows along them: the live ones are a prefix.
-        return np.bincount(owner[~dead], minlength=len(rows))
+        live = np.bincount(owner[~dead], minlength=len(rows))
+        last = np.maximum(begin + live - 1, 0)
+        return live, np.where(live > 0, above[last], 0)
 
     def finish(self, scored: np.ndarray | None = None) -> RelevantLevels:
         """The counts of the scored queries, levels with ``A_l >= depth`` dropped (canonical)."""
