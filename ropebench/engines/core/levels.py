@@ -440,8 +440,10 @@ class LevelCounter:
         column = np.where(i == 0, 0, np.minimum(i + self.bad[q][:, None], keep + 1))
         top = self.top_relevant.shape[1] - 1
         need = np.clip(depth[:, None] - i, 0, top)
-        estimate = np.max(np.minimum(ordered[np.arange(n)[:, None], column], self.top_relevant[q[:, None], need]),
-                          axis=1)
+        # Flat takes: several times faster than two-dimensional fancy indexing.
+        best_irrelevant = np.take(ordered.reshape(-1), column + (np.arange(n) * (keep + 2))[:, None])
+        best_relevant = np.take(self.top_relevant.reshape(-1), need + (q * (top + 1))[:, None])
+        estimate = np.max(np.minimum(best_irrelevant, best_relevant), axis=1)
         usable = self.floor_ok[q] & np.isfinite(estimate)
         floor = estimate - 2.0 ** -40 * (1.0 + np.abs(np.where(usable, estimate, 0.0)) + np.abs(offset))
         floor = np.where(usable, floor, -np.inf)
