@@ -17,7 +17,17 @@ from ropebench.engines.core.levels import RelevantLevels
 from ropebench.errors import UsageError
 from ropebench.measures_relevant import relevant_columns
 from ropebench.protocol import measure_names, parse_measures
-from tests.conftest import POLICIES, SIMILARITIES, Spy, assert_reached, continuous_data, drawn_data, resized, tied_data
+from tests.conftest import (
+    POLICIES,
+    SIMILARITIES,
+    Data,
+    Spy,
+    assert_reached,
+    continuous_data,
+    drawn_data,
+    resized,
+    tied_data,
+)
 from tests.reference import reference_relevant, relevant_measures
 
 NAMES = ("MAP@R", "RP", "mAP@3", "mAP@10")
@@ -325,3 +335,84 @@ def test_floors_stay_below_the_depth_th_best_and_change_no_number(monkeypatch, e
     without = data.evaluate(small, ci=False, threads=1, measures=measures)
     assert without.to_json()["tasks"] == with_floors.to_json()["tasks"]
     assert without.per_query.to_pandas().equals(with_floors.per_query.to_pandas())
+
+
+def near_tie_data(seed: int) -> Data:
+    """Continuous data where a quarter of the rows are another row with one coordinate moved by one
+    float32 ulp: relevant items whose float32 bands meet without tying, and irrelevant items whose
+    float64 score falls inside a relevant item's band."""
+    data = continuous_data(seed, (90, 80, 70), n_products=10, dim=8, groups=True)
+    rng = np.random.default_rng(seed)
+    embeddings = data.embeddings.copy()
+    n = len(embeddings)
+    source, target = rng.integers(0, n, n // 4), rng.integers(0, n, n // 4)
+    embeddings[target] = embeddings[source]
+    column = rng.integers(0, embeddings.shape[1], len(target))
+    embeddings[target, column] = np.nextafter(embeddings[target, column], np.float32(np.inf))
+    return data.with_embeddings(embeddings)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip"])
+def test_relevant_bands_hold_each_float64_score_and_never_meet(metric):
+    """The certificate behind settling relevant items only where their bands meet: every level's
+    interval holds the float64 score of each of its items, an unsettled level is one item, a query's
+    intervals are disjoint and descending, and the levels are those of settling every relevant pair
+    (same items tied, same order)."""
+    from ropebench.engines.core import FP32, task_bound
+    from ropebench.engines.core.levels import relevant_bands
+    from ropebench.engines.core.scores import exact_scores
+
+    unsettled = settled_in_groups = 0
+    for data in (near_tie_data(1), tied_data(3, metric, (90, 80, 70), n_products=12, groups=True),
+                 continuous_data(2, (60, 50, 40), n_products=8, dim=8)):
+        for task_data in data.task_data(metric).values():
+            bands = relevant_bands(task_data, task_bound(task_data, FP32))
+            exact = relevant_bands(task_data, None)  # every relevant pair settled: lo == hi, the score
+            assert np.array_equal(bands.offsets, exact.offsets) and np.array_equal(bands.relevant, exact.relevant)
+            assert (exact.item == -1).all() and np.array_equal(exact.lo, exact.hi)
+            assert (bands.lo <= exact.lo).all() and (exact.lo <= bands.hi).all()
+            settled = bands.item < 0
+            assert np.array_equal(bands.lo[settled], exact.lo[settled])
+            assert np.array_equal(bands.hi[settled], exact.lo[settled])
+            query = np.repeat(np.arange(len(bands.offsets) - 1), np.diff(bands.offsets))
+            alone = ~settled
+            assert (bands.relevant[alone] == 1).all()
+            scores = exact_scores(task_data.exact_queries, task_data.exact_gallery, query[alone], bands.item[alone],
+                                  metric)
+            assert np.array_equal(scores, exact.lo[alone])
+            same = query[1:] == query[:-1]
+            assert (bands.hi[1:][same] < bands.lo[:-1][same]).all()  # disjoint, descending
+            unsettled += int(alone.sum())
+            settled_in_groups += bands.settled
+    assert unsettled > 0 and settled_in_groups > 0
+
+
+def test_levels_settled_by_band_and_in_batches_change_no_number(monkeypatch, engine):
+    """Relevant items known by their band (settled on demand) and level candidates decided in
+    batches give the numbers and per-query rows of settling every relevant pair and deciding every
+    tile's candidates at once; a candidate inside an unsettled level's band did settle it."""
+    from ropebench.engines import onepass
+    from ropebench.engines.core import levels
+
+    calls = []
+    settle_levels = levels.LevelCounter._settle_levels
+
+    def spy(self, index):
+        calls.append(len(index))
+        settle_levels(self, index)
+
+    monkeypatch.setattr(levels.LevelCounter, "_settle_levels", spy)
+    measures = "R@K,MRR,MAP@R,RP,mAP@5"
+    for data, metric in ((near_tie_data(4), "cosine"), (tied_data(6, "cosine", (90, 80, 70), n_products=10,
+                                                                    groups=True), "cosine"),
+                         (near_tie_data(5), "ip")):
+        small = resized(engine, 16)
+        banded = data.evaluate(small, metric=metric, ci=False, threads=1, measures=measures, per_query=True)
+        monkeypatch.setattr(levels, "SETTLE_BY_BAND", False)
+        monkeypatch.setattr(onepass, "LEVEL_BATCH", 1)
+        plain = data.evaluate(small, metric=metric, ci=False, threads=1, measures=measures, per_query=True)
+        monkeypatch.setattr(levels, "SETTLE_BY_BAND", True)
+        monkeypatch.setattr(onepass, "LEVEL_BATCH", onepass.LEVEL_BATCH)
+        assert banded.to_json()["tasks"] == plain.to_json()["tasks"]
+        assert banded.per_query.to_pandas().equals(plain.per_query.to_pandas())
+    assert sum(calls) > 0, "no candidate fell inside an unsettled level's band"

@@ -86,9 +86,9 @@ class TaskReader:
     """
 
     def __init__(self, data: TaskData, judge: Judge, max_k: int, exact: bool,
-                 levels: LevelCounter | None = None, level_batch: int = LEVEL_BATCH) -> None:
+                 levels: LevelCounter | None = None, level_batch: int | None = None) -> None:
         self.data, self.judge, self.max_k, self.exact = data, judge, max_k, exact
-        self.levels, self.level_batch = levels, level_batch
+        self.levels, self.level_batch = levels, LEVEL_BATCH if level_batch is None else level_batch
         self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # level candidates not yet decided
         self.n_pending = 0
         self.g_norm = data.screen_norms[1]
