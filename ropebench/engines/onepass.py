@@ -57,6 +57,7 @@ TILE = 2048  # tile side: (TILE, TILE) float32 scores per worker (16 MiB)
 # All-relevant candidates are decided together once this many have come (a tile brings a few hundred:
 # deciding them tile by tile costs ~100 small numpy calls per tile, more than the candidates).
 LEVEL_BATCH = 1 << 16
+LEVEL_OUTLIERS = 64  # rows and columns of a tile compared with their own level cut-off, below the tile's pass
 # Blocks below this many multiply-adds, or with a single row or column, are counted row by row.
 SMALL_BLOCK = 1 << 22
 
@@ -266,7 +267,10 @@ def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading
             # against its own row's and column's cut-off. Read by rows only, each row is compared
             # with its own cut-off right away (a tile's cut-offs can spread widely: few-shot).
             mask = buffers.mask[: scores.size].reshape(shape)
-            np.greater_equal(scores, tau if threshold_c is not None else threshold_r[:, None], out=mask)
+            if threshold_c is not None and rows.levels is not None:
+                _select_with_outliers(scores, threshold_r, threshold_c, mask)
+            else:
+                np.greater_equal(scores, tau if threshold_c is not None else threshold_r[:, None], out=mask)
             flat = np.flatnonzero(mask)
             r, c = np.divmod(flat, shape[1])
             values = scores.reshape(-1)[flat]
@@ -275,6 +279,27 @@ def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading
         take_tile(lock, rows, column_reader, for_rows, for_columns, on_tile)
 
     run_tiles(pool, block.tiles, run_tile)
+
+
+def _select_with_outliers(scores: np.ndarray, threshold_r: np.ndarray, threshold_c: np.ndarray,
+                          mask: np.ndarray) -> None:
+    """``mask``: scores at or above their row's or their column's cut-off, or above both some.
+
+    Level cut-offs spread widely within a tile (a few queries have no floor yet), and one pass at the
+    lowest of them selected ~6x the candidates any reader keeps. Here the pass is at the
+    ``LEVEL_OUTLIERS``-th lowest cut-off, and the rows and columns below it are compared with their
+    own cut-offs: every score at or above its row's or its column's cut-off is still selected (each
+    once), so the readers receive the same candidates."""
+    both = np.concatenate([threshold_r, threshold_c])
+    k = min(LEVEL_OUTLIERS, len(both) - 1)
+    cut = np.partition(both, k)[k]
+    np.greater_equal(scores, cut, out=mask)
+    low_r = np.flatnonzero(threshold_r < cut)
+    if len(low_r):
+        mask[low_r] |= scores[low_r] >= threshold_r[low_r, None]
+    low_c = np.flatnonzero(threshold_c < cut)
+    if len(low_c):
+        mask[:, low_c] |= scores[:, low_c] >= threshold_c[low_c]
 
 
 def sort_out_tile(rows: TaskReader, column_reader: TaskReader | None, query_r: np.ndarray, query_c: np.ndarray,
