@@ -206,7 +206,7 @@ def _descending_within(q: np.ndarray, values: np.ndarray) -> np.ndarray:
 # best score, so that candidates stop near rank depth instead of at the lowest relevant item.
 FLOOR_GROUPS = 32  # per query and tile, the best item of each of this many disjoint item groups
 FLOOR_KEEP = 32  # best group maxima kept per query across tiles
-FLOOR_TILES = 4  # tiles per query whose maxima are folded in (the floor is near its final value by then)
+FLOOR_TILES = 1  # tiles per query whose maxima are folded in (4 tiles: ~4x the floors' cost for ~15% fewer candidates)
 FLOOR_DEPTH = 256  # queries deeper than this get no floor (they collect down to their lowest live level)
 
 
