@@ -416,3 +416,27 @@ def test_levels_settled_by_band_and_in_batches_change_no_number(monkeypatch, eng
         assert banded.to_json()["tasks"] == plain.to_json()["tasks"]
         assert banded.per_query.to_pandas().equals(plain.per_query.to_pandas())
     assert sum(calls) > 0, "no candidate fell inside an unsettled level's band"
+
+
+@pytest.mark.parametrize("outliers", [0, 2, 64])
+def test_tile_selection_below_the_outliers_keeps_every_candidate(monkeypatch, outliers):
+    """The one-pass tile selection with levels (one pass at the LEVEL_OUTLIERS-th lowest cut-off, the
+    rows and columns below it one by one) selects every score at or above its row's or its column's
+    cut-off (ties included; NaN scores never), as the one pass at the lowest cut-off does."""
+    from ropebench.engines import onepass
+
+    monkeypatch.setattr(onepass, "LEVEL_OUTLIERS", outliers)
+    rng = np.random.default_rng(outliers)
+    for n_r, n_c in ((70, 90), (3, 200), (130, 2), (1, 1)):
+        scores = rng.standard_normal((n_r, n_c)).astype(np.float32)
+        scores[rng.random((n_r, n_c)) < 0.02] = np.nan
+        threshold_r = rng.uniform(0.5, 2.0, n_r).astype(np.float32)
+        threshold_c = rng.uniform(0.5, 2.0, n_c).astype(np.float32)
+        threshold_r[rng.random(n_r) < 0.1] = -3.0  # queries with no floor yet
+        threshold_c[rng.random(n_c) < 0.1] = np.inf  # not collecting
+        threshold_r[0] = scores[0, 0]  # a tie with the cut-off is selected
+        mask = np.empty((n_r, n_c), dtype=bool)
+        onepass._select_with_outliers(scores, threshold_r, threshold_c, mask)
+        wanted = (scores >= threshold_r[:, None]) | (scores >= threshold_c[None, :])
+        assert not (wanted & ~mask).any()
+        assert not (mask & ~(scores >= min(threshold_r.min(), threshold_c.min()))).any()
