@@ -357,8 +357,8 @@ def test_relevant_bands_hold_each_float64_score_and_never_meet(metric):
     """The certificate behind settling relevant items only where their bands meet: every level's
     interval holds the float64 score of each of its items, an unsettled level is one item, a query's
     intervals are disjoint and descending, and the levels are those of settling every relevant pair
-    (same items tied, same order)."""
-    from ropebench.engines.core import FP32, task_bound
+    (same items tied, same order); the best level gives each query's T and p."""
+    from ropebench.engines.core import FP32, LevelCounter, best_relevant, task_bound
     from ropebench.engines.core.levels import relevant_bands
     from ropebench.engines.core.scores import exact_scores
 
@@ -384,6 +384,11 @@ def test_relevant_bands_hold_each_float64_score_and_never_meet(metric):
             assert (bands.hi[1:][same] < bands.lo[:-1][same]).all()  # disjoint, descending
             unsettled += int(alone.sum())
             settled_in_groups += bands.settled
+            # The first-hit judge built from the levels has best_relevant's T and p, bit for bit.
+            bound = task_bound(task_data, FP32)
+            judge = LevelCounter(task_data, bound).judge(bound)
+            best = best_relevant(task_data, bound)
+            assert np.array_equal(judge.best, best.best) and np.array_equal(judge.p, best.p)
     assert unsettled > 0 and settled_in_groups > 0
 
 

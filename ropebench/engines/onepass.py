@@ -43,6 +43,7 @@ from ropebench.engines.core import (
     LevelCounter,
     Precision,
     RelevantLevels,
+    check_range,
     irrelevant_eligible,
     judge_task,
     level_row_counts,
@@ -421,8 +422,13 @@ def one_pass_first_hits(
 
     def reader(task: str) -> TaskReader:
         data = task_data[task]
-        levels = LevelCounter(data, task_bound(data, precision), depth_k) if all_relevant else None
-        return TaskReader(data, judge_task(data, precision), max_k, exact_censored, levels)
+        if not all_relevant:
+            return TaskReader(data, judge_task(data, precision), max_k, exact_censored)
+        check_range(data)
+        bound = task_bound(data, precision)
+        levels = LevelCounter(data, bound, depth_k)
+        # T and p are the best level's: the relevant pairs are screened once, for both.
+        return TaskReader(data, levels.judge(bound), max_k, exact_censored, levels)
 
     def prepare(row_task: str, column_task: str | None, symmetric: bool) -> Block:
         data = task_data[row_task]

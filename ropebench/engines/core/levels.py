@@ -350,6 +350,7 @@ class LevelCounter:
         self.live = n_levels.copy()  # levels 0 .. live-1 may still matter
         self.above_last = np.zeros(nq, dtype=np.int64)  # candidates strictly above level live-1
         self.settled = 0
+        self.relevant_settled = levels.settled
         self.lo = np.full(nq, np.float32(np.inf), dtype=np.float32)
         # floor: a float64 score at most the query's depth-th best eligible score (so no level below it
         # can be counted live, and no item below it is needed); raised from screened tiles.
@@ -509,6 +510,25 @@ class LevelCounter:
             j[unsure] = above + (holds & (level >= s))
             tie[unsure] = holds & (level == s)
         return q, j, tie, len(unsure)
+
+    def judge(self, bound: Bound) -> Judge:
+        """The first-hit :class:`~.decide.Judge` of the same queries with the engine's ``bound``: a
+        query's ``T`` is its best level's float64 score (settled here where it is still a band) and
+        ``p`` that level's relevant items — what :func:`~.relevant.best_relevant` finds, without
+        screening the relevant pairs a second time."""
+        nq = len(self.depth)
+        has = self.offsets[1:] > self.offsets[:-1]
+        top = self.offsets[:-1][has]
+        pending = top[self.item[top] >= 0]
+        if len(pending):
+            self._settle_levels(pending)
+        best = np.full(nq, -np.inf)
+        best[has] = self.level_lo[top]
+        p = np.zeros(nq, dtype=np.int64)
+        p[has] = self.relevant[top]
+        data = self.data
+        return Judge(data.metric, bound, data.exact_queries, data.screen_norms[0], data.offset, best, p,
+                     self.relevant_settled + len(pending))
 
     def _settle_levels(self, index: np.ndarray) -> None:
         """Settle unsettled levels ``index`` (one relevant item each): their band becomes their float64
