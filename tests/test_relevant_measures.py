@@ -415,7 +415,8 @@ def test_levels_settled_by_band_and_in_batches_change_no_number(monkeypatch, eng
         banded = data.evaluate(small, metric=metric, ci=False, threads=1, measures=measures, per_query=True)
         monkeypatch.setattr(levels, "SETTLE_BY_BAND", False)
         monkeypatch.setattr(onepass, "LEVEL_BATCH", 1)
-        plain = data.evaluate(small, metric=metric, ci=False, threads=1, measures=measures, per_query=True)
+        # Two workers deciding every tile's level candidates outside the lock, concurrently.
+        plain = data.evaluate(small, metric=metric, ci=False, threads=2, measures=measures, per_query=True)
         monkeypatch.setattr(levels, "SETTLE_BY_BAND", True)
         monkeypatch.setattr(onepass, "LEVEL_BATCH", onepass.LEVEL_BATCH)
         assert banded.to_json()["tasks"] == plain.to_json()["tasks"]

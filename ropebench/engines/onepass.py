@@ -136,8 +136,10 @@ class TaskReader:
         if len(rows):
             self.lo[rows] = np.minimum(self.first_lo[rows], self.levels.lo[rows])
 
-    def take(self, sorted_out: Any) -> None:
-        """Add what :meth:`sort_out` found (under the lock): counts and censoring."""
+    def take(self, sorted_out: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Add what :meth:`sort_out` found (under the lock): counts and censoring. With levels, returns
+        a batch of level candidates once ``level_batch`` have come, for the caller to decide with
+        ``levels.sort_out`` outside the lock and add with :meth:`take_levels`."""
         (counted, n_counted), (tied, n_tied), settled = sorted_out[:3]
         self.settled += settled
         self.ties[tied] += n_tied
@@ -153,19 +155,30 @@ class TaskReader:
             if len(sorted_out[3][0]):
                 self.pending.append(sorted_out[3])
                 self.n_pending += len(sorted_out[3][0])
-            touched = counted
+            self.lo[counted] = np.minimum(self.first_lo[counted], self.levels.lo[counted])
             if self.n_pending >= self.level_batch:
-                touched = np.concatenate([counted, self.decide_levels()])
-            self.lo[touched] = np.minimum(self.first_lo[touched], self.levels.lo[touched])
+                return self.pop_pending()
+        return None
 
-    def decide_levels(self) -> np.ndarray:
-        """Decide the pending level candidates (under the lock); returns the queries whose level
-        cut-off may have risen."""
-        if self.levels is None or not self.pending:
-            return np.zeros(0, dtype=np.int64)
+    def pop_pending(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The level candidates not yet decided, as one batch (under the lock)."""
+        if not self.pending:
+            return None
         queries, gallery, values = (np.concatenate(part) for part in zip(*self.pending))
         self.pending, self.n_pending = [], 0
-        return self.levels.take(self.levels.sort_out(queries, gallery, values))
+        return queries, gallery, values
+
+    def take_levels(self, decided: tuple[np.ndarray, np.ndarray, np.ndarray, int]) -> None:
+        """Add decided level candidates (under the lock); raise the cut-offs of queries whose levels died."""
+        if self.levels is not None:
+            rows = self.levels.take(decided)
+            self.lo[rows] = np.minimum(self.first_lo[rows], self.levels.lo[rows])
+
+    def decide_levels(self) -> None:
+        """Decide and add the pending level candidates (no other thread running)."""
+        batch = self.pop_pending()
+        if batch is not None and self.levels is not None:
+            self.take_levels(self.levels.sort_out(*batch))
 
     def finish(self) -> FirstHits:
         s = self.scored
@@ -320,13 +333,21 @@ def sort_out_tile(rows: TaskReader, column_reader: TaskReader | None, query_r: n
 
 def take_tile(lock: threading.Lock, rows: TaskReader, column_reader: TaskReader | None, for_rows: Any,
               for_columns: Any, on_tile: Callable[[int], None]) -> None:
-    """Add what :func:`sort_out_tile` decided to the readers, under the lock (sums and one-way flags)."""
+    """Add what :func:`sort_out_tile` decided to the readers, under the lock (sums and one-way flags).
+    A full batch of level candidates is decided outside the lock (``LevelCounter.sort_out`` reads
+    only the levels, whose one write, a band settled to its score, is idempotent) and added under it."""
+    batches = []
     with lock:
         if for_rows is not None:
-            rows.take(for_rows)
+            batches.append((rows, rows.take(for_rows)))
         if for_columns is not None and column_reader is not None:
-            column_reader.take(for_columns)
+            batches.append((column_reader, column_reader.take(for_columns)))
         on_tile(1)
+    for reader, batch in batches:
+        if batch is not None and reader.levels is not None:
+            decided = reader.levels.sort_out(*batch)
+            with lock:
+                reader.take_levels(decided)
 
 
 def run_tiles(pool: ThreadPoolExecutor | None, tiles: Sequence[tuple[int, int]],
