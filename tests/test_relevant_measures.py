@@ -446,3 +446,28 @@ def test_tile_selection_below_the_outliers_keeps_every_candidate(monkeypatch, ou
         wanted = (scores >= threshold_r[:, None]) | (scores >= threshold_c[None, :])
         assert not (wanted & ~mask).any()
         assert not (mask & ~(scores >= min(threshold_r.min(), threshold_c.min()))).any()
+
+
+def test_a_wrong_float32_guess_of_a_candidates_level_changes_no_number(monkeypatch):
+    """LevelCounter.sort_out guesses each candidate's place among the levels in float32 and confirms
+    it in float64: with guesses shifted by whole levels the candidates are settled instead, and every
+    number and per-query row is the same."""
+    from ropebench.engines.core import levels
+
+    data = near_tie_data(7)
+    measures = "R@K,MRR,MAP@R,RP,mAP@5"
+    want = data.evaluate(None, ci=False, threads=1, measures=measures, per_query=True)
+    init = levels.LevelCounter.__init__
+    settled = []
+
+    def shifted(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        guess = np.roll(self.padded_guess, 1, axis=1)  # every guess one level off (NaN where none)
+        self.padded_guess = guess
+        settled.append(self)
+
+    monkeypatch.setattr(levels.LevelCounter, "__init__", shifted)
+    got = data.evaluate(None, ci=False, threads=1, measures=measures, per_query=True)
+    assert got.to_json()["tasks"] == want.to_json()["tasks"]
+    assert got.per_query.to_pandas().equals(want.per_query.to_pandas())
+    assert sum(counter.settled for counter in settled) > 0

@@ -336,6 +336,9 @@ class LevelCounter:
             _padded(self.level_q, self.screen_hi, offsets)
         self.padded_scores = self.padded_lo if self.screen_lo is self.level_lo else \
             _padded(self.level_q, self.level_lo, offsets)
+        # A float32 copy of the lower ends, never updated: it only guesses a candidate's place among
+        # the levels, which float64 checks then confirm (half the memory of the float64 comparison).
+        self.padded_guess = self.padded_lo.astype(np.float32)
         q_norm = data.screen_norms[0]
         self.q_norm = q_norm
         top = np.zeros(nq)
@@ -483,11 +486,12 @@ class LevelCounter:
         finite = np.isfinite(v)
         high = np.where(finite, v + width, np.inf)
         low = np.where(finite, v - width, -np.inf)
-        # The levels' intervals are disjoint and descending: with c levels whose lower end is above the
-        # screened value, the candidate is decided (j = c) when level c - 1's lower end is above its
-        # band and level c's upper end below it (then c levels are surely above it and no other one
-        # possibly at or above it); otherwise it is settled.
-        c = _count_levels(self.padded_lo, lq, self.screen_lo, offsets, q, v, strict=True)
+        # The levels' intervals are disjoint and descending: for any c, the candidate is decided (j = c)
+        # when level c - 1's lower end is above its band and level c's upper end below it (then c
+        # levels are surely above it and no other one possibly at or above it); otherwise it is
+        # settled. c is guessed in float32 (levels whose lower end is above the screened value): a
+        # wrong guess only fails the float64 checks.
+        c = _count_levels(self.padded_guess, lq, self.screen_lo, offsets, q, values, strict=True)
         n_levels = offsets[q + 1] - offsets[q]
         index = offsets[q] + c
         last = len(lq) - 1
