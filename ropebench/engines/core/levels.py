@@ -248,8 +248,9 @@ def _count_levels(padded: np.ndarray, level_q: np.ndarray, level_v: np.ndarray, 
     narrow = np.flatnonzero(~wide)
     for start in range(0, len(narrow), _PAD_CHUNK):
         rows = narrow[start:start + _PAD_CHUNK]
-        block = padded[q[rows]]
-        out[rows] = (block > y[rows, None]).sum(axis=1) if strict else (block >= y[rows, None]).sum(axis=1)
+        block = np.take(padded, q[rows], axis=0)
+        hit = np.greater(block, y[rows, None]) if strict else np.greater_equal(block, y[rows, None])
+        out[rows] = hit.view(np.uint8).sum(axis=1, dtype=np.uint8)  # at most _PAD_WIDTH: no overflow
     if wide.any():
         rows = np.flatnonzero(wide)
         out[rows] = _count(level_q, level_v, offsets, q[rows], y[rows], strict)
