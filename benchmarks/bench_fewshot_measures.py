@@ -13,6 +13,18 @@ aaca8c7, after = the floors / few-shot changes of issue-18-speed; /work/notes/is
     few-shot 1,5 x10 search_s     26.6     27.9   (~3x the retrieval tasks; target: missed)
     scale 0.25: MAP@R,RP 17.1 -> 2.4 s, few-shot 5.3 -> 2.4 s.
 
+Then (branch maprs-speed: relevant levels by band, level candidates decided in batches, floors from
+one tile, the tile selection below its outliers), before = main 9d8062c, one run each in one session
+on a quiet moment of the same shared box:
+
+    scale 1.0             --threads 2          --threads 1
+                          before   after       before   after
+    default R@K,MRR         5.3      5.3         9.9     10.2
+    + MAP@R,RP             12.4      9.1        22.4     16.2
+    ratio                   2.3x     1.7x        2.3x     1.6x   (target 1.5x: missed)
+
+    (min of 3 runs under load, same session: threads 2 2.2x -> 1.7x, threads 1 2.1x -> 1.6x.)
+
 Few-shot is bound by its GEMMs: 120 tasks x 30.7k queries x 2,527 prototypes x 128 = 2.2x the flops
 of the nine retrieval tasks, so no screen of the same flops meets its target.
 """
