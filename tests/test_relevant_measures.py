@@ -359,7 +359,7 @@ def test_relevant_bands_hold_each_float64_score_and_never_meet(metric):
     intervals are disjoint and descending, and the levels are those of settling every relevant pair
     (same items tied, same order); the best level gives each query's T and p."""
     from ropebench.engines.core import FP32, LevelCounter, best_relevant, task_bound
-    from ropebench.engines.core.levels import relevant_bands
+    from ropebench.engines.core.bands import relevant_bands
     from ropebench.engines.core.scores import exact_scores
 
     unsettled = settled_in_groups = 0
