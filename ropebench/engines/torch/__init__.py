@@ -24,8 +24,8 @@ import torch
 from ropebench.engines.base import COUNTERS, FirstHits, SearchRequest, SearchRun, TaskData
 from ropebench.engines.core import FP32, Precision, judge_task, row_counts
 from ropebench.engines.core.bound import pair_widths
-from ropebench.engines.onepass import SMALL_BLOCK, Block, TaskReader, _edges, _plan
-from ropebench.engines.torch.blocks import run_block
+from ropebench.engines.onepass import SMALL_BLOCK, TaskReader, _edges, _plan
+from ropebench.engines.torch.blocks import DeviceBlock, residual_norms, run_block
 from ropebench.engines.torch.device import (
     SCREENS,
     device_name,
@@ -146,17 +146,15 @@ class TorchEngine:
         readers: dict[str, TaskReader] = {}
         buffers = threading.local()
         sent = 0
+        residuals = _Residuals(device, dtype, enabled=precision.u_in > 0)
         with exact_kernels(device), _cpu_threads(device, request.threads) as pool:
             for row_task, column_task, symmetric in plan:
-                block = self._block(task_data, row_task, column_task, symmetric, precision, request)
+                block = self._block(task_data, row_task, column_task, symmetric, precision, request, residuals)
                 readers[row_task] = block.rows
                 if column_task is not None and block.columns is not None:
                     readers[column_task] = block.columns
-                on_left = torch.from_numpy(block.sorted_left).to(device=device, dtype=dtype)
-                on_right = on_left if block.sorted_right is block.sorted_left else \
-                    torch.from_numpy(np.ascontiguousarray(block.sorted_right)).to(device=device, dtype=dtype)
-                sent += run_block(block, on_left, on_right, pool, buffers, progress)
-                del block, on_left, on_right
+                sent += run_block(block, pool, buffers, progress)
+                del block
         hits: dict[str, FirstHits] = {}
         widths: list[np.ndarray] = []
         for task in small:
@@ -177,22 +175,54 @@ class TorchEngine:
         return {task: hits[task] for task in tasks}, np.concatenate(widths) if widths else np.zeros(0), sent
 
     def _block(self, task_data: Mapping[str, TaskData], row_task: str, column_task: str | None, symmetric: bool,
-               precision: Precision, request: SearchRequest) -> Block:
+               precision: Precision, request: SearchRequest, residuals: _Residuals) -> DeviceBlock:
+        def reader(task: str) -> TaskReader:
+            data = task_data[task]
+            judge = judge_task(data, precision, residuals=residuals.of(data))
+            return TaskReader(data, judge, request.max_k, request.exact_censored)
+
         data = task_data[row_task]
-        rows = TaskReader(data, judge_task(data, precision), request.max_k, request.exact_censored)
-        columns = None if column_task is None else TaskReader(
-            task_data[column_task], judge_task(task_data[column_task], precision), request.max_k,
-            request.exact_censored)
-        return Block(data.queries, data.gallery, rows, columns, symmetric, self.settings.tile)
+        rows = reader(row_task)
+        columns = None if column_task is None else reader(column_task)
+        return DeviceBlock(data.queries, data.gallery, rows, columns, symmetric, self.settings.tile,
+                           device=self.device, dtype=residuals.dtype)
+
+
+class _Residuals:
+    """Residual norms ``|x̂ − x|`` of each item set's screened vectors, computed once per array
+    (tasks of one item set share their arrays) when the screen rounds its inputs (bf16)."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, *, enabled: bool) -> None:
+        self.device, self.dtype, self.enabled = device, dtype, enabled
+        self._norms: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+
+    def _norms_of(self, vectors: np.ndarray) -> np.ndarray | None:
+        if id(vectors) not in self._norms:  # the array is kept with its norms, so its id stays its own
+            self._norms[id(vectors)] = (vectors, residual_norms(vectors, self.device, self.dtype))
+        return self._norms[id(vectors)][1]
+
+    def of(self, data: TaskData) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(queries', gallery's)`` residual norms, or None (no rounding, or no float64 on the device)."""
+        if not self.enabled or data.metric not in ("cosine", "ip"):
+            return None
+        queries, gallery = self._norms_of(data.queries), self._norms_of(data.gallery)
+        return None if queries is None or gallery is None else (queries, gallery)
 
 
 def _band_widths(reader: TaskReader) -> np.ndarray:
-    """Each scored query's band width at its threshold, for a gallery item of median norm."""
+    """Each scored query's band width at its threshold, for a gallery item of median norm (and,
+    with a residual band, median residual)."""
     judge = reader.judge
     scored = np.isfinite(judge.best)
-    if not scored.any() or judge.bound.exact:
-        return np.zeros(int(scored.sum()))
-    g_norm = np.full(int(scored.sum()), float(np.median(reader.g_norm)) if len(reader.g_norm) else 0.0)
-    return pair_widths(judge.bound, judge.q_norm[scored], g_norm, judge.screen[scored]) + judge.extra[scored]
+    n = int(scored.sum())
+    if not n or judge.bound.exact:
+        return np.zeros(n)
+    g_norm = np.full(n, float(np.median(reader.g_norm)) if len(reader.g_norm) else 0.0)
+    q_residual = g_residual = None
+    if judge.q_residual is not None and judge.g_residual is not None:
+        q_residual = judge.q_residual[scored]
+        g_residual = np.full(n, float(np.median(judge.g_residual)) if len(judge.g_residual) else 0.0)
+    return pair_widths(judge.bound, judge.q_norm[scored], g_norm, judge.screen[scored], q_residual,
+                       g_residual) + judge.extra[scored]
 
 

@@ -21,13 +21,63 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ropebench.engines.onepass import Block, run_tiles, sort_out_tile, take_tile
 
-__all__ = ["run_block", "bf16_at_least"]
+__all__ = ["run_block", "bf16_at_least", "DeviceBlock", "to_device", "residual_norms", "CHUNK_ROWS"]
+
+CHUNK_ROWS = 1 << 13  # rows converted at a time (bounds the float32 temporaries: 4 MiB at d = 128)
+
+
+def to_device(vectors: np.ndarray, order: np.ndarray | None, device: torch.device, dtype: torch.dtype
+              ) -> torch.Tensor:
+    """``vectors[order]`` (``(n, d)`` float32) as a ``dtype`` tensor on ``device``, converted
+    :data:`CHUNK_ROWS` rows at a time, so no full-size float32 copy is ever made."""
+    n = len(vectors) if order is None else len(order)
+    out = torch.empty((n, vectors.shape[1]), dtype=dtype, device=device)
+    for start in range(0, n, CHUNK_ROWS):
+        rows = slice(start, start + CHUNK_ROWS)
+        chunk = vectors[rows] if order is None else np.take(vectors, order[rows], axis=0)
+        out[rows] = torch.from_numpy(np.ascontiguousarray(chunk)).to(device=device).to(dtype)
+    return out
+
+
+def residual_norms(vectors: np.ndarray, device: torch.device, dtype: torch.dtype) -> np.ndarray | None:
+    """``ρ = |x̂ − x|`` per row (float64), ``x̂`` the rounding of each float32 vector to ``dtype``
+    done exactly as :func:`to_device` does it (the same conversion on the same device), so ``ρ``
+    is the residual of the very inputs the kernel multiplies. ``x̂ − x`` is exact in float32 (two
+    float32 numbers within a factor 2 of each other); its norm is summed in float64. None on a
+    device without float64 (MPS): the engine then keeps the worst-case band."""
+    if device.type == "mps":
+        return None
+    out = np.empty(len(vectors), dtype=np.float64)
+    for start in range(0, len(vectors), CHUNK_ROWS):
+        x = torch.from_numpy(np.ascontiguousarray(vectors[start:start + CHUNK_ROWS])).to(device=device)
+        residual = (x.to(dtype).to(torch.float32) - x).to(torch.float64)
+        out[start:start + len(x)] = torch.sqrt((residual * residual).sum(dim=1)).cpu().numpy()
+    return out
+
+
+@dataclass
+class DeviceBlock(Block):
+    """A :class:`Block` whose vectors in tile order are ``on_left``/``on_right``: tensors on
+    ``device`` in the screening ``dtype``, made from the block's vectors chunk by chunk (the host
+    keeps no sorted copy)."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+
+    def sorted_copies(self) -> None:
+        self.on_left = to_device(self.left, self.perm_left, self.device, self.dtype)
+        if self.symmetric:
+            self.on_right = self.on_left
+        else:
+            order = self.perm_right if self.columns is not None else None
+            self.on_right = to_device(self.right, order, self.device, self.dtype)
 
 
 def bf16_at_least(bits: np.ndarray, tau: float, out: np.ndarray) -> np.ndarray:
@@ -52,10 +102,11 @@ def _bf16_values(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.int32) << 16).view(np.float32)
 
 
-def run_block(block: Block, left: torch.Tensor, right: torch.Tensor, pool: ThreadPoolExecutor | None,
-              buffers: threading.local, on_tile: Callable[[int], None]) -> int:
-    """Compute ``block``'s tiles on ``left``/``right`` (its sorted vectors on the device, screening
-    dtype) and hand every candidate to its reader. Returns the candidates sent to the host."""
+def run_block(block: DeviceBlock, pool: ThreadPoolExecutor | None, buffers: threading.local,
+              on_tile: Callable[[int], None]) -> int:
+    """Compute ``block``'s tiles on its device copies and hand every candidate to its reader.
+    Returns the candidates sent to the host."""
+    left, right = block.on_left, block.on_right
     rows, columns = block.rows, block.columns
     column_reader = rows if block.symmetric else columns
     edges_l, edges_r = block.edges_left, block.edges_right
