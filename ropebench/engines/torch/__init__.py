@@ -25,7 +25,7 @@ from ropebench.engines.base import COUNTERS, FirstHits, SearchRequest, SearchRun
 from ropebench.engines.core import FP32, Precision, judge_task, row_counts
 from ropebench.engines.core.bound import pair_widths
 from ropebench.engines.onepass import SMALL_BLOCK, TaskReader, _edges, _plan
-from ropebench.engines.torch.blocks import DeviceBlock, residual_norms, run_block
+from ropebench.engines.torch.blocks import CHUNK_ROWS, DeviceBlock, residual_norms, run_block
 from ropebench.engines.torch.device import (
     SCREENS,
     device_name,
@@ -109,8 +109,8 @@ class TorchEngine:
         if gain is not None:
             record["bf16_speedup"] = round(gain, 3)
         precision = precision_for(screen, self.device)
-        if screen == "bf16" and not all(precision.covers(data[t].queries) and precision.covers(data[t].gallery)
-                                        for t in request.tasks):
+        if screen == "bf16" and not _covered(precision, [data[t].queries for t in request.tasks]
+                                             + [data[t].gallery for t in request.tasks]):
             # Subnormal inputs are dropped by bf16 kernels (and huge ones overflow): outside the bound.
             screen, precision = "fp32", FP32
             record.update(screen="fp32", screen_fallback="elements outside bf16's normal range")
@@ -148,8 +148,15 @@ class TorchEngine:
         sent = 0
         residuals = _Residuals(device, dtype, enabled=precision.u_in > 0)
         with exact_kernels(device), _cpu_threads(device, request.threads) as pool:
-            for row_task, column_task, symmetric in plan:
-                block = self._block(task_data, row_task, column_task, symmetric, precision, request, residuals)
+            # As in the default engine, a worker prepares the next block (thresholds, residuals,
+            # device copies) while this one's tiles run.
+            upcoming = None
+            for index, (row_task, column_task, symmetric) in enumerate(plan):
+                block = upcoming.result() if upcoming is not None else \
+                    self._block(task_data, row_task, column_task, symmetric, precision, request, residuals)
+                upcoming = None
+                if pool is not None and index + 1 < len(plan):
+                    upcoming = pool.submit(self._block, task_data, *plan[index + 1], precision, request, residuals)
                 readers[row_task] = block.rows
                 if column_task is not None and block.columns is not None:
                     readers[column_task] = block.columns
@@ -186,6 +193,14 @@ class TorchEngine:
         columns = None if column_task is None else reader(column_task)
         return DeviceBlock(data.queries, data.gallery, rows, columns, symmetric, self.settings.tile,
                            device=self.device, dtype=residuals.dtype)
+
+
+def _covered(precision: Precision, arrays: list[np.ndarray]) -> bool:
+    """Whether ``precision`` covers every element of every array (each distinct array checked
+    once, :data:`CHUNK_ROWS` rows at a time, so no full-size temporary)."""
+    distinct = {id(array): array for array in arrays}
+    return all(precision.covers(array[start:start + CHUNK_ROWS]) for array in distinct.values()
+               for start in range(0, len(array), CHUNK_ROWS))
 
 
 class _Residuals:
