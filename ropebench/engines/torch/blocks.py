@@ -27,10 +27,13 @@ import numpy as np
 import torch
 
 from ropebench.engines.onepass import Block, run_tiles, sort_out_tile, take_tile
+from ropebench.engines.torch.device import release_free_memory
 
-__all__ = ["run_block", "bf16_at_least", "sparse_flatnonzero", "DeviceBlock", "to_device", "residual_norms", "CHUNK_ROWS"]
+__all__ = ["run_block", "bf16_at_least", "sparse_flatnonzero", "DeviceBlock", "to_device", "residual_norms",
+           "CHUNK_ROWS", "TRIM_TILES"]
 
-CHUNK_ROWS = 1 << 13  # rows converted at a time (bounds the float32 temporaries: 4 MiB at d = 128)
+TRIM_TILES = 32  # tiles between two returns of free C heap pages to the system (release_free_memory)
+CHUNK_ROWS = 1 << 11  # rows converted at a time (bounds the temporaries: 1 MiB per float32 copy at d = 128)
 
 
 def to_device(vectors: np.ndarray, order: np.ndarray | None, device: torch.device, dtype: torch.dtype
@@ -128,7 +131,7 @@ def run_block(block: DeviceBlock, pool: ThreadPoolExecutor | None, buffers: thre
     on_cpu = left.device.type == "cpu"
     bf16 = left.dtype == torch.bfloat16
     lock = threading.Lock()
-    sent = [0]
+    sent, done = [0], [0]
 
     def candidates(scores: torch.Tensor, threshold_r: np.ndarray, threshold_c: np.ndarray | None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -190,10 +193,14 @@ def run_block(block: DeviceBlock, pool: ThreadPoolExecutor | None, buffers: thre
 
         def counted(n: int) -> None:  # called by take_tile under the lock
             sent[0] += n_sent
+            done[0] += n
             on_tile(n)
 
         take_tile(lock, rows, column_reader, for_rows, for_columns, counted)
+        if done[0] % TRIM_TILES == 0:
+            release_free_memory()
 
     run_tiles(pool, block.tiles, run_tile)
+    release_free_memory()
     return sent[0]
 
