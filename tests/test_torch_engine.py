@@ -155,13 +155,3 @@ def test_cuda_tensors_give_the_default_engines_numbers(screen):
     assert result.environment["engine"]["device"].startswith("cuda")  # the tensor's device by default
     assert_same_per_query(result, data.evaluate(configured_engine("one-pass"), ks=KS, ci=False))
 
-
-@settings(max_examples=100, deadline=None)
-@given(size=st.integers(0, 300), density=st.sampled_from([0.0, 0.01, 0.3, 1.0]), seed=st.integers(0, 2**32 - 1))
-def test_the_sparse_nonzero_finds_what_flatnonzero_finds(size, density, seed):
-    """Word by word, then the words' bytes (and the tail that fills no whole word): the same indices."""
-    from ropebench.engines.torch.blocks import sparse_flatnonzero
-
-    mask = np.random.default_rng(seed).random(size) < density
-    got = sparse_flatnonzero(mask.reshape(1, -1), np.empty(size // 8 + 1, dtype=bool))
-    assert np.array_equal(got, np.flatnonzero(mask))

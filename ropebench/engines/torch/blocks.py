@@ -29,7 +29,7 @@ import torch
 from ropebench.engines.onepass import Block, run_tiles, sort_out_tile, take_tile
 from ropebench.engines.torch.device import release_free_memory
 
-__all__ = ["run_block", "bf16_at_least", "sparse_flatnonzero", "DeviceBlock", "to_device", "residual_norms",
+__all__ = ["run_block", "bf16_at_least", "DeviceBlock", "to_device", "residual_norms",
            "CHUNK_ROWS", "TRIM_TILES"]
 
 TRIM_TILES = 32  # tiles between two returns of free C heap pages to the system (release_free_memory)
@@ -100,21 +100,6 @@ def bf16_at_least(bits: np.ndarray, tau: float, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def sparse_flatnonzero(mask: np.ndarray, words: np.ndarray) -> np.ndarray:
-    """``np.flatnonzero(mask)`` for a C-contiguous bool mask that is mostly False, about twice as
-    fast: first the 8-byte words holding a True (one comparison of the mask as uint64, written
-    into the bool buffer ``words`` of at least ``mask.size // 8``), then the bytes of those words."""
-    flat = mask.reshape(-1)
-    whole = flat.size - flat.size % 8
-    hit = np.not_equal(flat[:whole].view(np.uint64), 0, out=words[: whole // 8])
-    found = np.flatnonzero(hit)
-    word, byte = np.nonzero(flat[:whole].reshape(-1, 8)[found])
-    out = found[word] * 8 + byte
-    if whole < flat.size:
-        out = np.concatenate([out, whole + np.flatnonzero(flat[whole:])])
-    return out
-
-
 def _bf16_values(bits: np.ndarray) -> np.ndarray:
     """float32 values of bf16 bit patterns (exact: a bf16 is the top half of a float32)."""
     return (bits.astype(np.int32) << 16).view(np.float32)
@@ -144,12 +129,12 @@ def run_block(block: DeviceBlock, pool: ThreadPoolExecutor | None, buffers: thre
             mask = buffers.mask[: shape[0] * shape[1]].reshape(shape)
             if bf16:
                 bits = scores.view(torch.int16).numpy()
-                flat = sparse_flatnonzero(bf16_at_least(bits, tau, mask), buffers.words)
+                flat = np.flatnonzero(bf16_at_least(bits, tau, mask))
                 values = _bf16_values(bits.reshape(-1)[flat])
             else:
                 plain = scores.numpy()
                 np.greater_equal(plain, np.float32(tau), out=mask)
-                flat = sparse_flatnonzero(mask, buffers.words)
+                flat = np.flatnonzero(mask)
                 values = plain.reshape(-1)[flat]
             r, c = np.divmod(flat, shape[1])
             return r, c, values
@@ -174,7 +159,6 @@ def run_block(block: DeviceBlock, pool: ThreadPoolExecutor | None, buffers: thre
             if buffer is None or buffer.numel() < n_rows * n_columns:
                 buffers.tile = buffer = torch.empty(block.tile * block.tile, dtype=left.dtype)
                 buffers.mask = np.empty(block.tile * block.tile, dtype=bool)
-                buffers.words = np.empty(block.tile * block.tile // 8 + 1, dtype=bool)
             scores = buffer[: n_rows * n_columns].view(n_rows, n_columns)
             torch.mm(left[r0:r1], right[c0:c1].T, out=scores)
         else:
