@@ -67,20 +67,23 @@ def residual_norms(vectors: np.ndarray, device: torch.device, dtype: torch.dtype
 
 @dataclass
 class DeviceBlock(Block):
-    """A :class:`Block` whose vectors in tile order are ``on_left``/``on_right``: tensors on
-    ``device`` in the screening ``dtype``, made from the block's vectors chunk by chunk (the host
-    keeps no sorted copy)."""
+    """A :class:`Block` whose vectors in tile order are made on ``device`` in the screening
+    ``dtype`` from the block's vectors chunk by chunk when its tiles start (:meth:`on_device`), so
+    the host keeps no sorted copy and a block prepared ahead holds no device memory yet."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
 
     def sorted_copies(self) -> None:
-        self.on_left = to_device(self.left, self.perm_left, self.device, self.dtype)
+        pass  # made by on_device, when the tiles start
+
+    def on_device(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(left, right)``: the block's vectors in tile order on the device."""
+        left = to_device(self.left, self.perm_left, self.device, self.dtype)
         if self.symmetric:
-            self.on_right = self.on_left
-        else:
-            order = self.perm_right if self.columns is not None else None
-            self.on_right = to_device(self.right, order, self.device, self.dtype)
+            return left, left
+        order = self.perm_right if self.columns is not None else None
+        return left, to_device(self.right, order, self.device, self.dtype)
 
 
 def bf16_at_least(bits: np.ndarray, tau: float, out: np.ndarray) -> np.ndarray:
@@ -109,7 +112,7 @@ def run_block(block: DeviceBlock, pool: ThreadPoolExecutor | None, buffers: thre
               on_tile: Callable[[int], None]) -> int:
     """Compute ``block``'s tiles on its device copies and hand every candidate to its reader.
     Returns the candidates sent to the host."""
-    left, right = block.on_left, block.on_right
+    left, right = block.on_device()
     rows, columns = block.rows, block.columns
     column_reader = rows if block.symmetric else columns
     edges_l, edges_r = block.edges_left, block.edges_right
