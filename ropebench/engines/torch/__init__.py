@@ -3,7 +3,9 @@ MPS), screened in float32 or bfloat16, every comparison decided by the exactness
 
 A bf16 screen rounds both inputs and the score to 8 significant bits; the core's band for
 :data:`~ropebench.engines.core.precision.BF16` (docs/screening.md) covers that, so the pairs
-within it are settled in float64 and the counts are the default engine's, bit for bit. The screen
+within it are settled in float64 and the counts are the default engine's, bit for bit. Since the
+engine rounds the vectors itself, it measures each one's residual ``|x̂ − x|`` and, for cosine and
+ip, uses the core's narrower :func:`~ropebench.engines.core.bound.residual_bound`. The screen
 is given (``screen="fp32"|"bf16"``) or chosen once per process by measuring both on a small block.
 
 Only this subpackage imports torch; the registry imports it when ``torch`` is chosen.
