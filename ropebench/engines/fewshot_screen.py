@@ -4,8 +4,8 @@ pair (docs/fewshot.md, "How it is searched").
 A prototype is a multiple of the sum of its supports (up to its float32 rounding), so a query's
 score against it is, up to a certified band, ``w Σ_i ŝ(q, y_i)``, a combination of the query's
 screened scores against the supports. The block ``S = X · Yᵀ`` of a domain pair is computed once,
-in tiles, and serves ``X2Y`` (its rows combined over each Y product's items) and ``Y2X`` (its
-columns combined over each X product's items), for every draw and every number of shots at once:
+in tiles, and serves ``X2Y`` (a row's scores combined over each Y product's columns) and ``Y2X`` (a
+column's scores combined over each X product's rows), for every draw and every number of shots at once:
 the GEMM work of the 120 few-shot tasks becomes that of the three cross blocks, plus small batched
 products (items of one product × that product's prototypes).
 
@@ -74,8 +74,8 @@ class LinearSettings:
 
 
 class _Side:
-    """One domain's items ordered by (product size, product), its tiles, and, as a support domain,
-    its combination weights: ``weights (n_items, J)`` in that order."""
+    """One domain's items ordered by (product size, product): the reordered vectors, each product's
+    slot, first item and size, each item's position in that order, and the tile edges."""
 
     def __init__(self, items: np.ndarray, codes: np.ndarray, tile: int) -> None:
         n_products = int(codes.max(initial=-1)) + 1
