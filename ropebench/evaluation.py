@@ -355,18 +355,38 @@ def evaluate_dataset(
 
 def _fewshot(dataset: Dataset, members: Mapping[str, np.ndarray], vectors: Any, engine: Engine,
              p: ProtocolOptions, metric: str, center: np.ndarray | None, threads: int) -> tuple[Any, ...]:
-    """The few-shot tasks searched through the test set's engine (docs/fewshot.md): one request,
-    every (direction, shots, draw) task, first-hit counts up to K = 5."""
+    """The few-shot tasks (docs/fewshot.md), first-hit counts up to K = 5: through the linear screen
+    (:mod:`ropebench.engines.fewshot_screen`) where it applies (cosine/ip, the default one-pass
+    engine), else through the test set's engine in one request, every (direction, shots, draw) task
+    (the per-task path: the reference the linear screen is tested against)."""
     from ropebench.fewshot import FewshotSpec, fewshot_tasks, parse_shots
 
     spec = FewshotSpec(parse_shots(p.shots), int(p.draws), int(p.fewshot_seed))
     names = fewshot_tasks(spec)
     started = time.perf_counter()
     task_data = build_task_data(dataset, members, vectors, names, metric, center)
-    request = SearchRequest(task_data=task_data, tasks=tuple(names), max_k=5, threads=threads,
-                            symmetric_scores=metric != "l2")
-    run = engine.search(request)
+    run = _linear_fewshot(dataset, members, spec, engine, task_data, threads)
+    if run is None:
+        request = SearchRequest(task_data=task_data, tasks=tuple(names), max_k=5, threads=threads,
+                                symmetric_scores=metric != "l2")
+        found = engine.search(request)
+        run = replace(found, engine={**found.engine, "fewshot_screen": "per-task"})
     return spec, task_data, run, time.perf_counter() - started
+
+
+def _linear_fewshot(dataset: Dataset, members: Mapping[str, np.ndarray], spec: Any, engine: Engine,
+                    task_data: Mapping[str, Any], threads: int) -> SearchRun | None:
+    """The linear screen's run, or None where it does not apply (another engine or metric)."""
+    from ropebench.engines.fewshot_screen import linear_applies, linear_search
+    from ropebench.engines.onepass import OnePassEngine
+    from ropebench.fewshot import support_columns
+
+    if type(engine) is not OnePassEngine:
+        return None
+    columns = support_columns(dataset, members, spec)
+    if not linear_applies(task_data, columns):
+        return None
+    return linear_search(task_data, columns, max_k=5, threads=threads)
 
 
 def _fewshot_result(dataset: Dataset, members: Mapping[str, np.ndarray], fewshot: tuple[Any, ...],
@@ -387,7 +407,7 @@ def _fewshot_result(dataset: Dataset, members: Mapping[str, np.ndarray], fewshot
             tasks[direction][shots]["ci"] = {m: (None if np.isnan(lo) else [float(lo), float(hi)])
                                              for m, (lo, hi) in cells.items() if m == "acc"}
     section = {"protocol": spec.to_json(), "tasks": tasks, "search_s": round(seconds, 4),
-               "counters": dict(run.counters)}
+               "screen": run.engine.get("fewshot_screen", "per-task"), "counters": dict(run.counters)}
     return section, query_table.fewshot_table_builder(dataset, table, protocol, spec.to_json())
 
 
