@@ -29,6 +29,7 @@ screen's precision, so its band decides, and the core decides every candidate ei
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -98,6 +99,11 @@ class ShardScreen(Protocol):
 
     def describe(self) -> dict[str, Any]: ...
 
+    def session(self) -> contextlib.AbstractContextManager[Any]:
+        """Held by this process while its runner scans shards (thread settings a screen wants for
+        the whole pass; a Dask worker process has none and the screen sets them per shard)."""
+        ...
+
     def scan(self, task: ScanTask, queries: np.ndarray, items: np.ndarray, exact_items: np.ndarray,
              item_norms: np.ndarray, segments: np.ndarray, n_segments: int, context: ScanContext) -> TaskScan: ...
 
@@ -111,6 +117,9 @@ class NumpyScreen:
 
     def describe(self) -> dict[str, Any]:
         return {"screen": self.name}
+
+    def session(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()  # the runner limits BLAS to one thread per shard itself
 
     def scan(self, task: ScanTask, queries: np.ndarray, items: np.ndarray, exact_items: np.ndarray,
              item_norms: np.ndarray, segments: np.ndarray, n_segments: int, context: ScanContext) -> TaskScan:

@@ -96,9 +96,10 @@ class CatalogueEngine:
         limit = self.boundaries[-1]
         sizes = {shard.index: min(shard.n_rows, limit - shard.start) for shard in self.shards}
         eta = Eta("distractors", sum(sizes.values()), enabled=self.progress)
-        for result in self.runner.map(self.scan, self.shards, context):
-            accumulator.add(result)
-            eta.advance(sizes[result.index])
+        with screen.session():
+            for result in self.runner.map(self.scan, self.shards, context):
+                accumulator.add(result)
+                eta.advance(sizes[result.index])
         eta.finish()
         scanned = time.perf_counter()
         by_size = accumulator.hits(hits)

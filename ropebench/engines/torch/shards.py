@@ -77,34 +77,40 @@ def row_bits(lo: np.ndarray) -> np.ndarray | None:
     return (np.ascontiguousarray(lo, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16).view(np.int16)
 
 
-def select_on_host(scores: np.ndarray, lo: np.ndarray, bits: np.ndarray | None
+def select_on_host(scores: np.ndarray, lo: np.ndarray, bits: np.ndarray | None, mask: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Row, column and float32 value of every score at or above its row's cut-off ``lo`` (or a
     superset of them). ``scores``: a float32 tile, or a bf16 tile's int16 bit patterns (then
-    ``bits`` are :func:`row_bits` of ``lo``, or None: one comparison with the smallest cut-off)."""
-    if scores.dtype == np.int16:
-        if bits is not None:
-            hot = np.flatnonzero(scores.max(axis=1) >= bits)  # most rows have no candidate at all
-            if not len(hot):
-                return None
-            r, c = np.nonzero(scores[hot] >= bits[hot][:, None])
-        else:
-            tau = float(lo.min())
-            if not np.isfinite(tau):
-                return None
-            r, c = np.nonzero(bf16_at_least(scores, tau, np.empty(scores.shape, dtype=bool)))
-            values = (scores[r, c].astype(np.int32) << 16).view(np.float32)
-            keep = values >= lo[r]  # the smallest cut-off let other rows' lower scores through
-            return (r[keep], c[keep], values[keep]) if keep.any() else None
-        rows = hot[r]
-        values = (scores[rows, c].astype(np.int32) << 16).view(np.float32)
-        return rows, c, values
-    hot = np.flatnonzero(scores.max(axis=1) >= lo)
+    ``bits`` are :func:`row_bits` of ``lo``, or None: one comparison with the smallest cut-off);
+    ``mask``: scratch of at least the tile's size.
+
+    The row maxima come first (one cheap pass): a tile with no candidate ends there, a few hot
+    rows are compared alone, and otherwise the whole tile is compared in place and its flat
+    indices found (cheaper than copying most rows out).
+    """
+    if scores.dtype == np.int16 and bits is None:
+        tau = float(lo.min())
+        if not np.isfinite(tau):
+            return None
+        flat = np.flatnonzero(bf16_at_least(scores, tau, mask[: scores.size].reshape(scores.shape)))
+        r, c = np.divmod(flat, scores.shape[1])
+        values = (scores.reshape(-1)[flat].astype(np.int32) << 16).view(np.float32)
+        keep = values >= lo[r]  # the smallest cut-off let other rows' lower scores through
+        return (r[keep], c[keep], values[keep]) if keep.any() else None
+    cut = lo if bits is None else bits
+    hot = np.flatnonzero(scores.max(axis=1) >= cut)
     if not len(hot):
         return None
-    r, c = np.nonzero(scores[hot] >= lo[hot][:, None])
-    rows = hot[r]
-    return rows, c, scores[rows, c]
+    if 8 * len(hot) < len(scores):
+        r, c = np.nonzero(scores[hot] >= cut[hot][:, None])
+        r = hot[r]
+        found = scores[r, c]
+    else:
+        flat = np.flatnonzero(np.greater_equal(scores, cut[:, None], out=mask[: scores.size].reshape(scores.shape)))
+        r, c = np.divmod(flat, scores.shape[1])
+        found = scores.reshape(-1)[flat]
+    values = (found.astype(np.int32) << 16).view(np.float32) if scores.dtype == np.int16 else found
+    return r, c, values
 
 
 def select_on_device(scores: torch.Tensor, lo: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -154,6 +160,12 @@ class TorchShardScreen:
     def describe(self) -> dict[str, Any]:
         return {"screen": self.name, "device": str(self._device)}
 
+    def session(self) -> contextlib.AbstractContextManager[Any]:
+        """One torch thread (CPU) and the bound's kernel settings for a whole pass of this process's
+        runner: setting torch's process-wide thread count per shard would let a shard that ends
+        restore it while another shard's GEMM runs."""
+        return _shard_session(self._device)
+
     def _sorted_queries(self, task: ScanTask, queries: np.ndarray, screen: str) -> tuple[np.ndarray, torch.Tensor]:
         """The task's collecting queries sorted by cut-off (the order) and on the device in
         ``screen``'s dtype; made once per process and task."""
@@ -175,6 +187,13 @@ class TorchShardScreen:
         if buffer is None or buffer.numel() < rows * columns:
             buffer = self._buffers.tiles[dtype] = torch.empty(max(rows * columns, self.tile * self.tile), dtype=dtype)
         return buffer[: rows * columns].view(rows, columns)
+
+    def _mask(self, size: int) -> np.ndarray:
+        """This thread's selection scratch."""
+        mask = getattr(self._buffers, "mask", None)
+        if mask is None or mask.size < size:
+            mask = self._buffers.mask = np.empty(max(size, self.tile * self.tile), dtype=bool)
+        return mask
 
     def scan(self, task: ScanTask, queries: np.ndarray, items: np.ndarray, exact_items: np.ndarray,
              item_norms: np.ndarray, segments: np.ndarray, n_segments: int, context: ScanContext) -> TaskScan:
@@ -223,7 +242,7 @@ class TorchShardScreen:
                     scores = self._tile(r1 - r0, c1 - c0, dtype)
                     torch.mm(left[r0:r1], right[c0:c1].T, out=scores)
                     plain = scores.view(torch.int16).numpy() if screen == "bf16" else scores.numpy()
-                    found = select_on_host(plain, lo[r0:r1], bits)
+                    found = select_on_host(plain, lo[r0:r1], bits, self._mask(plain.size))
                 else:
                     assert lo_device is not None
                     found = select_on_device(torch.mm(left[r0:r1], right[c0:c1].T), lo_device[r0:r1])
