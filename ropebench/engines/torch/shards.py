@@ -128,11 +128,13 @@ class TorchShardScreen:
     """Screens catalogue shards with ``torch.mm`` on ``device`` in ``screen`` (``fp32``/``bf16``),
     in tiles of ``tile`` queries by ``tile`` items (see the module docstring).
 
-    Pickles as its three settings (for Dask workers); device tensors and buffers are per process.
+    ``on_device``: select candidates on the device (the default off the CPU; tests set it to run
+    that path on the CPU). Pickles as its settings (for Dask workers); device tensors and buffers
+    are per process.
     """
 
-    def __init__(self, device: str, screen: str, tile: int) -> None:
-        self.device, self.screen, self.tile = device, screen, int(tile)
+    def __init__(self, device: str, screen: str, tile: int, *, on_device: bool | None = None) -> None:
+        self.device, self.screen, self.tile, self.on_device = device, screen, int(tile), on_device
         self._prepare()
 
     def _prepare(self) -> None:
@@ -143,10 +145,11 @@ class TorchShardScreen:
         self._buffers = threading.local()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"device": self.device, "screen": self.screen, "tile": self.tile}
+        return {"device": self.device, "screen": self.screen, "tile": self.tile, "on_device": self.on_device}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.device, self.screen, self.tile = state["device"], state["screen"], state["tile"]
+        self.device, self.screen, self.tile, self.on_device = (state["device"], state["screen"], state["tile"],
+                                                               state["on_device"])
         self._prepare()
 
     @property
@@ -218,10 +221,10 @@ class TorchShardScreen:
         m = len(task.rows)
         order, left = self._sorted_queries(task, queries, screen)
         dtype = screen_dtype(screen)
-        on_cpu = self._device.type == "cpu"
+        on_host = self._device.type == "cpu" if self.on_device is None else not self.on_device
         right = torch.from_numpy(items).to(device=self._device, dtype=dtype)
         lo = task.lo[order].copy()  # in sorted order; +inf once a query stops collecting
-        lo_device = None if on_cpu else torch.from_numpy(lo).to(self._device)
+        lo_device = None if on_host else torch.from_numpy(lo).to(self._device)
         base = task.base[order]
         above = np.zeros((n_segments, m), dtype=np.int64)  # in sorted order
         equal = np.zeros((n_segments, m), dtype=np.int64)
@@ -234,11 +237,11 @@ class TorchShardScreen:
                  for c0 in range(int(run_start), int(run_stop), tile)]
         for r0 in range(0, m, tile):
             r1 = min(m, r0 + tile)
-            bits = row_bits(lo[r0:r1]) if on_cpu and screen == "bf16" else None
+            bits = row_bits(lo[r0:r1]) if on_host and screen == "bf16" else None
             for segment, c0, c1 in tiles:
                 if not np.isfinite(lo[r0:r1]).any():
                     break  # every query of the block has stopped collecting
-                if on_cpu:
+                if on_host:
                     scores = self._tile(r1 - r0, c1 - c0, dtype)
                     torch.mm(left[r0:r1], right[c0:c1].T, out=scores)
                     plain = scores.view(torch.int16).numpy() if screen == "bf16" else scores.numpy()
