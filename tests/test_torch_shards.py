@@ -180,3 +180,48 @@ def test_a_dask_cluster_runs_the_torch_screen_on_its_workers(tmp_path):
     _assert_same_per_query(result, _run(test, path, configured_engine("one-pass"), "cosine", "all"))
     _assert_torch_screened(result, "bf16")
     assert result.environment["engine"]["runner"] == "dask"
+
+
+@pytest.mark.slow
+def test_a_process_cluster_imports_torch_on_its_workers_and_screens_there(tmp_path):
+    """``--engine torch --workers 2``: a local cluster of processes, each unpickling the torch screen
+    (and so importing torch) only when its first shard arrives; the workers' torch is checked."""
+    pytest.importorskip("distributed")
+    data = near_tie_data(31, "l2")
+    test, path, _ = _catalogue(data, "random", tmp_path)
+    result = ropebench.evaluate(**test.arrays(), distractors=[path], metric="l2", ks=KS, engine="torch",
+                                screen="bf16", device="cpu", workers=2, shard_rows=23, ci=False)
+    _assert_same_per_query(result, _run(test, path, configured_engine("one-pass"), "l2", "all"))
+    _assert_torch_screened(result, "bf16")
+    engine = result.environment["engine"]
+    assert engine["name"] == "dask" and engine["test_engine"] == "torch" and engine["workers"] == 2
+    assert engine["worker_versions"]["torch"] == torch.__version__
+
+
+def test_workers_without_this_processes_torch_are_refused(monkeypatch):
+    pytest.importorskip("distributed")
+    from ropebench.engines.dask import DaskRunner, library_versions
+    from ropebench.errors import UsageError
+
+    runner = DaskRunner(workers=1, processes=False, require=("torch",))
+    odd = {"inproc://worker-1": {**library_versions(), "torch": "missing"}}
+    monkeypatch.setattr(DaskRunner, "_worker_versions", lambda self: odd)
+    with pytest.raises(UsageError, match=r"torch: .*missing on inproc://worker-1"):
+        assert runner.workers
+    runner.close()
+
+
+def test_a_cluster_for_the_torch_engine_needs_a_catalogue(tmp_path):
+    from click.testing import CliRunner
+
+    from ropebench.cli import cli
+    from ropebench.errors import UsageError
+
+    data = near_tie_data(31, "ip")
+    with pytest.raises(UsageError, match="no catalogue to run"):
+        ropebench.evaluate(**data.arrays(), engine="torch", workers=2, ci=False)
+    submission = tmp_path / "s.parquet"
+    ropebench.write_submission(submission, data.item_ids, data.embeddings, data.domains, data.products)
+    done = CliRunner().invoke(cli, ["evaluate", str(submission), "--engine", "torch", "--workers", "2"])
+    assert done.exit_code == 2
+    assert "--workers only applies with --engine dask (or --engine torch with --distractors)" in done.output
