@@ -45,6 +45,109 @@ def _digest(result) -> str:
     return digest.hexdigest()[:16]
 
 
+CATALOGUE_METHODS = {
+    "cat-bound": "float32 GEMM bound (numpy sgemm: test blocks once + every query x every distractor)",
+    "one-pass": "default engine (one-pass, numpy float32 shards)",
+    "torch-fp32": "torch --screen fp32 (shards on the device in fp32)",
+    "torch-bf16": "torch --screen bf16 (shards on the device in bf16)",
+}
+SEED = 0
+
+
+def catalogue_dir(root: Path, dim: int, n: int) -> Path:
+    """The seeded catalogue of benchmarks/make_catalogue.py (ROPE-test-size test set plus ``n``
+    distractors), written once under ``root`` and reused by later runs."""
+    from make_catalogue import write_distractors, write_test
+
+    folder = root / f"d{dim}-n{n}-seed{SEED}"
+    if not (folder / "complete").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        print(f"writing {n:,} distractors to {folder} (once) ...", file=sys.stderr, flush=True)
+        write_test(folder / "test.parquet", dim=dim, seed=SEED)
+        write_distractors(folder / "distractors.parquet", n, dim=dim, seed=SEED)
+        (folder / "complete").write_text("")
+    return folder
+
+
+def test_subset(folder: Path, queries_scale: float):
+    """The catalogue's test set, keeping the products ``< round(N_PRODUCTS × queries_scale)``
+    (all their items: the same distribution as the whole set, fewer queries)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    from rope_size import N_PRODUCTS
+
+    table = pq.read_table(folder / "test.parquet")
+    products = table.column("product_id").to_numpy()
+    keep = products < max(2, round(N_PRODUCTS * queries_scale))
+    matrix = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(len(products), -1)
+    domains = table.column("domain").to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(matrix[keep]), domains[keep], products[keep], table.column("item_id").to_numpy()[keep]
+
+
+def _catalogue_bound(test: dict, path: Path, size: int) -> float:
+    """numpy sgemm (all threads) of the test set's blocks once and of every query against every
+    distractor of each domain, in 32 MiB row tiles; the distractors are read and prepared first
+    (untimed), as the bound has no I/O."""
+    import numpy as np
+    from bench_evaluate import _gemm_bound
+
+    from ropebench.engines.exact import prepare_vectors
+    from ropebench.io.distractors import plan_catalogue, read_shard
+    from ropebench.protocol import DOMAINS
+
+    parts: dict[str, list] = {code: [] for code in DOMAINS}
+    for shard in plan_catalogue([path]).shards:
+        if shard.start >= size:
+            break
+        rows = read_shard(shard)
+        keep = rows.positions < size
+        for index, code in enumerate(DOMAINS):
+            parts[code].append(prepare_vectors(rows.matrix[keep & (rows.domains == index)], "cosine")[1])
+    distractors = {code: np.concatenate(p) for code, p in parts.items()}
+    seconds, _ = _gemm_bound(test, halve_intra=True)
+    started = time.perf_counter()
+    buffer = np.empty(1 << 23, dtype=np.float32)
+    for x in "PVL":
+        for y in "PVL":
+            left, right = test[x], distractors[y]
+            rows = max(64, min(len(left), (1 << 23) // max(1, len(right))))
+            for i0 in range(0, len(left), rows):
+                i1 = min(len(left), i0 + rows)
+                np.matmul(left[i0:i1], right.T, out=buffer[: (i1 - i0) * len(right)].reshape(i1 - i0, -1))
+    return seconds + time.perf_counter() - started
+
+
+def catalogue_worker(method: str, size: int, queries_scale: float, folder: Path, threads: int, device: str) -> None:
+    import numpy as np
+
+    import ropebench
+    from ropebench.evaluation import thread_limit
+
+    emb, dom, prod, ids = test_subset(folder, queries_scale)
+    path = folder / "distractors.parquet"
+    extra: dict = {}
+    with thread_limit(threads):
+        if method == "cat-bound":
+            normed = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+            test = {d: np.ascontiguousarray(normed[dom == d], dtype=np.float32) for d in "PVL"}
+            seconds = _catalogue_bound(test, path, size)
+        else:
+            options: dict = {"engine": "one-pass"} if method == "one-pass" else \
+                {"engine": "torch", "device": device, "screen": method.split("-")[1]}
+            start = time.perf_counter()
+            result = ropebench.evaluate(embeddings=emb, domains=dom, product_ids=prod, item_ids=ids,
+                                        distractors=[str(path)], distractor_sizes=str(size), threads=threads,
+                                        ci=False, **options)
+            seconds = time.perf_counter() - start
+            engine = result.environment["engine"]
+            counters = engine["counters"]
+            extra = {"settled": counters["pairs_settled"], "distractor_settled": counters["distractor_pairs_settled"],
+                     "digest": _digest(result), "shards_s": result.timing["shards_s"],
+                     "screened": engine["shards"]["multiply_adds"], "queries": len(emb)}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "rss_mib": rss, **extra}))
+
+
 def worker(method: str, scale: float, dim: int, threads: int, device: str) -> None:
     from bench_evaluate import _data, _gemm_bound
 
@@ -80,15 +183,44 @@ def worker(method: str, scale: float, dim: int, threads: int, device: str) -> No
     print(json.dumps({"seconds": seconds, "rss_mib": rss, **extra}))
 
 
-def _run(method: str, args: argparse.Namespace) -> dict:
+def _run(method: str, args: argparse.Namespace, size: int | None = None) -> dict:
     runs = []
+    command = [sys.executable, __file__, "--worker", method, "--scale", str(args.scale), "--dim", str(args.dim),
+               "--threads", str(args.threads), "--device", args.device]
+    if size is not None:
+        command += ["--size", str(size), "--queries-scale", str(args.queries_scale), "--folder", str(args.folder)]
     for _ in range(args.repeats):
-        out = subprocess.run([sys.executable, __file__, "--worker", method, "--scale", str(args.scale), "--dim",
-                              str(args.dim), "--threads", str(args.threads), "--device", args.device],
-                             capture_output=True, text=True, check=True)
+        print(f"[{time.strftime('%H:%M:%S')}] {method}" + ("" if size is None else f" at {size:,} distractors"),
+              file=sys.stderr, flush=True)
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     best = min(runs, key=lambda r: r["seconds"])
     return {**best, "rss_mib": max(r["rss_mib"] for r in runs)}
+
+
+def _catalogue_rows(args: argparse.Namespace) -> None:
+    """The distractor rows: every method at every size, ratios to the default engine of that size."""
+    from tabulate import tabulate
+
+    sizes = [int(float(size)) for size in args.distractors.split(",") if float(size) > 0]
+    args.folder = catalogue_dir(args.catalogue, args.dim, max(sizes))  # written before any timing
+    rows = []
+    for size in sizes:  # a smaller size is a prefix of the same catalogue (--distractor-sizes N)
+        results = {method: _run(method, args, size) for method in CATALOGUE_METHODS}
+        base = results["one-pass"]
+        for method, r in results.items():
+            same = "" if "digest" not in r else ("yes" if r["digest"] == base["digest"] else "NO")
+            per_million = r["shards_s"] / size * 1e6 if "shards_s" in r else None
+            rows.append([f"{size:,}", CATALOGUE_METHODS[method], f"{r['seconds']:.1f}",
+                         f"{r['seconds'] / base['seconds']:.2f}",
+                         "" if per_million is None else f"{r['shards_s']:.1f} ({per_million:.0f} s/M)",
+                         r.get("distractor_settled", ""), f"{r['rss_mib']:.0f}", same])
+        queries = base["queries"]
+    print(f"\ndistractors: the seeded catalogue of make_catalogue.py (cached under {args.catalogue}), d={args.dim}, "
+          f"cosine, nine tasks, {queries:,} test items (queries-scale {args.queries_scale}), {args.threads} threads, "
+          f"device {args.device}; best of {args.repeats}")
+    print(tabulate(rows, headers=["distractors", "method", "seconds", "x default", "catalogue pass s (per M)",
+                                  "distractor pairs settled", "peak RSS MiB", "same counts"], tablefmt="github"))
 
 
 def main() -> None:
@@ -98,10 +230,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--distractors", default="250000,1000000",
+                        help="catalogue sizes of the distractor rows (0: none) [default: 250000,1000000]")
+    parser.add_argument("--queries-scale", type=float, default=1.0,
+                        help="distractor rows: the fraction of the test set's products kept as queries")
+    parser.add_argument("--catalogue", type=Path, default=Path("/tmp/ropebench-screen-catalogue"),
+                        help="where the seeded catalogue is written once and reused")
+    parser.add_argument("--skip-test-set", action="store_true", help="only the distractor rows")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker and args.size is not None:
+        catalogue_worker(args.worker, args.size, args.queries_scale, args.folder, args.threads, args.device)
+        return
     if args.worker:
         worker(args.worker, args.scale, args.dim, args.threads, args.device)
+        return
+    if args.skip_test_set:
+        _catalogue_rows(args)
         return
     from tabulate import tabulate
 
@@ -125,6 +272,8 @@ def main() -> None:
     auto = results.get("torch-auto", {})
     if auto.get("speedup") is not None:
         print(f"measured bf16 speed-up on a 1024 x 4096 x {args.dim} block: {auto['speedup']:.2f}x")
+    if any(float(size) > 0 for size in args.distractors.split(",")):
+        _catalogue_rows(args)
 
 
 if __name__ == "__main__":
