@@ -142,7 +142,8 @@ def evaluate(
         distractors: catalogue parquet files or directories whose items join every task's gallery
             of their domain (docs/scale.md); validated before any search, streamed by shard.
         distractor_sizes: nested catalogue prefixes reported in one pass, e.g. ``"0,1e5,1e6,all"``.
-        scheduler, workers: ``engine="dask"``: a running scheduler's address, or a local cluster's size.
+        scheduler, workers: ``engine="dask"``, or ``engine="torch"`` with distractors (its shards then
+            screened by torch on the workers): a running scheduler's address, or a local cluster's size.
         shard_rows, runner: merge row groups into shards of up to this many rows; run shards on a
             runner the caller manages.
         index, nprobe, ef_search: approximate search with a ``faiss.index_factory`` index
