@@ -86,7 +86,7 @@ def test_subset(folder: Path, queries_scale: float):
 
 def _catalogue_bound(test: dict, path: Path, size: int) -> float:
     """numpy sgemm (all threads) of the test set's blocks once and of every query against every
-    distractor of each domain, in 32 MiB row tiles; the distractors are read and prepared first
+    distractor of each domain; the distractors are read and prepared first
     (untimed), as the bound has no I/O."""
     import numpy as np
     from bench_evaluate import _gemm_bound
@@ -106,14 +106,15 @@ def _catalogue_bound(test: dict, path: Path, size: int) -> float:
     distractors = {code: np.concatenate(p) for code, p in parts.items()}
     seconds, _ = _gemm_bound(test, halve_intra=True)
     started = time.perf_counter()
-    buffer = np.empty(1 << 23, dtype=np.float32)
+    side = 4096  # square 4096 x 4096 tiles (64 MiB), OpenBLAS threading each GEMM (as bench_catalogue.py)
+    buffer = np.empty(side * side, dtype=np.float32)
     for x in "PVL":
         for y in "PVL":
             left, right = test[x], distractors[y]
-            rows = max(64, min(len(left), (1 << 23) // max(1, len(right))))
-            for i0 in range(0, len(left), rows):
-                i1 = min(len(left), i0 + rows)
-                np.matmul(left[i0:i1], right.T, out=buffer[: (i1 - i0) * len(right)].reshape(i1 - i0, -1))
+            for i0 in range(0, len(left), side):
+                for j0 in range(0, len(right), side):
+                    a, b = left[i0:i0 + side], right[j0:j0 + side]
+                    np.matmul(a, b.T, out=buffer[: len(a) * len(b)].reshape(len(a), len(b)))
     return seconds + time.perf_counter() - started
 
 
@@ -192,8 +193,11 @@ def _run(method: str, args: argparse.Namespace, size: int | None = None) -> dict
     for _ in range(args.repeats):
         print(f"[{time.strftime('%H:%M:%S')}] {method}" + ("" if size is None else f" at {size:,} distractors"),
               file=sys.stderr, flush=True)
-        out = subprocess.run(command, capture_output=True, text=True, check=True)
+        out = subprocess.run(command, capture_output=True, text=True)
+        if out.returncode:
+            sys.exit(f"{method} failed:\n{out.stderr}")
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"  {runs[-1]}", file=sys.stderr, flush=True)  # kept if a later run fails
     best = min(runs, key=lambda r: r["seconds"])
     return {**best, "rss_mib": max(r["rss_mib"] for r in runs)}
 
