@@ -38,7 +38,12 @@ from ropebench.engines.core import Precision
 from ropebench.engines.torch.blocks import bf16_at_least
 from ropebench.engines.torch.device import exact_kernels, precision_for, resolve_device, screen_dtype
 
-__all__ = ["TorchShardScreen", "row_bits", "select_on_host", "select_on_device"]
+__all__ = ["TorchShardScreen", "row_bits", "select_on_host", "select_on_device", "SHAPE_STEP"]
+
+# Tiles are computed in shapes rounded up to this step (zero rows and columns, never selected):
+# oneDNN caches a primitive, with its memory, per GEMM shape, and a shard's last tile has a width
+# of its own, so exact shapes grew the memory with the catalogue (about 0.8 MiB per shape).
+SHAPE_STEP = 256
 
 _session_lock = threading.Lock()
 _session: dict[str, Any] = {"active": 0}
@@ -171,13 +176,14 @@ class TorchShardScreen:
 
     def _sorted_queries(self, task: ScanTask, queries: np.ndarray, screen: str) -> tuple[np.ndarray, torch.Tensor]:
         """The task's collecting queries sorted by cut-off (the order) and on the device in
-        ``screen``'s dtype; made once per process and task."""
+        ``screen``'s dtype, followed by zero rows up to a multiple of :data:`SHAPE_STEP`; made once
+        per process and task."""
         key = (id(task), screen)
         with self._lock:
             found = self._queries.get(key)
             if found is None:
                 order = np.argsort(task.lo, kind="stable")
-                vectors = np.take(queries, task.rows[order], axis=0)
+                vectors = _padded(np.take(queries, task.rows[order], axis=0))
                 tensor = torch.from_numpy(vectors).to(device=self._device, dtype=screen_dtype(screen))
                 found = self._queries[key] = (task, order, tensor)  # the task kept: its id stays its own
         return found[1], found[2]
@@ -220,15 +226,19 @@ class TorchShardScreen:
         each query block, so a query stops collecting only after its earlier segments were counted."""
         m = len(task.rows)
         order, left = self._sorted_queries(task, queries, screen)
+        padded = len(left)  # m and the zero rows after them
         dtype = screen_dtype(screen)
         on_host = self._device.type == "cpu" if self.on_device is None else not self.on_device
-        right = torch.from_numpy(items).to(device=self._device, dtype=dtype)
-        lo = task.lo[order].copy()  # in sorted order; +inf once a query stops collecting
+        right = torch.from_numpy(_padded(items, extra=SHAPE_STEP)).to(device=self._device, dtype=dtype)
+        # In sorted order; +inf once a query stops collecting, and for the zero rows (never selected).
+        lo = np.full(padded, np.inf, dtype=np.float32)
+        lo[:m] = task.lo[order]
         lo_device = None if on_host else torch.from_numpy(lo).to(self._device)
-        base = task.base[order]
-        above = np.zeros((n_segments, m), dtype=np.int64)  # in sorted order
-        equal = np.zeros((n_segments, m), dtype=np.int64)
-        taken = np.zeros(m, dtype=np.int64)
+        base = np.zeros(padded, dtype=np.int64)
+        base[:m] = task.base[order]
+        above = np.zeros((n_segments, padded), dtype=np.int64)  # in sorted order
+        equal = np.zeros((n_segments, padded), dtype=np.int64)
+        taken = np.zeros(padded, dtype=np.int64)
         work = settled = 0
         tile = self.tile
         cuts = np.flatnonzero(np.diff(segments)) + 1  # tiles never straddle a segment boundary
@@ -236,20 +246,27 @@ class TorchShardScreen:
                  for run_start, run_stop in zip(np.r_[0, cuts], np.r_[cuts, len(items)])
                  for c0 in range(int(run_start), int(run_stop), tile)]
         for r0 in range(0, m, tile):
-            r1 = min(m, r0 + tile)
+            stop = min(m, r0 + tile)  # the block's queries; the GEMM's rows run on to r1 (a rounded shape)
+            r1 = min(padded, r0 + _round_up(stop - r0))
             bits = row_bits(lo[r0:r1]) if on_host and screen == "bf16" else None
             for segment, c0, c1 in tiles:
-                if not np.isfinite(lo[r0:r1]).any():
+                if not np.isfinite(lo[r0:stop]).any():
                     break  # every query of the block has stopped collecting
+                wide = c0 + _round_up(c1 - c0)  # columns c0..wide, the zero items from c1 on
                 if on_host:
-                    scores = self._tile(r1 - r0, c1 - c0, dtype)
-                    torch.mm(left[r0:r1], right[c0:c1].T, out=scores)
+                    scores = self._tile(r1 - r0, wide - c0, dtype)
+                    torch.mm(left[r0:r1], right[c0:wide].T, out=scores)
                     plain = scores.view(torch.int16).numpy() if screen == "bf16" else scores.numpy()
                     found = select_on_host(plain, lo[r0:r1], bits, self._mask(plain.size))
                 else:
                     assert lo_device is not None
-                    found = select_on_device(torch.mm(left[r0:r1], right[c0:c1].T), lo_device[r0:r1])
-                work += (r1 - r0) * (c1 - c0) * items.shape[1]
+                    found = select_on_device(torch.mm(left[r0:r1], right[c0:wide].T), lo_device[r0:r1])
+                work += (stop - r0) * (c1 - c0) * items.shape[1]
+                if found is not None and (wide > c1 or r1 > stop):
+                    # Rows past the block (the next block's, or zero rows) and columns past the tile
+                    # (the next tile's, or zero items, whose score 0 may pass a cut-off <= 0).
+                    real = (found[0] < stop - r0) & (found[1] < c1 - c0)
+                    found = (found[0][real], found[1][real], found[2][real]) if real.any() else None
                 if found is None:
                     continue
                 local, c, values = found
@@ -262,20 +279,32 @@ class TorchShardScreen:
                 if decision.tie.any():
                     equal[segment, r0:r1] += np.bincount(local[decision.tie], minlength=r1 - r0)
                 if not context.exact_censored:
-                    done = r0 + np.flatnonzero(base[r0:r1] + taken[r0:r1] >= context.max_k)
+                    done = r0 + np.flatnonzero(base[r0:stop] + taken[r0:stop] >= context.max_k)
                     if len(done) and np.isfinite(lo[done]).any():
                         lo[done] = np.inf
                         if lo_device is not None:
                             lo_device[torch.from_numpy(done).to(self._device)] = float("inf")
                         if bits is not None:
                             bits = row_bits(lo[r0:r1])
-        # Back to the task's own query order.
-        above_q = np.zeros_like(above)
-        equal_q = np.zeros_like(equal)
-        above_q[:, order] = above
-        equal_q[:, order] = equal
+        # Back to the task's own query order (the zero rows never counted).
+        above_q = np.zeros((n_segments, m), dtype=np.int64)
+        equal_q = np.zeros((n_segments, m), dtype=np.int64)
+        above_q[:, order] = above[:, :m]
+        equal_q[:, order] = equal[:, :m]
         seg, query = np.nonzero(above_q)
         same_seg, same_query = np.nonzero(equal_q)
         part = TaskPart(seg.astype(np.int64), query.astype(np.int64), above_q[seg, query],
                         same_seg.astype(np.int64), same_query.astype(np.int64), equal_q[same_seg, same_query])
         return part, work, settled
+
+
+def _round_up(n: int) -> int:
+    return -(-n // SHAPE_STEP) * SHAPE_STEP
+
+
+def _padded(vectors: np.ndarray, extra: int = 0) -> np.ndarray:
+    """``vectors`` followed by zero rows up to a multiple of :data:`SHAPE_STEP` (plus ``extra``)."""
+    rows = _round_up(len(vectors)) + extra
+    out = np.zeros((rows, vectors.shape[1]), dtype=vectors.dtype)
+    out[: len(vectors)] = vectors
+    return out
