@@ -225,3 +225,26 @@ def test_a_cluster_for_the_torch_engine_needs_a_catalogue(tmp_path):
     done = CliRunner().invoke(cli, ["evaluate", str(submission), "--engine", "torch", "--workers", "2"])
     assert done.exit_code == 2
     assert "--workers only applies with --engine dask (or --engine torch with --distractors)" in done.output
+
+
+def test_every_gemm_has_a_rounded_shape(tmp_path, monkeypatch):
+    """oneDNN keeps a primitive (and its memory) per GEMM shape: a shard's tiles are computed in
+    shapes rounded to SHAPE_STEP, whatever the shard's and the task's sizes, so memory does not
+    grow with the number of shards."""
+    from ropebench.engines.torch import shards
+
+    data = near_tie_data(31, "ip")
+    test, path, _ = _catalogue(data, "random", tmp_path)
+    engine = configured_engine("torch", screen="bf16")
+    monkeypatch.setattr(engine, "shard_screen", lambda run: TorchShardScreen("cpu", "bf16", shards.SHAPE_STEP))
+    shapes, mm = set(), torch.mm
+
+    def recording(a: Any, b: Any, **options: Any) -> Any:
+        if shards._session["active"]:  # the catalogue pass (the test set's engine runs before it)
+            shapes.add((a.shape[0], b.shape[1]))
+        return mm(a, b, **options)
+
+    monkeypatch.setattr(shards.torch, "mm", recording)
+    result = _run(test, path, engine, "ip", "all", shard_rows=37)  # 37 items a shard, < 256 queries a task
+    assert shapes == {(shards.SHAPE_STEP, shards.SHAPE_STEP)}
+    _assert_same_per_query(result, _run(test, path, configured_engine("one-pass"), "ip", "all", shard_rows=37))
