@@ -84,7 +84,7 @@ def test_subset(folder: Path, queries_scale: float):
     return np.ascontiguousarray(matrix[keep]), domains[keep], products[keep], table.column("item_id").to_numpy()[keep]
 
 
-def _catalogue_bound(test: dict, path: Path, size: int) -> float:
+def _catalogue_bound(test: dict, path: Path, size: int) -> tuple[float, float]:
     """numpy sgemm (all threads) of the test set's blocks once and of every query against every
     distractor of each domain; the distractors are read and prepared first
     (untimed), as the bound has no I/O."""
@@ -104,6 +104,7 @@ def _catalogue_bound(test: dict, path: Path, size: int) -> float:
         for index, code in enumerate(DOMAINS):
             parts[code].append(prepare_vectors(rows.matrix[keep & (rows.domains == index)], "cosine")[1])
     distractors = {code: np.concatenate(p) for code, p in parts.items()}
+    cpu_started = _cpu()
     seconds, _ = _gemm_bound(test, halve_intra=True)
     started = time.perf_counter()
     side = 4096  # square 4096 x 4096 tiles (64 MiB), OpenBLAS threading each GEMM (as bench_catalogue.py)
@@ -115,7 +116,13 @@ def _catalogue_bound(test: dict, path: Path, size: int) -> float:
                 for j0 in range(0, len(right), side):
                     a, b = left[i0:i0 + side], right[j0:j0 + side]
                     np.matmul(a, b.T, out=buffer[: len(a) * len(b)].reshape(len(a), len(b)))
-    return seconds + time.perf_counter() - started
+    return seconds + time.perf_counter() - started, _cpu() - cpu_started
+
+
+def _cpu() -> float:
+    """CPU seconds of this process, every thread's (less disturbed by other load than wall time)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def catalogue_worker(method: str, size: int, queries_scale: float, folder: Path, threads: int, device: str) -> None:
@@ -131,22 +138,22 @@ def catalogue_worker(method: str, size: int, queries_scale: float, folder: Path,
         if method == "cat-bound":
             normed = emb / np.linalg.norm(emb, axis=1, keepdims=True)
             test = {d: np.ascontiguousarray(normed[dom == d], dtype=np.float32) for d in "PVL"}
-            seconds = _catalogue_bound(test, path, size)
+            seconds, cpu = _catalogue_bound(test, path, size)
         else:
             options: dict = {"engine": "one-pass"} if method == "one-pass" else \
                 {"engine": "torch", "device": device, "screen": method.split("-")[1]}
-            start = time.perf_counter()
+            start, cpu_started = time.perf_counter(), _cpu()
             result = ropebench.evaluate(embeddings=emb, domains=dom, product_ids=prod, item_ids=ids,
                                         distractors=[str(path)], distractor_sizes=str(size), threads=threads,
                                         ci=False, **options)
-            seconds = time.perf_counter() - start
+            seconds, cpu = time.perf_counter() - start, _cpu() - cpu_started
             engine = result.environment["engine"]
             counters = engine["counters"]
             extra = {"settled": counters["pairs_settled"], "distractor_settled": counters["distractor_pairs_settled"],
                      "digest": _digest(result), "shards_s": result.timing["shards_s"],
                      "screened": engine["shards"]["multiply_adds"], "queries": len(emb)}
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "rss_mib": rss, **extra}))
+    print(json.dumps({"seconds": seconds, "cpu_s": cpu, "rss_mib": rss, **extra}))
 
 
 def worker(method: str, scale: float, dim: int, threads: int, device: str) -> None:
@@ -217,13 +224,15 @@ def _catalogue_rows(args: argparse.Namespace) -> None:
             per_million = r["shards_s"] / size * 1e6 if "shards_s" in r else None
             rows.append([f"{size:,}", CATALOGUE_METHODS[method], f"{r['seconds']:.1f}",
                          f"{r['seconds'] / base['seconds']:.2f}",
+                         f"{r['cpu_s']:.0f} ({r['cpu_s'] / base['cpu_s']:.2f})",
                          "" if per_million is None else f"{r['shards_s']:.1f} ({per_million:.0f} s/M)",
                          r.get("distractor_settled", ""), f"{r['rss_mib']:.0f}", same])
         queries = base["queries"]
     print(f"\ndistractors: the seeded catalogue of make_catalogue.py (cached under {args.catalogue}), d={args.dim}, "
           f"cosine, nine tasks, {queries:,} test items (queries-scale {args.queries_scale}), {args.threads} threads, "
           f"device {args.device}; best of {args.repeats}")
-    print(tabulate(rows, headers=["distractors", "method", "seconds", "x default", "catalogue pass s (per M)",
+    print(tabulate(rows, headers=["distractors", "method", "seconds", "x default", "CPU s (x default)",
+                                  "catalogue pass s (per M)",
                                   "distractor pairs settled", "peak RSS MiB", "same counts"], tablefmt="github"))
 
 
