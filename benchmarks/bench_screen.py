@@ -217,7 +217,7 @@ def _catalogue_rows(args: argparse.Namespace) -> None:
     args.folder = catalogue_dir(args.catalogue, args.dim, max(sizes))  # written before any timing
     rows = []
     for size in sizes:  # a smaller size is a prefix of the same catalogue (--distractor-sizes N)
-        results = {method: _run(method, args, size) for method in CATALOGUE_METHODS}
+        results = {method: _run(method, args, size) for method in args.methods.split(",")}
         base = results["one-pass"]
         for method, r in results.items():
             same = "" if "digest" not in r else ("yes" if r["digest"] == base["digest"] else "NO")
@@ -250,6 +250,8 @@ def main() -> None:
     parser.add_argument("--catalogue", type=Path, default=Path("/tmp/ropebench-screen-catalogue"),
                         help="where the seeded catalogue is written once and reused")
     parser.add_argument("--skip-test-set", action="store_true", help="only the distractor rows")
+    parser.add_argument("--methods", default=",".join(CATALOGUE_METHODS),
+                        help=f"distractor rows' methods (one-pass is needed) [default: {','.join(CATALOGUE_METHODS)}]")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, default=None, help=argparse.SUPPRESS)
