@@ -1,6 +1,9 @@
-"""The torch engine's screens against the default engine, in one run, at ROPE-test size.
+"""The torch engine's screens against the default engine, in one run: at ROPE-test size, and with
+a distractor catalogue at several sizes.
 
     python benchmarks/bench_screen.py [--scale 1] [--dim 128] [--threads 2] [--repeats 1] [--device cpu]
+        [--distractors 250000,1000000] [--queries-scale 1] [--methods cat-bound,one-pass,torch-fp32,torch-bf16]
+        [--skip-test-set] [--catalogue /tmp/ropebench-screen-catalogue]
 
 Every method runs in a fresh subprocess (so each peak RSS is its own) on the same seeded data
 (benchmarks/rope_size.py: 92,179 items at scale 1), cosine, K = 50, nine tasks, without bootstrap
@@ -9,6 +12,32 @@ float64-settled pairs, peak RSS, and whether the per-query counts equal the defa
 (a digest of every task's a, t, p columns). The float32 GEMM bounds are numpy's sgemm of every
 block with no selection: ``full`` computes each intra block whole, ``intra once`` its upper half.
 With a CUDA device it also times the whole evaluation from CUDA tensors and prints the GPU's name.
+
+The distractor rows use make_catalogue.py's seeded catalogue (its ROPE-test-size test set and
+distractors of other products in ROPE-train proportions, row groups of 65,536), written once under
+``--catalogue`` and reused; each size is a prefix of the largest (``--distractor-sizes N``), read
+from parquet and validated as a user's run would. ``--queries-scale`` keeps that fraction of the
+test set's products (all their items) as the queries: 92k queries against 1M distractors at d=128
+are 12 T multiply-adds, minutes per method on two cores. Per method and size: seconds, CPU seconds
+(every thread's; less disturbed by other load), the catalogue pass (and per million distractors),
+distractor pairs settled in float64, peak RSS, same per-query counts as the default engine. The
+bound is numpy sgemm (all threads) of the test set's blocks once and every query against every
+distractor, the distractors read and prepared beforehand (untimed).
+
+Measured (``--skip-test-set --distractors 250000,1000000 --queries-scale 0.25``: 22,920 queries;
+2-core Intel Xeon with AMX, shared with other work; torch 2.13.0+cpu, numpy 2.4.6 / OpenBLAS;
+"settled": distractor pairs settled in float64, "same": per-query counts equal the default engine's):
+
+| distractors | method | seconds (× default) | CPU s (× default) | catalogue pass (per M) | settled | RSS | same |
+|---:|---|---:|---:|---:|---:|---:|---|
+| 250,000 | float32 GEMM bound | 27.8 (0.98) | 18 (0.95) | | | 629 MiB | |
+| 250,000 | default engine | 28.4 (1) | 19 (1) | 24.3 s (97 s/M) | 510 | 516 MiB | |
+| 250,000 | torch fp32 | 20.4 (0.72) | 19 (1.05) | 15.7 s (63 s/M) | 520 | 747 MiB | yes |
+| 250,000 | torch bf16 | 12.4 (0.44) | 10 (0.56) | 8.2 s (33 s/M) | 646,919 | 743 MiB | yes |
+| 1,000,000 | float32 GEMM bound | 81.8 (0.90) | 61 (0.85) | | | 1,424 MiB | |
+| 1,000,000 | default engine | 90.8 (1) | 72 (1) | 83.7 s (84 s/M) | 2,220 | 543 MiB | |
+| 1,000,000 | torch fp32 | 76.6 (0.84) | 77 (1.07) | 68.2 s (68 s/M) | 2,254 | 753 MiB | yes |
+| 1,000,000 | torch bf16 | 34.9 (0.38) | 35 (0.48) | 26.5 s (27 s/M) | 2,584,727 | 759 MiB | yes |
 """
 
 from __future__ import annotations
