@@ -142,7 +142,8 @@ def evaluate(
         distractors: catalogue parquet files or directories whose items join every task's gallery
             of their domain (docs/scale.md); validated before any search, streamed by shard.
         distractor_sizes: nested catalogue prefixes reported in one pass, e.g. ``"0,1e5,1e6,all"``.
-        scheduler, workers: ``engine="dask"``: a running scheduler's address, or a local cluster's size.
+        scheduler, workers: ``engine="dask"``, or ``engine="torch"`` with distractors (its shards then
+            screened by torch on the workers): a running scheduler's address, or a local cluster's size.
         shard_rows, runner: merge row groups into shards of up to this many rows; run shards on a
             runner the caller manages.
         index, nprobe, ef_search: approximate search with a ``faiss.index_factory`` index
@@ -212,14 +213,18 @@ def _check(options: Options) -> None:
         raise UsageError(f"unknown metric {p.metric!r}: choose from {', '.join(METRICS)}")
     if r.by not in (None, "category"):
         raise UsageError(f"--by {r.by!r}: the only grouping is 'category'")
-    runner = resolve(s.engine).runner if s.engine is None or isinstance(s.engine, str) else "in-process"
+    runner = _runner_name(options)
     if c.distractor_sizes is not None and not c.distractors:
         raise UsageError("--distractor-sizes needs --distractors. Fix: add the catalogue, or drop the sizes")
     if runner == "dask" and not c.distractors and c.runner is None:
         raise UsageError("--engine dask runs distractor shards on a cluster; there is no catalogue to run. Fix: add "
                          "--distractors, or use --engine one-pass")
+    if runner == "dask" and not c.distractors and _engine_key(s.engine) == "torch":
+        raise UsageError("--scheduler and --workers run a distractor catalogue's shards on a Dask cluster; there is "
+                         "no catalogue to run. Fix: add --distractors, or drop them")
     if runner != "dask" and (c.scheduler is not None or c.workers is not None):
-        raise UsageError("--scheduler and --workers go with --engine dask. Fix: add --engine dask, or drop them")
+        raise UsageError("--scheduler and --workers go with --engine dask (or --engine torch with --distractors). "
+                         "Fix: add --engine dask, or drop them")
     if (s.device is not None or s.screen is not None) and _engine_key(s.engine) != "torch" \
             and getattr(s.engine, "name", None) != "torch":
         raise UsageError("--device and --screen go with --engine torch. Fix: add --engine torch, or drop them")
@@ -230,6 +235,19 @@ def _check(options: Options) -> None:
     if x.agreement_queries < 0:
         raise UsageError(f"--agreement-queries must be at least 0, got {x.agreement_queries}")
     parse_compression(p.compress)
+
+
+def _runner_name(options: Options) -> str:
+    """Where a catalogue's shards run: ``dask`` for ``--engine dask``, and for ``--engine torch``
+    with ``--scheduler`` or ``--workers`` (its shards screened by torch on the workers); else in
+    this process."""
+    s, c = options.search, options.catalogue
+    if s.engine is not None and not isinstance(s.engine, str):
+        return "in-process"
+    choice = resolve(s.engine)
+    if choice.engine == "torch" and (c.scheduler is not None or c.workers is not None):
+        return "dask"
+    return choice.runner
 
 
 def _check_options(ties: str, threads: int | None) -> None:
@@ -309,8 +327,9 @@ def evaluate_dataset(
     runner, owned = cat.runner, False
     if cat.distractors and runner is None:
         owned = True
-        runner = get_runner("dask", scheduler=cat.scheduler, workers=cat.workers) if choice is not None and \
-            choice.runner == "dask" else get_runner("in-process", threads=threads or os.cpu_count() or 1)
+        torch = choice is not None and choice.engine == "torch"  # its screen runs on the workers: same torch there
+        runner = get_runner("dask", scheduler=cat.scheduler, workers=cat.workers, require=("torch",) if torch else ()) \
+            if _runner_name(options) == "dask" else get_runner("in-process", threads=threads or os.cpu_count() or 1)
     try:
         layout = _compose(dataset, base, runner, options, center, raw_dim, compression)
         checked = time.perf_counter()

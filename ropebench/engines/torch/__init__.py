@@ -123,6 +123,13 @@ class TorchEngine:
         record["band_median"] = float(np.median(widths)) if len(widths) else 0.0
         return SearchRun(hits=hits, counters=counters, engine=record)
 
+    def shard_screen(self, run: SearchRun) -> Any:
+        """How a distractor catalogue's shards are screened (the catalogue composition asks): on
+        this engine's device, in the screen its test set ran in (after any fallback to fp32)."""
+        from ropebench.engines.torch.shards import TorchShardScreen
+
+        return TorchShardScreen(str(self.device), str(run.engine.get("screen", "fp32")), self.settings.tile)
+
     def _first_hits(self, request: SearchRequest, precision: Precision, counters: dict[str, int]
                     ) -> tuple[dict[str, FirstHits], np.ndarray, int]:
         settings, device = self.settings, self.device
