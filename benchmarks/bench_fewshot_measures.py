@@ -1,8 +1,13 @@
 """Cost of --measures MAP@R,RP and --fewshot at ROPE-test size (python benchmarks/bench_fewshot_measures.py
-[--scale 1.0] [--threads 2]). Prints seconds; reports numbers, never pass/fail.
+[--scale 1.0] [--threads 2] [--skip-measures]). Prints seconds; reports numbers, never pass/fail.
 
 Targets (issue 18): adding MAP@R,RP costs at most 1.5x the default evaluation; 1- and 5-shot with 10
 draws take no longer than the nine retrieval tasks.
+
+Few-shot is searched twice in the same run: through the linear screen (the default: one item-score
+block per domain pair, prototype scores combined from it, docs/fewshot.md) and through the per-task
+path (every draw its own GEMM; forced here by switching the linear screen off), with the pairs
+settled in float64 and the process's peak RSS after each.
 
 Measured (search seconds, --threads 2 on 2 cores shared with other work, one run each; before = main
 aaca8c7, after = the floors / few-shot changes of issue-18-speed; /work/notes/issue-18-speed.md):
@@ -25,18 +30,39 @@ on a quiet moment of the same shared box:
 
     (min of 3 runs under load, same session: threads 2 2.2x -> 1.7x, threads 1 2.1x -> 1.6x.)
 
-Few-shot is bound by its GEMMs: 120 tasks x 30.7k queries x 2,527 prototypes x 128 = 2.2x the flops
-of the nine retrieval tasks, so no screen of the same flops meets its target.
+Few-shot through the linear screen (branch fewshot-linear, --scale 1 --skip-measures, three runs on 2
+cores shared with other work; search seconds, wall (CPU where printed)):
+
+    run   nine retrieval tasks   few-shot linear   few-shot per task   pairs settled (linear / per task)
+    A     11.3                   23.9              19.5                6,617 / 23,914
+    B     24.2                   50.5              48.3                6,592 / 23,855
+    C     23.3 (cpu 12.5)        29.8 (cpu 22.1)   52.1 (cpu 32.6)     6,607 / 23,007
+    one thread, CPU seconds of the search alone: retrieval 10.5, linear 20.6, per task 28.6
+    peak RSS: ~330 MiB after retrieval, ~740 MiB after the linear screen, ~880 MiB after the per-task path
+
+Wall seconds on the shared cores vary by 2x between runs; CPU seconds say the linear screen does about
+0.7x the per-task path's work and about 2x the nine retrieval tasks': the target is still missed.
+
+Few-shot per task is bound by its GEMMs: 120 tasks x 30.7k queries x 2,527 prototypes x 128 = 2.2x the
+flops of the nine retrieval tasks. The linear screen needs the GEMMs of three cross blocks (0.72 TFLOP;
+5.0 s of its 20.6 s on one thread) but still forms and compares every (query, prototype) score once
+(9.3G of them: 8.7 s), and settles the 3.7M thresholds in float64 as before (2.4 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 from rope_size import generate
 
 import ropebench
+import ropebench.evaluation
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -44,22 +70,47 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--engine", default="one-pass")
+    parser.add_argument("--skip-measures", action="store_true", help="leave out the MAP@R,RP run")
     args = parser.parse_args()
     emb, domains, products = generate(scale=args.scale)
     common = dict(embeddings=emb, domains=domains, product_ids=products, threads=args.threads, ci=False,
                   engine=args.engine)
-    for label, options in (("default R@K,MRR", {}), ("R@K,MRR,MAP@R,RP", {"measures": "R@K,MRR,MAP@R,RP"}),
-                           ("default + fewshot 1,5 x10", {"fewshot": True})):
-        started = time.perf_counter()
-        result = ropebench.evaluate(**common, **options)
-        total = time.perf_counter() - started
+    runs = [("default R@K,MRR", {}, True)]
+    if not args.skip_measures:
+        runs.append(("R@K,MRR,MAP@R,RP", {"measures": "R@K,MRR,MAP@R,RP"}, True))
+    runs += [("default + fewshot 1,5 x10", {"fewshot": True}, True),
+             ("   ... fewshot per task", {"fewshot": True}, False)]
+    found: dict[bool, object] = {}
+    base_cpu = None
+    for label, options, linear in runs:
+        switch = ropebench.evaluation._linear_fewshot
+        if not linear:  # the per-task path: what main ran before the linear screen
+            ropebench.evaluation._linear_fewshot = lambda *args, **kwargs: None
+        try:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            result = ropebench.evaluate(**common, **options)
+            total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        finally:
+            ropebench.evaluation._linear_fewshot = switch
         extra = ""
+        if base_cpu is None and not options:
+            base_cpu = cpu
         if result.fewshot is not None:
-            extra = f"; fewshot search {result.fewshot['search_s']:.1f} s"
-        print(f"{label:28s} total {total:7.1f} s, search {result.timing['search_s']:7.1f} s{extra}", flush=True)
+            section = result.fewshot
+            found[linear] = section["tasks"]
+            # CPU seconds are steadier than wall seconds on shared cores; few-shot's own is the
+            # difference with the default run (the same retrieval work).
+            cpu_extra = f", cpu {cpu - base_cpu:.1f} s" if base_cpu is not None else ""
+            extra = (f"; fewshot search {section['search_s']:.1f} s{cpu_extra} ({section['screen']}, pairs "
+                     f"settled {section['counters']['pairs_settled']:,}, relevant settled "
+                     f"{section['counters']['relevant_settled']:,})")
+        print(f"{label:28s} total {total:7.1f} s (cpu {cpu:.1f} s), search {result.timing['search_s']:7.1f} s"
+              f"{extra}; peak RSS so far {_peak_mib():,.0f} MiB", flush=True)
         if "MAP@R" in result.tasks["P2V"].measures:
             cells = result.tasks["P2V"]
             print(f"   P2V MAP@R {cells['MAP@R']:.2f} RP {cells['RP']:.2f} R@1 {cells['R@1']:.2f}", flush=True)
+    if len(found) == 2:
+        print("few-shot numbers identical on both paths:", found[True] == found[False], flush=True)
 
 
 if __name__ == "__main__":

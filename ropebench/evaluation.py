@@ -142,7 +142,8 @@ def evaluate(
         distractors: catalogue parquet files or directories whose items join every task's gallery
             of their domain (docs/scale.md); validated before any search, streamed by shard.
         distractor_sizes: nested catalogue prefixes reported in one pass, e.g. ``"0,1e5,1e6,all"``.
-        scheduler, workers: ``engine="dask"``: a running scheduler's address, or a local cluster's size.
+        scheduler, workers: ``engine="dask"``, or ``engine="torch"`` with distractors (its shards then
+            screened by torch on the workers): a running scheduler's address, or a local cluster's size.
         shard_rows, runner: merge row groups into shards of up to this many rows; run shards on a
             runner the caller manages.
         index, nprobe, ef_search: approximate search with a ``faiss.index_factory`` index
@@ -212,14 +213,18 @@ def _check(options: Options) -> None:
         raise UsageError(f"unknown metric {p.metric!r}: choose from {', '.join(METRICS)}")
     if r.by not in (None, "category"):
         raise UsageError(f"--by {r.by!r}: the only grouping is 'category'")
-    runner = resolve(s.engine).runner if s.engine is None or isinstance(s.engine, str) else "in-process"
+    runner = _runner_name(options)
     if c.distractor_sizes is not None and not c.distractors:
         raise UsageError("--distractor-sizes needs --distractors. Fix: add the catalogue, or drop the sizes")
     if runner == "dask" and not c.distractors and c.runner is None:
         raise UsageError("--engine dask runs distractor shards on a cluster; there is no catalogue to run. Fix: add "
                          "--distractors, or use --engine one-pass")
+    if runner == "dask" and not c.distractors and _engine_key(s.engine) == "torch":
+        raise UsageError("--scheduler and --workers run a distractor catalogue's shards on a Dask cluster; there is "
+                         "no catalogue to run. Fix: add --distractors, or drop them")
     if runner != "dask" and (c.scheduler is not None or c.workers is not None):
-        raise UsageError("--scheduler and --workers go with --engine dask. Fix: add --engine dask, or drop them")
+        raise UsageError("--scheduler and --workers go with --engine dask (or --engine torch with --distractors). "
+                         "Fix: add --engine dask, or drop them")
     if (s.device is not None or s.screen is not None) and _engine_key(s.engine) != "torch" \
             and getattr(s.engine, "name", None) != "torch":
         raise UsageError("--device and --screen go with --engine torch. Fix: add --engine torch, or drop them")
@@ -230,6 +235,19 @@ def _check(options: Options) -> None:
     if x.agreement_queries < 0:
         raise UsageError(f"--agreement-queries must be at least 0, got {x.agreement_queries}")
     parse_compression(p.compress)
+
+
+def _runner_name(options: Options) -> str:
+    """Where a catalogue's shards run: ``dask`` for ``--engine dask``, and for ``--engine torch``
+    with ``--scheduler`` or ``--workers`` (its shards screened by torch on the workers); else in
+    this process."""
+    s, c = options.search, options.catalogue
+    if s.engine is not None and not isinstance(s.engine, str):
+        return "in-process"
+    choice = resolve(s.engine)
+    if choice.engine == "torch" and (c.scheduler is not None or c.workers is not None):
+        return "dask"
+    return choice.runner
 
 
 def _check_options(ties: str, threads: int | None) -> None:
@@ -309,8 +327,9 @@ def evaluate_dataset(
     runner, owned = cat.runner, False
     if cat.distractors and runner is None:
         owned = True
-        runner = get_runner("dask", scheduler=cat.scheduler, workers=cat.workers) if choice is not None and \
-            choice.runner == "dask" else get_runner("in-process", threads=threads or os.cpu_count() or 1)
+        torch = choice is not None and choice.engine == "torch"  # its screen runs on the workers: same torch there
+        runner = get_runner("dask", scheduler=cat.scheduler, workers=cat.workers, require=("torch",) if torch else ()) \
+            if _runner_name(options) == "dask" else get_runner("in-process", threads=threads or os.cpu_count() or 1)
     try:
         layout = _compose(dataset, base, runner, options, center, raw_dim, compression)
         checked = time.perf_counter()
@@ -355,18 +374,38 @@ def evaluate_dataset(
 
 def _fewshot(dataset: Dataset, members: Mapping[str, np.ndarray], vectors: Any, engine: Engine,
              p: ProtocolOptions, metric: str, center: np.ndarray | None, threads: int) -> tuple[Any, ...]:
-    """The few-shot tasks searched through the test set's engine (docs/fewshot.md): one request,
-    every (direction, shots, draw) task, first-hit counts up to K = 5."""
+    """The few-shot tasks (docs/fewshot.md), first-hit counts up to K = 5: through the linear screen
+    (:mod:`ropebench.engines.fewshot_screen`) where it applies (cosine/ip, the default one-pass
+    engine), else through the test set's engine in one request, every (direction, shots, draw) task
+    (the per-task path: the reference the linear screen is tested against)."""
     from ropebench.fewshot import FewshotSpec, fewshot_tasks, parse_shots
 
     spec = FewshotSpec(parse_shots(p.shots), int(p.draws), int(p.fewshot_seed))
     names = fewshot_tasks(spec)
     started = time.perf_counter()
     task_data = build_task_data(dataset, members, vectors, names, metric, center)
-    request = SearchRequest(task_data=task_data, tasks=tuple(names), max_k=5, threads=threads,
-                            symmetric_scores=metric != "l2")
-    run = engine.search(request)
+    run = _linear_fewshot(dataset, members, spec, engine, task_data, threads)
+    if run is None:
+        request = SearchRequest(task_data=task_data, tasks=tuple(names), max_k=5, threads=threads,
+                                symmetric_scores=metric != "l2")
+        found = engine.search(request)
+        run = replace(found, engine={**found.engine, "fewshot_screen": "per-task"})
     return spec, task_data, run, time.perf_counter() - started
+
+
+def _linear_fewshot(dataset: Dataset, members: Mapping[str, np.ndarray], spec: Any, engine: Engine,
+                    task_data: Mapping[str, Any], threads: int) -> SearchRun | None:
+    """The linear screen's run, or None where it does not apply (another engine or metric)."""
+    from ropebench.engines.fewshot_screen import linear_applies, linear_search
+    from ropebench.engines.onepass import OnePassEngine
+    from ropebench.fewshot import support_columns
+
+    if type(engine) is not OnePassEngine:
+        return None
+    columns = support_columns(dataset, members, spec)
+    if not linear_applies(task_data, columns):
+        return None
+    return linear_search(task_data, columns, max_k=5, threads=threads)
 
 
 def _fewshot_result(dataset: Dataset, members: Mapping[str, np.ndarray], fewshot: tuple[Any, ...],
@@ -387,7 +426,7 @@ def _fewshot_result(dataset: Dataset, members: Mapping[str, np.ndarray], fewshot
             tasks[direction][shots]["ci"] = {m: (None if np.isnan(lo) else [float(lo), float(hi)])
                                              for m, (lo, hi) in cells.items() if m == "acc"}
     section = {"protocol": spec.to_json(), "tasks": tasks, "search_s": round(seconds, 4),
-               "counters": dict(run.counters)}
+               "screen": run.engine.get("fewshot_screen", "per-task"), "counters": dict(run.counters)}
     return section, query_table.fewshot_table_builder(dataset, table, protocol, spec.to_json())
 
 

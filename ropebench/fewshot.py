@@ -29,8 +29,8 @@ from ropebench.errors import UsageError
 from ropebench.protocol import CROSS_TASKS, DOMAINS
 from ropebench.tasks import TaskType, Vectors, register_task_type
 
-__all__ = ["FewshotSpec", "parse_shots", "support_rows", "prototypes", "fewshot_tasks", "FEWSHOT_TASK",
-           "draw_numbers", "fewshot_section", "FEWSHOT_KS"]
+__all__ = ["FewshotSpec", "parse_shots", "support_rows", "support_columns", "prototypes", "fewshot_tasks",
+           "FEWSHOT_TASK", "draw_numbers", "fewshot_section", "FEWSHOT_KS"]
 
 FEWSHOT_KS = (1, 5)  # acc = R@1, acc@5 = R@5 against the prototypes
 FEWSHOT_TASK = re.compile(r"^([PVL])2([PVL])/([1-9][0-9]*)-shot/([0-9]+)@([0-9]+)$")
@@ -125,6 +125,23 @@ def prototypes(definition: np.ndarray, positions: np.ndarray, metric: str) -> np
         norm = np.sqrt(tree_sum(mean * mean))
         mean = mean / np.where(norm > 0, norm, 1.0)[:, None]
     return mean.astype(np.float32)
+
+
+def support_columns(dataset: Dataset, members: Mapping[str, np.ndarray], spec: FewshotSpec) -> dict[str, Any]:
+    """Per few-shot task, where its prototypes come from (for the linear screen,
+    :mod:`ropebench.engines.fewshot_screen`): the same supports :func:`prototypes` averaged."""
+    from ropebench.engines.fewshot_screen import SupportColumn
+
+    out: dict[str, Any] = {}
+    drawn: dict[tuple[str, int, int], np.ndarray] = {}  # V2P and L2P share their supports
+    for direction in CROSS_TASKS:
+        x, y = direction[0], direction[2]
+        for k in spec.shots:
+            for draw in range(spec.draws):
+                if (y, k, draw) not in drawn:
+                    drawn[(y, k, draw)] = support_rows(dataset, members[y], y, spec.seed, draw, k)[1]
+                out[task_name(direction, k, draw, spec.seed)] = SupportColumn(x, y, (k, draw), drawn[(y, k, draw)])
+    return out
 
 
 def task_name(direction: str, k: int, draw: int, seed: int) -> str:

@@ -197,3 +197,19 @@ def test_per_query_file_holds_the_fewshot_rows_and_reads_back_both_tables(tmp_pa
     assert back.fewshot_per_query.equals(result.fewshot_per_query, check_metadata=True)
     # a results file without few-shot still splits to (table, None)
     assert split_table(result.per_query)[1] is None
+
+
+def test_a_prototype_whose_supports_cancel_is_a_zero_vector(engine):
+    # Product 0's two V items cancel exactly: its 2-shot prototype is the zero vector, which scores
+    # 0 against every query (it used to become NaN under cosine and its query was dropped as unscored).
+    emb = np.array([[1, 0], [0, 1], [-1, -0.1], [1, 0.2], [-1, -0.2], [0.1, 1], [0.2, 1], [-1, 0], [-1, -0.2],
+                    [1, 0.05], [0, 1.1], [-1, -0.3]], dtype=np.float32)
+    domains = np.array(list("PPPVVVVVVLLL"))
+    products = np.array([0, 1, 2, 0, 0, 1, 1, 2, 2, 0, 1, 2])
+    result = ropebench.evaluate(embeddings=emb, domains=domains, product_ids=products, tasks="P2V", fewshot=True,
+                                shots="2", draws=2, ci=False, engine=engine, threads=1)
+    cells = result.fewshot["tasks"]["P2V"]["2-shot"]
+    # P item 0 (product 0) scores 0 with its zero prototype and 0.148 with product 1's: second place;
+    # items 1 and 2 find their own prototypes first.
+    assert (cells["n_queries"], cells["n_skipped"], cells["n_ways"]) == (3, 0, 3)
+    assert cells["acc"] == pytest.approx(200 / 3) and cells["acc@5"] == 100.0 and cells["sd"] == 0.0

@@ -42,9 +42,11 @@ MAX_KS = 100
                    "They join every task's gallery of their domain; streamed shard by shard.")
 @click.option("--distractor-sizes", default=None,
               help="Nested catalogue sizes reported in one pass, e.g. 0,100000,1e6,all [default: all].")
-@click.option("--scheduler", default=None, help="--engine dask: a running scheduler, e.g. tcp://HOST:8786.")
+@click.option("--scheduler", default=None,
+              help="--engine dask (or torch with --distractors): a running scheduler, e.g. tcp://HOST:8786.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="--engine dask: a local cluster of N worker processes on 127.0.0.1 [default: 2].")
+              help="--engine dask (or torch with --distractors): a local cluster of N worker processes on "
+                   "127.0.0.1 [default: 2].")
 @click.option("--index", default=None,
               help="Approximate search with this faiss.index_factory string (IVF4096,Flat, HNSW32, IVF4096,PQ32); "
                    "the result is marked approximate and reports its agreement with exact search.")
@@ -197,6 +199,7 @@ def _check_options(*, engine: str, index: str | None, distractors: tuple[str, ..
     from ropebench.cli.options import check_distractor_sizes, check_scheduler, check_workers, refuse_without
 
     dask = engine == "dask"
+    cluster = dask or (engine == "torch" and bool(distractors))  # torch screens the shards on the workers
     refuse_without([
         ("--nprobe", "nprobe", "--index", index is not None, "add --index (e.g. --index IVF256,Flat) or drop --nprobe"),
         ("--ef-search", "ef_search", "--index", index is not None,
@@ -205,8 +208,10 @@ def _check_options(*, engine: str, index: str | None, distractors: tuple[str, ..
          "add --index, or drop --agreement-queries (exact search agrees with itself)"),
         ("--distractor-sizes", "distractor_sizes", "--distractors", bool(distractors),
          "add --distractors CATALOGUE, or drop --distractor-sizes"),
-        ("--scheduler", "scheduler", "--engine dask", dask, "add --engine dask, or drop --scheduler"),
-        ("--workers", "workers", "--engine dask", dask, "add --engine dask, or drop --workers"),
+        ("--scheduler", "scheduler", "--engine dask (or --engine torch with --distractors)", cluster,
+         "add --engine dask, or drop --scheduler"),
+        ("--workers", "workers", "--engine dask (or --engine torch with --distractors)", cluster,
+         "add --engine dask, or drop --workers"),
         ("--measure", "measure", "--format text or markdown", fmt != "json",
          "drop --measure: the JSON holds every measure (it only chooses the printed matrix)"),
         ("--ci / --ci-bounds", "ci", "--format text or markdown", fmt != "json",

@@ -248,7 +248,7 @@ class ApproximateEngine:
             counters["relevant_settled"] += judge.relevant_settled
             exact_hits[task] = FirstHits(scored=approx.scored, a=a, t=t, p=p, censored=np.zeros(len(a), dtype=bool))
         if self.exact is not None:
-            by_size, _, _, _ = self.exact.extend(request.with_(exact_censored=True), exact_hits, only=samples)
+            by_size, *_ = self.exact.extend(request.with_(exact_censored=True), exact_hits, only=samples)
             exact_hits = by_size[-1]
         self.reference = exact_hits  # the exact counts the agreement was measured against
         self.agreement = {task: agreement(hits[task], exact_hits[task], samples[task], max(self.ks), self.columns)

@@ -20,23 +20,30 @@ How that stays exact:
 
 Nested prefixes (``--distractor-sizes``) cut the catalogue into segments; every count is kept per
 segment, so one pass reports every size.
+
+Who screens a shard is a :class:`ShardScreen`, carried by the context: numpy float32 tiles
+(:data:`NUMPY_SCREEN`, the default), or the screen an engine brings for its own precision and
+device (the torch engine's, :mod:`ropebench.engines.torch.shards`). The judges are built for the
+screen's precision, so its band decides, and the core decides every candidate either way.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
-from ropebench.engines.core import FP32, Judge, judge_task
+from ropebench.engines.core import FP32, Judge, Precision, judge_task
 from ropebench.engines.core.scores import screen_norms
 from ropebench.engines.core.task import FirstHits, TaskData
 from ropebench.protocol import DOMAINS
 
-__all__ = ["ScanTask", "ScanContext", "TaskPart", "ShardResult", "build_context", "scan_rows", "integer_bound",
-           "TILE_QUERIES", "TILE_ITEMS"]
+__all__ = ["ScanTask", "ScanContext", "TaskPart", "TaskScan", "ShardResult", "ShardScreen", "NumpyScreen",
+           "NUMPY_SCREEN", "shard_screen", "build_context", "scan_rows", "scan_numpy", "integer_bound", "TILE_QUERIES",
+           "TILE_ITEMS"]
 
 TILE_QUERIES = 1024  # query rows per tile
 TILE_ITEMS = 1024  # distractor columns per tile: 4 MiB of scores, read again from cache by the selection
@@ -64,6 +71,75 @@ class ScanTask:
     base: np.ndarray
 
 @dataclass(frozen=True)
+class TaskScan:
+    """What one screen found for one task in one shard's domain: the part, the GEMM's
+    multiply-adds, the pairs settled in float64 and the name of the screen that ran (a screen may
+    hand a shard it cannot cover to another, e.g. bf16 to fp32)."""
+
+    part: TaskPart
+    multiply_adds: int
+    settled: int
+    screened_by: str
+
+
+class ShardScreen(Protocol):
+    """How a shard's distractors are screened against one task's collecting queries.
+
+    ``precision`` is the band the judges are built with (:func:`build_context`); ``scan`` must hand
+    every score at or above a query's cut-off (``task.lo``, or a superset) to ``task.judge``, and
+    count decisions per catalogue segment as :func:`scan_numpy` does. A screen travels to where
+    shards run (a Dask worker), so it must pickle; it imports what it needs there.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def precision(self) -> Precision: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def session(self) -> contextlib.AbstractContextManager[Any]:
+        """Held by this process while its runner scans shards (thread settings a screen wants for
+        the whole pass; a Dask worker process has none and the screen sets them per shard)."""
+        ...
+
+    def scan(self, task: ScanTask, queries: np.ndarray, items: np.ndarray, exact_items: np.ndarray,
+             item_norms: np.ndarray, segments: np.ndarray, n_segments: int, context: ScanContext) -> TaskScan: ...
+
+
+@dataclass(frozen=True)
+class NumpyScreen:
+    """numpy float32 tiles with single-threaded BLAS: the default engine's screen (:func:`scan_numpy`)."""
+
+    name: str = "numpy-fp32"
+    precision: Precision = FP32
+
+    def describe(self) -> dict[str, Any]:
+        return {"screen": self.name}
+
+    def session(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()  # the runner limits BLAS to one thread per shard itself
+
+    def scan(self, task: ScanTask, queries: np.ndarray, items: np.ndarray, exact_items: np.ndarray,
+             item_norms: np.ndarray, segments: np.ndarray, n_segments: int, context: ScanContext) -> TaskScan:
+        part, work, settled = scan_numpy(task, queries, items, exact_items, item_norms, segments, n_segments,
+                                         context)
+        return TaskScan(part, work, settled, self.name)
+
+
+NUMPY_SCREEN = NumpyScreen()
+
+
+def shard_screen(engine: Any, run: Any) -> ShardScreen:
+    """The screen an engine's catalogue shards are scanned with: the engine's own
+    (``engine.shard_screen(run)``, given the test set's run so that it screens as the test set was
+    screened) when it has one, else :data:`NUMPY_SCREEN`."""
+    own = getattr(engine, "shard_screen", None)
+    return NUMPY_SCREEN if own is None else own(run)
+
+
+@dataclass(frozen=True)
 class ScanContext:
     """Everything a shard needs besides its own rows; sent (broadcast) once per evaluation.
 
@@ -82,6 +158,7 @@ class ScanContext:
     tile_queries: int = TILE_QUERIES
     tile_items: int = TILE_ITEMS
     compression: Any = None  # applied to every shard's raw vectors first, as to the test set's
+    screen: ShardScreen = NUMPY_SCREEN
 
 
 @dataclass(frozen=True)
@@ -100,13 +177,14 @@ class TaskPart:
 @dataclass(frozen=True)
 class ShardResult:
     """One shard's answer: per task its :class:`TaskPart`, its items per (segment, domain), its GEMM
-    work and the pairs it settled in float64."""
+    work, the pairs it settled in float64 and its multiply-adds per screen that ran."""
 
     index: int
     parts: Mapping[str, TaskPart]
     n_items: np.ndarray  # (n_segments, 3) int64
     multiply_adds: int
     settled: int = 0
+    screened: Mapping[str, int] = field(default_factory=dict)
 
 
 def integer_bound(vectors: np.ndarray) -> float | None:
@@ -123,7 +201,8 @@ def build_context(task_data: Mapping[str, TaskData], tasks: Sequence[str], hits:
                   boundaries: Sequence[int], max_k: int, exact_censored: bool,
                   distractor_integers: Mapping[str, float | None] | None = None,
                   only: Mapping[str, np.ndarray] | None = None, tile_queries: int = TILE_QUERIES,
-                  tile_items: int = TILE_ITEMS, compression: Any = None) -> tuple[ScanContext, dict[str, np.ndarray]]:
+                  tile_items: int = TILE_ITEMS, compression: Any = None, screen: ShardScreen = NUMPY_SCREEN
+                  ) -> tuple[ScanContext, dict[str, np.ndarray]]:
     """The context shards need, and per task the queries (task-local indices) that collect.
 
     A query collects when it is scored and not censored by the test set (unless exact counts are
@@ -131,6 +210,7 @@ def build_context(task_data: Mapping[str, TaskData], tasks: Sequence[str], hits:
     ``distractor_norms``: per gallery set the largest screening norm of a prepared distractor;
     ``distractor_integers``: per set the largest ``|x|`` if every prepared distractor is
     integer-valued, else None (then a task's screened scores may be exact, see the core).
+    ``screen``: who scans the shards; the judges' band is that of its precision.
     """
     queries: dict[str, np.ndarray] = {}
     scan_tasks = []
@@ -145,18 +225,18 @@ def build_context(task_data: Mapping[str, TaskData], tasks: Sequence[str], hits:
             chosen = np.isin(rows, only.get(task, np.zeros(0, dtype=np.int64)))
             rows, base = rows[chosen], base[chosen]
         norm = float(distractor_norms.get(data.gallery_set, 0.0))
-        judge = judge_task(data, FP32, other_gallery=(distractor_integers or {}).get(data.gallery_set),
+        judge = judge_task(data, screen.precision, other_gallery=(distractor_integers or {}).get(data.gallery_set),
                            other_norm=norm).subset(rows)
         queries[data.query_set] = data.queries
         scan_tasks.append(ScanTask(task, data.query_set, data.gallery_set, rows.astype(np.int64), judge,
                                    judge.cutoff(norm), base.astype(np.int64)))
         collecting[task] = rows
     context = ScanContext(metric, center, queries, tuple(scan_tasks), np.asarray(boundaries, dtype=np.int64), max_k,
-                          exact_censored, tile_queries, tile_items, compression)
+                          exact_censored, tile_queries, tile_items, compression, screen)
     return context, collecting
 
 
-def _scan_task(task: ScanTask, queries: np.ndarray, items: np.ndarray, exact_items: np.ndarray,
+def scan_numpy(task: ScanTask, queries: np.ndarray, items: np.ndarray, exact_items: np.ndarray,
                item_norms: np.ndarray, segments: np.ndarray, n_segments: int, context: ScanContext
                ) -> tuple[TaskPart, int, int]:
     """Scan one task's collecting queries against one domain's distractors, tile by tile in
@@ -235,6 +315,7 @@ def scan_rows(index: int, positions: np.ndarray, domains: np.ndarray, matrix: np
     np.add.at(n_items, (segments_all[inside], domains[inside]), 1)
     parts: dict[str, TaskPart] = {}
     work = settled = 0
+    screened: dict[str, int] = {}
     for code, domain in enumerate(DOMAINS):
         rows = np.flatnonzero(inside & (domains == code))
         readers = [task for task in context.tasks if task.gallery_set == domain]
@@ -244,10 +325,11 @@ def scan_rows(index: int, positions: np.ndarray, domains: np.ndarray, matrix: np
         exact = score_vectors(matrix[rows], context.metric, items)
         norms = screen_norms(items, context.metric, "gallery")
         for task in readers:
-            part, done, n = _scan_task(task, context.queries[task.query_set], items,
-                                       items if exact is None else exact, norms, segments_all[rows], n_segments,
-                                       context)
-            parts[task.task] = part
-            work += done
-            settled += n
-    return ShardResult(index, parts, n_items, work, settled)
+            found = context.screen.scan(task, context.queries[task.query_set], items,
+                                        items if exact is None else exact, norms, segments_all[rows], n_segments,
+                                        context)
+            parts[task.task] = found.part
+            work += found.multiply_adds
+            settled += found.settled
+            screened[found.screened_by] = screened.get(found.screened_by, 0) + found.multiply_adds
+    return ShardResult(index, parts, n_items, work, settled, screened)

@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from ropebench.engines.base import Engine, FirstHits, SearchRequest, SearchRun
-from ropebench.engines.catalogue import ScanContext, ShardResult, build_context
+from ropebench.engines.catalogue import (
+    NUMPY_SCREEN,
+    ScanContext,
+    ShardResult,
+    ShardScreen,
+    build_context,
+    shard_screen,
+)
 from ropebench.engines.runners import Eta, Runner
 from ropebench.engines.settle import Accumulator
 from ropebench.protocol import DOMAINS
@@ -56,37 +63,43 @@ class CatalogueEngine:
         started = time.perf_counter()
         run = self.base.search(request)
         searched = time.perf_counter()
-        by_size, items, counters, phases = self.extend(request, run.hits)
+        screen = shard_screen(self.base, run)  # the shards are screened as the test set was
+        by_size, items, counters, phases, screened = self.extend(request, run.hits, screen=screen)
         timing = {"test_search_s": round(searched - started, 4),
                   "distractors_s": round(time.perf_counter() - searched, 4), **phases}
-        engine = {**run.engine, "name": self.name, **self.runner.describe(), "test_engine": self.base.name}
+        engine = {**run.engine, "name": self.name, **self.runner.describe(), "test_engine": self.base.name,
+                  "shards": {**screen.describe(), "multiply_adds": screened}}
         return SearchRun(hits=by_size[-1], counters={**run.counters, **counters}, engine=engine, by_size=by_size,
                          items_per_size=items, timing=timing)
 
     def extend(self, request: SearchRequest, hits: Mapping[str, FirstHits],
-               only: Mapping[str, np.ndarray] | None = None
-               ) -> tuple[list[dict[str, FirstHits]], np.ndarray, dict[str, int], dict[str, float]]:
+               only: Mapping[str, np.ndarray] | None = None, screen: ShardScreen = NUMPY_SCREEN
+               ) -> tuple[list[dict[str, FirstHits]], np.ndarray, dict[str, int], dict[str, float], dict[str, int]]:
         """The test set's counts extended by the catalogue, per size (index 0: none), the
-        distractors per size and domain, the counters and the phases.
+        distractors per size and domain, the counters, the phases and the multiply-adds per screen
+        that ran.
 
         ``only``: per task, the queries to extend (the others keep the test set's counts).
+        ``screen``: who scans the shards (numpy float32 unless the engine brings its own).
         """
         counters = dict.fromkeys(CATALOGUE_COUNTERS, 0)
         if not self.boundaries:
-            return [dict(hits)], np.zeros((1, len(DOMAINS)), dtype=np.int64), counters, {}
+            return [dict(hits)], np.zeros((1, len(DOMAINS)), dtype=np.int64), counters, {}, {}
         started = time.perf_counter()
         context, _ = build_context(request.task_data, request.tasks, hits, metric=self.metric, center=self.center,
                                    distractor_norms=self.max_norm, distractor_integers=self.integers,
                                    boundaries=self.boundaries, max_k=request.max_k,
-                                   exact_censored=request.exact_censored, only=only, compression=self.compression)
+                                   exact_censored=request.exact_censored, only=only, compression=self.compression,
+                                   screen=screen)
         accumulator = Accumulator(context)
         prepared = time.perf_counter()
         limit = self.boundaries[-1]
         sizes = {shard.index: min(shard.n_rows, limit - shard.start) for shard in self.shards}
         eta = Eta("distractors", sum(sizes.values()), enabled=self.progress)
-        for result in self.runner.map(self.scan, self.shards, context):
-            accumulator.add(result)
-            eta.advance(sizes[result.index])
+        with screen.session():
+            for result in self.runner.map(self.scan, self.shards, context):
+                accumulator.add(result)
+                eta.advance(sizes[result.index])
         eta.finish()
         scanned = time.perf_counter()
         by_size = accumulator.hits(hits)
@@ -94,4 +107,4 @@ class CatalogueEngine:
                   "merge_s": round(time.perf_counter() - scanned, 4)}
         counters.update(distractor_shards=len(self.shards), distractor_pairs_settled=accumulator.settled,
                         distractor_multiply_adds=accumulator.multiply_adds)
-        return by_size, accumulator.items_per_size(), counters, phases
+        return by_size, accumulator.items_per_size(), counters, phases, dict(accumulator.screened)

@@ -56,7 +56,7 @@ def library_versions() -> dict[str, str]:
 
     return {"python": sys.version.split()[0], "numpy": numpy.__version__,
             "faiss": version("faiss-cpu", "faiss", "faiss-gpu"), "pyarrow": version("pyarrow"),
-            "ropebench": __version__, "machine": platform.machine()}
+            "torch": version("torch"), "ropebench": __version__, "machine": platform.machine()}
 
 
 def _on_worker(function: Callable[[Any, Any], R], item: Any, shared: Any) -> R:
@@ -76,18 +76,21 @@ class DaskRunner:
         workers: local cluster size (default 2); refused together with ``scheduler``.
         processes: local cluster of processes (default) or of threads in this process (tests).
         timeout: seconds to wait for the scheduler and the workers.
+        require: more libraries the workers must run in this process's version (``torch`` when the
+            torch engine screens the shards there).
     """
 
     name = "dask"
 
     def __init__(self, scheduler: str | None = None, workers: int | None = None, *, processes: bool = True,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, require: tuple[str, ...] = ()) -> None:
         if scheduler is not None and workers is not None:
             raise UsageError("--workers sizes a local cluster; with --scheduler the cluster has its own workers. "
                              "Fix: drop one of them")
         if workers is not None and workers < 1:
             raise UsageError(f"--workers must be at least 1, got {workers}")
         self.scheduler, self.n_local, self.processes, self.timeout = scheduler, workers or 2, processes, timeout
+        self.require = tuple(require)
         self._client: Any = None
         self._cluster: Any = None
         self._versions: dict[str, dict[str, str]] = {}
@@ -134,7 +137,7 @@ class DaskRunner:
         found["client"] = library_versions()
         self._versions = found
         problems = []
-        for library in CHECKED_LIBRARIES:
+        for library in (*CHECKED_LIBRARIES, *self.require):
             seen: dict[str, list[str]] = {}
             for worker, versions in found.items():
                 seen.setdefault(versions.get(library, "missing"), []).append(worker)

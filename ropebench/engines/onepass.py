@@ -211,17 +211,27 @@ class Block:
         # Rows (columns) in order of their reader's cut-off, so a tile's queries have similar
         # cut-offs; the vectors are copied in that order so that tiles are plain slices.
         self.perm_left = np.argsort(self.rows.lo, kind="stable")
-        self.sorted_left = np.take(self.left, self.perm_left, axis=0)
         if self.symmetric:
-            self.perm_right, self.sorted_right = self.perm_left, self.sorted_left
+            self.perm_right = self.perm_left
         elif self.columns is not None:
             self.perm_right = np.argsort(self.columns.lo, kind="stable")
-            self.sorted_right = np.take(self.right, self.perm_right, axis=0)
         else:
-            self.perm_right, self.sorted_right = np.arange(len(self.right)), self.right
+            self.perm_right = np.arange(len(self.right))
+        self.sorted_copies()
         self.edges_left, self.edges_right = _edges(len(self.left), self.tile), _edges(len(self.right), self.tile)
         n_l, n_r = len(self.edges_left) - 1, len(self.edges_right) - 1
         self.tiles = [(i, j) for i in range(n_l) for j in range(i if self.symmetric else 0, n_r)]
+
+    def sorted_copies(self) -> None:
+        """``sorted_left``/``sorted_right``: the vectors in tile order (an engine that screens from
+        its own copies, e.g. on a device, overrides this and keeps none on the host)."""
+        self.sorted_left = np.take(self.left, self.perm_left, axis=0)
+        if self.symmetric:
+            self.sorted_right = self.sorted_left
+        elif self.columns is not None:
+            self.sorted_right = np.take(self.right, self.perm_right, axis=0)
+        else:
+            self.sorted_right = self.right
 
 
 def _single_threaded_blas(enabled: bool) -> contextlib.AbstractContextManager[Any]:

@@ -35,6 +35,7 @@ class Accumulator:
         self.seen: set[int] = set()
         self.multiply_adds = 0
         self.settled = 0
+        self.screened: dict[str, int] = {}  # multiply-adds per screen that ran
 
     def add(self, result: ShardResult) -> None:
         """Add one shard's answer; a shard answering twice (a retried task) is an error."""
@@ -47,6 +48,8 @@ class Accumulator:
         self.n_items += result.n_items
         self.multiply_adds += result.multiply_adds
         self.settled += result.settled
+        for name, work in result.screened.items():
+            self.screened[name] = self.screened.get(name, 0) + work
 
     def items_per_size(self) -> np.ndarray:
         """``(n_sizes + 1, 3)`` distractor items per domain inside each prefix (row 0: none)."""

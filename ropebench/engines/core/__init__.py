@@ -9,7 +9,9 @@ their candidates to a :class:`~.decide.Judge`; docs/exactness.md derives the bou
 
 from __future__ import annotations
 
-from ropebench.engines.core.bound import Bound, bound_for, integer_exact
+import numpy as np
+
+from ropebench.engines.core.bound import Bound, bound_for, integer_exact, residual_bound
 from ropebench.engines.core.decide import Decision, Judge, censor, settle
 from ropebench.engines.core.levels import (
     ALL_RELEVANT,
@@ -27,8 +29,8 @@ from ropebench.engines.core.task import FirstHits, TaskData
 
 __all__ = ["TaskData", "FirstHits", "judge_task", "task_bound", "Judge", "Decision", "Best", "Bound", "Precision",
            "FP32", "BF16", "censor", "settle", "row_counts", "irrelevant_eligible", "exact_scores", "tree_sum",
-           "bound_for", "best_relevant", "check_range", "RelevantLevels", "LevelCounter", "level_row_counts",
-           "fill_levels", "FIRST_HIT", "ALL_RELEVANT"]
+           "bound_for", "residual_bound", "best_relevant", "check_range", "RelevantLevels", "LevelCounter",
+           "level_row_counts", "fill_levels", "FIRST_HIT", "ALL_RELEVANT"]
 
 
 def task_bound(data: TaskData, precision: Precision = FP32, other_gallery: float | None = 0.0) -> Bound:
@@ -51,13 +53,21 @@ def check_range(data: TaskData, other_norm: float = 0.0) -> None:
 
 
 def judge_task(data: TaskData, precision: Precision = FP32, *, other_gallery: float | None = 0.0,
-               other_norm: float = 0.0) -> Judge:
+               other_norm: float = 0.0, residuals: tuple[np.ndarray, np.ndarray] | None = None) -> Judge:
     """The thresholds of a task's queries, decided in float64, and the judge for its candidates.
 
     ``precision``: the engine's screening precision (the thresholds' own relevant pairs are always
     screened by numpy in float32). The judge's ``p`` and ``relevant_settled`` come with it.
+    ``residuals``: ``(nq,)`` and ``(ng,)`` norms of ``x̂ − x``, the rounding the engine applied to
+    each query and gallery vector before screening: a ``cosine``/``ip`` task then gets the narrower
+    :func:`~.bound.residual_bound` (other tasks, and exact integer screens, keep their band).
     """
     check_range(data, other_norm)
     best = best_relevant(data, task_bound(data, FP32))
-    return Judge(data.metric, task_bound(data, precision, other_gallery), data.exact_queries,
-                 data.screen_norms[0], data.offset, best.best, best.p, best.settled)
+    bound = task_bound(data, precision, other_gallery)
+    if residuals is None or bound.exact or data.metric not in ("cosine", "ip"):
+        residuals = None
+    else:
+        bound = residual_bound(data.exact_queries.shape[1], precision)
+    return Judge(data.metric, bound, data.exact_queries, data.screen_norms[0], data.offset, best.best, best.p,
+                 best.settled, residuals)

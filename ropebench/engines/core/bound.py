@@ -20,15 +20,21 @@ import numpy as np
 
 from ropebench.engines.core.precision import U32, U64, Precision, gamma
 
-__all__ = ["Bound", "bound_for", "pair_widths", "query_terms", "integer_exact", "MARGIN"]
+__all__ = ["Bound", "bound_for", "residual_bound", "pair_widths", "query_terms", "integer_exact", "MARGIN",
+           "NORMAL_MIN"]
 
 MARGIN = 1.0 + 2.0 ** -12
+NORMAL_MIN = 2.0 ** -126  # the smallest normal float32 (and bfloat16)
 
 
 @dataclass(frozen=True)
 class Bound:
     """Coefficients of one task's band (see the module docstring); ``exact``: every screened
-    score of the task is exact (integer vectors, small sums), so the band is the point itself."""
+    score of the task is exact (integer vectors, small sums), so the band is the point itself.
+
+    ``residual``: a band from each item's own input rounding (:func:`residual_bound`): the pair's
+    widths then need the residual norms ``ρ = |x̂ − x|`` of both sides, ``accumulation`` is the
+    coefficient of ``(|x| + ρx)(|y| + ρy)``, and the output term is half an ulp of the score."""
 
     pair: float
     gallery: float
@@ -37,6 +43,8 @@ class Bound:
     floor: float
     threshold: float
     exact: bool = False
+    residual: bool = False
+    accumulation: float = 0.0
 
 
 def bound_for(metric: str, dim: int, precision: Precision, *, exact: bool = False) -> Bound:
@@ -78,12 +86,39 @@ def bound_for(metric: str, dim: int, precision: Precision, *, exact: bool = Fals
     return Bound(pair * MARGIN, gallery * MARGIN, both * MARGIN, output, floor, threshold * MARGIN)
 
 
-def pair_widths(bound: Bound, q_norm: np.ndarray, g_norm: np.ndarray, values: np.ndarray) -> np.ndarray:
+def residual_bound(dim: int, precision: Precision) -> Bound:
+    """The band of a ``cosine``/``ip`` screen whose inputs were rounded by the engine itself, so
+    that each item's residual ``r = x̂ − x`` is known (docs/screening.md, "A band from the
+    residuals"). With ``ρx = |r_x|``, ``x̂·ŷ − x·y = x·r_y + r_x·y + r_x·r_y``, so ::
+
+        |ŝ − x·y| ≤ |x|ρy + ρx|y| + ρxρy + γ_d(u_acc)(|x| + ρx)(|y| + ρy) + ½ulp(ŝ) + floor
+
+    (plus the float64 settlement's ``γ_d(u64)|x||y|``), in place of ``(2ε + ε²)|x||y|`` for the
+    inputs: the same derivation as :func:`bound_for` with each pair's actual rounding instead of
+    its worst case (``ρ ≤ u_in |x|``), and the output's actual half-ulp instead of ``u_out|ŝ|``.
+    """
+    return Bound(gamma(dim, U64) * MARGIN, 0.0, 0.0, precision.u_out / (1.0 - precision.u_out),
+                 (dim + 2) * precision.underflow, 0.0, residual=True,
+                 accumulation=gamma(dim, precision.u_acc) * MARGIN)
+
+
+def pair_widths(bound: Bound, q_norm: np.ndarray, g_norm: np.ndarray, values: np.ndarray,
+                q_residual: np.ndarray | None = None, g_residual: np.ndarray | None = None) -> np.ndarray:
     """The width of each pair's band, without the query's term (float64). A zero vector's products
-    are exact zeros, so the floor (underflow) applies only where some product can be non-zero."""
+    are exact zeros, so the floor (underflow) applies only where some product can be non-zero.
+    ``q_residual, g_residual``: the residual norms, with a :func:`residual_bound` (broadcast like
+    the norms)."""
     product = q_norm * g_norm
     nonzero = (g_norm > 0) if bound.gallery else (product > 0)
     width = bound.pair * product + bound.floor * nonzero
+    if bound.residual:
+        if q_residual is None or g_residual is None:
+            raise ValueError("a residual band needs the residual norms of both sides")
+        width += MARGIN * (q_norm * g_residual + q_residual * g_norm + q_residual * g_residual)
+        width += bound.accumulation * (q_norm + q_residual) * (g_norm + g_residual)
+        if bound.output:
+            width += output_half_ulp(values, bound.output)
+        return width
     if bound.gallery:
         width += bound.gallery * g_norm * g_norm
     if bound.both:
@@ -91,6 +126,17 @@ def pair_widths(bound: Bound, q_norm: np.ndarray, g_norm: np.ndarray, values: np
     if bound.output:
         width += bound.output * np.abs(values)
     return width
+
+
+def output_half_ulp(values: np.ndarray, output: float) -> np.ndarray:
+    """The rounding of each returned score to a format of unit roundoff ``u`` (``output = u/(1 − u)``):
+    at most half its ulp, ``u · 2^⌊log2|ŝ|⌋``, for a normal ``ŝ`` (rounding to nearest is monotone,
+    so the unrounded sum lies in ``ŝ``'s binade or the one below); ``output·|ŝ|`` otherwise."""
+    magnitude = np.abs(values)
+    u = output / (1.0 + output)
+    _, exponent = np.frexp(magnitude)
+    half_ulp = MARGIN * np.ldexp(u, exponent - 1)  # |ŝ| = m·2^e, m in [0.5, 1): binade 2^(e−1)
+    return np.where(magnitude >= NORMAL_MIN, np.minimum(half_ulp, output * magnitude), output * magnitude)
 
 
 def query_terms(bound: Bound, q_norm: np.ndarray, best: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ as float64 decides it, whichever kernel screened, in whichever order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -42,12 +42,18 @@ class Judge:
         offset: ``(nq,)`` the screening frame's offset (``|x|²`` under l2), or None.
         best: ``(nq,)`` float64 ``T`` (−inf: the query is not scored).
         p, relevant_settled: relevant items at ``T`` per query, and relevant pairs settled to find ``T``.
+        residuals: with a residual band (:func:`~.bound.residual_bound`), the ``(nq,)`` and
+            ``(ng,)`` residual norms of the queries' and the gallery's screened inputs.
     """
 
     def __init__(self, metric: str, bound: Bound, exact_queries: np.ndarray, q_norm: np.ndarray,
                  offset: np.ndarray | None, best: np.ndarray, p: np.ndarray | None = None,
-                 relevant_settled: int = 0) -> None:
+                 relevant_settled: int = 0, residuals: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        if bound.residual and residuals is None:
+            raise ValueError("a residual band needs the residual norms of both sides")
         self.metric, self.bound, self.exact_queries = metric, bound, exact_queries
+        self.q_residual: np.ndarray | None = None if residuals is None else residuals[0]
+        self.g_residual: np.ndarray | None = None if residuals is None else residuals[1]
         self.p = np.zeros(len(best), dtype=np.int64) if p is None else p
         self.relevant_settled = relevant_settled
         self.q_norm = q_norm
@@ -62,6 +68,8 @@ class Judge:
         judge.exact_queries = np.ascontiguousarray(self.exact_queries[rows])
         judge.q_norm, judge.best, judge.screen = self.q_norm[rows], self.best[rows], self.screen[rows]
         judge.extra, judge.p, judge.relevant_settled = self.extra[rows], self.p[rows], 0
+        judge.q_residual = None if self.q_residual is None else self.q_residual[rows]
+        judge.g_residual = self.g_residual
         return judge
 
     def cutoff(self, g_norm_max: float) -> np.ndarray:
@@ -69,8 +77,10 @@ class Judge:
         for every gallery item of norm at most ``g_norm_max`` (+inf for queries not scored)."""
         b = self.bound
         top = np.full(len(self.q_norm), g_norm_max)
-        width = pair_widths(Bound(b.pair, b.gallery, b.both, 0.0, b.floor, b.threshold), self.q_norm, top,
-                            np.zeros(len(top))) + self.extra
+        # The width grows with |y| and ρy separately, so their maxima bound every item's.
+        top_residual = None if self.g_residual is None else np.full(len(top), self.g_residual.max(initial=0.0))
+        width = pair_widths(replace(b, output=0.0), self.q_norm, top, np.zeros(len(top)), self.q_residual,
+                            top_residual) + self.extra
         # |ŝ| <= |T'| + w  =>  w <= (w0 + k|T'|) / (1 - k).
         finite = np.isfinite(self.screen)
         if b.output:
@@ -91,7 +101,9 @@ class Judge:
         diff = v - self.screen[q]
         if self.bound.exact:
             return Decision(diff > 0, diff == 0, 0)
-        width = pair_widths(self.bound, self.q_norm[q], g_norm, v) + self.extra[q]
+        q_residual = None if self.q_residual is None else self.q_residual[q]
+        g_residual = None if self.g_residual is None else self.g_residual[g]
+        width = pair_widths(self.bound, self.q_norm[q], g_norm, v, q_residual, g_residual) + self.extra[q]
         finite = np.isfinite(v)
         above = finite & (diff > width)
         # A width of 0 is an exact screen (a zero vector): equality there is a tie as it stands.

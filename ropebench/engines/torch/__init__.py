@@ -3,7 +3,9 @@ MPS), screened in float32 or bfloat16, every comparison decided by the exactness
 
 A bf16 screen rounds both inputs and the score to 8 significant bits; the core's band for
 :data:`~ropebench.engines.core.precision.BF16` (docs/screening.md) covers that, so the pairs
-within it are settled in float64 and the counts are the default engine's, bit for bit. The screen
+within it are settled in float64 and the counts are the default engine's, bit for bit. Since the
+engine rounds the vectors itself, it measures each one's residual ``|x̂ − x|`` and, for cosine and
+ip, uses the core's narrower :func:`~ropebench.engines.core.bound.residual_bound`. The screen
 is given (``screen="fp32"|"bf16"``) or chosen once per process by measuring both on a small block.
 
 Only this subpackage imports torch; the registry imports it when ``torch`` is chosen.
@@ -24,8 +26,8 @@ import torch
 from ropebench.engines.base import COUNTERS, FirstHits, SearchRequest, SearchRun, TaskData
 from ropebench.engines.core import FP32, Precision, judge_task, row_counts
 from ropebench.engines.core.bound import pair_widths
-from ropebench.engines.onepass import SMALL_BLOCK, Block, TaskReader, _edges, _plan
-from ropebench.engines.torch.blocks import run_block
+from ropebench.engines.onepass import SMALL_BLOCK, TaskReader, _edges, _plan
+from ropebench.engines.torch.blocks import CHUNK_ROWS, DeviceBlock, residual_norms, run_block
 from ropebench.engines.torch.device import (
     SCREENS,
     device_name,
@@ -109,8 +111,8 @@ class TorchEngine:
         if gain is not None:
             record["bf16_speedup"] = round(gain, 3)
         precision = precision_for(screen, self.device)
-        if screen == "bf16" and not all(precision.covers(data[t].queries) and precision.covers(data[t].gallery)
-                                        for t in request.tasks):
+        if screen == "bf16" and not _covered(precision, [data[t].queries for t in request.tasks]
+                                             + [data[t].gallery for t in request.tasks]):
             # Subnormal inputs are dropped by bf16 kernels (and huge ones overflow): outside the bound.
             screen, precision = "fp32", FP32
             record.update(screen="fp32", screen_fallback="elements outside bf16's normal range")
@@ -120,6 +122,13 @@ class TorchEngine:
         counters["queries_censored"] = sum(int(h.censored.sum()) for h in hits.values())
         record["band_median"] = float(np.median(widths)) if len(widths) else 0.0
         return SearchRun(hits=hits, counters=counters, engine=record)
+
+    def shard_screen(self, run: SearchRun) -> Any:
+        """How a distractor catalogue's shards are screened (the catalogue composition asks): on
+        this engine's device, in the screen its test set ran in (after any fallback to fp32)."""
+        from ropebench.engines.torch.shards import TorchShardScreen
+
+        return TorchShardScreen(str(self.device), str(run.engine.get("screen", "fp32")), self.settings.tile)
 
     def _first_hits(self, request: SearchRequest, precision: Precision, counters: dict[str, int]
                     ) -> tuple[dict[str, FirstHits], np.ndarray, int]:
@@ -146,17 +155,22 @@ class TorchEngine:
         readers: dict[str, TaskReader] = {}
         buffers = threading.local()
         sent = 0
+        residuals = _Residuals(device, dtype, enabled=precision.u_in > 0)
         with exact_kernels(device), _cpu_threads(device, request.threads) as pool:
-            for row_task, column_task, symmetric in plan:
-                block = self._block(task_data, row_task, column_task, symmetric, precision, request)
+            # As in the default engine, a worker prepares the next block (thresholds, residuals,
+            # device copies) while this one's tiles run.
+            upcoming = None
+            for index, (row_task, column_task, symmetric) in enumerate(plan):
+                block = upcoming.result() if upcoming is not None else \
+                    self._block(task_data, row_task, column_task, symmetric, precision, request, residuals)
+                upcoming = None
+                if pool is not None and index + 1 < len(plan):
+                    upcoming = pool.submit(self._block, task_data, *plan[index + 1], precision, request, residuals)
                 readers[row_task] = block.rows
                 if column_task is not None and block.columns is not None:
                     readers[column_task] = block.columns
-                on_left = torch.from_numpy(block.sorted_left).to(device=device, dtype=dtype)
-                on_right = on_left if block.sorted_right is block.sorted_left else \
-                    torch.from_numpy(np.ascontiguousarray(block.sorted_right)).to(device=device, dtype=dtype)
-                sent += run_block(block, on_left, on_right, pool, buffers, progress)
-                del block, on_left, on_right
+                sent += run_block(block, pool, buffers, progress)
+                del block
         hits: dict[str, FirstHits] = {}
         widths: list[np.ndarray] = []
         for task in small:
@@ -177,22 +191,62 @@ class TorchEngine:
         return {task: hits[task] for task in tasks}, np.concatenate(widths) if widths else np.zeros(0), sent
 
     def _block(self, task_data: Mapping[str, TaskData], row_task: str, column_task: str | None, symmetric: bool,
-               precision: Precision, request: SearchRequest) -> Block:
+               precision: Precision, request: SearchRequest, residuals: _Residuals) -> DeviceBlock:
+        def reader(task: str) -> TaskReader:
+            data = task_data[task]
+            judge = judge_task(data, precision, residuals=residuals.of(data))
+            return TaskReader(data, judge, request.max_k, request.exact_censored)
+
         data = task_data[row_task]
-        rows = TaskReader(data, judge_task(data, precision), request.max_k, request.exact_censored)
-        columns = None if column_task is None else TaskReader(
-            task_data[column_task], judge_task(task_data[column_task], precision), request.max_k,
-            request.exact_censored)
-        return Block(data.queries, data.gallery, rows, columns, symmetric, self.settings.tile)
+        rows = reader(row_task)
+        columns = None if column_task is None else reader(column_task)
+        return DeviceBlock(data.queries, data.gallery, rows, columns, symmetric, self.settings.tile,
+                           device=self.device, dtype=residuals.dtype)
+
+
+def _covered(precision: Precision, arrays: list[np.ndarray]) -> bool:
+    """Whether ``precision`` covers every element of every array (each distinct array checked
+    once, :data:`CHUNK_ROWS` rows at a time, so no full-size temporary)."""
+    distinct = {id(array): array for array in arrays}
+    return all(precision.covers(array[start:start + CHUNK_ROWS]) for array in distinct.values()
+               for start in range(0, len(array), CHUNK_ROWS))
+
+
+class _Residuals:
+    """Residual norms ``|x̂ − x|`` of each item set's screened vectors, computed once per array
+    (tasks of one item set share their arrays) when the screen rounds its inputs (bf16)."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, *, enabled: bool) -> None:
+        self.device, self.dtype, self.enabled = device, dtype, enabled
+        self._norms: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+
+    def _norms_of(self, vectors: np.ndarray) -> np.ndarray | None:
+        if id(vectors) not in self._norms:  # the array is kept with its norms, so its id stays its own
+            self._norms[id(vectors)] = (vectors, residual_norms(vectors, self.device, self.dtype))
+        return self._norms[id(vectors)][1]
+
+    def of(self, data: TaskData) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(queries', gallery's)`` residual norms, or None (no rounding, or no float64 on the device)."""
+        if not self.enabled or data.metric not in ("cosine", "ip"):
+            return None
+        queries, gallery = self._norms_of(data.queries), self._norms_of(data.gallery)
+        return None if queries is None or gallery is None else (queries, gallery)
 
 
 def _band_widths(reader: TaskReader) -> np.ndarray:
-    """Each scored query's band width at its threshold, for a gallery item of median norm."""
+    """Each scored query's band width at its threshold, for a gallery item of median norm (and,
+    with a residual band, median residual)."""
     judge = reader.judge
     scored = np.isfinite(judge.best)
-    if not scored.any() or judge.bound.exact:
-        return np.zeros(int(scored.sum()))
-    g_norm = np.full(int(scored.sum()), float(np.median(reader.g_norm)) if len(reader.g_norm) else 0.0)
-    return pair_widths(judge.bound, judge.q_norm[scored], g_norm, judge.screen[scored]) + judge.extra[scored]
+    n = int(scored.sum())
+    if not n or judge.bound.exact:
+        return np.zeros(n)
+    g_norm = np.full(n, float(np.median(reader.g_norm)) if len(reader.g_norm) else 0.0)
+    q_residual = g_residual = None
+    if judge.q_residual is not None and judge.g_residual is not None:
+        q_residual = judge.q_residual[scored]
+        g_residual = np.full(n, float(np.median(judge.g_residual)) if len(judge.g_residual) else 0.0)
+    return pair_widths(judge.bound, judge.q_norm[scored], g_norm, judge.screen[scored], q_residual,
+                       g_residual) + judge.extra[scored]
 
 

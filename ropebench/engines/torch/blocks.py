@@ -21,13 +21,69 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ropebench.engines.onepass import Block, run_tiles, sort_out_tile, take_tile
+from ropebench.engines.torch.device import release_free_memory
 
-__all__ = ["run_block", "bf16_at_least"]
+__all__ = ["run_block", "bf16_at_least", "DeviceBlock", "to_device", "residual_norms",
+           "CHUNK_ROWS", "TRIM_TILES"]
+
+TRIM_TILES = 32  # tiles between two returns of free C heap pages to the system (release_free_memory)
+CHUNK_ROWS = 1 << 11  # rows converted at a time (bounds the temporaries: 1 MiB per float32 copy at d = 128)
+
+
+def to_device(vectors: np.ndarray, order: np.ndarray | None, device: torch.device, dtype: torch.dtype
+              ) -> torch.Tensor:
+    """``vectors[order]`` (``(n, d)`` float32) as a ``dtype`` tensor on ``device``, converted
+    :data:`CHUNK_ROWS` rows at a time, so no full-size float32 copy is ever made."""
+    n = len(vectors) if order is None else len(order)
+    out = torch.empty((n, vectors.shape[1]), dtype=dtype, device=device)
+    for start in range(0, n, CHUNK_ROWS):
+        rows = slice(start, start + CHUNK_ROWS)
+        chunk = vectors[rows] if order is None else np.take(vectors, order[rows], axis=0)
+        out[rows] = torch.from_numpy(np.ascontiguousarray(chunk)).to(device=device).to(dtype)
+    return out
+
+
+def residual_norms(vectors: np.ndarray, device: torch.device, dtype: torch.dtype) -> np.ndarray | None:
+    """``ρ = |x̂ − x|`` per row (float64), ``x̂`` the rounding of each float32 vector to ``dtype``
+    done exactly as :func:`to_device` does it (the same conversion on the same device), so ``ρ``
+    is the residual of the very inputs the kernel multiplies. ``x̂ − x`` is exact in float32 (two
+    float32 numbers within a factor 2 of each other); its norm is summed in float64. None on a
+    device without float64 (MPS): the engine then keeps the worst-case band."""
+    if device.type == "mps":
+        return None
+    out = np.empty(len(vectors), dtype=np.float64)
+    for start in range(0, len(vectors), CHUNK_ROWS):
+        x = torch.from_numpy(np.ascontiguousarray(vectors[start:start + CHUNK_ROWS])).to(device=device)
+        residual = (x.to(dtype).to(torch.float32) - x).to(torch.float64)
+        out[start:start + len(x)] = torch.sqrt((residual * residual).sum(dim=1)).cpu().numpy()
+    return out
+
+
+@dataclass
+class DeviceBlock(Block):
+    """A :class:`Block` whose vectors in tile order are made on ``device`` in the screening
+    ``dtype`` from the block's vectors chunk by chunk when its tiles start (:meth:`on_device`), so
+    the host keeps no sorted copy and a block prepared ahead holds no device memory yet."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+
+    def sorted_copies(self) -> None:
+        pass  # made by on_device, when the tiles start
+
+    def on_device(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(left, right)``: the block's vectors in tile order on the device."""
+        left = to_device(self.left, self.perm_left, self.device, self.dtype)
+        if self.symmetric:
+            return left, left
+        order = self.perm_right if self.columns is not None else None
+        return left, to_device(self.right, order, self.device, self.dtype)
 
 
 def bf16_at_least(bits: np.ndarray, tau: float, out: np.ndarray) -> np.ndarray:
@@ -52,17 +108,18 @@ def _bf16_values(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.int32) << 16).view(np.float32)
 
 
-def run_block(block: Block, left: torch.Tensor, right: torch.Tensor, pool: ThreadPoolExecutor | None,
-              buffers: threading.local, on_tile: Callable[[int], None]) -> int:
-    """Compute ``block``'s tiles on ``left``/``right`` (its sorted vectors on the device, screening
-    dtype) and hand every candidate to its reader. Returns the candidates sent to the host."""
+def run_block(block: DeviceBlock, pool: ThreadPoolExecutor | None, buffers: threading.local,
+              on_tile: Callable[[int], None]) -> int:
+    """Compute ``block``'s tiles on its device copies and hand every candidate to its reader.
+    Returns the candidates sent to the host."""
+    left, right = block.on_device()
     rows, columns = block.rows, block.columns
     column_reader = rows if block.symmetric else columns
     edges_l, edges_r = block.edges_left, block.edges_right
     on_cpu = left.device.type == "cpu"
     bf16 = left.dtype == torch.bfloat16
     lock = threading.Lock()
-    sent = [0]
+    sent, done = [0], [0]
 
     def candidates(scores: torch.Tensor, threshold_r: np.ndarray, threshold_c: np.ndarray | None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -123,10 +180,14 @@ def run_block(block: Block, left: torch.Tensor, right: torch.Tensor, pool: Threa
 
         def counted(n: int) -> None:  # called by take_tile under the lock
             sent[0] += n_sent
+            done[0] += n
             on_tile(n)
 
         take_tile(lock, rows, column_reader, for_rows, for_columns, counted)
+        if done[0] % TRIM_TILES == 0:
+            release_free_memory()
 
     run_tiles(pool, block.tiles, run_tile)
+    release_free_memory()
     return sent[0]
 

@@ -7,8 +7,11 @@ Only this subpackage imports torch (``import ropebench`` never does).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import platform
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -18,7 +21,7 @@ from ropebench.engines.core.precision import BF16, BF16_TENSOR_CORES, FP32, Prec
 from ropebench.errors import UsageError
 
 __all__ = ["resolve_device", "device_name", "precision_for", "measured_screen", "exact_kernels", "SCREENS",
-           "screen_dtype"]
+           "screen_dtype", "release_free_memory"]
 
 SCREENS = ("fp32", "bf16")
 # Automatic choice: bf16 is chosen only when its screen (GEMM and selection) is at least this much
@@ -138,3 +141,29 @@ def exact_kernels(device: torch.device) -> Iterator[None]:
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = saved["tf32"]
             torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = saved["bf16"]
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None (another C library, or not Linux)."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+        return trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the operating system (glibc ``malloc_trim(0)``; a no-op
+    elsewhere). It frees nothing that is in use and changes no allocator setting: it only undoes
+    what glibc keeps. The tiles' temporaries (candidates, float64 settlement batches) are freed in
+    two worker threads' arenas of varying sizes, and glibc keeps those pages resident (its mmap
+    threshold rises after the first large free); called between blocks and every
+    :data:`TRIM_TILES` tiles, it took the engine's peak RSS down by about 50 MiB at ROPE-test
+    size for well under a millisecond a call (docs/screening.md)."""
+    if _TRIM is not None:
+        _TRIM(0)

@@ -1,0 +1,155 @@
+"""The band of a *combined* screen: a score screened as a weighted sum of other screened scores.
+
+A few-shot prototype is (up to its rounding) a multiple of the sum of its supports, so its score
+against a query can be screened from the query's screened scores against the supports themselves
+(docs/exactness.md, "Combined screens"). For one query ``x`` and one prototype ``p`` (float32, the
+vector the score is defined with) whose screen is ::
+
+    v = fl32( Σ_i w ŝ_i ),   ŝ_i = the screened score of x against support y_i (i = 1 … k)
+
+with one float32 weight ``w`` per prototype, ``m = w Σ_i y_i`` (exact) and ``s₆₄`` the float64
+score of ``(x, p)``:
+
+    |v − s₆₄| ≤ |x| · [ A (c + γ_K(u₃₂)(1 + c)) + B + γ_d(u₆₄) |p| ] · M + floor
+
+where ``A = w Σ_i |y_i|``, ``B ≥ |p − m|`` (computed in float64 with its own rounding added),
+``c`` the support screen's relative bound (:func:`item_coefficient`), ``K`` the number of terms the
+combination sums (zeros included), and ``M = 1 + 2⁻¹²`` (bound.MARGIN). The bracket depends on the
+prototype only, so it is the prototype's *effective norm* ``ĝ`` and the band is an ordinary
+:class:`~ropebench.engines.core.bound.Bound` with ``pair = 1``: ``w = |x| · ĝ + floor``. A
+:class:`~ropebench.engines.core.decide.Judge` built with it decides and settles combined screens
+exactly as it does plain ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ropebench.engines.core.bound import MARGIN, Bound, pair_widths
+from ropebench.engines.core.decide import Decision, Judge
+from ropebench.engines.core.precision import FP32, U32, U64, Precision, gamma
+
+__all__ = ["item_coefficient", "combination_weights", "effective_norms", "combination_bound", "ColumnJudges"]
+
+
+def item_coefficient(dim: int, precision: Precision = FP32) -> float:
+    """``c``: ``|ŝ − x·y| ≤ c |x||y|`` for one support's screened score (cosine/ip; the settlement
+    term of :func:`~ropebench.engines.core.bound.bound_for` is not in it: it belongs to the prototype)."""
+    eps = precision.u_in
+    item = (2 * eps + eps * eps) + gamma(dim, precision.u_acc) * (1 + eps) ** 2
+    return item + precision.u_out / (1.0 - precision.u_out) * (1 + item)
+
+
+def _support_sums(items: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 ``Σ_i y_i`` ``(n, d)`` and ``Σ_i |y_i|`` ``(n,)`` of each row of ``positions`` (n, k)."""
+    total = np.zeros((len(positions), items.shape[1]), dtype=np.float64)
+    norms = np.zeros(len(positions), dtype=np.float64)
+    for i in range(positions.shape[1]):
+        support = items[positions[:, i]].astype(np.float64)
+        total += support
+        norms += np.sqrt(np.einsum("ij,ij->i", support, support))
+    return total, norms
+
+
+def combination_weights(prototypes: np.ndarray, items: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """One float32 weight per prototype: the least-squares ``w`` of ``p ≈ w Σ_i y_i`` (``1/k`` for ip,
+    ``1/(k|mean|)`` for cosine, up to rounding; 0 when the supports sum to zero). Any weight is
+    correct — the bound measures ``|p − w Σ y_i|`` — the least-squares one keeps it smallest."""
+    if not len(positions):
+        return np.zeros(0, dtype=np.float32)
+    total, _ = _support_sums(items, positions)
+    square = np.einsum("ij,ij->i", total, total)
+    cross = np.einsum("ij,ij->i", total, prototypes.astype(np.float64))
+    safe = np.where(square > 0, square, 1.0)
+    return np.where(square > 0, cross / safe, 0.0).astype(np.float32)
+
+
+def effective_norms(prototypes: np.ndarray, items: np.ndarray, positions: np.ndarray, weights: np.ndarray,
+                    terms: np.ndarray | int, precision: Precision = FP32) -> np.ndarray:
+    """The effective norm ``ĝ`` of each prototype (the module docstring's bracket, times ``M``).
+
+    Args:
+        prototypes: ``(n, d)`` float32, the vectors the score is defined with.
+        items: ``(n_items, d)`` float32 support vectors as the support screen used them.
+        positions: ``(n, k)`` rows of ``items``: each prototype's supports.
+        weights: ``(n,)`` float32 ``w`` the combination multiplies by.
+        terms: ``K``, the number of terms each prototype's combination sums (zeros included).
+        precision: the support screen's precision.
+    """
+    n, dim = prototypes.shape
+    if not n:
+        return np.zeros(0, dtype=np.float64)
+    k = positions.shape[1]
+    total, support_norms = _support_sums(items, positions)
+    w = weights.astype(np.float64)
+    p = prototypes.astype(np.float64)
+    # |p − w Σ y| in float64: the sum is within γ_{k−1}(u64) Σ|y_ij| per coordinate, the product and
+    # the difference add two roundings, so the computed residual is within γ_{k+1}(u64)(|p| + A) of
+    # the exact one (triangle inequality over coordinates); its norm's own rounding is covered by M.
+    residual = p - w[:, None] * total
+    p_norm = np.sqrt(np.einsum("ij,ij->i", p, p))
+    spread = np.abs(w) * support_norms  # A
+    gap = np.sqrt(np.einsum("ij,ij->i", residual, residual)) + gamma(k + 1, U64) * (p_norm + spread)  # B
+    c = item_coefficient(dim, precision)
+    k_terms = np.broadcast_to(np.asarray(terms, dtype=np.float64), (n,))
+    combine = k_terms * U32 / (1.0 - k_terms * U32)  # γ_K(u32), the float32 combination
+    if (k_terms * U32 >= 1).any():
+        raise ValueError("no error bound: too many terms in one combination")
+    return (spread * (c + combine * (1 + c)) + gap + gamma(dim, U64) * p_norm) * MARGIN
+
+
+def combination_bound(dim: int, weight_max: float, terms_max: int, precision: Precision = FP32) -> Bound:
+    """The :class:`Bound` of combined screens: ``pair = 1`` (the norms are the effective norms) and a
+    floor for subnormal products — ``(d + 2)`` per support score, scaled by the weight, plus the
+    combination's own ``K + 2`` — applied only where ``|x| · ĝ > 0``."""
+    floor = (abs(weight_max) * terms_max * (dim + 2) * precision.underflow + (terms_max + 2) * FP32.underflow)
+    return Bound(1.0, 0.0, 0.0, 0.0, floor * MARGIN, 0.0)
+
+
+class ColumnJudges:
+    """Several tasks that share their queries, one :class:`Judge` per *column* (a prototype set),
+    decided together: the band test of :meth:`Judge.decide`, vectorised over columns; the pairs
+    inside their band go to their column's judge, which settles them in float64.
+
+    Args:
+        judges: one per column, sharing their queries (``q_norm``) and one bound
+            (:func:`combination_bound`).
+        galleries: column j's float32 prototypes (the vectors the score is defined with).
+        norms: column j's effective norms (:func:`effective_norms`).
+    """
+
+    def __init__(self, judges: Sequence[Judge], galleries: Sequence[np.ndarray], norms: Sequence[np.ndarray]
+                 ) -> None:
+        self.bound = judges[0].bound
+        if self.bound.exact or any(judge.bound != self.bound for judge in judges):
+            raise ValueError("ColumnJudges: the judges must share one (inexact) bound")
+        self.judges, self.galleries = list(judges), list(galleries)
+        self.q_norm = judges[0].q_norm
+        self.screen = np.stack([judge.screen for judge in judges])  # (J, n_queries)
+        self.extra = np.stack([judge.extra for judge in judges])
+        sizes = [len(norm) for norm in norms]
+        self.offset = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
+        self.norms = np.concatenate(list(norms)) if norms else np.zeros(0)
+
+    def decide(self, query: np.ndarray, column: np.ndarray, gallery: np.ndarray, values: np.ndarray) -> Decision:
+        """Candidate ``i`` is ``(query[i], gallery[i])`` of column ``column[i]``, screened ``values[i]``."""
+        g_norm = self.norms[self.offset[column] + gallery]
+        v = values.astype(np.float64)
+        diff = v - self.screen[column, query]
+        width = pair_widths(self.bound, self.q_norm[query], g_norm, v) + self.extra[column, query]
+        finite = np.isfinite(v)
+        above = finite & (diff > width)
+        # A width of 0 is an exact screen (a zero vector): equality there is a tie as it stands.
+        tie = finite & (width == 0) & (diff == 0)
+        unsure = ~above & ~tie & ~(finite & (diff < -width))
+        settled = 0
+        if unsure.any():
+            for j in np.unique(column[unsure]).tolist():
+                pick = np.flatnonzero(unsure & (column == j))
+                found = self.judges[j].decide(query[pick], gallery[pick], values[pick], self.galleries[j],
+                                              g_norm[pick])
+                above[pick], tie[pick] = found.above, found.tie
+                settled += found.settled
+        return Decision(above, tie, settled)

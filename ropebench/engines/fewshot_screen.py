@@ -1,0 +1,363 @@
+"""The few-shot *linear* screen: every prototype score screened from one item-score block per domain
+pair (docs/fewshot.md, "How it is searched").
+
+A prototype is a multiple of the sum of its supports (up to its float32 rounding), so a query's
+score against it is, up to a certified band, ``w Σ_i ŝ(q, y_i)``, a combination of the query's
+screened scores against the supports. The block ``S = X · Yᵀ`` of a domain pair is computed once,
+in tiles, and serves ``X2Y`` (a row's scores combined over each Y product's columns) and ``Y2X`` (a
+column's scores combined over each X product's rows), for every draw and every number of shots at once:
+the GEMM work of the 120 few-shot tasks becomes that of the three cross blocks, plus small batched
+products (items of one product × that product's prototypes).
+
+Each domain's items are ordered by (items of their product, product): a product's items are
+contiguous and tile boundaries fall between products, so a tile holds whole products on both sides,
+and products with the same item count ``c`` form runs whose scores reshape to ``(…, products, c)``
+without a copy. The combination's weights are one ``(c, J)`` matrix per product (``J`` = shots ×
+draws; a column holds the prototype's weight on its supports, zeros elsewhere).
+
+Every combined score is judged by the exactness core with the band of
+:mod:`ropebench.engines.core.combine` (per prototype, an effective norm), so candidates near a
+query's threshold ``T`` — the float64 score of its own product's prototype, as on the per-task path —
+are settled in float64 against the prototype itself: the counts are those of the per-task path, bit
+for bit. Used for cosine and ip on the default one-pass engine; other metrics and engines keep the
+per-task path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ropebench.engines.base import COUNTERS, FirstHits, SearchRun, TaskData
+from ropebench.engines.core import Decision, Judge, judge_task
+from ropebench.engines.core.combine import ColumnJudges, combination_bound, combination_weights, effective_norms
+from ropebench.engines.core.decide import censor
+from ropebench.engines.onepass import run_tiles
+
+__all__ = ["SupportColumn", "LinearSettings", "linear_applies", "linear_search", "SCREEN_NAME"]
+
+SCREEN_NAME = "linear"
+METRICS = ("cosine", "ip")
+
+
+@dataclass(frozen=True)
+class SupportColumn:
+    """Where one few-shot task's prototypes come from.
+
+    Attributes:
+        query_set, support_set: the task's query domain X and support domain Y.
+        column: the prototype set's key inside Y (``(shots, draw)``): tasks into one Y with the same
+            key share their prototypes (V2P and L2P).
+        positions: ``(n_ways, k)`` rows of Y's items (in Y's member order) averaged into each
+            prototype, in the task's gallery order.
+    """
+
+    query_set: str
+    support_set: str
+    column: tuple[int, int]
+    positions: np.ndarray
+
+
+@dataclass(frozen=True)
+class LinearSettings:
+    """Tile sizes (items of the row domain, items of the column domain; each rounded to whole
+    products). Tests shrink them so that small data reaches every path."""
+
+    rows: int = 1024
+    columns: int = 2048
+
+
+class _Side:
+    """One domain's items ordered by (product size, product): the reordered vectors, each product's
+    slot, first item and size, each item's position in that order, and the tile edges."""
+
+    def __init__(self, items: np.ndarray, codes: np.ndarray, tile: int) -> None:
+        n_products = int(codes.max(initial=-1)) + 1
+        size = np.bincount(codes, minlength=n_products)
+        self.order = np.lexsort((np.arange(len(codes)), codes, size[codes]))
+        self.items = np.ascontiguousarray(items[self.order])
+        sorted_codes = codes[self.order]
+        self.codes = sorted_codes
+        starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]) if len(codes) else \
+            np.zeros(0, dtype=np.int64)
+        self.starts = np.r_[starts, len(codes)].astype(np.int64)
+        self.product_codes = sorted_codes[starts]
+        self.sizes = np.diff(self.starts)
+        self.slot = np.repeat(np.arange(len(starts)), self.sizes)  # item -> its product's slot
+        self.position = np.empty(len(codes), dtype=np.int64)  # member row -> sorted position
+        self.position[self.order] = np.arange(len(codes))
+        # Tiles end at the product boundary nearest to each multiple of ``tile``.
+        n_tiles = max(1, round(len(codes) / max(tile, 1)))
+        wanted = (np.arange(1, n_tiles) * len(codes)) // n_tiles
+        cuts = self.starts[np.clip(np.searchsorted(self.starts, wanted), 0, len(self.starts) - 1)]
+        self.edges = np.unique(np.r_[0, cuts, len(codes)]).astype(np.int64)
+
+    def runs(self, start: int, stop: int) -> list[tuple[int, int, int, int, int]]:
+        """Runs of products of equal size inside items ``[start, stop)`` (whole products):
+        ``(first product, last product + 1, first item, last item + 1, size)``."""
+        p0, p1 = int(self.slot[start]), int(self.slot[stop - 1]) + 1
+        sizes = self.sizes[p0:p1]
+        bounds = np.flatnonzero(np.r_[True, sizes[1:] != sizes[:-1], True])
+        return [(p0 + int(a), p0 + int(b), int(self.starts[p0 + a]), int(self.starts[p0 + b]), int(sizes[a]))
+                for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+@dataclass
+class _Direction:
+    """One direction ``X2Y``: its tasks by column, their judges, and its state: per query (X in the
+    side's order) and column, the counts above / tied with ``T`` and the float32 cut-off (+inf: not
+    scored, or censored). ``gallery (n_products_Y, J)``: each Y product's index in column j's gallery
+    (−1: not a way). ``by_columns``: X is the block's column side, so the cut-offs are stored
+    ``(J, n_X)`` (the layout its combined scores come in)."""
+
+    tasks: list[str]
+    judges: ColumnJudges
+    gallery: np.ndarray
+    lo: np.ndarray
+    above: np.ndarray
+    ties: np.ndarray
+    by_columns: bool
+    settled: int = 0
+
+    def candidates(self, values: np.ndarray, first_product: int, first_query: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The combined scores at or above their cut-off: ``values`` is ``(products, queries, J)``
+        (``(products, J, queries)`` by columns). Returns products, queries (side positions), columns
+        and values."""
+        n_queries = values.shape[2] if self.by_columns else values.shape[1]
+        cut = self.lo[:, first_query:first_query + n_queries] if self.by_columns else \
+            self.lo[first_query:first_query + n_queries]
+        flat = at_or_above(values, cut)
+        product, a, b = np.unravel_index(flat, values.shape)
+        column, query = (a, b) if self.by_columns else (b, a)
+        return first_product + product, first_query + query, column, values.reshape(-1)[flat]
+
+    def take(self, query: np.ndarray, column: np.ndarray, decision: Decision, max_k: int | None) -> None:
+        """Add one decision's counts (under the lock); with ``max_k``, censor what reached it."""
+        self.settled += decision.settled
+        width = self.above.shape[1]
+        for counts, chosen in ((self.above, decision.above), (self.ties, decision.tie)):
+            keys, n = np.unique(query[chosen] * width + column[chosen], return_counts=True)
+            counts.reshape(-1)[keys] += n
+        if max_k is not None:
+            keys = np.unique(query[decision.above] * width + column[decision.above])
+            done = keys[self.above.reshape(-1)[keys] >= max_k]
+            if len(done):
+                q, j = np.divmod(done, width)
+                if self.by_columns:
+                    self.lo[j, q] = np.inf
+                else:
+                    self.lo[q, j] = np.inf
+
+
+CHUNK = 1 << 18  # combined scores per batch: (products, queries, J) float32 kept in L2 for the comparison
+
+
+def _chunks(runs: list[tuple[int, int, int, int, int]], per_product: int
+            ) -> list[tuple[int, int, tuple[int, int]]]:
+    """Runs split into batches of whole products whose combined scores (``per_product`` each) fit
+    :data:`CHUNK`: ``(first product, first item, (products, items per product))``."""
+    out = []
+    step = max(1, CHUNK // max(per_product, 1))
+    for p0, p1, s0, _, size in runs:
+        for first in range(p0, p1, step):
+            count = min(step, p1 - first)
+            out.append((first, s0 + (first - p0) * size, (count, size)))
+    return out
+
+
+def at_or_above(values: np.ndarray, cut: np.ndarray) -> np.ndarray:
+    """Flat indices of ``values >= cut`` (broadcast); ``values`` is one :data:`CHUNK`, so the mask
+    stays in cache between the comparison and ``flatnonzero`` (a per-thread buffer)."""
+    mask = getattr(_BUFFERS, "mask", None)
+    if mask is None or mask.size < values.size:
+        mask = _BUFFERS.mask = np.empty(max(values.size, CHUNK), dtype=bool)
+    view = mask[:values.size].reshape(values.shape)
+    np.greater_equal(values, cut, out=view)
+    return np.flatnonzero(view)
+
+
+_BUFFERS = threading.local()
+
+
+class _Unbounded(Exception):
+    """Combined scores that could overflow float32: the per-task path is used instead."""
+
+
+def linear_applies(task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn]) -> bool:
+    """Whether the linear screen can run these tasks: cosine or ip, every task described and with
+    queries, and both directions of each domain pair present with the same columns."""
+    if not columns or set(columns) != set(task_data):
+        return False
+    if any(data.metric not in METRICS or not len(data.queries) for data in task_data.values()):
+        return False
+    keys: dict[tuple[str, str], set[tuple[int, int]]] = {}
+    for column in columns.values():
+        keys.setdefault((column.query_set, column.support_set), set()).add(column.column)
+    return all((y, x) in keys and keys[(y, x)] == found for (x, y), found in keys.items()) and \
+        all(x != y for x, y in keys)
+
+
+def _weights(side: _Side, items: np.ndarray, tasks: Mapping[tuple[int, int], str],
+             task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn]
+             ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], float]:
+    """A support domain's ``(n_items, J)`` float32 weights (items in the side's order), each product's
+    gallery index per column, each column's effective norms, and the largest weight.
+
+    ``items``: the domain's vectors in member order (the supports' positions index them)."""
+    keys = list(tasks)
+    weights = np.zeros((len(side.codes), len(keys)), dtype=np.float32)
+    gallery = np.full((len(side.product_codes), len(keys)), -1, dtype=np.int64)
+    norms: list[np.ndarray] = []
+    weight_max = 0.0
+    for j, key in enumerate(keys):
+        data, positions = task_data[tasks[key]], columns[tasks[key]].positions
+        if not len(positions):
+            norms.append(np.zeros(0))
+            continue
+        w = combination_weights(data.exact_gallery, items, positions)
+        rows = side.position[positions]  # the side's positions of every support
+        weights[rows, j] = np.repeat(w, positions.shape[1]).reshape(positions.shape)
+        slots = side.slot[rows[:, 0]]
+        gallery[slots, j] = np.arange(len(positions))
+        norms.append(effective_norms(data.exact_gallery, items, positions, w, side.sizes[slots]))
+        weight_max = max(weight_max, float(np.abs(w).max(initial=0.0)))
+    return weights, gallery, norms, weight_max
+
+
+def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn], *, max_k: int,
+                  exact_censored: bool = False, threads: int = 1, settings: LinearSettings | None = None
+                  ) -> SearchRun | None:
+    """First-hit counts of every few-shot task through the linear screen (see the module docstring),
+    or None when combined scores could overflow float32 (then the per-task path runs).
+
+    Args:
+        task_data: per task, its :class:`TaskData` (gallery: the draw's float32 prototypes).
+        columns: per task, its :class:`SupportColumn` (:func:`linear_applies` must hold).
+        max_k: the largest K reported; exact_censored: count beyond it too.
+        threads: worker threads, each running whole tiles (BLAS single-threaded inside).
+    """
+    settings = settings or LinearSettings()
+    names = list(task_data)
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+    counters = {name: 0 for name in COUNTERS}
+    hits: dict[str, FirstHits] = {}
+    try:
+        judged = list(pool.map(lambda n: judge_task(task_data[n]), names)) if pool is not None else \
+            [judge_task(task_data[n]) for n in names]
+        thresholds = dict(zip(names, judged, strict=True))
+        pairs: list[tuple[str, str]] = []
+        for column in columns.values():
+            x, y = column.query_set, column.support_set
+            if (y, x) not in pairs and (x, y) not in pairs:
+                pairs.append((x, y))
+        for x, y in pairs:
+            _pair(x, y, task_data, columns, thresholds, None if exact_censored else max_k, settings, pool, hits,
+                  counters)
+    except _Unbounded:
+        return None
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    counters["queries_censored"] = sum(int(h.censored.sum()) for h in hits.values())
+    return SearchRun(hits={name: hits[name] for name in names}, counters=counters,
+                     engine={"name": "one-pass", "screen": "fp32", "fewshot_screen": SCREEN_NAME})
+
+
+def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn],
+          thresholds: Mapping[str, Judge], max_k: int | None, settings: LinearSettings,
+          pool: ThreadPoolExecutor | None, hits: dict[str, FirstHits], counters: dict[str, int]) -> None:
+    """Both directions of one domain pair from one tiled block ``X · Yᵀ``."""
+    tasks = {(a, b): {c.column: n for n, c in sorted(columns.items()) if (c.query_set, c.support_set) == (a, b)}
+             for a, b in ((x, y), (y, x))}
+    tasks = {d: dict(sorted(found.items())) for d, found in tasks.items()}
+    first = {d: task_data[next(iter(found.values()))] for d, found in tasks.items()}
+    rows = _Side(first[(x, y)].queries, first[(x, y)].query_products, settings.rows)
+    cols = _Side(first[(y, x)].queries, first[(y, x)].query_products, settings.columns)
+    directions: dict[tuple[str, str], _Direction] = {}
+    weights: dict[str, np.ndarray] = {}
+    for (a, b), named in tasks.items():
+        query_side, support_side = (rows, cols) if a == x else (cols, rows)
+        w, gallery, norms, weight_max = _weights(support_side, first[(b, a)].queries, named, task_data, columns)
+        weights[b] = w
+        data = [task_data[name] for name in named.values()]
+        dim = data[0].exact_queries.shape[1]
+        # Every term of a combination is at most |x| |w| |y_i| (1 + c): refuse sums that could overflow.
+        q_top = float(thresholds[next(iter(named.values()))].q_norm.max(initial=0.0))
+        y_top = float(first[(b, a)].screen_norms[0].max(initial=0.0))
+        if q_top * weight_max * y_top * int(support_side.sizes.max(initial=1)) > 1e37:
+            raise _Unbounded
+        bound = combination_bound(dim, weight_max, int(support_side.sizes.max(initial=1)))
+        judges = [Judge(d.metric, bound, d.exact_queries, thresholds[n].q_norm, None, thresholds[n].best,
+                        thresholds[n].p, thresholds[n].relevant_settled) for n, d in zip(named.values(), data,
+                                                                                         strict=True)]
+        n_q, n_columns = len(query_side.codes), len(named)
+        lo = np.empty((n_columns, n_q), dtype=np.float32)
+        for j, judge in enumerate(judges):
+            lo[j] = judge.cutoff(float(norms[j].max(initial=0.0)))[query_side.order]
+        directions[(a, b)] = _Direction(
+            list(named.values()), ColumnJudges(judges, [d.exact_gallery for d in data], norms), gallery,
+            lo if a == y else np.ascontiguousarray(lo.T), np.zeros((n_q, n_columns), dtype=np.int64),
+            np.zeros((n_q, n_columns), dtype=np.int64), by_columns=a == y)
+    forward, backward = directions[(x, y)], directions[(y, x)]
+    n_columns = len(tasks[(x, y)])
+    lock = threading.Lock()
+    tiles = [(i, j) for i in range(len(rows.edges) - 1) for j in range(len(cols.edges) - 1)]
+
+    def run_tile(tile: tuple[int, int]) -> None:
+        i, j = tile
+        r0, r1, c0, c1 = (int(rows.edges[i]), int(rows.edges[i + 1]), int(cols.edges[j]), int(cols.edges[j + 1]))
+        scores = rows.items[r0:r1] @ cols.items[c0:c1].T
+        found = []
+        # X2Y: each Y product's scores (its columns) combined into its prototypes' (products, rows, J).
+        for p0, s0, (n_p, size) in _chunks(cols.runs(c0, c1), (r1 - r0) * n_columns):
+            s1 = s0 + n_p * size
+            block = scores[:, s0 - c0:s1 - c0].reshape(r1 - r0, n_p, size).transpose(1, 0, 2)
+            values = np.matmul(block, weights[y][s0:s1].reshape(n_p, size, n_columns))
+            found.append((forward, *forward.candidates(values, p0, r0), cols, rows))
+        # Y2X: each X product's scores (its rows) combined into (products, J, columns).
+        for p0, s0, (n_p, size) in _chunks(rows.runs(r0, r1), (c1 - c0) * n_columns):
+            s1 = s0 + n_p * size
+            block = scores[s0 - r0:s1 - r0].reshape(n_p, size, c1 - c0)
+            matrix = np.ascontiguousarray(weights[x][s0:s1].reshape(n_p, size, n_columns).transpose(0, 2, 1))
+            values = np.matmul(matrix, block)
+            found.append((backward, *backward.candidates(values, p0, c0), rows, cols))
+        decided = []
+        for direction in (forward, backward):
+            mine = [item[1:] for item in found if item[0] is direction]
+            product, query, column, values = (np.concatenate([item[k] for item in mine]) for k in range(4))
+            support_side, query_side = mine[0][4], mine[0][5]
+            gallery = direction.gallery[product, column]
+            keep = (gallery >= 0) & (support_side.product_codes[product] != query_side.codes[query])
+            query, column = query[keep], column[keep]
+            decision = direction.judges.decide(query_side.order[query], column, gallery[keep], values[keep])
+            decided.append((direction, query, column, decision))
+        with lock:
+            for direction, query, column, decision in decided:
+                direction.take(query, column, decision, max_k)
+
+    with threadpool_limits(limits=1, user_api="blas") if pool is not None else contextlib.nullcontext():
+        run_tiles(pool, tiles, run_tile)
+    for (a, _), direction in directions.items():
+        query_side = rows if a == x else cols
+        for j, name in enumerate(direction.tasks):
+            judge = direction.judges.judges[j]
+            scored = np.isfinite(judge.best)
+            above = np.empty(len(scored), dtype=np.int64)
+            tied = np.empty(len(scored), dtype=np.int64)
+            above[query_side.order] = direction.above[:, j]
+            tied[query_side.order] = direction.ties[:, j]
+            a_s, t_s, p_s = above[scored], tied[scored], judge.p[scored]
+            limited = np.zeros(len(a_s), dtype=bool)
+            if max_k is not None:
+                a_s, t_s, p_s, limited = censor(a_s, t_s, p_s, limited, max_k)
+            hits[name] = FirstHits(scored=scored, a=a_s, t=t_s, p=p_s, censored=limited)
+            counters["relevant_settled"] += judge.relevant_settled
+        counters["pairs_settled"] += direction.settled
+    counters["blocks_tiled"] += 1

@@ -1,0 +1,268 @@
+"""The few-shot linear screen (ropebench/engines/fewshot_screen.py): its band (core/combine.py) tried
+adversarially, and its counts equal to the per-task path's — the reference — number for number, on
+uneven data, planted near-ties between prototypes, spread norms, shuffled rows and 1 or 2 threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import ropebench
+import ropebench.evaluation as evaluation
+from ropebench.engines import fewshot_screen
+from ropebench.engines.core import FP32, bound_for, exact_scores
+from ropebench.engines.core.bound import pair_widths
+from ropebench.engines.core.combine import combination_bound, combination_weights, effective_norms
+from ropebench.engines.core.decide import censor
+from ropebench.engines.exact import prepare_vectors
+from ropebench.engines.fewshot_screen import LinearSettings, linear_applies, linear_search
+from ropebench.engines.onepass import OnePassSettings, one_pass_first_hits
+from ropebench.fewshot import FewshotSpec, fewshot_tasks, prototypes, support_columns
+from ropebench.protocol import DOMAINS
+from ropebench.tasks import build_task_data, prepare_domains
+from tests.test_fewshot import uneven_data
+
+# -- the band ---------------------------------------------------------------------------------------
+
+
+def _supports(rng: np.random.Generator, dim: int, k: int, spread: float, kind: str) -> np.ndarray:
+    """``k`` float32 supports: independent with norms over 10^±spread, near-duplicates of one vector
+    (a few ulps apart), or nearly cancelling pairs (their sum far smaller than each)."""
+    base = rng.normal(size=(k, dim)) * 10.0 ** rng.uniform(-spread, spread, (k, 1))
+    if kind == "duplicates":
+        base = base[:1] * (1 + rng.normal(size=(k, dim)) * 1e-7)
+    elif kind == "cancel" and k > 1:
+        base[1::2] = -base[0:-1:2][: len(base[1::2])] * (1 + 1e-4) + rng.normal(size=(len(base[1::2]), dim)) * 1e-3
+    return base.astype(np.float32)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dim=st.sampled_from([1, 3, 16, 128, 600]), k=st.integers(1, 6), spread=st.floats(0, 5),
+       kind=st.sampled_from(["independent", "duplicates", "cancel"]), metric=st.sampled_from(["cosine", "ip"]),
+       extra=st.integers(0, 7), seed=st.integers(0, 2**32 - 1))
+def test_the_combined_band_holds_on_every_pair(dim, k, spread, kind, metric, extra, seed):
+    """|combined screen − float64 score of (q, float32 prototype)| <= the band, for every pair,
+    combined as the screen does (float32 GEMM of the supports, then a float32 product with the
+    weights, zeros for the product's other items) and in a second summation order."""
+    rng = np.random.default_rng(seed)
+    n_protos = 4
+    raw = np.concatenate([_supports(rng, dim, k, spread, kind) for _ in range(n_protos)])
+    items, _ = prepare_vectors(raw, metric)
+    positions = np.arange(n_protos * k).reshape(n_protos, k)
+    means = prototypes(items, positions, metric)
+    assume(metric == "ip" or bool(np.any(means != 0, axis=1).all()))  # a zero mean has no direction
+    gallery, _ = prepare_vectors(means, metric)  # the float32 prototypes
+    queries, _ = prepare_vectors((rng.normal(size=(7, dim)) * 10.0 ** rng.uniform(-spread, spread, (7, 1))
+                                  ).astype(np.float32), metric)
+    weights = combination_weights(gallery, items, positions)
+    terms = k + extra  # the product's other items enter the combination with weight 0
+    norms = effective_norms(gallery, items, positions, weights, terms)
+    bound = combination_bound(dim, float(np.abs(weights).max()), terms)
+    matrix = np.zeros((n_protos * k + extra, n_protos), dtype=np.float32)
+    for j in range(n_protos):
+        matrix[positions[j], j] = weights[j]
+    items_all = np.concatenate([items, rng.normal(size=(extra, dim)).astype(np.float32)])
+    scores = queries @ items_all.T
+    combined = [scores @ matrix, (matrix.T @ scores.T).T]
+    q_norm = np.sqrt(np.einsum("ij,ij->i", queries.astype(np.float64), queries.astype(np.float64)))
+    for i in range(len(queries)):
+        exact = exact_scores(queries, gallery, np.full(n_protos, i), np.arange(n_protos), metric)
+        for values in combined:
+            width = pair_widths(bound, np.full(n_protos, q_norm[i]), norms, values[i].astype(np.float64))
+            assert (np.abs(values[i].astype(np.float64) - exact) <= width).all(), (i, values[i], exact, width)
+
+
+def test_the_combined_band_is_the_plain_band_for_one_ip_shot():
+    """Tight: a one-shot ip prototype is its support (w = 1, nothing to round), and its band is the
+    plain pair band of numpy's float32 GEMM plus the combination's own rounding (K = 3 terms)."""
+    rng = np.random.default_rng(3)
+    dim = 128
+    items = rng.normal(size=(5, dim)).astype(np.float32)
+    positions = np.arange(5)[:, None]
+    gallery = prototypes(items, positions, "ip")
+    weights = combination_weights(gallery, items, positions)
+    assert (weights == 1).all() and (gallery == items).all()
+    norms = effective_norms(gallery, items, positions, weights, 3)
+    item_norms = np.linalg.norm(items.astype(np.float64), axis=1)
+    plain = bound_for("ip", dim, FP32).pair * item_norms
+    assert (norms >= plain).all()
+    assert (norms <= plain * (1 + 3.5 / dim)).all()
+
+
+@pytest.mark.parametrize("offset", [1e-6, 1e-4, 1e-2])
+def test_the_combined_band_covers_a_prototype_off_its_supports(offset):
+    """The band's ``|p − w Σ y_i|`` term: a prototype moved ``offset`` off the span of its supports
+    (orthogonally, so no weight can absorb it), scored by a query along the move, is still within
+    the band of the score screened from the supports — and only about ``offset · |q|`` wider."""
+    rng = np.random.default_rng(5)
+    dim, k = 16, 3
+    items = rng.normal(size=(k, dim)).astype(np.float32)
+    positions = np.arange(k)[None, :]
+    mean = items.astype(np.float64).mean(axis=0)
+    away = rng.normal(size=dim)
+    away -= items.astype(np.float64).T @ np.linalg.lstsq(items.astype(np.float64).T, away, rcond=None)[0]
+    away /= np.linalg.norm(away)
+    gallery = (mean + offset * away).astype(np.float32)[None, :]
+    queries = (away * 10).astype(np.float32)[None, :]
+    weights = combination_weights(gallery, items, positions)
+    norms = effective_norms(gallery, items, positions, weights, k)
+    bound = combination_bound(dim, float(weights[0]), k)
+    screened = (queries @ items.T) @ np.repeat(weights, k)[:, None]
+    exact = exact_scores(queries, gallery, np.array([0]), np.array([0]), "ip")
+    width = pair_widths(bound, np.array([10.0]), norms, screened[0].astype(np.float64))
+    assert abs(float(screened[0, 0]) - exact[0]) <= width[0]
+    assert abs(float(screened[0, 0]) - exact[0]) > 0.5 * offset * 10  # the move is what the band covers
+    screen_band = 10 * bound_for("ip", dim, FP32).pair * k * float(np.linalg.norm(items, axis=1).max())
+    assert width[0] <= 10 * offset * 1.01 + screen_band
+
+
+def test_the_combined_band_grows_only_with_the_weights_of_cancelling_supports():
+    """A prototype whose supports nearly cancel (|Σ y_i| ≪ Σ|y_i|) gets a band as wide as the
+    supports' scores are uncertain: ĝ ≈ c · w Σ|y_i|, not more."""
+    rng = np.random.default_rng(4)
+    dim = 64
+    a = rng.normal(size=dim).astype(np.float32)
+    items = np.stack([a, (-a * np.float32(0.999)).astype(np.float32)])
+    positions = np.array([[0, 1]])
+    gallery = prototypes(items, positions, "ip")
+    weights = combination_weights(gallery, items, positions)
+    norms = effective_norms(gallery, items, positions, weights, 2)
+    spread = float(abs(weights[0])) * float(np.linalg.norm(items.astype(np.float64), axis=1).sum())
+    c = bound_for("ip", dim, FP32).pair
+    assert spread > 100 * float(np.linalg.norm(gallery.astype(np.float64)))  # it does cancel
+    assert c * spread * 0.9 <= norms[0] <= c * spread * 1.1
+
+
+# -- the counts: the linear screen against the per-task path ------------------------------------------
+
+SMALL = LinearSettings(rows=16, columns=24)
+
+
+def _tasks(emb, domains, products, ids, metric, shots=(1, 2, 5), draws=3):
+    dataset = ropebench.validate(embeddings=emb, domains=domains, product_ids=products, item_ids=ids, metric=metric)
+    members = {code: dataset.members(code) for code in DOMAINS}
+    vectors = prepare_domains(dataset.embeddings, members, DOMAINS, metric, None)
+    spec = FewshotSpec(tuple(shots), draws, 0)
+    names = fewshot_tasks(spec)
+    task_data = build_task_data(dataset, members, vectors, names, metric, None)
+    return names, task_data, support_columns(dataset, members, spec)
+
+
+def _near_ties(seed: int, metric: str):
+    """uneven data whose products 0 and 1 share near-copies of their items (prototypes a few ulps
+    apart, so queries meet prototypes within float32 error of their own) and, under ip, norms
+    spread over 10³."""
+    emb, domains, products, ids = uneven_data(seed)
+    rng = np.random.default_rng(seed)
+    emb = emb.copy()
+    if metric == "ip":
+        emb *= (10.0 ** rng.uniform(0, 3, (len(emb), 1))).astype(np.float32)
+    ones, zeros = np.flatnonzero(products == 1), np.flatnonzero(products == 0)
+    for target in ones:
+        same = zeros[domains[zeros] == domains[target]]
+        if len(same):
+            source = emb[rng.choice(same)].copy()
+            for index in rng.choice(emb.shape[1], size=2, replace=False):
+                source[index] = np.nextafter(source[index], np.float32(np.inf))
+            emb[target] = source
+    return emb, domains, products, ids
+
+
+def _same_hits(first, second, names, max_k=5):
+    """Equal counts after the one censoring rule (``max_k`` None: exact counts, nothing censored)."""
+    for name in names:
+        a, b = first[name], second[name]
+        assert np.array_equal(a.scored, b.scored), name
+        if max_k is None:
+            assert not a.censored.any() and not b.censored.any()
+            found, expected = (a.a, a.t, a.p), (b.a, b.t, b.p)
+        else:
+            found, expected = censor(a.a, a.t, a.p, a.censored, max_k), censor(b.a, b.t, b.p, b.censored, max_k)
+        for mine, theirs in zip(found, expected, strict=True):
+            assert np.array_equal(mine, theirs), name
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip"])
+@pytest.mark.parametrize("make", ["uneven", "near_ties"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_linear_screen_counts_as_the_per_task_path(metric, make, threads):
+    """First-hit counts of every (direction, shots, draw) task equal the per-task path's, with tiles
+    of a few products (many tiles, several runs of product sizes per tile), products lacking
+    supports and skipped queries; on planted near-ties the band settles pairs in float64."""
+    data = uneven_data(7) if make == "uneven" else _near_ties(8, metric)
+    names, task_data, columns = _tasks(*data, metric)
+    assert linear_applies(task_data, columns)
+    run = linear_search(task_data, columns, max_k=5, threads=threads, settings=SMALL)
+    assert run is not None
+    reference = one_pass_first_hits(task_data, names, max_k=5, threads=threads,
+                                    settings=OnePassSettings(tile=8, small_block=0))
+    _same_hits(run.hits, reference, names)
+    exact = linear_search(task_data, columns, max_k=5, exact_censored=True, settings=SMALL)
+    assert exact is not None
+    full = one_pass_first_hits(task_data, names, max_k=5, exact_censored=True)
+    _same_hits(exact.hits, full, names, max_k=None)
+    if make == "near_ties":
+        assert run.counters["pairs_settled"] > 0
+    n_pairs = sum(int(task_data[name].queries.shape[0]) * len(task_data[name].gallery) for name in names)
+    assert run.counters["pairs_settled"] <= 0.05 * n_pairs  # the band is narrow: few pairs settle
+
+
+def _fewshot(monkeypatch, linear: bool, **options):
+    with monkeypatch.context() as patch:
+        if linear:
+            patch.setattr(fewshot_screen, "LinearSettings", lambda: SMALL)
+        else:
+            patch.setattr(evaluation, "_linear_fewshot", lambda *args, **kwargs: None)
+        return ropebench.evaluate(fewshot=True, tasks="P2V", ci=True, **options)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip"])
+def test_the_fewshot_section_and_rows_are_those_of_the_per_task_path(monkeypatch, metric):
+    """Through ``evaluate``: the same few-shot numbers (bootstrap intervals included) and per-query
+    rows as the per-task path, also with the rows shuffled and on two threads; the result records
+    which screen ran."""
+    emb, domains, products, ids = _near_ties(11, metric)
+    options = dict(metric=metric, shots="1,2,5", draws=4)
+    reference = _fewshot(monkeypatch, False, embeddings=emb, domains=domains, product_ids=products, item_ids=ids,
+                         **options)
+    assert reference.fewshot["screen"] == "per-task"
+    order = np.random.default_rng(0).permutation(len(emb))
+    for threads, rows in ((1, slice(None)), (2, order)):
+        found = _fewshot(monkeypatch, True, embeddings=emb[rows], domains=domains[rows], product_ids=products[rows],
+                         item_ids=ids[rows], threads=threads, **options)
+        assert found.fewshot["screen"] == "linear"
+        assert found.fewshot["tasks"] == reference.fewshot["tasks"]
+        keys = [("task", "ascending"), ("item_id", "ascending")]
+        mine, theirs = found.fewshot_per_query.sort_by(keys), reference.fewshot_per_query.sort_by(keys)
+        assert mine.num_rows == theirs.num_rows > 0 and mine.equals(theirs)
+
+
+def test_other_engines_and_metrics_keep_the_per_task_path():
+    emb, domains, products, ids = uneven_data(2)
+    common = dict(embeddings=emb, domains=domains, product_ids=products, item_ids=ids, fewshot=True, draws=2,
+                  tasks="P2V", ci=False)
+    assert ropebench.evaluate(**common).fewshot["screen"] == "linear"
+    assert ropebench.evaluate(**common, metric="l2").fewshot["screen"] == "per-task"
+    assert ropebench.evaluate(**common, engine="faiss").fewshot["screen"] == "per-task"
+
+
+@pytest.mark.slow
+def test_the_linear_screen_at_a_larger_size(monkeypatch):
+    """ROPE-like data (benchmarks/rope_size.py at 2%): default tiles, the full protocol."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from rope_size import generate
+
+    emb, domains, products = generate(scale=0.02)
+    common = dict(embeddings=emb, domains=domains, product_ids=products, fewshot=True, tasks="P2V", ci=False,
+                  threads=2)
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluation, "_linear_fewshot", lambda *args, **kwargs: None)
+        reference = ropebench.evaluate(**common)
+    found = ropebench.evaluate(**common)
+    assert found.fewshot["screen"] == "linear" and reference.fewshot["screen"] == "per-task"
+    assert found.fewshot["tasks"] == reference.fewshot["tasks"]
