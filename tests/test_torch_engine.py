@@ -99,7 +99,7 @@ def test_the_callers_torch_settings_are_restored():
 def test_selection_on_bf16_bits_keeps_every_score_at_or_above_the_cut_off(values, tau):
     """The CPU selection compares int16 bit patterns; it must keep every finite bf16 value >= tau
     (and may keep a few more below it, the ones rounding tau down to bf16 lets through)."""
-    from ropebench.engines.torch.blocks import bf16_at_least
+    from ropebench.engines.torch.bits import bf16_at_least
 
     bits = np.array(values, dtype=np.uint16).view(np.int16)
     floats = (bits.astype(np.int32) << 16).view(np.float32)

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from ropebench.engines.onepass import Block, run_tiles, sort_out_tile, take_tile
+from ropebench.engines.torch.bits import bf16_at_least
 from ropebench.engines.torch.device import release_free_memory
 
-__all__ = ["run_block", "bf16_at_least", "DeviceBlock", "to_device", "residual_norms",
+__all__ = ["run_block", "DeviceBlock", "to_device", "residual_norms",
            "CHUNK_ROWS", "TRIM_TILES"]
 
 TRIM_TILES = 32  # tiles between two returns of free C heap pages to the system (release_free_memory)
@@ -84,23 +85,6 @@ class DeviceBlock(Block):
             return left, left
         order = self.perm_right if self.columns is not None else None
         return left, to_device(self.right, order, self.device, self.dtype)
-
-
-def bf16_at_least(bits: np.ndarray, tau: float, out: np.ndarray) -> np.ndarray:
-    """Mask of bf16 values (their int16 bit patterns) ``>= tau``, or a superset of it.
-
-    ``tau`` (float32) is first rounded down to bf16. For a positive bound, bf16 order is int16
-    order of the bits (negative values have the sign bit set, so negative int16); otherwise a
-    value passes when it is non-negative or its magnitude is at most the bound's.
-    """
-    pattern = int(np.array([tau], dtype=np.float32).view(np.uint32)[0])
-    high, low = pattern >> 16, pattern & 0xFFFF
-    if high >> 15 == 0 and high != 0:  # tau > 0: truncating is rounding down
-        return np.greater_equal(bits, np.int16(high), out=out)
-    magnitude = (high & 0x7FFF) + (1 if (high >> 15 and low) else 0)  # a negative tau: round away from 0
-    np.greater_equal(bits, np.int16(0), out=out)
-    out |= bits <= np.int16(-32768 + magnitude)
-    return out
 
 
 def _bf16_values(bits: np.ndarray) -> np.ndarray:

@@ -113,7 +113,7 @@ def _select(scores: torch.Tensor) -> int:
     tile, as :mod:`.blocks` does), a comparison and ``nonzero`` on other devices."""
     if scores.device.type != "cpu":
         return len(torch.nonzero(scores >= 1.0))  # copies the indices back: waits for the device
-    from ropebench.engines.torch.blocks import bf16_at_least
+    from ropebench.engines.torch.bits import bf16_at_least
 
     mask = np.empty(tuple(scores.shape), dtype=bool)
     if scores.dtype == torch.bfloat16:

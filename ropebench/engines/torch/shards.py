@@ -35,7 +35,7 @@ import torch
 
 from ropebench.engines.catalogue import ScanContext, ScanTask, TaskPart, TaskScan, scan_numpy
 from ropebench.engines.core import Precision
-from ropebench.engines.torch.blocks import bf16_at_least
+from ropebench.engines.torch.bits import bf16_at_least
 from ropebench.engines.torch.device import exact_kernels, precision_for, resolve_device, screen_dtype
 
 __all__ = ["TorchShardScreen", "row_bits", "select_on_host", "select_on_device", "SHAPE_STEP"]
