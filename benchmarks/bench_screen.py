@@ -124,6 +124,7 @@ def _catalogue_bound(test: dict, path: Path, size: int) -> tuple[float, float]:
     (untimed), as the bound has no I/O."""
     import numpy as np
     from bench_evaluate import _gemm_bound
+    from timing import catalogue_gemm
 
     from ropebench.engines.exact import prepare_vectors
     from ropebench.io.distractors import plan_catalogue, read_shard
@@ -141,15 +142,7 @@ def _catalogue_bound(test: dict, path: Path, size: int) -> tuple[float, float]:
     cpu_started = _cpu()
     seconds, _ = _gemm_bound(test, halve_intra=True)
     started = time.perf_counter()
-    side = 4096  # square 4096 x 4096 tiles (64 MiB), OpenBLAS threading each GEMM (as bench_catalogue.py)
-    buffer = np.empty(side * side, dtype=np.float32)
-    for x in "PVL":
-        for y in "PVL":
-            left, right = test[x], distractors[y]
-            for i0 in range(0, len(left), side):
-                for j0 in range(0, len(right), side):
-                    a, b = left[i0:i0 + side], right[j0:j0 + side]
-                    np.matmul(a, b.T, out=buffer[: len(a) * len(b)].reshape(len(a), len(b)))
+    catalogue_gemm(test, distractors)
     return seconds + time.perf_counter() - started, _cpu() - cpu_started
 
 
@@ -248,10 +241,15 @@ def _catalogue_rows(args: argparse.Namespace) -> None:
     from tabulate import tabulate
 
     sizes = [int(float(size)) for size in args.distractors.split(",") if float(size) > 0]
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(CATALOGUE_METHODS))
+    if unknown or "one-pass" not in methods:
+        raise SystemExit(f"--methods: {', '.join(unknown) or 'one-pass missing'}; choose from "
+                         f"{', '.join(CATALOGUE_METHODS)} (one-pass is the ratios' base)")
     args.folder = catalogue_dir(args.catalogue, args.dim, max(sizes))  # written before any timing
     rows = []
     for size in sizes:  # a smaller size is a prefix of the same catalogue (--distractor-sizes N)
-        results = {method: _run(method, args, size) for method in args.methods.split(",")}
+        results = {method: _run(method, args, size) for method in methods}
         base = results["one-pass"]
         for method, r in results.items():
             same = "" if "digest" not in r else ("yes" if r["digest"] == base["digest"] else "NO")
