@@ -27,7 +27,8 @@ import pytest
 
 import ropebench
 from ropebench.errors import UsageError
-from tests.conftest import NO_TORCH, TORCH, per_query_counts
+from tests.conftest import NO_TORCH, TORCH, Data, per_query_counts, resized
+from tests.reference import reference_relevant
 
 needs_torch = pytest.mark.skipif(not TORCH, reason=NO_TORCH)
 
@@ -76,3 +77,119 @@ def test_a_thread_that_flushes_subnormals_is_refused_not_miscounted():
         assert outcome["counts"] == (1, 0, 1, False), "a flushed subnormal product was miscounted"
     else:
         assert "set_flush_denormal(False)" in str(outcome["error"])
+
+
+# -- the bf16 residual band on the real kernel ---------------------------------------------------
+
+
+def _bf16_screen(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    import torch
+
+    from ropebench.engines.torch.device import exact_kernels
+
+    with exact_kernels(torch.device("cpu")):
+        return (torch.from_numpy(x).bfloat16() @ torch.from_numpy(y).bfloat16().T).float().numpy().astype(np.float64)
+
+
+def _edge_inputs(kind: str, dim: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    if kind == "power_of_two":  # x·y = 2^e (1 − 2⁻⁹ − δ): rounds *up* to 2^e, the half-ulp binade edge
+        x, y = np.zeros((8, dim), np.float32), np.zeros((8, dim), np.float32)
+        x[:, 0] = 2.0 ** (np.arange(8) - 4)
+        y[:, 0] = 1 - 2.0 ** -9 - 2.0 ** -20 * np.arange(8)
+        y[4:] *= -1  # negative scores round away from zero to -2^e
+        return x, y
+    if kind == "halfway":  # every input exactly halfway between two bf16 numbers: ρ as large as it gets
+        bits = rng.normal(size=(12, dim)).astype(np.float32).view(np.uint32)
+        x = ((bits & 0xFFFF0000) | 0x8000).view(np.float32)
+        return x, x[::-1].copy()
+    if kind == "bf16_exact":  # ρ = 0: only the accumulation and the output's half ulp are left
+        import torch
+
+        x = torch.from_numpy(rng.normal(size=(12, dim)).astype(np.float32)).bfloat16().float().numpy()
+        y = torch.from_numpy(rng.normal(size=(12, dim)).astype(np.float32)).bfloat16().float().numpy()
+        return x, y
+    if kind == "spread":  # ip norms over 10^±6, scores of both signs
+        x = (rng.normal(size=(12, dim)) * 10.0 ** rng.uniform(-6, 6, (12, 1))).astype(np.float32)
+        y = (rng.normal(size=(12, dim)) * 10.0 ** rng.uniform(-6, 6, (12, 1))).astype(np.float32)
+        return x, y
+    # The smallest normal float32 with low bits set: its residual is itself subnormal, and the
+    # partner is huge, so the residual term r·y is far above the floor.
+    x = np.full((4, dim), np.float32(2.0 ** -126))
+    x = (x.view(np.uint32) + np.arange(1, 5, dtype=np.uint32)[:, None] * np.uint32(0x3FFF)).view(np.float32)
+    y = np.full((4, dim), np.float32(1e30))
+    y[1::2] *= -1
+    y[:, ::2] *= np.float32(0.75)
+    return x, y
+
+
+@needs_torch
+@pytest.mark.parametrize("dim", [1, 3, 257, 4096])
+@pytest.mark.parametrize("kind", ["power_of_two", "halfway", "bf16_exact", "spread", "subnormal_residual"])
+def test_the_residual_band_holds_at_its_edges(kind, dim):
+    """|bf16 screen − float64 score| <= the residual band on every pair, where each term of the band is
+    tight: these errors reach within 2⁻¹² of the width (the margin M) for d = 1."""
+    import torch
+
+    from ropebench.engines.core import BF16, residual_bound
+    from ropebench.engines.core.bound import pair_widths
+    from ropebench.engines.torch.blocks import residual_norms
+
+    x, y = _edge_inputs(kind, dim, np.random.default_rng(dim))
+    assert BF16.covers(x) and BF16.covers(y)
+    screened = _bf16_screen(x, y)
+    nx, ny = np.linalg.norm(x.astype(np.float64), axis=1), np.linalg.norm(y.astype(np.float64), axis=1)
+    rx = residual_norms(x, torch.device("cpu"), torch.bfloat16)
+    ry = residual_norms(y, torch.device("cpu"), torch.bfloat16)
+    assert rx is not None and ry is not None
+    if kind == "subnormal_residual":
+        assert (rx > 0).all() and (rx < 2.0 ** -126).all()
+    width = pair_widths(residual_bound(dim, BF16), nx[:, None], ny[None, :], screened, rx[:, None], ry[None, :])
+    exact = x.astype(np.float64) @ y.astype(np.float64).T
+    assert (np.abs(screened - exact) <= width).all()
+
+
+# -- the relevant levels' bands --------------------------------------------------------------------
+
+
+def _level_edge_data(seed: int, metric: str, dim: int = 8, n_products: int = 10) -> Data:
+    """Items of a product are bit-identical copies of one vector (exact ties among levels), copies
+    one ulp away in one coordinate (bands that meet: settled), within 1e-6, or unrelated; a quarter
+    of all items are copies of *other* items (irrelevant items exactly equal to some level); under
+    ip, norms over 10^±3; groups on some items (intra tasks exclude them)."""
+    rng = np.random.default_rng(seed)
+    domains = np.repeat(np.array(["P", "V", "L"]), (45, 40, 35))
+    n = len(domains)
+    products = rng.integers(0, n_products, n).astype(np.int64)
+    embeddings = rng.normal(size=(n_products, dim)).astype(np.float32)[products]
+    kind = rng.integers(0, 4, n)
+    for i in np.flatnonzero(kind == 1):
+        j = rng.integers(0, dim)
+        embeddings[i, j] = np.nextafter(embeddings[i, j], np.float32(np.inf))
+    embeddings[kind == 2] += (rng.normal(size=(int((kind == 2).sum()), dim)) * 1e-6).astype(np.float32)
+    embeddings[kind == 3] = rng.normal(size=(int((kind == 3).sum()), dim)).astype(np.float32)
+    steal = rng.random(n) < 0.25
+    embeddings[steal] = embeddings[rng.integers(0, n, int(steal.sum()))]
+    if metric == "ip":
+        embeddings *= (10.0 ** rng.integers(-3, 4, (n, 1))).astype(np.float32)
+    groups = np.array([None if g < 0 else int(g) for g in rng.integers(-1, 4, n)], dtype=object)
+    return Data(embeddings, domains, products, np.arange(n, dtype=np.int64), groups)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_levels_of_identical_and_one_ulp_apart_relevant_items_are_the_brute_force(engine, metric):
+    """MAP@R, RP and mAP@10 per query equal the float64 brute force with tie expectation: the bands
+    of identical relevant items coincide (one level of several items, settled), those one ulp
+    apart meet (settled, two levels), and irrelevant copies of a relevant item tie with its level."""
+    data = _level_edge_data(3, metric)
+    result = data.evaluate(resized(engine, 16), metric=metric, ci=False, measures="R@K,MRR,MAP@R,RP,mAP@10")
+    counters = result.environment["engine"]["counters"]
+    assert counters["relevant_settled"] > 0 and counters["pairs_settled"] > 0  # the bands met: settled
+    reference = reference_relevant(data.embeddings, data.domains, data.products, list(data.groups), metric=metric,
+                                   map_ks=(10,))
+    table = result.per_query.to_pandas()
+    for task in result.tasks:
+        rows = table[table.task == task].set_index("item_id")
+        assert len(rows) == len(reference[task]["per_query"]) > 0
+        for row, values in reference[task]["per_query"].items():
+            for name in ("MAP@R", "RP", "mAP@10"):
+                assert rows.loc[row, name] == pytest.approx(values[name], abs=1e-9), (task, row, name)
