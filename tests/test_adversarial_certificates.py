@@ -27,7 +27,8 @@ import pytest
 
 import ropebench
 from ropebench.errors import UsageError
-from tests.conftest import NO_TORCH, TORCH, Data, per_query_counts, resized
+from tests.catalogue_data import Distractors, write_catalogue
+from tests.conftest import NO_TORCH, TORCH, Data, configured_engine, per_query_counts, resized, same_counts
 from tests.reference import reference_relevant
 
 needs_torch = pytest.mark.skipif(not TORCH, reason=NO_TORCH)
@@ -193,3 +194,101 @@ def test_levels_of_identical_and_one_ulp_apart_relevant_items_are_the_brute_forc
         for row, values in reference[task]["per_query"].items():
             for name in ("MAP@R", "RP", "mAP@10"):
                 assert rows.loc[row, name] == pytest.approx(values[name], abs=1e-9), (task, row, name)
+
+
+# -- the few-shot combined screen ------------------------------------------------------------------
+
+
+def _twin_products(seed: int, metric: str, dim: int = 8) -> tuple[np.ndarray, ...]:
+    """Every product has 11 items per domain (many products of one size: one run per tile); product
+    1 is a bit-identical copy of product 0 and product 3 of product 2 in reversed item order, so
+    their prototypes are equal (exactly, or up to the summation order) and every query of product 0
+    is tied with a foreign prototype to the last bit; ip norms over 10^±3 (applied before copying)."""
+    rng = np.random.default_rng(seed)
+    n_products, per = 12, 11
+    products = np.repeat(np.arange(n_products), 3 * per).astype(np.int64)
+    domains = np.tile(np.repeat(np.array(["P", "V", "L"]), per), n_products)
+    n = len(products)
+    embeddings = rng.normal(size=(n_products, dim))[products] + 0.5 * rng.normal(size=(n, dim))
+    if metric == "ip":
+        embeddings *= 10.0 ** rng.uniform(-3, 3, (n, 1))
+    for domain in "PVL":
+        for source, target, step in ((0, 1, 1), (2, 3, -1)):
+            a = np.flatnonzero((products == source) & (domains == domain))
+            b = np.flatnonzero((products == target) & (domains == domain))
+            embeddings[b] = embeddings[a][::step]
+    return embeddings.astype(np.float32), domains, products, np.arange(n, dtype=np.int64)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip"])
+def test_twin_prototypes_with_ten_shots_count_as_the_per_task_path(metric):
+    """Exact prototype ties (a query's combined scores against two equal prototypes can differ in
+    their last bits: different supports, so different screens) are settled, and counted as ties;
+    10 shots out of 11 items; exact counts and censored ones."""
+    from ropebench.engines.fewshot_screen import LinearSettings, linear_search
+    from ropebench.engines.onepass import one_pass_first_hits
+    from tests.test_fewshot_linear import _same_hits, _tasks
+
+    names, task_data, columns = _tasks(*_twin_products(5, metric), metric, shots=(1, 3, 10), draws=2)
+    settings = LinearSettings(rows=22, columns=33)
+    exact = linear_search(task_data, columns, max_k=5, exact_censored=True, settings=settings)
+    assert exact is not None
+    reference = one_pass_first_hits(task_data, names, max_k=5, exact_censored=True)
+    _same_hits(exact.hits, reference, names, max_k=None)
+    assert sum(int(hits.t.sum()) for hits in reference.values()) > 0  # the twins tie
+    assert exact.counters["pairs_settled"] > 0
+    censored = linear_search(task_data, columns, max_k=5, settings=settings)
+    assert censored is not None
+    _same_hits(censored.hits, one_pass_first_hits(task_data, names, max_k=5), names)
+
+
+# -- torch shards ----------------------------------------------------------------------------------
+
+
+def _negative_thresholds(seed: int, dim: int = 6) -> tuple[Data, Distractors]:
+    """ip test items of which half point away from their product (many thresholds ``T < 0``, where
+    a zero item — or a zero padding row of a tile — scores 0 > T), norms over 10^±2; a catalogue of
+    exact copies of test items (ties with relevant levels), zero items, negated test items, 1-ulp
+    neighbours of test items and random items."""
+    rng = np.random.default_rng(seed)
+    domains = np.repeat(np.array(["P", "V", "L"]), (40, 35, 30))
+    n = len(domains)
+    products = rng.integers(0, 15, n).astype(np.int64)
+    embeddings = rng.normal(size=(15, dim))[products] + 0.3 * rng.normal(size=(n, dim))
+    embeddings[rng.random(n) < 0.5] *= -1
+    embeddings = (embeddings * 10.0 ** rng.uniform(-2, 2, (n, 1))).astype(np.float32)
+    data = Data(embeddings, domains, products, np.arange(n, dtype=np.int64), np.array([None] * n, dtype=object))
+    m = 60
+    items = (rng.normal(size=(m, dim)) * 10.0 ** rng.uniform(-2, 2, (m, 1))).astype(np.float32)
+    item_domains = rng.choice(np.array(["P", "V", "L"]), m)
+    for rows, make in ((slice(0, 20), lambda v: v), (slice(30, 40), lambda v: -v),
+                       (slice(40, 50), lambda v: np.nextafter(v, np.float32(np.inf)))):
+        source = rng.integers(0, n, rows.stop - rows.start)
+        items[rows], item_domains[rows] = make(embeddings[source]), domains[source]
+    items[20:30] = 0.0
+    order = rng.permutation(m)
+    return data, Distractors(items[order], item_domains[order], 1_000_000 + np.arange(m, dtype=np.int64))
+
+
+@needs_torch
+@pytest.mark.parametrize("screen", ["bf16", "fp32"])
+def test_shards_below_zero_thresholds_count_as_the_default_engine(screen, tmp_path):
+    """Per query and at every catalogue prefix, torch shards of 1 to 7 items (tiles mostly zero
+    padding) count what the default engine counts, with thresholds below zero."""
+    from ropebench.engines.core import judge_task
+
+    data, catalogue = _negative_thresholds(0)
+    task_data = data.task_data("ip")
+    assert sum(int((judge_task(task_data[t]).best < 0).sum()) for t in task_data) > 20
+    path = write_catalogue(tmp_path / "c.parquet", catalogue, [1, 2, 1, 7, 3, 1] + [5] * 10)
+    for sizes, shard_rows in (("all", 1), ("0,1,7,33,all", 3)):
+        options = dict(**data.arrays(), distractors=[path], distractor_sizes=sizes, metric="ip", ks=(1, 5, 10),
+                       shard_rows=shard_rows, ci=False)
+        mine = ropebench.evaluate(engine=configured_engine("torch", screen=screen), **options)
+        theirs = ropebench.evaluate(**options)
+        assert mine.environment["engine"]["shards"]["screen"] == f"torch-{screen}"
+        assert mine.extra.get("distractor_curve") == theirs.extra.get("distractor_curve")
+        for task in theirs.tasks:
+            a, b = per_query_counts(mine, task), per_query_counts(theirs, task)
+            assert set(a) == set(b)
+            assert all(same_counts(a[q], b[q], 10) for q in b), task
