@@ -251,6 +251,14 @@ def _runner_name(options: Options) -> str:
 
 
 def _check_options(ties: str, threads: int | None) -> None:
+    from ropebench.engines.core.precision import gradual_underflow
+
+    if not gradual_underflow():
+        # FTZ/DAZ flush subnormal products in the screens (no band's floor covers that) and in the
+        # float64 settlement itself (then not the protocol's score): counts would change silently.
+        raise UsageError("this thread flushes subnormal numbers to zero (FTZ/DAZ, e.g. after "
+                         "torch.set_flush_denormal(True)), so scores below 2^-126 would be miscounted. Fix: call "
+                         "torch.set_flush_denormal(False) before evaluating")
     if ties not in TIE_POLICIES:
         raise UsageError(f"unknown tie policy {ties!r}: choose from {', '.join(TIE_POLICIES)}")
     if threads is not None and threads < 1:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Precision", "FP32", "BF16", "BF16_TENSOR_CORES", "U64", "U32", "gamma", "by_name"]
+__all__ = ["Precision", "FP32", "BF16", "BF16_TENSOR_CORES", "U64", "U32", "gamma", "by_name",
+           "gradual_underflow"]
 
 U32 = 2.0 ** -24  # unit roundoff of float32
 U64 = 2.0 ** -53  # unit roundoff of float64
@@ -89,3 +90,18 @@ def gamma(n: int, u: float) -> float:
     if n * u >= 1:
         raise ValueError(f"no error bound: {n} terms at unit roundoff {u}")
     return n * u / (1.0 - n * u)
+
+
+def gradual_underflow() -> bool:
+    """Whether this thread's float32 and float64 arithmetic keeps subnormal numbers (IEEE gradual
+    underflow), as every band's floor and the float64 settlement assume: no flush-to-zero of
+    results (FTZ) and no denormals-are-zero on inputs (DAZ). x86 keeps both flags per thread
+    (MXCSR), and new threads inherit them; ``torch.set_flush_denormal(True)`` sets both."""
+    results = []
+    for dtype, smallest_normal, smallest in ((np.float32, 2.0 ** -126, 2.0 ** -149), (np.float64, 2.0 ** -1022,
+                                                                                          2.0 ** -1074)):
+        normal = np.array([smallest_normal], dtype=dtype)
+        subnormal = np.array([smallest], dtype=dtype)
+        results.append(bool((normal * dtype(0.5))[0] != 0))  # FTZ: a subnormal result flushed to 0
+        results.append(bool((subnormal * dtype(2.0 ** 30))[0] != 0))  # DAZ: a subnormal input read as 0
+    return all(results)
