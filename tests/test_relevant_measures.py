@@ -429,8 +429,9 @@ def test_levels_settled_by_band_and_in_batches_change_no_number(monkeypatch, eng
     assert sum(calls) > 0, "no candidate fell inside an unsettled level's band"
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("outliers", [0, 2, 64])
-def test_tile_selection_below_the_outliers_keeps_every_candidate(monkeypatch, outliers):
+def test_tile_selection_below_the_outliers_keeps_every_candidate(monkeypatch, outliers, dtype):
     """The one-pass tile selection with levels (one pass at the LEVEL_OUTLIERS-th lowest cut-off, the
     rows and columns below it one by one) selects every score at or above its row's or its column's
     cut-off (ties included; NaN scores never), as the one pass at the lowest cut-off does."""
@@ -446,6 +447,11 @@ def test_tile_selection_below_the_outliers_keeps_every_candidate(monkeypatch, ou
         threshold_r[rng.random(n_r) < 0.1] = -3.0  # queries with no floor yet
         threshold_c[rng.random(n_c) < 0.1] = np.inf  # not collecting
         threshold_r[0] = scores[0, 0]  # a tie with the cut-off is selected
+        # Cut-offs in float64 (between two float32 values: compared as float64, not rounded).
+        threshold_r, threshold_c = threshold_r.astype(dtype), threshold_c.astype(dtype)
+        if dtype is np.float64:
+            threshold_r[1:] += 1e-12
+            threshold_c -= 1e-12
         mask = np.empty((n_r, n_c), dtype=bool)
         onepass._select_with_outliers(scores, threshold_r, threshold_c, mask)
         wanted = (scores >= threshold_r[:, None]) | (scores >= threshold_c[None, :])
