@@ -482,3 +482,39 @@ def test_a_wrong_float32_guess_of_a_candidates_level_changes_no_number(monkeypat
     assert got.to_json()["tasks"] == want.to_json()["tasks"]
     assert got.per_query.to_pandas().equals(want.per_query.to_pandas())
     assert sum(counter.settled for counter in settled) > 0
+
+
+def test_level_guess_by_binary_search_is_the_row_count(monkeypatch):
+    """The binary search of a candidate's padded row (LevelCounter.sort_out's float32 guess) counts
+    exactly the row's values above the candidate wherever a row is non-increasing with NaN padding
+    last (ties, NaN and infinite candidates, queries wider than the padding), as the whole-row
+    comparison does; and the guess by the whole row gives the same numbers."""
+    from ropebench.engines.core import levels
+
+    monkeypatch.setattr(levels, "_PAD_WIDTH", 8)
+    rng = np.random.default_rng(11)
+    for n_q in (1, 5, 40):
+        n_levels = rng.integers(0, 13, n_q)
+        offsets = np.concatenate([[0], np.cumsum(n_levels)])
+        level_q = np.repeat(np.arange(n_q), n_levels)
+        # Descending within a query, with repeats (float32 rounding of close float64 levels).
+        values = np.round(rng.standard_normal(len(level_q)), 1)
+        values = np.concatenate([-np.sort(-values[offsets[i]:offsets[i + 1]]) for i in range(n_q)])
+        padded = levels._padded(level_q, values, offsets).astype(np.float32)
+        q = rng.integers(0, n_q, 500)
+        y = np.round(rng.standard_normal(500), 1).astype(np.float32)
+        y[:3] = [np.nan, np.inf, -np.inf]
+        at_level = rng.integers(0, max(len(values), 1), 50)
+        if len(values):
+            q[3:53], y[3:53] = level_q[at_level], values[at_level].astype(np.float32)  # ties with a level
+        want = levels._count_levels(padded, level_q, values.astype(np.float32), offsets, q, y, strict=True)
+        got = levels._guess_levels(padded, level_q, values.astype(np.float32), offsets, q, y)
+        assert np.array_equal(got, want), n_q
+
+    data = near_tie_data(8)
+    measures = "R@K,MRR,MAP@R,RP,mAP@5"
+    by_search = data.evaluate(None, ci=False, threads=1, measures=measures, per_query=True)
+    monkeypatch.setattr(levels, "GUESS_BY_SEARCH", False)
+    by_row = data.evaluate(None, ci=False, threads=1, measures=measures, per_query=True)
+    assert by_search.to_json()["tasks"] == by_row.to_json()["tasks"]
+    assert by_search.per_query.to_pandas().equals(by_row.per_query.to_pandas())
