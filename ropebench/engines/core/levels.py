@@ -269,6 +269,7 @@ class LevelCounter:
         self.seen = np.full((nq, FLOOR_KEEP), np.float32(-np.inf), dtype=np.float32)  # best maxima met
         self.bad = np.zeros(nq, dtype=np.int64)  # items met of the query's product or group
         self.met = np.zeros(nq, dtype=np.int64)  # tiles folded in
+        self.met_all = nq == 0  # every query has met FLOOR_TILES tiles (met only grows): no more maxima
         self.n_codes = int(max(data.query_products.max(initial=-1), data.gallery_products.max(initial=-1))) + 1
         self._update_cutoffs(np.flatnonzero(self.live > 0))
 
@@ -306,6 +307,7 @@ class LevelCounter:
             bad = bad + np.where((group >= 0) & (codes[where] == group), counts[where], 0)
         self.bad[q] += bad
         self.met[q] += 1
+        self.met_all = int(self.met.min(initial=FLOOR_TILES)) >= FLOOR_TILES
         # Only queries with a maximum better than the last one kept can get a higher floor.
         values = np.where(np.isnan(values), np.float32(-np.inf), values.astype(np.float32))
         better = values.max(axis=1) > self.seen[q, -1]
@@ -319,7 +321,7 @@ class LevelCounter:
     def wants_maxima(self, q: np.ndarray) -> bool:
         """Whether a tile of queries ``q`` is worth :func:`group_maxima` (some query has met fewer
         than ``FLOOR_TILES`` tiles)."""
-        return bool(len(q)) and int(self.met[q].min()) < FLOOR_TILES
+        return not self.met_all and bool(len(q)) and int(self.met[q].min()) < FLOOR_TILES
 
     def floor_from(self, q: np.ndarray) -> np.ndarray:
         """The floor the queries' best screened items so far certify: the largest ``X`` such that
