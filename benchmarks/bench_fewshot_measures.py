@@ -30,6 +30,21 @@ on a quiet moment of the same shared box:
 
     (min of 3 runs under load, same session: threads 2 2.2x -> 1.7x, threads 1 2.1x -> 1.6x.)
 
+Then (branch maprs2: the relevant pairs screened per product unit by a stacked matmul, the tile
+selection against the columns' min(cut, cut-off), a candidate's level guessed by a binary search of
+its padded row), before = main 0245e84, after = maprs2 d5e49fc, the first two rows only, two runs
+each, alternating after/before, in one session on the shared 2 cores (search seconds):
+
+    scale 1.0             --threads 2                --threads 1
+                          before       after         before       after
+    default R@K,MRR        5.8  6.1     6.1  6.3     10.5 11.3    11.6 10.7
+    + MAP@R,RP            10.6 11.0    10.0 10.8     18.8 19.0    17.1 17.8
+    ratio                  1.8x 1.8x    1.6x 1.7x    1.8x 1.7x    1.5x 1.7x   (target 1.5x: missed)
+
+    The same main measured 1.6x / 1.7x in the earlier session: the ratio moves by ~0.1 with the
+    load. One thread: MAP@R,RP about 1.4 s faster; two threads: about 0.4 s (they collect 10-12M
+    level candidates against 8.8M on one thread, and the count varies from run to run).
+
 Few-shot through the linear screen (branch fewshot-linear, --scale 1 --skip-measures, three runs on 2
 cores shared with other work; search seconds, wall (CPU where printed)):
 

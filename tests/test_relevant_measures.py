@@ -352,15 +352,20 @@ def near_tie_data(seed: int) -> Data:
     return data.with_embeddings(embeddings)
 
 
+@pytest.mark.parametrize("by_units", [True, False])
 @pytest.mark.parametrize("metric", ["cosine", "ip"])
-def test_relevant_bands_hold_each_float64_score_and_never_meet(metric):
+def test_relevant_bands_hold_each_float64_score_and_never_meet(monkeypatch, metric, by_units):
     """The certificate behind settling relevant items only where their bands meet: every level's
     interval holds the float64 score of each of its items, an unsettled level is one item, a query's
     intervals are disjoint and descending, and the levels are those of settling every relevant pair
-    (same items tied, same order); the best level gives each query's T and p."""
+    (same items tied, same order); the best level gives each query's T and p. Both float32 screens
+    of the relevant pairs (stacked matmul per product unit, or pair by pair) are checked."""
     from ropebench.engines.core import FP32, LevelCounter, best_relevant, task_bound
+    from ropebench.engines.core import bands as bands_module
     from ropebench.engines.core.bands import relevant_bands
     from ropebench.engines.core.scores import exact_scores
+
+    monkeypatch.setattr(bands_module, "SCREEN_BY_UNITS", by_units)
 
     unsettled = settled_in_groups = 0
     for data in (near_tie_data(1), tied_data(3, metric, (90, 80, 70), n_products=12, groups=True),
@@ -424,8 +429,9 @@ def test_levels_settled_by_band_and_in_batches_change_no_number(monkeypatch, eng
     assert sum(calls) > 0, "no candidate fell inside an unsettled level's band"
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("outliers", [0, 2, 64])
-def test_tile_selection_below_the_outliers_keeps_every_candidate(monkeypatch, outliers):
+def test_tile_selection_below_the_outliers_keeps_every_candidate(monkeypatch, outliers, dtype):
     """The one-pass tile selection with levels (one pass at the LEVEL_OUTLIERS-th lowest cut-off, the
     rows and columns below it one by one) selects every score at or above its row's or its column's
     cut-off (ties included; NaN scores never), as the one pass at the lowest cut-off does."""
@@ -441,6 +447,11 @@ def test_tile_selection_below_the_outliers_keeps_every_candidate(monkeypatch, ou
         threshold_r[rng.random(n_r) < 0.1] = -3.0  # queries with no floor yet
         threshold_c[rng.random(n_c) < 0.1] = np.inf  # not collecting
         threshold_r[0] = scores[0, 0]  # a tie with the cut-off is selected
+        # Cut-offs in float64 (between two float32 values: compared as float64, not rounded).
+        threshold_r, threshold_c = threshold_r.astype(dtype), threshold_c.astype(dtype)
+        if dtype is np.float64:
+            threshold_r[1:] += 1e-12
+            threshold_c -= 1e-12
         mask = np.empty((n_r, n_c), dtype=bool)
         onepass._select_with_outliers(scores, threshold_r, threshold_c, mask)
         wanted = (scores >= threshold_r[:, None]) | (scores >= threshold_c[None, :])
@@ -471,3 +482,39 @@ def test_a_wrong_float32_guess_of_a_candidates_level_changes_no_number(monkeypat
     assert got.to_json()["tasks"] == want.to_json()["tasks"]
     assert got.per_query.to_pandas().equals(want.per_query.to_pandas())
     assert sum(counter.settled for counter in settled) > 0
+
+
+def test_level_guess_by_binary_search_is_the_row_count(monkeypatch):
+    """The binary search of a candidate's padded row (LevelCounter.sort_out's float32 guess) counts
+    exactly the row's values above the candidate wherever a row is non-increasing with NaN padding
+    last (ties, NaN and infinite candidates, queries wider than the padding), as the whole-row
+    comparison does; and the guess by the whole row gives the same numbers."""
+    from ropebench.engines.core import levels
+
+    monkeypatch.setattr(levels, "_PAD_WIDTH", 8)
+    rng = np.random.default_rng(11)
+    for n_q in (1, 5, 40):
+        n_levels = rng.integers(0, 13, n_q)
+        offsets = np.concatenate([[0], np.cumsum(n_levels)])
+        level_q = np.repeat(np.arange(n_q), n_levels)
+        # Descending within a query, with repeats (float32 rounding of close float64 levels).
+        values = np.round(rng.standard_normal(len(level_q)), 1)
+        values = np.concatenate([-np.sort(-values[offsets[i]:offsets[i + 1]]) for i in range(n_q)])
+        padded = levels._padded(level_q, values, offsets).astype(np.float32)
+        q = rng.integers(0, n_q, 500)
+        y = np.round(rng.standard_normal(500), 1).astype(np.float32)
+        y[:3] = [np.nan, np.inf, -np.inf]
+        at_level = rng.integers(0, max(len(values), 1), 50)
+        if len(values):
+            q[3:53], y[3:53] = level_q[at_level], values[at_level].astype(np.float32)  # ties with a level
+        want = levels._count_levels(padded, level_q, values.astype(np.float32), offsets, q, y, strict=True)
+        got = levels._guess_levels(padded, level_q, values.astype(np.float32), offsets, q, y)
+        assert np.array_equal(got, want), n_q
+
+    data = near_tie_data(8)
+    measures = "R@K,MRR,MAP@R,RP,mAP@5"
+    by_search = data.evaluate(None, ci=False, threads=1, measures=measures, per_query=True)
+    monkeypatch.setattr(levels, "GUESS_BY_SEARCH", False)
+    by_row = data.evaluate(None, ci=False, threads=1, measures=measures, per_query=True)
+    assert by_search.to_json()["tasks"] == by_row.to_json()["tasks"]
+    assert by_search.per_query.to_pandas().equals(by_row.per_query.to_pandas())

@@ -313,17 +313,20 @@ def _select_with_outliers(scores: np.ndarray, threshold_r: np.ndarray, threshold
     lowest of them selected ~6x the candidates any reader keeps. Here the pass is at the
     ``LEVEL_OUTLIERS``-th lowest cut-off, and the rows and columns below it are compared with their
     own cut-offs: every score at or above its row's or its column's cut-off is still selected (each
-    once), so the readers receive the same candidates."""
+    once), so the readers receive the same candidates.
+
+    The mask is ``score >= min(cut, row's cut-off, column's cut-off)`` (a row or column at or above
+    ``cut`` adds nothing to ``score >= cut``): one pass against the columns' ``min(cut, cut-off)``
+    (a broadcast row, as fast as a scalar; a gather of the low columns was 2x the pass), then the
+    low rows again against ``min`` of both."""
     both = np.concatenate([threshold_r, threshold_c])
     k = min(LEVEL_OUTLIERS, len(both) - 1)
     cut = np.partition(both, k)[k]
-    np.greater_equal(scores, cut, out=mask)
+    column = np.minimum(threshold_c, cut)
+    np.greater_equal(scores, column, out=mask)
     low_r = np.flatnonzero(threshold_r < cut)
     if len(low_r):
-        mask[low_r] |= scores[low_r] >= threshold_r[low_r, None]
-    low_c = np.flatnonzero(threshold_c < cut)
-    if len(low_c):
-        mask[:, low_c] |= scores[:, low_c] >= threshold_c[low_c]
+        mask[low_r] = scores[low_r] >= np.minimum(threshold_r[low_r, None], column)
 
 
 def sort_out_tile(rows: TaskReader, column_reader: TaskReader | None, query_r: np.ndarray, query_c: np.ndarray,

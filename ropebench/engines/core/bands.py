@@ -17,6 +17,9 @@ from ropebench.engines.core.task import TaskData
 __all__ = ["RelevantBands", "relevant_bands", "relevant_scores", "SCREEN_BATCH"]
 
 SCREEN_BATCH = 1 << 10  # relevant pairs per float32 screening block (gathered rows stay in cache)
+# Relevant pairs screened per product unit by a stacked matmul (False: pair by pair, einsum over
+# gathered rows; any float32 summation order is inside the band, so the levels are the same).
+SCREEN_BY_UNITS = True
 
 
 def relevant_scores(data: TaskData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -82,11 +85,17 @@ def relevant_bands(data: TaskData, bound: Bound | None) -> RelevantBands:
     (``l2``): every relevant pair is settled."""
     nq = len(data.queries)
     bands = bound is not None and not bound.exact and data.offset is None
-    qs, gs = [], []
+    qs, gs, vs = [], [], []
     for rows_q, rows_g, ok in product_units(data):
         k, i, j = np.nonzero(ok)
         qs.append(rows_q[k, i])
         gs.append(rows_g[k, j])
+        if bands and len(k):
+            # The product's (queries x items) block as one small matmul of a stack (as best_relevant
+            # screens T): each vector gathered once, not once per pair.
+            with np.errstate(invalid="ignore", over="ignore"):
+                block = np.matmul(data.queries[rows_q], data.gallery[rows_g].transpose(0, 2, 1))
+            vs.append(block[k, i, j].astype(np.float64))
     q = np.concatenate(qs) if qs else np.zeros(0, dtype=np.int64)
     g = np.concatenate(gs) if gs else np.zeros(0, dtype=np.int64)
     if not (bands and bound is not None and len(q)):
@@ -95,7 +104,7 @@ def relevant_bands(data: TaskData, bound: Bound | None) -> RelevantBands:
         q, g, lo = q[order], g[order], s[order]
         hi, settle_mask, pick = lo, np.ones(len(q), dtype=bool), order
     else:
-        v = _screen_pairs(data.queries, data.gallery, q, g)
+        v = np.concatenate(vs) if SCREEN_BY_UNITS else _screen_pairs(data.queries, data.gallery, q, g)
         q_norm, g_norm = data.screen_norms
         width = pair_widths(bound, q_norm[q], g_norm[g], v)
         finite = np.isfinite(v)

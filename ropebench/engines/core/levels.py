@@ -40,6 +40,10 @@ __all__ = ["RelevantLevels", "LevelCounter", "relevant_scores", "level_row_count
 # Relevant levels from a float32 screen, settling only relevant items whose bands meet (False: every
 # relevant pair settled, the same numbers; tests compare the two).
 SETTLE_BY_BAND = True
+# A candidate's place among its query's levels guessed by a binary search of its padded row (False:
+# by comparing the whole row; the same guess wherever a row is non-increasing, and any guess is
+# checked in float64).
+GUESS_BY_SEARCH = True
 FIRST_HIT = "first_hit"  # the counts a, t, p (FirstHits): R@K, MRR
 ALL_RELEVANT = "all_relevant"  # per relevant level, irrelevant items above and tied: MAP@R, RP, mAP@K
 
@@ -127,6 +131,34 @@ def _count_levels(padded: np.ndarray, level_q: np.ndarray, level_v: np.ndarray, 
         rows = np.flatnonzero(wide)
         out[rows] = _count(level_q, level_v, offsets, q[rows], y[rows], strict)
     return out
+
+
+def _guess_levels(padded: np.ndarray, level_q: np.ndarray, level_v: np.ndarray, offsets: np.ndarray,
+                  q: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per candidate, levels of query ``q[i]`` whose value in ``padded`` is ``> y[i]``, where a row is
+    non-increasing (a query's levels best first, NaN padding last): a branchless binary search of
+    each row (one gather per halving instead of a whole row compared and summed), and one sort for
+    the queries wider than the padding (as :func:`_count_levels`)."""
+    n_rows, width = padded.shape
+    flat = padded.reshape(-1)
+    index = np.int32 if n_rows * width < np.iinfo(np.int32).max else np.int64
+    start = q.astype(index) * index(width) - index(1)  # flat index of the row's column -1
+    at = start.copy()  # flat index of the last column found above y
+    limit = start + index(width)
+    step = 1 << (width.bit_length() - 1)  # the largest power of two <= width
+    while step:
+        trial = at + index(step)
+        np.minimum(trial, limit, out=trial)
+        np.copyto(at, trial, where=np.take(flat, trial) > y)
+        step >>= 1
+    found = (at - start).astype(np.int64)
+    if int(np.diff(offsets).max(initial=0)) <= width:  # no query wider than the padding
+        return found
+    wide = (offsets[q + 1] - offsets[q]) > width
+    if wide.any():
+        rows = np.flatnonzero(wide)
+        found[rows] = _count(level_q, level_v, offsets, q[rows], y[rows], strict=True)
+    return found
 
 
 def _count(level_q: np.ndarray, level_v: np.ndarray, offsets: np.ndarray, q: np.ndarray, y: np.ndarray,
@@ -237,6 +269,7 @@ class LevelCounter:
         self.seen = np.full((nq, FLOOR_KEEP), np.float32(-np.inf), dtype=np.float32)  # best maxima met
         self.bad = np.zeros(nq, dtype=np.int64)  # items met of the query's product or group
         self.met = np.zeros(nq, dtype=np.int64)  # tiles folded in
+        self.met_all = nq == 0  # every query has met FLOOR_TILES tiles (met only grows): no more maxima
         self.n_codes = int(max(data.query_products.max(initial=-1), data.gallery_products.max(initial=-1))) + 1
         self._update_cutoffs(np.flatnonzero(self.live > 0))
 
@@ -274,6 +307,7 @@ class LevelCounter:
             bad = bad + np.where((group >= 0) & (codes[where] == group), counts[where], 0)
         self.bad[q] += bad
         self.met[q] += 1
+        self.met_all = int(self.met.min(initial=FLOOR_TILES)) >= FLOOR_TILES
         # Only queries with a maximum better than the last one kept can get a higher floor.
         values = np.where(np.isnan(values), np.float32(-np.inf), values.astype(np.float32))
         better = values.max(axis=1) > self.seen[q, -1]
@@ -287,7 +321,7 @@ class LevelCounter:
     def wants_maxima(self, q: np.ndarray) -> bool:
         """Whether a tile of queries ``q`` is worth :func:`group_maxima` (some query has met fewer
         than ``FLOOR_TILES`` tiles)."""
-        return bool(len(q)) and int(self.met[q].min()) < FLOOR_TILES
+        return not self.met_all and bool(len(q)) and int(self.met[q].min()) < FLOOR_TILES
 
     def floor_from(self, q: np.ndarray) -> np.ndarray:
         """The floor the queries' best screened items so far certify: the largest ``X`` such that
@@ -364,7 +398,8 @@ class LevelCounter:
         # levels are surely above it and no other one possibly at or above it); otherwise it is
         # settled. c is guessed in float32 (levels whose lower end is above the screened value): a
         # wrong guess only fails the float64 checks.
-        c = _count_levels(self.padded_guess, lq, self.screen_lo, offsets, q, values, strict=True)
+        c = _guess_levels(self.padded_guess, lq, self.screen_lo, offsets, q, values) if GUESS_BY_SEARCH else \
+            _count_levels(self.padded_guess, lq, self.screen_lo, offsets, q, values, strict=True)
         n_levels = offsets[q + 1] - offsets[q]
         index = offsets[q] + c
         last = len(lq) - 1
@@ -442,7 +477,10 @@ class LevelCounter:
         q = q[hit]
         np.add.at(self.above_last, q, 1)
         last = self.offsets[q] + self.live[q] - 1
-        touched = np.unique(q[self.relevant_above[last] + self.above_last[q] >= self.depth[q]])
+        # Distinct, ascending (as np.unique, without sorting the batch's candidates).
+        mark = np.zeros(len(self.depth), dtype=bool)
+        mark[q[self.relevant_above[last] + self.above_last[q] >= self.depth[q]]] = True
+        touched = np.flatnonzero(mark)
         if len(touched):
             self.live[touched], self.above_last[touched] = self._live_levels(touched)
             self._update_cutoffs(touched)
