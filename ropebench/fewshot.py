@@ -154,26 +154,34 @@ def fewshot_tasks(spec: FewshotSpec) -> list[str]:
             for draw in range(spec.draws)]
 
 
-_CACHE: dict[tuple[int, str, int, int, int, str], tuple[np.ndarray, Vectors]] = {}
+_CACHE: dict[tuple[int, int, str, int, int, int, str],
+             tuple[weakref.ref[Vectors], weakref.ref[Dataset], np.ndarray, Vectors]] = {}
 
 
 def _prototype_gallery(dataset: Dataset, members: Mapping[str, np.ndarray], vectors: Mapping[str, Vectors],
                        domain: str, k: int, draw: int, seed: int, metric: str, center: np.ndarray | None
                        ) -> tuple[np.ndarray, Vectors]:
-    """One draw's prototypes of domain Y (shared by both directions into Y within one build)."""
+    """One draw's prototypes of domain Y (shared by both directions into Y within one build).
+
+    Cached by the identity of Y's prepared vectors and the dataset, each checked through a weak
+    reference: an ``id`` alone is reused once its object is freed, and a later evaluation then got
+    another data set's prototypes (seen as a gallery of the wrong dimension)."""
     from ropebench.engines.exact import prepare_vectors, score_vectors
 
-    key = (id(vectors[domain]), domain, k, draw, seed, metric)
-    if key not in _CACHE:
-        codes, positions = support_rows(dataset, members[domain], domain, seed, draw, k)
-        own = vectors[domain]
-        definition = own.exact if own.exact is not None else own.queries
-        raw = prototypes(definition, positions, metric)
-        queries, gallery = prepare_vectors(raw, metric, center=center)
-        if len(_CACHE) > 64:
-            _CACHE.clear()
-        _CACHE[key] = (codes, Vectors(queries, gallery, score_vectors(raw, metric, queries)))
-    return _CACHE[key]
+    own = vectors[domain]
+    key = (id(own), id(dataset), domain, k, draw, seed, metric)
+    cached = _CACHE.get(key)
+    if cached is not None and cached[0]() is own and cached[1]() is dataset:
+        return cached[2], cached[3]
+    codes, positions = support_rows(dataset, members[domain], domain, seed, draw, k)
+    definition = own.exact if own.exact is not None else own.queries
+    raw = prototypes(definition, positions, metric)
+    queries, gallery = prepare_vectors(raw, metric, center=center)
+    found = Vectors(queries, gallery, score_vectors(raw, metric, queries))
+    if len(_CACHE) > 64:
+        _CACHE.clear()
+    _CACHE[key] = (weakref.ref(own), weakref.ref(dataset), codes, found)
+    return codes, found
 
 
 def _build(dataset: Dataset, members: Mapping[str, np.ndarray], vectors: Mapping[str, Vectors], task: str,

@@ -213,3 +213,22 @@ def test_a_prototype_whose_supports_cancel_is_a_zero_vector(engine):
     # items 1 and 2 find their own prototypes first.
     assert (cells["n_queries"], cells["n_skipped"], cells["n_ways"]) == (3, 0, 3)
     assert cells["acc"] == pytest.approx(200 / 3) and cells["acc@5"] == 100.0 and cells["sd"] == 0.0
+
+
+def test_the_prototype_cache_is_keyed_by_identity_not_by_a_reusable_id(monkeypatch):
+    # CPython reuses the id of a freed object: an evaluation once received the prototypes of an
+    # earlier evaluation's data (a 6-dimensional gallery for 2-dimensional queries). Every id the
+    # few-shot module takes is made equal here, so only an identity check tells the data sets apart.
+    from ropebench import fewshot
+
+    def run(emb, domains, products, ids):
+        return ropebench.evaluate(embeddings=emb, domains=domains, product_ids=products, item_ids=ids,
+                                  tasks="P2V", fewshot=True, shots="1,3", draws=2, ci=False, threads=1).fewshot
+
+    first, second = uneven_data(3), uneven_data(8, dim=3)
+    fewshot._CACHE.clear()
+    want = run(*second)
+    fewshot._CACHE.clear()
+    monkeypatch.setattr(fewshot, "id", lambda obj: 42, raising=False)
+    run(*first)
+    assert run(*second)["tasks"] == want["tasks"]
