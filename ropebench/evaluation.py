@@ -383,8 +383,8 @@ def evaluate_dataset(
 def _fewshot(dataset: Dataset, members: Mapping[str, np.ndarray], vectors: Any, engine: Engine,
              p: ProtocolOptions, metric: str, center: np.ndarray | None, threads: int) -> tuple[Any, ...]:
     """The few-shot tasks (docs/fewshot.md), first-hit counts up to K = 5: through the linear screen
-    (:mod:`ropebench.engines.fewshot_screen`) where it applies (cosine/ip, the default one-pass
-    engine), else through the test set's engine in one request, every (direction, shots, draw) task
+    (:mod:`ropebench.engines.fewshot_screen`) where the engine offers it (the default one-pass
+    engine, cosine/ip), else through the test set's engine in one request, every (direction, shots, draw) task
     (the per-task path: the reference the linear screen is tested against)."""
     from ropebench.fewshot import FewshotSpec, fewshot_tasks, parse_shots
 
@@ -396,24 +396,20 @@ def _fewshot(dataset: Dataset, members: Mapping[str, np.ndarray], vectors: Any, 
     if run is None:
         request = SearchRequest(task_data=task_data, tasks=tuple(names), max_k=5, threads=threads,
                                 symmetric_scores=metric != "l2")
-        found = engine.search(request)
-        run = replace(found, engine={**found.engine, "fewshot_screen": "per-task"})
+        run = engine.search(request)  # recorded as the per-task screen (no fewshot_screen key)
     return spec, task_data, run, time.perf_counter() - started
 
 
 def _linear_fewshot(dataset: Dataset, members: Mapping[str, np.ndarray], spec: Any, engine: Engine,
                     task_data: Mapping[str, Any], threads: int) -> SearchRun | None:
-    """The linear screen's run, or None where it does not apply (another engine or metric)."""
-    from ropebench.engines.fewshot_screen import linear_applies, linear_search
-    from ropebench.engines.onepass import OnePassEngine
+    """The engine's own few-shot search (``engine.fewshot_search``: the one-pass engine's linear
+    screen), or None where the engine has none or it does not apply (e.g. l2)."""
     from ropebench.fewshot import support_columns
 
-    if type(engine) is not OnePassEngine:
+    own = getattr(engine, "fewshot_search", None)
+    if own is None:
         return None
-    columns = support_columns(dataset, members, spec)
-    if not linear_applies(task_data, columns):
-        return None
-    return linear_search(task_data, columns, max_k=5, threads=threads)
+    return own(task_data, support_columns(dataset, members, spec), max_k=5, threads=threads)
 
 
 def _fewshot_result(dataset: Dataset, members: Mapping[str, np.ndarray], fewshot: tuple[Any, ...],

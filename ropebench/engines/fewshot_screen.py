@@ -38,7 +38,7 @@ from ropebench.engines.base import COUNTERS, FirstHits, SearchRun, TaskData
 from ropebench.engines.core import Decision, Judge, judge_task
 from ropebench.engines.core.combine import ColumnJudges, combination_bound, combination_weights, effective_norms
 from ropebench.engines.core.decide import censor
-from ropebench.engines.onepass import run_tiles
+from ropebench.engines.pool import run_tiles
 
 __all__ = ["SupportColumn", "LinearSettings", "linear_applies", "linear_search", "SCREEN_NAME"]
 

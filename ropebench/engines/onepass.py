@@ -51,6 +51,7 @@ from ropebench.engines.core import (
     task_bound,
 )
 from ropebench.engines.core.levels import group_maxima
+from ropebench.engines.pool import run_tiles
 
 __all__ = ["OnePassEngine", "OnePassSettings", "one_pass_first_hits", "TaskReader", "TILE", "SMALL_BLOCK"]
 
@@ -363,17 +364,6 @@ def take_tile(lock: threading.Lock, rows: TaskReader, column_reader: TaskReader 
                 reader.take_levels(decided)
 
 
-def run_tiles(pool: ThreadPoolExecutor | None, tiles: Sequence[tuple[int, int]],
-              run_tile: Callable[[tuple[int, int]], None]) -> None:
-    """Every tile, on the worker pool (or here, in order, without one)."""
-    if pool is None:
-        for tile in tiles:
-            run_tile(tile)
-    else:
-        for _ in pool.map(run_tile, tiles):
-            pass
-
-
 def _plan(task_data: Mapping[str, TaskData], tasks: Sequence[str], symmetric_scores: bool
           ) -> list[tuple[str, str | None, bool]]:
     """Blocks as (task read by rows, task read by columns or None, symmetric), paired by the
@@ -526,6 +516,18 @@ class OnePassEngine:
 
     def __init__(self, settings: OnePassSettings | None = None) -> None:
         self.settings = settings or OnePassSettings()
+
+    def fewshot_search(self, task_data: Mapping[str, TaskData], columns: Mapping[str, Any], *, max_k: int,
+                       threads: int) -> SearchRun | None:
+        """The few-shot tasks through the linear screen (:mod:`ropebench.engines.fewshot_screen`:
+        one item-score block per domain pair, prototype scores combined from it), or None where it
+        does not apply (l2; a task without its support columns): then the caller searches them
+        task by task. An engine without this method always gets the per-task path."""
+        from ropebench.engines.fewshot_screen import linear_applies, linear_search
+
+        if not linear_applies(task_data, columns):
+            return None
+        return linear_search(task_data, columns, max_k=max_k, threads=threads)
 
     def search(self, request: SearchRequest) -> SearchRun:
         counters: dict[str, int] = {}

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ropebench.engines.onepass import Block, run_tiles, sort_out_tile, take_tile
+from ropebench.engines.onepass import Block, sort_out_tile, take_tile
+from ropebench.engines.pool import run_tiles
 from ropebench.engines.torch.bits import bf16_at_least
 from ropebench.engines.torch.device import release_free_memory
 
