@@ -59,7 +59,10 @@ def test_shards_in_any_order_equal_one_combined_gallery(engine, metric, ks, valu
     assert_same_numbers(result, single)
     assert runner.seen != sorted(runner.seen) and len(runner.seen) > 20  # many shards, out of order
     counters = result.environment["engine"]["counters"]
-    if values == "integer":
+    # bf16 holds integers exactly only up to 2^8: l2's screening vectors [2g, -|g|^2] of these data
+    # pass that, so a bf16 screen of the shards is not exact there and its ties go through the band.
+    bf16_l2 = getattr(engine, "screen", None) == "bf16" and metric == "l2"
+    if values == "integer" and not bf16_l2:
         assert counters["distractor_pairs_settled"] == 0  # exact screen: ties counted in the shards
     else:
         assert counters["distractor_pairs_settled"] > 0
