@@ -74,10 +74,13 @@ def prepare_vectors(
         block = np.asarray(embeddings[start:start + NORMALIZE_BATCH], dtype=np.float64) - shift
         rows = slice(start, start + len(block))
         queries[rows, :-1] = block
-        # 2g and |g|² from the float32 values actually searched, so q·g and |g|² round alike.
+        # 2g and |g|² from the float32 values actually searched, so q·g and |g|² round alike;
+        # |g|² summed in float64 in the exact score's fixed order and rounded once, so every
+        # device gives these bits (the torch engine prepares a tensor on its own device).
         centred = queries[rows, :-1]
         np.multiply(centred, np.float32(2.0), out=gallery[rows, :-1])
-        gallery[rows, -1] = -np.einsum("ij,ij->i", centred, centred)
+        wide = centred.astype(np.float64)
+        gallery[rows, -1] = -tree_sum(wide * wide, overwrite=True)
     queries[:, -1] = 1.0
     return queries, gallery
 
