@@ -181,11 +181,16 @@ def evaluate(
 def _resident(embeddings: Any, engine: Any) -> bool:
     """Whether ``embeddings`` stays on its device: a torch tensor off the CPU searched by the
     torch engine (docs/screening.md, "CUDA tensors"). Torch is imported only for a tensor."""
-    if type(embeddings).__module__.split(".")[0] != "torch" or _engine_key(engine) != "torch":
+    if type(embeddings).__module__.split(".")[0] != "torch" or _engine_name(engine) != "torch":
         return False
     from ropebench.engines.torch.resident import applies
 
     return applies(embeddings, "torch")
+
+
+def _engine_name(engine: Any) -> str | None:
+    """The registered name an ``engine`` option resolves to, or an engine object's own name."""
+    return _engine_key(engine) if engine is None or isinstance(engine, str) else getattr(engine, "name", None)
 
 
 def _engine_key(engine: Any) -> str | None:
@@ -337,7 +342,7 @@ def evaluate_dataset(
     resident = dataset.resident  # a tensor's matrix kept on its device (counted copies to the host)
     if resident is not None and (compression is not None or p.fewshot or cat.distractors
                                  or options.approximate.index is not None
-                                 or _engine_key(options.search.engine) != "torch"):
+                                 or _engine_name(options.search.engine) != "torch"):
         from ropebench.engines.torch.resident import with_host_matrix
 
         dataset = with_host_matrix(dataset)  # these compositions read the whole matrix on the host

@@ -208,6 +208,8 @@ def _covered(precision: Precision, arrays: list[np.ndarray]) -> bool:
     """Whether ``precision`` covers every element of every array (each distinct array checked
     once, :data:`CHUNK_ROWS` rows at a time, so no full-size temporary)."""
     distinct = {id(array): array for array in arrays}
+    if all(hasattr(array, "covers") for array in distinct.values()):  # on the device (resident.DeviceRows)
+        return all(array.covers(precision) for array in distinct.values())  # type: ignore[attr-defined]
     return all(precision.covers(array[start:start + CHUNK_ROWS]) for array in distinct.values()
                for start in range(0, len(array), CHUNK_ROWS))
 

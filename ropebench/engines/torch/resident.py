@@ -8,11 +8,16 @@ rows come back, to name example ids), l2's centre is taken there, each domain is
 the prepared float32 rows are bit-identical to numpy's (:func:`ropebench.engines.exact.prepare_vectors`),
 and the torch engine screens from these device copies instead of uploading host ones.
 
-What the exactness core reads on the host (thresholds, norms, range checks, the float64
-settlement) still comes from host arrays; they are made by :meth:`ResidentMatrix.to_host`, the
-one way a resident matrix reaches host memory, which counts the rows and bytes it copies
-(``environment.engine.counters.host_rows`` / ``host_bytes``). The results record's ``sha256`` of
-the arrays is streamed :data:`CHUNK_ROWS` rows at a time (``digest_rows``): no full copy is held.
+The exactness core sees each prepared array as :class:`DeviceRows`
+(:class:`ropebench.engines.core.stored.StoredVectors`): it asks for the norms, l2's offsets, the
+integer check, the relevant pairs' float32 screens and the float64 settlement (the fixed-order
+tree sum again, bit-identical), which are computed on the device; only their results (a float
+per row or per pair) and the candidates' indices cross. Any other read of rows (the small blocks'
+whole-row counting, the all-relevant measures' levels) goes through :func:`to_host`, the one way
+rows of a resident matrix reach host memory, which counts them (``environment.engine.counters``
+``host_rows`` / ``host_bytes``; a whole array is copied at most once). The results record's
+``sha256`` of the arrays is streamed :data:`CHUNK_ROWS` rows at a time (``digest_rows``): no full
+copy is held.
 
 Only this subpackage imports torch; :mod:`ropebench.evaluation` asks :func:`applies` only for an
 object that already is a torch tensor.
@@ -29,7 +34,8 @@ import numpy as np
 import torch
 
 __all__ = ["FORCE_CPU", "ResidentMatrix", "DeviceVectors", "applies", "tree_sum", "prepare_vectors",
-           "embedding_masks", "checked_on_device", "tensor_kind", "with_host_matrix", "CHUNK_ROWS"]
+           "embedding_masks", "checked_on_device", "tensor_kind", "with_host_matrix", "to_host", "DeviceRows",
+           "CHUNK_ROWS"]
 
 # Tests: take the device path for CPU tensors too (a CPU tensor otherwise goes the numpy way).
 FORCE_CPU = False
@@ -93,6 +99,18 @@ def prepare_vectors(embeddings: torch.Tensor, metric: str, center: torch.Tensor 
     return queries, gallery
 
 
+def to_host(counters: dict[str, int], tensor: torch.Tensor, rows: np.ndarray | None = None) -> np.ndarray:
+    """``tensor[rows]`` (all rows when None) as a C-contiguous numpy array, counted in
+    ``counters`` (``host_rows``, ``host_bytes``): the only way a resident matrix, or anything made
+    from it row by row, reaches host memory."""
+    part = tensor if rows is None else tensor.index_select(
+        0, torch.as_tensor(np.asarray(rows, dtype=np.int64), device=tensor.device))
+    out = np.ascontiguousarray(part.detach().cpu().numpy())
+    counters["host_rows"] += int(part.shape[0])
+    counters["host_bytes"] += int(out.nbytes)
+    return out
+
+
 def tensor_kind(tensor: torch.Tensor) -> tuple[tuple[int, ...], str, bool]:
     """``(shape, dtype name, floating)`` as the numpy path names them (a bfloat16 tensor is read
     as float32 there, which holds every bfloat16 exactly)."""
@@ -146,6 +164,107 @@ def embedding_masks(matrix: torch.Tensor, source: torch.Tensor, metric: str, lim
     return masks
 
 
+SETTLE_PAIRS = 1 << 14  # pairs per float64 block of the device settlement
+
+
+class DeviceRows:
+    """One item set's prepared vectors on the device, as the core sees them
+    (:class:`ropebench.engines.core.stored.StoredVectors`): norms, offsets, the integer check, the
+    relevant pairs' screens and the float64 settlement are computed on the device and only their
+    results come back; any other read of rows goes through :func:`to_host`
+    (counted), the whole array at most once (kept for later reads)."""
+
+    def __init__(self, tensor: torch.Tensor, counters: dict[str, int]) -> None:
+        self.tensor, self.counters = tensor, counters  # the counters only: the matrix can be freed
+        self.shape = tuple(int(v) for v in tensor.shape)
+        self.ndim = 2
+        self.dtype = np.dtype(np.float32)
+        self._whole: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if self._whole is None:
+            self._whole = to_host(self.counters, self.tensor)
+        return self._whole if dtype is None else self._whole.astype(dtype)
+
+    @property
+    def T(self) -> np.ndarray:  # noqa: N802 (numpy's name)
+        return np.asarray(self).T
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if self._whole is not None:
+            return self._whole[key]
+        if isinstance(key, (int, np.integer)):
+            return to_host(self.counters, self.tensor, np.array([key]))[0]
+        if isinstance(key, slice):
+            return to_host(self.counters, self.tensor[key])
+        if isinstance(key, np.ndarray) and key.dtype.kind in "iu":
+            distinct, inverse = np.unique(key.reshape(-1), return_inverse=True)
+            rows = to_host(self.counters, self.tensor, distinct)
+            return rows[inverse.reshape(key.shape)]
+        return np.asarray(self)[key]
+
+    def _index(self, rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64)).to(self.tensor.device)
+
+    def screen_norms(self, metric: str, side: str) -> np.ndarray:
+        body = self.tensor[:, :-1] if metric == "l2" else self.tensor
+        out = torch.empty(len(body), dtype=torch.float64, device=body.device)
+        for start in range(0, len(body), CHUNK_ROWS):
+            block = body[start:start + CHUNK_ROWS].to(torch.float64)
+            out[start:start + len(block)] = torch.sqrt(tree_sum(block * block))
+        if metric == "l2" and side == "gallery":
+            out /= 2.0
+        return np.asarray(out.cpu().numpy())
+
+    def translated_norms(self, center: np.ndarray | None) -> np.ndarray:
+        shift = torch.zeros(self.shape[1], dtype=torch.float64, device=self.tensor.device) if center is None \
+            else torch.from_numpy(np.asarray(center, dtype=np.float64)).to(self.tensor.device)
+        out = torch.empty(len(self), dtype=torch.float64, device=self.tensor.device)
+        for start in range(0, len(self), CHUNK_ROWS):
+            block = self.tensor[start:start + CHUNK_ROWS].to(torch.float64) - shift
+            out[start:start + len(block)] = tree_sum(block * block)
+        return np.asarray(out.cpu().numpy())
+
+    def integer_max(self) -> float | None:
+        if not bool(torch.equal(self.tensor, torch.round(self.tensor))):
+            return None
+        return float(self.tensor.abs().max()) if self.tensor.numel() else 0.0
+
+    def unit_scores(self, rows_q: np.ndarray, gallery: DeviceRows, rows_g: np.ndarray) -> np.ndarray:
+        from ropebench.engines.torch.device import exact_kernels
+
+        left = self.tensor.index_select(0, self._index(rows_q.reshape(-1))).reshape(*rows_q.shape, -1)
+        right = gallery.tensor.index_select(0, gallery._index(rows_g.reshape(-1))).reshape(*rows_g.shape, -1)
+        with exact_kernels(self.tensor.device):  # float32 products and sums (no TF32)
+            scores = torch.bmm(left, right.transpose(1, 2))
+        return np.asarray(scores.cpu().numpy())
+
+    def exact_scores(self, gallery: DeviceRows, q: np.ndarray, g: np.ndarray, metric: str) -> np.ndarray:
+        out = np.empty(len(q), dtype=np.float64)
+        for start in range(0, len(q), SETTLE_PAIRS):
+            left = self.tensor.index_select(0, self._index(q[start:start + SETTLE_PAIRS])).to(torch.float64)
+            right = gallery.tensor.index_select(0, gallery._index(g[start:start + SETTLE_PAIRS])).to(torch.float64)
+            if metric == "l2":
+                diff = left - right
+                scores = -tree_sum(diff * diff)
+            else:
+                scores = tree_sum(left * right)
+            out[start:start + len(left)] = scores.cpu().numpy()
+        return out
+
+    def covers(self, precision: Any) -> bool:
+        """:meth:`ropebench.engines.core.precision.Precision.covers` by reductions on the device."""
+        if not self.tensor.numel():
+            return True
+        magnitude = self.tensor.abs()
+        if float(magnitude.max()) > precision.max_input:
+            return False
+        return not precision.min_input or not bool(((magnitude > 0) & (magnitude < precision.min_input)).any())
+
+
 @dataclass
 class DeviceVectors:
     """One item set's prepared vectors on the device (``exact``: l2's untranslated rows)."""
@@ -167,20 +286,10 @@ class ResidentMatrix:
     def device(self) -> str:
         return str(self.tensor.device)
 
-    def to_host(self, tensor: torch.Tensor, rows: np.ndarray | None = None) -> np.ndarray:
-        """``tensor[rows]`` (all rows when None) as a C-contiguous numpy array, counted: the only
-        way a resident matrix, or anything made from it row by row, reaches host memory."""
-        part = tensor if rows is None else tensor.index_select(
-            0, torch.as_tensor(np.asarray(rows, dtype=np.int64), device=tensor.device))
-        out = np.ascontiguousarray(part.detach().cpu().numpy())
-        self.counters["host_rows"] += int(part.shape[0])
-        self.counters["host_bytes"] += int(out.nbytes)
-        return out
-
     def host_matrix(self) -> np.ndarray:
         """The whole matrix on the host, counted (the compositions that read it there: catalogues,
         compression, few-shot, approximate search)."""
-        return self.to_host(self.tensor)
+        return to_host(self.counters, self.tensor)
 
     def digest(self) -> str:
         """sha256 of the float32 matrix's bytes in row order (what the numpy path hashes),
@@ -203,8 +312,8 @@ class ResidentMatrix:
 
     def prepare_domains(self, members: Mapping[str, np.ndarray], domains: Sequence[str], metric: str,
                         center: np.ndarray | None) -> tuple[dict[str, Any], dict[str, DeviceVectors]]:
-        """Per domain, the prepared vectors on the device and their counted host copies (the
-        :class:`ropebench.tasks.Vectors` the core reads)."""
+        """Per domain, the prepared vectors on the device, and the :class:`ropebench.tasks.Vectors`
+        the core reads: :class:`DeviceRows` of the same tensors."""
         from ropebench.tasks import Vectors
 
         shift = None if center is None else torch.from_numpy(np.asarray(center, dtype=np.float64)).to(
@@ -216,9 +325,10 @@ class ResidentMatrix:
             queries, gallery = prepare_vectors(rows, metric, shift)
             exact = rows if metric == "l2" else None
             device[code] = DeviceVectors(queries, gallery, exact)
-            host_queries = self.to_host(queries)
-            host_gallery = host_queries if gallery is queries else self.to_host(gallery)
-            host[code] = Vectors(host_queries, host_gallery, None if exact is None else self.to_host(exact))
+            host_queries = DeviceRows(queries, self.counters)
+            host_gallery = host_queries if gallery is queries else DeviceRows(gallery, self.counters)
+            host[code] = Vectors(host_queries, host_gallery,  # type: ignore[arg-type]
+                                 None if exact is None else DeviceRows(exact, self.counters))  # type: ignore[arg-type]
         return host, device
 
 
