@@ -33,7 +33,9 @@ def l2_center(embeddings: np.ndarray) -> np.ndarray:
     middle = (len(embeddings) - 1) // 2
     # Partitioning the float32 values picks one of them per coordinate: the same element as in
     # float64, at half the memory.
-    return np.partition(np.asarray(embeddings), middle, axis=0)[middle].astype(np.float64)
+    # ``+ 0.0`` makes a median zero +0.0 whichever of -0.0 and +0.0 the selection picked (another
+    # selection, e.g. on a torch device, picks another), so the translated rows' bits are fixed.
+    return np.partition(np.asarray(embeddings), middle, axis=0)[middle].astype(np.float64) + 0.0
 
 
 def prepare_vectors(
@@ -80,7 +82,8 @@ def prepare_vectors(
         centred = queries[rows, :-1]
         np.multiply(centred, np.float32(2.0), out=gallery[rows, :-1])
         wide = centred.astype(np.float64)
-        gallery[rows, -1] = -tree_sum(wide * wide, overwrite=True)
+        with np.errstate(over="ignore"):  # beyond float32: -inf, as a float32 sum gave (validation refuses it)
+            gallery[rows, -1] = -tree_sum(wide * wide, overwrite=True)
     queries[:, -1] = 1.0
     return queries, gallery
 

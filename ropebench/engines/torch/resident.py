@@ -308,7 +308,7 @@ class ResidentMatrix:
         if n == 0:
             return np.zeros(d, dtype=np.float64)
         values = torch.kthvalue(self.tensor, (n - 1) // 2 + 1, dim=0).values
-        return np.asarray(values.to(torch.float64).cpu().numpy())
+        return np.asarray(values.to(torch.float64).cpu().numpy()) + 0.0  # -0.0 -> +0.0, as numpy's
 
     def prepare_domains(self, members: Mapping[str, np.ndarray], domains: Sequence[str], metric: str,
                         center: np.ndarray | None) -> tuple[dict[str, Any], dict[str, DeviceVectors]]:
