@@ -139,7 +139,8 @@ def test_a_resident_tensor_gives_the_numpy_paths_results_and_no_row_reaches_the_
                                   ks=KS, ci=False, threads=1)
     _forbid_full_copies(monkeypatch, _smallest_domain(data))
     result = ropebench.evaluate(**{**arrays, "embeddings": torch.from_numpy(arrays["embeddings"])},
-                                engine=configured_engine("torch", screen=screen), metric=metric, ks=KS, ci=False, threads=1)
+                                engine=configured_engine("torch", screen=screen), metric=metric, ks=KS, ci=False,
+                                threads=1)
     _same_results(result, expected)
     counters = result.environment["engine"]["counters"]
     # Tiled blocks only (small_block=0): the core's reads all ran on the device.
@@ -178,7 +179,8 @@ def test_a_float64_tensor_and_the_default_settings(forced):
 def test_compositions_that_read_the_matrix_on_the_host_copy_it_once_counted(forced):
     data = continuous_data(6, sizes=(120, 100, 80))
     arrays = data.arrays()
-    expected = ropebench.evaluate(**arrays, engine=configured_engine("torch"), compress="fp16", ks=KS, ci=False, threads=1)
+    expected = ropebench.evaluate(**arrays, engine=configured_engine("torch"), compress="fp16", ks=KS, ci=False,
+                                  threads=1)
     result = ropebench.evaluate(**{**arrays, "embeddings": torch.from_numpy(arrays["embeddings"])},
                                 engine=configured_engine("torch"), compress="fp16", ks=KS, ci=False, threads=1)
     _same_results(result, expected)
@@ -203,8 +205,8 @@ def _bad_inputs() -> list[tuple[str, str, np.ndarray]]:
     cases = []
     for name, metric, rows, value in (("nan", "cosine", [3, 7], np.nan), ("inf", "ip", [0], -np.inf),
                                       ("zero", "cosine", [4, 5, 29], 0.0), ("big", "ip", [2], 1e19),
-                                      ("big-l2", "l2", [9], -2e19), ("norms", "ip", [8], 2e18), ("overflow", "cosine", [1], 1e300),
-                                      ("underflow", "cosine", [6], 1e-300)):
+                                      ("big-l2", "l2", [9], -2e19), ("norms", "ip", [8], 2e18),
+                                      ("overflow", "cosine", [1], 1e300), ("underflow", "cosine", [6], 1e-300)):
         matrix = base.copy()
         matrix[rows] = value
         if name == "overflow":
@@ -251,11 +253,13 @@ def test_a_cuda_tensor_stays_on_the_gpu_and_gives_the_default_engines_numbers(mo
 
     data = continuous_data(7, sizes=(2000, 1500, 1200), dim=64)
     arrays = data.arrays()
-    expected = ropebench.evaluate(**arrays, engine=configured_engine("one-pass"), metric=metric, ks=KS, ci=False, threads=1)
+    expected = ropebench.evaluate(**arrays, engine=configured_engine("one-pass"), metric=metric, ks=KS, ci=False,
+                                  threads=1)
     tensor = torch.from_numpy(arrays["embeddings"]).cuda()
     _forbid_full_copies(monkeypatch, _smallest_domain(data))
     engine = TorchEngine(device=None, screen=screen, settings=TorchSettings(tile=512, small_block=0))
-    result = ropebench.evaluate(**{**arrays, "embeddings": tensor}, engine=engine, metric=metric, ks=KS, ci=False, threads=1)
+    result = ropebench.evaluate(**{**arrays, "embeddings": tensor}, engine=engine, metric=metric, ks=KS, ci=False,
+                                threads=1)
     assert result.environment["engine"]["device"].startswith("cuda")
     assert_same_per_query(result, expected)
     assert result.environment["engine"]["counters"]["host_rows"] == 0
