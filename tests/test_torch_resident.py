@@ -163,6 +163,19 @@ def test_tied_data_under_every_policy_and_groups(forced, metric, ties):
     assert result.environment["engine"]["counters"]["host_rows"] == 0
 
 
+def test_all_relevant_measures_read_rows_on_the_host_counted(forced):
+    """MAP@R and RP count every relevant item's rank: their levels read whole rows on the host,
+    through the counted copy, and give numpy's numbers."""
+    data = continuous_data(9, sizes=(120, 100, 80))
+    arrays = data.arrays()
+    options = {"engine": configured_engine("torch", screen="bf16"), "measures": "R@K,MRR,MAP@R,RP", "ks": KS,
+               "ci": False, "threads": 1}
+    expected = ropebench.evaluate(**arrays, **options)
+    result = ropebench.evaluate(**{**arrays, "embeddings": torch.from_numpy(arrays["embeddings"])}, **options)
+    _same_results(result, expected)
+    assert result.environment["engine"]["counters"]["host_rows"] > 0
+
+
 def test_a_float64_tensor_and_the_default_settings(forced):
     """A float64 tensor is rounded to float32 on its device (the record names float64, as numpy's
     path does); with the engine's default settings small blocks count rows on the host, counted."""
