@@ -50,17 +50,20 @@ def applies(embeddings: Any, engine: str | None) -> bool:
     return embeddings.device.type != "cpu" or FORCE_CPU
 
 
-def tree_sum(terms: torch.Tensor) -> torch.Tensor:
+def tree_sum(terms: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
     """Row sums of a ``(n, d)`` float64 tensor in the fixed pairwise order of
     :func:`ropebench.engines.core.scores.tree_sum` (zero-padded to a power of two, the second half
     added onto the first): float64 addition is correctly rounded on every device, so the bits are
-    numpy's."""
+    numpy's. With ``overwrite``, a contiguous ``terms`` of power-of-two width is the scratch space."""
     n, d = terms.shape
     if d == 0:
         return torch.zeros(n, dtype=torch.float64, device=terms.device)
     width = 1 << max(0, (d - 1).bit_length())
-    scratch = torch.zeros((n, width), dtype=torch.float64, device=terms.device)
-    scratch[:, :d] = terms
+    if overwrite and width == d and terms.is_contiguous():
+        scratch = terms
+    else:
+        scratch = torch.zeros((n, width), dtype=torch.float64, device=terms.device)
+        scratch[:, :d] = terms
     while width > 1:
         width //= 2
         torch.add(scratch[:, :width], scratch[:, width:2 * width], out=scratch[:, :width])
@@ -248,10 +251,10 @@ class DeviceRows:
             left = self.tensor.index_select(0, self._index(q[start:start + SETTLE_PAIRS])).to(torch.float64)
             right = gallery.tensor.index_select(0, gallery._index(g[start:start + SETTLE_PAIRS])).to(torch.float64)
             if metric == "l2":
-                diff = left - right
-                scores = -tree_sum(diff * diff)
+                left.sub_(right)
+                scores = -tree_sum(left.mul_(left), overwrite=True)
             else:
-                scores = tree_sum(left * right)
+                scores = tree_sum(left.mul_(right), overwrite=True)
             out[start:start + len(left)] = scores.cpu().numpy()
         return out
 
