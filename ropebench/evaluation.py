@@ -339,8 +339,9 @@ def evaluate_dataset(
     if submission_info is None:
         submission_info, manifest_info = _array_record(dataset), None
     compression = parse_compression(p.compress)
-    resident = dataset.resident  # a tensor's matrix kept on its device (counted copies to the host)
-    if resident is not None and (compression is not None or p.fewshot or cat.distractors
+    # A tensor's matrix kept on its device: what it copies to the host is counted here.
+    device_counters = None if dataset.resident is None else dataset.resident.counters
+    if dataset.resident is not None and (compression is not None or p.fewshot or cat.distractors
                                  or options.approximate.index is not None
                                  or _engine_name(options.search.engine) != "torch"):
         from ropebench.engines.torch.resident import with_host_matrix
@@ -381,6 +382,7 @@ def evaluate_dataset(
             device_vectors = None
             if on_device is not None:  # prepared on the device; the core's host copies counted
                 vectors, device_vectors = on_device.prepare_domains(members, needed, metric, center)
+                on_device = None  # the matrix itself is no longer needed: its device memory can go
             else:
                 assert embeddings is not None
                 vectors = prepare_domains(embeddings, members, needed, metric, center)
@@ -405,8 +407,8 @@ def evaluate_dataset(
                                                           request.depth_k))
             del request
             bar.finish()
-            if resident is not None:  # what reached the host from the device, counted
-                run = replace(run, counters={**run.counters, **resident.counters})
+            if device_counters is not None:  # what reached the host from the device, counted
+                run = replace(run, counters={**run.counters, **device_counters})
     finally:
         if owned and runner is not None:
             runner.close()

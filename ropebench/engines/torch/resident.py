@@ -26,6 +26,7 @@ object that already is a torch tensor.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = ["FORCE_CPU", "ResidentMatrix", "DeviceVectors", "applies", "tree_sum"
 # Tests: take the device path for CPU tensors too (a CPU tensor otherwise goes the numpy way).
 FORCE_CPU = False
 CHUNK_ROWS = 1 << 12  # rows per device float64 block and per streamed digest chunk
+_COUNTING = threading.Lock()  # engine workers may copy rows at once
 
 
 def applies(embeddings: Any, engine: str | None) -> bool:
@@ -109,8 +111,9 @@ def to_host(counters: dict[str, int], tensor: torch.Tensor, rows: np.ndarray | N
     part = tensor if rows is None else tensor.index_select(
         0, torch.as_tensor(np.asarray(rows, dtype=np.int64), device=tensor.device))
     out = np.ascontiguousarray(part.detach().cpu().numpy())
-    counters["host_rows"] += int(part.shape[0])
-    counters["host_bytes"] += int(out.nbytes)
+    with _COUNTING:
+        counters["host_rows"] += int(part.shape[0])
+        counters["host_bytes"] += int(out.nbytes)
     return out
 
 
