@@ -45,11 +45,12 @@ _COUNTING = threading.Lock()  # engine workers may copy rows at once
 
 
 def applies(embeddings: Any, engine: str | None) -> bool:
-    """Whether an evaluation keeps ``embeddings`` on its device: a tensor on a non-CPU device
-    (or any tensor with :data:`FORCE_CPU`) searched by the torch engine."""
+    """Whether an evaluation keeps ``embeddings`` on its device: a CUDA tensor (or a CPU one with
+    :data:`FORCE_CPU`) searched by the torch engine. MPS has no float64, which the preparation and
+    the settlement need: an MPS tensor is copied to the host as before."""
     if engine != "torch" or not isinstance(embeddings, torch.Tensor):
         return False
-    return embeddings.device.type != "cpu" or FORCE_CPU
+    return embeddings.device.type == "cuda" or (FORCE_CPU and embeddings.device.type == "cpu")
 
 
 def tree_sum(terms: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
