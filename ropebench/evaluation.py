@@ -121,7 +121,9 @@ def evaluate(
         submission: parquet file or per-domain directory; or None with arrays.
         manifest: ground-truth parquet; without it the submission must carry ``domain`` and
             ``product_id`` columns.
-        embeddings: ``(n, d)`` float array or tensor (instead of a path); never modified.
+        embeddings: ``(n, d)`` float array or tensor (instead of a path); never modified. A CUDA
+            tensor searched with ``engine="torch"`` stays on its device: validated, prepared and
+            settled there, the rows copied to the host counted (docs/screening.md, "CUDA tensors").
         domains, product_ids, item_ids, group_ids: ``(n,)`` labels going with ``embeddings``.
         protocol, search, catalogue, approximate, report: the options as objects
             (:mod:`ropebench.options`); or as plain keywords, each overriding its object's field:
