@@ -176,6 +176,18 @@ def test_all_relevant_measures_read_rows_on_the_host_counted(forced):
     assert result.environment["engine"]["counters"]["host_rows"] > 0
 
 
+def test_an_evaluation_inside_autocast_multiplies_in_float32(forced):
+    """A training loop may call evaluate inside ``torch.autocast``: the engine's matmuls (tiles and
+    the thresholds' relevant pairs on the device) must still be float32, or the band is wrong."""
+    data = continuous_data(4, sizes=(120, 100, 80))
+    arrays = data.arrays()
+    expected = ropebench.evaluate(**arrays, engine="one-pass", ks=KS, ci=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result = ropebench.evaluate(**{**arrays, "embeddings": torch.from_numpy(arrays["embeddings"])},
+                                    engine=configured_engine("torch", screen="fp32"), ks=KS, ci=False)
+    assert_same_per_query(result, expected)
+
+
 def test_a_float64_tensor_and_the_default_settings(forced):
     """A float64 tensor is rounded to float32 on its device (the record names float64, as numpy's
     path does); with the engine's default settings small blocks count rows on the host, counted."""
