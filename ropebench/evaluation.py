@@ -173,21 +173,24 @@ def evaluate(
     dataset = validate(submission, manifest=manifest, embeddings=embeddings, domains=domains,
                        product_ids=product_ids, item_ids=item_ids, group_ids=group_ids,
                        metric=options.protocol.metric,
-                       resident=submission is None and _resident(embeddings, options.search.engine))
+                       resident=submission is None and _resident(embeddings, options.search.engine,
+                                                                 options.search.device))
     loaded = time.perf_counter()
     submission_info, manifest_info = input_record(submission, manifest, dataset)
     return evaluate_dataset(dataset, **_as_objects(options), submission_info=submission_info,
                             manifest_info=manifest_info, load_seconds=loaded - started, started=started)
 
 
-def _resident(embeddings: Any, engine: Any) -> bool:
-    """Whether ``embeddings`` stays on its device: a torch tensor off the CPU searched by the
-    torch engine (docs/screening.md, "CUDA tensors"). Torch is imported only for a tensor."""
+def _resident(embeddings: Any, engine: Any, device: str | None = None) -> bool:
+    """Whether ``embeddings`` stays on its device: a CUDA tensor searched by the torch engine on a
+    device of the same kind (docs/screening.md, "CUDA tensors"; ``device``: the one asked for,
+    else the engine object's). Torch is imported only for a tensor."""
     if type(embeddings).__module__.split(".")[0] != "torch" or _engine_name(engine) != "torch":
         return False
     from ropebench.engines.torch.resident import applies
 
-    return applies(embeddings, "torch")
+    wanted = device if device is not None else getattr(engine, "device", None)
+    return applies(embeddings, "torch", wanted)
 
 
 def _engine_name(engine: Any) -> str | None:

@@ -222,6 +222,12 @@ def test_other_engines_and_cpu_tensors_keep_the_numpy_path(monkeypatch):
     assert not resident.applies(arrays["embeddings"], "one-pass")
     result = ropebench.evaluate(**arrays, engine="one-pass", ks=KS, ci=False, threads=1)
     assert "host_rows" not in result.environment["engine"]["counters"]
+    # Screened on another kind of device than the tensor's: the host path (the blocks are made there).
+    from ropebench.evaluation import _resident
+
+    assert _resident(arrays["embeddings"], "torch") and _resident(arrays["embeddings"], "torch", "cpu")
+    assert not _resident(arrays["embeddings"], "torch", "cuda") and not _resident(arrays["embeddings"], "one-pass")
+    assert not _resident(data.embeddings, "torch")  # numpy
 
 
 def _bad_inputs() -> list[tuple[str, str, np.ndarray]]:

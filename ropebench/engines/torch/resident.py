@@ -44,13 +44,17 @@ CHUNK_ROWS = 1 << 12  # rows per device float64 block and per streamed digest ch
 _COUNTING = threading.Lock()  # engine workers may copy rows at once
 
 
-def applies(embeddings: Any, engine: str | None) -> bool:
+def applies(embeddings: Any, engine: str | None, device: Any = None) -> bool:
     """Whether an evaluation keeps ``embeddings`` on its device: a CUDA tensor (or a CPU one with
-    :data:`FORCE_CPU`) searched by the torch engine. MPS has no float64, which the preparation and
-    the settlement need: an MPS tensor is copied to the host as before."""
+    :data:`FORCE_CPU`) searched by the torch engine on a device of the same kind (``device``, None:
+    the tensor's). MPS has no float64, which the preparation and the settlement need: an MPS
+    tensor is copied to the host as before; so is a CUDA tensor screened on the CPU."""
     if engine != "torch" or not isinstance(embeddings, torch.Tensor):
         return False
-    return embeddings.device.type == "cuda" or (FORCE_CPU and embeddings.device.type == "cpu")
+    kind = embeddings.device.type
+    if device is not None and torch.device(device).type != kind:
+        return False
+    return kind == "cuda" or (FORCE_CPU and kind == "cpu")
 
 
 def tree_sum(terms: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
