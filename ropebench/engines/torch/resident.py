@@ -209,7 +209,7 @@ class DeviceRows:
             return self._whole[key]
         if isinstance(key, (int, np.integer)):
             return to_host(self.counters, self.tensor, np.array([key]))[0]
-        if isinstance(key, slice):
+        if isinstance(key, slice) and key.step in (None, 1):
             return to_host(self.counters, self.tensor[key])
         if isinstance(key, np.ndarray) and key.dtype.kind in "iu":
             distinct, inverse = np.unique(key.reshape(-1), return_inverse=True)
