@@ -11,7 +11,8 @@ intervals (so the searches are compared). Printed: seconds, the ratio to the def
 float64-settled pairs, peak RSS, and whether the per-query counts equal the default engine's
 (a digest of every task's a, t, p columns). The float32 GEMM bounds are numpy's sgemm of every
 block with no selection: ``full`` computes each intra block whole, ``intra once`` its upper half.
-With a CUDA device it also times the whole evaluation from CUDA tensors and prints the GPU's name.
+With a CUDA device it also times the whole evaluation from CUDA tensors (which stay on the GPU)
+and prints the GPU's name and the rows that evaluation copied to the host.
 
 The distractor rows use make_catalogue.py's seeded catalogue (its ROPE-test-size test set and
 distractors of other products in ROPE-train proportions, row groups of 65,536), written once under
@@ -213,7 +214,8 @@ def worker(method: str, scale: float, dim: int, threads: int, device: str) -> No
             extra = {"settled": engine["counters"]["pairs_settled"], "digest": _digest(result),
                      "screen": engine.get("screen", "fp32"), "device_name": engine.get("device_name"),
                      "band_median": engine.get("band_median"), "speedup": engine.get("bf16_speedup"),
-                     "search_s": result.timing["search_s"]}
+                     "search_s": result.timing["search_s"], "n": len(emb),
+                     "host_rows": engine["counters"].get("host_rows")}
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "rss_mib": rss, **extra}))
 
@@ -316,6 +318,10 @@ def main() -> None:
           f"device: {args.device} ({device}); best of {args.repeats}")
     print(tabulate(rows, headers=["method", "seconds", "x default", "pairs settled", "band median", "peak RSS MiB",
                                   "same counts"], tablefmt="github"))
+    tensors = results.get("torch-cuda-tensors", {})
+    if tensors.get("host_rows") is not None:
+        print(f"from CUDA tensors: {tensors['host_rows']:,} rows copied to the host (of {tensors['n']:,}; "
+              "docs/screening.md, \"CUDA tensors\")")
     auto = results.get("torch-auto", {})
     if auto.get("speedup") is not None:
         print(f"measured bf16 speed-up on a 1024 x 4096 x {args.dim} block: {auto['speedup']:.2f}x")

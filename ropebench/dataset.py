@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,9 @@ class Dataset:
         dtype: value type of the submitted embeddings (``float16``/``float32``/``float64``).
         categories: ``(n,)`` object array of the manifest's ``category`` column, or None.
         dim: embedding dimension ``d`` (kept when the matrix is dropped).
+        resident: a torch tensor's validated float32 matrix kept on its device
+            (:class:`ropebench.engines.torch.resident.ResidentMatrix`), then ``embeddings`` is None;
+            else None.
     """
 
     item_ids: np.ndarray
@@ -36,6 +40,7 @@ class Dataset:
     dtype: str
     categories: np.ndarray | None = None
     dim: int = 0
+    resident: Any = None
 
     def __post_init__(self) -> None:
         if self.embeddings is not None and not self.dim:
@@ -52,7 +57,7 @@ class Dataset:
     def without_embeddings(self) -> Dataset:
         """A copy without the embedding matrix: a consumer that has made its own prepared copies
         drops its reference to the original matrix so the memory can be freed."""
-        return replace(self, embeddings=None)
+        return replace(self, embeddings=None, resident=None)
 
     def members(self, domain: str) -> np.ndarray:
         """Rows of one domain code, in submission order."""

@@ -70,10 +70,13 @@ def validate(
     item_ids: Sequence[Any] | None = None,
     group_ids: Sequence[Any] | None = None,
     metric: str = "cosine",
+    resident: bool = False,
 ) -> Dataset:
     """Run only the validation step; return the validated :class:`~ropebench.dataset.Dataset`.
 
     Pass either ``submission`` (a parquet path, optionally with ``manifest``) or arrays.
+    ``resident``: ``embeddings`` is a torch tensor checked on its device and kept there
+    (``Dataset.resident``; see :func:`evaluate` with ``engine="torch"``).
 
     Raises:
         DataError: every problem found, at once.
@@ -92,7 +95,7 @@ def validate(
     if manifest is not None:
         raise UsageError("manifest= goes with a submission path; with arrays, pass domains= and product_ids=")
     return dataset_from_arrays(embeddings, domains, product_ids, item_ids=item_ids, group_ids=group_ids,
-                               metric=metric)
+                               metric=metric, resident=resident)
 
 
 def evaluate(
@@ -118,7 +121,9 @@ def evaluate(
         submission: parquet file or per-domain directory; or None with arrays.
         manifest: ground-truth parquet; without it the submission must carry ``domain`` and
             ``product_id`` columns.
-        embeddings: ``(n, d)`` float array or tensor (instead of a path); never modified.
+        embeddings: ``(n, d)`` float array or tensor (instead of a path); never modified. A CUDA
+            tensor searched with ``engine="torch"`` stays on its device: validated, prepared and
+            settled there, the rows copied to the host counted (docs/screening.md, "CUDA tensors").
         domains, product_ids, item_ids, group_ids: ``(n,)`` labels going with ``embeddings``.
         protocol, search, catalogue, approximate, report: the options as objects
             (:mod:`ropebench.options`); or as plain keywords, each overriding its object's field:
@@ -167,11 +172,30 @@ def evaluate(
         options = replace(options, search=replace(options.search, device=_tensor_device(embeddings)))
     dataset = validate(submission, manifest=manifest, embeddings=embeddings, domains=domains,
                        product_ids=product_ids, item_ids=item_ids, group_ids=group_ids,
-                       metric=options.protocol.metric)
+                       metric=options.protocol.metric,
+                       resident=submission is None and _resident(embeddings, options.search.engine,
+                                                                 options.search.device))
     loaded = time.perf_counter()
     submission_info, manifest_info = input_record(submission, manifest, dataset)
     return evaluate_dataset(dataset, **_as_objects(options), submission_info=submission_info,
                             manifest_info=manifest_info, load_seconds=loaded - started, started=started)
+
+
+def _resident(embeddings: Any, engine: Any, device: str | None = None) -> bool:
+    """Whether ``embeddings`` stays on its device: a CUDA tensor searched by the torch engine on a
+    device of the same kind (docs/screening.md, "CUDA tensors"; ``device``: the one asked for,
+    else the engine object's). Torch is imported only for a tensor."""
+    if type(embeddings).__module__.split(".")[0] != "torch" or _engine_name(engine) != "torch":
+        return False
+    from ropebench.engines.torch.resident import applies
+
+    wanted = device if device is not None else getattr(engine, "device", None)
+    return applies(embeddings, "torch", wanted)
+
+
+def _engine_name(engine: Any) -> str | None:
+    """The registered name an ``engine`` option resolves to, or an engine object's own name."""
+    return _engine_key(engine) if engine is None or isinstance(engine, str) else getattr(engine, "name", None)
 
 
 def _engine_key(engine: Any) -> str | None:
@@ -315,16 +339,29 @@ def evaluate_dataset(
     if rep.by == "category" and dataset.categories is None:
         raise UsageError("--by category needs a manifest with a 'category' column. Fix: add the column "
                          "to the manifest, or drop --by")
-    if dataset.embeddings is None:
+    if dataset.embeddings is None and dataset.resident is None:
         raise UsageError("the dataset has no embeddings (it was made by without_embeddings())")
     if submission_info is None:
         submission_info, manifest_info = _array_record(dataset), None
     compression = parse_compression(p.compress)
+    # A tensor's matrix kept on its device: what it copies to the host is counted here.
+    device_counters = None if dataset.resident is None else dataset.resident.counters
+    if dataset.resident is not None and (compression is not None or p.fewshot or cat.distractors
+                                 or options.approximate.index is not None
+                                 or _engine_name(options.search.engine) != "torch"):
+        from ropebench.engines.torch.resident import with_host_matrix
+
+        dataset = with_host_matrix(dataset)  # these compositions read the whole matrix on the host
     raw_dim = dataset.dim  # a catalogue is submitted at the test set's own d, then compressed alike
     if compression is not None:  # the compressed vectors are what gets scored, as a submission of them would be
         dataset = compress_dataset(dataset, compression, metric=metric)
-    assert dataset.embeddings is not None
-    center = l2_center(dataset.embeddings) if metric == "l2" else None
+    on_device = dataset.resident
+    center = None
+    if metric == "l2" and on_device is not None:
+        center = on_device.l2_center()
+    elif metric == "l2":
+        assert dataset.embeddings is not None
+        center = l2_center(dataset.embeddings)
     threads = options.search.threads
     engine_choice = options.search.engine
     choice = resolve(engine_choice) if engine_choice is None or isinstance(engine_choice, str) else None
@@ -342,23 +379,29 @@ def evaluate_dataset(
         layout = _compose(dataset, base, runner, options, center, raw_dim, compression)
         checked = time.perf_counter()
         embeddings, dataset = dataset.embeddings, dataset.without_embeddings()
-        assert embeddings is not None
         bar = Progress(enabled=options.search.progress)
         search_started = time.perf_counter()
         with thread_limit(threads) as thread_count:
             members = {code: dataset.members(code) for code in DOMAINS}
             needed = [code for code in DOMAINS if p.fewshot or any(code in split_task(task) for task in task_list)]
-            vectors = prepare_domains(embeddings, members, needed, metric, center)
+            device_vectors = None
+            if on_device is not None:  # prepared on the device; the core's host copies counted
+                vectors, device_vectors = on_device.prepare_domains(members, needed, metric, center)
+                on_device = None  # the matrix itself is no longer needed: its device memory can go
+            else:
+                assert embeddings is not None
+                vectors = prepare_domains(embeddings, members, needed, metric, center)
             del embeddings
             fewshot = _fewshot(dataset, members, vectors, base, p, metric, center, thread_count) \
                 if p.fewshot else None
             request = SearchRequest(
-                task_data=build_task_data(dataset, members, vectors, task_list, metric, center), tasks=task_list,
+                task_data=_on_device(build_task_data(dataset, members, vectors, task_list, metric, center),
+                                     device_vectors), tasks=task_list,
                 max_k=max(ks), exact_censored=False, threads=thread_count, symmetric_scores=metric != "l2",
                 precision=_search_precision(search_options.screen),
                 on_start=lambda total, unit: bar.start("search", total, unit=unit), on_progress=bar.advance,
                 counts=needs, depth_k=map_depth(families))
-            del vectors
+            del vectors, device_vectors
             run = layout.engine.search(request)
             if request.all_relevant:
                 from ropebench.engines.core import fill_levels
@@ -369,6 +412,8 @@ def evaluate_dataset(
                                                           request.depth_k))
             del request
             bar.finish()
+            if device_counters is not None:  # what reached the host from the device, counted
+                run = replace(run, counters={**run.counters, **device_counters})
     finally:
         if owned and runner is not None:
             runner.close()
@@ -483,6 +528,17 @@ def _compose(dataset: Dataset, base: Engine, runner: Any, options: Options, cent
                                  columns=_first_hit_columns(parse_ks(options.protocol.ks), options.protocol.ties),
                                  compression=compression)
     return _Layout(engine, catalogue, info, sizes, compression)
+
+
+def _on_device(task_data: dict[str, Any], vectors: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Each retrieval task's data with the device copies of its screening vectors (``resident``)."""
+    if vectors is None:
+        return task_data
+    out = {}
+    for task, data in task_data.items():
+        query_domain, gallery_domain = split_task(task)
+        out[task] = replace(data, resident=(vectors[query_domain].queries, vectors[gallery_domain].gallery))
+    return out
 
 
 def _first_hit_columns(ks: Sequence[int], ties: str) -> Any:

@@ -33,7 +33,9 @@ def l2_center(embeddings: np.ndarray) -> np.ndarray:
     middle = (len(embeddings) - 1) // 2
     # Partitioning the float32 values picks one of them per coordinate: the same element as in
     # float64, at half the memory.
-    return np.partition(np.asarray(embeddings), middle, axis=0)[middle].astype(np.float64)
+    # ``+ 0.0`` makes a median zero +0.0 whichever of -0.0 and +0.0 the selection picked (another
+    # selection, e.g. on a torch device, picks another), so the translated rows' bits are fixed.
+    return np.partition(np.asarray(embeddings), middle, axis=0)[middle].astype(np.float64) + 0.0
 
 
 def prepare_vectors(
@@ -74,10 +76,14 @@ def prepare_vectors(
         block = np.asarray(embeddings[start:start + NORMALIZE_BATCH], dtype=np.float64) - shift
         rows = slice(start, start + len(block))
         queries[rows, :-1] = block
-        # 2g and |g|² from the float32 values actually searched, so q·g and |g|² round alike.
+        # 2g and |g|² from the float32 values actually searched, so q·g and |g|² round alike;
+        # |g|² summed in float64 in the exact score's fixed order and rounded once, so every
+        # device gives these bits (the torch engine prepares a tensor on its own device).
         centred = queries[rows, :-1]
         np.multiply(centred, np.float32(2.0), out=gallery[rows, :-1])
-        gallery[rows, -1] = -np.einsum("ij,ij->i", centred, centred)
+        wide = centred.astype(np.float64)
+        with np.errstate(over="ignore"):  # beyond float32: -inf, as a float32 sum gave (validation refuses it)
+            gallery[rows, -1] = -tree_sum(wide * wide, overwrite=True)
     queries[:, -1] = 1.0
     return queries, gallery
 

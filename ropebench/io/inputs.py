@@ -17,6 +17,9 @@ def input_record(submission: Any, manifest: Any, dataset: Any) -> tuple[dict[str
     if submission is not None:
         record: dict[str, Any] = {"path": str(submission), "sha256": sha256_file(submission)}
         manifest_record = None if manifest is None else {"path": str(manifest), "sha256": sha256_file(manifest)}
+    elif getattr(dataset, "resident", None) is not None:
+        record = {"path": None, "sha256": dataset.resident.digest()}  # streamed from the device
+        manifest_record = None
     else:
         matrix = np.ascontiguousarray(dataset.embeddings)
         digest = hashlib.sha256(memoryview(matrix).cast("B")).hexdigest()  # type: ignore[arg-type]

@@ -140,11 +140,32 @@ def _check_embeddings(matrix: np.ndarray, ids: np.ndarray, where: str, metric: s
     :func:`ropebench.io.parquet.float32_range`), so a row that is inf or all zeros only after the
     cast to float32 is named for what happened to it.
     """
-    column = f"{where} column 'embedding'"
+    n = len(matrix)
     finite = np.isfinite(matrix).all(axis=1)
-    overflow = np.zeros(len(matrix), dtype=bool)
+    masks = {"finite": finite, "overflow": np.zeros(n, dtype=bool)}
     if range_of is not None and not finite.all():
-        overflow[~finite] = range_of(~finite)[0]
+        masks["overflow"][~finite] = range_of(~finite)[0]
+    if metric in ("ip", "l2") and matrix.size:
+        masks["big"] = finite & (np.abs(matrix).max(axis=1) > _score_limit(matrix.shape[1]))
+    if metric == "cosine":
+        masks["zero"] = zero = finite & ~matrix.any(axis=1)
+        masks["rounded"] = np.zeros(n, dtype=bool)
+        if range_of is not None and zero.any():
+            masks["rounded"][zero] = range_of(zero)[1]
+    _report_embeddings(masks, matrix.shape[1], ids, where, metric, problems)
+
+
+def _score_limit(dim: int) -> float:
+    """Inner products (and l2's |g|²) are summed in float32: keep d·max|x|² under its range."""
+    return float(np.sqrt(np.finfo(np.float32).max / (4.0 * dim)))
+
+
+def _report_embeddings(masks: dict[str, np.ndarray], dim: int, ids: np.ndarray, where: str, metric: str,
+                       problems: _Problems) -> None:
+    """The problems of :func:`_check_embeddings` from its row masks (``finite``, ``overflow``,
+    and ``big`` for ip/l2, ``zero`` and ``rounded`` for cosine), however they were computed."""
+    column = f"{where} column 'embedding'"
+    finite, overflow = masks["finite"], masks["overflow"]
     if overflow.any():
         problems.add(column, f"{_count(int(overflow.sum()), 'row')} hold finite float64 values that exceed float32's "
                      f"range (|x| > {float(np.finfo(np.float32).max):.3g}; they would become ±inf)", ids[overflow],
@@ -153,24 +174,18 @@ def _check_embeddings(matrix: np.ndarray, ids: np.ndarray, where: str, metric: s
     if broken.any():
         problems.add(column, f"{_count(int(broken.sum()), 'row')} contain NaN or ±inf",
                      ids[broken], "replace them with finite values (check for a diverged model)")
-    if metric in ("ip", "l2") and matrix.size:
-        # Inner products (and l2's |g|²) are summed in float32: keep d·max|x|² under its range.
-        limit = float(np.sqrt(np.finfo(np.float32).max / (4.0 * matrix.shape[1])))
-        big = finite & (np.abs(matrix).max(axis=1) > limit)
-        if big.any():
-            problems.add(column, f"{_count(int(big.sum()), 'row')} hold values above "
-                         f"{limit:.3g}, whose {metric} scores overflow float32", ids[big],
-                         "scale the embeddings down (ranking under ip and l2 does not change with a common scale)")
-    if metric == "cosine":
-        zero = finite & ~matrix.any(axis=1)
-        rounded = np.zeros(len(matrix), dtype=bool)
-        if range_of is not None and zero.any():
-            rounded[zero] = range_of(zero)[1]
+    big = masks.get("big")
+    if big is not None and big.any():
+        problems.add(column, f"{_count(int(big.sum()), 'row')} hold values above "
+                     f"{_score_limit(dim):.3g}, whose {metric} scores overflow float32", ids[big],
+                     "scale the embeddings down (ranking under ip and l2 does not change with a common scale)")
+    if "zero" in masks:
+        rounded = masks["rounded"]
         if rounded.any():
             problems.add(column, f"{_count(int(rounded.sum()), 'row')} hold non-zero float64 values so small that "
                          "they round to zero in float32 (|x| < 1.4e-45), leaving all-zero vectors with no direction "
                          "under cosine", ids[rounded], "scale those embeddings up (cosine ignores the scale)")
-        zero &= ~rounded
+        zero = masks["zero"] & ~rounded
         if zero.any():
             problems.add(column, f"{_count(int(zero.sum()), 'row')} are all zeros, "
                          "which have no direction under cosine", ids[zero],
@@ -335,7 +350,7 @@ def _check_null_labels(values: np.ndarray, ids: np.ndarray, where: str, problems
 
 
 def _dataset(ids: Any, domains: Any, products: Any, groups: Any, matrix: Any, dtype: str,
-             categories: Any = None) -> Dataset:
+             categories: Any = None, resident: Any = None) -> Dataset:
     group_codes = None
     if groups is not None:
         group_codes = factorize(groups)[0]  # null group -> -1: excluded with nothing but itself
@@ -348,6 +363,8 @@ def _dataset(ids: Any, domains: Any, products: Any, groups: Any, matrix: Any, dt
         embeddings=matrix,
         dtype=dtype,
         categories=categories,
+        resident=resident,
+        dim=int(resident.tensor.shape[1]) if resident is not None else 0,
     )
 
 
@@ -359,6 +376,7 @@ def dataset_from_arrays(
     item_ids: Sequence[Any] | None = None,
     group_ids: Sequence[Any] | None = None,
     metric: str = "cosine",
+    resident: bool = False,
 ) -> Dataset:
     """Validate in-memory arrays (the training-loop path) with the same checks as files.
 
@@ -368,15 +386,24 @@ def dataset_from_arrays(
         product_ids: ``(n,)`` product ids (str or int).
         item_ids: ``(n,)`` unique ids; default ``0..n-1``.
         group_ids: ``(n,)`` optional group ids (None entries = no group).
+        resident: ``embeddings`` is a torch tensor to be checked on its device, where it stays
+            (:mod:`ropebench.engines.torch.resident`; same checks, same messages): the dataset
+            then holds it as ``resident`` and ``embeddings`` is None.
     """
     problems = _Problems()
     where = "arrays"
-    source = as_numpy(embeddings)
-    dtype = str(source.dtype)
-    if source.ndim != 2 or source.shape[1] == 0 or not np.issubdtype(source.dtype, np.floating):
-        raise DataError(f"{where} 'embeddings': shape {source.shape}, dtype {source.dtype}; expected a 2-d float "
+    if resident:
+        from ropebench.engines.torch.resident import tensor_kind
+
+        source: Any = embeddings.detach()
+        shape, dtype, floating = tensor_kind(source)
+    else:
+        source = as_numpy(embeddings)
+        shape, dtype, floating = source.shape, str(source.dtype), np.issubdtype(source.dtype, np.floating)
+    if len(shape) != 2 or shape[1] == 0 or not floating:
+        raise DataError(f"{where} 'embeddings': shape {shape}, dtype {dtype}; expected a 2-d float "
                         "array (n, d) with d > 0. Fix: pass np.asarray(vectors, dtype=np.float32)")
-    n = source.shape[0]
+    n = shape[0]
     ids = np.arange(n, dtype=np.int64) if item_ids is None else label_array(item_ids)
     labels = {"domains": label_array(domains), "product_ids": label_array(product_ids), "item_ids": ids}
     if group_ids is not None:
@@ -399,13 +426,20 @@ def dataset_from_arrays(
         _check_unique(ids, where, problems)
     # The float32 copy (made once, only when needed) is what gets checked: a float64 value can
     # overflow or vanish in it; range_of names those rows from the original values.
-    with np.errstate(over="ignore", under="ignore"):
-        matrix = np.ascontiguousarray(source, dtype=np.float32)
-    _check_embeddings(matrix, ids, where, metric, problems, _range_of_array(source))
+    matrix, kept = None, None
+    if resident:
+        from ropebench.engines.torch.resident import checked_on_device
+
+        kept, masks = checked_on_device(source, metric, _score_limit(shape[1]))
+        _report_embeddings(masks, shape[1], ids, where, metric, problems)
+    else:
+        with np.errstate(over="ignore", under="ignore"):
+            matrix = np.ascontiguousarray(source, dtype=np.float32)
+        _check_embeddings(matrix, ids, where, metric, problems, _range_of_array(source))
     codes = _domain_codes(labels["domains"], ids, where, problems)
     _check_null_labels(labels["product_ids"], ids, f"{where} 'product_ids'", problems)
     problems.raise_if_any("arrays")
-    return _dataset(ids, codes, labels["product_ids"], labels.get("group_ids"), matrix, dtype)
+    return _dataset(ids, codes, labels["product_ids"], labels.get("group_ids"), matrix, dtype, resident=kept)
 
 
 def _check_id_kinds(values: np.ndarray, where: str, problems: _Problems, *, floats: bool) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ropebench.engines.core.bound import Bound, pair_widths
 from ropebench.engines.core.decide import settle
+from ropebench.engines.core.stored import stored
 from ropebench.engines.core.task import TaskData
 
 __all__ = ["Best", "best_relevant", "product_units", "UNIT_SCORES"]
@@ -114,8 +115,11 @@ def best_relevant(data: TaskData, bound: Bound, unit_scores: int = UNIT_SCORES) 
     for rows_q, rows_g, ok in product_units(data, unit_scores):
         # OpenBLAS's small-matrix kernels can leave a stale floating-point flag behind (seen with
         # all-zero rows); the values are checked for finiteness below instead.
-        with np.errstate(invalid="ignore", over="ignore"):
-            scores = np.matmul(data.queries[rows_q], data.gallery[rows_g].transpose(0, 2, 1))
+        if stored(data.queries) and stored(data.gallery):  # screened where the vectors are
+            scores = data.queries.unit_scores(rows_q, data.gallery, rows_g)  # type: ignore[attr-defined]
+        else:
+            with np.errstate(invalid="ignore", over="ignore"):
+                scores = np.matmul(data.queries[rows_q], data.gallery[rows_g].transpose(0, 2, 1))
         finite = np.isfinite(scores)
         width = pair_widths(bound, q_norm[rows_q][:, :, None], g_norm[rows_g][:, None, :], scores)
         low = np.where(ok & finite, scores - width, -np.inf).max(axis=2)

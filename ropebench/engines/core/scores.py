@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ropebench.engines.core.stored import stored
+
 __all__ = ["tree_sum", "exact_scores", "screen_norms", "translated_norms", "SETTLE_BATCH"]
 
 SETTLE_BATCH = 1 << 10  # pairs per float64 block (1k x d float64 temporaries stay in cache: 30% faster than 16k)
@@ -45,6 +47,8 @@ def exact_scores(queries: np.ndarray, gallery: np.ndarray, q: np.ndarray, g: np.
         q, g: ``(n,)`` row indices.
         metric: ``cosine`` and ``ip`` give ``q·g``; ``l2`` gives ``-|q - g|²``.
     """
+    if stored(queries) and stored(gallery):  # computed where the vectors are, the same bits
+        return queries.exact_scores(gallery, q, g, metric)  # type: ignore[attr-defined]
     out = np.empty(len(q), dtype=np.float64)
     for start in range(0, len(q), SETTLE_BATCH):
         left = queries[q[start:start + SETTLE_BATCH]].astype(np.float64)
@@ -61,6 +65,8 @@ def exact_scores(queries: np.ndarray, gallery: np.ndarray, q: np.ndarray, g: np.
 
 def screen_norms(vectors: np.ndarray, metric: str, side: str) -> np.ndarray:
     """Float64 norms of screening vectors (``l2``: of the translated coordinates only)."""
+    if stored(vectors):
+        return vectors.screen_norms(metric, side)  # type: ignore[attr-defined]
     if metric != "l2":
         return np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
     body = vectors[:, :-1]
@@ -70,6 +76,8 @@ def screen_norms(vectors: np.ndarray, metric: str, side: str) -> np.ndarray:
 
 def translated_norms(vectors: np.ndarray, center: np.ndarray | None) -> np.ndarray:
     """``|q − c|²`` in float64 with the fixed summation order (the ``l2`` screening offset)."""
+    if stored(vectors):
+        return vectors.translated_norms(center)  # type: ignore[attr-defined]
     out = np.empty(len(vectors), dtype=np.float64)
     shift = np.zeros(vectors.shape[1]) if center is None else np.asarray(center, dtype=np.float64)
     for start in range(0, len(vectors), 1 << 14):

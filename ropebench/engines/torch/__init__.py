@@ -201,13 +201,15 @@ class TorchEngine:
         rows = reader(row_task)
         columns = None if column_task is None else reader(column_task)
         return DeviceBlock(data.queries, data.gallery, rows, columns, symmetric, self.settings.tile,
-                           device=self.device, dtype=residuals.dtype)
+                           device=self.device, dtype=residuals.dtype, sources=data.resident)
 
 
 def _covered(precision: Precision, arrays: list[np.ndarray]) -> bool:
     """Whether ``precision`` covers every element of every array (each distinct array checked
     once, :data:`CHUNK_ROWS` rows at a time, so no full-size temporary)."""
     distinct = {id(array): array for array in arrays}
+    if all(hasattr(array, "covers") for array in distinct.values()):  # on the device (resident.DeviceRows)
+        return all(array.covers(precision) for array in distinct.values())  # type: ignore[attr-defined]
     return all(precision.covers(array[start:start + CHUNK_ROWS]) for array in distinct.values()
                for start in range(0, len(array), CHUNK_ROWS))
 
@@ -218,9 +220,9 @@ class _Residuals:
 
     def __init__(self, device: torch.device, dtype: torch.dtype, *, enabled: bool) -> None:
         self.device, self.dtype, self.enabled = device, dtype, enabled
-        self._norms: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._norms: dict[int, tuple[np.ndarray | torch.Tensor, np.ndarray | None]] = {}
 
-    def _norms_of(self, vectors: np.ndarray) -> np.ndarray | None:
+    def _norms_of(self, vectors: np.ndarray | torch.Tensor) -> np.ndarray | None:
         if id(vectors) not in self._norms:  # the array is kept with its norms, so its id stays its own
             self._norms[id(vectors)] = (vectors, residual_norms(vectors, self.device, self.dtype))
         return self._norms[id(vectors)][1]
@@ -229,7 +231,9 @@ class _Residuals:
         """``(queries', gallery's)`` residual norms, or None (no rounding, or no float64 on the device)."""
         if not self.enabled or data.metric not in ("cosine", "ip"):
             return None
-        queries, gallery = self._norms_of(data.queries), self._norms_of(data.gallery)
+        # From the device copies when the submitted tensor stayed there (the same rows, bit for bit).
+        sources = data.resident if data.resident is not None else (data.queries, data.gallery)
+        queries, gallery = self._norms_of(sources[0]), self._norms_of(sources[1])
         return None if queries is None or gallery is None else (queries, gallery)
 
 

@@ -38,20 +38,29 @@ TRIM_TILES = 32  # tiles between two returns of free C heap pages to the system 
 CHUNK_ROWS = 1 << 11  # rows converted at a time (bounds the temporaries: 1 MiB per float32 copy at d = 128)
 
 
-def to_device(vectors: np.ndarray, order: np.ndarray | None, device: torch.device, dtype: torch.dtype
-              ) -> torch.Tensor:
+def to_device(vectors: np.ndarray | torch.Tensor, order: np.ndarray | None, device: torch.device,
+              dtype: torch.dtype) -> torch.Tensor:
     """``vectors[order]`` (``(n, d)`` float32) as a ``dtype`` tensor on ``device``, converted
-    :data:`CHUNK_ROWS` rows at a time, so no full-size float32 copy is ever made."""
+    :data:`CHUNK_ROWS` rows at a time, so no full-size float32 copy is ever made. ``vectors`` may
+    be a tensor already on a device (a submitted tensor's prepared rows): gathered there, the
+    same conversion."""
     n = len(vectors) if order is None else len(order)
     out = torch.empty((n, vectors.shape[1]), dtype=dtype, device=device)
+    index = torch.from_numpy(order).to(vectors.device) \
+        if isinstance(vectors, torch.Tensor) and order is not None else None
     for start in range(0, n, CHUNK_ROWS):
         rows = slice(start, start + CHUNK_ROWS)
-        chunk = vectors[rows] if order is None else np.take(vectors, order[rows], axis=0)
-        out[rows] = torch.from_numpy(np.ascontiguousarray(chunk)).to(device=device).to(dtype)
+        if isinstance(vectors, torch.Tensor):
+            part = vectors[rows] if index is None else vectors.index_select(0, index[rows])
+        else:
+            chunk = vectors[rows] if order is None else np.take(vectors, order[rows], axis=0)
+            part = torch.from_numpy(np.ascontiguousarray(chunk))
+        out[rows] = part.to(device=device).to(dtype)
     return out
 
 
-def residual_norms(vectors: np.ndarray, device: torch.device, dtype: torch.dtype) -> np.ndarray | None:
+def residual_norms(vectors: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.dtype
+                   ) -> np.ndarray | None:
     """``ρ = |x̂ − x|`` per row (float64), ``x̂`` the rounding of each float32 vector to ``dtype``
     done exactly as :func:`to_device` does it (the same conversion on the same device), so ``ρ``
     is the residual of the very inputs the kernel multiplies. ``x̂ − x`` is exact in float32 (two
@@ -61,7 +70,8 @@ def residual_norms(vectors: np.ndarray, device: torch.device, dtype: torch.dtype
         return None
     out = np.empty(len(vectors), dtype=np.float64)
     for start in range(0, len(vectors), CHUNK_ROWS):
-        x = torch.from_numpy(np.ascontiguousarray(vectors[start:start + CHUNK_ROWS])).to(device=device)
+        part = vectors[start:start + CHUNK_ROWS]
+        x = (part if isinstance(part, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(part))).to(device=device)
         residual = (x.to(dtype).to(torch.float32) - x).to(torch.float64)
         out[start:start + len(x)] = torch.sqrt((residual * residual).sum(dim=1)).cpu().numpy()
     return out
@@ -75,17 +85,19 @@ class DeviceBlock(Block):
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
+    sources: tuple[torch.Tensor, torch.Tensor] | None = None  # left, right already on a device
 
     def sorted_copies(self) -> None:
         pass  # made by on_device, when the tiles start
 
     def on_device(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(left, right)``: the block's vectors in tile order on the device."""
-        left = to_device(self.left, self.perm_left, self.device, self.dtype)
+        left_source, right_source = self.sources if self.sources is not None else (self.left, self.right)
+        left = to_device(left_source, self.perm_left, self.device, self.dtype)
         if self.symmetric:
             return left, left
         order = self.perm_right if self.columns is not None else None
-        return left, to_device(self.right, order, self.device, self.dtype)
+        return left, to_device(right_source, order, self.device, self.dtype)
 
 
 def _bf16_values(bits: np.ndarray) -> np.ndarray:

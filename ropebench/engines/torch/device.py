@@ -124,8 +124,10 @@ def _select(scores: torch.Tensor) -> int:
 @contextlib.contextmanager
 def exact_kernels(device: torch.device) -> Iterator[None]:
     """Kernels as the bound assumes them, restored afterwards: float32 matmuls in full float32
-    (no TF32 or bf16 passes, which a training loop may have allowed) and, on CUDA, bf16 GEMMs
-    without reduced-precision split-K reductions."""
+    (no TF32 or bf16 passes, which a training loop may have allowed), no autocast (an evaluation
+    called inside ``torch.autocast`` would otherwise multiply float32 tensors in fp16/bf16; autocast
+    is per thread, so each thread that multiplies enters this) and, on CUDA, bf16 GEMMs without
+    reduced-precision split-K reductions."""
     saved: dict[str, Any] = {"precision": torch.get_float32_matmul_precision()}
     torch.set_float32_matmul_precision("highest")
     cuda = device.type == "cuda"
@@ -135,7 +137,12 @@ def exact_kernels(device: torch.device) -> Iterator[None]:
         matmul.allow_tf32 = False
         matmul.allow_bf16_reduced_precision_reduction = False
     try:
-        yield
+        no_autocast: Any = torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:  # a device type without autocast
+        no_autocast = contextlib.nullcontext()
+    try:
+        with no_autocast:
+            yield
     finally:
         torch.set_float32_matmul_precision(saved["precision"])
         if cuda:
