@@ -294,3 +294,28 @@ def test_a_cuda_tensor_stays_on_the_gpu_and_gives_the_default_engines_numbers(mo
     assert result.environment["engine"]["device"].startswith("cuda")
     assert_same_per_query(result, expected)
     assert result.environment["engine"]["counters"]["host_rows"] == 0
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+@pytest.mark.parametrize("forced_path", [True, False], ids=["resident", "host"])
+def test_a_callers_default_device_and_dtype_change_nothing(monkeypatch, metric, forced_path):
+    """A training loop may have called ``torch.set_default_device("cuda")`` or
+    ``torch.set_default_dtype(torch.float64)``: every tensor the engine makes names its device and
+    dtype (the meta device stands in for CUDA here: anything made there fails), on one thread (the
+    default device is per thread: the caller's is the one that runs the tiles)."""
+    monkeypatch.setattr(resident, "FORCE_CPU", forced_path)
+    data = continuous_data(8, sizes=(120, 100, 80))
+    arrays = data.arrays()
+    expected = ropebench.evaluate(**arrays, engine="one-pass", metric=metric, ks=KS, ci=False, threads=1)
+    tensor = torch.from_numpy(arrays["embeddings"])
+    for screen in ("fp32", "bf16"):
+        torch.set_default_device("meta")
+        torch.set_default_dtype(torch.float64)
+        try:
+            result = ropebench.evaluate(**{**arrays, "embeddings": tensor},
+                                        engine=configured_engine("torch", screen=screen), metric=metric, ks=KS,
+                                        ci=False, threads=1)
+        finally:
+            torch.set_default_device(None)
+            torch.set_default_dtype(torch.float32)
+        assert_same_per_query(result, expected)
