@@ -319,3 +319,14 @@ def test_a_callers_default_device_and_dtype_change_nothing(monkeypatch, metric, 
             torch.set_default_device(None)
             torch.set_default_dtype(torch.float32)
         assert_same_per_query(result, expected)
+
+
+def test_an_empty_matrix_is_recorded_alike_on_both_paths(forced):
+    """No rows: the numpy path's array digest raised TypeError (a memoryview cast of a zero extent)
+    where the device path hashed nothing; both now record the same empty evaluation."""
+    labels = {"domains": np.array([], dtype=str), "product_ids": np.array([], dtype=np.int64)}
+    matrix = np.zeros((0, 6), dtype=np.float32)
+    expected = ropebench.evaluate(embeddings=matrix, **labels, engine="torch", ks=KS, ci=False)
+    result = ropebench.evaluate(embeddings=torch.from_numpy(matrix), **labels, engine="torch", ks=KS, ci=False)
+    assert result.submission == expected.submission
+    assert {t: r.to_json() for t, r in result.tasks.items()} == {t: r.to_json() for t, r in expected.tasks.items()}
