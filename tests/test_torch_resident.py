@@ -330,3 +330,33 @@ def test_an_empty_matrix_is_recorded_alike_on_both_paths(forced):
     result = ropebench.evaluate(embeddings=torch.from_numpy(matrix), **labels, engine="torch", ks=KS, ci=False)
     assert result.submission == expected.submission
     assert {t: r.to_json() for t, r in result.tasks.items()} == {t: r.to_json() for t, r in expected.tasks.items()}
+
+
+@pytest.mark.parametrize("case", _bad_inputs(), ids=lambda c: c[0])
+def test_validation_runs_in_row_chunks_with_the_same_messages(forced, monkeypatch, case):
+    """The device checks run :data:`resident.CHUNK_ROWS` rows at a time: no temporary of the whole
+    matrix's size (a float64 input's range checks made several, enough to run a GPU that holds a
+    large matrix out of memory), and the chunk edges change no message."""
+    name, metric, matrix = case
+    labels = {"domains": np.array(["P", "V", "L"] * 10), "product_ids": np.arange(30) % 7,
+              "item_ids": [f"item{i}" for i in range(30)]}
+    with pytest.raises(DataError) as numpy_error:
+        ropebench.evaluate(embeddings=matrix, **labels, engine="torch", metric=metric, ci=False)
+    monkeypatch.setattr(resident, "CHUNK_ROWS", 7)
+    widest = [0]
+    original_isfinite, original_abs = torch.isfinite, torch.Tensor.abs
+
+    def isfinite(tensor):
+        widest[0] = max(widest[0], len(tensor))
+        return original_isfinite(tensor)
+
+    def absolute(tensor):
+        widest[0] = max(widest[0], len(tensor))
+        return original_abs(tensor)
+
+    monkeypatch.setattr(torch, "isfinite", isfinite)
+    monkeypatch.setattr(torch.Tensor, "abs", absolute)
+    with pytest.raises(DataError) as device_error:
+        ropebench.evaluate(embeddings=torch.from_numpy(matrix), **labels, engine="torch", metric=metric, ci=False)
+    assert str(device_error.value) == str(numpy_error.value)
+    assert 0 < widest[0] <= 7

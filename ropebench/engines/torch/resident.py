@@ -147,31 +147,39 @@ def embedding_masks(matrix: torch.Tensor, source: torch.Tensor, metric: str, lim
                     ) -> dict[str, np.ndarray]:
     """The row masks of the embedding checks (``finite``, ``overflow``, ``big``, ``zero``,
     ``rounded``; see :func:`ropebench.io.validation._check_embeddings`) by reductions on the
-    device. ``matrix``: the float32 tensor; ``source``: the caller's tensor (wider than float32
+    device, :data:`CHUNK_ROWS` rows at a time (the temporaries of a float64 input's range checks
+    are several times its size: a whole-matrix pass could run a GPU that holds the matrix out of
+    memory). ``matrix``: the float32 tensor; ``source``: the caller's tensor (wider than float32
     for a float64 input, whose rows that overflow or vanish in the cast are named for it)."""
     n = len(matrix)
     wide = source.dtype.itemsize > 4 if source.is_floating_point() else False
-    finite_t = torch.isfinite(matrix).all(dim=1)
-    masks = {"finite": _rows(finite_t, n)}
-    biggest = None
-    if wide:
-        values = source.detach().to(torch.float64)
-        biggest = torch.where(torch.isfinite(values), values.abs(), torch.zeros_like(values)).amax(dim=1) \
-            if values.shape[1] else torch.zeros(n, dtype=torch.float64, device=values.device)
-        source_finite = torch.isfinite(values).all(dim=1)
-        overflow = ~finite_t & source_finite & (biggest > float(np.finfo(np.float32).max))
-        masks["overflow"] = _rows(overflow, n)
-    else:
-        masks["overflow"] = np.zeros(n, dtype=bool)
-    if metric in ("ip", "l2") and matrix.numel():
-        masks["big"] = _rows(finite_t & (matrix.abs().amax(dim=1) > limit), n)
+    names = ["finite"] + (["overflow"] if wide else []) + (["big"] if metric in ("ip", "l2") else []) \
+        + (["zero"] + (["rounded"] if wide else []) if metric == "cosine" else [])
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    for start in range(0, n, CHUNK_ROWS):
+        block = matrix[start:start + CHUNK_ROWS]
+        finite = torch.isfinite(block).all(dim=1)
+        parts["finite"].append(finite)
+        biggest = None
+        if wide:
+            values = source[start:start + CHUNK_ROWS].detach().to(torch.float64)
+            finite_values = torch.isfinite(values)
+            biggest = values.abs().where(finite_values, 0.0).amax(dim=1)
+            parts["overflow"].append(~finite & finite_values.all(dim=1)
+                                     & (biggest > float(np.finfo(np.float32).max)))
+            del values, finite_values
+        if "big" in parts:
+            parts["big"].append(finite & (block.abs().amax(dim=1) > limit))
+        if "zero" in parts:
+            zero = finite & ~(block != 0).any(dim=1)
+            parts["zero"].append(zero)
+            if biggest is not None:
+                parts["rounded"].append(zero & (biggest > 0))
+    masks = {name: _rows(torch.cat(chunks), n) if chunks else np.zeros(n, dtype=bool)
+             for name, chunks in parts.items()}
+    masks.setdefault("overflow", np.zeros(n, dtype=bool))
     if metric == "cosine":
-        zero_t = finite_t & ~(matrix != 0).any(dim=1)
-        masks["zero"] = _rows(zero_t, n)
-        if biggest is not None:
-            masks["rounded"] = _rows(zero_t & (biggest > 0), n)
-        else:
-            masks["rounded"] = np.zeros(n, dtype=bool)
+        masks.setdefault("rounded", np.zeros(n, dtype=bool))
     return masks
 
 
