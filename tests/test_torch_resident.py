@@ -360,3 +360,20 @@ def test_validation_runs_in_row_chunks_with_the_same_messages(forced, monkeypatc
         ropebench.evaluate(embeddings=torch.from_numpy(matrix), **labels, engine="torch", metric=metric, ci=False)
     assert str(device_error.value) == str(numpy_error.value)
     assert 0 < widest[0] <= 7
+
+
+def test_device_rows_index_as_numpy_does():
+    """Any read the core makes of a :class:`resident.DeviceRows` gives numpy's rows: negative
+    indices count from the end (``index_select`` refuses them), out-of-range ones raise IndexError."""
+    matrix = np.arange(24, dtype=np.float32).reshape(6, 4)
+    counters = {"host_rows": 0, "host_bytes": 0}
+    rows = resident.DeviceRows(torch.from_numpy(matrix), counters)
+    for key in (-1, 0, 5, np.int64(-6), np.array([-1, 0, -2, 3]), np.array([[5, -5], [0, 0]]), slice(-3, None),
+                np.array([], dtype=np.int64)):
+        assert np.array_equal(rows[key], matrix[key]), key
+    for key in (6, -7, np.array([0, 6]), np.array([-7])):
+        with pytest.raises(IndexError):
+            matrix[key]
+        with pytest.raises(IndexError):
+            rows[key]
+    assert counters["host_rows"] == 1 + 1 + 1 + 1 + 4 + 3 + 3 + 0  # distinct rows, each read counted

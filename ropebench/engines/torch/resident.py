@@ -216,11 +216,15 @@ class DeviceRows:
         if self._whole is not None:
             return self._whole[key]
         if isinstance(key, (int, np.integer)):
-            return to_host(self.counters, self.tensor, np.array([key]))[0]
+            return self[np.array([key])][0]
         if isinstance(key, slice) and key.step in (None, 1):
             return to_host(self.counters, self.tensor[key])
         if isinstance(key, np.ndarray) and key.dtype.kind in "iu":
-            distinct, inverse = np.unique(key.reshape(-1), return_inverse=True)
+            flat = key.reshape(-1).astype(np.int64)
+            if flat.size and (flat.min() < -len(self) or flat.max() >= len(self)):
+                raise IndexError(f"index out of bounds for axis 0 with size {len(self)}")
+            # numpy's negative indices count from the end (index_select refuses them)
+            distinct, inverse = np.unique(np.where(flat < 0, flat + len(self), flat), return_inverse=True)
             rows = to_host(self.counters, self.tensor, distinct)
             return rows[inverse.reshape(key.shape)]
         return np.asarray(self)[key]
