@@ -189,7 +189,8 @@ def _matmul_flags() -> dict[str, object]:
 
     flags = {"precision": read(torch.get_float32_matmul_precision),
              "allow_tf32": read(lambda: torch.backends.cuda.matmul.allow_tf32),
-             "bf16_reduction": torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction}
+             "bf16_reduction": torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction,
+             "bf16_split_k": read(lambda: torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction_split_k)}
     if hasattr(torch._C, "_get_fp32_precision_getter"):
         for backend, op in (("generic", "all"), ("cuda", "matmul"), ("mkldnn", "matmul")):
             flags[f"{backend}.{op}"] = torch._C._get_fp32_precision_getter(backend, op)
@@ -206,7 +207,7 @@ def pristine_matmul_flags():
     if hasattr(torch._C, "_get_fp32_precision_getter"):
         for backend in ("cuda", "mkldnn"):
             torch._C._set_fp32_precision_setter(backend, "matmul", "none")
-    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = True
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = (True, True)
 
 
 def _set_tf32_legacy():
@@ -233,12 +234,17 @@ def _set_new_mkldnn():
     torch.backends.mkldnn.matmul.fp32_precision = "bf16"
 
 
+def _set_no_split_k():
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = (False, False)
+
+
 def _set_mixed():
     torch.set_float32_matmul_precision("high")
     torch.backends.cuda.matmul.fp32_precision = "ieee"
 
 
-CALLER_FLAGS = [_set_tf32_legacy, _set_high, _set_medium, _set_new_cuda, _set_new_global, _set_new_mkldnn, _set_mixed]
+CALLER_FLAGS = [_set_tf32_legacy, _set_high, _set_medium, _set_new_cuda, _set_new_global, _set_new_mkldnn, _set_mixed,
+                _set_no_split_k]
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])

@@ -157,6 +157,10 @@ def _legacy_precision() -> str:
 def _save_kernel_flags() -> dict[str, Any]:
     matmul = torch.backends.cuda.matmul
     saved: dict[str, Any] = {"bf16": matmul.allow_bf16_reduced_precision_reduction}
+    try:  # newer torch also keeps whether split-K is allowed: (reduced precision, split-K)
+        saved["bf16"] = (saved["bf16"], bool(matmul.allow_bf16_reduced_precision_reduction_split_k))
+    except (AttributeError, RuntimeError):
+        pass
     if _new_api():
         getter = torch._C._get_fp32_precision_getter
         saved.update(precision=_legacy_precision(), cuda=getter("cuda", "matmul"),
