@@ -377,3 +377,38 @@ def test_device_rows_index_as_numpy_does():
         with pytest.raises(IndexError):
             rows[key]
     assert counters["host_rows"] == 1 + 1 + 1 + 1 + 4 + 3 + 3 + 0  # distinct rows, each read counted
+
+
+def test_the_integer_and_range_checks_run_in_row_chunks_with_numpys_answers(monkeypatch):
+    """``integer_max`` and ``covers`` (the bf16 range check) read the prepared rows in chunks, as
+    the host path's check does (no temporary of the whole array's size), with numpy's answers."""
+    from ropebench.engines.core.precision import BF16
+
+    rng = np.random.default_rng(5)
+    integers = rng.integers(-50, 50, size=(20, 6)).astype(np.float32)
+    fractions = integers.copy()
+    fractions[17, 2] += 0.5
+    subnormal = rng.normal(size=(20, 6)).astype(np.float32)
+    subnormal[13, 1] = np.float32(2.0 ** -130)
+    huge = rng.normal(size=(20, 6)).astype(np.float32)
+    huge[19, 5] = np.float32(3e38)
+    monkeypatch.setattr(resident, "CHUNK_ROWS", 3)
+    widest = [0]
+    original_round, original_abs = torch.round, torch.Tensor.abs
+
+    def rounded(tensor, *args, **kwargs):
+        widest[0] = max(widest[0], len(tensor))
+        return original_round(tensor, *args, **kwargs)
+
+    def absolute(tensor):
+        widest[0] = max(widest[0], len(tensor))
+        return original_abs(tensor)
+
+    monkeypatch.setattr(torch, "round", rounded)
+    monkeypatch.setattr(torch.Tensor, "abs", absolute)
+    for matrix in (integers, fractions, subnormal, huge, np.zeros((0, 6), dtype=np.float32)):
+        rows = resident.DeviceRows(torch.from_numpy(matrix), {"host_rows": 0, "host_bytes": 0})
+        exact = np.array_equal(matrix, np.round(matrix))
+        assert rows.integer_max() == (float(np.abs(matrix).max(initial=0.0)) if exact else None)
+        assert rows.covers(BF16) == BF16.covers(matrix)
+    assert 0 < widest[0] <= 3

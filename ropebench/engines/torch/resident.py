@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -251,10 +251,15 @@ class DeviceRows:
             out[start:start + len(block)] = tree_sum(block * block)
         return np.asarray(out.cpu().numpy())
 
+    def _blocks(self) -> Iterator[torch.Tensor]:
+        """The rows :data:`CHUNK_ROWS` at a time (no temporary of the whole array's size)."""
+        for start in range(0, len(self), CHUNK_ROWS):
+            yield self.tensor[start:start + CHUNK_ROWS]
+
     def integer_max(self) -> float | None:
-        if not bool(torch.equal(self.tensor, torch.round(self.tensor))):
+        if not all(bool(torch.equal(block, torch.round(block))) for block in self._blocks()):
             return None
-        return float(self.tensor.abs().max()) if self.tensor.numel() else 0.0
+        return max((float(block.abs().amax()) for block in self._blocks() if block.numel()), default=0.0)
 
     def unit_scores(self, rows_q: np.ndarray, gallery: DeviceRows, rows_g: np.ndarray) -> np.ndarray:
         from ropebench.engines.torch.device import exact_kernels
@@ -280,12 +285,15 @@ class DeviceRows:
 
     def covers(self, precision: Any) -> bool:
         """:meth:`ropebench.engines.core.precision.Precision.covers` by reductions on the device."""
-        if not self.tensor.numel():
-            return True
-        magnitude = self.tensor.abs()
-        if float(magnitude.max()) > precision.max_input:
-            return False
-        return not precision.min_input or not bool(((magnitude > 0) & (magnitude < precision.min_input)).any())
+        for block in self._blocks():
+            if not block.numel():
+                continue
+            magnitude = block.abs()
+            if float(magnitude.amax()) > precision.max_input:
+                return False
+            if precision.min_input and bool(((magnitude > 0) & (magnitude < precision.min_input)).any()):
+                return False
+        return True
 
 
 @dataclass
