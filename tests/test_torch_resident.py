@@ -412,3 +412,24 @@ def test_the_integer_and_range_checks_run_in_row_chunks_with_numpys_answers(monk
         assert rows.integer_max() == (float(np.abs(matrix).max(initial=0.0)) if exact else None)
         assert rows.covers(BF16) == BF16.covers(matrix)
     assert 0 < widest[0] <= 3
+
+
+def test_the_screen_measurement_ignores_a_callers_default_device_and_dtype(monkeypatch):
+    """The automatic screen choice times random tiles once per process: made with a CPU generator,
+    they must name the CPU and float32 (a default device of "cuda" refused the CPU generator; the
+    meta device stands in for it here)."""
+    from ropebench.engines.torch import device as device_module
+
+    monkeypatch.setattr(device_module, "_measured", {})
+    data = continuous_data(8, sizes=(60, 50, 40))
+    arrays = data.arrays()
+    expected = ropebench.evaluate(**arrays, engine="one-pass", ks=KS, ci=False, threads=1)
+    torch.set_default_device("meta")
+    torch.set_default_dtype(torch.float64)
+    try:
+        result = ropebench.evaluate(**arrays, engine="torch", device="cpu", ks=KS, ci=False, threads=1)
+    finally:
+        torch.set_default_device(None)
+        torch.set_default_dtype(torch.float32)
+    assert result.environment["engine"]["screen_choice"] == "measured"
+    assert_same_per_query(result, expected)

@@ -88,8 +88,10 @@ def measured_screen(device: torch.device, dim: int, rows: int = 1024, columns: i
     key = (str(device), dim)
     if key not in _measured:
         generator = torch.Generator().manual_seed(0)
-        left = torch.randn(rows, dim, generator=generator).to(device)
-        right = torch.randn(columns, dim, generator=generator).to(device)
+        # Made on the CPU in float32 whatever the caller's default device and dtype (a training
+        # loop's set_default_device("cuda") would refuse the CPU generator), then moved.
+        left = torch.randn(rows, dim, generator=generator, device="cpu", dtype=torch.float32).to(device)
+        right = torch.randn(columns, dim, generator=generator, device="cpu", dtype=torch.float32).to(device)
         seconds = {}
         threads = torch.get_num_threads()
         if device.type == "cpu":
