@@ -433,3 +433,30 @@ def test_the_screen_measurement_ignores_a_callers_default_device_and_dtype(monke
         torch.set_default_dtype(torch.float32)
     assert result.environment["engine"]["screen_choice"] == "measured"
     assert_same_per_query(result, expected)
+
+
+def _odd_tensors(matrix: np.ndarray) -> dict[str, object]:
+    base = torch.from_numpy(matrix)
+    with torch.inference_mode():
+        inference = base.clone()
+    wide = torch.from_numpy(np.repeat(matrix, 2, axis=1))
+    return {"transposed": base.T.contiguous().T, "strided": wide[:, ::2], "non-leaf with grad":
+            base.clone().requires_grad_(True) * 1.0, "inference tensor": inference,
+            "float16": base.half(), "bfloat16": base.bfloat16()}
+
+
+@pytest.mark.parametrize("kind", list(_odd_tensors(np.zeros((1, 1), dtype=np.float32))))
+def test_odd_tensors_give_the_numpy_paths_results(monkeypatch, kind):
+    """Transposed and strided views, a tensor that requires grad, an inference-mode tensor,
+    float16 and bfloat16: the device path reads each as the numpy path does (same numbers, same
+    record: the dtype a bfloat16 tensor is read as is float32 on both)."""
+    data = continuous_data(10, sizes=(90, 80, 70))
+    arrays = data.arrays()
+    tensor = _odd_tensors(arrays["embeddings"])[kind]
+    options = {"engine": configured_engine("torch", screen="bf16"), "metric": "l2", "ks": KS, "ci": False,
+               "threads": 1}
+    expected = ropebench.evaluate(**{**arrays, "embeddings": tensor}, **options)
+    assert "host_rows" not in expected.environment["engine"]["counters"]
+    monkeypatch.setattr(resident, "FORCE_CPU", True)
+    result = ropebench.evaluate(**{**arrays, "embeddings": tensor}, **options)
+    _same_results(result, expected)
