@@ -460,3 +460,62 @@ def test_odd_tensors_give_the_numpy_paths_results(monkeypatch, kind):
     monkeypatch.setattr(resident, "FORCE_CPU", True)
     result = ropebench.evaluate(**{**arrays, "embeddings": tensor}, **options)
     _same_results(result, expected)
+
+
+def _cuda_scalar_division(monkeypatch) -> None:
+    """Emulate CUDA's division by a Python number on the CPU: PyTorch's CUDA kernel multiplies by
+    the reciprocal (rounded once in the tensor's own precision; its source says it "may lose one
+    bit of precision"), and ``number / tensor`` is ``tensor.reciprocal() * number``, while the CPU
+    kernels divide. A CPU test would miss a bit it changes; with this it cannot."""
+    original_div, original_rdiv, original_idiv = torch.Tensor.__truediv__, torch.Tensor.__rtruediv__, \
+        torch.Tensor.__itruediv__
+
+    def reciprocal(tensor, number):
+        return torch.tensor(1.0, dtype=tensor.dtype) / torch.tensor(float(number), dtype=tensor.dtype)
+
+    def div(self, other):
+        if isinstance(other, (int, float)) and self.is_floating_point():
+            return self * reciprocal(self, other)
+        return original_div(self, other)
+
+    def rdiv(self, other):
+        if isinstance(other, (int, float)) and self.is_floating_point():
+            return original_rdiv(self, 1.0) * other
+        return original_rdiv(self, other)
+
+    def idiv(self, other):
+        if isinstance(other, (int, float)) and self.is_floating_point():
+            return self.mul_(reciprocal(self, other))
+        return original_idiv(self, other)
+
+    monkeypatch.setattr(torch.Tensor, "__truediv__", div)
+    monkeypatch.setattr(torch.Tensor, "__rtruediv__", rdiv)
+    monkeypatch.setattr(torch.Tensor, "__itruediv__", idiv)
+    monkeypatch.setattr(torch, "div", lambda *args, **kwargs: pytest.fail("torch.div: check its CUDA rounding"))
+    monkeypatch.setattr(torch, "true_divide", lambda *args, **kwargs: pytest.fail("torch.true_divide"))
+
+
+@settings(max_examples=40, deadline=None)
+@given(_matrices())
+def test_the_bits_hold_under_cudas_division_by_a_number(matrix):
+    """Preparation and settlement divide only by tensors (and by 2.0, exact either way): under
+    CUDA's reciprocal division by a Python number the bits stay numpy's."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _cuda_scalar_division(monkeypatch)
+        tensor = torch.from_numpy(matrix)
+        center = l2_center(matrix)
+        counters = {"host_rows": 0, "host_bytes": 0}
+        n = len(matrix)
+        q, g = np.repeat(np.arange(n), n), np.tile(np.arange(n), n)
+        for metric in ("cosine", "ip", "l2"):
+            expected = prepare_vectors(matrix, metric, center=center if metric == "l2" else None)
+            got = resident.prepare_vectors(tensor, metric, torch.from_numpy(center) if metric == "l2" else None)
+            for mine, theirs in zip(got, expected):
+                assert np.array_equal(_bits(mine.numpy()), _bits(theirs)), metric
+            rows = resident.DeviceRows(tensor, counters) if metric == "l2" else resident.DeviceRows(got[0], counters)
+            definition = matrix if metric == "l2" else expected[0]
+            assert np.array_equal(_bits(rows.exact_scores(rows, q, g, metric)),
+                                  _bits(scores.exact_scores(definition, definition, q, g, metric)))
+            rows.screen_norms(metric, "gallery")  # divides by 2.0: runs under the emulation
+        assert np.array_equal(_bits(resident.DeviceRows(tensor, counters).translated_norms(center)),
+                              _bits(scores.translated_norms(matrix, center)))
