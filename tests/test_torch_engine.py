@@ -176,3 +176,138 @@ def test_device_copies_and_residuals_are_made_chunk_by_chunk_with_the_same_bits(
     data = continuous_data(8, sizes=(90, 80, 70))
     result = data.evaluate(configured_engine("torch", screen="bf16"), metric="cosine", ks=KS, ci=False)
     assert_same_per_query(result, data.evaluate(configured_engine("one-pass"), metric="cosine", ks=KS, ci=False))
+
+
+def _matmul_flags() -> dict[str, object]:
+    """Every matmul-precision flag a caller can see, each as its value or "raises" (torch 2.9+
+    refuses to read the legacy ones once the legacy and new APIs were mixed)."""
+    def read(getter):
+        try:
+            return getter()
+        except RuntimeError:
+            return "raises"
+
+    flags = {"precision": read(torch.get_float32_matmul_precision),
+             "allow_tf32": read(lambda: torch.backends.cuda.matmul.allow_tf32),
+             "bf16_reduction": torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction,
+             "bf16_split_k": read(lambda: torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction_split_k)}
+    if hasattr(torch._C, "_get_fp32_precision_getter"):
+        for backend, op in (("generic", "all"), ("cuda", "matmul"), ("mkldnn", "matmul")):
+            flags[f"{backend}.{op}"] = torch._C._get_fp32_precision_getter(backend, op)
+    return flags
+
+
+@pytest.fixture
+def pristine_matmul_flags():
+    """The process's matmul flags put back as torch starts them, whatever a test set."""
+    yield
+    if hasattr(torch._C, "_get_fp32_precision_getter"):
+        torch._C._set_fp32_precision_setter("generic", "all", "none")
+    torch.set_float32_matmul_precision("highest")
+    if hasattr(torch._C, "_get_fp32_precision_getter"):
+        for backend in ("cuda", "mkldnn"):
+            torch._C._set_fp32_precision_setter(backend, "matmul", "none")
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = (True, True)
+
+
+def _set_tf32_legacy():
+    torch.backends.cuda.matmul.allow_tf32 = True
+
+
+def _set_high():
+    torch.set_float32_matmul_precision("high")
+
+
+def _set_medium():
+    torch.set_float32_matmul_precision("medium")
+
+
+def _set_new_cuda():
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+
+
+def _set_new_global():
+    torch.backends.fp32_precision = "tf32"  # what recent transformers' enable_tf32 does
+
+
+def _set_new_mkldnn():
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+
+
+def _set_no_split_k():
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = (False, False)
+
+
+def _set_mixed():
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+
+
+CALLER_FLAGS = [_set_tf32_legacy, _set_high, _set_medium, _set_new_cuda, _set_new_global, _set_new_mkldnn, _set_mixed,
+                _set_no_split_k]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("setup", CALLER_FLAGS, ids=lambda f: f.__name__.removeprefix("_set_"))
+def test_tf32_and_bf16_passes_are_off_inside_and_the_callers_flags_come_back_exactly(
+        pristine_matmul_flags, setup, device):
+    """A training loop may allow TF32 (or oneDNN's bf16 passes) through the legacy flags or torch
+    2.9's ``fp32_precision`` ones: inside, every float32 matmul must be IEEE float32 (the fp32
+    band assumes it), entering must not raise on a mix of the two APIs, and afterwards the caller
+    reads back exactly what it had. Only flags are touched: a CUDA device object works here."""
+    from ropebench.engines.torch.device import exact_kernels
+
+    if setup in (_set_new_cuda, _set_new_global, _set_new_mkldnn, _set_mixed) and \
+            not hasattr(torch._C, "_get_fp32_precision_getter"):
+        pytest.skip("torch before 2.9 has no fp32_precision flags")
+    setup()
+    before = _matmul_flags()
+    with exact_kernels(torch.device(device)):
+        inside = _matmul_flags()
+    assert inside["precision"] == "highest" and inside["allow_tf32"] is False
+    assert inside["bf16_reduction"] is False
+    assert inside.get("cuda.matmul", "ieee") == "ieee" and inside.get("mkldnn.matmul", "ieee") == "ieee"
+    assert _matmul_flags() == before
+
+
+def test_the_flags_stay_exact_while_any_worker_is_inside(pristine_matmul_flags):
+    """Engine workers enter and leave in any order: the caller's flags come back only when the
+    last one leaves, never while another thread still multiplies."""
+    import threading
+
+    from ropebench.engines.torch.device import exact_kernels
+
+    _set_high()
+    before = _matmul_flags()
+    entered, release = threading.Event(), threading.Event()
+    seen: list[object] = []
+
+    def worker():
+        with exact_kernels(torch.device("cpu")):
+            entered.set()
+            release.wait(10)
+            seen.append(_matmul_flags()["precision"])
+
+    thread = threading.Thread(target=worker)
+    with exact_kernels(torch.device("cpu")):
+        thread.start()
+        assert entered.wait(10)
+    assert _matmul_flags()["precision"] == "highest"  # the worker is still inside
+    release.set()
+    thread.join(10)
+    assert seen == ["highest"]
+    assert _matmul_flags() == before
+
+
+def test_an_evaluation_runs_under_the_new_tf32_api(pristine_matmul_flags):
+    """torch 2.9+ raised on reading the legacy flag after ``torch.backends.fp32_precision =
+    "tf32"``: the engine must run (in IEEE float32) and leave the caller's setting as it was."""
+    if not hasattr(torch._C, "_get_fp32_precision_getter"):
+        pytest.skip("torch before 2.9 has no fp32_precision flags")
+    data = continuous_data(6, sizes=(80, 70, 60))
+    expected = data.evaluate(configured_engine("one-pass"), metric="cosine", ks=KS, ci=False)
+    _set_new_global()
+    before = _matmul_flags()
+    result = data.evaluate(configured_engine("torch", screen="fp32"), metric="cosine", ks=KS, ci=False, threads=2)
+    assert_same_per_query(result, expected)
+    assert _matmul_flags() == before

@@ -294,3 +294,228 @@ def test_a_cuda_tensor_stays_on_the_gpu_and_gives_the_default_engines_numbers(mo
     assert result.environment["engine"]["device"].startswith("cuda")
     assert_same_per_query(result, expected)
     assert result.environment["engine"]["counters"]["host_rows"] == 0
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+@pytest.mark.parametrize("forced_path", [True, False], ids=["resident", "host"])
+def test_a_callers_default_device_and_dtype_change_nothing(monkeypatch, metric, forced_path):
+    """A training loop may have called ``torch.set_default_device("cuda")`` or
+    ``torch.set_default_dtype(torch.float64)``: every tensor the engine makes names its device and
+    dtype (the meta device stands in for CUDA here: anything made there fails), on one thread (the
+    default device is per thread: the caller's is the one that runs the tiles)."""
+    monkeypatch.setattr(resident, "FORCE_CPU", forced_path)
+    data = continuous_data(8, sizes=(120, 100, 80))
+    arrays = data.arrays()
+    expected = ropebench.evaluate(**arrays, engine="one-pass", metric=metric, ks=KS, ci=False, threads=1)
+    tensor = torch.from_numpy(arrays["embeddings"])
+    for screen in ("fp32", "bf16"):
+        torch.set_default_device("meta")
+        torch.set_default_dtype(torch.float64)
+        try:
+            result = ropebench.evaluate(**{**arrays, "embeddings": tensor},
+                                        engine=configured_engine("torch", screen=screen), metric=metric, ks=KS,
+                                        ci=False, threads=1)
+        finally:
+            torch.set_default_device(None)
+            torch.set_default_dtype(torch.float32)
+        assert_same_per_query(result, expected)
+
+
+def test_an_empty_matrix_is_recorded_alike_on_both_paths(forced):
+    """No rows: the numpy path's array digest raised TypeError (a memoryview cast of a zero extent)
+    where the device path hashed nothing; both now record the same empty evaluation."""
+    labels = {"domains": np.array([], dtype=str), "product_ids": np.array([], dtype=np.int64)}
+    matrix = np.zeros((0, 6), dtype=np.float32)
+    expected = ropebench.evaluate(embeddings=matrix, **labels, engine="torch", ks=KS, ci=False)
+    result = ropebench.evaluate(embeddings=torch.from_numpy(matrix), **labels, engine="torch", ks=KS, ci=False)
+    assert result.submission == expected.submission
+    assert {t: r.to_json() for t, r in result.tasks.items()} == {t: r.to_json() for t, r in expected.tasks.items()}
+
+
+@pytest.mark.parametrize("case", _bad_inputs(), ids=lambda c: c[0])
+def test_validation_runs_in_row_chunks_with_the_same_messages(forced, monkeypatch, case):
+    """The device checks run :data:`resident.CHUNK_ROWS` rows at a time: no temporary of the whole
+    matrix's size (a float64 input's range checks made several, enough to run a GPU that holds a
+    large matrix out of memory), and the chunk edges change no message."""
+    name, metric, matrix = case
+    labels = {"domains": np.array(["P", "V", "L"] * 10), "product_ids": np.arange(30) % 7,
+              "item_ids": [f"item{i}" for i in range(30)]}
+    with pytest.raises(DataError) as numpy_error:
+        ropebench.evaluate(embeddings=matrix, **labels, engine="torch", metric=metric, ci=False)
+    monkeypatch.setattr(resident, "CHUNK_ROWS", 7)
+    widest = [0]
+    original_isfinite, original_abs = torch.isfinite, torch.Tensor.abs
+
+    def isfinite(tensor):
+        widest[0] = max(widest[0], len(tensor))
+        return original_isfinite(tensor)
+
+    def absolute(tensor):
+        widest[0] = max(widest[0], len(tensor))
+        return original_abs(tensor)
+
+    monkeypatch.setattr(torch, "isfinite", isfinite)
+    monkeypatch.setattr(torch.Tensor, "abs", absolute)
+    with pytest.raises(DataError) as device_error:
+        ropebench.evaluate(embeddings=torch.from_numpy(matrix), **labels, engine="torch", metric=metric, ci=False)
+    assert str(device_error.value) == str(numpy_error.value)
+    assert 0 < widest[0] <= 7
+
+
+def test_device_rows_index_as_numpy_does():
+    """Any read the core makes of a :class:`resident.DeviceRows` gives numpy's rows: negative
+    indices count from the end (``index_select`` refuses them), out-of-range ones raise IndexError."""
+    matrix = np.arange(24, dtype=np.float32).reshape(6, 4)
+    counters = {"host_rows": 0, "host_bytes": 0}
+    rows = resident.DeviceRows(torch.from_numpy(matrix), counters)
+    for key in (-1, 0, 5, np.int64(-6), np.array([-1, 0, -2, 3]), np.array([[5, -5], [0, 0]]), slice(-3, None),
+                np.array([], dtype=np.int64)):
+        assert np.array_equal(rows[key], matrix[key]), key
+    for key in (6, -7, np.array([0, 6]), np.array([-7])):
+        with pytest.raises(IndexError):
+            matrix[key]
+        with pytest.raises(IndexError):
+            rows[key]
+    assert counters["host_rows"] == 1 + 1 + 1 + 1 + 4 + 3 + 3 + 0  # distinct rows, each read counted
+
+
+def test_the_integer_and_range_checks_run_in_row_chunks_with_numpys_answers(monkeypatch):
+    """``integer_max`` and ``covers`` (the bf16 range check) read the prepared rows in chunks, as
+    the host path's check does (no temporary of the whole array's size), with numpy's answers."""
+    from ropebench.engines.core.precision import BF16
+
+    rng = np.random.default_rng(5)
+    integers = rng.integers(-50, 50, size=(20, 6)).astype(np.float32)
+    fractions = integers.copy()
+    fractions[17, 2] += 0.5
+    subnormal = rng.normal(size=(20, 6)).astype(np.float32)
+    subnormal[13, 1] = np.float32(2.0 ** -130)
+    huge = rng.normal(size=(20, 6)).astype(np.float32)
+    huge[19, 5] = np.float32(3e38)
+    monkeypatch.setattr(resident, "CHUNK_ROWS", 3)
+    widest = [0]
+    original_round, original_abs = torch.round, torch.Tensor.abs
+
+    def rounded(tensor, *args, **kwargs):
+        widest[0] = max(widest[0], len(tensor))
+        return original_round(tensor, *args, **kwargs)
+
+    def absolute(tensor):
+        widest[0] = max(widest[0], len(tensor))
+        return original_abs(tensor)
+
+    monkeypatch.setattr(torch, "round", rounded)
+    monkeypatch.setattr(torch.Tensor, "abs", absolute)
+    for matrix in (integers, fractions, subnormal, huge, np.zeros((0, 6), dtype=np.float32)):
+        rows = resident.DeviceRows(torch.from_numpy(matrix), {"host_rows": 0, "host_bytes": 0})
+        exact = np.array_equal(matrix, np.round(matrix))
+        assert rows.integer_max() == (float(np.abs(matrix).max(initial=0.0)) if exact else None)
+        assert rows.covers(BF16) == BF16.covers(matrix)
+    assert 0 < widest[0] <= 3
+
+
+def test_the_screen_measurement_ignores_a_callers_default_device_and_dtype(monkeypatch):
+    """The automatic screen choice times random tiles once per process: made with a CPU generator,
+    they must name the CPU and float32 (a default device of "cuda" refused the CPU generator; the
+    meta device stands in for it here)."""
+    from ropebench.engines.torch import device as device_module
+
+    monkeypatch.setattr(device_module, "_measured", {})
+    data = continuous_data(8, sizes=(60, 50, 40))
+    arrays = data.arrays()
+    expected = ropebench.evaluate(**arrays, engine="one-pass", ks=KS, ci=False, threads=1)
+    torch.set_default_device("meta")
+    torch.set_default_dtype(torch.float64)
+    try:
+        result = ropebench.evaluate(**arrays, engine="torch", device="cpu", ks=KS, ci=False, threads=1)
+    finally:
+        torch.set_default_device(None)
+        torch.set_default_dtype(torch.float32)
+    assert result.environment["engine"]["screen_choice"] == "measured"
+    assert_same_per_query(result, expected)
+
+
+def _odd_tensors(matrix: np.ndarray) -> dict[str, object]:
+    base = torch.from_numpy(matrix)
+    with torch.inference_mode():
+        inference = base.clone()
+    wide = torch.from_numpy(np.repeat(matrix, 2, axis=1))
+    return {"transposed": base.T.contiguous().T, "strided": wide[:, ::2], "non-leaf with grad":
+            base.clone().requires_grad_(True) * 1.0, "inference tensor": inference,
+            "float16": base.half(), "bfloat16": base.bfloat16()}
+
+
+@pytest.mark.parametrize("kind", list(_odd_tensors(np.zeros((1, 1), dtype=np.float32))))
+def test_odd_tensors_give_the_numpy_paths_results(monkeypatch, kind):
+    """Transposed and strided views, a tensor that requires grad, an inference-mode tensor,
+    float16 and bfloat16: the device path reads each as the numpy path does (same numbers, same
+    record: the dtype a bfloat16 tensor is read as is float32 on both)."""
+    data = continuous_data(10, sizes=(90, 80, 70))
+    arrays = data.arrays()
+    tensor = _odd_tensors(arrays["embeddings"])[kind]
+    options = {"engine": configured_engine("torch", screen="bf16"), "metric": "l2", "ks": KS, "ci": False,
+               "threads": 1}
+    expected = ropebench.evaluate(**{**arrays, "embeddings": tensor}, **options)
+    assert "host_rows" not in expected.environment["engine"]["counters"]
+    monkeypatch.setattr(resident, "FORCE_CPU", True)
+    result = ropebench.evaluate(**{**arrays, "embeddings": tensor}, **options)
+    _same_results(result, expected)
+
+
+def _cuda_scalar_division(monkeypatch) -> None:
+    """Emulate CUDA's division by a Python number on the CPU: PyTorch's CUDA kernel multiplies by
+    the reciprocal (rounded once in the tensor's own precision; its source says it "may lose one
+    bit of precision"), and ``number / tensor`` is ``tensor.reciprocal() * number``, while the CPU
+    kernels divide. A CPU test would miss a bit it changes; with this it cannot."""
+    original_div, original_rdiv, original_idiv = torch.Tensor.__truediv__, torch.Tensor.__rtruediv__, \
+        torch.Tensor.__itruediv__
+
+    def reciprocal(tensor, number):
+        return torch.tensor(1.0, dtype=tensor.dtype) / torch.tensor(float(number), dtype=tensor.dtype)
+
+    def div(self, other):
+        if isinstance(other, (int, float)) and self.is_floating_point():
+            return self * reciprocal(self, other)
+        return original_div(self, other)
+
+    def rdiv(self, other):
+        if isinstance(other, (int, float)) and self.is_floating_point():
+            return original_rdiv(self, 1.0) * other
+        return original_rdiv(self, other)
+
+    def idiv(self, other):
+        if isinstance(other, (int, float)) and self.is_floating_point():
+            return self.mul_(reciprocal(self, other))
+        return original_idiv(self, other)
+
+    monkeypatch.setattr(torch.Tensor, "__truediv__", div)
+    monkeypatch.setattr(torch.Tensor, "__rtruediv__", rdiv)
+    monkeypatch.setattr(torch.Tensor, "__itruediv__", idiv)
+    monkeypatch.setattr(torch, "div", lambda *args, **kwargs: pytest.fail("torch.div: check its CUDA rounding"))
+    monkeypatch.setattr(torch, "true_divide", lambda *args, **kwargs: pytest.fail("torch.true_divide"))
+
+
+@settings(max_examples=40, deadline=None)
+@given(_matrices())
+def test_the_bits_hold_under_cudas_division_by_a_number(matrix):
+    """Preparation and settlement divide only by tensors (and by 2.0, exact either way): under
+    CUDA's reciprocal division by a Python number the bits stay numpy's."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _cuda_scalar_division(monkeypatch)
+        tensor = torch.from_numpy(matrix)
+        center = l2_center(matrix)
+        counters = {"host_rows": 0, "host_bytes": 0}
+        n = len(matrix)
+        q, g = np.repeat(np.arange(n), n), np.tile(np.arange(n), n)
+        for metric in ("cosine", "ip", "l2"):
+            expected = prepare_vectors(matrix, metric, center=center if metric == "l2" else None)
+            got = resident.prepare_vectors(tensor, metric, torch.from_numpy(center) if metric == "l2" else None)
+            for mine, theirs in zip(got, expected):
+                assert np.array_equal(_bits(mine.numpy()), _bits(theirs)), metric
+            rows = resident.DeviceRows(tensor, counters) if metric == "l2" else resident.DeviceRows(got[0], counters)
+            definition = matrix if metric == "l2" else expected[0]
+            assert np.array_equal(_bits(rows.exact_scores(rows, q, g, metric)),
+                                  _bits(scores.exact_scores(definition, definition, q, g, metric)))
+            rows.screen_norms(metric, "gallery")  # divides by 2.0: runs under the emulation
+        assert np.array_equal(_bits(resident.DeviceRows(tensor, counters).translated_norms(center)),
+                              _bits(scores.translated_norms(matrix, center)))

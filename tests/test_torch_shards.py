@@ -248,3 +248,17 @@ def test_every_gemm_has_a_rounded_shape(tmp_path, monkeypatch):
     result = _run(test, path, engine, "ip", "all", shard_rows=37)  # 37 items a shard, < 256 queries a task
     assert shapes == {(shards.SHAPE_STEP, shards.SHAPE_STEP)}
     _assert_same_per_query(result, _run(test, path, configured_engine("one-pass"), "ip", "all", shard_rows=37))
+
+
+def test_a_callers_default_device_does_not_move_the_cpu_tile_buffers(tmp_path):
+    """A training loop may have called ``torch.set_default_device("cuda")``: the CPU screen's tile
+    buffers must stay on the CPU (the meta device stands in for CUDA here: anything made there fails)."""
+    data = near_tie_data(31, "ip")
+    test, path, _ = _catalogue(data, "random", tmp_path)
+    expected = _run(test, path, configured_engine("one-pass"), "ip", "all")
+    torch.set_default_device("meta")
+    try:
+        result = _run(test, path, configured_engine("torch", screen="fp32"), "ip", "all")
+    finally:
+        torch.set_default_device(None)
+    _assert_same_per_query(result, expected)

@@ -22,7 +22,8 @@ def input_record(submission: Any, manifest: Any, dataset: Any) -> tuple[dict[str
         manifest_record = None
     else:
         matrix = np.ascontiguousarray(dataset.embeddings)
-        digest = hashlib.sha256(memoryview(matrix).cast("B")).hexdigest()  # type: ignore[arg-type]
+        # Its bytes as one flat uint8 view (a memoryview cast refuses an empty matrix's zero extent).
+        digest = hashlib.sha256(matrix.reshape(-1).view(np.uint8).data).hexdigest()
         record = {"path": None, "sha256": digest}
         manifest_record = None
     record.update(n_items=dataset.n_items, dim=dataset.dim, dtype=dataset.dtype)

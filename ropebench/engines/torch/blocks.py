@@ -157,7 +157,8 @@ def run_block(block: DeviceBlock, pool: ThreadPoolExecutor | None, buffers: thre
         if on_cpu:
             buffer = getattr(buffers, "tile", None)
             if buffer is None or buffer.numel() < n_rows * n_columns:
-                buffers.tile = buffer = torch.empty(block.tile * block.tile, dtype=left.dtype)
+                buffers.tile = buffer = torch.empty(block.tile * block.tile, dtype=left.dtype,
+                                                    device=left.device)  # not the caller's default device
                 buffers.mask = np.empty(block.tile * block.tile, dtype=bool)
             scores = buffer[: n_rows * n_columns].view(n_rows, n_columns)
             torch.mm(left[r0:r1], right[c0:c1].T, out=scores)

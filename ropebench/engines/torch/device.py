@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import platform
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -87,8 +88,10 @@ def measured_screen(device: torch.device, dim: int, rows: int = 1024, columns: i
     key = (str(device), dim)
     if key not in _measured:
         generator = torch.Generator().manual_seed(0)
-        left = torch.randn(rows, dim, generator=generator).to(device)
-        right = torch.randn(columns, dim, generator=generator).to(device)
+        # Made on the CPU in float32 whatever the caller's default device and dtype (a training
+        # loop's set_default_device("cuda") would refuse the CPU generator), then moved.
+        left = torch.randn(rows, dim, generator=generator, device="cpu", dtype=torch.float32).to(device)
+        right = torch.randn(columns, dim, generator=generator, device="cpu", dtype=torch.float32).to(device)
         seconds = {}
         threads = torch.get_num_threads()
         if device.type == "cpu":
@@ -121,33 +124,97 @@ def _select(scores: torch.Tensor) -> int:
     return len(np.flatnonzero(np.greater_equal(scores.numpy(), np.float32(1.0), out=mask)))
 
 
+_KERNELS = threading.Lock()  # guards the process-wide matmul flags below
+_kernels_depth = 0  # exact_kernels entries open now, in any thread
+_kernels_saved: dict[str, Any] = {}  # the caller's flags, restored when the last entry closes
+
+
+def _new_api() -> bool:
+    """Whether torch has the per-backend ``fp32_precision`` flags (2.9+), which must not be mixed
+    with the legacy ones: reading ``allow_tf32`` or ``get_float32_matmul_precision()`` raises once
+    a caller set them through the new API (``torch.backends.fp32_precision = "tf32"``)."""
+    return hasattr(torch._C, "_get_fp32_precision_getter")
+
+
+def _legacy_precision() -> str:
+    """The legacy ``float32_matmul_precision`` even where torch refuses to read it (a caller mixed
+    the legacy and new APIs): deduced from the two checks torch makes on it."""
+    try:
+        return torch.get_float32_matmul_precision()
+    except RuntimeError:
+        pass
+    getter = torch._C._get_fp32_precision_getter
+    cuda, mkldnn = getter("cuda", "matmul"), getter("mkldnn", "matmul")
+    try:
+        torch._C._get_cublas_allow_tf32()  # raises iff (legacy != highest) != (cuda == tf32)
+        legacy_tf32 = cuda == "tf32"
+    except RuntimeError:
+        legacy_tf32 = cuda != "tf32"
+    if not legacy_tf32:
+        return "highest"
+    # Refused with the legacy flag above highest: mkldnn's bf16 wants medium, its tf32 wants high.
+    return "high" if mkldnn == "bf16" else "medium" if mkldnn == "tf32" else "high"
+
+
+def _save_kernel_flags() -> dict[str, Any]:
+    matmul = torch.backends.cuda.matmul
+    saved: dict[str, Any] = {"bf16": matmul.allow_bf16_reduced_precision_reduction}
+    try:  # newer torch also keeps whether split-K is allowed: (reduced precision, split-K)
+        saved["bf16"] = (saved["bf16"], bool(matmul.allow_bf16_reduced_precision_reduction_split_k))
+    except (AttributeError, RuntimeError):
+        pass
+    if _new_api():
+        getter = torch._C._get_fp32_precision_getter
+        saved.update(precision=_legacy_precision(), cuda=getter("cuda", "matmul"),
+                     mkldnn=getter("mkldnn", "matmul"))
+    else:
+        saved.update(precision=torch.get_float32_matmul_precision(), tf32=matmul.allow_tf32)
+    return saved
+
+
+def _restore_kernel_flags(saved: dict[str, Any]) -> None:
+    torch.set_float32_matmul_precision(saved["precision"])  # the legacy flag (and, 2.9+, the new ones)
+    if _new_api():  # then the new ones exactly as they were (only the new API's setters: no mix)
+        torch._C._set_fp32_precision_setter("cuda", "matmul", saved["cuda"])
+        torch._C._set_fp32_precision_setter("mkldnn", "matmul", saved["mkldnn"])
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = saved["tf32"]
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = saved["bf16"]
+
+
 @contextlib.contextmanager
 def exact_kernels(device: torch.device) -> Iterator[None]:
     """Kernels as the bound assumes them, restored afterwards: float32 matmuls in full float32
-    (no TF32 or bf16 passes, which a training loop may have allowed), no autocast (an evaluation
-    called inside ``torch.autocast`` would otherwise multiply float32 tensors in fp16/bf16; autocast
-    is per thread, so each thread that multiplies enters this) and, on CUDA, bf16 GEMMs without
-    reduced-precision split-K reductions."""
-    saved: dict[str, Any] = {"precision": torch.get_float32_matmul_precision()}
-    torch.set_float32_matmul_precision("highest")
-    cuda = device.type == "cuda"
-    if cuda:
-        matmul = torch.backends.cuda.matmul
-        saved.update(tf32=matmul.allow_tf32, bf16=matmul.allow_bf16_reduced_precision_reduction)
-        matmul.allow_tf32 = False
-        matmul.allow_bf16_reduced_precision_reduction = False
+    (no TF32 or bf16 passes, which a training loop may have allowed, through the legacy flags or
+    torch 2.9's ``fp32_precision`` ones: cuBLAS and oneDNN both set to IEEE), no autocast (an
+    evaluation called inside ``torch.autocast`` would otherwise multiply float32 tensors in
+    fp16/bf16; autocast is per thread, so each thread that multiplies enters this) and bf16 GEMMs
+    without reduced-precision split-K reductions.
+
+    The matmul flags are process-wide: the first entry (in any thread) saves the caller's and
+    sets them, the last exit restores them, so engine workers entering and leaving in any order
+    never run a matmul under the caller's flags, and the caller gets back exactly what it had."""
+    global _kernels_depth, _kernels_saved
+    with _KERNELS:
+        if _kernels_depth == 0:
+            _kernels_saved = _save_kernel_flags()
+            torch.set_float32_matmul_precision("highest")  # legacy flag; 2.9+: cuBLAS and oneDNN IEEE too
+            if not _new_api():
+                torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+        _kernels_depth += 1
     try:
-        no_autocast: Any = torch.autocast(device_type=device.type, enabled=False)
-    except RuntimeError:  # a device type without autocast
-        no_autocast = contextlib.nullcontext()
-    try:
+        try:
+            no_autocast: Any = torch.autocast(device_type=device.type, enabled=False)
+        except RuntimeError:  # a device type without autocast
+            no_autocast = contextlib.nullcontext()
         with no_autocast:
             yield
     finally:
-        torch.set_float32_matmul_precision(saved["precision"])
-        if cuda:
-            torch.backends.cuda.matmul.allow_tf32 = saved["tf32"]
-            torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = saved["bf16"]
+        with _KERNELS:
+            _kernels_depth -= 1
+            if _kernels_depth == 0:
+                _restore_kernel_flags(_kernels_saved)
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -147,31 +147,39 @@ def embedding_masks(matrix: torch.Tensor, source: torch.Tensor, metric: str, lim
                     ) -> dict[str, np.ndarray]:
     """The row masks of the embedding checks (``finite``, ``overflow``, ``big``, ``zero``,
     ``rounded``; see :func:`ropebench.io.validation._check_embeddings`) by reductions on the
-    device. ``matrix``: the float32 tensor; ``source``: the caller's tensor (wider than float32
+    device, :data:`CHUNK_ROWS` rows at a time (the temporaries of a float64 input's range checks
+    are several times its size: a whole-matrix pass could run a GPU that holds the matrix out of
+    memory). ``matrix``: the float32 tensor; ``source``: the caller's tensor (wider than float32
     for a float64 input, whose rows that overflow or vanish in the cast are named for it)."""
     n = len(matrix)
     wide = source.dtype.itemsize > 4 if source.is_floating_point() else False
-    finite_t = torch.isfinite(matrix).all(dim=1)
-    masks = {"finite": _rows(finite_t, n)}
-    biggest = None
-    if wide:
-        values = source.detach().to(torch.float64)
-        biggest = torch.where(torch.isfinite(values), values.abs(), torch.zeros_like(values)).amax(dim=1) \
-            if values.shape[1] else torch.zeros(n, dtype=torch.float64, device=values.device)
-        source_finite = torch.isfinite(values).all(dim=1)
-        overflow = ~finite_t & source_finite & (biggest > float(np.finfo(np.float32).max))
-        masks["overflow"] = _rows(overflow, n)
-    else:
-        masks["overflow"] = np.zeros(n, dtype=bool)
-    if metric in ("ip", "l2") and matrix.numel():
-        masks["big"] = _rows(finite_t & (matrix.abs().amax(dim=1) > limit), n)
+    names = ["finite"] + (["overflow"] if wide else []) + (["big"] if metric in ("ip", "l2") else []) \
+        + (["zero"] + (["rounded"] if wide else []) if metric == "cosine" else [])
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    for start in range(0, n, CHUNK_ROWS):
+        block = matrix[start:start + CHUNK_ROWS]
+        finite = torch.isfinite(block).all(dim=1)
+        parts["finite"].append(finite)
+        biggest = None
+        if wide:
+            values = source[start:start + CHUNK_ROWS].detach().to(torch.float64)
+            finite_values = torch.isfinite(values)
+            biggest = values.abs().where(finite_values, 0.0).amax(dim=1)
+            parts["overflow"].append(~finite & finite_values.all(dim=1)
+                                     & (biggest > float(np.finfo(np.float32).max)))
+            del values, finite_values
+        if "big" in parts:
+            parts["big"].append(finite & (block.abs().amax(dim=1) > limit))
+        if "zero" in parts:
+            zero = finite & ~(block != 0).any(dim=1)
+            parts["zero"].append(zero)
+            if biggest is not None:
+                parts["rounded"].append(zero & (biggest > 0))
+    masks = {name: _rows(torch.cat(chunks), n) if chunks else np.zeros(n, dtype=bool)
+             for name, chunks in parts.items()}
+    masks.setdefault("overflow", np.zeros(n, dtype=bool))
     if metric == "cosine":
-        zero_t = finite_t & ~(matrix != 0).any(dim=1)
-        masks["zero"] = _rows(zero_t, n)
-        if biggest is not None:
-            masks["rounded"] = _rows(zero_t & (biggest > 0), n)
-        else:
-            masks["rounded"] = np.zeros(n, dtype=bool)
+        masks.setdefault("rounded", np.zeros(n, dtype=bool))
     return masks
 
 
@@ -208,11 +216,15 @@ class DeviceRows:
         if self._whole is not None:
             return self._whole[key]
         if isinstance(key, (int, np.integer)):
-            return to_host(self.counters, self.tensor, np.array([key]))[0]
+            return self[np.array([key])][0]
         if isinstance(key, slice) and key.step in (None, 1):
             return to_host(self.counters, self.tensor[key])
         if isinstance(key, np.ndarray) and key.dtype.kind in "iu":
-            distinct, inverse = np.unique(key.reshape(-1), return_inverse=True)
+            flat = key.reshape(-1).astype(np.int64)
+            if flat.size and (flat.min() < -len(self) or flat.max() >= len(self)):
+                raise IndexError(f"index out of bounds for axis 0 with size {len(self)}")
+            # numpy's negative indices count from the end (index_select refuses them)
+            distinct, inverse = np.unique(np.where(flat < 0, flat + len(self), flat), return_inverse=True)
             rows = to_host(self.counters, self.tensor, distinct)
             return rows[inverse.reshape(key.shape)]
         return np.asarray(self)[key]
@@ -239,10 +251,15 @@ class DeviceRows:
             out[start:start + len(block)] = tree_sum(block * block)
         return np.asarray(out.cpu().numpy())
 
+    def _blocks(self) -> Iterator[torch.Tensor]:
+        """The rows :data:`CHUNK_ROWS` at a time (no temporary of the whole array's size)."""
+        for start in range(0, len(self), CHUNK_ROWS):
+            yield self.tensor[start:start + CHUNK_ROWS]
+
     def integer_max(self) -> float | None:
-        if not bool(torch.equal(self.tensor, torch.round(self.tensor))):
+        if not all(bool(torch.equal(block, torch.round(block))) for block in self._blocks()):
             return None
-        return float(self.tensor.abs().max()) if self.tensor.numel() else 0.0
+        return max((float(block.abs().amax()) for block in self._blocks() if block.numel()), default=0.0)
 
     def unit_scores(self, rows_q: np.ndarray, gallery: DeviceRows, rows_g: np.ndarray) -> np.ndarray:
         from ropebench.engines.torch.device import exact_kernels
@@ -268,12 +285,15 @@ class DeviceRows:
 
     def covers(self, precision: Any) -> bool:
         """:meth:`ropebench.engines.core.precision.Precision.covers` by reductions on the device."""
-        if not self.tensor.numel():
-            return True
-        magnitude = self.tensor.abs()
-        if float(magnitude.max()) > precision.max_input:
-            return False
-        return not precision.min_input or not bool(((magnitude > 0) & (magnitude < precision.min_input)).any())
+        for block in self._blocks():
+            if not block.numel():
+                continue
+            magnitude = block.abs()
+            if float(magnitude.amax()) > precision.max_input:
+                return False
+            if precision.min_input and bool(((magnitude > 0) & (magnitude < precision.min_input)).any()):
+                return False
+        return True
 
 
 @dataclass

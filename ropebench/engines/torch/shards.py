@@ -194,7 +194,8 @@ class TorchShardScreen:
             self._buffers.tiles = {}
         buffer = self._buffers.tiles.get(dtype)
         if buffer is None or buffer.numel() < rows * columns:
-            buffer = self._buffers.tiles[dtype] = torch.empty(max(rows * columns, self.tile * self.tile), dtype=dtype)
+            buffer = self._buffers.tiles[dtype] = torch.empty(  # on the CPU, whatever the caller's default device
+                max(rows * columns, self.tile * self.tile), dtype=dtype, device="cpu")
         return buffer[: rows * columns].view(rows, columns)
 
     def _mask(self, size: int) -> np.ndarray:
