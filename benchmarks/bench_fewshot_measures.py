@@ -86,6 +86,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--engine", default="one-pass")
     parser.add_argument("--skip-measures", action="store_true", help="leave out the MAP@R,RP run")
+    parser.add_argument("--measures-only", action="store_true",
+                        help="only the first two rows (default, then MAP@R,RP), no few-shot")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="with --measures-only: the two rows this many times, alternating")
     args = parser.parse_args()
     emb, domains, products = generate(scale=args.scale)
     common = dict(embeddings=emb, domains=domains, product_ids=products, threads=args.threads, ci=False,
@@ -93,8 +97,11 @@ def main() -> None:
     runs = [("default R@K,MRR", {}, True)]
     if not args.skip_measures:
         runs.append(("R@K,MRR,MAP@R,RP", {"measures": "R@K,MRR,MAP@R,RP"}, True))
-    runs += [("default + fewshot 1,5 x10", {"fewshot": True}, True),
-             ("   ... fewshot per task", {"fewshot": True}, False)]
+    if args.measures_only:
+        runs = runs * max(1, args.repeat)
+    else:
+        runs += [("default + fewshot 1,5 x10", {"fewshot": True}, True),
+                 ("   ... fewshot per task", {"fewshot": True}, False)]
     found: dict[bool, object] = {}
     base_cpu = None
     for label, options, linear in runs:

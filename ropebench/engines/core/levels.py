@@ -258,6 +258,7 @@ class LevelCounter:
         self.live = n_levels.copy()  # levels 0 .. live-1 may still matter
         self.above_last = np.zeros(nq, dtype=np.int64)  # candidates strictly above level live-1
         self.settled = 0
+        self.collected = 0  # candidates decided against the levels (a counter for tests and benchmarks)
         self.relevant_settled = levels.settled
         self.lo = np.full(nq, np.float32(np.inf), dtype=np.float32)
         # floor: a float64 score at most the query's depth-th best eligible score (so no level below it
@@ -463,6 +464,7 @@ class LevelCounter:
         their queries' cut-offs. Returns the queries whose cut-off may have risen."""
         q, j, tie, settled = sorted_out
         self.settled += settled
+        self.collected += len(q)
         n_levels = self.offsets[q + 1] - self.offsets[q]
         first = self.offsets[q] + j
         strictly = j < n_levels  # above some level at all
