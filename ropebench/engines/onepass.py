@@ -458,7 +458,16 @@ def one_pass_first_hits(
             n_r = len(_edges(len(task_data[row_task].gallery), settings.tile)) - 1
             total += n_l * (n_l + 1) // 2 if symmetric else n_l * n_r
         on_start(total)
-    readers: dict[str, TaskReader] = {}
+    # Per task read by a block, once the block is done: its counts, and the reader's numbers for the
+    # counters. Readers (their level state above all) are dropped block by block, not kept to the end.
+    finished: dict[str, tuple[FirstHits, RelevantLevels | None, int, int, int]] = {}
+
+    def finish(task: str, task_reader: TaskReader) -> None:
+        found = task_reader.finish_levels() if levels_out is not None else None
+        levels = task_reader.levels
+        extra = (levels.settled, levels.collected) if found is not None and levels is not None else (0, 0)
+        finished[task] = (task_reader.finish(), found, task_reader.settled + extra[0],
+                          task_reader.judge.relevant_settled, extra[1])
 
     def reader(task: str) -> TaskReader:
         data = task_data[task]
@@ -488,10 +497,10 @@ def one_pass_first_hits(
                 upcoming = None
                 if pool is not None and index + 1 < len(plan):
                     upcoming = pool.submit(prepare, *plan[index + 1])
-                readers[row_task] = block.rows
-                if column_task is not None and block.columns is not None:
-                    readers[column_task] = block.columns
                 _run_block(block, pool, buffers, progress)
+                finish(row_task, block.rows)
+                if column_task is not None and block.columns is not None:
+                    finish(column_task, block.columns)
                 del block
     finally:
         if pool is not None:
@@ -508,16 +517,13 @@ def one_pass_first_hits(
         relevant += judge.relevant_settled
         if all_relevant and levels_out is not None:
             levels_out[task] = level_row_counts(data, task_bound(data, FP32), depth_k)
-    for task, task_reader in readers.items():
-        hits[task] = task_reader.finish()
-        settled += task_reader.settled
-        relevant += task_reader.judge.relevant_settled
-        found = task_reader.finish_levels()
+    for task, (task_hits, found, n_settled, n_relevant, n_collected) in finished.items():
+        hits[task] = task_hits
+        settled += n_settled
+        relevant += n_relevant
+        collected += n_collected
         if found is not None and levels_out is not None:
             levels_out[task] = found
-            if task_reader.levels is not None:
-                settled += task_reader.levels.settled
-                collected += task_reader.levels.collected
     if counters is not None:
         counters["blocks_tiled"] = counters.get("blocks_tiled", 0) + len(plan)
         counters["blocks_small"] = counters.get("blocks_small", 0) + len(small)
