@@ -605,3 +605,35 @@ def test_a_blocks_level_state_is_released_once_its_tiles_are_done(monkeypatch):
     data.evaluate(resized(onepass.OnePassEngine(), 32), ci=False, threads=1, measures="MAP@R,RP")
     assert len(alive_at_start) == 6 and len(made) == 9
     assert max(alive_at_start) <= 2, alive_at_start  # the block's own readers (two for a cross block)
+
+
+def test_levels_dropped_by_steps_are_the_levels_recounted(monkeypatch):
+    """Dead levels dropped step by step from each touched query's last live one leave the live levels
+    and the candidates above the last of them that recounting all its levels gives, after every
+    batch (tied data with groups, mAP@K deeper than R, level candidates in small batches)."""
+    from ropebench.engines import onepass
+    from ropebench.engines.core import levels
+
+    checked = []
+    drop = levels.LevelCounter._drop_levels
+
+    def both(self, rows):
+        stepped = drop(self, rows)
+        recounted = self._live_levels(rows)
+        assert np.array_equal(stepped[0], recounted[0]) and np.array_equal(stepped[1], recounted[1])
+        checked.append(int((stepped[0] < self.live[rows]).sum()))
+        return stepped
+
+    monkeypatch.setattr(levels.LevelCounter, "_drop_levels", both)
+    monkeypatch.setattr(onepass, "LEVEL_BATCH", 64)
+    for data in (tied_data(7, "cosine", (90, 80, 70), n_products=6, groups=True), near_tie_data(8)):
+        for measures in ("MAP@R,RP", "MAP@R,mAP@20"):
+            stepped = data.evaluate(resized(onepass.OnePassEngine(), 16), ci=False, threads=1, measures=measures,
+                                    per_query=True)
+            monkeypatch.setattr(levels, "LIVE_BY_STEPS", False)
+            recounted = data.evaluate(resized(onepass.OnePassEngine(), 16), ci=False, threads=1,
+                                      measures=measures, per_query=True)
+            monkeypatch.setattr(levels, "LIVE_BY_STEPS", True)
+            assert stepped.to_json()["tasks"] == recounted.to_json()["tasks"]
+            assert stepped.per_query.to_pandas().equals(recounted.per_query.to_pandas())
+    assert sum(checked) > 0, "no level died during the tiles"
