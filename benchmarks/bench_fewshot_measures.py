@@ -1,5 +1,6 @@
 """Cost of --measures MAP@R,RP and --fewshot at ROPE-test size (python benchmarks/bench_fewshot_measures.py
-[--scale 1.0] [--threads 2] [--skip-measures]). Prints seconds; reports numbers, never pass/fail.
+[--scale 1.0] [--threads 2] [--skip-measures | --measures-only [--repeat N]]). Prints seconds; reports
+numbers, never pass/fail.
 
 Targets (issue 18): adding MAP@R,RP costs at most 1.5x the default evaluation; 1- and 5-shot with 10
 draws take no longer than the nine retrieval tasks.
@@ -44,6 +45,22 @@ each, alternating after/before, in one session on the shared 2 cores (search sec
     The same main measured 1.6x / 1.7x in the earlier session: the ratio moves by ~0.1 with the
     load. One thread: MAP@R,RP about 1.4 s faster; two threads: about 0.4 s (they collect 10-12M
     level candidates against 8.8M on one thread, and the count varies from run to run).
+
+Then (branch maprs3: level tiles in waves of diagonals, a block's level state dropped when its tiles
+are done, dead levels dropped by steps), before = main cf67ab9, after = maprs3 39e549e, --measures-only,
+two rounds alternating before/after in one session on the 2 shared cores (load average 2.9-4.2;
+search seconds, the first two rows; CPU-second ratios of three more rounds at load 4-7 in brackets):
+
+    scale 1.0             --threads 2                --threads 1
+                          before       after         before       after
+    default R@K,MRR       11.2 12.8    11.2 11.5     10.4 10.5    10.5 11.0
+    + MAP@R,RP            18.6 20.3    14.8 17.3     16.7 17.0    16.6 15.5
+    ratio                 1.66 1.59    1.32 1.50     1.61 1.62    1.58 1.41
+    (cpu ratios)         (1.52-1.65)  (1.36-1.47)   (1.50-1.60)  (1.41-1.53)
+    peak RSS, MiB          771  797     682  703      704  704     368  369
+
+    Level candidates: 8.8M (one thread) and 10-12M (two) -> 6.6M on both (the counter
+    level_candidates of one_pass_first_hits). Two cores this loaded give two threads no speed-up.
 
 Few-shot through the linear screen (branch fewshot-linear, --scale 1 --skip-measures, three runs on 2
 cores shared with other work; search seconds, wall (CPU where printed)):
