@@ -48,16 +48,19 @@ each, alternating after/before, in one session on the shared 2 cores (search sec
 
 Then (branch maprs3: level tiles in waves of diagonals, a block's level state dropped when its tiles
 are done, dead levels dropped by steps), before = main cf67ab9, after = maprs3 39e549e, --measures-only,
-two rounds alternating before/after in one session on the 2 shared cores (load average 2.9-4.2;
+three rounds alternating before/after in one session on the 2 shared cores (load average 2.0-4.2;
 search seconds, the first two rows; CPU-second ratios of three more rounds at load 4-7 in brackets):
 
-    scale 1.0             --threads 2                --threads 1
-                          before       after         before       after
-    default R@K,MRR       11.2 12.8    11.2 11.5     10.4 10.5    10.5 11.0
-    + MAP@R,RP            18.6 20.3    14.8 17.3     16.7 17.0    16.6 15.5
-    ratio                 1.66 1.59    1.32 1.50     1.61 1.62    1.58 1.41
-    (cpu ratios)         (1.52-1.65)  (1.36-1.47)   (1.50-1.60)  (1.41-1.53)
-    peak RSS, MiB          771  797     682  703      704  704     368  369
+    scale 1.0             --threads 2                     --threads 1
+                          before          after           before          after
+    default R@K,MRR       11.2 12.8 12.0  11.2 11.5 11.3  10.4 10.5 10.4  10.5 11.0 10.7
+    + MAP@R,RP            18.6 20.3 19.3  14.8 17.3 17.7  16.7 17.0 16.2  16.6 15.5 15.9
+    ratio                 1.66 1.59 1.61  1.32 1.50 1.57  1.61 1.62 1.56  1.58 1.41 1.49
+    (cpu ratios)         (1.52-1.65)     (1.36-1.47)     (1.50-1.60)     (1.41-1.53)
+    peak RSS, MiB          771  797  868   682  703  679   704  704  705   368  369  368
+
+    Two threads' peak RSS is mostly glibc's heap: with MALLOC_MMAP_THRESHOLD_=131072 the same run
+    peaks at 466 MiB (MALLOC_ARENA_MAX=1: 510); the rest is the next block prepared meanwhile.
 
     Level candidates: 8.8M (one thread) and 10-12M (two) -> 6.6M on both (the counter
     level_candidates of one_pass_first_hits). Two cores this loaded give two threads no speed-up.
