@@ -1,5 +1,6 @@
 """Cost of --measures MAP@R,RP and --fewshot at ROPE-test size (python benchmarks/bench_fewshot_measures.py
-[--scale 1.0] [--threads 2] [--skip-measures]). Prints seconds; reports numbers, never pass/fail.
+[--scale 1.0] [--threads 2] [--skip-measures | --measures-only [--repeat N]]). Prints seconds; reports
+numbers, never pass/fail.
 
 Targets (issue 18): adding MAP@R,RP costs at most 1.5x the default evaluation; 1- and 5-shot with 10
 draws take no longer than the nine retrieval tasks.
@@ -45,6 +46,25 @@ each, alternating after/before, in one session on the shared 2 cores (search sec
     load. One thread: MAP@R,RP about 1.4 s faster; two threads: about 0.4 s (they collect 10-12M
     level candidates against 8.8M on one thread, and the count varies from run to run).
 
+Then (branch maprs3: level tiles in waves of diagonals, a block's level state dropped when its tiles
+are done, dead levels dropped by steps), before = main cf67ab9, after = maprs3 39e549e, --measures-only,
+three rounds alternating before/after in one session on the 2 shared cores (load average 2.0-4.2;
+search seconds, the first two rows; CPU-second ratios of three more rounds at load 4-7 in brackets):
+
+    scale 1.0             --threads 2                     --threads 1
+                          before          after           before          after
+    default R@K,MRR       11.2 12.8 12.0  11.2 11.5 11.3  10.4 10.5 10.4  10.5 11.0 10.7
+    + MAP@R,RP            18.6 20.3 19.3  14.8 17.3 17.7  16.7 17.0 16.2  16.6 15.5 15.9
+    ratio                 1.66 1.59 1.61  1.32 1.50 1.57  1.61 1.62 1.56  1.58 1.41 1.49
+    (cpu ratios)         (1.52-1.65)     (1.36-1.47)     (1.50-1.60)     (1.41-1.53)
+    peak RSS, MiB          771  797  868   682  703  679   704  704  705   368  369  368
+
+    Two threads' peak RSS is mostly glibc's heap: with MALLOC_MMAP_THRESHOLD_=131072 the same run
+    peaks at 466 MiB (MALLOC_ARENA_MAX=1: 510); the rest is the next block prepared meanwhile.
+
+    Level candidates: 8.8M (one thread) and 10-12M (two) -> 6.6M on both (the counter
+    level_candidates of one_pass_first_hits). Two cores this loaded give two threads no speed-up.
+
 Few-shot through the linear screen (branch fewshot-linear, --scale 1 --skip-measures, three runs on 2
 cores shared with other work; search seconds, wall (CPU where printed)):
 
@@ -86,6 +106,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--engine", default="one-pass")
     parser.add_argument("--skip-measures", action="store_true", help="leave out the MAP@R,RP run")
+    parser.add_argument("--measures-only", action="store_true",
+                        help="only the first two rows (default, then MAP@R,RP), no few-shot")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="with --measures-only: the two rows this many times, alternating")
     args = parser.parse_args()
     emb, domains, products = generate(scale=args.scale)
     common = dict(embeddings=emb, domains=domains, product_ids=products, threads=args.threads, ci=False,
@@ -93,8 +117,11 @@ def main() -> None:
     runs = [("default R@K,MRR", {}, True)]
     if not args.skip_measures:
         runs.append(("R@K,MRR,MAP@R,RP", {"measures": "R@K,MRR,MAP@R,RP"}, True))
-    runs += [("default + fewshot 1,5 x10", {"fewshot": True}, True),
-             ("   ... fewshot per task", {"fewshot": True}, False)]
+    if args.measures_only:
+        runs = runs * max(1, args.repeat)
+    else:
+        runs += [("default + fewshot 1,5 x10", {"fewshot": True}, True),
+                 ("   ... fewshot per task", {"fewshot": True}, False)]
     found: dict[bool, object] = {}
     base_cpu = None
     for label, options, linear in runs:

@@ -518,3 +518,122 @@ def test_level_guess_by_binary_search_is_the_row_count(monkeypatch):
     by_row = data.evaluate(None, ci=False, threads=1, measures=measures, per_query=True)
     assert by_search.to_json()["tasks"] == by_row.to_json()["tasks"]
     assert by_search.per_query.to_pandas().equals(by_row.per_query.to_pandas())
+
+
+def test_tiles_in_waves_collect_fewer_level_candidates_whatever_the_threads(monkeypatch):
+    """The one-pass engine meets a block's tiles in waves of diagonals when it counts levels, so a
+    query's next tile comes after the candidates of its last were decided (row order collected a
+    row's next tiles first): fewer level candidates than row order on one thread, about as many on
+    two workers as on one, and the same numbers and per-query rows in every case."""
+    from ropebench.engines import onepass
+    from ropebench.engines.core import levels
+
+    collected: list[int] = []
+    finish = levels.LevelCounter.finish
+
+    def spy_finish(self, scored=None):
+        collected.append(self.collected)
+        return finish(self, scored)
+
+    monkeypatch.setattr(levels.LevelCounter, "finish", spy_finish)
+    # Batches decided every few tiles, as at full size (64k candidates: a few 2048-tiles).
+    monkeypatch.setattr(onepass, "LEVEL_BATCH", 2048)
+    data = continuous_data(3, (700, 650, 600), n_products=60, dim=16, noise=1.5)
+    small = resized(onepass.OnePassEngine(), 48)
+    measures = "R@K,MRR,MAP@R,RP"
+
+    def run(threads: int) -> tuple[int, object]:
+        collected.clear()
+        result = data.evaluate(small, ci=False, threads=threads, measures=measures, per_query=True)
+        return sum(collected), result
+
+    waves_1, want = run(1)
+    waves_2, two = run(2)
+    monkeypatch.setattr(onepass, "_waves", lambda tiles, n_r, symmetric: tiles)
+    rows_1, plain = run(1)
+    for other in (two, plain):
+        assert other.to_json()["tasks"] == want.to_json()["tasks"]
+        assert other.per_query.to_pandas().equals(want.per_query.to_pandas())
+    assert waves_1 < 0.85 * rows_1, (waves_1, rows_1)
+    assert waves_2 < 1.1 * waves_1, (waves_2, waves_1)
+
+
+def test_waves_hold_every_tile_once():
+    """The wave order is a permutation of the tiles; a wave's tiles have distinct rows (and distinct
+    columns where the block has at least as many tile columns as rows)."""
+    from ropebench.engines.onepass import _waves
+
+    for n_l, n_r, symmetric in ((5, 5, True), (1, 1, True), (4, 7, False), (7, 4, False), (6, 6, False), (1, 3, False)):
+        tiles = [(i, j) for i in range(n_l) for j in range(i if symmetric else 0, n_r)]
+        order = _waves(tiles, n_r, symmetric)
+        assert sorted(order) == sorted(tiles) and len(order) == len(tiles)
+        for start in range(0, len(order), n_l if not symmetric else 1):
+            wave = order[start:start + (n_l if not symmetric else 1)]
+            assert len({i for i, _ in wave}) == len(wave)
+            if not symmetric and n_r >= n_l:
+                assert len({j for _, j in wave}) == len(wave)
+
+
+def test_a_blocks_level_state_is_released_once_its_tiles_are_done(monkeypatch):
+    """The one-pass engine finishes a block's readers when its tiles are done and drops their level
+    state (the padded levels, floors): while a block runs, no earlier block's LevelCounter is alive
+    (peak memory of one block, not of every task)."""
+    import gc
+    import weakref
+
+    from ropebench.engines import onepass
+    from ropebench.engines.core import levels
+
+    made: list[weakref.ref] = []
+    init = levels.LevelCounter.__init__
+
+    def spy_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(weakref.ref(self))
+
+    alive_at_start = []
+    run_block = onepass._run_block
+
+    def spy_run(block, *args):
+        gc.collect()
+        alive_at_start.append(sum(ref() is not None for ref in made))
+        run_block(block, *args)
+
+    monkeypatch.setattr(levels.LevelCounter, "__init__", spy_init)
+    monkeypatch.setattr(onepass, "_run_block", spy_run)
+    data = continuous_data(4, (300, 250, 200), n_products=30, dim=8)
+    data.evaluate(resized(onepass.OnePassEngine(), 32), ci=False, threads=1, measures="MAP@R,RP")
+    assert len(alive_at_start) == 6 and len(made) == 9
+    assert max(alive_at_start) <= 2, alive_at_start  # the block's own readers (two for a cross block)
+
+
+def test_levels_dropped_by_steps_are_the_levels_recounted(monkeypatch):
+    """Dead levels dropped step by step from each touched query's last live one leave the live levels
+    and the candidates above the last of them that recounting all its levels gives, after every
+    batch (tied data with groups, mAP@K deeper than R, level candidates in small batches)."""
+    from ropebench.engines import onepass
+    from ropebench.engines.core import levels
+
+    checked = []
+    drop = levels.LevelCounter._drop_levels
+
+    def both(self, rows):
+        stepped = drop(self, rows)
+        recounted = self._live_levels(rows)
+        assert np.array_equal(stepped[0], recounted[0]) and np.array_equal(stepped[1], recounted[1])
+        checked.append(int((stepped[0] < self.live[rows]).sum()))
+        return stepped
+
+    monkeypatch.setattr(levels.LevelCounter, "_drop_levels", both)
+    monkeypatch.setattr(onepass, "LEVEL_BATCH", 64)
+    for data in (tied_data(7, "cosine", (90, 80, 70), n_products=6, groups=True), near_tie_data(8)):
+        for measures in ("MAP@R,RP", "MAP@R,mAP@20"):
+            stepped = data.evaluate(resized(onepass.OnePassEngine(), 16), ci=False, threads=1, measures=measures,
+                                    per_query=True)
+            monkeypatch.setattr(levels, "LIVE_BY_STEPS", False)
+            recounted = data.evaluate(resized(onepass.OnePassEngine(), 16), ci=False, threads=1,
+                                      measures=measures, per_query=True)
+            monkeypatch.setattr(levels, "LIVE_BY_STEPS", True)
+            assert stepped.to_json()["tasks"] == recounted.to_json()["tasks"]
+            assert stepped.per_query.to_pandas().equals(recounted.per_query.to_pandas())
+    assert sum(checked) > 0, "no level died during the tiles"

@@ -79,6 +79,20 @@ def _edges(n: int, tile: int) -> np.ndarray:
     return (np.arange(n_tiles + 1, dtype=np.int64) * n) // max(n_tiles, 1)
 
 
+def _waves(tiles: list[tuple[int, int]], n_r: int, symmetric: bool) -> list[tuple[int, int]]:
+    """``tiles`` in waves of diagonals: wave ``k`` holds the tiles ``(i, i + k)`` (modulo ``n_r`` unless
+    symmetric), ``i`` ascending. A wave meets each tile row and column about once, so between two
+    tiles of the same queries lie about a wave's worth of others: the level candidates of the first
+    are decided, and their cut-offs raised, before the next (in row order, a row's next tiles came
+    right after it, before any batch of its candidates was decided, and with two workers at once).
+    Which tiles, and so every count, is unchanged; only the order."""
+    def wave(tile: tuple[int, int]) -> tuple[int, int]:
+        i, j = tile
+        return (j - i if symmetric else (j - i) % n_r), i
+
+    return sorted(tiles, key=wave)
+
+
 class TaskReader:
     """Running state of one task: per query, counts above and at ``T`` so far, and censoring.
 
@@ -222,6 +236,8 @@ class Block:
         self.edges_left, self.edges_right = _edges(len(self.left), self.tile), _edges(len(self.right), self.tile)
         n_l, n_r = len(self.edges_left) - 1, len(self.edges_right) - 1
         self.tiles = [(i, j) for i in range(n_l) for j in range(i if self.symmetric else 0, n_r)]
+        if self.rows.levels is not None or (self.columns is not None and self.columns.levels is not None):
+            self.tiles = _waves(self.tiles, n_r, self.symmetric)
 
     def sorted_copies(self) -> None:
         """``sorted_left``/``sorted_right``: the vectors in tile order (an engine that screens from
@@ -442,7 +458,16 @@ def one_pass_first_hits(
             n_r = len(_edges(len(task_data[row_task].gallery), settings.tile)) - 1
             total += n_l * (n_l + 1) // 2 if symmetric else n_l * n_r
         on_start(total)
-    readers: dict[str, TaskReader] = {}
+    # Per task read by a block, once the block is done: its counts, and the reader's numbers for the
+    # counters. Readers (their level state above all) are dropped block by block, not kept to the end.
+    finished: dict[str, tuple[FirstHits, RelevantLevels | None, int, int, int]] = {}
+
+    def finish(task: str, task_reader: TaskReader) -> None:
+        found = task_reader.finish_levels() if levels_out is not None else None
+        levels = task_reader.levels
+        extra = (levels.settled, levels.collected) if found is not None and levels is not None else (0, 0)
+        finished[task] = (task_reader.finish(), found, task_reader.settled + extra[0],
+                          task_reader.judge.relevant_settled, extra[1])
 
     def reader(task: str) -> TaskReader:
         data = task_data[task]
@@ -472,16 +497,16 @@ def one_pass_first_hits(
                 upcoming = None
                 if pool is not None and index + 1 < len(plan):
                     upcoming = pool.submit(prepare, *plan[index + 1])
-                readers[row_task] = block.rows
-                if column_task is not None and block.columns is not None:
-                    readers[column_task] = block.columns
                 _run_block(block, pool, buffers, progress)
+                finish(row_task, block.rows)
+                if column_task is not None and block.columns is not None:
+                    finish(column_task, block.columns)
                 del block
     finally:
         if pool is not None:
             pool.shutdown()
     hits: dict[str, FirstHits] = {}
-    settled = relevant = 0
+    settled = relevant = collected = 0
     for task in small:
         data = task_data[task]
         judge = judge_task(data, precision)
@@ -492,19 +517,20 @@ def one_pass_first_hits(
         relevant += judge.relevant_settled
         if all_relevant and levels_out is not None:
             levels_out[task] = level_row_counts(data, task_bound(data, FP32), depth_k)
-    for task, task_reader in readers.items():
-        hits[task] = task_reader.finish()
-        settled += task_reader.settled
-        relevant += task_reader.judge.relevant_settled
-        found = task_reader.finish_levels()
+    for task, (task_hits, found, n_settled, n_relevant, n_collected) in finished.items():
+        hits[task] = task_hits
+        settled += n_settled
+        relevant += n_relevant
+        collected += n_collected
         if found is not None and levels_out is not None:
             levels_out[task] = found
-            settled += task_reader.levels.settled if task_reader.levels is not None else 0
     if counters is not None:
         counters["blocks_tiled"] = counters.get("blocks_tiled", 0) + len(plan)
         counters["blocks_small"] = counters.get("blocks_small", 0) + len(small)
         counters["pairs_settled"] = counters.get("pairs_settled", 0) + settled
         counters["relevant_settled"] = counters.get("relevant_settled", 0) + relevant
+        if all_relevant:  # not one of COUNTERS: for tests and benchmarks of the level collection
+            counters["level_candidates"] = counters.get("level_candidates", 0) + collected
     return {task: hits[task] for task in tasks}
 
 

@@ -44,6 +44,9 @@ SETTLE_BY_BAND = True
 # by comparing the whole row; the same guess wherever a row is non-increasing, and any guess is
 # checked in float64).
 GUESS_BY_SEARCH = True
+# Dead levels dropped by steps from each touched query's last live level (False: its live levels
+# recounted from all its levels; the same live levels and counts, tests compare the two).
+LIVE_BY_STEPS = True
 FIRST_HIT = "first_hit"  # the counts a, t, p (FirstHits): R@K, MRR
 ALL_RELEVANT = "all_relevant"  # per relevant level, irrelevant items above and tied: MAP@R, RP, mAP@K
 
@@ -258,6 +261,7 @@ class LevelCounter:
         self.live = n_levels.copy()  # levels 0 .. live-1 may still matter
         self.above_last = np.zeros(nq, dtype=np.int64)  # candidates strictly above level live-1
         self.settled = 0
+        self.collected = 0  # candidates decided against the levels (a counter for tests and benchmarks)
         self.relevant_settled = levels.settled
         self.lo = np.full(nq, np.float32(np.inf), dtype=np.float32)
         # floor: a float64 score at most the query's depth-th best eligible score (so no level below it
@@ -463,6 +467,7 @@ class LevelCounter:
         their queries' cut-offs. Returns the queries whose cut-off may have risen."""
         q, j, tie, settled = sorted_out
         self.settled += settled
+        self.collected += len(q)
         n_levels = self.offsets[q + 1] - self.offsets[q]
         first = self.offsets[q] + j
         strictly = j < n_levels  # above some level at all
@@ -482,7 +487,8 @@ class LevelCounter:
         mark[q[self.relevant_above[last] + self.above_last[q] >= self.depth[q]]] = True
         touched = np.flatnonzero(mark)
         if len(touched):
-            self.live[touched], self.above_last[touched] = self._live_levels(touched)
+            self.live[touched], self.above_last[touched] = self._live_levels(touched) if not LIVE_BY_STEPS \
+                else self._drop_levels(touched)
             self._update_cutoffs(touched)
         return touched
 
@@ -490,6 +496,21 @@ class LevelCounter:
         running = np.cumsum(self.starts[:-1])
         exclusive = running - self.starts[:-1]
         return running - exclusive[self.offsets[self.level_q]]
+
+    def _drop_levels(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_live_levels` by steps: while the last live level of a query of ``rows`` (distinct)
+        has ``A >= depth`` it dies, and the candidates above the one before are those above it less
+        those that first rose above it (``starts``). Levels die from the last one up, a few per
+        batch: a few steps over the queries still dying, not a running sum over all their levels."""
+        live, above = self.live[rows].copy(), self.above_last[rows].copy()
+        active = np.arange(len(rows))
+        while len(active):
+            last = self.offsets[rows[active]] + live[active] - 1
+            dead = (live[active] > 0) & (self.relevant_above[last] + above[active] >= self.depth[rows[active]])
+            active, last = active[dead], last[dead]
+            above[active] -= self.starts[last]
+            live[active] -= 1
+        return live, np.where(live > 0, above, 0)
 
     def _live_levels(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Levels still live of queries ``rows`` (distinct), from their own levels only (a running
