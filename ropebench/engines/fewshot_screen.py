@@ -71,7 +71,6 @@ class LinearSettings:
 
     rows: int = 1024
     columns: int = 2048
-    skip: bool = True  # the product bound (module docstring); False forms every combined score
 
 
 class _Side:
@@ -112,12 +111,10 @@ class _Side:
 @dataclass
 class _Direction:
     """One direction ``X2Y``: its tasks by column, their judges, and its state: per query (X in the
-    side's order) and column, the counts above / tied with ``T`` and the float32 cut-off ``lo``
-    ``(n_X, J)`` (+inf: not scored, or censored). ``gallery (n_products_Y, J)``: each Y product's
-    index in column j's gallery (−1: not a way). ``groups``: the columns of each number of shots
-    (contiguous: columns are sorted by (shots, draw)), with per group the support side's weights
-    ``(n_Y, J_g)``, each Y product's bound factor ``a`` and each query's float32 skip level ``L``
-    (module docstring, "The product bound")."""
+    side's order) and column, the counts above / tied with ``T`` and the float32 cut-off (+inf: not
+    scored, or censored). ``gallery (n_products_Y, J)``: each Y product's index in column j's gallery
+    (−1: not a way). ``by_columns``: X is the block's column side, so the cut-offs are stored
+    ``(J, n_X)`` (the layout its combined scores come in)."""
 
     tasks: list[str]
     judges: ColumnJudges
@@ -125,10 +122,21 @@ class _Direction:
     lo: np.ndarray
     above: np.ndarray
     ties: np.ndarray
-    groups: list[_Group]
+    by_columns: bool
     settled: int = 0
-    formed: int = 0
-    skipped: int = 0
+
+    def candidates(self, values: np.ndarray, first_product: int, first_query: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The combined scores at or above their cut-off: ``values`` is ``(products, queries, J)``
+        (``(products, J, queries)`` by columns). Returns products, queries (side positions), columns
+        and values."""
+        n_queries = values.shape[2] if self.by_columns else values.shape[1]
+        cut = self.lo[:, first_query:first_query + n_queries] if self.by_columns else \
+            self.lo[first_query:first_query + n_queries]
+        flat = at_or_above(values, cut)
+        product, a, b = np.unravel_index(flat, values.shape)
+        column, query = (a, b) if self.by_columns else (b, a)
+        return first_product + product, first_query + query, column, values.reshape(-1)[flat]
 
     def take(self, query: np.ndarray, column: np.ndarray, decision: Decision, max_k: int | None) -> None:
         """Add one decision's counts (under the lock); with ``max_k``, censor what reached it."""
@@ -141,21 +149,11 @@ class _Direction:
             keys = np.unique(query[decision.above] * width + column[decision.above])
             done = keys[self.above.reshape(-1)[keys] >= max_k]
             if len(done):
-                self.lo.reshape(-1)[done] = np.inf
-
-
-@dataclass
-class _Group:
-    """The columns ``[first, stop)`` of one number of shots in a direction: the support side's
-    weights of these columns ``(n_Y, J_g)``, each Y product's factor ``a`` (float32, rounded up:
-    ``shots · max_j w_j``) and each query's skip level ``level`` (float32: a product whose
-    ``fl32(a · M) < level`` cannot reach the query's threshold in any of these columns)."""
-
-    first: int
-    stop: int
-    weights: np.ndarray
-    factor: np.ndarray
-    level: np.ndarray | None
+                q, j = np.divmod(done, width)
+                if self.by_columns:
+                    self.lo[j, q] = np.inf
+                else:
+                    self.lo[q, j] = np.inf
 
 
 CHUNK = 1 << 18  # combined scores per batch: (products, queries, J) float32 kept in L2 for the comparison
@@ -172,54 +170,6 @@ def _chunks(runs: list[tuple[int, int, int, int, int]], per_product: int
             count = min(step, p1 - first)
             out.append((first, s0 + (first - p0) * size, (count, size)))
     return out
-
-
-DENSE = 0.6  # a chunk forms every combined score when its padded survivors exceed this share
-
-
-def segment_max(view: np.ndarray) -> np.ndarray:
-    """``(n_p, n_q, c)`` item scores -> ``(n_p, n_q)`` their maximum over the product's ``c`` items:
-    one elementwise maximum per item (in the memory order of the tile, so whichever axis holds the
-    products, each pass streams the chunk)."""
-    top = view[:, :, 0].copy(order="K")
-    for i in range(1, view.shape[2]):
-        np.maximum(top, view[:, :, i], out=top)
-    return top
-
-
-def _screen_group(view: np.ndarray, weights: np.ndarray, cut: np.ndarray, survive: np.ndarray | None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Combined scores of one chunk and group at or above their cut-off.
-
-    ``view (n_p, n_q, c)``: item scores; ``weights (n_p, c, J_g)``; ``cut (n_q, J_g)``: the cut-offs
-    of the chunk's queries; ``survive (n_p, n_q)`` (C-contiguous): the (product, query) pairs the
-    product bound keeps (None: all). The survivors' item scores are gathered per product (padded to
-    the product with most), combined by one batched matmul and compared with their query's lowest
-    cut-off of the group, then with their own. Returns products, queries (chunk positions), group
-    columns and values of the candidates, and the number of scores formed."""
-    n_p, n_q, _ = view.shape
-    if survive is not None:
-        counts = np.count_nonzero(survive, axis=1)
-        width = int(counts.max(initial=0))
-        if not width:
-            return (*(np.zeros(0, dtype=np.int64),) * 3, np.zeros(0, dtype=np.float32), 0)
-        if width <= DENSE * n_q:
-            product, query = np.nonzero(survive)
-            slot = np.arange(len(product)) - np.repeat(np.cumsum(counts) - counts, counts)
-            index = np.zeros((n_p, width), dtype=np.int64)
-            index[product, slot] = query
-            values = np.matmul(view[np.arange(n_p)[:, None], index], weights)  # (n_p, width, J_g)
-            lowest = np.full((n_p, width, 1), np.inf, dtype=np.float32)  # the padding never passes
-            lowest[product, slot, 0] = cut.min(axis=1)[query]
-            flat = at_or_above(values, lowest)
-            p, s, j = np.unravel_index(flat, values.shape)
-            q, found = index[p, s], values.reshape(-1)[flat]
-            mine = found >= cut[q, j]
-            return p[mine], q[mine], j[mine], found[mine], len(product) * weights.shape[2]
-    values = np.matmul(view, weights)
-    flat = at_or_above(values, cut)
-    p, q, j = np.unravel_index(flat, values.shape)
-    return p, q, j, values.reshape(-1)[flat], values.size
 
 
 def at_or_above(values: np.ndarray, cut: np.ndarray) -> np.ndarray:
@@ -296,7 +246,7 @@ def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, Suppo
     settings = settings or LinearSettings()
     names = list(task_data)
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
-    counters = {name: 0 for name in (*COUNTERS, "prototype_scores_formed", "prototype_scores_skipped")}
+    counters = {name: 0 for name in COUNTERS}
     hits: dict[str, FirstHits] = {}
     try:
         judged = list(pool.map(lambda n: judge_task(task_data[n]), names)) if pool is not None else \
@@ -320,55 +270,6 @@ def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, Suppo
                      engine={"name": "one-pass", "screen": "fp32", "fewshot_screen": SCREEN_NAME})
 
 
-def _groups(keys: list[tuple[int, int]], weights: np.ndarray, side: _Side, judges: list[Judge],
-            norms: list[np.ndarray], floor: float, order: np.ndarray, skip: bool) -> list[_Group]:
-    """The direction's columns grouped by number of shots, each with the product bound's factor per
-    support product and skip level per query (module docstring, "The product bound"; ``order``: the
-    query side's member rows in its order). Without ``skip``, or with a negative weight anywhere
-    (then a smaller weight bounds a negative maximum: the bound would need the minimum too), the
-    levels are None: every combined score is formed."""
-    shots = np.array([key[0] for key in keys], dtype=np.int64)
-    edges = np.flatnonzero(np.r_[True, shots[1:] != shots[:-1], True])
-    n_products = len(side.sizes)
-    # A prototype's weight sits on its supports, zeros elsewhere: its product's maximum is the weight.
-    per_product = np.maximum.reduceat(weights, side.starts[:-1], axis=0) if n_products else \
-        np.zeros((0, len(keys)), dtype=np.float32)
-    usable = skip and not bool((weights < 0).any())
-    groups = []
-    for first, stop in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
-        factor = level = None
-        if usable:
-            exact = int(shots[first]) * per_product[:, first:stop].astype(np.float64).max(axis=1, initial=0.0)
-            factor = exact.astype(np.float32)
-            factor = np.where(factor < exact, np.nextafter(factor, np.float32(np.inf)), factor)  # round up
-            level = _skip_levels(judges[first:stop], norms[first:stop], floor, order)
-        groups.append(_Group(first, stop, np.ascontiguousarray(weights[:, first:stop]),
-                             np.zeros(n_products, dtype=np.float32) if factor is None else factor, level))
-    return groups
-
-
-def _skip_levels(judges: list[Judge], norms: list[np.ndarray], floor: float, order: np.ndarray) -> np.ndarray:
-    """Each query's float32 skip level ``L`` for one group of columns (module docstring): below the
-    smallest of its thresholds over the group's columns by the widest band of the group's
-    prototypes, rounded so that ``fl32(a · M) < L`` implies ``a · max(M, 0) < T − band`` in exact
-    arithmetic; −inf (never skip) where that is not positive and normal."""
-    best = np.stack([judge.best for judge in judges])  # (J_g, n) float64, −inf: not scored
-    threshold = np.where(np.isfinite(best), best, np.inf).min(axis=0)  # +inf: scored in no column
-    q_norm = judges[0].q_norm
-    extra = np.stack([judge.extra for judge in judges]).max(axis=0)
-    g_top = max(float(norm.max(initial=0.0)) for norm in norms)
-    band = q_norm * g_top + floor + extra
-    # Float64 rounding of this arithmetic (a few ulps) and of the float32 product fl(a·M) ≥ a·M (1 − u₃₂):
-    # L = T − band − 4u₆₄(|T| + band), then scaled by (1 − 2⁻²²) and rounded down to float32.
-    with np.errstate(invalid="ignore"):
-        low = threshold - band - 4 * 2.0 ** -53 * (np.abs(threshold) + band)
-    low = np.where(np.isnan(low), -np.inf, low) * (1.0 - 2.0 ** -22)
-    level = low.astype(np.float32)
-    level = np.where(level > low, np.nextafter(level, np.float32(-np.inf)), level)
-    level = np.where(level >= np.float32(2.0 ** -126), level, np.float32(-np.inf))
-    return level[order].astype(np.float32)
-
-
 def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn],
           thresholds: Mapping[str, Judge], max_k: int | None, settings: LinearSettings,
           pool: ThreadPoolExecutor | None, hits: dict[str, FirstHits], counters: dict[str, int]) -> None:
@@ -380,9 +281,11 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
     rows = _Side(first[(x, y)].queries, first[(x, y)].query_products, settings.rows)
     cols = _Side(first[(y, x)].queries, first[(y, x)].query_products, settings.columns)
     directions: dict[tuple[str, str], _Direction] = {}
+    weights: dict[str, np.ndarray] = {}
     for (a, b), named in tasks.items():
         query_side, support_side = (rows, cols) if a == x else (cols, rows)
         w, gallery, norms, weight_max = _weights(support_side, first[(b, a)].queries, named, task_data, columns)
+        weights[b] = w
         data = [task_data[name] for name in named.values()]
         dim = data[0].exact_queries.shape[1]
         # Every term of a combination is at most |x| |w| |y_i| (1 + c): refuse sums that could overflow.
@@ -395,15 +298,15 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
                         thresholds[n].p, thresholds[n].relevant_settled) for n, d in zip(named.values(), data,
                                                                                          strict=True)]
         n_q, n_columns = len(query_side.codes), len(named)
-        lo = np.empty((n_q, n_columns), dtype=np.float32)
+        lo = np.empty((n_columns, n_q), dtype=np.float32)
         for j, judge in enumerate(judges):
-            lo[:, j] = judge.cutoff(float(norms[j].max(initial=0.0)))[query_side.order]
-        groups = _groups(list(named), w, support_side, judges, norms, bound.floor, query_side.order,
-                         settings.skip)
+            lo[j] = judge.cutoff(float(norms[j].max(initial=0.0)))[query_side.order]
         directions[(a, b)] = _Direction(
-            list(named.values()), ColumnJudges(judges, [d.exact_gallery for d in data], norms), gallery, lo,
-            np.zeros((n_q, n_columns), dtype=np.int64), np.zeros((n_q, n_columns), dtype=np.int64), groups)
+            list(named.values()), ColumnJudges(judges, [d.exact_gallery for d in data], norms), gallery,
+            lo if a == y else np.ascontiguousarray(lo.T), np.zeros((n_q, n_columns), dtype=np.int64),
+            np.zeros((n_q, n_columns), dtype=np.int64), by_columns=a == y)
     forward, backward = directions[(x, y)], directions[(y, x)]
+    n_columns = len(tasks[(x, y)])
     lock = threading.Lock()
     tiles = [(i, j) for i in range(len(rows.edges) - 1) for j in range(len(cols.edges) - 1)]
 
@@ -411,40 +314,25 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
         i, j = tile
         r0, r1, c0, c1 = (int(rows.edges[i]), int(rows.edges[i + 1]), int(cols.edges[j]), int(cols.edges[j + 1]))
         scores = rows.items[r0:r1] @ cols.items[c0:c1].T
+        found = []
+        # X2Y: each Y product's scores (its columns) combined into its prototypes' (products, rows, J).
+        for p0, s0, (n_p, size) in _chunks(cols.runs(c0, c1), (r1 - r0) * n_columns):
+            s1 = s0 + n_p * size
+            block = scores[:, s0 - c0:s1 - c0].reshape(r1 - r0, n_p, size).transpose(1, 0, 2)
+            values = np.matmul(block, weights[y][s0:s1].reshape(n_p, size, n_columns))
+            found.append((forward, *forward.candidates(values, p0, r0), cols, rows))
+        # Y2X: each X product's scores (its rows) combined into (products, J, columns).
+        for p0, s0, (n_p, size) in _chunks(rows.runs(r0, r1), (c1 - c0) * n_columns):
+            s1 = s0 + n_p * size
+            block = scores[s0 - r0:s1 - r0].reshape(n_p, size, c1 - c0)
+            matrix = np.ascontiguousarray(weights[x][s0:s1].reshape(n_p, size, n_columns).transpose(0, 2, 1))
+            values = np.matmul(matrix, block)
+            found.append((backward, *backward.candidates(values, p0, c0), rows, cols))
         decided = []
-        formed = skipped = 0
-        # X2Y: Y's products are the tile's columns; Y2X: X's products are its rows. Either way a chunk
-        # is viewed as (products, queries, items of a product), without a copy.
-        for direction, support_side, query_side, q0, q1, along_rows in (
-                (forward, cols, rows, r0, r1, False), (backward, rows, cols, c0, c1, True)):
-            s_lo, s_hi = (r0, r1) if along_rows else (c0, c1)
-            found = []
-            n_q, n_columns = q1 - q0, direction.lo.shape[1]
-            skipping = all(g.level is not None for g in direction.groups)
-            step = max(1, CHUNK // max(n_q * n_columns, 1))
-            for p0, p1, s0, s1, size in support_side.runs(s_lo, s_hi):
-                # The run's (products, queries, items) without a copy.
-                if along_rows:
-                    view = scores[s0 - r0:s1 - r0].reshape(p1 - p0, size, n_q).transpose(0, 2, 1)
-                else:
-                    view = scores[:, s0 - c0:s1 - c0].reshape(n_q, p1 - p0, size).transpose(1, 0, 2)
-                survivals: list[np.ndarray | None] = [None] * len(direction.groups)
-                if skipping:
-                    top = segment_max(view)
-                    survivals = [np.ascontiguousarray(np.multiply(top, g.factor[p0:p1, None]) >= g.level[None, q0:q1])
-                                 for g in direction.groups if g.level is not None]
-                for first in range(0, p1 - p0, step):
-                    last = min(first + step, p1 - p0)
-                    for group, survive in zip(direction.groups, survivals, strict=True):
-                        weights = group.weights[s0 + first * size:s0 + last * size].reshape(last - first, size, -1)
-                        p, q, jj, values, n_formed = _screen_group(
-                            view[first:last], weights, direction.lo[q0:q1, group.first:group.stop],
-                            None if survive is None else survive[first:last])
-                        formed += n_formed
-                        skipped += (last - first) * n_q * (group.stop - group.first) - n_formed
-                        found.append((p0 + first + p, q0 + q, group.first + jj, values))
-            product, query, column, values = (np.concatenate([item[k] for item in found]) if found else
-                                              np.zeros(0, dtype=np.float32 if k == 3 else np.int64) for k in range(4))
+        for direction in (forward, backward):
+            mine = [item[1:] for item in found if item[0] is direction]
+            product, query, column, values = (np.concatenate([item[k] for item in mine]) for k in range(4))
+            support_side, query_side = mine[0][4], mine[0][5]
             gallery = direction.gallery[product, column]
             keep = (gallery >= 0) & (support_side.product_codes[product] != query_side.codes[query])
             query, column = query[keep], column[keep]
@@ -453,8 +341,6 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
         with lock:
             for direction, query, column, decision in decided:
                 direction.take(query, column, decision, max_k)
-            forward.formed += formed
-            forward.skipped += skipped
 
     with threadpool_limits(limits=1, user_api="blas") if pool is not None else contextlib.nullcontext():
         run_tiles(pool, tiles, run_tile)
@@ -474,6 +360,4 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
             hits[name] = FirstHits(scored=scored, a=a_s, t=t_s, p=p_s, censored=limited)
             counters["relevant_settled"] += judge.relevant_settled
         counters["pairs_settled"] += direction.settled
-        counters["prototype_scores_formed"] += direction.formed
-        counters["prototype_scores_skipped"] += direction.skipped
     counters["blocks_tiled"] += 1
