@@ -35,9 +35,11 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ropebench.engines.base import COUNTERS, FirstHits, SearchRun, TaskData
-from ropebench.engines.core import Decision, Judge, judge_task
+from ropebench.engines.core import Decision, Judge, check_range, task_bound
+from ropebench.engines.core.bound import pair_widths
 from ropebench.engines.core.combine import ColumnJudges, combination_bound, combination_weights, effective_norms
-from ropebench.engines.core.decide import censor
+from ropebench.engines.core.decide import censor, settle
+from ropebench.engines.core.scores import screen_norms
 from ropebench.engines.pool import run_tiles
 
 __all__ = ["SupportColumn", "LinearSettings", "linear_applies", "linear_search", "SCREEN_NAME"]
@@ -71,6 +73,57 @@ class LinearSettings:
 
     rows: int = 1024
     columns: int = 2048
+
+
+class _Thresholds:
+    """One task's thresholds, known first by an interval and settled in float64 only where a
+    candidate needs them (docs/exactness.md, "Thresholds settled on demand").
+
+    A few-shot gallery holds one prototype per product, so a query's threshold ``T`` is the float64
+    score of one pair, its own product's prototype. Its float32 screen ``t̂`` (one dot product) and
+    the task's pair band ``w`` give ``T ∈ [low, high] = [t̂ − w, t̂ + w]`` (each end rounded outward).
+    ``judge`` is built with ``best = low`` until ``T`` is settled (its cut-offs are then lower than
+    with ``T``: more candidates, each decided correctly); a candidate whose band lies wholly above
+    ``high`` or below ``low`` is decided by the interval, every other one first settles its query's
+    ``T`` (:meth:`settle`), which replaces ``low`` and ``high`` — and the judge's ``best`` — by
+    ``T`` itself. ``scored`` queries (own product among the ways) have ``p = 1``, as on the per-task
+    path; the rest ``best = −inf``."""
+
+    def __init__(self, data: TaskData) -> None:
+        check_range(data)
+        n_products = int(max(data.query_products.max(initial=-1), data.gallery_products.max(initial=-1))) + 1
+        if np.bincount(data.gallery_products, minlength=n_products).max(initial=0) > 1 or data.intra:
+            raise ValueError("thresholds by interval need at most one gallery item per product (cross tasks)")
+        where = np.full(n_products, -1, dtype=np.int64)
+        where[data.gallery_products] = np.arange(len(data.gallery_products))
+        self.data = data
+        self.own = where[data.query_products]  # each query's relevant prototype (−1: none)
+        q = np.flatnonzero(self.own >= 0)
+        q_norm, g_norm = data.screen_norms
+        self.q_norm = q_norm
+        low = np.full(len(self.own), -np.inf)
+        high = np.full(len(self.own), -np.inf)
+        if len(q):
+            bound = task_bound(data)
+            screened = np.einsum("ij,ij->i", data.queries[q], data.gallery[self.own[q]]).astype(np.float64)
+            width = pair_widths(bound, q_norm[q], g_norm[self.own[q]], screened)
+            low[q] = np.nextafter(screened - width, -np.inf)
+            high[q] = np.nextafter(screened + width, np.inf)
+        self.low, self.high = low, high
+        self.known = self.own < 0  # T settled (or none to settle)
+        self.p = (self.own >= 0).astype(np.int64)
+        self.settled = 0
+
+    def settle(self, queries: np.ndarray) -> np.ndarray:
+        """Settle ``T`` of ``queries`` (member rows, scored) not yet known; returns those settled."""
+        todo = np.unique(queries[~self.known[queries]])
+        if len(todo):
+            best = settle(self.data.exact_queries, self.data.exact_gallery, todo, self.own[todo], self.data.metric)
+            self.low[todo] = best
+            self.high[todo] = best
+            self.known[todo] = True
+            self.settled += len(todo)
+        return todo
 
 
 class _Side:
@@ -123,7 +176,33 @@ class _Direction:
     above: np.ndarray
     ties: np.ndarray
     by_columns: bool
+    thresholds: list[_Thresholds]
+    low: np.ndarray
+    high: np.ndarray
     settled: int = 0
+
+    def decide(self, query: np.ndarray, column: np.ndarray, gallery: np.ndarray, values: np.ndarray,
+               lock: threading.Lock) -> Decision:
+        """Candidate ``i`` is ``(query[i], gallery[i])`` of column ``column[i]`` (query: member row),
+        screened ``values[i]``: decided by the threshold's interval where the candidate's band lies
+        wholly above or below it, else by the column's judge once ``T`` is settled (:class:`_Thresholds`)."""
+        judges = self.judges
+        v = values.astype(np.float64)
+        width = pair_widths(judges.bound, judges.q_norm[query], judges.norms[judges.offset[column] + gallery], v) \
+            + judges.extra[column, query]
+        finite = np.isfinite(v)
+        above = finite & (v - self.high[column, query] > width)
+        unsure = ~above & ~(finite & (v - self.low[column, query] < -width))
+        tie = np.zeros(len(v), dtype=bool)
+        if not unsure.any():
+            return Decision(above, tie, 0)
+        pick = np.flatnonzero(unsure)
+        with lock:
+            for j in np.unique(column[pick]).tolist():
+                self.thresholds[j].settle(query[pick[column[pick] == j]])
+        found = judges.decide(query[pick], column[pick], gallery[pick], values[pick])
+        above[pick], tie[pick] = found.above, found.tie
+        return Decision(above, tie, found.settled)
 
     def candidates(self, values: np.ndarray, first_product: int, first_query: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -249,8 +328,9 @@ def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, Suppo
     counters = {name: 0 for name in COUNTERS}
     hits: dict[str, FirstHits] = {}
     try:
-        judged = list(pool.map(lambda n: judge_task(task_data[n]), names)) if pool is not None else \
-            [judge_task(task_data[n]) for n in names]
+        _share_norms(task_data)
+        judged = list(pool.map(lambda n: _Thresholds(task_data[n]), names)) if pool is not None else \
+            [_Thresholds(task_data[n]) for n in names]
         thresholds = dict(zip(names, judged, strict=True))
         pairs: list[tuple[str, str]] = []
         for column in columns.values():
@@ -270,8 +350,27 @@ def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, Suppo
                      engine={"name": "one-pass", "screen": "fp32", "fewshot_screen": SCREEN_NAME})
 
 
+def _share_norms(task_data: Mapping[str, TaskData]) -> None:
+    """Fill each task's cached ``screen_norms`` from one computation per distinct array: the tasks
+    of a direction share their queries (and V2P and L2P their prototypes), so the 120 tasks need the
+    norms of 3 query sets and 60 galleries, not 240 arrays. The same function, the same values."""
+    found: dict[tuple[int, str], np.ndarray] = {}
+
+    def norms(vectors: np.ndarray, metric: str, side: str) -> np.ndarray:
+        key = (id(vectors), side)
+        if key not in found:
+            found[key] = screen_norms(vectors, metric, side)
+        return found[key]
+
+    for data in task_data.values():
+        if "screen_norms" not in data.__dict__:  # TaskData.screen_norms is a cached_property
+            q = norms(data.queries, data.metric, "queries")
+            g = q if data.gallery is data.queries else norms(data.gallery, data.metric, "gallery")
+            data.__dict__["screen_norms"] = (q, g)
+
+
 def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn],
-          thresholds: Mapping[str, Judge], max_k: int | None, settings: LinearSettings,
+          thresholds: Mapping[str, _Thresholds], max_k: int | None, settings: LinearSettings,
           pool: ThreadPoolExecutor | None, hits: dict[str, FirstHits], counters: dict[str, int]) -> None:
     """Both directions of one domain pair from one tiled block ``X · Yᵀ``."""
     tasks = {(a, b): {c.column: n for n, c in sorted(columns.items()) if (c.query_set, c.support_set) == (a, b)}
@@ -294,17 +393,24 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
         if q_top * weight_max * y_top * int(support_side.sizes.max(initial=1)) > 1e37:
             raise _Unbounded
         bound = combination_bound(dim, weight_max, int(support_side.sizes.max(initial=1)))
-        judges = [Judge(d.metric, bound, d.exact_queries, thresholds[n].q_norm, None, thresholds[n].best,
-                        thresholds[n].p, thresholds[n].relevant_settled) for n, d in zip(named.values(), data,
-                                                                                         strict=True)]
+        # The columns' threshold intervals in one (J, n) array each, settled in place: the judges'
+        # ``best`` (and ColumnJudges' stacked screen) are rows of ``low``.
+        mine = [thresholds[n] for n in named.values()]
+        low, high = np.stack([t.low for t in mine]), np.stack([t.high for t in mine])
+        for j, t in enumerate(mine):
+            t.low, t.high = low[j], high[j]
+        judges = [Judge(d.metric, bound, d.exact_queries, t.q_norm, None, t.low, t.p, 0)
+                  for t, d in zip(mine, data, strict=True)]
         n_q, n_columns = len(query_side.codes), len(named)
         lo = np.empty((n_columns, n_q), dtype=np.float32)
         for j, judge in enumerate(judges):
             lo[j] = judge.cutoff(float(norms[j].max(initial=0.0)))[query_side.order]
+        column_judges = ColumnJudges(judges, [d.exact_gallery for d in data], norms)
+        column_judges.screen = low  # the same values, shared: a settled T reaches every judge
         directions[(a, b)] = _Direction(
-            list(named.values()), ColumnJudges(judges, [d.exact_gallery for d in data], norms), gallery,
+            list(named.values()), column_judges, gallery,
             lo if a == y else np.ascontiguousarray(lo.T), np.zeros((n_q, n_columns), dtype=np.int64),
-            np.zeros((n_q, n_columns), dtype=np.int64), by_columns=a == y)
+            np.zeros((n_q, n_columns), dtype=np.int64), by_columns=a == y, thresholds=mine, low=low, high=high)
     forward, backward = directions[(x, y)], directions[(y, x)]
     n_columns = len(tasks[(x, y)])
     lock = threading.Lock()
@@ -336,7 +442,7 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
             gallery = direction.gallery[product, column]
             keep = (gallery >= 0) & (support_side.product_codes[product] != query_side.codes[query])
             query, column = query[keep], column[keep]
-            decision = direction.judges.decide(query_side.order[query], column, gallery[keep], values[keep])
+            decision = direction.decide(query_side.order[query], column, gallery[keep], values[keep], lock)
             decided.append((direction, query, column, decision))
         with lock:
             for direction, query, column, decision in decided:
@@ -358,6 +464,6 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
             if max_k is not None:
                 a_s, t_s, p_s, limited = censor(a_s, t_s, p_s, limited, max_k)
             hits[name] = FirstHits(scored=scored, a=a_s, t=t_s, p=p_s, censored=limited)
-            counters["relevant_settled"] += judge.relevant_settled
+            counters["relevant_settled"] += direction.thresholds[j].settled
         counters["pairs_settled"] += direction.settled
     counters["blocks_tiled"] += 1
