@@ -45,6 +45,9 @@ from ropebench.engines.pool import run_tiles
 __all__ = ["SupportColumn", "LinearSettings", "linear_applies", "linear_search", "SCREEN_NAME"]
 
 SCREEN_NAME = "linear"
+# The linear screen's own counters (besides COUNTERS): (query, prototype) pairs surely above their
+# threshold, counted in bulk; and candidates decided pair by pair (by the band, or settled).
+OWN_COUNTERS = ("prototype_pairs_bulk", "prototype_pairs_decided")
 METRICS = ("cosine", "ip")
 
 
@@ -164,15 +167,17 @@ class _Side:
 @dataclass
 class _Direction:
     """One direction ``X2Y``: its tasks by column, their judges, and its state: per query (X in the
-    side's order) and column, the counts above / tied with ``T`` and the float32 cut-off (+inf: not
-    scored, or censored). ``gallery (n_products_Y, J)``: each Y product's index in column j's gallery
-    (−1: not a way). ``by_columns``: X is the block's column side, so the cut-offs are stored
-    ``(J, n_X)`` (the layout its combined scores come in)."""
+    side's order) and column, the counts above / tied with ``T``, the float32 cut-off ``lo`` (+inf:
+    not scored, or censored) and the float32 level ``hi`` above which a combined score is surely
+    above ``T`` (counted in bulk, never decided pair by pair). ``gallery (n_products_Y, J)``: each
+    Y product's index in column j's gallery (−1: not a way). ``by_columns``: X is the block's
+    column side, so ``lo`` and ``hi`` are stored ``(J, n_X)`` (the layout its scores come in)."""
 
     tasks: list[str]
     judges: ColumnJudges
     gallery: np.ndarray
     lo: np.ndarray
+    hi: np.ndarray
     above: np.ndarray
     ties: np.ndarray
     by_columns: bool
@@ -180,6 +185,8 @@ class _Direction:
     low: np.ndarray
     high: np.ndarray
     settled: int = 0
+    bulk: int = 0
+    decided: int = 0
 
     def decide(self, query: np.ndarray, column: np.ndarray, gallery: np.ndarray, values: np.ndarray,
                lock: threading.Lock) -> Decision:
@@ -204,22 +211,43 @@ class _Direction:
         above[pick], tie[pick] = found.above, found.tie
         return Decision(above, tie, found.settled)
 
-    def candidates(self, values: np.ndarray, first_product: int, first_query: int
+    def candidates(self, values: np.ndarray, first_product: int, first_query: int, counts: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The combined scores at or above their cut-off: ``values`` is ``(products, queries, J)``
-        (``(products, J, queries)`` by columns). Returns products, queries (side positions), columns
-        and values."""
+        """The combined scores in the band ``[lo, hi]``: ``values`` is ``(products, queries, J)``
+        (``(products, J, queries)`` by columns); those above ``hi`` are added to ``counts`` (the
+        chunk's queries' layout, ``values`` without its product axis). Returns products, queries
+        (side positions), columns and values."""
         n_queries = values.shape[2] if self.by_columns else values.shape[1]
-        cut = self.lo[:, first_query:first_query + n_queries] if self.by_columns else \
-            self.lo[first_query:first_query + n_queries]
+        span = slice(first_query, first_query + n_queries)
+        cut, sure = (self.lo[:, span], self.hi[:, span]) if self.by_columns else (self.lo[span], self.hi[span])
         flat = at_or_above(values, cut)
+        found = values.reshape(-1)[flat]
+        cell = flat % counts.size  # the (query, column) cell in the layout of ``counts``
+        surely = found > sure[np.divmod(cell, sure.shape[1])]
+        counts.reshape(-1)[:] += np.bincount(cell[surely], minlength=counts.size)
+        flat, found = flat[~surely], found[~surely]
         product, a, b = np.unravel_index(flat, values.shape)
         column, query = (a, b) if self.by_columns else (b, a)
-        return first_product + product, first_query + query, column, values.reshape(-1)[flat]
+        return first_product + product, first_query + query, column, found
+
+    def add(self, counts: np.ndarray, first: int, max_k: int | None) -> None:
+        """Add a tile's bulk counts ``(queries, J)`` of queries ``first…`` (under the lock); with
+        ``max_k``, censor what reached it."""
+        block = self.above[first:first + len(counts)]
+        block += counts
+        self.bulk += int(counts.sum())
+        if max_k is not None:
+            q, j = np.nonzero(block >= max_k)
+            q = q + first
+            if self.by_columns:
+                self.lo[j, q] = self.hi[j, q] = np.inf
+            else:
+                self.lo[q, j] = self.hi[q, j] = np.inf
 
     def take(self, query: np.ndarray, column: np.ndarray, decision: Decision, max_k: int | None) -> None:
         """Add one decision's counts (under the lock); with ``max_k``, censor what reached it."""
         self.settled += decision.settled
+        self.decided += len(query)
         width = self.above.shape[1]
         for counts, chosen in ((self.above, decision.above), (self.ties, decision.tie)):
             keys, n = np.unique(query[chosen] * width + column[chosen], return_counts=True)
@@ -230,9 +258,9 @@ class _Direction:
             if len(done):
                 q, j = np.divmod(done, width)
                 if self.by_columns:
-                    self.lo[j, q] = np.inf
+                    self.lo[j, q] = self.hi[j, q] = np.inf
                 else:
-                    self.lo[q, j] = np.inf
+                    self.lo[q, j] = self.hi[q, j] = np.inf
 
 
 CHUNK = 1 << 18  # combined scores per batch: (products, queries, J) float32 kept in L2 for the comparison
@@ -299,6 +327,7 @@ def _weights(side: _Side, items: np.ndarray, tasks: Mapping[tuple[int, int], str
         data, positions = task_data[tasks[key]], columns[tasks[key]].positions
         if not len(positions):
             norms.append(np.zeros(0))
+            weights[:, j] = np.nan  # no ways: nothing to combine
             continue
         w = combination_weights(data.exact_gallery, items, positions)
         rows = side.position[positions]  # the side's positions of every support
@@ -306,6 +335,8 @@ def _weights(side: _Side, items: np.ndarray, tasks: Mapping[tuple[int, int], str
         slots = side.slot[rows[:, 0]]
         gallery[slots, j] = np.arange(len(positions))
         norms.append(effective_norms(data.exact_gallery, items, positions, w, side.sizes[slots]))
+        # A product that is not a way of this column combines to NaN: never a candidate, never counted.
+        weights[gallery[side.slot, j] < 0, j] = np.nan
         weight_max = max(weight_max, float(np.abs(w).max(initial=0.0)))
     return weights, gallery, norms, weight_max
 
@@ -325,7 +356,7 @@ def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, Suppo
     settings = settings or LinearSettings()
     names = list(task_data)
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
-    counters = {name: 0 for name in COUNTERS}
+    counters = {name: 0 for name in (*COUNTERS, *OWN_COUNTERS)}
     hits: dict[str, FirstHits] = {}
     try:
         _share_norms(task_data)
@@ -348,6 +379,22 @@ def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, Suppo
     counters["queries_censored"] = sum(int(h.censored.sum()) for h in hits.values())
     return SearchRun(hits={name: hits[name] for name in names}, counters=counters,
                      engine={"name": "one-pass", "screen": "fp32", "fewshot_screen": SCREEN_NAME})
+
+
+def _sure_level(judge: Judge, high: np.ndarray, g_norm_max: float) -> np.ndarray:
+    """Float32 level per query above which a combined score is surely above ``T`` for every
+    prototype of effective norm at most ``g_norm_max``: ``high + w`` rounded up (``high ≥ T``, the
+    upper end of ``T``'s interval; ``w`` the widest band). +inf where the query is not scored, or
+    where the band grows with the score itself (an output term): then nothing is counted in bulk."""
+    b = judge.bound
+    top = np.full(len(judge.q_norm), g_norm_max)
+    width = pair_widths(b, judge.q_norm, top, np.zeros(len(top))) + judge.extra
+    usable = np.isfinite(high) & (b.output == 0) & (not b.exact)
+    with np.errstate(invalid="ignore"):
+        up = np.nextafter(high + width, np.inf)  # the float64 sum, rounded up
+    up = np.where(usable & (up < float(np.finfo(np.float32).max)), up, np.inf)
+    level = up.astype(np.float32)
+    return np.where(level < up, np.nextafter(level, np.float32(np.inf)), level).astype(np.float32)
 
 
 def _share_norms(task_data: Mapping[str, TaskData]) -> None:
@@ -403,13 +450,16 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
                   for t, d in zip(mine, data, strict=True)]
         n_q, n_columns = len(query_side.codes), len(named)
         lo = np.empty((n_columns, n_q), dtype=np.float32)
+        hi = np.empty((n_columns, n_q), dtype=np.float32)
         for j, judge in enumerate(judges):
             lo[j] = judge.cutoff(float(norms[j].max(initial=0.0)))[query_side.order]
+            hi[j] = _sure_level(judge, high[j], float(norms[j].max(initial=0.0)))[query_side.order]
         column_judges = ColumnJudges(judges, [d.exact_gallery for d in data], norms)
         column_judges.screen = low  # the same values, shared: a settled T reaches every judge
         directions[(a, b)] = _Direction(
             list(named.values()), column_judges, gallery,
-            lo if a == y else np.ascontiguousarray(lo.T), np.zeros((n_q, n_columns), dtype=np.int64),
+            lo if a == y else np.ascontiguousarray(lo.T), hi if a == y else np.ascontiguousarray(hi.T),
+            np.zeros((n_q, n_columns), dtype=np.int64),
             np.zeros((n_q, n_columns), dtype=np.int64), by_columns=a == y, thresholds=mine, low=low, high=high)
     forward, backward = directions[(x, y)], directions[(y, x)]
     n_columns = len(tasks[(x, y)])
@@ -421,19 +471,21 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
         r0, r1, c0, c1 = (int(rows.edges[i]), int(rows.edges[i + 1]), int(cols.edges[j]), int(cols.edges[j + 1]))
         scores = rows.items[r0:r1] @ cols.items[c0:c1].T
         found = []
+        counts_forward = np.zeros((r1 - r0, n_columns), dtype=np.int64)
+        counts_backward = np.zeros((n_columns, c1 - c0), dtype=np.int64)
         # X2Y: each Y product's scores (its columns) combined into its prototypes' (products, rows, J).
         for p0, s0, (n_p, size) in _chunks(cols.runs(c0, c1), (r1 - r0) * n_columns):
             s1 = s0 + n_p * size
             block = scores[:, s0 - c0:s1 - c0].reshape(r1 - r0, n_p, size).transpose(1, 0, 2)
             values = np.matmul(block, weights[y][s0:s1].reshape(n_p, size, n_columns))
-            found.append((forward, *forward.candidates(values, p0, r0), cols, rows))
+            found.append((forward, *forward.candidates(values, p0, r0, counts_forward), cols, rows))
         # Y2X: each X product's scores (its rows) combined into (products, J, columns).
         for p0, s0, (n_p, size) in _chunks(rows.runs(r0, r1), (c1 - c0) * n_columns):
             s1 = s0 + n_p * size
             block = scores[s0 - r0:s1 - r0].reshape(n_p, size, c1 - c0)
             matrix = np.ascontiguousarray(weights[x][s0:s1].reshape(n_p, size, n_columns).transpose(0, 2, 1))
             values = np.matmul(matrix, block)
-            found.append((backward, *backward.candidates(values, p0, c0), rows, cols))
+            found.append((backward, *backward.candidates(values, p0, c0, counts_backward), rows, cols))
         decided = []
         for direction in (forward, backward):
             mine = [item[1:] for item in found if item[0] is direction]
@@ -447,6 +499,8 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
         with lock:
             for direction, query, column, decision in decided:
                 direction.take(query, column, decision, max_k)
+            forward.add(counts_forward, r0, max_k)
+            backward.add(counts_backward.T, c0, max_k)
 
     with threadpool_limits(limits=1, user_api="blas") if pool is not None else contextlib.nullcontext():
         run_tiles(pool, tiles, run_tile)
@@ -466,4 +520,6 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
             hits[name] = FirstHits(scored=scored, a=a_s, t=t_s, p=p_s, censored=limited)
             counters["relevant_settled"] += direction.thresholds[j].settled
         counters["pairs_settled"] += direction.settled
+        counters["prototype_pairs_bulk"] += direction.bulk
+        counters["prototype_pairs_decided"] += direction.decided
     counters["blocks_tiled"] += 1
