@@ -19,8 +19,11 @@ Every combined score is judged by the exactness core with the band of
 :mod:`ropebench.engines.core.combine` (per prototype, an effective norm), so candidates near a
 query's threshold ``T`` — the float64 score of its own product's prototype, as on the per-task path —
 are settled in float64 against the prototype itself: the counts are those of the per-task path, bit
-for bit. Used for cosine and ip on the default one-pass engine; other metrics and engines keep the
-per-task path.
+for bit. ``T`` is first known by an interval (:class:`_Thresholds`) and settled only where a
+candidate's band reaches it; scores above the interval's top plus the widest band (``hi``) are
+counted in bulk, never judged one by one (docs/exactness.md, "Few-shot thresholds by interval, and
+scores counted in bulk"). Used for cosine and ip on the default one-pass engine; other metrics and
+engines keep the per-task path.
 """
 
 from __future__ import annotations
