@@ -266,7 +266,9 @@ class _Direction:
                     self.lo[q, j] = self.hi[q, j] = np.inf
 
 
-CHUNK = 1 << 18  # combined scores per batch: (products, queries, J) float32 kept in L2 for the comparison
+# Combined scores per batch, (products, queries, J) float32: 4 MiB. Fewer, larger batches measured
+# 3% (ROPE size) to 11% (half of it) faster than 2^18 on one thread; 2^21 and 2^22 were slower.
+CHUNK = 1 << 20
 
 
 def _chunks(runs: list[tuple[int, int, int, int, int]], per_product: int
@@ -283,8 +285,8 @@ def _chunks(runs: list[tuple[int, int, int, int, int]], per_product: int
 
 
 def at_or_above(values: np.ndarray, cut: np.ndarray) -> np.ndarray:
-    """Flat indices of ``values >= cut`` (broadcast); ``values`` is one :data:`CHUNK`, so the mask
-    stays in cache between the comparison and ``flatnonzero`` (a per-thread buffer)."""
+    """Flat indices of ``values >= cut`` (broadcast); ``values`` is at most one :data:`CHUNK`, so
+    the mask is one reused per-thread buffer."""
     mask = getattr(_BUFFERS, "mask", None)
     if mask is None or mask.size < values.size:
         mask = _BUFFERS.mask = np.empty(max(values.size, CHUNK), dtype=bool)
