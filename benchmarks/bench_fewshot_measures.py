@@ -79,6 +79,9 @@ The load moves the ratio more than the change. In one process on the same task d
 one thread, CPU seconds of the linear screen alone: before 22.65 / 21.38 / 22.65, after 20.0 / 20.8 /
 22.2 (about 6% less); the first "after" run also ran the per-task path: numbers identical. Then
 batches of 2^20 combined scores instead of 2^18: 20.4 / 21.0 against 20.5 / 22.3 (scale 0.5: 11%).
+In a quieter moment (load 0.5-1.2), with those batches, one run each, alternating, search seconds
+few-shot against retrieval: --threads 2 before 18.4 / 5.8 (3.16x), after 13.9 / 5.8 (2.39x);
+--threads 1 before 26.1 / 11.1 (2.35x), after 22.4 / 10.9 (2.05x). Target (1.0x) still missed.
 
 Also tried on that branch (commit e5b731a, reverted): skipping (query, product) pairs whose bound
 shots * max w * (largest item score) + band is below the query's lowest threshold of the group. It
