@@ -82,6 +82,32 @@ Few-shot per task is bound by its GEMMs: 120 tasks x 30.7k queries x 2,527 proto
 flops of the nine retrieval tasks. The linear screen needs the GEMMs of three cross blocks (0.72 TFLOP;
 5.0 s of its 20.6 s on one thread) but still forms and compares every (query, prototype) score once
 (9.3G of them: 8.7 s), and settles the 3.7M thresholds in float64 as before (2.4 s).
+
+Then (branch fewshot-prune: thresholds known by an interval and settled on demand, 3.7M -> ~10k;
+scores surely above T counted in bulk, ~12.7M pairs, ~11k judged one by one), before = main
+cf67ab9, after = fewshot-prune, alternating in one session, --scale 1 --skip-measures
+--skip-per-task, load average 4-7 on the 2 shared cores (search seconds, ratio few-shot / nine
+retrieval tasks):
+
+                      --threads 2                       --threads 1
+                      before         after              before         after
+    retrieval          17.2 / 19.5    22.0 / 12.1        14.7 / 19.5    19.2 / 17.7
+    few-shot           30.0 / 51.5    47.4 / 35.7        35.5 / 40.1    37.8 / 38.0
+    ratio              1.75x / 2.64x  2.16x / 2.96x      2.42x / 2.06x  1.96x / 2.15x
+
+The load moves the ratio more than the change. In one process on the same task data, alternating,
+one thread, CPU seconds of the linear screen alone: before 22.65 / 21.38 / 22.65, after 20.0 / 20.8 /
+22.2 (about 6% less); the first "after" run also ran the per-task path: numbers identical. Then
+batches of 2^20 combined scores instead of 2^18: 20.4 / 21.0 against 20.5 / 22.3 (scale 0.5: 11%).
+In a quieter moment (load 0.5-1.2), with those batches, one run each, alternating, search seconds
+few-shot against retrieval: --threads 2 before 18.4 / 5.8 (3.16x), after 13.9 / 5.8 (2.39x);
+--threads 1 before 26.1 / 11.1 (2.35x), after 22.4 / 10.9 (2.05x). Target (1.0x) still missed.
+
+Also tried on that branch (commit e5b731a, reverted): skipping (query, product) pairs whose bound
+shots * max w * (largest item score) + band is below the query's lowest threshold of the group. It
+keeps 26% (1-shot) and 8% (5-shot) of the pairs, 2.4G of the 9.3G scores, but a survivor costs ~90 ns
+to form in numpy against ~5 ns for a dense (query, product, 10 columns) block: one thread, scale 1,
+44.5 s CPU with it against 28.0 s without (same process, same counts).
 """
 
 from __future__ import annotations
@@ -110,6 +136,7 @@ def main() -> None:
                         help="only the first two rows (default, then MAP@R,RP), no few-shot")
     parser.add_argument("--repeat", type=int, default=1,
                         help="with --measures-only: the two rows this many times, alternating")
+    parser.add_argument("--skip-per-task", action="store_true", help="leave out the per-task few-shot run")
     args = parser.parse_args()
     emb, domains, products = generate(scale=args.scale)
     common = dict(embeddings=emb, domains=domains, product_ids=products, threads=args.threads, ci=False,
@@ -120,10 +147,11 @@ def main() -> None:
     if args.measures_only:
         runs = runs * max(1, args.repeat)
     else:
-        runs += [("default + fewshot 1,5 x10", {"fewshot": True}, True),
-                 ("   ... fewshot per task", {"fewshot": True}, False)]
+        runs += [("default + fewshot 1,5 x10", {"fewshot": True}, True)]
+        if not args.skip_per_task:
+            runs.append(("   ... fewshot per task", {"fewshot": True}, False))
     found: dict[bool, object] = {}
-    base_cpu = None
+    base_cpu = base_search = None
     for label, options, linear in runs:
         switch = ropebench.evaluation._linear_fewshot
         if not linear:  # the per-task path: what main ran before the linear screen
@@ -136,16 +164,20 @@ def main() -> None:
             ropebench.evaluation._linear_fewshot = switch
         extra = ""
         if base_cpu is None and not options:
-            base_cpu = cpu
+            base_cpu, base_search = cpu, result.timing["search_s"]
         if result.fewshot is not None:
             section = result.fewshot
             found[linear] = section["tasks"]
             # CPU seconds are steadier than wall seconds on shared cores; few-shot's own is the
             # difference with the default run (the same retrieval work).
             cpu_extra = f", cpu {cpu - base_cpu:.1f} s" if base_cpu is not None else ""
+            counters = section["counters"]
+            bulk = (f", pairs counted in bulk {counters['prototype_pairs_bulk']:,} / decided one by one "
+                    f"{counters['prototype_pairs_decided']:,}") if "prototype_pairs_bulk" in counters else ""
+            ratio = f"; few-shot / nine retrieval tasks {section['search_s'] / base_search:.2f}x" if base_search else ""
             extra = (f"; fewshot search {section['search_s']:.1f} s{cpu_extra} ({section['screen']}, pairs "
-                     f"settled {section['counters']['pairs_settled']:,}, relevant settled "
-                     f"{section['counters']['relevant_settled']:,})")
+                     f"settled {counters['pairs_settled']:,}, relevant settled "
+                     f"{counters['relevant_settled']:,}{bulk}){ratio}")
         print(f"{label:28s} total {total:7.1f} s (cpu {cpu:.1f} s), search {result.timing['search_s']:7.1f} s"
               f"{extra}; peak RSS so far {_peak_mib():,.0f} MiB", flush=True)
         if "MAP@R" in result.tasks["P2V"].measures:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import ropebench
 import ropebench.evaluation as evaluation
@@ -207,6 +208,131 @@ def test_the_linear_screen_counts_as_the_per_task_path(metric, make, threads):
         assert run.counters["pairs_settled"] > 0
     n_pairs = sum(int(task_data[name].queries.shape[0]) * len(task_data[name].gallery) for name in names)
     assert run.counters["pairs_settled"] <= 0.05 * n_pairs  # the band is narrow: few pairs settle
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dim=st.sampled_from([1, 3, 16, 128, 600]), spread=st.floats(0, 5), metric=st.sampled_from(["cosine", "ip"]),
+       kind=st.sampled_from(["independent", "duplicates", "cancel"]), seed=st.integers(0, 2**32 - 1))
+def test_the_threshold_interval_holds_the_threshold(dim, spread, metric, kind, seed):
+    """T (the float64 score of a query's own prototype, by the definition) lies in the interval the
+    linear screen knows it by before settling — the float32 screen ± the pair band — for queries and
+    prototypes with norms spread over 10^±spread, near-copies and nearly cancelling vectors; and
+    settling replaces the interval by T itself."""
+    rng = np.random.default_rng(seed)
+    n = 12
+    queries, _ = prepare_vectors(_supports(rng, dim, n, spread, kind), metric)
+    gallery, _ = prepare_vectors(_supports(rng, dim, 4, spread, kind), metric)
+    assume(metric == "ip" or bool(np.any(queries != 0, axis=1).all() and np.any(gallery != 0, axis=1).all()))
+    from ropebench.engines.core.task import TaskData
+
+    data = TaskData(queries=queries, gallery=gallery, query_products=np.arange(n) % 5,
+                    gallery_products=np.arange(4), metric=metric)
+    found = fewshot_screen._Thresholds(data)
+    low, high = found.low.copy(), found.high.copy()
+    scored = np.arange(n) % 5 < 4
+    assert np.array_equal(np.isfinite(low), scored) and found.p.tolist() == scored.astype(int).tolist()
+    exact = exact_scores(queries, gallery, np.flatnonzero(scored), (np.arange(n) % 5)[scored], metric)
+    assert (low[scored] <= exact).all() and (exact <= high[scored]).all()
+    assert (low[scored] < high[scored]).all()
+    assert found.settle(np.arange(n)).tolist() == np.flatnonzero(scored).tolist()
+    assert np.array_equal(found.low[scored], exact) and np.array_equal(found.high[scored], exact)
+    assert len(found.settle(np.arange(n))) == 0 and found.settled == scored.sum()  # each settled once
+
+
+@settings(max_examples=100, deadline=None)
+@given(high=hnp.arrays(np.float64, 6, elements=st.floats(-1e30, 1e30) | st.just(-np.inf)),
+       q_norm=hnp.arrays(np.float64, 6, elements=st.floats(0, 1e6)), g_top=st.floats(0, 1e6),
+       weight=st.floats(0, 10), terms=st.integers(1, 40))
+def test_the_bulk_level_is_above_every_band(high, q_norm, g_top, weight, terms):
+    """A combined score is counted above its threshold without a decision only above ``hi``: at
+    least the top of the threshold's interval plus the widest band of the column's prototypes (in
+    exact arithmetic: compared as fractions), and +inf for queries not scored."""
+    from fractions import Fraction
+
+    from ropebench.engines.core import Judge
+
+    bound = combination_bound(16, weight, terms)
+    judge = Judge("ip", bound, np.zeros((6, 16), dtype=np.float32), q_norm, None, np.where(np.isfinite(high), high,
+                                                                                           -np.inf))
+    level = fewshot_screen._sure_level(judge, high, g_top)
+    width = pair_widths(bound, q_norm, np.full(6, g_top), np.zeros(6))
+    for i in range(6):
+        top = Fraction(float(np.finfo(np.float32).max))
+        if not np.isfinite(high[i]) or Fraction(high[i]) + Fraction(width[i]) > top:
+            assert level[i] == np.inf
+        else:
+            assert level[i].dtype == np.float32 and Fraction(float(level[i])) >= Fraction(high[i]) + Fraction(width[i])
+
+
+def _drawn(draw, metric: str):
+    """Small drawn data whose ties and near-ties sit at the edges the screen decides by: integer
+    entries of both signs (negative scores; exact copies across products, so prototypes tie with a
+    query's own one and candidates fall inside its threshold's interval), optionally scaled off the
+    integers and nudged a few ulps, zero vectors (ip), and products with a single item."""
+    n = draw(st.integers(12, 60))
+    dim = draw(st.integers(1, 5))
+    base = draw(hnp.arrays(np.int8, (n, dim), elements=st.integers(-3, 3)))
+    emb = base.astype(np.float32) * np.float32(draw(st.sampled_from([1.0, 0.1, 3e-3])))
+    nudged = draw(hnp.arrays(np.bool_, n))
+    emb[nudged] = np.nextafter(emb[nudged], np.float32(np.inf))
+    if metric == "cosine":
+        zero = ~emb.any(axis=1)
+        emb[zero, 0] = 1.0  # cosine has no zero vectors
+    n_products = draw(st.integers(2, 9))
+    products = draw(hnp.arrays(np.int64, n, elements=st.integers(0, n_products - 1)))
+    domains = np.array(list("PVL"))[draw(st.permutations(list(range(n)))) % np.array(3)]
+    ids = np.array([f"item-{i}" for i in range(n)], dtype=object)
+    return emb, domains, products, ids
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data(), metric=st.sampled_from(["cosine", "ip"]), threads=st.sampled_from([1, 2]))
+def test_threshold_intervals_and_bulk_counts_at_their_edges(data, metric, threads):
+    """Thresholds known by an interval (settled only where a candidate's band reaches it) and scores
+    above the bulk level counted without a decision give the per-task path's counts, number for
+    number, on drawn data full of exact ties, negative scores, zero prototypes and one-item products;
+    with max K and counted exactly."""
+    emb, domains, products, ids = _drawn(data.draw, metric)
+    names, task_data, columns = _tasks(emb, domains, products, ids, metric, shots=(1, 2), draws=2)
+    assume(linear_applies(task_data, columns))
+    settings_ = LinearSettings(rows=data.draw(st.integers(1, 12)), columns=data.draw(st.integers(1, 12)))
+    run = linear_search(task_data, columns, max_k=5, threads=threads, settings=settings_)
+    assert run is not None
+    reference = one_pass_first_hits(task_data, names, max_k=5, settings=OnePassSettings(tile=8, small_block=0))
+    _same_hits(run.hits, reference, names)
+    exact = linear_search(task_data, columns, max_k=5, exact_censored=True, threads=threads, settings=settings_)
+    assert exact is not None
+    _same_hits(exact.hits, one_pass_first_hits(task_data, names, max_k=5, exact_censored=True), names, max_k=None)
+    scored = sum(int(h.scored.sum()) for h in exact.hits.values())
+    assert exact.counters["relevant_settled"] <= scored
+    above = sum(int(h.a.sum()) for h in exact.hits.values())
+    # Every pair above its threshold is counted once: in bulk, or decided (the rest of the decided
+    # are tied with it or below it).
+    assert exact.counters["prototype_pairs_bulk"] <= above <= exact.counters["prototype_pairs_bulk"] + \
+        exact.counters["prototype_pairs_decided"]
+
+
+def test_thresholds_settle_on_demand_and_scores_above_count_in_bulk():
+    """ROPE-like data (benchmarks/rope_size.py at 2%): few thresholds are settled in float64 (those
+    a candidate's band reaches) and almost every pair above its threshold is counted in bulk; the
+    counts are the per-task path's."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from rope_size import generate
+
+    emb, domains, products = generate(scale=0.02)
+    ids = np.array([f"i{i}" for i in range(len(emb))], dtype=object)
+    names, task_data, columns = _tasks(emb, domains, products, ids, "cosine", shots=(1, 5), draws=3)
+    run = linear_search(task_data, columns, max_k=5, exact_censored=True)
+    assert run is not None
+    _same_hits(run.hits, one_pass_first_hits(task_data, names, max_k=5, exact_censored=True), names, max_k=None)
+    scored = sum(int(h.scored.sum()) for h in run.hits.values())
+    above = sum(int(h.a.sum()) for h in run.hits.values())
+    assert 0 < run.counters["relevant_settled"] <= 0.05 * scored
+    assert run.counters["prototype_pairs_bulk"] >= 0.99 * above > 0
+    assert run.counters["prototype_pairs_decided"] <= 0.01 * above
 
 
 def _fewshot(monkeypatch, linear: bool, **options):

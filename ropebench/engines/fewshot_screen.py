@@ -19,8 +19,11 @@ Every combined score is judged by the exactness core with the band of
 :mod:`ropebench.engines.core.combine` (per prototype, an effective norm), so candidates near a
 query's threshold ``T`` — the float64 score of its own product's prototype, as on the per-task path —
 are settled in float64 against the prototype itself: the counts are those of the per-task path, bit
-for bit. Used for cosine and ip on the default one-pass engine; other metrics and engines keep the
-per-task path.
+for bit. ``T`` is first known by an interval (:class:`_Thresholds`) and settled only where a
+candidate's band reaches it; scores above the interval's top plus the widest band (``hi``) are
+counted in bulk, never judged one by one (docs/exactness.md, "Few-shot thresholds by interval, and
+scores counted in bulk"). Used for cosine and ip on the default one-pass engine; other metrics and
+engines keep the per-task path.
 """
 
 from __future__ import annotations
@@ -35,14 +38,19 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ropebench.engines.base import COUNTERS, FirstHits, SearchRun, TaskData
-from ropebench.engines.core import Decision, Judge, judge_task
+from ropebench.engines.core import Decision, Judge, check_range, task_bound
+from ropebench.engines.core.bound import pair_widths
 from ropebench.engines.core.combine import ColumnJudges, combination_bound, combination_weights, effective_norms
-from ropebench.engines.core.decide import censor
+from ropebench.engines.core.decide import censor, settle
+from ropebench.engines.core.scores import screen_norms
 from ropebench.engines.pool import run_tiles
 
 __all__ = ["SupportColumn", "LinearSettings", "linear_applies", "linear_search", "SCREEN_NAME"]
 
 SCREEN_NAME = "linear"
+# The linear screen's own counters (besides COUNTERS): (query, prototype) pairs surely above their
+# threshold, counted in bulk; and candidates decided pair by pair (by the band, or settled).
+OWN_COUNTERS = ("prototype_pairs_bulk", "prototype_pairs_decided")
 METRICS = ("cosine", "ip")
 
 
@@ -71,6 +79,57 @@ class LinearSettings:
 
     rows: int = 1024
     columns: int = 2048
+
+
+class _Thresholds:
+    """One task's thresholds, known first by an interval and settled in float64 only where a
+    candidate needs them (docs/exactness.md, "Thresholds settled on demand").
+
+    A few-shot gallery holds one prototype per product, so a query's threshold ``T`` is the float64
+    score of one pair, its own product's prototype. Its float32 screen ``t̂`` (one dot product) and
+    the task's pair band ``w`` give ``T ∈ [low, high] = [t̂ − w, t̂ + w]`` (each end rounded outward).
+    ``judge`` is built with ``best = low`` until ``T`` is settled (its cut-offs are then lower than
+    with ``T``: more candidates, each decided correctly); a candidate whose band lies wholly above
+    ``high`` or below ``low`` is decided by the interval, every other one first settles its query's
+    ``T`` (:meth:`settle`), which replaces ``low`` and ``high`` — and the judge's ``best`` — by
+    ``T`` itself. ``scored`` queries (own product among the ways) have ``p = 1``, as on the per-task
+    path; the rest ``best = −inf``."""
+
+    def __init__(self, data: TaskData) -> None:
+        check_range(data)
+        n_products = int(max(data.query_products.max(initial=-1), data.gallery_products.max(initial=-1))) + 1
+        if np.bincount(data.gallery_products, minlength=n_products).max(initial=0) > 1 or data.intra:
+            raise ValueError("thresholds by interval need at most one gallery item per product (cross tasks)")
+        where = np.full(n_products, -1, dtype=np.int64)
+        where[data.gallery_products] = np.arange(len(data.gallery_products))
+        self.data = data
+        self.own = where[data.query_products]  # each query's relevant prototype (−1: none)
+        q = np.flatnonzero(self.own >= 0)
+        q_norm, g_norm = data.screen_norms
+        self.q_norm = q_norm
+        low = np.full(len(self.own), -np.inf)
+        high = np.full(len(self.own), -np.inf)
+        if len(q):
+            bound = task_bound(data)
+            screened = np.einsum("ij,ij->i", data.queries[q], data.gallery[self.own[q]]).astype(np.float64)
+            width = pair_widths(bound, q_norm[q], g_norm[self.own[q]], screened)
+            low[q] = np.nextafter(screened - width, -np.inf)
+            high[q] = np.nextafter(screened + width, np.inf)
+        self.low, self.high = low, high
+        self.known = self.own < 0  # T settled (or none to settle)
+        self.p = (self.own >= 0).astype(np.int64)
+        self.settled = 0
+
+    def settle(self, queries: np.ndarray) -> np.ndarray:
+        """Settle ``T`` of ``queries`` (member rows, scored) not yet known; returns those settled."""
+        todo = np.unique(queries[~self.known[queries]])
+        if len(todo):
+            best = settle(self.data.exact_queries, self.data.exact_gallery, todo, self.own[todo], self.data.metric)
+            self.low[todo] = best
+            self.high[todo] = best
+            self.known[todo] = True
+            self.settled += len(todo)
+        return todo
 
 
 class _Side:
@@ -111,36 +170,87 @@ class _Side:
 @dataclass
 class _Direction:
     """One direction ``X2Y``: its tasks by column, their judges, and its state: per query (X in the
-    side's order) and column, the counts above / tied with ``T`` and the float32 cut-off (+inf: not
-    scored, or censored). ``gallery (n_products_Y, J)``: each Y product's index in column j's gallery
-    (−1: not a way). ``by_columns``: X is the block's column side, so the cut-offs are stored
-    ``(J, n_X)`` (the layout its combined scores come in)."""
+    side's order) and column, the counts above / tied with ``T``, the float32 cut-off ``lo`` (+inf:
+    not scored, or censored) and the float32 level ``hi`` above which a combined score is surely
+    above ``T`` (counted in bulk, never decided pair by pair). ``gallery (n_products_Y, J)``: each
+    Y product's index in column j's gallery (−1: not a way). ``by_columns``: X is the block's
+    column side, so ``lo`` and ``hi`` are stored ``(J, n_X)`` (the layout its scores come in)."""
 
     tasks: list[str]
     judges: ColumnJudges
     gallery: np.ndarray
     lo: np.ndarray
+    hi: np.ndarray
     above: np.ndarray
     ties: np.ndarray
     by_columns: bool
+    thresholds: list[_Thresholds]
+    low: np.ndarray
+    high: np.ndarray
     settled: int = 0
+    bulk: int = 0
+    decided: int = 0
 
-    def candidates(self, values: np.ndarray, first_product: int, first_query: int
+    def decide(self, query: np.ndarray, column: np.ndarray, gallery: np.ndarray, values: np.ndarray,
+               lock: threading.Lock) -> Decision:
+        """Candidate ``i`` is ``(query[i], gallery[i])`` of column ``column[i]`` (query: member row),
+        screened ``values[i]``: decided by the threshold's interval where the candidate's band lies
+        wholly above or below it, else by the column's judge once ``T`` is settled (:class:`_Thresholds`)."""
+        judges = self.judges
+        v = values.astype(np.float64)
+        width = pair_widths(judges.bound, judges.q_norm[query], judges.norms[judges.offset[column] + gallery], v) \
+            + judges.extra[column, query]
+        finite = np.isfinite(v)
+        above = finite & (v - self.high[column, query] > width)
+        unsure = ~above & ~(finite & (v - self.low[column, query] < -width))
+        tie = np.zeros(len(v), dtype=bool)
+        if not unsure.any():
+            return Decision(above, tie, 0)
+        pick = np.flatnonzero(unsure)
+        with lock:
+            for j in np.unique(column[pick]).tolist():
+                self.thresholds[j].settle(query[pick[column[pick] == j]])
+        found = judges.decide(query[pick], column[pick], gallery[pick], values[pick])
+        above[pick], tie[pick] = found.above, found.tie
+        return Decision(above, tie, found.settled)
+
+    def candidates(self, values: np.ndarray, first_product: int, first_query: int, counts: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The combined scores at or above their cut-off: ``values`` is ``(products, queries, J)``
-        (``(products, J, queries)`` by columns). Returns products, queries (side positions), columns
-        and values."""
+        """The combined scores in the band ``[lo, hi]``: ``values`` is ``(products, queries, J)``
+        (``(products, J, queries)`` by columns); those above ``hi`` are added to ``counts`` (the
+        chunk's queries' layout, ``values`` without its product axis). Returns products, queries
+        (side positions), columns and values."""
         n_queries = values.shape[2] if self.by_columns else values.shape[1]
-        cut = self.lo[:, first_query:first_query + n_queries] if self.by_columns else \
-            self.lo[first_query:first_query + n_queries]
+        span = slice(first_query, first_query + n_queries)
+        cut, sure = (self.lo[:, span], self.hi[:, span]) if self.by_columns else (self.lo[span], self.hi[span])
         flat = at_or_above(values, cut)
+        found = values.reshape(-1)[flat]
+        cell = flat % counts.size  # the (query, column) cell in the layout of ``counts``
+        surely = found > sure[np.divmod(cell, sure.shape[1])]
+        counts.reshape(-1)[:] += np.bincount(cell[surely], minlength=counts.size)
+        flat, found = flat[~surely], found[~surely]
         product, a, b = np.unravel_index(flat, values.shape)
         column, query = (a, b) if self.by_columns else (b, a)
-        return first_product + product, first_query + query, column, values.reshape(-1)[flat]
+        return first_product + product, first_query + query, column, found
+
+    def add(self, counts: np.ndarray, first: int, max_k: int | None) -> None:
+        """Add a tile's bulk counts ``(queries, J)`` of queries ``first…`` (under the lock); with
+        ``max_k``, censor what reached it."""
+        block = self.above[first:first + len(counts)]
+        block += counts
+        self.bulk += int(counts.sum())
+        if max_k is not None:
+            q, j = np.nonzero(block >= max_k)
+            q = q + first
+            if self.by_columns:
+                self.lo[j, q] = self.hi[j, q] = np.inf
+            else:
+                self.lo[q, j] = self.hi[q, j] = np.inf
 
     def take(self, query: np.ndarray, column: np.ndarray, decision: Decision, max_k: int | None) -> None:
         """Add one decision's counts (under the lock); with ``max_k``, censor what reached it."""
         self.settled += decision.settled
+        self.decided += len(query)
         width = self.above.shape[1]
         for counts, chosen in ((self.above, decision.above), (self.ties, decision.tie)):
             keys, n = np.unique(query[chosen] * width + column[chosen], return_counts=True)
@@ -151,12 +261,14 @@ class _Direction:
             if len(done):
                 q, j = np.divmod(done, width)
                 if self.by_columns:
-                    self.lo[j, q] = np.inf
+                    self.lo[j, q] = self.hi[j, q] = np.inf
                 else:
-                    self.lo[q, j] = np.inf
+                    self.lo[q, j] = self.hi[q, j] = np.inf
 
 
-CHUNK = 1 << 18  # combined scores per batch: (products, queries, J) float32 kept in L2 for the comparison
+# Combined scores per batch, (products, queries, J) float32: 4 MiB. Fewer, larger batches measured
+# 3% (ROPE size) to 11% (half of it) faster than 2^18 on one thread; 2^21 and 2^22 were slower.
+CHUNK = 1 << 20
 
 
 def _chunks(runs: list[tuple[int, int, int, int, int]], per_product: int
@@ -173,8 +285,8 @@ def _chunks(runs: list[tuple[int, int, int, int, int]], per_product: int
 
 
 def at_or_above(values: np.ndarray, cut: np.ndarray) -> np.ndarray:
-    """Flat indices of ``values >= cut`` (broadcast); ``values`` is one :data:`CHUNK`, so the mask
-    stays in cache between the comparison and ``flatnonzero`` (a per-thread buffer)."""
+    """Flat indices of ``values >= cut`` (broadcast); ``values`` is at most one :data:`CHUNK`, so
+    the mask is one reused per-thread buffer."""
     mask = getattr(_BUFFERS, "mask", None)
     if mask is None or mask.size < values.size:
         mask = _BUFFERS.mask = np.empty(max(values.size, CHUNK), dtype=bool)
@@ -220,6 +332,7 @@ def _weights(side: _Side, items: np.ndarray, tasks: Mapping[tuple[int, int], str
         data, positions = task_data[tasks[key]], columns[tasks[key]].positions
         if not len(positions):
             norms.append(np.zeros(0))
+            weights[:, j] = np.nan  # no ways: nothing to combine
             continue
         w = combination_weights(data.exact_gallery, items, positions)
         rows = side.position[positions]  # the side's positions of every support
@@ -227,6 +340,8 @@ def _weights(side: _Side, items: np.ndarray, tasks: Mapping[tuple[int, int], str
         slots = side.slot[rows[:, 0]]
         gallery[slots, j] = np.arange(len(positions))
         norms.append(effective_norms(data.exact_gallery, items, positions, w, side.sizes[slots]))
+        # A product that is not a way of this column combines to NaN: never a candidate, never counted.
+        weights[gallery[side.slot, j] < 0, j] = np.nan
         weight_max = max(weight_max, float(np.abs(w).max(initial=0.0)))
     return weights, gallery, norms, weight_max
 
@@ -246,11 +361,12 @@ def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, Suppo
     settings = settings or LinearSettings()
     names = list(task_data)
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
-    counters = {name: 0 for name in COUNTERS}
+    counters = {name: 0 for name in (*COUNTERS, *OWN_COUNTERS)}
     hits: dict[str, FirstHits] = {}
     try:
-        judged = list(pool.map(lambda n: judge_task(task_data[n]), names)) if pool is not None else \
-            [judge_task(task_data[n]) for n in names]
+        _share_norms(task_data)
+        judged = list(pool.map(lambda n: _Thresholds(task_data[n]), names)) if pool is not None else \
+            [_Thresholds(task_data[n]) for n in names]
         thresholds = dict(zip(names, judged, strict=True))
         pairs: list[tuple[str, str]] = []
         for column in columns.values():
@@ -270,8 +386,43 @@ def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, Suppo
                      engine={"name": "one-pass", "screen": "fp32", "fewshot_screen": SCREEN_NAME})
 
 
+def _sure_level(judge: Judge, high: np.ndarray, g_norm_max: float) -> np.ndarray:
+    """Float32 level per query above which a combined score is surely above ``T`` for every
+    prototype of effective norm at most ``g_norm_max``: ``high + w`` rounded up (``high ≥ T``, the
+    upper end of ``T``'s interval; ``w`` the widest band). +inf where the query is not scored, or
+    where the band grows with the score itself (an output term): then nothing is counted in bulk."""
+    b = judge.bound
+    top = np.full(len(judge.q_norm), g_norm_max)
+    width = pair_widths(b, judge.q_norm, top, np.zeros(len(top))) + judge.extra
+    usable = np.isfinite(high) & (b.output == 0) & (not b.exact)
+    with np.errstate(invalid="ignore"):
+        up = np.nextafter(high + width, np.inf)  # the float64 sum, rounded up
+    up = np.where(usable & (up < float(np.finfo(np.float32).max)), up, np.inf)
+    level = up.astype(np.float32)
+    return np.where(level < up, np.nextafter(level, np.float32(np.inf)), level).astype(np.float32)
+
+
+def _share_norms(task_data: Mapping[str, TaskData]) -> None:
+    """Fill each task's cached ``screen_norms`` from one computation per distinct array: the tasks
+    of a direction share their queries (and V2P and L2P their prototypes), so the 120 tasks need the
+    norms of 3 query sets and 60 galleries, not 240 arrays. The same function, the same values."""
+    found: dict[tuple[int, str], np.ndarray] = {}
+
+    def norms(vectors: np.ndarray, metric: str, side: str) -> np.ndarray:
+        key = (id(vectors), side)
+        if key not in found:
+            found[key] = screen_norms(vectors, metric, side)
+        return found[key]
+
+    for data in task_data.values():
+        if "screen_norms" not in data.__dict__:  # TaskData.screen_norms is a cached_property
+            q = norms(data.queries, data.metric, "queries")
+            g = q if data.gallery is data.queries else norms(data.gallery, data.metric, "gallery")
+            data.__dict__["screen_norms"] = (q, g)
+
+
 def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn],
-          thresholds: Mapping[str, Judge], max_k: int | None, settings: LinearSettings,
+          thresholds: Mapping[str, _Thresholds], max_k: int | None, settings: LinearSettings,
           pool: ThreadPoolExecutor | None, hits: dict[str, FirstHits], counters: dict[str, int]) -> None:
     """Both directions of one domain pair from one tiled block ``X · Yᵀ``."""
     tasks = {(a, b): {c.column: n for n, c in sorted(columns.items()) if (c.query_set, c.support_set) == (a, b)}
@@ -294,17 +445,27 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
         if q_top * weight_max * y_top * int(support_side.sizes.max(initial=1)) > 1e37:
             raise _Unbounded
         bound = combination_bound(dim, weight_max, int(support_side.sizes.max(initial=1)))
-        judges = [Judge(d.metric, bound, d.exact_queries, thresholds[n].q_norm, None, thresholds[n].best,
-                        thresholds[n].p, thresholds[n].relevant_settled) for n, d in zip(named.values(), data,
-                                                                                         strict=True)]
+        # The columns' threshold intervals in one (J, n) array each, settled in place: the judges'
+        # ``best`` (and ColumnJudges' stacked screen) are rows of ``low``.
+        mine = [thresholds[n] for n in named.values()]
+        low, high = np.stack([t.low for t in mine]), np.stack([t.high for t in mine])
+        for j, t in enumerate(mine):
+            t.low, t.high = low[j], high[j]
+        judges = [Judge(d.metric, bound, d.exact_queries, t.q_norm, None, t.low, t.p, 0)
+                  for t, d in zip(mine, data, strict=True)]
         n_q, n_columns = len(query_side.codes), len(named)
         lo = np.empty((n_columns, n_q), dtype=np.float32)
+        hi = np.empty((n_columns, n_q), dtype=np.float32)
         for j, judge in enumerate(judges):
             lo[j] = judge.cutoff(float(norms[j].max(initial=0.0)))[query_side.order]
+            hi[j] = _sure_level(judge, high[j], float(norms[j].max(initial=0.0)))[query_side.order]
+        column_judges = ColumnJudges(judges, [d.exact_gallery for d in data], norms)
+        column_judges.screen = low  # the same values, shared: a settled T reaches every judge
         directions[(a, b)] = _Direction(
-            list(named.values()), ColumnJudges(judges, [d.exact_gallery for d in data], norms), gallery,
-            lo if a == y else np.ascontiguousarray(lo.T), np.zeros((n_q, n_columns), dtype=np.int64),
-            np.zeros((n_q, n_columns), dtype=np.int64), by_columns=a == y)
+            list(named.values()), column_judges, gallery,
+            lo if a == y else np.ascontiguousarray(lo.T), hi if a == y else np.ascontiguousarray(hi.T),
+            np.zeros((n_q, n_columns), dtype=np.int64),
+            np.zeros((n_q, n_columns), dtype=np.int64), by_columns=a == y, thresholds=mine, low=low, high=high)
     forward, backward = directions[(x, y)], directions[(y, x)]
     n_columns = len(tasks[(x, y)])
     lock = threading.Lock()
@@ -315,19 +476,21 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
         r0, r1, c0, c1 = (int(rows.edges[i]), int(rows.edges[i + 1]), int(cols.edges[j]), int(cols.edges[j + 1]))
         scores = rows.items[r0:r1] @ cols.items[c0:c1].T
         found = []
+        counts_forward = np.zeros((r1 - r0, n_columns), dtype=np.int64)
+        counts_backward = np.zeros((n_columns, c1 - c0), dtype=np.int64)
         # X2Y: each Y product's scores (its columns) combined into its prototypes' (products, rows, J).
         for p0, s0, (n_p, size) in _chunks(cols.runs(c0, c1), (r1 - r0) * n_columns):
             s1 = s0 + n_p * size
             block = scores[:, s0 - c0:s1 - c0].reshape(r1 - r0, n_p, size).transpose(1, 0, 2)
             values = np.matmul(block, weights[y][s0:s1].reshape(n_p, size, n_columns))
-            found.append((forward, *forward.candidates(values, p0, r0), cols, rows))
+            found.append((forward, *forward.candidates(values, p0, r0, counts_forward), cols, rows))
         # Y2X: each X product's scores (its rows) combined into (products, J, columns).
         for p0, s0, (n_p, size) in _chunks(rows.runs(r0, r1), (c1 - c0) * n_columns):
             s1 = s0 + n_p * size
             block = scores[s0 - r0:s1 - r0].reshape(n_p, size, c1 - c0)
             matrix = np.ascontiguousarray(weights[x][s0:s1].reshape(n_p, size, n_columns).transpose(0, 2, 1))
             values = np.matmul(matrix, block)
-            found.append((backward, *backward.candidates(values, p0, c0), rows, cols))
+            found.append((backward, *backward.candidates(values, p0, c0, counts_backward), rows, cols))
         decided = []
         for direction in (forward, backward):
             mine = [item[1:] for item in found if item[0] is direction]
@@ -336,11 +499,13 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
             gallery = direction.gallery[product, column]
             keep = (gallery >= 0) & (support_side.product_codes[product] != query_side.codes[query])
             query, column = query[keep], column[keep]
-            decision = direction.judges.decide(query_side.order[query], column, gallery[keep], values[keep])
+            decision = direction.decide(query_side.order[query], column, gallery[keep], values[keep], lock)
             decided.append((direction, query, column, decision))
         with lock:
             for direction, query, column, decision in decided:
                 direction.take(query, column, decision, max_k)
+            forward.add(counts_forward, r0, max_k)
+            backward.add(counts_backward.T, c0, max_k)
 
     with threadpool_limits(limits=1, user_api="blas") if pool is not None else contextlib.nullcontext():
         run_tiles(pool, tiles, run_tile)
@@ -358,6 +523,8 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
             if max_k is not None:
                 a_s, t_s, p_s, limited = censor(a_s, t_s, p_s, limited, max_k)
             hits[name] = FirstHits(scored=scored, a=a_s, t=t_s, p=p_s, censored=limited)
-            counters["relevant_settled"] += judge.relevant_settled
+            counters["relevant_settled"] += direction.thresholds[j].settled
         counters["pairs_settled"] += direction.settled
+        counters["prototype_pairs_bulk"] += direction.bulk
+        counters["prototype_pairs_decided"] += direction.decided
     counters["blocks_tiled"] += 1
