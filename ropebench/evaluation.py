@@ -55,7 +55,7 @@ from ropebench.protocol import (
     split_task,
 )
 from ropebench.results import EvaluationResult, TaskResult
-from ropebench.tasks import build_task_data, prepare_domains
+from ropebench.tasks import Vectors, build_task_data, prepare_domains
 
 __all__ = ["evaluate", "validate", "evaluate_dataset"]
 
@@ -386,7 +386,8 @@ def evaluate_dataset(
             needed = [code for code in DOMAINS if p.fewshot or any(code in split_task(task) for task in task_list)]
             device_vectors = None
             if on_device is not None:  # prepared on the device; the core's host copies counted
-                vectors, device_vectors = on_device.prepare_domains(members, needed, metric, center)
+                prepared, device_vectors = on_device.prepare_domains(members, needed, metric, center)
+                vectors = {code: Vectors(*parts) for code, parts in prepared.items()}
                 on_device = None  # the matrix itself is no longer needed: its device memory can go
             else:
                 assert embeddings is not None

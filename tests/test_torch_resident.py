@@ -55,6 +55,24 @@ def _draw_matrix(args: tuple[tuple[int, int], int, list[int]]) -> np.ndarray:
     return matrix
 
 
+def _check_prepared_and_exact(matrix: np.ndarray, metric: str, center: np.ndarray, counters: dict
+                              ) -> tuple[tuple[torch.Tensor, ...], resident.DeviceRows]:
+    """Assert the device's prepared rows and exact scores of every pair are numpy's bits; return
+    the prepared tensors and the rows the exact scores were read from."""
+    tensor = torch.from_numpy(matrix)
+    n = len(matrix)
+    q, g = np.repeat(np.arange(n), n), np.tile(np.arange(n), n)
+    expected = prepare_vectors(matrix, metric, center=center if metric == "l2" else None)
+    got = resident.prepare_vectors(tensor, metric, torch.from_numpy(center) if metric == "l2" else None)
+    for mine, theirs in zip(got, expected):
+        assert np.array_equal(_bits(mine.numpy()), _bits(theirs)), metric
+    exact = resident.DeviceRows(tensor if metric == "l2" else got[0], counters)
+    definition = matrix if metric == "l2" else expected[0]
+    assert np.array_equal(_bits(exact.exact_scores(exact, q, g, metric)),
+                          _bits(scores.exact_scores(definition, definition, q, g, metric)))
+    return got, exact
+
+
 @settings(max_examples=150, deadline=None)
 @given(_matrices())
 def test_prepared_rows_norms_and_exact_scores_are_numpys_bit_for_bit(matrix):
@@ -66,18 +84,9 @@ def test_prepared_rows_norms_and_exact_scores_are_numpys_bit_for_bit(matrix):
     center = l2_center(matrix)
     on_device = resident.ResidentMatrix(tensor)
     assert np.array_equal(_bits(on_device.l2_center()), _bits(center))
-    n = len(matrix)
-    q, g = np.repeat(np.arange(n), n), np.tile(np.arange(n), n)
     for metric in ("cosine", "ip", "l2"):
-        expected = prepare_vectors(matrix, metric, center=center if metric == "l2" else None)
-        got = resident.prepare_vectors(tensor, metric, torch.from_numpy(center) if metric == "l2" else None)
-        for mine, theirs in zip(got, expected):
-            assert np.array_equal(_bits(mine.numpy()), _bits(theirs)), metric
+        got, exact = _check_prepared_and_exact(matrix, metric, center, counters)
         rows_q, rows_g = resident.DeviceRows(got[0], counters), resident.DeviceRows(got[1], counters)
-        exact = resident.DeviceRows(tensor, counters) if metric == "l2" else rows_q
-        definition = matrix if metric == "l2" else expected[0]
-        assert np.array_equal(_bits(exact.exact_scores(exact, q, g, metric)),
-                              _bits(scores.exact_scores(definition, definition, q, g, metric)))
         if metric == "l2":
             assert np.array_equal(_bits(exact.translated_norms(center)),
                                   _bits(scores.translated_norms(matrix, center)))
@@ -505,17 +514,8 @@ def test_the_bits_hold_under_cudas_division_by_a_number(matrix):
         tensor = torch.from_numpy(matrix)
         center = l2_center(matrix)
         counters = {"host_rows": 0, "host_bytes": 0}
-        n = len(matrix)
-        q, g = np.repeat(np.arange(n), n), np.tile(np.arange(n), n)
         for metric in ("cosine", "ip", "l2"):
-            expected = prepare_vectors(matrix, metric, center=center if metric == "l2" else None)
-            got = resident.prepare_vectors(tensor, metric, torch.from_numpy(center) if metric == "l2" else None)
-            for mine, theirs in zip(got, expected):
-                assert np.array_equal(_bits(mine.numpy()), _bits(theirs)), metric
-            rows = resident.DeviceRows(tensor, counters) if metric == "l2" else resident.DeviceRows(got[0], counters)
-            definition = matrix if metric == "l2" else expected[0]
-            assert np.array_equal(_bits(rows.exact_scores(rows, q, g, metric)),
-                                  _bits(scores.exact_scores(definition, definition, q, g, metric)))
+            _, rows = _check_prepared_and_exact(matrix, metric, center, counters)
             rows.screen_norms(metric, "gallery")  # divides by 2.0: runs under the emulation
         assert np.array_equal(_bits(resident.DeviceRows(tensor, counters).translated_norms(center)),
                               _bits(scores.translated_norms(matrix, center)))

@@ -342,14 +342,13 @@ class ResidentMatrix:
         return np.asarray(values.to(torch.float64).cpu().numpy()) + 0.0  # -0.0 -> +0.0, as numpy's
 
     def prepare_domains(self, members: Mapping[str, np.ndarray], domains: Sequence[str], metric: str,
-                        center: np.ndarray | None) -> tuple[dict[str, Any], dict[str, DeviceVectors]]:
-        """Per domain, the prepared vectors on the device, and the :class:`ropebench.tasks.Vectors`
-        the core reads: :class:`DeviceRows` of the same tensors."""
-        from ropebench.tasks import Vectors
-
+                        center: np.ndarray | None) -> tuple[dict[str, tuple[Any, Any, Any]], dict[str, DeviceVectors]]:
+        """Per domain, what the core reads, ``(queries, gallery, exact)`` as :class:`DeviceRows`
+        of the prepared tensors (the fields of :class:`ropebench.tasks.Vectors`, which the caller
+        makes: an engine does not import the task registry above it), and the tensors themselves."""
         shift = None if center is None else torch.from_numpy(np.asarray(center, dtype=np.float64)).to(
             self.tensor.device)
-        host: dict[str, Any] = {}
+        host: dict[str, tuple[Any, Any, Any]] = {}
         device: dict[str, DeviceVectors] = {}
         for code in domains:
             rows = self.tensor.index_select(0, torch.as_tensor(members[code], device=self.tensor.device))
@@ -358,8 +357,7 @@ class ResidentMatrix:
             device[code] = DeviceVectors(queries, gallery, exact)
             host_queries = DeviceRows(queries, self.counters)
             host_gallery = host_queries if gallery is queries else DeviceRows(gallery, self.counters)
-            host[code] = Vectors(host_queries, host_gallery,  # type: ignore[arg-type]
-                                 None if exact is None else DeviceRows(exact, self.counters))  # type: ignore[arg-type]
+            host[code] = (host_queries, host_gallery, None if exact is None else DeviceRows(exact, self.counters))
         return host, device
 
 
