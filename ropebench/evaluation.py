@@ -240,12 +240,12 @@ def _check(options: Options) -> None:
     runner = _runner_name(options)
     if c.distractor_sizes is not None and not c.distractors:
         raise UsageError("--distractor-sizes needs --distractors. Fix: add the catalogue, or drop the sizes")
-    if runner == "dask" and not c.distractors and c.runner is None:
-        raise UsageError("--engine dask runs distractor shards on a cluster; there is no catalogue to run. Fix: add "
-                         "--distractors, or use --engine one-pass")
     if runner == "dask" and not c.distractors and _engine_key(s.engine) == "torch":
         raise UsageError("--scheduler and --workers run a distractor catalogue's shards on a Dask cluster; there is "
                          "no catalogue to run. Fix: add --distractors, or drop them")
+    if runner == "dask" and not c.distractors and c.runner is None:
+        raise UsageError("--engine dask runs distractor shards on a cluster; there is no catalogue to run. Fix: add "
+                         "--distractors, or use --engine one-pass")
     if runner != "dask" and (c.scheduler is not None or c.workers is not None):
         raise UsageError("--scheduler and --workers go with --engine dask (or --engine torch with --distractors). "
                          "Fix: add --engine dask, or drop them")
