@@ -190,7 +190,7 @@ def _resident(embeddings: Any, engine: Any, device: str | None = None) -> bool:
     from ropebench.engines.torch.resident import applies
 
     wanted = device if device is not None else getattr(engine, "device", None)
-    return applies(embeddings, "torch", wanted)
+    return applies(embeddings, wanted)
 
 
 def _engine_name(engine: Any) -> str | None:
@@ -372,8 +372,8 @@ def evaluate_dataset(
     runner, owned = cat.runner, False
     if cat.distractors and runner is None:
         owned = True
-        torch = choice is not None and choice.engine == "torch"  # its screen runs on the workers: same torch there
-        runner = get_runner("dask", scheduler=cat.scheduler, workers=cat.workers, require=("torch",) if torch else ()) \
+        libraries = ("torch",) if choice is not None and choice.engine == "torch" else ()  # screened on the workers
+        runner = get_runner("dask", scheduler=cat.scheduler, workers=cat.workers, require=libraries) \
             if _runner_name(options) == "dask" else get_runner("in-process", threads=threads or os.cpu_count() or 1)
     try:
         layout = _compose(dataset, base, runner, options, center, raw_dim, compression)

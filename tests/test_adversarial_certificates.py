@@ -62,7 +62,7 @@ def test_a_thread_that_flushes_subnormals_is_refused_not_miscounted():
     outcome: dict[str, object] = {}
 
     def run() -> None:  # a thread of its own: its FP environment dies with it
-        torch.set_flush_denormal(True)
+        outcome["flushing"] = torch.set_flush_denormal(True)  # False where the CPU cannot flush
         try:
             result = ropebench.evaluate(**_subnormal_tie_data(), metric="ip", tasks="P2V", ci=False, threads=1)
             outcome["counts"] = per_query_counts(result, "P2V")[0]
@@ -74,10 +74,10 @@ def test_a_thread_that_flushes_subnormals_is_refused_not_miscounted():
     worker = threading.Thread(target=run)
     worker.start()
     worker.join()
-    if "counts" in outcome:
-        assert outcome["counts"] == (1, 0, 1, False), "a flushed subnormal product was miscounted"
-    else:
-        assert "set_flush_denormal(False)" in str(outcome["error"])
+    if not outcome["flushing"]:
+        pytest.skip("this CPU cannot flush subnormals (torch.set_flush_denormal returned False)")
+    assert "set_flush_denormal(False)" in str(outcome.get("error")), \
+        f"a flushing thread was not refused: {outcome}"
 
 
 # -- the bf16 residual band on the real kernel ---------------------------------------------------

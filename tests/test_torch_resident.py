@@ -226,13 +226,14 @@ def test_compositions_that_read_the_matrix_on_the_host_copy_it_once_counted(forc
 def test_other_engines_and_cpu_tensors_keep_the_numpy_path(monkeypatch):
     data = continuous_data(6, sizes=(60, 50, 40))
     arrays = {**data.arrays(), "embeddings": torch.from_numpy(data.embeddings)}
-    assert not resident.applies(arrays["embeddings"], "torch")  # a CPU tensor, not forced
+    assert not resident.applies(arrays["embeddings"])  # a CPU tensor, not forced
     monkeypatch.setattr(resident, "FORCE_CPU", True)
-    assert not resident.applies(arrays["embeddings"], "one-pass")
+    from ropebench.evaluation import _resident
+
+    assert _resident(arrays["embeddings"], "torch") and not _resident(arrays["embeddings"], "one-pass")
     result = ropebench.evaluate(**arrays, engine="one-pass", ks=KS, ci=False, threads=1)
     assert "host_rows" not in result.environment["engine"]["counters"]
     # Screened on another kind of device than the tensor's: the host path (the blocks are made there).
-    from ropebench.evaluation import _resident
 
     assert _resident(arrays["embeddings"], "torch") and _resident(arrays["embeddings"], "torch", "cpu")
     assert not _resident(arrays["embeddings"], "torch", "cuda") and not _resident(arrays["embeddings"], "one-pass")

@@ -44,12 +44,12 @@ CHUNK_ROWS = 1 << 12  # rows per device float64 block and per streamed digest ch
 _COUNTING = threading.Lock()  # engine workers may copy rows at once
 
 
-def applies(embeddings: Any, engine: str | None, device: Any = None) -> bool:
-    """Whether an evaluation keeps ``embeddings`` on its device: a CUDA tensor (or a CPU one with
-    :data:`FORCE_CPU`) searched by the torch engine on a device of the same kind (``device``, None:
+def applies(embeddings: Any, device: Any = None) -> bool:
+    """Whether an evaluation by the torch engine keeps ``embeddings`` on its device: a CUDA tensor
+    (or a CPU one with :data:`FORCE_CPU`) screened on a device of the same kind (``device``, None:
     the tensor's). MPS has no float64, which the preparation and the settlement need: an MPS
     tensor is copied to the host as before; so is a CUDA tensor screened on the CPU."""
-    if engine != "torch" or not isinstance(embeddings, torch.Tensor):
+    if not isinstance(embeddings, torch.Tensor):
         return False
     kind = embeddings.device.type
     if device is not None and torch.device(device).type != kind:
@@ -312,10 +312,6 @@ class ResidentMatrix:
 
     tensor: torch.Tensor
     counters: dict[str, int] = field(default_factory=lambda: {"host_rows": 0, "host_bytes": 0, "digest_rows": 0})
-
-    @property
-    def device(self) -> str:
-        return str(self.tensor.device)
 
     def host_matrix(self) -> np.ndarray:
         """The whole matrix on the host, counted (the compositions that read it there: catalogues,
