@@ -158,7 +158,7 @@ def integer_exact(queries: np.ndarray, gallery: np.ndarray, precision: Precision
     top = []
     for side in (queries, gallery):
         if stored(side):
-            biggest = side.integer_max()  # type: ignore[attr-defined]
+            biggest = side.integer_max()
             if biggest is None:
                 return False
             top.append(float(biggest))

@@ -116,7 +116,7 @@ def best_relevant(data: TaskData, bound: Bound, unit_scores: int = UNIT_SCORES) 
         # OpenBLAS's small-matrix kernels can leave a stale floating-point flag behind (seen with
         # all-zero rows); the values are checked for finiteness below instead.
         if stored(data.queries) and stored(data.gallery):  # screened where the vectors are
-            scores = data.queries.unit_scores(rows_q, data.gallery, rows_g)  # type: ignore[attr-defined]
+            scores = data.queries.unit_scores(rows_q, data.gallery, rows_g)
         else:
             with np.errstate(invalid="ignore", over="ignore"):
                 scores = np.matmul(data.queries[rows_q], data.gallery[rows_g].transpose(0, 2, 1))

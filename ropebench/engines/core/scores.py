@@ -48,7 +48,7 @@ def exact_scores(queries: np.ndarray, gallery: np.ndarray, q: np.ndarray, g: np.
         metric: ``cosine`` and ``ip`` give ``q·g``; ``l2`` gives ``-|q - g|²``.
     """
     if stored(queries) and stored(gallery):  # computed where the vectors are, the same bits
-        return queries.exact_scores(gallery, q, g, metric)  # type: ignore[attr-defined]
+        return queries.exact_scores(gallery, q, g, metric)
     out = np.empty(len(q), dtype=np.float64)
     for start in range(0, len(q), SETTLE_BATCH):
         left = queries[q[start:start + SETTLE_BATCH]].astype(np.float64)
@@ -66,7 +66,7 @@ def exact_scores(queries: np.ndarray, gallery: np.ndarray, q: np.ndarray, g: np.
 def screen_norms(vectors: np.ndarray, metric: str, side: str) -> np.ndarray:
     """Float64 norms of screening vectors (``l2``: of the translated coordinates only)."""
     if stored(vectors):
-        return vectors.screen_norms(metric, side)  # type: ignore[attr-defined]
+        return vectors.screen_norms(metric, side)
     if metric != "l2":
         return np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
     body = vectors[:, :-1]
@@ -77,7 +77,7 @@ def screen_norms(vectors: np.ndarray, metric: str, side: str) -> np.ndarray:
 def translated_norms(vectors: np.ndarray, center: np.ndarray | None) -> np.ndarray:
     """``|q − c|²`` in float64 with the fixed summation order (the ``l2`` screening offset)."""
     if stored(vectors):
-        return vectors.translated_norms(center)  # type: ignore[attr-defined]
+        return vectors.translated_norms(center)
     out = np.empty(len(vectors), dtype=np.float64)
     shift = np.zeros(vectors.shape[1]) if center is None else np.asarray(center, dtype=np.float64)
     for start in range(0, len(vectors), 1 << 14):

@@ -9,7 +9,7 @@ array itself. The core never imports the engine that made it.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import numpy as np
 
@@ -38,6 +38,6 @@ class StoredVectors(Protocol):
     def exact_scores(self, gallery: Any, q: np.ndarray, g: np.ndarray, metric: str) -> np.ndarray: ...
 
 
-def stored(vectors: Any) -> bool:
+def stored(vectors: Any) -> TypeGuard[StoredVectors]:
     """Whether ``vectors`` are kept off the host (see the module docstring)."""
     return not isinstance(vectors, np.ndarray) and hasattr(vectors, "exact_scores")
