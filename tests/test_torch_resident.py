@@ -118,7 +118,7 @@ def _forbid_full_copies(monkeypatch, n: int) -> None:
 
     monkeypatch.setattr(torch.Tensor, "cpu", cpu)
     monkeypatch.setattr(torch.Tensor, "numpy", numpy)
-    monkeypatch.setattr(resident, "CHUNK_ROWS", 64)  # the digest's chunks: far below n
+    monkeypatch.setattr(resident, "DEVICE_ROWS", 64)  # the digest's chunks: far below n
     with pytest.raises(AssertionError, match="copied to the host"):  # the guard itself works
         torch.zeros((n, 3)).numpy()
 
@@ -344,7 +344,7 @@ def test_an_empty_matrix_is_recorded_alike_on_both_paths(forced):
 
 @pytest.mark.parametrize("case", _bad_inputs(), ids=lambda c: c[0])
 def test_validation_runs_in_row_chunks_with_the_same_messages(forced, monkeypatch, case):
-    """The device checks run :data:`resident.CHUNK_ROWS` rows at a time: no temporary of the whole
+    """The device checks run :data:`resident.DEVICE_ROWS` rows at a time: no temporary of the whole
     matrix's size (a float64 input's range checks made several, enough to run a GPU that holds a
     large matrix out of memory), and the chunk edges change no message."""
     name, metric, matrix = case
@@ -352,7 +352,7 @@ def test_validation_runs_in_row_chunks_with_the_same_messages(forced, monkeypatc
               "item_ids": [f"item{i}" for i in range(30)]}
     with pytest.raises(DataError) as numpy_error:
         ropebench.evaluate(embeddings=matrix, **labels, engine="torch", metric=metric, ci=False)
-    monkeypatch.setattr(resident, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(resident, "DEVICE_ROWS", 7)
     widest = [0]
     original_isfinite, original_abs = torch.isfinite, torch.Tensor.abs
 
@@ -402,7 +402,7 @@ def test_the_integer_and_range_checks_run_in_row_chunks_with_numpys_answers(monk
     subnormal[13, 1] = np.float32(2.0 ** -130)
     huge = rng.normal(size=(20, 6)).astype(np.float32)
     huge[19, 5] = np.float32(3e38)
-    monkeypatch.setattr(resident, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(resident, "DEVICE_ROWS", 3)
     widest = [0]
     original_round, original_abs = torch.round, torch.Tensor.abs
 

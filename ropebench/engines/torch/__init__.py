@@ -26,6 +26,7 @@ import torch
 from ropebench.engines.base import COUNTERS, FirstHits, SearchRequest, SearchRun, TaskData
 from ropebench.engines.core import FP32, Precision, judge_task, row_counts
 from ropebench.engines.core.bound import pair_widths
+from ropebench.engines.core.stored import stored
 from ropebench.engines.onepass import SMALL_BLOCK, TaskReader, _edges, _plan
 from ropebench.engines.torch.blocks import CHUNK_ROWS, DeviceBlock, residual_norms, run_block
 from ropebench.engines.torch.device import (
@@ -207,11 +208,10 @@ class TorchEngine:
 def _covered(precision: Precision, arrays: list[np.ndarray]) -> bool:
     """Whether ``precision`` covers every element of every array (each distinct array checked
     once, :data:`CHUNK_ROWS` rows at a time, so no full-size temporary)."""
-    distinct = {id(array): array for array in arrays}
-    if all(hasattr(array, "covers") for array in distinct.values()):  # on the device (resident.DeviceRows)
-        return all(array.covers(precision) for array in distinct.values())  # type: ignore[attr-defined]
-    return all(precision.covers(array[start:start + CHUNK_ROWS]) for array in distinct.values()
-               for start in range(0, len(array), CHUNK_ROWS))
+    distinct = {id(array): array for array in arrays}.values()
+    return all(array.covers(precision) if stored(array)  # checked on the device (resident.DeviceRows)
+               else all(precision.covers(array[start:start + CHUNK_ROWS]) for start in range(0, len(array), CHUNK_ROWS))
+               for array in distinct)
 
 
 class _Residuals:

@@ -16,7 +16,7 @@ per row or per pair) and the candidates' indices cross. Any other read of rows (
 whole-row counting, the all-relevant measures' levels) goes through :func:`to_host`, the one way
 rows of a resident matrix reach host memory, which counts them (``environment.engine.counters``
 ``host_rows`` / ``host_bytes``; a whole array is copied at most once). The results record's
-``sha256`` of the arrays is streamed :data:`CHUNK_ROWS` rows at a time (``digest_rows``): no full
+``sha256`` of the arrays is streamed :data:`DEVICE_ROWS` rows at a time (``digest_rows``): no full
 copy is held.
 
 Only this subpackage imports torch; :mod:`ropebench.evaluation` asks :func:`applies` only for an
@@ -36,11 +36,11 @@ import torch
 
 __all__ = ["FORCE_CPU", "ResidentMatrix", "DeviceVectors", "applies", "tree_sum", "prepare_vectors",
            "embedding_masks", "checked_on_device", "tensor_kind", "with_host_matrix", "to_host", "DeviceRows",
-           "CHUNK_ROWS"]
+           "DEVICE_ROWS"]
 
 # Tests: take the device path for CPU tensors too (a CPU tensor otherwise goes the numpy way).
 FORCE_CPU = False
-CHUNK_ROWS = 1 << 12  # rows per device float64 block and per streamed digest chunk
+DEVICE_ROWS = 1 << 12  # rows per device float64 block and per streamed digest chunk
 _COUNTING = threading.Lock()  # engine workers may copy rows at once
 
 
@@ -88,8 +88,8 @@ def prepare_vectors(embeddings: torch.Tensor, metric: str, center: torch.Tensor 
         return vectors, vectors
     if metric == "cosine":
         out = torch.empty((n, d), dtype=torch.float32, device=device)
-        for start in range(0, n, CHUNK_ROWS):
-            block = embeddings[start:start + CHUNK_ROWS].to(torch.float64)
+        for start in range(0, n, DEVICE_ROWS):
+            block = embeddings[start:start + DEVICE_ROWS].to(torch.float64)
             norm = torch.sqrt(tree_sum(block * block))
             block /= torch.where(norm > 0, norm, torch.ones_like(norm))[:, None]
             out[start:start + len(block)] = block
@@ -97,8 +97,8 @@ def prepare_vectors(embeddings: torch.Tensor, metric: str, center: torch.Tensor 
     queries = torch.empty((n, d + 1), dtype=torch.float32, device=device)
     gallery = torch.empty_like(queries)
     shift = torch.zeros(d, dtype=torch.float64, device=device) if center is None else center.to(torch.float64)
-    for start in range(0, n, CHUNK_ROWS):
-        block = embeddings[start:start + CHUNK_ROWS].to(torch.float64) - shift
+    for start in range(0, n, DEVICE_ROWS):
+        block = embeddings[start:start + DEVICE_ROWS].to(torch.float64) - shift
         rows = slice(start, start + len(block))
         queries[rows, :-1] = block
         centred = queries[rows, :-1]
@@ -147,7 +147,7 @@ def embedding_masks(matrix: torch.Tensor, source: torch.Tensor, metric: str, lim
                     ) -> dict[str, np.ndarray]:
     """The row masks of the embedding checks (``finite``, ``overflow``, ``big``, ``zero``,
     ``rounded``; see :func:`ropebench.io.validation._check_embeddings`) by reductions on the
-    device, :data:`CHUNK_ROWS` rows at a time (the temporaries of a float64 input's range checks
+    device, :data:`DEVICE_ROWS` rows at a time (the temporaries of a float64 input's range checks
     are several times its size: a whole-matrix pass could run a GPU that holds the matrix out of
     memory). ``matrix``: the float32 tensor; ``source``: the caller's tensor (wider than float32
     for a float64 input, whose rows that overflow or vanish in the cast are named for it)."""
@@ -156,13 +156,13 @@ def embedding_masks(matrix: torch.Tensor, source: torch.Tensor, metric: str, lim
     names = ["finite"] + (["overflow"] if wide else []) + (["big"] if metric in ("ip", "l2") else []) \
         + (["zero"] + (["rounded"] if wide else []) if metric == "cosine" else [])
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    for start in range(0, n, CHUNK_ROWS):
-        block = matrix[start:start + CHUNK_ROWS]
+    for start in range(0, n, DEVICE_ROWS):
+        block = matrix[start:start + DEVICE_ROWS]
         finite = torch.isfinite(block).all(dim=1)
         parts["finite"].append(finite)
         biggest = None
         if wide:
-            values = source[start:start + CHUNK_ROWS].detach().to(torch.float64)
+            values = source[start:start + DEVICE_ROWS].detach().to(torch.float64)
             finite_values = torch.isfinite(values)
             biggest = values.abs().where(finite_values, 0.0).amax(dim=1)
             parts["overflow"].append(~finite & finite_values.all(dim=1)
@@ -235,8 +235,8 @@ class DeviceRows:
     def screen_norms(self, metric: str, side: str) -> np.ndarray:
         body = self.tensor[:, :-1] if metric == "l2" else self.tensor
         out = torch.empty(len(body), dtype=torch.float64, device=body.device)
-        for start in range(0, len(body), CHUNK_ROWS):
-            block = body[start:start + CHUNK_ROWS].to(torch.float64)
+        for start in range(0, len(body), DEVICE_ROWS):
+            block = body[start:start + DEVICE_ROWS].to(torch.float64)
             out[start:start + len(block)] = torch.sqrt(tree_sum(block * block))
         if metric == "l2" and side == "gallery":
             out /= 2.0
@@ -246,15 +246,15 @@ class DeviceRows:
         shift = torch.zeros(self.shape[1], dtype=torch.float64, device=self.tensor.device) if center is None \
             else torch.from_numpy(np.asarray(center, dtype=np.float64)).to(self.tensor.device)
         out = torch.empty(len(self), dtype=torch.float64, device=self.tensor.device)
-        for start in range(0, len(self), CHUNK_ROWS):
-            block = self.tensor[start:start + CHUNK_ROWS].to(torch.float64) - shift
+        for start in range(0, len(self), DEVICE_ROWS):
+            block = self.tensor[start:start + DEVICE_ROWS].to(torch.float64) - shift
             out[start:start + len(block)] = tree_sum(block * block)
         return np.asarray(out.cpu().numpy())
 
     def _blocks(self) -> Iterator[torch.Tensor]:
-        """The rows :data:`CHUNK_ROWS` at a time (no temporary of the whole array's size)."""
-        for start in range(0, len(self), CHUNK_ROWS):
-            yield self.tensor[start:start + CHUNK_ROWS]
+        """The rows :data:`DEVICE_ROWS` at a time (no temporary of the whole array's size)."""
+        for start in range(0, len(self), DEVICE_ROWS):
+            yield self.tensor[start:start + DEVICE_ROWS]
 
     def integer_max(self) -> float | None:
         if not all(bool(torch.equal(block, torch.round(block))) for block in self._blocks()):
@@ -320,10 +320,10 @@ class ResidentMatrix:
 
     def digest(self) -> str:
         """sha256 of the float32 matrix's bytes in row order (what the numpy path hashes),
-        streamed :data:`CHUNK_ROWS` rows at a time."""
+        streamed :data:`DEVICE_ROWS` rows at a time."""
         digest = hashlib.sha256()
-        for start in range(0, len(self.tensor), CHUNK_ROWS):
-            chunk = np.ascontiguousarray(self.tensor[start:start + CHUNK_ROWS].cpu().numpy())
+        for start in range(0, len(self.tensor), DEVICE_ROWS):
+            chunk = np.ascontiguousarray(self.tensor[start:start + DEVICE_ROWS].cpu().numpy())
             digest.update(memoryview(chunk).cast("B"))  # type: ignore[arg-type]
             self.counters["digest_rows"] += len(chunk)
         return digest.hexdigest()
