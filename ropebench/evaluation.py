@@ -384,9 +384,8 @@ def evaluate_dataset(
         with thread_limit(threads) as thread_count:
             members = {code: dataset.members(code) for code in DOMAINS}
             needed = [code for code in DOMAINS if p.fewshot or any(code in split_task(task) for task in task_list)]
-            device_vectors = None
             if on_device is not None:  # prepared on the device; the core's host copies counted
-                prepared, device_vectors = on_device.prepare_domains(members, needed, metric, center)
+                prepared = on_device.prepare_domains(members, needed, metric, center)
                 vectors = {code: Vectors(*parts) for code, parts in prepared.items()}
                 on_device = None  # the matrix itself is no longer needed: its device memory can go
             else:
@@ -396,13 +395,12 @@ def evaluate_dataset(
             fewshot = _fewshot(dataset, members, vectors, base, p, metric, center, thread_count) \
                 if p.fewshot else None
             request = SearchRequest(
-                task_data=_on_device(build_task_data(dataset, members, vectors, task_list, metric, center),
-                                     device_vectors), tasks=task_list,
+                task_data=build_task_data(dataset, members, vectors, task_list, metric, center), tasks=task_list,
                 max_k=max(ks), exact_censored=False, threads=thread_count, symmetric_scores=metric != "l2",
                 precision=_search_precision(search_options.screen),
                 on_start=lambda total, unit: bar.start("search", total, unit=unit), on_progress=bar.advance,
                 counts=needs, depth_k=map_depth(families))
-            del vectors, device_vectors
+            del vectors
             run = layout.engine.search(request)
             if request.all_relevant:
                 from ropebench.engines.core import fill_levels
@@ -529,17 +527,6 @@ def _compose(dataset: Dataset, base: Engine, runner: Any, options: Options, cent
                                  columns=_first_hit_columns(parse_ks(options.protocol.ks), options.protocol.ties),
                                  compression=compression)
     return _Layout(engine, catalogue, info, sizes, compression)
-
-
-def _on_device(task_data: dict[str, Any], vectors: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Each retrieval task's data with the device copies of its screening vectors (``resident``)."""
-    if vectors is None:
-        return task_data
-    out = {}
-    for task, data in task_data.items():
-        query_domain, gallery_domain = split_task(task)
-        out[task] = replace(data, resident=(vectors[query_domain].queries, vectors[gallery_domain].gallery))
-    return out
 
 
 def _first_hit_columns(ks: Sequence[int], ties: str) -> Any:

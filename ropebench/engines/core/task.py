@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 
@@ -32,9 +31,6 @@ class TaskData:
         center: ``l2``: the translation the screening vectors were made with (float64).
         query_set, gallery_set: names of the item sets the queries and the gallery come from
             (from the task registry; engines pair blocks by them and never parse task names).
-        resident: ``(queries, gallery)``: the same screening vectors as torch tensors on the
-            device the submitted tensor lives on (bit-identical; ``queries``/``gallery`` are their
-            host copies), for an engine that screens there; None otherwise.
     """
 
     queries: np.ndarray
@@ -50,7 +46,6 @@ class TaskData:
     center: np.ndarray | None = None
     query_set: str = "queries"
     gallery_set: str = "gallery"
-    resident: tuple[Any, Any] | None = None
 
     @property
     def exact_queries(self) -> np.ndarray:

@@ -38,6 +38,7 @@ from ropebench.engines.torch.device import (
     resolve_device,
     screen_dtype,
 )
+from ropebench.engines.torch.resident import DeviceRows
 from ropebench.errors import UsageError
 
 __all__ = ["TorchEngine", "TorchSettings", "TILE"]
@@ -202,7 +203,15 @@ class TorchEngine:
         rows = reader(row_task)
         columns = None if column_task is None else reader(column_task)
         return DeviceBlock(data.queries, data.gallery, rows, columns, symmetric, self.settings.tile,
-                           device=self.device, dtype=residuals.dtype, sources=data.resident)
+                           device=self.device, dtype=residuals.dtype, sources=_on_device(data))
+
+
+def _on_device(data: TaskData) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The task's prepared vectors as tensors on their device, where the submitted tensor stayed
+    there (:class:`~ropebench.engines.torch.resident.DeviceRows`); else None."""
+    if isinstance(data.queries, DeviceRows) and isinstance(data.gallery, DeviceRows):
+        return data.queries.tensor, data.gallery.tensor
+    return None
 
 
 def _covered(precision: Precision, arrays: list[np.ndarray]) -> bool:
@@ -232,7 +241,7 @@ class _Residuals:
         if not self.enabled or data.metric not in ("cosine", "ip"):
             return None
         # From the device copies when the submitted tensor stayed there (the same rows, bit for bit).
-        sources = data.resident if data.resident is not None else (data.queries, data.gallery)
+        sources = _on_device(data) or (data.queries, data.gallery)
         queries, gallery = self._norms_of(sources[0]), self._norms_of(sources[1])
         return None if queries is None or gallery is None else (queries, gallery)
 

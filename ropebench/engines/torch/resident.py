@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["FORCE_CPU", "ResidentMatrix", "DeviceVectors", "applies", "tree_sum", "prepare_vectors",
+__all__ = ["FORCE_CPU", "ResidentMatrix", "applies", "tree_sum", "prepare_vectors",
            "embedding_masks", "checked_on_device", "tensor_kind", "with_host_matrix", "to_host", "DeviceRows",
            "DEVICE_ROWS"]
 
@@ -297,15 +297,6 @@ class DeviceRows:
 
 
 @dataclass
-class DeviceVectors:
-    """One item set's prepared vectors on the device (``exact``: l2's untranslated rows)."""
-
-    queries: torch.Tensor
-    gallery: torch.Tensor
-    exact: torch.Tensor | None
-
-
-@dataclass
 class ResidentMatrix:
     """The validated float32 ``(n, d)`` matrix on its device, with the count of what it copied
     to the host (``host_rows``, ``host_bytes``) and of the rows streamed for its digest."""
@@ -338,23 +329,22 @@ class ResidentMatrix:
         return np.asarray(values.to(torch.float64).cpu().numpy()) + 0.0  # -0.0 -> +0.0, as numpy's
 
     def prepare_domains(self, members: Mapping[str, np.ndarray], domains: Sequence[str], metric: str,
-                        center: np.ndarray | None) -> tuple[dict[str, tuple[Any, Any, Any]], dict[str, DeviceVectors]]:
+                        center: np.ndarray | None) -> dict[str, tuple[Any, Any, Any]]:
         """Per domain, what the core reads, ``(queries, gallery, exact)`` as :class:`DeviceRows`
         of the prepared tensors (the fields of :class:`ropebench.tasks.Vectors`, which the caller
-        makes: an engine does not import the task registry above it), and the tensors themselves."""
+        makes: an engine does not import the task registry above it); the torch engine screens
+        from the same tensors (``DeviceRows.tensor``)."""
         shift = None if center is None else torch.from_numpy(np.asarray(center, dtype=np.float64)).to(
             self.tensor.device)
         host: dict[str, tuple[Any, Any, Any]] = {}
-        device: dict[str, DeviceVectors] = {}
         for code in domains:
             rows = self.tensor.index_select(0, torch.as_tensor(members[code], device=self.tensor.device))
             queries, gallery = prepare_vectors(rows, metric, shift)
             exact = rows if metric == "l2" else None
-            device[code] = DeviceVectors(queries, gallery, exact)
             host_queries = DeviceRows(queries, self.counters)
             host_gallery = host_queries if gallery is queries else DeviceRows(gallery, self.counters)
             host[code] = (host_queries, host_gallery, None if exact is None else DeviceRows(exact, self.counters))
-        return host, device
+        return host
 
 
 def with_host_matrix(dataset: Any) -> Any:
