@@ -255,7 +255,9 @@ def _check(options: Options) -> None:
     if s.screen is not None and s.screen not in ("fp32", "bf16"):
         raise UsageError(f"--screen {s.screen!r}: choose from fp32, bf16")
     if x.index is not None and (runner == "dask" or c.runner is not None):
-        raise UsageError("--index builds and searches its index in this process. Fix: drop --engine dask")
+        raise UsageError("--index builds and searches its index in this process, not on a Dask cluster. Fix: drop "
+                         + ("--scheduler/--workers" if _engine_key(s.engine) == "torch" else "--engine dask")
+                         + ", or drop --index")
     if x.agreement_queries < 0:
         raise UsageError(f"--agreement-queries must be at least 0, got {x.agreement_queries}")
     parse_compression(p.compress)

@@ -225,6 +225,10 @@ def test_a_cluster_for_the_torch_engine_needs_a_catalogue(tmp_path):
     done = CliRunner().invoke(cli, ["evaluate", str(submission), "--engine", "torch", "--workers", "2"])
     assert done.exit_code == 2
     assert "--workers only applies with --engine dask (or --engine torch with --distractors)" in done.output
+    assert "Fix: add --distractors CATALOGUE" in done.output and "add --engine dask" not in done.output
+    with pytest.raises(UsageError, match="Fix: drop --scheduler/--workers, or drop --index"):
+        ropebench.evaluate(**data.arrays(), engine="torch", workers=2, distractors=[str(submission)],
+                           index="IVF4,Flat", ci=False)
 
 
 def test_every_gemm_has_a_rounded_shape(tmp_path, monkeypatch):

@@ -200,6 +200,8 @@ def _check_options(*, engine: str, index: str | None, distractors: tuple[str, ..
 
     dask = engine == "dask"
     cluster = dask or (engine == "torch" and bool(distractors))  # torch screens the shards on the workers
+    cluster_fix = "add --distractors CATALOGUE (the cluster runs its shards)" if engine == "torch" \
+        else "add --engine dask"
     refuse_without([
         ("--nprobe", "nprobe", "--index", index is not None, "add --index (e.g. --index IVF256,Flat) or drop --nprobe"),
         ("--ef-search", "ef_search", "--index", index is not None,
@@ -209,9 +211,9 @@ def _check_options(*, engine: str, index: str | None, distractors: tuple[str, ..
         ("--distractor-sizes", "distractor_sizes", "--distractors", bool(distractors),
          "add --distractors CATALOGUE, or drop --distractor-sizes"),
         ("--scheduler", "scheduler", "--engine dask (or --engine torch with --distractors)", cluster,
-         "add --engine dask, or drop --scheduler"),
+         f"{cluster_fix}, or drop --scheduler"),
         ("--workers", "workers", "--engine dask (or --engine torch with --distractors)", cluster,
-         "add --engine dask, or drop --workers"),
+         f"{cluster_fix}, or drop --workers"),
         ("--measure", "measure", "--format text or markdown", fmt != "json",
          "drop --measure: the JSON holds every measure (it only chooses the printed matrix)"),
         ("--ci / --ci-bounds", "ci", "--format text or markdown", fmt != "json",
