@@ -374,6 +374,17 @@ def test_other_engines_and_metrics_keep_the_per_task_path():
     assert ropebench.evaluate(**common, engine="faiss").fewshot["screen"] == "per-task"
 
 
+def test_sums_that_could_overflow_take_the_per_task_path(monkeypatch):
+    """ip vectors of norm 2e18: a combination of support scores could leave float32, so the linear
+    screen declines and the per-task path counts (the same numbers as forcing it)."""
+    emb, domains, products, ids = uneven_data(2)
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True) * np.float32(2e18)).astype(np.float32)
+    common = dict(embeddings=emb, domains=domains, product_ids=products, item_ids=ids, metric="ip", draws=2)
+    declined = _fewshot(monkeypatch, True, **common)
+    assert declined.fewshot["screen"] == "per-task"
+    assert declined.fewshot["tasks"] == _fewshot(monkeypatch, False, **common).fewshot["tasks"]
+
+
 @pytest.mark.slow
 def test_the_linear_screen_at_a_larger_size(monkeypatch):
     """ROPE-like data (benchmarks/rope_size.py at 2%): default tiles, the full protocol."""

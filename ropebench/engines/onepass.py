@@ -328,7 +328,7 @@ def _select_with_outliers(scores: np.ndarray, threshold_r: np.ndarray, threshold
 
     Level cut-offs spread widely within a tile (a few queries have no floor yet), and one pass at the
     lowest of them selected ~6x the candidates any reader keeps. Here the pass is at the
-    ``LEVEL_OUTLIERS``-th lowest cut-off, and the rows and columns below it are compared with their
+    ``(LEVEL_OUTLIERS + 1)``-th lowest cut-off (``LEVEL_OUTLIERS`` below it), and the rows and columns below it are compared with their
     own cut-offs: every score at or above its row's or its column's cut-off is still selected (each
     once), so the readers receive the same candidates.
 
@@ -547,7 +547,8 @@ class OnePassEngine:
                        threads: int) -> SearchRun | None:
         """The few-shot tasks through the linear screen (:mod:`ropebench.engines.fewshot_screen`:
         one item-score block per domain pair, prototype scores combined from it), or None where it
-        does not apply (l2; a task without its support columns): then the caller searches them
+        does not apply (l2; a task without its support columns; ip sums that could leave
+        float32's range): then the caller searches them
         task by task. An engine without this method always gets the per-task path."""
         from ropebench.engines.fewshot_screen import linear_applies, linear_search
 
