@@ -328,9 +328,9 @@ def _select_with_outliers(scores: np.ndarray, threshold_r: np.ndarray, threshold
 
     Level cut-offs spread widely within a tile (a few queries have no floor yet), and one pass at the
     lowest of them selected ~6x the candidates any reader keeps. Here the pass is at the
-    ``(LEVEL_OUTLIERS + 1)``-th lowest cut-off (``LEVEL_OUTLIERS`` below it), and the rows and columns below it are compared with their
-    own cut-offs: every score at or above its row's or its column's cut-off is still selected (each
-    once), so the readers receive the same candidates.
+    ``(LEVEL_OUTLIERS + 1)``-th lowest cut-off (``LEVEL_OUTLIERS`` below it), and the rows and
+    columns below it are compared with their own cut-offs: every score at or above its row's or
+    its column's cut-off is still selected (each once), so the readers receive the same candidates.
 
     The mask is ``score >= min(cut, row's cut-off, column's cut-off)`` (a row or column at or above
     ``cut`` adds nothing to ``score >= cut``): one pass against the columns' ``min(cut, cut-off)``
