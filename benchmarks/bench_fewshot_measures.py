@@ -62,8 +62,8 @@ search seconds, the first two rows; CPU-second ratios of three more rounds at lo
     Two threads' peak RSS is mostly glibc's heap: with MALLOC_MMAP_THRESHOLD_=131072 the same run
     peaks at 466 MiB (MALLOC_ARENA_MAX=1: 510); the rest is the next block prepared meanwhile.
 
-    Level candidates: 8.8M (one thread) and 10-12M (two) -> 6.6M on both (the counter
-    level_candidates of one_pass_first_hits). Two cores this loaded give two threads no speed-up.
+    Level candidates: 8.8M (one thread) and 10-12M (two) -> 6.6M on both (LevelCounter.collected,
+    summed over the blocks). Two cores this loaded give two threads no speed-up.
 
 Few-shot through the linear screen (branch fewshot-linear, --scale 1 --skip-measures, three runs on 2
 cores shared with other work; search seconds, wall (CPU where printed)):

@@ -460,14 +460,14 @@ def one_pass_first_hits(
         on_start(total)
     # Per task read by a block, once the block is done: its counts, and the reader's numbers for the
     # counters. Readers (their level state above all) are dropped block by block, not kept to the end.
-    finished: dict[str, tuple[FirstHits, RelevantLevels | None, int, int, int]] = {}
+    finished: dict[str, tuple[FirstHits, RelevantLevels | None, int, int]] = {}
 
     def finish(task: str, task_reader: TaskReader) -> None:
         found = task_reader.finish_levels() if levels_out is not None else None
         levels = task_reader.levels
-        extra = (levels.settled, levels.collected) if found is not None and levels is not None else (0, 0)
-        finished[task] = (task_reader.finish(), found, task_reader.settled + extra[0],
-                          task_reader.judge.relevant_settled, extra[1])
+        extra = levels.settled if found is not None and levels is not None else 0
+        finished[task] = (task_reader.finish(), found, task_reader.settled + extra,
+                          task_reader.judge.relevant_settled)
 
     def reader(task: str) -> TaskReader:
         data = task_data[task]
@@ -506,7 +506,7 @@ def one_pass_first_hits(
         if pool is not None:
             pool.shutdown()
     hits: dict[str, FirstHits] = {}
-    settled = relevant = collected = 0
+    settled = relevant = 0
     for task in small:
         data = task_data[task]
         judge = judge_task(data, precision)
@@ -517,11 +517,10 @@ def one_pass_first_hits(
         relevant += judge.relevant_settled
         if all_relevant and levels_out is not None:
             levels_out[task] = level_row_counts(data, task_bound(data, FP32), depth_k)
-    for task, (task_hits, found, n_settled, n_relevant, n_collected) in finished.items():
+    for task, (task_hits, found, n_settled, n_relevant) in finished.items():
         hits[task] = task_hits
         settled += n_settled
         relevant += n_relevant
-        collected += n_collected
         if found is not None and levels_out is not None:
             levels_out[task] = found
     if counters is not None:
@@ -529,8 +528,6 @@ def one_pass_first_hits(
         counters["blocks_small"] = counters.get("blocks_small", 0) + len(small)
         counters["pairs_settled"] = counters.get("pairs_settled", 0) + settled
         counters["relevant_settled"] = counters.get("relevant_settled", 0) + relevant
-        if all_relevant:  # not one of COUNTERS: for tests and benchmarks of the level collection
-            counters["level_candidates"] = counters.get("level_candidates", 0) + collected
     return {task: hits[task] for task in tasks}
 
 

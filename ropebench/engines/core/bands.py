@@ -14,19 +14,12 @@ from ropebench.engines.core.relevant import product_units
 from ropebench.engines.core.scores import exact_scores
 from ropebench.engines.core.task import TaskData
 
-__all__ = ["RelevantBands", "relevant_bands", "relevant_scores", "SCREEN_BATCH"]
+__all__ = ["RelevantBands", "relevant_bands", "SCREEN_BATCH"]
 
 SCREEN_BATCH = 1 << 10  # relevant pairs per float32 screening block (gathered rows stay in cache)
 # Relevant pairs screened per product unit by a stacked matmul (False: pair by pair, einsum over
 # gathered rows; any float32 summation order is inside the band, so the levels are the same).
 SCREEN_BY_UNITS = True
-
-
-def relevant_scores(data: TaskData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every query's relevant levels: ``(offsets (nq + 1,), scores (n_levels,), relevant (n_levels,))``,
-    levels best first; every eligible relevant pair is settled in float64 (about R pairs per query)."""
-    bands = relevant_bands(data, None)
-    return bands.offsets, bands.lo, bands.relevant
 
 
 @dataclass(frozen=True)

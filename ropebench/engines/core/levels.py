@@ -28,13 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ropebench.engines.core.bands import RelevantBands, relevant_bands, relevant_scores
+from ropebench.engines.core.bands import RelevantBands, relevant_bands
 from ropebench.engines.core.bound import Bound, pair_widths, query_terms
 from ropebench.engines.core.decide import Judge, settle
 from ropebench.engines.core.scores import exact_scores
 from ropebench.engines.core.task import TaskData
 
-__all__ = ["RelevantLevels", "LevelCounter", "relevant_scores", "level_row_counts", "fill_levels", "ALL_RELEVANT",
+__all__ = ["RelevantLevels", "LevelCounter", "level_row_counts", "fill_levels", "ALL_RELEVANT",
            "FIRST_HIT", "group_maxima"]
 
 # Relevant levels from a float32 screen, settling only relevant items whose bands meet (False: every
