@@ -14,12 +14,8 @@ from ropebench.engines.core.relevant import product_units
 from ropebench.engines.core.scores import exact_scores
 from ropebench.engines.core.task import TaskData
 
-__all__ = ["RelevantBands", "relevant_bands", "SCREEN_BATCH"]
+__all__ = ["RelevantBands", "relevant_bands"]
 
-SCREEN_BATCH = 1 << 10  # relevant pairs per float32 screening block (gathered rows stay in cache)
-# Relevant pairs screened per product unit by a stacked matmul (False: pair by pair, einsum over
-# gathered rows; any float32 summation order is inside the band, so the levels are the same).
-SCREEN_BY_UNITS = True
 
 
 @dataclass(frozen=True)
@@ -59,17 +55,6 @@ def _segment_min(values: np.ndarray, position: np.ndarray) -> np.ndarray:
     return out
 
 
-def _screen_pairs(queries: np.ndarray, gallery: np.ndarray, q: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Float32 dot products of the pairs ``(queries[q[i]], gallery[g[i]])`` (any summation order: the
-    band holds for every order), as float64; values that are not finite get settled."""
-    out = np.empty(len(q), dtype=np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        for start in range(0, len(q), SCREEN_BATCH):
-            stop = start + SCREEN_BATCH
-            out[start:stop] = np.einsum("ij,ij->i", queries[q[start:stop]], gallery[g[start:stop]])
-    return out
-
-
 def relevant_bands(data: TaskData, bound: Bound | None) -> RelevantBands:
     """Every query's relevant levels (:class:`RelevantBands`), from a float32 screen of its relevant
     pairs (:func:`~.relevant.product_units`) with ``bound``'s band: only relevant items whose band
@@ -97,7 +82,7 @@ def relevant_bands(data: TaskData, bound: Bound | None) -> RelevantBands:
         q, g, lo = q[order], g[order], s[order]
         hi, settle_mask, pick = lo, np.ones(len(q), dtype=bool), order
     else:
-        v = np.concatenate(vs) if SCREEN_BY_UNITS else _screen_pairs(data.queries, data.gallery, q, g)
+        v = np.concatenate(vs)
         q_norm, g_norm = data.screen_norms
         width = pair_widths(bound, q_norm[q], g_norm[g], v)
         finite = np.isfinite(v)
