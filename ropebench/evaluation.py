@@ -240,7 +240,7 @@ def _check(options: Options) -> None:
     runner = _runner_name(options)
     if c.distractor_sizes is not None and not c.distractors:
         raise UsageError("--distractor-sizes needs --distractors. Fix: add the catalogue, or drop the sizes")
-    if runner == "dask" and not c.distractors and _engine_key(s.engine) == "torch":
+    if runner == "dask" and not c.distractors and _engine_name(s.engine) == "torch":
         raise UsageError("--scheduler and --workers run a distractor catalogue's shards on a Dask cluster; there is "
                          "no catalogue to run. Fix: add --distractors, or drop them")
     if runner == "dask" and not c.distractors and c.runner is None:
@@ -249,14 +249,13 @@ def _check(options: Options) -> None:
     if runner != "dask" and (c.scheduler is not None or c.workers is not None):
         raise UsageError("--scheduler and --workers go with --engine dask (or --engine torch with --distractors). "
                          "Fix: add --engine dask, or drop them")
-    if (s.device is not None or s.screen is not None) and _engine_key(s.engine) != "torch" \
-            and getattr(s.engine, "name", None) != "torch":
+    if (s.device is not None or s.screen is not None) and _engine_name(s.engine) != "torch":
         raise UsageError("--device and --screen go with --engine torch. Fix: add --engine torch, or drop them")
     if s.screen is not None and s.screen not in ("fp32", "bf16"):
         raise UsageError(f"--screen {s.screen!r}: choose from fp32, bf16")
     if x.index is not None and (runner == "dask" or c.runner is not None):
         raise UsageError("--index builds and searches its index in this process, not on a Dask cluster. Fix: drop "
-                         + ("--scheduler/--workers" if _engine_key(s.engine) == "torch" else "--engine dask")
+                         + ("--scheduler/--workers" if _engine_name(s.engine) == "torch" else "--engine dask")
                          + ", or drop --index")
     if x.agreement_queries < 0:
         raise UsageError(f"--agreement-queries must be at least 0, got {x.agreement_queries}")
@@ -268,12 +267,11 @@ def _runner_name(options: Options) -> str:
     with ``--scheduler`` or ``--workers`` (its shards screened by torch on the workers); else in
     this process."""
     s, c = options.search, options.catalogue
+    if _engine_name(s.engine) == "torch" and (c.scheduler is not None or c.workers is not None):
+        return "dask"  # a registered name or a TorchEngine object alike
     if s.engine is not None and not isinstance(s.engine, str):
         return "in-process"
-    choice = resolve(s.engine)
-    if choice.engine == "torch" and (c.scheduler is not None or c.workers is not None):
-        return "dask"
-    return choice.runner
+    return resolve(s.engine).runner
 
 
 def _check_options(ties: str, threads: int | None) -> None:
@@ -374,7 +372,7 @@ def evaluate_dataset(
     runner, owned = cat.runner, False
     if cat.distractors and runner is None:
         owned = True
-        libraries = ("torch",) if choice is not None and choice.engine == "torch" else ()  # screened on the workers
+        libraries = ("torch",) if base.name == "torch" else ()  # screened on the workers: the same torch there
         runner = get_runner("dask", scheduler=cat.scheduler, workers=cat.workers, require=libraries) \
             if _runner_name(options) == "dask" else get_runner("in-process", threads=threads or os.cpu_count() or 1)
     try:

@@ -218,8 +218,9 @@ def test_a_cluster_for_the_torch_engine_needs_a_catalogue(tmp_path):
     from ropebench.errors import UsageError
 
     data = near_tie_data(31, "ip")
-    with pytest.raises(UsageError, match="--scheduler and --workers run a distractor catalogue.s shards"):
-        ropebench.evaluate(**data.arrays(), engine="torch", workers=2, ci=False)
+    for engine in ("torch", configured_engine("torch")):  # a name or an engine object alike
+        with pytest.raises(UsageError, match="--scheduler and --workers run a distractor catalogue.s shards"):
+            ropebench.evaluate(**data.arrays(), engine=engine, workers=2, ci=False)
     submission = tmp_path / "s.parquet"
     ropebench.write_submission(submission, data.item_ids, data.embeddings, data.domains, data.products)
     done = CliRunner().invoke(cli, ["evaluate", str(submission), "--engine", "torch", "--workers", "2"])
