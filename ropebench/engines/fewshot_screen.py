@@ -241,11 +241,7 @@ class _Direction:
         self.bulk += int(counts.sum())
         if max_k is not None:
             q, j = np.nonzero(block >= max_k)
-            q = q + first
-            if self.by_columns:
-                self.lo[j, q] = self.hi[j, q] = np.inf
-            else:
-                self.lo[q, j] = self.hi[q, j] = np.inf
+            self._close(q + first, j)
 
     def take(self, query: np.ndarray, column: np.ndarray, decision: Decision, max_k: int | None) -> None:
         """Add one decision's counts (under the lock); with ``max_k``, censor what reached it."""
@@ -259,11 +255,14 @@ class _Direction:
             keys = np.unique(query[decision.above] * width + column[decision.above])
             done = keys[self.above.reshape(-1)[keys] >= max_k]
             if len(done):
-                q, j = np.divmod(done, width)
-                if self.by_columns:
-                    self.lo[j, q] = self.hi[j, q] = np.inf
-                else:
-                    self.lo[q, j] = self.hi[q, j] = np.inf
+                self._close(*np.divmod(done, width))
+
+    def _close(self, q: np.ndarray, j: np.ndarray) -> None:
+        """Queries ``q`` of columns ``j`` have ``max_k`` above ``T``: no score counts any more."""
+        if self.by_columns:
+            self.lo[j, q] = self.hi[j, q] = np.inf
+        else:
+            self.lo[q, j] = self.hi[q, j] = np.inf
 
 
 # Combined scores per batch, (products, queries, J) float32: 4 MiB. Fewer, larger batches measured
