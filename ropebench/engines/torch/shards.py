@@ -35,8 +35,9 @@ import torch
 
 from ropebench.engines.catalogue import ScanContext, ScanTask, TaskPart, TaskScan, scan_numpy
 from ropebench.engines.core import Precision
-from ropebench.engines.torch.bits import bf16_at_least
+from ropebench.engines.torch.bits import bf16_values, mask_buffer, select_bits
 from ropebench.engines.torch.device import exact_kernels, precision_for, resolve_device, screen_dtype
+from ropebench.engines.torch.tiles import select_on_device, tile_buffer
 
 __all__ = ["TorchShardScreen", "row_bits", "select_on_host", "select_on_device", "SHAPE_STEP"]
 
@@ -94,12 +95,10 @@ def select_on_host(scores: np.ndarray, lo: np.ndarray, bits: np.ndarray | None, 
     indices found (cheaper than copying most rows out).
     """
     if scores.dtype == np.int16 and bits is None:
-        tau = float(lo.min())
-        if not np.isfinite(tau):
+        picked = select_bits(scores, float(lo.min()), mask)
+        if picked is None:
             return None
-        flat = np.flatnonzero(bf16_at_least(scores, tau, mask[: scores.size].reshape(scores.shape)))
-        r, c = np.divmod(flat, scores.shape[1])
-        values = (scores.reshape(-1)[flat].astype(np.int32) << 16).view(np.float32)
+        r, c, values = picked
         keep = values >= lo[r]  # the smallest cut-off let other rows' lower scores through
         return (r[keep], c[keep], values[keep]) if keep.any() else None
     cut = lo if bits is None else bits
@@ -114,19 +113,8 @@ def select_on_host(scores: np.ndarray, lo: np.ndarray, bits: np.ndarray | None, 
         flat = np.flatnonzero(np.greater_equal(scores, cut[:, None], out=mask[: scores.size].reshape(scores.shape)))
         r, c = np.divmod(flat, scores.shape[1])
         found = scores.reshape(-1)[flat]
-    values = (found.astype(np.int32) << 16).view(np.float32) if scores.dtype == np.int16 else found
+    values = bf16_values(found) if scores.dtype == np.int16 else found
     return r, c, values
-
-
-def select_on_device(scores: torch.Tensor, lo: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """:func:`select_on_host` on the device (``lo``: float32 cut-offs there): the comparison (in
-    float32: a bf16 score converts exactly) and ``nonzero`` run there, only candidates come back."""
-    index = torch.nonzero(scores >= lo[:, None])
-    if not len(index):
-        return None
-    values = scores[index[:, 0], index[:, 1]].float().cpu().numpy()
-    found = index.cpu().numpy()
-    return found[:, 0], found[:, 1], values
 
 
 class TorchShardScreen:
@@ -188,23 +176,6 @@ class TorchShardScreen:
                 found = self._queries[key] = (task, order, tensor)  # the task kept: its id stays its own
         return found[1], found[2]
 
-    def _tile(self, rows: int, columns: int, dtype: torch.dtype) -> torch.Tensor:
-        """This thread's CPU tile buffer (reused across tiles and shards)."""
-        if not hasattr(self._buffers, "tiles"):
-            self._buffers.tiles = {}
-        buffer = self._buffers.tiles.get(dtype)
-        if buffer is None or buffer.numel() < rows * columns:
-            buffer = self._buffers.tiles[dtype] = torch.empty(  # on the CPU, whatever the caller's default device
-                max(rows * columns, self.tile * self.tile), dtype=dtype, device="cpu")
-        return buffer[: rows * columns].view(rows, columns)
-
-    def _mask(self, size: int) -> np.ndarray:
-        """This thread's selection scratch."""
-        mask = getattr(self._buffers, "mask", None)
-        if mask is None or mask.size < size:
-            mask = self._buffers.mask = np.empty(max(size, self.tile * self.tile), dtype=bool)
-        return mask
-
     def scan(self, task: ScanTask, queries: np.ndarray, items: np.ndarray, exact_items: np.ndarray,
              item_norms: np.ndarray, segments: np.ndarray, n_segments: int, context: ScanContext) -> TaskScan:
         m = len(task.rows)
@@ -255,10 +226,11 @@ class TorchShardScreen:
                     break  # every query of the block has stopped collecting
                 wide = c0 + _round_up(c1 - c0)  # columns c0..wide, the zero items from c1 on
                 if on_host:
-                    scores = self._tile(r1 - r0, wide - c0, dtype)
+                    scores = tile_buffer(self._buffers, r1 - r0, wide - c0, dtype, tile * tile)
                     torch.mm(left[r0:r1], right[c0:wide].T, out=scores)
                     plain = scores.view(torch.int16).numpy() if screen == "bf16" else scores.numpy()
-                    found = select_on_host(plain, lo[r0:r1], bits, self._mask(plain.size))
+                    found = select_on_host(plain, lo[r0:r1], bits,
+                                           mask_buffer(self._buffers, plain.size, tile * tile))
                 else:
                     assert lo_device is not None
                     found = select_on_device(torch.mm(left[r0:r1], right[c0:wide].T), lo_device[r0:r1])
