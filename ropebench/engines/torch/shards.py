@@ -52,13 +52,14 @@ _session: dict[str, Any] = {"active": 0}
 
 @contextlib.contextmanager
 def _shard_session(device: torch.device) -> Iterator[None]:
-    """One torch thread on the CPU and the bound's kernel settings while any shard of this process
-    runs; the first shard in saves the settings, the last one out restores them (shards run
-    concurrently on the runner's threads, which share torch's process-wide settings)."""
+    """One torch thread on the CPU while any shard of this process runs; the first shard in saves
+    the thread count, the last one out restores it (shards run concurrently on the runner's
+    threads, which share torch's process-wide thread count). The bound's kernel settings are not
+    part of it: autocast is per thread, so each shard's thread enters
+    :func:`~ropebench.engines.torch.device.exact_kernels` itself (reference-counted there)."""
     with _session_lock:
         if _session["active"] == 0:
             stack = contextlib.ExitStack()
-            stack.enter_context(exact_kernels(device))
             if device.type == "cpu":
                 threads = torch.get_num_threads()
                 torch.set_num_threads(1)
@@ -157,9 +158,9 @@ class TorchShardScreen:
         return {"screen": self.name, "device": str(self._device)}
 
     def session(self) -> contextlib.AbstractContextManager[Any]:
-        """One torch thread (CPU) and the bound's kernel settings for a whole pass of this process's
-        runner: setting torch's process-wide thread count per shard would let a shard that ends
-        restore it while another shard's GEMM runs."""
+        """One torch thread (CPU) for a whole pass of this process's runner: setting torch's
+        process-wide thread count per shard would let a shard that ends restore it while another
+        shard's GEMM runs. The bound's kernel settings are entered per shard, in its own thread."""
         return _shard_session(self._device)
 
     def _sorted_queries(self, task: ScanTask, queries: np.ndarray, screen: str) -> tuple[np.ndarray, torch.Tensor]:
@@ -186,7 +187,7 @@ class TorchShardScreen:
         screen = self.screen
         if screen == "bf16" and not self._precision.covers(items):
             screen = "fp32"  # outside bf16's normal range; the bf16 band still holds (module docstring)
-        with _shard_session(self._device):
+        with _shard_session(self._device), exact_kernels(self._device):  # autocast off in this thread
             part, work, settled = self._scan(task, queries, items, exact_items, item_norms, segments, n_segments,
                                              context, screen)
         return TaskScan(part, work, settled, f"torch-{screen}")
