@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ropebench.engines.catalogue import ScanContext, ScanTask, TaskPart, TaskScan, scan_numpy
+from ropebench.engines.catalogue import ScanContext, ScanTask, TaskCounts, TaskPart, TaskScan, scan_numpy, segment_tiles
 from ropebench.engines.core import Precision
 from ropebench.engines.torch.bits import bf16_values, mask_buffer, select_bits
 from ropebench.engines.torch.device import exact_kernels, precision_for, resolve_device, screen_dtype
@@ -209,15 +209,10 @@ class TorchShardScreen:
         lo_device = None if on_host else torch.from_numpy(lo).to(self._device)
         base = np.zeros(padded, dtype=np.int64)
         base[:m] = task.base[order]
-        above = np.zeros((n_segments, padded), dtype=np.int64)  # in sorted order
-        equal = np.zeros((n_segments, padded), dtype=np.int64)
-        taken = np.zeros(padded, dtype=np.int64)
+        counts = TaskCounts(n_segments, base, context)  # in sorted order
         work = settled = 0
         tile = self.tile
-        cuts = np.flatnonzero(np.diff(segments)) + 1  # tiles never straddle a segment boundary
-        tiles = [(int(segments[c0]), c0, min(int(run_stop), c0 + tile))
-                 for run_start, run_stop in zip(np.r_[0, cuts], np.r_[cuts, len(items)])
-                 for c0 in range(int(run_start), int(run_stop), tile)]
+        tiles = segment_tiles(segments, len(items), tile)
         for r0 in range(0, m, tile):
             stop = min(m, r0 + tile)  # the block's queries; the GEMM's rows run on to r1 (a rounded shape)
             r1 = min(padded, r0 + _round_up(stop - r0))
@@ -247,29 +242,15 @@ class TorchShardScreen:
                 position = r0 + local  # sorted position of each candidate's query
                 decision = task.judge.decide(order[position], c0 + c, values, exact_items, item_norms[c0 + c])
                 settled += decision.settled
-                counted = np.bincount(local[decision.above], minlength=r1 - r0)
-                above[segment, r0:r1] += counted
-                taken[r0:r1] += counted
-                if decision.tie.any():
-                    equal[segment, r0:r1] += np.bincount(local[decision.tie], minlength=r1 - r0)
-                if not context.exact_censored:
-                    done = r0 + np.flatnonzero(base[r0:stop] + taken[r0:stop] >= context.max_k)
-                    if len(done) and np.isfinite(lo[done]).any():
-                        lo[done] = np.inf
-                        if lo_device is not None:
-                            lo_device[torch.from_numpy(done).to(self._device)] = float("inf")
-                        if bits is not None:
-                            bits = row_bits(lo[r0:r1])
-        # Back to the task's own query order (the zero rows never counted).
-        above_q = np.zeros((n_segments, m), dtype=np.int64)
-        equal_q = np.zeros((n_segments, m), dtype=np.int64)
-        above_q[:, order] = above[:, :m]
-        equal_q[:, order] = equal[:, :m]
-        seg, query = np.nonzero(above_q)
-        same_seg, same_query = np.nonzero(equal_q)
-        part = TaskPart(seg.astype(np.int64), query.astype(np.int64), above_q[seg, query],
-                        same_seg.astype(np.int64), same_query.astype(np.int64), equal_q[same_seg, same_query])
-        return part, work, settled
+                counts.add(segment, r0, r1, local, decision)
+                done = counts.stopped(np.arange(r0, stop))
+                if len(done) and np.isfinite(lo[done]).any():
+                    lo[done] = np.inf
+                    if lo_device is not None:
+                        lo_device[torch.from_numpy(done).to(self._device)] = float("inf")
+                    if bits is not None:
+                        bits = row_bits(lo[r0:r1])
+        return counts.part(order), work, settled  # back to the task's own query order (zero rows never counted)
 
 
 def _round_up(n: int) -> int:
