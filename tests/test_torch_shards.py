@@ -4,6 +4,7 @@ the order shards answer in; the run records that torch screened them."""
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from pathlib import Path
 from typing import Any
@@ -267,3 +268,66 @@ def test_a_callers_default_device_does_not_move_the_cpu_tile_buffers(tmp_path):
     finally:
         torch.set_default_device(None)
     _assert_same_per_query(result, expected)
+
+
+class _AutocastThreads:
+    """Runs shards on two threads, each inside the caller's CPU ``torch.autocast`` (bf16): autocast
+    is per thread, so each shard thread must switch it off for its own GEMMs. Records, per thread,
+    whether autocast was the caller's again once a shard returned."""
+
+    name = "autocast-threads"
+    workers = 2
+
+    def __init__(self) -> None:
+        self.restored: list[bool] = []
+
+    def map(self, function: Any, items: Any, shared: Any) -> Any:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def run(item: Any) -> Any:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                result = function(item, shared)
+                self.restored.append(torch.is_autocast_enabled("cpu"))
+            return result
+
+        with ThreadPoolExecutor(2) as pool:
+            yield from pool.map(run, list(items))
+
+    def describe(self) -> dict[str, Any]:
+        return {"runner": self.name, "workers": 2}
+
+    def close(self) -> None:
+        pass
+
+
+def test_every_shard_thread_multiplies_without_the_callers_autocast(tmp_path, monkeypatch):
+    """Two shard threads under the caller's CPU autocast: both screens' GEMMs run in float32 (the
+    fp32 screen's dtype, not autocast's bf16), and each thread gets its own autocast back."""
+    import threading
+
+    from ropebench.engines.torch import shards
+
+    data = near_tie_data(31, "ip")
+    test, path, _ = _catalogue(data, "small", tmp_path)
+    engine = configured_engine("torch", screen="fp32")
+    monkeypatch.setattr(engine, "shard_screen", lambda run: TorchShardScreen("cpu", "fp32", 16, on_device=True))
+    seen: dict[int, set[torch.dtype]] = {}
+    together = threading.Barrier(2)
+    select = shards.select_on_device
+
+    def recording(scores: Any, lo: Any) -> Any:
+        thread = threading.get_ident()
+        if thread not in seen:
+            seen[thread] = set()
+            with contextlib.suppress(threading.BrokenBarrierError):
+                together.wait(timeout=10)  # both threads inside a shard at once
+        seen[thread].add(scores.dtype)
+        return select(scores, lo)
+
+    monkeypatch.setattr(shards, "select_on_device", recording)
+    runner = _AutocastThreads()
+    result = ropebench.evaluate(**test.arrays(), distractors=[path], distractor_sizes="all", metric="ip", ks=KS,
+                                engine=engine, shard_rows=23, runner=runner, ci=False)
+    assert len(seen) == 2 and all(dtypes == {torch.float32} for dtypes in seen.values()), seen
+    assert runner.restored and all(runner.restored)
+    _assert_same_per_query(result, _run(test, path, configured_engine("one-pass"), "ip", "all"))

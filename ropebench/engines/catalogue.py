@@ -36,14 +36,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ropebench.engines.core import FP32, Judge, Precision, judge_task
+from ropebench.engines.core import FP32, Decision, Judge, Precision, judge_task
 from ropebench.engines.core.scores import screen_norms
 from ropebench.engines.core.task import FirstHits, TaskData
 from ropebench.protocol import DOMAINS
 
 __all__ = ["ScanTask", "ScanContext", "TaskPart", "TaskScan", "ShardResult", "ShardScreen", "NumpyScreen",
            "NUMPY_SCREEN", "shard_screen", "build_context", "scan_rows", "scan_numpy", "integer_bound", "TILE_QUERIES",
-           "TILE_ITEMS"]
+           "TILE_ITEMS", "segment_tiles", "TaskCounts"]
 
 TILE_QUERIES = 1024  # query rows per tile
 TILE_ITEMS = 1024  # distractor columns per tile: 4 MiB of scores, read again from cache by the selection
@@ -236,6 +236,58 @@ def build_context(task_data: Mapping[str, TaskData], tasks: Sequence[str], hits:
     return context, collecting
 
 
+def segment_tiles(segments: np.ndarray, n_items: int, width: int) -> list[tuple[int, int, int]]:
+    """``(segment, c0, c1)`` item tiles of at most ``width`` items in catalogue order, cut at the
+    segment boundaries (a tile never straddles two segments)."""
+    cuts = np.flatnonzero(np.diff(segments)) + 1
+    return [(int(segments[c0]), c0, min(int(run_stop), c0 + width))
+            for run_start, run_stop in zip(np.r_[0, cuts], np.r_[cuts, n_items])
+            for c0 in range(int(run_start), int(run_stop), width)]
+
+
+class TaskCounts:
+    """One task's above and tied counts per (segment, query row) as its scan goes, and the rule
+    that stops a query collecting: its first hits (``base``) and the distractors above it so far
+    reach ``max_k`` (never when the exact counts are censored)."""
+
+    def __init__(self, n_segments: int, base: np.ndarray, context: ScanContext) -> None:
+        n = len(base)
+        self.above = np.zeros((n_segments, n), dtype=np.int64)
+        self.equal = np.zeros((n_segments, n), dtype=np.int64)
+        self.taken = np.zeros(n, dtype=np.int64)  # above counts so far, all segments
+        self.base, self.max_k, self.censored = base, context.max_k, context.exact_censored
+
+    def add(self, segment: int, r0: int, r1: int, local: np.ndarray, decision: Decision) -> None:
+        """Count a tile's decided candidates: ``local``, each one's row within the tile's rows
+        ``r0..r1`` (its counts touch those rows only)."""
+        width = r1 - r0
+        counted = np.bincount(local[decision.above], minlength=width)
+        self.above[segment, r0:r1] += counted
+        self.taken[r0:r1] += counted
+        if decision.tie.any():
+            self.equal[segment, r0:r1] += np.bincount(local[decision.tie], minlength=width)
+
+    def stopped(self, rows: np.ndarray) -> np.ndarray:
+        """Those of ``rows`` that stop collecting now."""
+        if self.censored:
+            return rows[:0]
+        return rows[self.base[rows] + self.taken[rows] >= self.max_k]
+
+    def part(self, order: np.ndarray | None = None) -> TaskPart:
+        """The task part; ``order``: the task's query of each of the first rows, when the rows
+        were counted in another order (any rows after them never counted)."""
+        above, equal = self.above, self.equal
+        if order is not None:
+            m = len(order)
+            above, equal = np.zeros((len(above), m), dtype=np.int64), np.zeros((len(equal), m), dtype=np.int64)
+            above[:, order] = self.above[:, :m]
+            equal[:, order] = self.equal[:, :m]
+        seg, query = np.nonzero(above)
+        same_seg, same_query = np.nonzero(equal)
+        return TaskPart(seg.astype(np.int64), query.astype(np.int64), above[seg, query], same_seg.astype(np.int64),
+                        same_query.astype(np.int64), equal[same_seg, same_query])
+
+
 def scan_numpy(task: ScanTask, queries: np.ndarray, items: np.ndarray, exact_items: np.ndarray,
                item_norms: np.ndarray, segments: np.ndarray, n_segments: int, context: ScanContext
                ) -> tuple[TaskPart, int, int]:
@@ -245,22 +297,16 @@ def scan_numpy(task: ScanTask, queries: np.ndarray, items: np.ndarray, exact_ite
     Returns the task part, the multiply-adds done and the pairs settled.
     """
     m = len(task.rows)
-    above = np.zeros((n_segments, m), dtype=np.int64)
-    equal = np.zeros((n_segments, m), dtype=np.int64)
     lo = task.lo.copy()  # +inf once a query stops collecting
     work = settled = 0
     if m == 0 or len(items) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return TaskPart(empty, empty, empty, empty, empty, empty), 0, 0
     vectors = np.take(queries, task.rows, axis=0)
-    taken = np.zeros(m, dtype=np.int64)  # above counts so far, all segments
+    counts = TaskCounts(n_segments, task.base, context)
     tq, ti = context.tile_queries, context.tile_items
     buffer = np.empty(min(tq, m) * min(ti, len(items)), dtype=np.float32)
-    cuts = np.flatnonzero(np.diff(segments)) + 1  # tiles never straddle a segment boundary
-    # Item tiles in catalogue order, each cut at segment boundaries.
-    tiles = [(int(segments[c0]), c0, min(int(run_stop), c0 + ti))
-             for run_start, run_stop in zip(np.r_[0, cuts], np.r_[cuts, len(items)])
-             for c0 in range(int(run_start), int(run_stop), ti)]
+    tiles = segment_tiles(segments, len(items), ti)
     # A query block meets the shard's items (a few MiB, kept in cache) in catalogue order; queries
     # are streamed once per shard, not once per item tile.
     for r0 in range(0, m, tq):
@@ -279,21 +325,9 @@ def scan_numpy(task: ScanTask, queries: np.ndarray, items: np.ndarray, exact_ite
             query = rows[r]
             decision = task.judge.decide(query, c0 + c, scores[hot[r], c], exact_items, item_norms[c0 + c])
             settled += decision.settled
-            width = r1 - r0
-            local = hot[r]  # the tile's own row: its counts touch this tile's rows only
-            counted = np.bincount(local[decision.above], minlength=width)
-            above[segment, r0:r1] += counted
-            taken[r0:r1] += counted
-            if decision.tie.any():
-                equal[segment, r0:r1] += np.bincount(local[decision.tie], minlength=width)
-            if not context.exact_censored:
-                done = rows[task.base[rows] + taken[rows] >= context.max_k]
-                lo[done] = np.inf
-    seg, query = np.nonzero(above)
-    same_seg, same_query = np.nonzero(equal)
-    part = TaskPart(seg.astype(np.int64), query.astype(np.int64), above[seg, query], same_seg.astype(np.int64),
-                    same_query.astype(np.int64), equal[same_seg, same_query])
-    return part, work, settled
+            counts.add(segment, r0, r1, hot[r], decision)  # hot[r]: the tile's own row
+            lo[counts.stopped(rows)] = np.inf
+    return counts.part(), work, settled
 
 
 def scan_rows(index: int, positions: np.ndarray, domains: np.ndarray, matrix: np.ndarray,

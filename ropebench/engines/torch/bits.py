@@ -4,9 +4,11 @@ int16 bits costs a tenth of torch's bf16 ``>=`` (docs/screening.md). Shared by t
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-__all__ = ["bf16_at_least"]
+__all__ = ["bf16_at_least", "bf16_values", "select_bits", "mask_buffer"]
 
 
 def bf16_at_least(bits: np.ndarray, tau: float, out: np.ndarray) -> np.ndarray:
@@ -24,3 +26,29 @@ def bf16_at_least(bits: np.ndarray, tau: float, out: np.ndarray) -> np.ndarray:
     np.greater_equal(bits, np.int16(0), out=out)
     out |= bits <= np.int16(-32768 + magnitude)
     return out
+
+
+def bf16_values(bits: np.ndarray) -> np.ndarray:
+    """float32 values of bf16 bit patterns (exact: a bf16 is the top half of a float32)."""
+    return (bits.astype(np.int32) << 16).view(np.float32)
+
+
+def select_bits(bits: np.ndarray, tau: float, mask: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Row, column and float32 value of every score of a bf16 tile (its ``(rows, columns)`` int16
+    bit patterns) at or above ``tau`` (or a superset: :func:`bf16_at_least`); None when ``tau`` is
+    not finite (nothing to collect). ``mask``: scratch of at least the tile's size."""
+    if not np.isfinite(tau):
+        return None
+    flat = np.flatnonzero(bf16_at_least(bits, tau, mask[: bits.size].reshape(bits.shape)))
+    r, c = np.divmod(flat, bits.shape[1])
+    return r, c, bf16_values(bits.reshape(-1)[flat])
+
+
+def mask_buffer(buffers: Any, size: int, least: int) -> np.ndarray:
+    """This thread's selection scratch in ``buffers`` (a ``threading.local``): at least ``size``
+    booleans, made with ``least`` (one full tile) or more and reused across tiles."""
+    mask: np.ndarray | None = getattr(buffers, "mask", None)
+    if mask is None or mask.size < size:
+        mask = buffers.mask = np.empty(max(size, least), dtype=bool)
+    return mask

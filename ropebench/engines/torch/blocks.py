@@ -28,8 +28,9 @@ import torch
 
 from ropebench.engines.onepass import Block, sort_out_tile, take_tile
 from ropebench.engines.pool import run_tiles
-from ropebench.engines.torch.bits import bf16_at_least
+from ropebench.engines.torch.bits import mask_buffer, select_bits
 from ropebench.engines.torch.device import release_free_memory
+from ropebench.engines.torch.tiles import select_on_device, tile_buffer
 
 __all__ = ["run_block", "DeviceBlock", "to_device", "residual_norms",
            "CHUNK_ROWS", "TRIM_TILES"]
@@ -100,11 +101,6 @@ class DeviceBlock(Block):
         return left, to_device(right_source, order, self.device, self.dtype)
 
 
-def _bf16_values(bits: np.ndarray) -> np.ndarray:
-    """float32 values of bf16 bit patterns (exact: a bf16 is the top half of a float32)."""
-    return (bits.astype(np.int32) << 16).view(np.float32)
-
-
 def run_block(block: DeviceBlock, pool: ThreadPoolExecutor | None, buffers: threading.local,
               on_tile: Callable[[int], None]) -> int:
     """Compute ``block``'s tiles on its device copies and hand every candidate to its reader.
@@ -121,46 +117,28 @@ def run_block(block: DeviceBlock, pool: ThreadPoolExecutor | None, buffers: thre
     def candidates(scores: torch.Tensor, threshold_r: np.ndarray, threshold_c: np.ndarray | None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Row, column and float32 value of every score at or above its row's or column's cut-off."""
+        if not on_cpu:
+            device = scores.device
+            return select_on_device(scores, torch.from_numpy(threshold_r).to(device),
+                                    None if threshold_c is None else torch.from_numpy(threshold_c).to(device))
         shape = tuple(scores.shape)
-        if on_cpu:
-            tau = min(float(threshold_r.min()), float(threshold_c.min()) if threshold_c is not None else np.inf)
-            if not np.isfinite(tau):
-                return None
-            mask = buffers.mask[: shape[0] * shape[1]].reshape(shape)
-            if bf16:
-                bits = scores.view(torch.int16).numpy()
-                flat = np.flatnonzero(bf16_at_least(bits, tau, mask))
-                values = _bf16_values(bits.reshape(-1)[flat])
-            else:
-                plain = scores.numpy()
-                np.greater_equal(plain, np.float32(tau), out=mask)
-                flat = np.flatnonzero(mask)
-                values = plain.reshape(-1)[flat]
-            r, c = np.divmod(flat, shape[1])
-            return r, c, values
-        device = scores.device
-        bound_r = torch.from_numpy(threshold_r).to(device)
-        keep = scores >= bound_r[:, None]
-        if threshold_c is not None:
-            keep |= scores >= torch.from_numpy(threshold_c).to(device)[None, :]
-        index = torch.nonzero(keep)
-        if not len(index):
+        tau = min(float(threshold_r.min()), float(threshold_c.min()) if threshold_c is not None else np.inf)
+        mask = mask_buffer(buffers, shape[0] * shape[1], block.tile * block.tile)
+        if bf16:
+            return select_bits(scores.view(torch.int16).numpy(), tau, mask)
+        if not np.isfinite(tau):
             return None
-        values_t = scores[index[:, 0], index[:, 1]].float()
-        index_np, values_np = index.cpu().numpy(), values_t.cpu().numpy()
-        return index_np[:, 0], index_np[:, 1], values_np
+        plain = scores.numpy()
+        flat = np.flatnonzero(np.greater_equal(plain, np.float32(tau), out=mask[: plain.size].reshape(shape)))
+        r, c = np.divmod(flat, shape[1])
+        return r, c, plain.reshape(-1)[flat]
 
     def run_tile(tile: tuple[int, int]) -> None:
         i, j = tile
         r0, r1, c0, c1 = edges_l[i], edges_l[i + 1], edges_r[j], edges_r[j + 1]
         n_rows, n_columns = int(r1 - r0), int(c1 - c0)
         if on_cpu:
-            buffer = getattr(buffers, "tile", None)
-            if buffer is None or buffer.numel() < n_rows * n_columns:
-                buffers.tile = buffer = torch.empty(block.tile * block.tile, dtype=left.dtype,
-                                                    device=left.device)  # not the caller's default device
-                buffers.mask = np.empty(block.tile * block.tile, dtype=bool)
-            scores = buffer[: n_rows * n_columns].view(n_rows, n_columns)
+            scores = tile_buffer(buffers, n_rows, n_columns, left.dtype, block.tile * block.tile)
             torch.mm(left[r0:r1], right[c0:c1].T, out=scores)
         else:
             scores = torch.mm(left[r0:r1], right[c0:c1].T)

@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ropebench.engines.catalogue import ScanContext, ScanTask, TaskPart, TaskScan, scan_numpy
+from ropebench.engines.catalogue import ScanContext, ScanTask, TaskCounts, TaskPart, TaskScan, scan_numpy, segment_tiles
 from ropebench.engines.core import Precision
-from ropebench.engines.torch.bits import bf16_at_least
+from ropebench.engines.torch.bits import bf16_values, mask_buffer, select_bits
 from ropebench.engines.torch.device import exact_kernels, precision_for, resolve_device, screen_dtype
+from ropebench.engines.torch.tiles import select_on_device, tile_buffer
 
 __all__ = ["TorchShardScreen", "row_bits", "select_on_host", "select_on_device", "SHAPE_STEP"]
 
@@ -51,13 +52,14 @@ _session: dict[str, Any] = {"active": 0}
 
 @contextlib.contextmanager
 def _shard_session(device: torch.device) -> Iterator[None]:
-    """One torch thread on the CPU and the bound's kernel settings while any shard of this process
-    runs; the first shard in saves the settings, the last one out restores them (shards run
-    concurrently on the runner's threads, which share torch's process-wide settings)."""
+    """One torch thread on the CPU while any shard of this process runs; the first shard in saves
+    the thread count, the last one out restores it (shards run concurrently on the runner's
+    threads, which share torch's process-wide thread count). The bound's kernel settings are not
+    part of it: autocast is per thread, so each shard's thread enters
+    :func:`~ropebench.engines.torch.device.exact_kernels` itself (reference-counted there)."""
     with _session_lock:
         if _session["active"] == 0:
             stack = contextlib.ExitStack()
-            stack.enter_context(exact_kernels(device))
             if device.type == "cpu":
                 threads = torch.get_num_threads()
                 torch.set_num_threads(1)
@@ -94,12 +96,10 @@ def select_on_host(scores: np.ndarray, lo: np.ndarray, bits: np.ndarray | None, 
     indices found (cheaper than copying most rows out).
     """
     if scores.dtype == np.int16 and bits is None:
-        tau = float(lo.min())
-        if not np.isfinite(tau):
+        picked = select_bits(scores, float(lo.min()), mask)
+        if picked is None:
             return None
-        flat = np.flatnonzero(bf16_at_least(scores, tau, mask[: scores.size].reshape(scores.shape)))
-        r, c = np.divmod(flat, scores.shape[1])
-        values = (scores.reshape(-1)[flat].astype(np.int32) << 16).view(np.float32)
+        r, c, values = picked
         keep = values >= lo[r]  # the smallest cut-off let other rows' lower scores through
         return (r[keep], c[keep], values[keep]) if keep.any() else None
     cut = lo if bits is None else bits
@@ -114,19 +114,8 @@ def select_on_host(scores: np.ndarray, lo: np.ndarray, bits: np.ndarray | None, 
         flat = np.flatnonzero(np.greater_equal(scores, cut[:, None], out=mask[: scores.size].reshape(scores.shape)))
         r, c = np.divmod(flat, scores.shape[1])
         found = scores.reshape(-1)[flat]
-    values = (found.astype(np.int32) << 16).view(np.float32) if scores.dtype == np.int16 else found
+    values = bf16_values(found) if scores.dtype == np.int16 else found
     return r, c, values
-
-
-def select_on_device(scores: torch.Tensor, lo: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """:func:`select_on_host` on the device (``lo``: float32 cut-offs there): the comparison (in
-    float32: a bf16 score converts exactly) and ``nonzero`` run there, only candidates come back."""
-    index = torch.nonzero(scores >= lo[:, None])
-    if not len(index):
-        return None
-    values = scores[index[:, 0], index[:, 1]].float().cpu().numpy()
-    found = index.cpu().numpy()
-    return found[:, 0], found[:, 1], values
 
 
 class TorchShardScreen:
@@ -169,9 +158,9 @@ class TorchShardScreen:
         return {"screen": self.name, "device": str(self._device)}
 
     def session(self) -> contextlib.AbstractContextManager[Any]:
-        """One torch thread (CPU) and the bound's kernel settings for a whole pass of this process's
-        runner: setting torch's process-wide thread count per shard would let a shard that ends
-        restore it while another shard's GEMM runs."""
+        """One torch thread (CPU) for a whole pass of this process's runner: setting torch's
+        process-wide thread count per shard would let a shard that ends restore it while another
+        shard's GEMM runs. The bound's kernel settings are entered per shard, in its own thread."""
         return _shard_session(self._device)
 
     def _sorted_queries(self, task: ScanTask, queries: np.ndarray, screen: str) -> tuple[np.ndarray, torch.Tensor]:
@@ -188,23 +177,6 @@ class TorchShardScreen:
                 found = self._queries[key] = (task, order, tensor)  # the task kept: its id stays its own
         return found[1], found[2]
 
-    def _tile(self, rows: int, columns: int, dtype: torch.dtype) -> torch.Tensor:
-        """This thread's CPU tile buffer (reused across tiles and shards)."""
-        if not hasattr(self._buffers, "tiles"):
-            self._buffers.tiles = {}
-        buffer = self._buffers.tiles.get(dtype)
-        if buffer is None or buffer.numel() < rows * columns:
-            buffer = self._buffers.tiles[dtype] = torch.empty(  # on the CPU, whatever the caller's default device
-                max(rows * columns, self.tile * self.tile), dtype=dtype, device="cpu")
-        return buffer[: rows * columns].view(rows, columns)
-
-    def _mask(self, size: int) -> np.ndarray:
-        """This thread's selection scratch."""
-        mask = getattr(self._buffers, "mask", None)
-        if mask is None or mask.size < size:
-            mask = self._buffers.mask = np.empty(max(size, self.tile * self.tile), dtype=bool)
-        return mask
-
     def scan(self, task: ScanTask, queries: np.ndarray, items: np.ndarray, exact_items: np.ndarray,
              item_norms: np.ndarray, segments: np.ndarray, n_segments: int, context: ScanContext) -> TaskScan:
         m = len(task.rows)
@@ -215,7 +187,7 @@ class TorchShardScreen:
         screen = self.screen
         if screen == "bf16" and not self._precision.covers(items):
             screen = "fp32"  # outside bf16's normal range; the bf16 band still holds (module docstring)
-        with _shard_session(self._device):
+        with _shard_session(self._device), exact_kernels(self._device):  # autocast off in this thread
             part, work, settled = self._scan(task, queries, items, exact_items, item_norms, segments, n_segments,
                                              context, screen)
         return TaskScan(part, work, settled, f"torch-{screen}")
@@ -237,15 +209,10 @@ class TorchShardScreen:
         lo_device = None if on_host else torch.from_numpy(lo).to(self._device)
         base = np.zeros(padded, dtype=np.int64)
         base[:m] = task.base[order]
-        above = np.zeros((n_segments, padded), dtype=np.int64)  # in sorted order
-        equal = np.zeros((n_segments, padded), dtype=np.int64)
-        taken = np.zeros(padded, dtype=np.int64)
+        counts = TaskCounts(n_segments, base, context)  # in sorted order
         work = settled = 0
         tile = self.tile
-        cuts = np.flatnonzero(np.diff(segments)) + 1  # tiles never straddle a segment boundary
-        tiles = [(int(segments[c0]), c0, min(int(run_stop), c0 + tile))
-                 for run_start, run_stop in zip(np.r_[0, cuts], np.r_[cuts, len(items)])
-                 for c0 in range(int(run_start), int(run_stop), tile)]
+        tiles = segment_tiles(segments, len(items), tile)
         for r0 in range(0, m, tile):
             stop = min(m, r0 + tile)  # the block's queries; the GEMM's rows run on to r1 (a rounded shape)
             r1 = min(padded, r0 + _round_up(stop - r0))
@@ -255,10 +222,11 @@ class TorchShardScreen:
                     break  # every query of the block has stopped collecting
                 wide = c0 + _round_up(c1 - c0)  # columns c0..wide, the zero items from c1 on
                 if on_host:
-                    scores = self._tile(r1 - r0, wide - c0, dtype)
+                    scores = tile_buffer(self._buffers, r1 - r0, wide - c0, dtype, tile * tile)
                     torch.mm(left[r0:r1], right[c0:wide].T, out=scores)
                     plain = scores.view(torch.int16).numpy() if screen == "bf16" else scores.numpy()
-                    found = select_on_host(plain, lo[r0:r1], bits, self._mask(plain.size))
+                    found = select_on_host(plain, lo[r0:r1], bits,
+                                           mask_buffer(self._buffers, plain.size, tile * tile))
                 else:
                     assert lo_device is not None
                     found = select_on_device(torch.mm(left[r0:r1], right[c0:wide].T), lo_device[r0:r1])
@@ -274,29 +242,15 @@ class TorchShardScreen:
                 position = r0 + local  # sorted position of each candidate's query
                 decision = task.judge.decide(order[position], c0 + c, values, exact_items, item_norms[c0 + c])
                 settled += decision.settled
-                counted = np.bincount(local[decision.above], minlength=r1 - r0)
-                above[segment, r0:r1] += counted
-                taken[r0:r1] += counted
-                if decision.tie.any():
-                    equal[segment, r0:r1] += np.bincount(local[decision.tie], minlength=r1 - r0)
-                if not context.exact_censored:
-                    done = r0 + np.flatnonzero(base[r0:stop] + taken[r0:stop] >= context.max_k)
-                    if len(done) and np.isfinite(lo[done]).any():
-                        lo[done] = np.inf
-                        if lo_device is not None:
-                            lo_device[torch.from_numpy(done).to(self._device)] = float("inf")
-                        if bits is not None:
-                            bits = row_bits(lo[r0:r1])
-        # Back to the task's own query order (the zero rows never counted).
-        above_q = np.zeros((n_segments, m), dtype=np.int64)
-        equal_q = np.zeros((n_segments, m), dtype=np.int64)
-        above_q[:, order] = above[:, :m]
-        equal_q[:, order] = equal[:, :m]
-        seg, query = np.nonzero(above_q)
-        same_seg, same_query = np.nonzero(equal_q)
-        part = TaskPart(seg.astype(np.int64), query.astype(np.int64), above_q[seg, query],
-                        same_seg.astype(np.int64), same_query.astype(np.int64), equal_q[same_seg, same_query])
-        return part, work, settled
+                counts.add(segment, r0, r1, local, decision)
+                done = counts.stopped(np.arange(r0, stop))
+                if len(done) and np.isfinite(lo[done]).any():
+                    lo[done] = np.inf
+                    if lo_device is not None:
+                        lo_device[torch.from_numpy(done).to(self._device)] = float("inf")
+                    if bits is not None:
+                        bits = row_bits(lo[r0:r1])
+        return counts.part(order), work, settled  # back to the task's own query order (zero rows never counted)
 
 
 def _round_up(n: int) -> int:
