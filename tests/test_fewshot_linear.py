@@ -12,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 import ropebench
 import ropebench.evaluation as evaluation
-from ropebench.engines import fewshot_screen
+from ropebench.engines import fewshot_fused, fewshot_screen
 from ropebench.engines.core import FP32, bound_for, exact_scores
 from ropebench.engines.core.bound import pair_widths
 from ropebench.engines.core.combine import combination_bound, combination_weights, effective_norms
@@ -139,6 +139,8 @@ def test_the_combined_band_grows_only_with_the_weights_of_cancelling_supports():
 # -- the counts: the linear screen against the per-task path ------------------------------------------
 
 SMALL = LinearSettings(rows=16, columns=24)
+# Both ways of combining scores: numpy, and the compiled kernels where numba is installed.
+PATHS = [False, pytest.param(True, marks=pytest.mark.skipif(not fewshot_fused.available(), reason="needs numba"))]
 
 
 def _tasks(emb, domains, products, ids, metric, shots=(1, 2, 5), draws=3):
@@ -188,19 +190,22 @@ def _same_hits(first, second, names, max_k=5):
 @pytest.mark.parametrize("metric", ["cosine", "ip"])
 @pytest.mark.parametrize("make", ["uneven", "near_ties"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_the_linear_screen_counts_as_the_per_task_path(metric, make, threads):
+@pytest.mark.parametrize("fused", PATHS)
+def test_the_linear_screen_counts_as_the_per_task_path(metric, make, threads, fused):
     """First-hit counts of every (direction, shots, draw) task equal the per-task path's, with tiles
     of a few products (many tiles, several runs of product sizes per tile), products lacking
-    supports and skipped queries; on planted near-ties the band settles pairs in float64."""
+    supports and skipped queries; on planted near-ties the band settles pairs in float64. Scores
+    combined by numpy and by the kernels."""
     data = uneven_data(7) if make == "uneven" else _near_ties(8, metric)
     names, task_data, columns = _tasks(*data, metric)
     assert linear_applies(task_data, columns)
-    run = linear_search(task_data, columns, max_k=5, threads=threads, settings=SMALL)
+    small = LinearSettings(rows=SMALL.rows, columns=SMALL.columns, fused=fused)
+    run = linear_search(task_data, columns, max_k=5, threads=threads, settings=small)
     assert run is not None
     reference = one_pass_first_hits(task_data, names, max_k=5, threads=threads,
                                     settings=OnePassSettings(tile=8, small_block=0))
     _same_hits(run.hits, reference, names)
-    exact = linear_search(task_data, columns, max_k=5, exact_censored=True, settings=SMALL)
+    exact = linear_search(task_data, columns, max_k=5, exact_censored=True, settings=small)
     assert exact is not None
     full = one_pass_first_hits(task_data, names, max_k=5, exact_censored=True)
     _same_hits(exact.hits, full, names, max_k=None)
@@ -295,7 +300,8 @@ def test_threshold_intervals_and_bulk_counts_at_their_edges(data, metric, thread
     emb, domains, products, ids = _drawn(data.draw, metric)
     names, task_data, columns = _tasks(emb, domains, products, ids, metric, shots=(1, 2), draws=2)
     assume(linear_applies(task_data, columns))
-    settings_ = LinearSettings(rows=data.draw(st.integers(1, 12)), columns=data.draw(st.integers(1, 12)))
+    settings_ = LinearSettings(rows=data.draw(st.integers(1, 12)), columns=data.draw(st.integers(1, 12)),
+                               fused=data.draw(st.booleans()) and fewshot_fused.available())
     run = linear_search(task_data, columns, max_k=5, threads=threads, settings=settings_)
     assert run is not None
     reference = one_pass_first_hits(task_data, names, max_k=5, settings=OnePassSettings(tile=8, small_block=0))

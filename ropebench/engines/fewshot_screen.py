@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ropebench.engines import fewshot_fused
 from ropebench.engines.base import COUNTERS, FirstHits, SearchRun, TaskData
 from ropebench.engines.core import Decision, Judge, check_range, task_bound
 from ropebench.engines.core.bound import pair_widths
@@ -49,8 +50,9 @@ __all__ = ["SupportColumn", "LinearSettings", "linear_applies", "linear_search",
 
 SCREEN_NAME = "linear"
 # The linear screen's own counters (besides COUNTERS): (query, prototype) pairs surely above their
-# threshold, counted in bulk; and candidates decided pair by pair (by the band, or settled).
-OWN_COUNTERS = ("prototype_pairs_bulk", "prototype_pairs_decided")
+# threshold, counted in bulk; candidates decided pair by pair (by the band, or settled); and combined
+# scores formed (numpy: every one; the kernels: those of the (query, product) pairs their bound let through).
+OWN_COUNTERS = ("prototype_pairs_bulk", "prototype_pairs_decided", "prototype_scores_formed")
 METRICS = ("cosine", "ip")
 
 
@@ -75,10 +77,14 @@ class SupportColumn:
 @dataclass(frozen=True)
 class LinearSettings:
     """Tile sizes (items of the row domain, items of the column domain; each rounded to whole
-    products). Tests shrink them so that small data reaches every path."""
+    products), and which path combines the scores: the compiled kernels
+    (:mod:`ropebench.engines.fewshot_fused`) when ``fused`` is true, numpy when false, the kernels
+    whenever numba is installed when None. Tests shrink the tiles so that small data reaches every
+    path, and run both."""
 
     rows: int = 1024
     columns: int = 2048
+    fused: bool | None = None
 
 
 class _Thresholds:
@@ -317,24 +323,28 @@ def linear_applies(task_data: Mapping[str, TaskData], columns: Mapping[str, Supp
 
 def _weights(side: _Side, items: np.ndarray, tasks: Mapping[tuple[int, int], str],
              task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn]
-             ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], float]:
+             ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], float, list[tuple[np.ndarray, np.ndarray]]]:
     """A support domain's ``(n_items, J)`` float32 weights (items in the side's order), each product's
-    gallery index per column, each column's effective norms, and the largest weight.
+    gallery index per column, each column's effective norms, the largest weight, and per column its
+    ways' supports (side positions, ``(n_ways, k)``) with their weights.
 
     ``items``: the domain's vectors in member order (the supports' positions index them)."""
     keys = list(tasks)
     weights = np.zeros((len(side.codes), len(keys)), dtype=np.float32)
     gallery = np.full((len(side.product_codes), len(keys)), -1, dtype=np.int64)
     norms: list[np.ndarray] = []
+    ways: list[tuple[np.ndarray, np.ndarray]] = []
     weight_max = 0.0
     for j, key in enumerate(keys):
         data, positions = task_data[tasks[key]], columns[tasks[key]].positions
         if not len(positions):
+            ways.append((np.zeros((0, positions.shape[1]), dtype=np.int64), np.zeros(0, dtype=np.float32)))
             norms.append(np.zeros(0))
             weights[:, j] = np.nan  # no ways: nothing to combine
             continue
         w = combination_weights(data.exact_gallery, items, positions)
         rows = side.position[positions]  # the side's positions of every support
+        ways.append((rows, w))
         weights[rows, j] = np.repeat(w, positions.shape[1]).reshape(positions.shape)
         slots = side.slot[rows[:, 0]]
         gallery[slots, j] = np.arange(len(positions))
@@ -342,7 +352,7 @@ def _weights(side: _Side, items: np.ndarray, tasks: Mapping[tuple[int, int], str
         # A product that is not a way of this column combines to NaN: never a candidate, never counted.
         weights[gallery[side.slot, j] < 0, j] = np.nan
         weight_max = max(weight_max, float(np.abs(w).max(initial=0.0)))
-    return weights, gallery, norms, weight_max
+    return weights, gallery, norms, weight_max, ways
 
 
 def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn], *, max_k: int,
@@ -432,10 +442,20 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
     cols = _Side(first[(y, x)].queries, first[(y, x)].query_products, settings.columns)
     directions: dict[tuple[str, str], _Direction] = {}
     weights: dict[str, np.ndarray] = {}
+    fused = fewshot_fused.available() if settings.fused is None else settings.fused
+    if fused and not fewshot_fused.available():
+        raise ImportError("the few-shot kernels need numba: pip install 'ropebench[fast]'")
+    kernel_tables: dict[str, fewshot_fused.Tables] = {}
     for (a, b), named in tasks.items():
         query_side, support_side = (rows, cols) if a == x else (cols, rows)
-        w, gallery, norms, weight_max = _weights(support_side, first[(b, a)].queries, named, task_data, columns)
+        w, gallery, norms, weight_max, ways = _weights(support_side, first[(b, a)].queries, named, task_data,
+                                                       columns)
         weights[b] = w
+        if fused:
+            found_tables = fewshot_fused.tables(support_side.slot, support_side.starts, support_side.product_codes,
+                                                [key[0] for key in named], ways)
+            fused = found_tables.usable
+            kernel_tables[b] = found_tables
         data = [task_data[name] for name in named.values()]
         dim = data[0].exact_queries.shape[1]
         # Every term of a combination is at most |x| |w| |y_i| (1 + c): refuse sums that could overflow.
@@ -468,28 +488,13 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
     forward, backward = directions[(x, y)], directions[(y, x)]
     n_columns = len(tasks[(x, y)])
     lock = threading.Lock()
+    formed_total = [0]
     tiles = [(i, j) for i in range(len(rows.edges) - 1) for j in range(len(cols.edges) - 1)]
 
-    def run_tile(tile: tuple[int, int]) -> None:
-        i, j = tile
-        r0, r1, c0, c1 = (int(rows.edges[i]), int(rows.edges[i + 1]), int(cols.edges[j]), int(cols.edges[j + 1]))
-        scores = rows.items[r0:r1] @ cols.items[c0:c1].T
-        found = []
-        counts_forward = np.zeros((r1 - r0, n_columns), dtype=np.int64)
-        counts_backward = np.zeros((n_columns, c1 - c0), dtype=np.int64)
-        # X2Y: each Y product's scores (its columns) combined into its prototypes' (products, rows, J).
-        for p0, s0, (n_p, size) in _chunks(cols.runs(c0, c1), (r1 - r0) * n_columns):
-            s1 = s0 + n_p * size
-            block = scores[:, s0 - c0:s1 - c0].reshape(r1 - r0, n_p, size).transpose(1, 0, 2)
-            values = np.matmul(block, weights[y][s0:s1].reshape(n_p, size, n_columns))
-            found.append((forward, *forward.candidates(values, p0, r0, counts_forward), cols, rows))
-        # Y2X: each X product's scores (its rows) combined into (products, J, columns).
-        for p0, s0, (n_p, size) in _chunks(rows.runs(r0, r1), (c1 - c0) * n_columns):
-            s1 = s0 + n_p * size
-            block = scores[s0 - r0:s1 - r0].reshape(n_p, size, c1 - c0)
-            matrix = np.ascontiguousarray(weights[x][s0:s1].reshape(n_p, size, n_columns).transpose(0, 2, 1))
-            values = np.matmul(matrix, block)
-            found.append((backward, *backward.candidates(values, p0, c0, counts_backward), rows, cols))
+    def finish(found: list, counts_forward: np.ndarray, counts_backward: np.ndarray, r0: int, c0: int,
+               formed: int) -> None:
+        """Decide a tile's candidates (``found``: per pass, its direction, support products, queries
+        as side positions, columns, values, support side and query side) and add its counts."""
         decided = []
         for direction in (forward, backward):
             mine = [item[1:] for item in found if item[0] is direction]
@@ -505,9 +510,62 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
                 direction.take(query, column, decision, max_k)
             forward.add(counts_forward, r0, max_k)
             backward.add(counts_backward.T, c0, max_k)
+            formed_total[0] += formed
+
+    def run_tile(tile: tuple[int, int]) -> None:
+        i, j = tile
+        r0, r1, c0, c1 = (int(rows.edges[i]), int(rows.edges[i + 1]), int(cols.edges[j]), int(cols.edges[j + 1]))
+        scores = rows.items[r0:r1] @ cols.items[c0:c1].T
+        found = []
+        formed = 0
+        counts_forward = np.zeros((r1 - r0, n_columns), dtype=np.int64)
+        counts_backward = np.zeros((n_columns, c1 - c0), dtype=np.int64)
+        # X2Y: each Y product's scores (its columns) combined into its prototypes' (products, rows, J).
+        for p0, s0, (n_p, size) in _chunks(cols.runs(c0, c1), (r1 - r0) * n_columns):
+            s1 = s0 + n_p * size
+            block = scores[:, s0 - c0:s1 - c0].reshape(r1 - r0, n_p, size).transpose(1, 0, 2)
+            values = np.matmul(block, weights[y][s0:s1].reshape(n_p, size, n_columns))
+            found.append((forward, *forward.candidates(values, p0, r0, counts_forward), cols, rows))
+            formed += values.size
+        # Y2X: each X product's scores (its rows) combined into (products, J, columns).
+        for p0, s0, (n_p, size) in _chunks(rows.runs(r0, r1), (c1 - c0) * n_columns):
+            s1 = s0 + n_p * size
+            block = scores[s0 - r0:s1 - r0].reshape(n_p, size, c1 - c0)
+            matrix = np.ascontiguousarray(weights[x][s0:s1].reshape(n_p, size, n_columns).transpose(0, 2, 1))
+            values = np.matmul(matrix, block)
+            found.append((backward, *backward.candidates(values, p0, c0, counts_backward), rows, cols))
+            formed += values.size
+        finish(found, counts_forward, counts_backward, r0, c0, formed)
+
+    if fused:
+        # The column side slot-major inside each tile's runs (fewshot_fused.Interleaved): the X2Y
+        # kernel's statistics then vectorise over products; the Y2X kernel reads whole rows.
+        inter = fewshot_fused.interleave([cols.runs(int(cols.edges[j]), int(cols.edges[j + 1]))
+                                          for j in range(len(cols.edges) - 1)], cols.starts, cols.edges)
+        inter_items = cols.items[inter.order]
+
+    def run_tile_fused(tile: tuple[int, int]) -> None:
+        i, j = tile
+        r0, r1, c0, c1 = (int(rows.edges[i]), int(rows.edges[i + 1]), int(cols.edges[j]), int(cols.edges[j + 1]))
+        scores = rows.items[r0:r1] @ inter_items[c0:c1].T
+        at = inter.order[c0:c1]  # the side position of each of the tile's columns
+        counts_forward = np.zeros((r1 - r0, n_columns), dtype=np.int64)
+        tally = np.zeros(2, dtype=np.int64)
+        product, query, column, values = fewshot_fused.run_rows(
+            scores, inter.runs[j], kernel_tables[y], rows.codes[r0:r1], forward.lo[r0:r1], forward.hi[r0:r1],
+            counts_forward, tally)
+        found = [(forward, product, r0 + query, column, values, cols, rows)]
+        interleaved = np.zeros((n_columns, c1 - c0), dtype=np.int64)
+        product, query, column, values = fewshot_fused.run_columns(
+            scores, fewshot_fused.row_products(rows.starts, rows.slot, r0, r1), kernel_tables[x], cols.codes[at],
+            backward.lo[:, at], backward.hi[:, at], interleaved, tally)
+        found.append((backward, product, at[query], column, values, rows, cols))
+        counts_backward = np.zeros((n_columns, c1 - c0), dtype=np.int64)
+        counts_backward[:, at - c0] = interleaved
+        finish(found, counts_forward, counts_backward, r0, c0, int(tally[1]))
 
     with threadpool_limits(limits=1, user_api="blas") if pool is not None else contextlib.nullcontext():
-        run_tiles(pool, tiles, run_tile)
+        run_tiles(pool, tiles, run_tile_fused if fused else run_tile)
     for (a, _), direction in directions.items():
         query_side = rows if a == x else cols
         for j, name in enumerate(direction.tasks):
@@ -527,3 +585,4 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
         counters["prototype_pairs_bulk"] += direction.bulk
         counters["prototype_pairs_decided"] += direction.decided
     counters["blocks_tiled"] += 1
+    counters["prototype_scores_formed"] += formed_total[0]
