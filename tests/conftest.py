@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import ropebench
-from ropebench.engines import Engine, SearchRequest, SearchRun, TaskData, engine_names, get_engine
+from ropebench.engines import Engine, SearchRequest, SearchRun, TaskData, engine_names, get_engine, kernels
 from ropebench.engines.exact import l2_center
 from ropebench.engines.faiss import FaissEngine
 from ropebench.engines.onepass import OnePassEngine, OnePassSettings
@@ -73,13 +73,20 @@ ENGINE_NAMES = tuple(name for name in engine_names() if name != "torch" or TORCH
 
 def resized(engine: Engine, size: int) -> Engine:
     """The same engine with tiles / query batches of about ``size`` (for hypothesis-sized data)."""
+    if isinstance(engine, OnePassEngine):  # keeps its choice of tile selection (compiled or numpy)
+        return OnePassEngine(settings=dataclasses.replace(TEST_SETTINGS, tile=size, compiled=engine.settings.compiled))
     return configured_engine(engine.name, size, screen=getattr(engine, "screen", None) or "bf16")
 
 
 def _engine_params() -> list[Any]:
     params: list[Any] = []
     for name in engine_names():
-        if name != "torch":
+        if name == "one-pass" and kernels.available():
+            # Its tile selection compiled (the default with numba) and by numpy: both real paths.
+            params.append(pytest.param(configured_engine(name), id=name))
+            params.append(pytest.param(OnePassEngine(settings=dataclasses.replace(TEST_SETTINGS, compiled=False)),
+                                       id=f"{name}-numpy"))
+        elif name != "torch":
             params.append(pytest.param(configured_engine(name), id=name))
         elif not TORCH:
             params.append(pytest.param(None, id=name, marks=pytest.mark.skip(reason=NO_TORCH)))

@@ -1,4 +1,4 @@
-"""The few-shot kernels (ropebench/engines/fewshot_kernels.py, numba): every combined score at or
+"""The few-shot kernels (ropebench/engines/kernels/fewshot.py, numba): every combined score at or
 above its cut-off is found — counted in bulk above ``hi``, returned as a candidate in ``[lo, hi]`` —
 whatever their bound skipped, against a brute force that forms every combination with the same
 float32 operations; and the linear screen gives the numpy path's counts through them."""

@@ -1,25 +1,21 @@
 """The few-shot linear screen's compiled path: the tables the kernels of
-:mod:`ropebench.engines.fewshot_kernels` read, and one tile's two passes (docs/fewshot.md, "How it is
+:mod:`ropebench.engines.kernels.fewshot` read, and one tile's two passes (docs/fewshot.md, "How it is
 searched"). Used when numba is installed (the ``fast`` extra); the numpy path of
 :mod:`ropebench.engines.fewshot_screen` gives the same counts without it, more slowly."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from ropebench.engines.kernels import available
+
 __all__ = ["available", "Tables", "tables", "Interleaved", "interleave", "row_products", "run_rows", "run_columns"]
 
 # Candidates per pass before the outputs grow (the pass then runs again, its counts zeroed).
 CAPACITY = 4096
-
-
-def available() -> bool:
-    """Whether numba can be imported (the kernels compile on first use, cached on disk)."""
-    return importlib.util.find_spec("numba") is not None
 
 
 @dataclass(frozen=True)
@@ -48,7 +44,7 @@ class Tables:
     def usable(self) -> bool:
         """The kernels' preconditions: at most 8 shot counts, and no negative weight (the bound's
         ``w ≥ 0``; cosine and ip prototypes never have one)."""
-        from ropebench.engines.fewshot_kernels import MAX_GROUPS
+        from ropebench.engines.kernels.fewshot import MAX_GROUPS
 
         return len(self.group_k) <= MAX_GROUPS and not bool((self.weights < 0).any())
 
@@ -128,15 +124,8 @@ def row_products(starts: np.ndarray, slot: np.ndarray, r0: int, r1: int) -> np.n
     return np.stack([starts[slots] - r0, starts[slots + 1] - starts[slots], slots], axis=1).astype(np.int64)
 
 
-def _group_minimum(lo: np.ndarray, group_of: np.ndarray, n_groups: int, axis: int) -> np.ndarray:
-    """The smallest cut-off of each group's columns (``axis``: the column axis of ``lo``), float32,
-    stacked along that axis."""
-    return np.stack([np.take(lo, np.flatnonzero(group_of == g), axis=axis).min(axis=axis)
-                     for g in range(n_groups)], axis=axis).astype(np.float32)
-
-
 def _run(kernel, scores: np.ndarray, layout: np.ndarray, t: Tables, query_code: np.ndarray, lo: np.ndarray,
-         hi: np.ndarray, low: np.ndarray, counts: np.ndarray, tally: np.ndarray
+         hi: np.ndarray, counts: np.ndarray, tally: np.ndarray
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One pass; grows its outputs and runs again (counts and tally as before) when they overflow."""
     capacity = CAPACITY
@@ -145,7 +134,7 @@ def _run(kernel, scores: np.ndarray, layout: np.ndarray, t: Tables, query_code: 
         out = (np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.int64),
                np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.float32))
         n = kernel(scores, layout, t.group_of, t.group_k, t.group_margin, t.support, t.weights, t.w_hi, t.w_lo,
-                   query_code, t.product_code, lo, hi, low, counts, tally, *out)
+                   query_code, t.product_code, lo, hi, counts, tally, *out)
         if n <= capacity:
             return out[0][:n], out[1][:n], out[2][:n], out[3][:n]
         counts[...] = 0
@@ -159,11 +148,10 @@ def run_rows(scores: np.ndarray, runs: np.ndarray, t: Tables, query_code: np.nda
     """X2Y over one tile: ``lo``, ``hi``, ``counts`` ``(rows, J)``; ``tally`` (2,) the kernel's
     (pairs let through, scores formed), added to. Returns candidates' support product slots, rows,
     columns and values."""
-    from ropebench.engines.fewshot_kernels import rows_pass
+    from ropebench.engines.kernels.fewshot import rows_pass
 
-    low = _group_minimum(lo, t.group_of, len(t.group_k), axis=1)
-    return _run(rows_pass, scores, runs, t, query_code, np.ascontiguousarray(lo), np.ascontiguousarray(hi),
-                np.ascontiguousarray(low), counts, tally)
+    return _run(rows_pass, scores, runs, t, query_code, np.ascontiguousarray(lo), np.ascontiguousarray(hi), counts,
+                tally)
 
 
 def run_columns(scores: np.ndarray, products: np.ndarray, t: Tables, query_code: np.ndarray, lo: np.ndarray,
@@ -171,8 +159,7 @@ def run_columns(scores: np.ndarray, products: np.ndarray, t: Tables, query_code:
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Y2X over one tile: ``lo``, ``hi``, ``counts`` ``(J, columns)``; returns candidates' support
     product slots, columns (queries), J-columns and values."""
-    from ropebench.engines.fewshot_kernels import columns_pass
+    from ropebench.engines.kernels.fewshot import columns_pass
 
-    low = _group_minimum(lo, t.group_of, len(t.group_k), axis=0)
     return _run(columns_pass, scores, products, t, query_code, np.ascontiguousarray(lo), np.ascontiguousarray(hi),
-                np.ascontiguousarray(low), counts, tally)
+                counts, tally)

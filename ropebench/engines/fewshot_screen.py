@@ -242,12 +242,15 @@ class _Direction:
     def add(self, counts: np.ndarray, first: int, max_k: int | None) -> None:
         """Add a tile's bulk counts ``(queries, J)`` of queries ``first…`` (under the lock); with
         ``max_k``, censor what reached it."""
+        q, j = np.nonzero(counts)  # only the cells counted here can newly reach max_k
+        if not len(q):
+            return
         block = self.above[first:first + len(counts)]
-        block += counts
-        self.bulk += int(counts.sum())
+        block[q, j] += counts[q, j]
+        self.bulk += int(counts[q, j].sum())
         if max_k is not None:
-            q, j = np.nonzero(block >= max_k)
-            self._close(q + first, j)
+            reached = block[q, j] >= max_k
+            self._close(q[reached] + first, j[reached])
 
     def take(self, query: np.ndarray, column: np.ndarray, decision: Decision, max_k: int | None) -> None:
         """Add one decision's counts (under the lock); with ``max_k``, censor what reached it."""
@@ -503,8 +506,9 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
             gallery = direction.gallery[product, column]
             keep = (gallery >= 0) & (support_side.product_codes[product] != query_side.codes[query])
             query, column = query[keep], column[keep]
-            decision = direction.decide(query_side.order[query], column, gallery[keep], values[keep], lock)
-            decided.append((direction, query, column, decision))
+            if len(query):
+                decision = direction.decide(query_side.order[query], column, gallery[keep], values[keep], lock)
+                decided.append((direction, query, column, decision))
         with lock:
             for direction, query, column, decision in decided:
                 direction.take(query, column, decision, max_k)

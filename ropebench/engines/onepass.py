@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ropebench.engines import kernels
 from ropebench.engines.base import COUNTERS, FirstHits, SearchRequest, SearchRun, TaskData
 from ropebench.engines.core import (
     FP32,
@@ -71,6 +72,9 @@ class OnePassSettings:
 
     tile: int = TILE
     small_block: int = SMALL_BLOCK
+    # Tile selection by the compiled kernel (kernels.select, numba) when true, by numpy when false,
+    # by the kernel whenever numba is installed when None: the same candidates reach the readers.
+    compiled: bool | None = None
 
 
 def _edges(n: int, tile: int) -> np.ndarray:
@@ -261,7 +265,7 @@ def _single_threaded_blas(enabled: bool) -> contextlib.AbstractContextManager[An
 
 
 def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading.local,
-               on_tile: Callable[[int], None]) -> None:
+               on_tile: Callable[[int], None], compiled: bool = False) -> None:
     """Compute the block tile by tile; each worker thread runs a tile's GEMM, its selection and
     the settlement of its band pairs.
 
@@ -307,19 +311,42 @@ def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading
             # One pass over the tile for both directions; then each candidate is checked
             # against its own row's and column's cut-off. Read by rows only, each row is compared
             # with its own cut-off right away (a tile's cut-offs can spread widely: few-shot).
-            mask = buffers.mask[: scores.size].reshape(shape)
-            if threshold_c is not None and rows.levels is not None:
-                _select_with_outliers(scores, threshold_r, threshold_c, mask)
+            if compiled:
+                r, c, values = _select_compiled(scores, threshold_r, threshold_c, buffers)
             else:
-                np.greater_equal(scores, tau if threshold_c is not None else threshold_r[:, None], out=mask)
-            flat = np.flatnonzero(mask)
-            r, c = np.divmod(flat, shape[1])
-            values = scores.reshape(-1)[flat]
+                mask = buffers.mask[: scores.size].reshape(shape)
+                if threshold_c is not None and rows.levels is not None:
+                    _select_with_outliers(scores, threshold_r, threshold_c, mask)
+                else:
+                    np.greater_equal(scores, tau if threshold_c is not None else threshold_r[:, None], out=mask)
+                flat = np.flatnonzero(mask)
+                r, c = np.divmod(flat, shape[1])
+                values = scores.reshape(-1)[flat]
             for_rows, for_columns = sort_out_tile(rows, column_reader, query_r, query_c, r, c, values,
                                                   threshold_r, threshold_c)
         take_tile(lock, rows, column_reader, for_rows, for_columns, on_tile)
 
     run_tiles(pool, block.tiles, run_tile)
+
+
+def _select_compiled(scores: np.ndarray, threshold_r: np.ndarray, threshold_c: np.ndarray | None,
+                     buffers: threading.local) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The tile's scores at or above their row's or their column's cut-off (rows only: their row's),
+    by the compiled kernel (:mod:`ropebench.engines.kernels.select`): ``(rows, columns, values)``.
+    Its outputs start at the room the last tile of this thread needed and grow (the kernel runs
+    again) when a tile needs more."""
+    from ropebench.engines.kernels.select import select_tile
+
+    if threshold_c is None:
+        threshold_c = np.full(scores.shape[1], np.inf, dtype=np.float32)
+    room = max(getattr(buffers, "selected", 0), 1 << 12)
+    while True:
+        r, c, v = np.empty(room, dtype=np.int64), np.empty(room, dtype=np.int64), np.empty(room, dtype=np.float32)
+        found = select_tile(scores, threshold_r, threshold_c, r, c, v)
+        if found <= room:
+            buffers.selected = found
+            return r[:found], c[:found], v[:found]
+        room = found
 
 
 def _select_with_outliers(scores: np.ndarray, threshold_r: np.ndarray, threshold_c: np.ndarray,
@@ -486,6 +513,9 @@ def one_pass_first_hits(
         return Block(data.queries, data.gallery, rows, columns, symmetric, settings.tile)
 
     buffers = threading.local()
+    compiled = kernels.available() if settings.compiled is None else settings.compiled
+    if compiled and not kernels.available():
+        raise ImportError("compiled tile selection needs numba: pip install 'ropebench[fast]'")
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
     try:
         with _single_threaded_blas(pool is not None):
@@ -497,7 +527,7 @@ def one_pass_first_hits(
                 upcoming = None
                 if pool is not None and index + 1 < len(plan):
                     upcoming = pool.submit(prepare, *plan[index + 1])
-                _run_block(block, pool, buffers, progress)
+                _run_block(block, pool, buffers, progress, compiled)
                 finish(row_task, block.rows)
                 if column_task is not None and block.columns is not None:
                     finish(column_task, block.columns)

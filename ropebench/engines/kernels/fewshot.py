@@ -48,7 +48,7 @@ DENSE = 64
 
 @njit(nogil=True, cache=True)
 def rows_pass(scores, runs, group_of, group_k, group_margin, support, weights, w_hi, w_lo, query_code,
-              product_code, lo, hi, low, counts, tally, out_product, out_query, out_column,
+              product_code, lo, hi, counts, tally, out_product, out_query, out_column,
               out_value):  # pragma: no cover - compiled
     """X2Y: queries are ``scores``' rows (tile rows ``0…``); returns the number of candidates found
     (when above the outputs' length, the caller runs again with larger outputs: counts too).
@@ -62,8 +62,7 @@ def rows_pass(scores, runs, group_of, group_k, group_margin, support, weights, w
         weights: ``(n_products, J)`` float32 ``w`` (NaN: the product is not a way of the column).
         w_hi, w_lo: ``(G, n_products)`` float32 largest / smallest way weight (NaN: none).
         query_code, product_code: product codes of the rows and of the support products.
-        lo, hi: ``(n_rows, J)`` float32 cut-off and bulk level; low: ``(n_rows, G)`` float32, the
-            smallest ``lo`` of each group.
+        lo, hi: ``(n_rows, J)`` float32 cut-off and bulk level.
         counts: ``(n_rows, J)`` int64, bulk counts added to.
         tally: ``(2,)`` int64 added to: (query, product) pairs the bound let through (per shot
             count), combined scores formed.
@@ -83,8 +82,12 @@ def rows_pass(scores, runs, group_of, group_k, group_margin, support, weights, w
     passed = 0
     formed = 0
     capacity = out_product.shape[0]
+    low = np.empty(n_groups, np.float32)
     for q in range(n_rows):
         row = scores[q]
+        low[:] = np.inf
+        for j in range(n_columns):
+            low[group_of[j]] = min(low[group_of[j]], lo[q, j])
         for r in range(runs.shape[0]):
             base, n_p, size, p0 = runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3]
             a1 = m1[:n_p]
@@ -107,7 +110,7 @@ def rows_pass(scores, runs, group_of, group_k, group_margin, support, weights, w
             any_group = 0
             for g in range(n_groups):
                 any_group += _mark_rows(a1, a2, a0, group_k[g], group_margin[g], w_hi[g, p0:p0 + n_p],
-                                        w_lo[g, p0:p0 + n_p], low[q, g], mask, np.uint8(1 << g))
+                                        w_lo[g, p0:p0 + n_p], low[g], mask, np.uint8(1 << g))
             if any_group == 0:
                 continue
             passed += any_group
@@ -130,7 +133,6 @@ def rows_pass(scores, runs, group_of, group_k, group_margin, support, weights, w
                         w = weights[slot, j]
                         if not w == w:
                             continue
-                        k = group_k[g]
                         formed += 1
                         total = row[base + support[slot, j, 0] * n_p + p]
                         for t in range(1, group_k[g]):
@@ -184,13 +186,13 @@ def _mark_columns(a1, a2, a0, k, margin, w_hi, w_lo, cut, mask, bit):  # pragma:
 
 @njit(nogil=True, cache=True)
 def columns_pass(scores, products, group_of, group_k, group_margin, support, weights, w_hi, w_lo, query_code,
-                 product_code, lo, hi, low, counts, tally, out_product, out_query, out_column,
+                 product_code, lo, hi, counts, tally, out_product, out_query, out_column,
                  out_value):  # pragma: no cover - compiled
     """Y2X: queries are ``scores``' columns; the support products are runs of its rows.
 
     Args:
         products: ``(n_products_in_tile, 3)`` int64: ``(first row, size, product slot)``.
-        lo, hi: ``(J, n_columns)`` float32; low: ``(G, n_columns)`` float32; counts: ``(J, n_columns)``.
+        lo, hi: ``(J, n_columns)`` float32; counts: ``(J, n_columns)``.
         The rest as in :func:`rows_pass` (``support`` holds each support's row inside its product).
     """
     n_queries = scores.shape[1]
@@ -205,6 +207,12 @@ def columns_pass(scores, products, group_of, group_k, group_margin, support, wei
     acc = np.empty(n_queries, np.float32)
     hits = np.zeros(pad, np.uint8)
     hit_words = hits.view(np.uint64)
+    low = np.full((n_groups, n_queries), np.inf, np.float32)  # each group's smallest cut-off
+    for j in range(n_columns):
+        least = low[group_of[j]]
+        cut = lo[j]
+        for q in range(n_queries):
+            least[q] = min(least[q], cut[q])
     n_out = 0
     passed = 0
     formed = 0

@@ -1,0 +1,46 @@
+"""The one-pass engine's compiled tile selection (ropebench/engines/kernels/select.py): exactly the
+scores at or above their row's or their column's cut-off, against numpy, with exact ties at the
+cut-offs, ±inf cut-offs, rows only, and tiles whose candidates outgrow the first outputs."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ropebench.engines import onepass
+
+pytest.importorskip("numba")
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 70), m=st.integers(1, 140),
+       rows_only=st.booleans(), dense=st.booleans())
+def test_the_compiled_selection_is_numpys(seed, n, m, rows_only, dense):
+    rng = np.random.default_rng(seed)
+    scores = (rng.normal(size=(n, m)) * 10.0 ** rng.uniform(-3, 3)).astype(np.float32)
+    scores[:, rng.random(m) < 0.2] = scores[:, :1]  # exact duplicates across columns
+    level = -1.0 if dense else 1.5
+    threshold_r = np.where(rng.random(n) < 0.5, rng.choice(scores.ravel(), n), level).astype(np.float32)
+    threshold_c = np.where(rng.random(m) < 0.5, rng.choice(scores.ravel(), m), level).astype(np.float32)
+    threshold_r[rng.random(n) < 0.1] = np.inf
+    threshold_c[rng.random(m) < 0.1] = -np.inf
+    buffers = threading.local()
+    buffers.selected = 1 if seed % 2 else 0  # odd seeds: room for 4,096 at first, then as needed
+    r, c, v = onepass._select_compiled(scores, threshold_r, None if rows_only else threshold_c, buffers)
+    cut = threshold_r[:, None] if rows_only else np.minimum(threshold_r[:, None], threshold_c[None, :])
+    expected_r, expected_c = np.nonzero(scores >= cut)
+    assert r.tolist() == expected_r.tolist() and c.tolist() == expected_c.tolist()
+    assert np.array_equal(v, scores[expected_r, expected_c])
+    assert buffers.selected == len(r)
+
+
+def test_a_tile_with_more_candidates_than_the_first_room_is_selected_whole():
+    scores = np.arange(100 * 100, dtype=np.float32).reshape(100, 100)
+    buffers = threading.local()
+    r, c, v = onepass._select_compiled(scores, np.full(100, -1, np.float32), np.full(100, np.inf, np.float32),
+                                       buffers)
+    assert len(r) == 10_000 > 1 << 12 and np.array_equal(v, scores.ravel())
