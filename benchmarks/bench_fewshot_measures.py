@@ -6,9 +6,11 @@ Targets: adding MAP@R,RP costs at most 1.5x the default evaluation; 1- and 5-sho
 take no longer than the nine retrieval tasks.
 
 In one process: the nine retrieval tasks (R@K, MRR), then with MAP@R,RP, then few-shot through the
-linear screen (one item-score block per domain pair, prototype scores combined from it) and,
+linear screen (one item-score block per domain pair, prototype scores combined from it) — with the
+compiled kernels where numba is installed (the ``fast`` extra; compiled or loaded from their disk
+cache by a small warm-up run first, its seconds printed), and with numpy unless --skip-numpy — and,
 unless --skip-per-task, through the per-task path (every draw its own GEMM; forced by switching the
-linear screen off), checking that both give the same numbers. Per row: wall and CPU seconds, the
+linear screen off), checking that all give the same numbers. Per row: wall and CPU seconds, the
 search's seconds, pairs settled in float64 and the peak RSS so far; for few-shot its own search
 seconds and its ratio to the nine retrieval tasks. Measured figures, with the machine and load,
 are in docs/fewshot.md ("Cost").
@@ -24,6 +26,7 @@ from rope_size import generate
 
 import ropebench
 import ropebench.evaluation
+from ropebench.engines import fewshot_fused, fewshot_screen
 
 
 def _peak_mib() -> float:
@@ -41,43 +44,61 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1,
                         help="with --measures-only: the two rows this many times, alternating")
     parser.add_argument("--skip-per-task", action="store_true", help="leave out the per-task few-shot run")
+    parser.add_argument("--skip-numpy", action="store_true",
+                        help="leave out the linear screen's numpy run (when the kernels run)")
     args = parser.parse_args()
     emb, domains, products = generate(scale=args.scale)
     common = dict(embeddings=emb, domains=domains, product_ids=products, threads=args.threads, ci=False,
                   engine=args.engine)
-    runs = [("default R@K,MRR", {}, True)]
+    runs = [("default R@K,MRR", {}, "")]
     if not args.skip_measures:
-        runs.append(("R@K,MRR,MAP@R,RP", {"measures": "R@K,MRR,MAP@R,RP"}, True))
+        runs.append(("R@K,MRR,MAP@R,RP", {"measures": "R@K,MRR,MAP@R,RP"}, ""))
     if args.measures_only:
         runs = runs * max(1, args.repeat)
     else:
-        runs += [("default + fewshot 1,5 x10", {"fewshot": True}, True)]
+        kernels = fewshot_fused.available()
+        if kernels:
+            runs.append(("default + fewshot 1,5 x10", {"fewshot": True}, "kernels"))
+        if not kernels or not args.skip_numpy:
+            runs.append(("   ... fewshot, numpy" if kernels else "default + fewshot 1,5 x10", {"fewshot": True},
+                         "numpy"))
         if not args.skip_per_task:
-            runs.append(("   ... fewshot per task", {"fewshot": True}, False))
-    found: dict[bool, object] = {}
+            runs.append(("   ... fewshot per task", {"fewshot": True}, "per-task"))
+        if kernels:
+            started = time.perf_counter()
+            small = generate(scale=0.01)
+            ropebench.evaluate(embeddings=small[0], domains=small[1], product_ids=small[2], ci=False, fewshot=True,
+                               shots="1,5", draws=1)
+            print(f"kernels compiled or loaded from their cache (warm-up run) in {time.perf_counter() - started:.1f} s",
+                  flush=True)
+    found: dict[str, object] = {}
     base_cpu = base_search = None
-    for label, options, linear in runs:
+    settings = fewshot_screen.LinearSettings
+    for label, options, path in runs:
         switch = ropebench.evaluation._linear_fewshot
-        if not linear:  # the per-task path: what main ran before the linear screen
+        if path == "per-task":  # what main ran before the linear screen
             ropebench.evaluation._linear_fewshot = lambda *args, **kwargs: None
+        fewshot_screen.LinearSettings = lambda fused=path == "kernels": settings(fused=fused)  # type: ignore
         try:
             started, cpu_started = time.perf_counter(), time.process_time()
             result = ropebench.evaluate(**common, **options)
             total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         finally:
             ropebench.evaluation._linear_fewshot = switch
+            fewshot_screen.LinearSettings = settings
         extra = ""
         if base_cpu is None and not options:
             base_cpu, base_search = cpu, result.timing["search_s"]
         if result.fewshot is not None:
             section = result.fewshot
-            found[linear] = section["tasks"]
+            found[path] = section["tasks"]
             # CPU seconds are steadier than wall seconds on shared cores; few-shot's own is the
             # difference with the default run (the same retrieval work).
             cpu_extra = f", cpu {cpu - base_cpu:.1f} s" if base_cpu is not None else ""
             counters = section["counters"]
             bulk = (f", pairs counted in bulk {counters['prototype_pairs_bulk']:,} / decided one by one "
-                    f"{counters['prototype_pairs_decided']:,}") if "prototype_pairs_bulk" in counters else ""
+                    f"{counters['prototype_pairs_decided']:,}, scores formed "
+                    f"{counters['prototype_scores_formed']:,}") if "prototype_pairs_bulk" in counters else ""
             ratio = f"; few-shot / nine retrieval tasks {section['search_s'] / base_search:.2f}x" if base_search else ""
             extra = (f"; fewshot search {section['search_s']:.1f} s{cpu_extra} ({section['screen']}, pairs "
                      f"settled {counters['pairs_settled']:,}, relevant settled "
@@ -87,8 +108,10 @@ def main() -> None:
         if "MAP@R" in result.tasks["P2V"].measures:
             cells = result.tasks["P2V"]
             print(f"   P2V MAP@R {cells['MAP@R']:.2f} RP {cells['RP']:.2f} R@1 {cells['R@1']:.2f}", flush=True)
-    if len(found) == 2:
-        print("few-shot numbers identical on both paths:", found[True] == found[False], flush=True)
+    if len(found) > 1:
+        first = next(iter(found.values()))
+        print(f"few-shot numbers identical on the {len(found)} paths ({', '.join(found)}):",
+              all(tasks == first for tasks in found.values()), flush=True)
 
 
 if __name__ == "__main__":
