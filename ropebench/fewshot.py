@@ -90,17 +90,37 @@ def _keys(dataset: Dataset, rows: np.ndarray, seed: int, draw: int, domain: str)
     return keys
 
 
-def support_rows(dataset: Dataset, members: np.ndarray, domain: str, seed: int, draw: int, k: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The supports of one draw: ``(product codes (n_ways,), positions (n_ways, k))``, positions into
-    ``members`` (the domain's rows), each product's k items with the smallest keys, products with
-    fewer than k items left out; products in code order."""
+_DRAWS: dict[tuple[int, int, str, int, int], tuple[weakref.ref[Dataset], np.ndarray, tuple[np.ndarray, ...]]] = {}
+
+
+def _draw_order(dataset: Dataset, members: np.ndarray, domain: str, seed: int, draw: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One draw's items ordered by (product code, key): the order, its codes, each product's first
+    position and size. The same for every shot count, and asked for by every task of the draw and by
+    the linear screen: computed once per (dataset, rows array, domain, seed, draw)."""
+    key = (id(dataset), id(members), domain, seed, draw)
+    cached = _DRAWS.get(key)
+    if cached is not None and cached[0]() is dataset and cached[1] is members:
+        order, sorted_codes, starts, sizes = cached[2]
+        return order, sorted_codes, starts, sizes
     keys = _keys(dataset, members, seed, draw, domain)
     codes = dataset.product_codes[members]
     order = np.lexsort((keys, codes))
     sorted_codes = codes[order]
     starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
     sizes = np.diff(np.r_[starts, len(order)])
+    if len(_DRAWS) > 64:
+        _DRAWS.clear()
+    _DRAWS[key] = (weakref.ref(dataset), members, (order, sorted_codes, starts, sizes))
+    return order, sorted_codes, starts, sizes
+
+
+def support_rows(dataset: Dataset, members: np.ndarray, domain: str, seed: int, draw: int, k: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The supports of one draw: ``(product codes (n_ways,), positions (n_ways, k))``, positions into
+    ``members`` (the domain's rows), each product's k items with the smallest keys, products with
+    fewer than k items left out; products in code order."""
+    order, sorted_codes, starts, sizes = _draw_order(dataset, members, domain, seed, draw)
     ways = sizes >= k
     first = starts[ways]
     # lexsort by (code, key): within a product, supports in ascending key order

@@ -41,7 +41,13 @@ from ropebench.engines import fewshot_fused
 from ropebench.engines.base import COUNTERS, FirstHits, SearchRun, TaskData
 from ropebench.engines.core import Decision, Judge, check_range, task_bound
 from ropebench.engines.core.bound import pair_widths
-from ropebench.engines.core.combine import ColumnJudges, combination_bound, combination_weights, effective_norms
+from ropebench.engines.core.combine import (
+    ColumnJudges,
+    combination_bound,
+    combination_weights,
+    effective_norms,
+    support_sums,
+)
 from ropebench.engines.core.decide import censor, settle
 from ropebench.engines.core.scores import screen_norms
 from ropebench.engines.pool import run_tiles
@@ -345,13 +351,14 @@ def _weights(side: _Side, items: np.ndarray, tasks: Mapping[tuple[int, int], str
             norms.append(np.zeros(0))
             weights[:, j] = np.nan  # no ways: nothing to combine
             continue
-        w = combination_weights(data.exact_gallery, items, positions)
+        sums = support_sums(items, positions)  # once for the weights and the effective norms
+        w = combination_weights(data.exact_gallery, items, positions, sums)
         rows = side.position[positions]  # the side's positions of every support
         ways.append((rows, w))
         weights[rows, j] = np.repeat(w, positions.shape[1]).reshape(positions.shape)
         slots = side.slot[rows[:, 0]]
         gallery[slots, j] = np.arange(len(positions))
-        norms.append(effective_norms(data.exact_gallery, items, positions, w, side.sizes[slots]))
+        norms.append(effective_norms(data.exact_gallery, items, positions, w, side.sizes[slots], sums=sums))
         # A product that is not a way of this column combines to NaN: never a candidate, never counted.
         weights[gallery[side.slot, j] < 0, j] = np.nan
         weight_max = max(weight_max, float(np.abs(w).max(initial=0.0)))

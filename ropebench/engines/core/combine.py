@@ -31,7 +31,8 @@ from ropebench.engines.core.bound import MARGIN, Bound, pair_widths
 from ropebench.engines.core.decide import Decision, Judge
 from ropebench.engines.core.precision import FP32, U32, U64, Precision, gamma
 
-__all__ = ["item_coefficient", "combination_weights", "effective_norms", "combination_bound", "ColumnJudges"]
+__all__ = ["item_coefficient", "support_sums", "combination_weights", "effective_norms", "combination_bound",
+           "ColumnJudges"]
 
 
 def item_coefficient(dim: int, precision: Precision = FP32) -> float:
@@ -42,7 +43,7 @@ def item_coefficient(dim: int, precision: Precision = FP32) -> float:
     return item + precision.u_out / (1.0 - precision.u_out) * (1 + item)
 
 
-def _support_sums(items: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def support_sums(items: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Float64 ``Σ_i y_i`` ``(n, d)`` and ``Σ_i |y_i|`` ``(n,)`` of each row of ``positions`` (n, k)."""
     total = np.zeros((len(positions), items.shape[1]), dtype=np.float64)
     norms = np.zeros(len(positions), dtype=np.float64)
@@ -53,13 +54,15 @@ def _support_sums(items: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray,
     return total, norms
 
 
-def combination_weights(prototypes: np.ndarray, items: np.ndarray, positions: np.ndarray) -> np.ndarray:
+def combination_weights(prototypes: np.ndarray, items: np.ndarray, positions: np.ndarray,
+                        sums: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """One float32 weight per prototype: the least-squares ``w`` of ``p ≈ w Σ_i y_i`` (``1/k`` for ip,
     ``1/(k|mean|)`` for cosine, up to rounding; 0 when the supports sum to zero). Any weight is
-    correct — the bound measures ``|p − w Σ y_i|`` — the least-squares one keeps it smallest."""
+    correct — the bound measures ``|p − w Σ y_i|`` — the least-squares one keeps it smallest.
+    ``sums``: :func:`support_sums` of ``positions``, when the caller has them."""
     if not len(positions):
         return np.zeros(0, dtype=np.float32)
-    total, _ = _support_sums(items, positions)
+    total, _ = sums if sums is not None else support_sums(items, positions)
     square = np.einsum("ij,ij->i", total, total)
     cross = np.einsum("ij,ij->i", total, prototypes.astype(np.float64))
     safe = np.where(square > 0, square, 1.0)
@@ -67,7 +70,8 @@ def combination_weights(prototypes: np.ndarray, items: np.ndarray, positions: np
 
 
 def effective_norms(prototypes: np.ndarray, items: np.ndarray, positions: np.ndarray, weights: np.ndarray,
-                    terms: np.ndarray | int, precision: Precision = FP32) -> np.ndarray:
+                    terms: np.ndarray | int, precision: Precision = FP32,
+                    sums: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The effective norm ``ĝ`` of each prototype (the module docstring's bracket, times ``M``).
 
     Args:
@@ -77,12 +81,13 @@ def effective_norms(prototypes: np.ndarray, items: np.ndarray, positions: np.nda
         weights: ``(n,)`` float32 ``w`` the combination multiplies by.
         terms: ``K``, the number of terms each prototype's combination sums (zeros included).
         precision: the support screen's precision.
+        sums: :func:`support_sums` of ``positions``, when the caller has them.
     """
     n, dim = prototypes.shape
     if not n:
         return np.zeros(0, dtype=np.float64)
     k = positions.shape[1]
-    total, support_norms = _support_sums(items, positions)
+    total, support_norms = sums if sums is not None else support_sums(items, positions)
     w = weights.astype(np.float64)
     p = prototypes.astype(np.float64)
     # |p − w Σ y| in float64: the sum is within γ_{k−1}(u64) Σ|y_ij| per coordinate, the product and
