@@ -435,7 +435,7 @@ def _fewshot(dataset: Dataset, members: Mapping[str, np.ndarray], vectors: Any, 
     spec = FewshotSpec(parse_shots(p.shots), int(p.draws), int(p.fewshot_seed))
     names = fewshot_tasks(spec)
     started = time.perf_counter()
-    task_data = build_task_data(dataset, members, vectors, names, metric, center)
+    task_data = build_task_data(dataset, members, vectors, names, metric, center, threads)
     run = _linear_fewshot(dataset, members, spec, engine, task_data, threads)
     if run is None:
         request = SearchRequest(task_data=task_data, tasks=tuple(names), max_k=5, threads=threads,
