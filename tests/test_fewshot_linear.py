@@ -409,3 +409,19 @@ def test_the_linear_screen_at_a_larger_size(monkeypatch):
     found = ropebench.evaluate(**common)
     assert found.fewshot["screen"] == "linear" and reference.fewshot["screen"] == "per-task"
     assert found.fewshot["tasks"] == reference.fewshot["tasks"]
+
+
+def test_supports_that_cancel_to_subnormals_send_few_shot_to_the_per_task_path():
+    """Two supports of one product that cancel to subnormal coordinates (±1 with 1e-45 elsewhere, a
+    case hypothesis found): the prototype is their normalised mean, so the weight ``p ≈ w Σ y``
+    would be about 1e44, beyond float32. The linear screen declines (no overflow, no warning) and
+    the per-task path gives the numbers."""
+    base = np.zeros((12, 4), dtype=np.float32)
+    base[4, 0], base[10, 0] = -1.0, 1.0
+    emb = np.nextafter(base, np.float32(np.inf))  # the zeros become the smallest subnormal
+    domains = np.array(list("PVL"))[np.arange(12) % 3]
+    products = np.zeros(12, dtype=np.int64)
+    ids = np.array([f"item-{i}" for i in range(12)], dtype=object)
+    names, task_data, columns = _tasks(emb, domains, products, ids, "cosine", shots=(1, 2), draws=2)
+    assert linear_applies(task_data, columns)
+    assert linear_search(task_data, columns, max_k=5, settings=LinearSettings(rows=1, columns=1)) is None

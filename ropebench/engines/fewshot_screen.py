@@ -353,6 +353,8 @@ def _weights(side: _Side, items: np.ndarray, tasks: Mapping[tuple[int, int], str
             continue
         sums = support_sums(items, positions)  # once for the weights and the effective norms
         w = combination_weights(data.exact_gallery, items, positions, sums)
+        if not np.isfinite(w).all():
+            raise _Unbounded  # supports that nearly cancel: a weight beyond float32
         rows = side.position[positions]  # the side's positions of every support
         ways.append((rows, w))
         weights[rows, j] = np.repeat(w, positions.shape[1]).reshape(positions.shape)

@@ -57,16 +57,21 @@ def support_sums(items: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, 
 def combination_weights(prototypes: np.ndarray, items: np.ndarray, positions: np.ndarray,
                         sums: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """One float32 weight per prototype: the least-squares ``w`` of ``p ≈ w Σ_i y_i`` (``1/k`` for ip,
-    ``1/(k|mean|)`` for cosine, up to rounding; 0 when the supports sum to zero). Any weight is
-    correct — the bound measures ``|p − w Σ y_i|`` — the least-squares one keeps it smallest.
-    ``sums``: :func:`support_sums` of ``positions``, when the caller has them."""
+    ``1/(k|mean|)`` for cosine, up to rounding; 0 when the supports sum to zero; ±inf beyond
+    float32's range). Any finite weight is correct — the bound measures ``|p − w Σ y_i|`` — the
+    least-squares one keeps it smallest. ``sums``: :func:`support_sums` of ``positions``, when the
+    caller has them."""
     if not len(positions):
         return np.zeros(0, dtype=np.float32)
     total, _ = sums if sums is not None else support_sums(items, positions)
     square = np.einsum("ij,ij->i", total, total)
     cross = np.einsum("ij,ij->i", total, prototypes.astype(np.float64))
     safe = np.where(square > 0, square, 1.0)
-    return np.where(square > 0, cross / safe, 0.0).astype(np.float32)
+    weights = np.where(square > 0, cross / safe, 0.0)
+    # Supports that nearly cancel (a sum of subnormals) have a weight beyond float32: inf, which
+    # the linear screen declines (the per-task path runs).
+    with np.errstate(over="ignore"):
+        return weights.astype(np.float32)
 
 
 def effective_norms(prototypes: np.ndarray, items: np.ndarray, positions: np.ndarray, weights: np.ndarray,
