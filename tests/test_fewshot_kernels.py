@@ -229,3 +229,32 @@ def test_the_margin_covers_a_sum_rounded_above_its_bound(direction):
         products = fewshot_fused.row_products(side.starts, side.slot, 0, 3)
         fewshot_fused.run_columns(item[:, None].copy(), products, tables, codes, lo, hi, counts, tally)
     assert counts.tolist() == [[1]]
+
+
+@pytest.mark.parametrize("direction", ["rows", "columns"])
+def test_the_bound_covers_products_that_underflow(direction):
+    """Supports scored 2⁻¹²³, 0.625 ulp, 0.625 ulp sum one ulp above ``fl(m₁ + 2 m₂)`` (as above), and a
+    weight near 2⁻¹⁰ puts ``w · Σ ŝ`` among the subnormals, where the products round by an absolute
+    half of 2⁻¹⁴⁹ (here ``v`` one step above ``fl(w T̂)``) and the relative margin ``w c_k a`` rounds
+    to 0: the bound must still reach ``v``."""
+    item = np.array([2.0 ** -123, 5 * 2.0 ** -149, 5 * 2.0 ** -149], dtype=np.float32)
+    w = np.float32((2 ** 23 + 62) * 2.0 ** -33)
+    side = fewshot_screen._Side(np.zeros((3, 1), dtype=np.float32), np.zeros(3, dtype=np.int64), tile=3)
+    tables = fewshot_fused.tables(side.slot, side.starts, side.product_codes, [3],
+                                  [(np.array([[0, 1, 2]]), np.array([w], dtype=np.float32))])
+    value = _combined(lambda t: item[t], tables.support[0, 0], 3, w)
+    top = np.float32(item[0] + np.float32(2 * item[1]))
+    assert value > np.float32(w * top) > 0 and np.float32(w * np.float32(tables.group_margin[0] * item[0])) == 0
+    lo = np.full((1, 1), value, dtype=np.float32)
+    hi = np.zeros((1, 1), dtype=np.float32)  # below the value: counted in bulk
+    counts = np.zeros((1, 1), dtype=np.int64)
+    tally = np.zeros(2, dtype=np.int64)
+    codes = np.array([5])
+    if direction == "rows":
+        inter = fewshot_fused.interleave([side.runs(0, 3)], side.starts, np.array([0, 3]))
+        fewshot_fused.run_rows(item[inter.order][None, :].copy(), inter.runs[0], tables, codes, lo, hi, counts,
+                               tally)
+    else:
+        products = fewshot_fused.row_products(side.starts, side.slot, 0, 3)
+        fewshot_fused.run_columns(item[:, None].copy(), products, tables, codes, lo, hi, counts, tally)
+    assert counts.tolist() == [[1]]

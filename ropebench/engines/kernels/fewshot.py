@@ -9,18 +9,19 @@ exactly, and the float32 value the kernel computes for it, ``v = fl(w · fl(Σ �
 additions and one product, ``w ≥ 0``), is within ``γ_k(u) · w · k · a`` of ``w Σ ŝ``
 (``a = max(|m₁|, |m₀|)``, ``u = 2⁻²⁴``). The kernel computes, in float32, ::
 
-    B = w⁺ · T̂ + w_max · (c_k · a),      c_k = k (k + 4) 2⁻²³ (rounded up)
+    B = w⁺ · T̂ + (w_max · (c_k · a) + 2⁻¹⁴⁷),      c_k = k (k + 4) 2⁻²³ (rounded up)
 
 (``T̂`` the float32 ``T``, exact for ``k = 1``; ``w⁺`` the group's largest way weight where
 ``T̂ ≥ 0``, else its smallest). ``c_k`` covers ``γ_k(u) ≤ 1.01 k u``, ``T̂``'s two roundings, a
-sign of ``T̂`` that differs from ``T``'s, and ``B``'s own four roundings: every ``v`` of the
-(query, product, shot count) is at most ``B`` (docs/exactness.md, "Pruned combinations"). Where
-``B`` is below the query's lowest cut-off among that shot count's columns no ``v`` can be a
-candidate, and the product is skipped. The rest are combined support by support, compared with
-their column's cut-off ``lo`` and level ``hi`` as on the numpy path: above ``hi`` counted in bulk,
-in ``[lo, hi]`` returned as candidates, judged by the band of :mod:`ropebench.engines.core.combine`
-(``v``'s own rounding is one of the ``K`` terms that band allows). Weights are finite and the
-scores cannot overflow (the caller refuses combinations that could, as on the numpy path).
+sign of ``T̂`` that differs from ``T``'s, and ``B``'s own roundings (2⁻¹⁴⁷: products that
+underflow round by an absolute 2⁻¹⁵⁰): every ``v`` of the (query, product, shot count) is at most
+``B`` (docs/exactness.md, "Pruned combinations"). Where ``B`` is below the query's lowest cut-off
+among that shot count's columns no ``v`` can be a candidate, and the product is skipped. The rest
+are combined support by support, compared with their column's cut-off ``lo`` and level ``hi`` as
+on the numpy path: above ``hi`` counted in bulk, in ``[lo, hi]`` returned as candidates, judged by
+the band of :mod:`ropebench.engines.core.combine` (``v``'s own rounding is one of the ``K`` terms
+that band allows). Weights are finite and the scores cannot overflow (the caller refuses
+combinations that could, as on the numpy path).
 
 Two layouts, one per direction of a tile ``S = X_tile · Y_tileᵀ``:
 
@@ -44,6 +45,9 @@ MAX_GROUPS = 8
 # columns are combined for every query, vectorised (cheaper than query by query; measured on ROPE-size
 # tiles).
 DENSE = 64
+# Added to the bound's margin: covers the absolute (underflow) errors of B's and v's products, at most
+# 2^-150 each, which the relative margin c_k a does not cover where w_max c_k a is subnormal.
+UNDERFLOW = np.float32(2.0 ** -147)
 
 
 @njit(nogil=True, cache=True)
@@ -163,7 +167,7 @@ def _mark_rows(a1, a2, a0, k, margin, w_hi, w_lo, cut, mask, bit):  # pragma: no
         top = a1[i] if k == 1 else a1[i] + extra * a2[i]
         amax = max(abs(a1[i]), abs(a0[i]))
         w = w_hi[i] if top >= 0 else w_lo[i]
-        passed = w * top + w_hi[i] * (margin * amax) >= cut
+        passed = w * top + (w_hi[i] * (margin * amax) + UNDERFLOW) >= cut
         mask[i] = mask[i] | (bit if passed else np.uint8(0))
         found += passed
     return found
@@ -178,7 +182,7 @@ def _mark_columns(a1, a2, a0, k, margin, w_hi, w_lo, cut, mask, bit):  # pragma:
         top = a1[i] if k == 1 else a1[i] + extra * a2[i]
         amax = max(abs(a1[i]), abs(a0[i]))
         w = w_hi if top >= 0 else w_lo
-        passed = w * top + w_hi * (margin * amax) >= cut[i]
+        passed = w * top + (w_hi * (margin * amax) + UNDERFLOW) >= cut[i]
         mask[i] = mask[i] | (bit if passed else np.uint8(0))
         found += passed
     return found
