@@ -85,8 +85,9 @@ class LinearSettings:
     """Tile sizes (items of the row domain, items of the column domain; each rounded to whole
     products), and which path combines the scores: the compiled kernels
     (:mod:`ropebench.engines.fewshot_fused`) when ``fused`` is true, numpy when false, the kernels
-    whenever numba is installed when None. Tests shrink the tiles so that small data reaches every
-    path, and run both."""
+    whenever numba is installed when None. The kernels need at most 8 shot counts and no negative
+    weight (:attr:`~ropebench.engines.fewshot_fused.Tables.usable`); elsewhere numpy combines, with
+    the same counts. Tests shrink the tiles so that small data reaches every path, and run both."""
 
     rows: int = 1024
     columns: int = 2048

@@ -62,7 +62,7 @@ def rows_pass(scores, runs, group_of, group_k, group_margin, support, weights, w
         runs: ``(n_runs, 4)`` int64: ``(first column, products, size, first product slot)``.
         group_of: ``(J,)`` each column's group (shot count); group_k: ``(G,)`` its ``k``;
             group_margin: ``(G,)`` float32 ``k (k + 4) 2⁻²³`` rounded up.
-        support: ``(n_products, J, max k)`` int64 slot ``t`` of each support inside its product.
+        support: ``(n_products, J, max k)`` int32 slot ``t`` of each support inside its product.
         weights: ``(n_products, J)`` float32 ``w`` (NaN: the product is not a way of the column).
         w_hi, w_lo: ``(G, n_products)`` float32 largest / smallest way weight (NaN: none).
         query_code, product_code: product codes of the rows and of the support products.
