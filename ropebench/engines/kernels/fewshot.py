@@ -9,19 +9,19 @@ exactly, and the float32 value the kernel computes for it, ``v = fl(w · fl(Σ �
 additions and one product, ``w ≥ 0``), is within ``γ_k(u) · w · k · a`` of ``w Σ ŝ``
 (``a = max(|m₁|, |m₀|)``, ``u = 2⁻²⁴``). The kernel computes, in float32, ::
 
-    B = w⁺ · T̂ + (w_max · (c_k · a) + 2⁻¹⁴⁷),      c_k = k (k + 4) 2⁻²³ (rounded up)
+    B = w⁺ · T̂ + (w_max · (c_k · a) + 2⁻¹²⁶),      c_k = k (k + 4) 2⁻²³ (rounded up)
 
 (``T̂`` the float32 ``T``, exact for ``k = 1``; ``w⁺`` the group's largest way weight where
 ``T̂ ≥ 0``, else its smallest). ``c_k`` covers ``γ_k(u) ≤ 1.01 k u``, ``T̂``'s two roundings, a
-sign of ``T̂`` that differs from ``T``'s, and ``B``'s own roundings (2⁻¹⁴⁷: products that
-underflow round by an absolute 2⁻¹⁵⁰): every ``v`` of the (query, product, shot count) is at most
-``B`` (docs/exactness.md, "Pruned combinations"). Where ``B`` is below the query's lowest cut-off
-among that shot count's columns no ``v`` can be a candidate, and the product is skipped. The rest
-are combined support by support, compared with their column's cut-off ``lo`` and level ``hi`` as
-on the numpy path: above ``hi`` counted in bulk, in ``[lo, hi]`` returned as candidates, judged by
-the band of :mod:`ropebench.engines.core.combine` (``v``'s own rounding is one of the ``K`` terms
-that band allows). Weights are finite and the scores cannot overflow (the caller refuses
-combinations that could, as on the numpy path).
+sign of ``T̂`` that differs from ``T``'s, and ``B``'s own roundings (2⁻¹²⁶, the smallest normal
+float32, covers products that underflow: they round by an absolute 2⁻¹⁵⁰): every ``v`` of the
+(query, product, shot count) is at most ``B`` (docs/exactness.md, "Pruned combinations"). Where
+``B`` is below the query's lowest cut-off among that shot count's columns no ``v`` can be a
+candidate, and the product is skipped. The rest are combined support by support, compared with
+their column's cut-off ``lo`` and level ``hi`` as on the numpy path: above ``hi`` counted in bulk,
+in ``[lo, hi]`` returned as candidates, judged by the band of :mod:`ropebench.engines.core.combine`
+(``v``'s own rounding is one of the ``K`` terms that band allows). Weights are finite and the
+scores cannot overflow (the caller refuses combinations that could, as on the numpy path).
 
 Two layouts, one per direction of a tile ``S = X_tile · Y_tileᵀ``:
 
@@ -46,8 +46,12 @@ MAX_GROUPS = 8
 # tiles).
 DENSE = 64
 # Added to the bound's margin: covers the absolute (underflow) errors of B's and v's products, at most
-# 2^-150 each, which the relative margin c_k a does not cover where w_max c_k a is subnormal.
-UNDERFLOW = np.float32(2.0 ** -147)
+# 2^-150 each, which the relative margin c_k a does not cover where w_max c_k a is subnormal. The
+# smallest normal float32 (2^-126), not 2^-147: a subnormal operand in every bound can cost x86 CPUs a
+# microcode assist per operation.
+UNDERFLOW = np.float32(2.0 ** -126)
+# (Each pass writes a candidate's record (bulk count or output) out in full: a helper function for it,
+# even with inline="always", made few-shot 2.3 times slower at ROPE size, one thread: 13.7 -> 32 s.)
 
 
 @njit(nogil=True, cache=True)
@@ -292,15 +296,16 @@ def columns_pass(scores, products, group_of, group_k, group_margin, support, wei
                         if query_code[q] == code:
                             continue
                         v = acc[q]
-                        if v > hi[j, q]:
-                            counts[j, q] += 1
-                        else:
-                            if n_out < capacity:
-                                out_product[n_out] = slot
-                                out_query[n_out] = q
-                                out_column[n_out] = j
-                                out_value[n_out] = v
-                            n_out += 1
+                        if v >= lo[j, q]:
+                            if v > hi[j, q]:
+                                counts[j, q] += 1
+                            else:
+                                if n_out < capacity:
+                                    out_product[n_out] = slot
+                                    out_query[n_out] = q
+                                    out_column[n_out] = j
+                                    out_value[n_out] = v
+                                n_out += 1
         if any_group == 0:
             continue
         for word in range(words.shape[0]):
