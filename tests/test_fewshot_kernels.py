@@ -5,6 +5,7 @@ float32 operations; and the linear screen gives the numpy path's counts through 
 
 from __future__ import annotations
 
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -204,20 +205,17 @@ def test_asking_for_the_kernels_without_numba_says_how_to_install_them(monkeypat
     assert linear_search(task_data, columns, max_k=5) is not None  # by default: the numpy path
 
 
-@pytest.mark.parametrize("direction", ["rows", "columns"])
-def test_the_margin_covers_a_sum_rounded_above_its_bound(direction):
-    """Supports scored 1, 0.6 ulp, 0.6 ulp summed in that order round up twice (1 + 2 ulp) while
-    ``m₁ + 2 m₂`` rounds once (1 + 1 ulp): a cut-off at the sum itself is reached, and only the
-    bound's margin keeps the product from being skipped."""
-    ulp = np.float32(2.0 ** -23)
-    item = np.array([1.0, 0.6 * ulp, 0.6 * ulp], dtype=np.float32)
+def _one_product_count(item: np.ndarray, w: np.float32, direction: str) -> tuple[int, np.float32, Any]:
+    """One product of three items scored ``item``, one 3-shot column of weight ``w`` summing them in
+    order, a query of another product with its cut-off at the combined score itself and its bulk
+    level below it: the kernel's bulk count for it (1 unless the bound skipped it), the combined
+    score and the tables."""
     side = fewshot_screen._Side(np.zeros((3, 1), dtype=np.float32), np.zeros(3, dtype=np.int64), tile=3)
     tables = fewshot_fused.tables(side.slot, side.starts, side.product_codes, [3],
-                                  [(np.array([[0, 1, 2]]), np.array([1.0], dtype=np.float32))])
-    value = _combined(lambda t: item[t], tables.support[0, 0], 3, np.float32(1.0))
-    assert value == np.float32(1) + 2 * ulp > np.float32(np.float32(1) + np.float32(2 * item[1]))
+                                  [(np.array([[0, 1, 2]]), np.array([w], dtype=np.float32))])
+    value = _combined(lambda t: item[t], tables.support[0, 0], 3, w)
     lo = np.full((1, 1), value, dtype=np.float32)
-    hi = np.ones((1, 1), dtype=np.float32)  # below the value: counted in bulk
+    hi = np.full((1, 1), np.nextafter(value, np.float32(-np.inf)), dtype=np.float32)
     counts = np.zeros((1, 1), dtype=np.int64)
     tally = np.zeros(2, dtype=np.int64)
     codes = np.array([5])
@@ -228,7 +226,19 @@ def test_the_margin_covers_a_sum_rounded_above_its_bound(direction):
     else:
         products = fewshot_fused.row_products(side.starts, side.slot, 0, 3)
         fewshot_fused.run_columns(item[:, None].copy(), products, tables, codes, lo, hi, counts, tally)
-    assert counts.tolist() == [[1]]
+    return int(counts[0, 0]), value, tables
+
+
+@pytest.mark.parametrize("direction", ["rows", "columns"])
+def test_the_margin_covers_a_sum_rounded_above_its_bound(direction):
+    """Supports scored 1, 0.6 ulp, 0.6 ulp summed in that order round up twice (1 + 2 ulp) while
+    ``m₁ + 2 m₂`` rounds once (1 + 1 ulp): a cut-off at the sum itself is reached, and only the
+    bound's margin keeps the product from being skipped."""
+    ulp = np.float32(2.0 ** -23)
+    item = np.array([1.0, 0.6 * ulp, 0.6 * ulp], dtype=np.float32)
+    count, value, _ = _one_product_count(item, np.float32(1.0), direction)
+    assert value == np.float32(1) + 2 * ulp > np.float32(np.float32(1) + np.float32(2 * item[1]))
+    assert count == 1
 
 
 @pytest.mark.parametrize("direction", ["rows", "columns"])
@@ -239,22 +249,7 @@ def test_the_bound_covers_products_that_underflow(direction):
     to 0: the bound must still reach ``v``."""
     item = np.array([2.0 ** -123, 5 * 2.0 ** -149, 5 * 2.0 ** -149], dtype=np.float32)
     w = np.float32((2 ** 23 + 62) * 2.0 ** -33)
-    side = fewshot_screen._Side(np.zeros((3, 1), dtype=np.float32), np.zeros(3, dtype=np.int64), tile=3)
-    tables = fewshot_fused.tables(side.slot, side.starts, side.product_codes, [3],
-                                  [(np.array([[0, 1, 2]]), np.array([w], dtype=np.float32))])
-    value = _combined(lambda t: item[t], tables.support[0, 0], 3, w)
+    count, value, tables = _one_product_count(item, w, direction)
     top = np.float32(item[0] + np.float32(2 * item[1]))
     assert value > np.float32(w * top) > 0 and np.float32(w * np.float32(tables.group_margin[0] * item[0])) == 0
-    lo = np.full((1, 1), value, dtype=np.float32)
-    hi = np.zeros((1, 1), dtype=np.float32)  # below the value: counted in bulk
-    counts = np.zeros((1, 1), dtype=np.int64)
-    tally = np.zeros(2, dtype=np.int64)
-    codes = np.array([5])
-    if direction == "rows":
-        inter = fewshot_fused.interleave([side.runs(0, 3)], side.starts, np.array([0, 3]))
-        fewshot_fused.run_rows(item[inter.order][None, :].copy(), inter.runs[0], tables, codes, lo, hi, counts,
-                               tally)
-    else:
-        products = fewshot_fused.row_products(side.starts, side.slot, 0, 3)
-        fewshot_fused.run_columns(item[:, None].copy(), products, tables, codes, lo, hi, counts, tally)
-    assert counts.tolist() == [[1]]
+    assert count == 1
