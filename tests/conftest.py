@@ -42,7 +42,9 @@ SIMILARITIES = METRICS
 
 # Sizes at which small data reaches the engines' real paths.
 TEST_TILE = 64
-TEST_SETTINGS = OnePassSettings(tile=TEST_TILE, small_block=0)
+# The tile selection compiled wherever numba is (small data would otherwise stay on numpy's path;
+# the suite also runs one-pass-numpy).
+TEST_SETTINGS = OnePassSettings(tile=TEST_TILE, small_block=0, compiled=kernels.available())
 TEST_QUERY_BATCH = 37
 
 

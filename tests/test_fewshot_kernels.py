@@ -253,3 +253,19 @@ def test_the_bound_covers_products_that_underflow(direction):
     top = np.float32(item[0] + np.float32(2 * item[1]))
     assert value > np.float32(w * top) > 0 and np.float32(w * np.float32(tables.group_margin[0] * item[0])) == 0
     assert count == 1
+
+
+def test_the_kernels_combine_by_default_only_on_large_tasks(monkeypatch):
+    """By default (``fused`` None) the kernels run from ``FUSED_SCORES`` (query, prototype) scores on
+    (importing numba and loading them cost about half a second), numpy below: every combined score
+    formed on small data, fewer once the threshold is lowered; the same counts."""
+    from tests.test_fewshot_linear import _near_ties, _same_hits, _tasks
+
+    names, task_data, columns = _tasks(*_near_ties(8, "cosine"), "cosine")
+    small = LinearSettings(rows=16, columns=24)
+    plain = linear_search(task_data, columns, max_k=5, settings=small)
+    monkeypatch.setattr(fewshot_screen, "FUSED_SCORES", 0)
+    fused = linear_search(task_data, columns, max_k=5, settings=small)
+    assert plain is not None and fused is not None
+    _same_hits(fused.hits, plain.hits, names)
+    assert fused.counters["prototype_scores_formed"] < plain.counters["prototype_scores_formed"]

@@ -44,3 +44,24 @@ def test_a_tile_with_more_candidates_than_the_first_room_is_selected_whole():
     r, c, v = onepass._select_compiled(scores, np.full(100, -1, np.float32), np.full(100, np.inf, np.float32),
                                        buffers)
     assert len(r) == 10_000 > 1 << 12 and np.array_equal(v, scores.ravel())
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_the_compiled_selection_runs_by_default_only_on_large_searches(monkeypatch, large):
+    """Importing numba and loading the kernel cost about half a second: by default (``compiled``
+    None) a search uses it from ``COMPILED_WORK`` multiply-adds on, numpy below; the numbers are the
+    same either way."""
+    from tests.conftest import continuous_data
+
+    calls = []
+    select = onepass._select_compiled
+    monkeypatch.setattr(onepass, "_select_compiled", lambda *args: calls.append(1) or select(*args))
+    if large:
+        monkeypatch.setattr(onepass, "COMPILED_WORK", 0)
+    data = continuous_data(3, (300, 250, 200), n_products=30, dim=8)
+    engine = onepass.OnePassEngine(onepass.OnePassSettings(tile=64, small_block=0))
+    found = data.evaluate(engine, ci=False, threads=1)
+    assert bool(calls) == large
+    plain = data.evaluate(onepass.OnePassEngine(onepass.OnePassSettings(tile=64, small_block=0, compiled=False)),
+                          ci=False, threads=1)
+    assert found.to_json()["tasks"] == plain.to_json()["tasks"]

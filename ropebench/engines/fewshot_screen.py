@@ -85,9 +85,10 @@ class LinearSettings:
     """Tile sizes (items of the row domain, items of the column domain; each rounded to whole
     products), and which path combines the scores: the compiled kernels
     (:mod:`ropebench.engines.fewshot_fused`) when ``fused`` is true, numpy when false, the kernels
-    whenever numba is installed when None. The kernels need at most 8 shot counts and no negative
-    weight (:attr:`~ropebench.engines.fewshot_fused.Tables.usable`); elsewhere numpy combines, with
-    the same counts. Tests shrink the tiles so that small data reaches every path, and run both."""
+    when None if numba is installed and the tasks have at least :data:`FUSED_SCORES` (query,
+    prototype) scores. The kernels need at most 8 shot counts and no negative weight
+    (:attr:`~ropebench.engines.fewshot_fused.Tables.usable`); elsewhere numpy combines, with the
+    same counts. Tests shrink the tiles so that small data reaches every path, and run both."""
 
     rows: int = 1024
     columns: int = 2048
@@ -281,6 +282,10 @@ class _Direction:
             self.lo[q, j] = self.hi[q, j] = np.inf
 
 
+# With numba installed, the kernels combine by default from this many (query, prototype) scores over
+# the tasks (ROPE-test size: 9.3G; half its items, a quarter of that).
+FUSED_SCORES = 1 << 31
+
 # Combined scores per batch, (products, queries, J) float32: 4 MiB. Fewer, larger batches measured
 # 3% (ROPE size) to 11% (half of it) faster than 2^18 on one thread; 2^21 and 2^22 were slower.
 CHUNK = 1 << 20
@@ -455,7 +460,12 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
     cols = _Side(first[(y, x)].queries, first[(y, x)].query_products, settings.columns)
     directions: dict[tuple[str, str], _Direction] = {}
     weights: dict[str, np.ndarray] = {}
-    fused = fewshot_fused.available() if settings.fused is None else settings.fused
+    if settings.fused is None:
+        # Importing numba and loading the kernels take about 0.5 s: worth it from FUSED_SCORES on.
+        scores = sum(len(data.queries) * len(data.gallery) for data in task_data.values())
+        fused = fewshot_fused.available() and scores >= FUSED_SCORES
+    else:
+        fused = settings.fused
     if fused and not fewshot_fused.available():
         raise ImportError("the few-shot kernels need numba: pip install 'ropebench[fast]'")
     kernel_tables: dict[str, fewshot_fused.Tables] = {}

@@ -63,6 +63,9 @@ LEVEL_BATCH = 1 << 16
 LEVEL_OUTLIERS = 64  # rows and columns of a tile compared with their own level cut-off, below the tile's pass
 # Blocks below this many multiply-adds, or with a single row or column, are counted row by row.
 SMALL_BLOCK = 1 << 22
+# With numba installed, the tile selection is compiled by default from this many multiply-adds (summed
+# over the tasks; ROPE-test size is about 2^40, a quarter of it 2^36).
+COMPILED_WORK = 1 << 38
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,8 @@ class OnePassSettings:
     tile: int = TILE
     small_block: int = SMALL_BLOCK
     # Tile selection by the compiled kernel (kernels.select, numba) when true, by numpy when false,
-    # by the kernel whenever numba is installed when None: the same candidates reach the readers.
+    # when None by the kernel if numba is installed and the search is large (COMPILED_WORK): the
+    # same candidates reach the readers.
     compiled: bool | None = None
 
 
@@ -513,7 +517,13 @@ def one_pass_first_hits(
         return Block(data.queries, data.gallery, rows, columns, symmetric, settings.tile)
 
     buffers = threading.local()
-    compiled = kernels.available() if settings.compiled is None else settings.compiled
+    if settings.compiled is None:
+        # Importing numba and loading the kernel take about 0.5 s, which the ~5% it saves repays
+        # only on large searches.
+        work = sum(len(data.queries) * len(data.gallery) * data.queries.shape[1] for data in task_data.values())
+        compiled = kernels.available() and work >= COMPILED_WORK
+    else:
+        compiled = settings.compiled
     if compiled and not kernels.available():
         raise ImportError("compiled tile selection needs numba: pip install 'ropebench[fast]'")
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
