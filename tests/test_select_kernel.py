@@ -66,3 +66,24 @@ def test_the_compiled_selection_runs_by_default_only_on_large_searches(monkeypat
     plain = data.evaluate(onepass.OnePassEngine(onepass.OnePassSettings(tile=64, small_block=0, compiled=False)),
                           ci=False, threads=1)
     assert found.to_json()["tasks"] == plain.to_json()["tasks"]
+
+
+def test_kernels_that_cannot_load_leave_numpy_to_compute_with_a_warning(monkeypatch):
+    """Where numba is installed but its kernels cannot load (e.g. nowhere to write their cache: its
+    "no locator available" error at import), ``available()`` is False with one warning saying how
+    to fix it, and the searches run on numpy with the same numbers."""
+    import sys
+
+    from ropebench.engines import kernels
+
+    monkeypatch.setattr(kernels, "_AVAILABLE", [])
+    monkeypatch.setitem(sys.modules, "ropebench.engines.kernels.select", None)  # its import fails
+    with pytest.warns(RuntimeWarning, match="NUMBA_CACHE_DIR"):
+        assert kernels.available() is False
+    assert kernels.available() is False  # answered once
+    monkeypatch.setattr(onepass, "COMPILED_WORK", 0)
+    from tests.conftest import continuous_data
+
+    data = continuous_data(5, (120, 100, 90), n_products=20, dim=8)
+    found = data.evaluate(onepass.OnePassEngine(onepass.OnePassSettings(tile=32, small_block=0)), ci=False)
+    assert found.tasks["P2V"].measures["R@1"] >= 0

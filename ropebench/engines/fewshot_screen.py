@@ -463,7 +463,7 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
     if settings.fused is None:
         # Importing numba and loading the kernels take about 0.5 s: worth it from FUSED_SCORES on.
         scores = sum(len(data.queries) * len(data.gallery) for data in task_data.values())
-        fused = fewshot_fused.available() and scores >= FUSED_SCORES
+        fused = scores >= FUSED_SCORES and fewshot_fused.available()
     else:
         fused = settings.fused
     if fused and not fewshot_fused.available():

@@ -526,7 +526,7 @@ def one_pass_first_hits(
         # Importing numba and loading the kernel take about 0.5 s, which the ~5% it saves repays
         # only on large searches.
         work = sum(len(data.queries) * len(data.gallery) * data.queries.shape[1] for data in task_data.values())
-        compiled = kernels.available() and work >= COMPILED_WORK
+        compiled = work >= COMPILED_WORK and kernels.available()
     else:
         compiled = settings.compiled
     if compiled and not kernels.available():

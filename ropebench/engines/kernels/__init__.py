@@ -6,11 +6,32 @@ that gives the same counts; tests run both."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import warnings
 
 __all__ = ["available"]
 
+_MODULES = ("ropebench.engines.kernels.fewshot", "ropebench.engines.kernels.select")
+_AVAILABLE: list[bool] = []  # the answer, once known (one import per process)
+
 
 def available() -> bool:
-    """Whether numba can be imported (the kernels compile on first use and are cached on disk)."""
-    return importlib.util.find_spec("numba") is not None
+    """Whether the kernels can run: numba imports and so do the kernel modules. Their import can
+    fail where numba has nowhere to write its cache (no writable ``__pycache__`` beside the package
+    and no writable user cache directory): then a warning says so once and numpy computes the same
+    numbers. The first call imports numba (about 0.2 s); callers ask only for searches large enough
+    to use the kernels. The kernels compile on first use and are cached on disk."""
+    if not _AVAILABLE:
+        found = importlib.util.find_spec("numba") is not None
+        if found:
+            try:
+                for name in _MODULES:
+                    importlib.import_module(name)
+            except Exception as error:  # numba's own errors (e.g. "no locator available"), any kind
+                warnings.warn(f"ropebench: numba is installed but its kernels cannot load ({error}); numpy "
+                              "computes the same numbers, more slowly (set NUMBA_CACHE_DIR to a writable "
+                              "directory to use them)", RuntimeWarning, stacklevel=2)
+                found = False
+        _AVAILABLE.append(found)
+    return _AVAILABLE[0]
