@@ -27,7 +27,7 @@ from rope_size import generate
 
 import ropebench
 import ropebench.evaluation
-from ropebench.engines import fewshot_fused, fewshot_screen
+from ropebench.engines import fewshot_screen, kernels
 
 
 def _peak_mib() -> float:
@@ -77,15 +77,15 @@ def main() -> None:
     if args.measures_only:
         runs = runs * max(1, args.repeat)
     else:
-        kernels = fewshot_fused.available()
-        if kernels:
+        compiled = kernels.available()
+        if compiled:
             runs.append(("default + fewshot 1,5 x10", {"fewshot": True}, "kernels"))
-        if not kernels or not args.skip_numpy:
-            runs.append(("   ... fewshot, numpy" if kernels else "default + fewshot 1,5 x10", {"fewshot": True},
+        if not compiled or not args.skip_numpy:
+            runs.append(("   ... fewshot, numpy" if compiled else "default + fewshot 1,5 x10", {"fewshot": True},
                          "numpy"))
         if not args.skip_per_task:
             runs.append(("   ... fewshot per task", {"fewshot": True}, "per-task"))
-    if fewshot_fused.available():
+    if kernels.available():
         _warm_up()
     found: dict[str, object] = {}
     base_cpu = base_search = None

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ropebench.engines import fewshot_fused, fewshot_screen
+from ropebench.engines import fewshot_fused, fewshot_screen, kernels
 from ropebench.engines.fewshot_screen import LinearSettings, linear_search
 
 pytest.importorskip("numba")
@@ -120,15 +120,15 @@ def test_the_rows_pass_finds_every_combined_score_at_or_above_its_cut_off(seed, 
 
     lo, hi = _cutoffs(rng, _all_values(of, tables, n_queries), level)
     counts = np.zeros(lo.shape, dtype=np.int64)
-    tally = np.zeros(2, dtype=np.int64)
+    formed = np.zeros(1, dtype=np.int64)
     laid_out = np.ascontiguousarray(scores[:, inter.order])  # tile column c: the side's item inter.order[c]
     with mock.patch.object(fewshot_fused, "CAPACITY", 1 if seed % 2 else fewshot_fused.CAPACITY):
         product, query, column, value = fewshot_fused.run_rows(laid_out, inter.runs[0], tables, query_code, lo, hi,
-                                                               counts, tally)
+                                                               counts, formed)
     expected_counts, expected = _reference(of, tables, query_code, lo, hi, n_queries)
     assert np.array_equal(counts, expected_counts)
     assert sorted(zip(product.tolist(), query.tolist(), column.tolist(), value.tolist(), strict=True)) == expected
-    assert tally[1] <= n_queries * tables.weights.size
+    assert formed[0] <= n_queries * tables.weights.size
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -145,13 +145,13 @@ def test_the_columns_pass_finds_every_combined_score_at_or_above_its_cut_off(see
     values = _all_values(of, tables, n_queries)
     lo, hi = _cutoffs(rng, values, level)
     counts = np.zeros(lo.T.shape, dtype=np.int64)
-    tally = np.zeros(2, dtype=np.int64)
+    formed = np.zeros(1, dtype=np.int64)
     products = fewshot_fused.row_products(side.starts, side.slot, 0, len(side.codes))
     # Outputs with room for one candidate on odd seeds: the pass runs again with room for all.
     with mock.patch.object(fewshot_fused, "CAPACITY", 1 if seed % 2 else fewshot_fused.CAPACITY):
         product, query, column, value = fewshot_fused.run_columns(
             tile, products, tables, query_code, np.ascontiguousarray(lo.T), np.ascontiguousarray(hi.T), counts,
-            tally)
+            formed)
     expected_counts, expected = _reference(of, tables, query_code, lo, hi, n_queries)
     assert np.array_equal(counts.T, expected_counts)
     assert sorted(zip(product.tolist(), query.tolist(), column.tolist(), value.tolist(), strict=True)) == expected
@@ -199,8 +199,8 @@ def test_asking_for_the_kernels_without_numba_says_how_to_install_them(monkeypat
     from tests.test_fewshot_linear import _tasks
 
     names, task_data, columns = _tasks(*uneven_data(3), "cosine")
-    monkeypatch.setattr(fewshot_fused, "available", lambda: False)
-    with pytest.raises(ImportError, match=r"ropebench\[fast\]"):
+    monkeypatch.setattr(kernels, "_AVAILABLE", [False])
+    with pytest.raises(ImportError, match=r"few-shot kernels need numba: pip install 'ropebench\[fast\]'"):
         linear_search(task_data, columns, max_k=5, settings=LinearSettings(fused=True))
     assert linear_search(task_data, columns, max_k=5) is not None  # by default: the numpy path
 
@@ -217,15 +217,15 @@ def _one_product_count(item: np.ndarray, w: np.float32, direction: str) -> tuple
     lo = np.full((1, 1), value, dtype=np.float32)
     hi = np.full((1, 1), np.nextafter(value, np.float32(-np.inf)), dtype=np.float32)
     counts = np.zeros((1, 1), dtype=np.int64)
-    tally = np.zeros(2, dtype=np.int64)
+    formed = np.zeros(1, dtype=np.int64)
     codes = np.array([5])
     if direction == "rows":
         inter = fewshot_fused.interleave([side.runs(0, 3)], side.starts, np.array([0, 3]))
         fewshot_fused.run_rows(item[inter.order][None, :].copy(), inter.runs[0], tables, codes, lo, hi, counts,
-                               tally)
+                               formed)
     else:
         products = fewshot_fused.row_products(side.starts, side.slot, 0, 3)
-        fewshot_fused.run_columns(item[:, None].copy(), products, tables, codes, lo, hi, counts, tally)
+        fewshot_fused.run_columns(item[:, None].copy(), products, tables, codes, lo, hi, counts, formed)
     return int(counts[0, 0]), value, tables
 
 

@@ -12,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 import ropebench
 import ropebench.evaluation as evaluation
-from ropebench.engines import fewshot_fused, fewshot_screen
+from ropebench.engines import fewshot_screen, kernels
 from ropebench.engines.core import FP32, bound_for, exact_scores
 from ropebench.engines.core.bound import pair_widths
 from ropebench.engines.core.combine import combination_bound, combination_weights, effective_norms
@@ -140,7 +140,7 @@ def test_the_combined_band_grows_only_with_the_weights_of_cancelling_supports():
 
 SMALL = LinearSettings(rows=16, columns=24)
 # Both ways of combining scores: numpy, and the compiled kernels where numba is installed.
-PATHS = [False, pytest.param(True, marks=pytest.mark.skipif(not fewshot_fused.available(), reason="needs numba"))]
+PATHS = [False, pytest.param(True, marks=pytest.mark.skipif(not kernels.available(), reason="needs numba"))]
 
 
 def _tasks(emb, domains, products, ids, metric, shots=(1, 2, 5), draws=3):
@@ -301,7 +301,7 @@ def test_threshold_intervals_and_bulk_counts_at_their_edges(data, metric, thread
     names, task_data, columns = _tasks(emb, domains, products, ids, metric, shots=(1, 2), draws=2)
     assume(linear_applies(task_data, columns))
     settings_ = LinearSettings(rows=data.draw(st.integers(1, 12)), columns=data.draw(st.integers(1, 12)),
-                               fused=data.draw(st.booleans()) and fewshot_fused.available())
+                               fused=data.draw(st.booleans()) and kernels.available())
     run = linear_search(task_data, columns, max_k=5, threads=threads, settings=settings_)
     # Supports that cancel to subnormals (a weight beyond float32) are declined: the per-task path
     # runs (test_supports_that_cancel_to_subnormals_send_few_shot_to_the_per_task_path).

@@ -10,9 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ropebench.engines.kernels import available
-
-__all__ = ["available", "Tables", "tables", "Interleaved", "interleave", "row_products", "run_rows", "run_columns"]
+__all__ = ["Tables", "tables", "Interleaved", "interleave", "row_products", "run_rows", "run_columns"]
 
 # Candidates per pass before the outputs grow (the pass then runs again, its counts zeroed).
 CAPACITY = 4096
@@ -125,41 +123,41 @@ def row_products(starts: np.ndarray, slot: np.ndarray, r0: int, r1: int) -> np.n
 
 
 def _run(kernel, scores: np.ndarray, layout: np.ndarray, t: Tables, query_code: np.ndarray, lo: np.ndarray,
-         hi: np.ndarray, counts: np.ndarray, tally: np.ndarray
+         hi: np.ndarray, counts: np.ndarray, formed: np.ndarray
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One pass; grows its outputs and runs again (counts and tally as before) when they overflow."""
+    """One pass; grows its outputs and runs again (counts and ``formed`` as before) when they overflow."""
     capacity = CAPACITY
-    before = tally.copy()
+    before = formed.copy()
     while True:
         out = (np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.int64),
                np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.float32))
         n = kernel(scores, layout, t.group_of, t.group_k, t.group_margin, t.support, t.weights, t.w_hi, t.w_lo,
-                   query_code, t.product_code, lo, hi, counts, tally, *out)
+                   query_code, t.product_code, lo, hi, counts, formed, *out)
         if n <= capacity:
             return out[0][:n], out[1][:n], out[2][:n], out[3][:n]
         counts[...] = 0
-        tally[...] = before
+        formed[...] = before
         capacity = n
 
 
 def run_rows(scores: np.ndarray, runs: np.ndarray, t: Tables, query_code: np.ndarray, lo: np.ndarray,
-             hi: np.ndarray, counts: np.ndarray, tally: np.ndarray
+             hi: np.ndarray, counts: np.ndarray, formed: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """X2Y over one tile: ``lo``, ``hi``, ``counts`` ``(rows, J)``; ``tally`` (2,) the kernel's
-    (pairs let through, scores formed), added to. Returns candidates' support product slots, rows,
+    """X2Y over one tile: ``lo``, ``hi``, ``counts`` ``(rows, J)``; ``formed`` (1,) the combined
+    scores formed, added to. Returns candidates' support product slots, rows,
     columns and values."""
     from ropebench.engines.kernels.fewshot import rows_pass
 
     return _run(rows_pass, scores, runs, t, query_code, np.ascontiguousarray(lo), np.ascontiguousarray(hi), counts,
-                tally)
+                formed)
 
 
 def run_columns(scores: np.ndarray, products: np.ndarray, t: Tables, query_code: np.ndarray, lo: np.ndarray,
-                hi: np.ndarray, counts: np.ndarray, tally: np.ndarray
+                hi: np.ndarray, counts: np.ndarray, formed: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Y2X over one tile: ``lo``, ``hi``, ``counts`` ``(J, columns)``; returns candidates' support
     product slots, columns (queries), J-columns and values."""
     from ropebench.engines.kernels.fewshot import columns_pass
 
     return _run(columns_pass, scores, products, t, query_code, np.ascontiguousarray(lo), np.ascontiguousarray(hi),
-                counts, tally)
+                counts, formed)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ropebench.engines import fewshot_fused
+from ropebench.engines import fewshot_fused, kernels
 from ropebench.engines.base import COUNTERS, FirstHits, SearchRun, TaskData
 from ropebench.engines.core import Decision, Judge, check_range, task_bound
 from ropebench.engines.core.bound import pair_widths
@@ -400,9 +400,11 @@ def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, Suppo
             x, y = column.query_set, column.support_set
             if (y, x) not in pairs and (x, y) not in pairs:
                 pairs.append((x, y))
+        scores = sum(len(data.queries) * len(data.gallery) for data in task_data.values())
+        fused = kernels.chosen(settings.fused, scores, FUSED_SCORES, "the few-shot kernels")
         for x, y in pairs:
-            _pair(x, y, task_data, columns, thresholds, None if exact_censored else max_k, settings, pool, hits,
-                  counters)
+            _pair(x, y, task_data, columns, thresholds, None if exact_censored else max_k, settings, fused, pool,
+                  hits, counters)
     except _Unbounded:
         return None
     finally:
@@ -449,9 +451,10 @@ def _share_norms(task_data: Mapping[str, TaskData]) -> None:
 
 
 def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn],
-          thresholds: Mapping[str, _Thresholds], max_k: int | None, settings: LinearSettings,
+          thresholds: Mapping[str, _Thresholds], max_k: int | None, settings: LinearSettings, fused: bool,
           pool: ThreadPoolExecutor | None, hits: dict[str, FirstHits], counters: dict[str, int]) -> None:
-    """Both directions of one domain pair from one tiled block ``X · Yᵀ``."""
+    """Both directions of one domain pair from one tiled block ``X · Yᵀ``; ``fused``: by the
+    kernels where their tables allow (:attr:`~ropebench.engines.fewshot_fused.Tables.usable`)."""
     tasks = {(a, b): {c.column: n for n, c in sorted(columns.items()) if (c.query_set, c.support_set) == (a, b)}
              for a, b in ((x, y), (y, x))}
     tasks = {d: dict(sorted(found.items())) for d, found in tasks.items()}
@@ -460,14 +463,6 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
     cols = _Side(first[(y, x)].queries, first[(y, x)].query_products, settings.columns)
     directions: dict[tuple[str, str], _Direction] = {}
     weights: dict[str, np.ndarray] = {}
-    if settings.fused is None:
-        # Importing numba and loading the kernels take about 0.5 s: worth it from FUSED_SCORES on.
-        scores = sum(len(data.queries) * len(data.gallery) for data in task_data.values())
-        fused = scores >= FUSED_SCORES and fewshot_fused.available()
-    else:
-        fused = settings.fused
-    if fused and not fewshot_fused.available():
-        raise ImportError("the few-shot kernels need numba: pip install 'ropebench[fast]'")
     kernel_tables: dict[str, fewshot_fused.Tables] = {}
     for (a, b), named in tasks.items():
         query_side, support_side = (rows, cols) if a == x else (cols, rows)
@@ -574,19 +569,19 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
         scores = rows.items[r0:r1] @ inter_items[c0:c1].T
         at = inter.order[c0:c1]  # the side position of each of the tile's columns
         counts_forward = np.zeros((r1 - r0, n_columns), dtype=np.int64)
-        tally = np.zeros(2, dtype=np.int64)
+        formed = np.zeros(1, dtype=np.int64)
         product, query, column, values = fewshot_fused.run_rows(
             scores, inter.runs[j], kernel_tables[y], rows.codes[r0:r1], forward.lo[r0:r1], forward.hi[r0:r1],
-            counts_forward, tally)
+            counts_forward, formed)
         found = [(forward, product, r0 + query, column, values, cols, rows)]
         interleaved = np.zeros((n_columns, c1 - c0), dtype=np.int64)
         product, query, column, values = fewshot_fused.run_columns(
             scores, fewshot_fused.row_products(rows.starts, rows.slot, r0, r1), kernel_tables[x], cols.codes[at],
-            backward.lo[:, at], backward.hi[:, at], interleaved, tally)
+            backward.lo[:, at], backward.hi[:, at], interleaved, formed)
         found.append((backward, product, at[query], column, values, rows, cols))
         counts_backward = np.zeros((n_columns, c1 - c0), dtype=np.int64)
         counts_backward[:, at - c0] = interleaved
-        finish(found, counts_forward, counts_backward, r0, c0, int(tally[1]))
+        finish(found, counts_forward, counts_backward, r0, c0, int(formed[0]))
 
     with threadpool_limits(limits=1, user_api="blas") if pool is not None else contextlib.nullcontext():
         run_tiles(pool, tiles, run_tile_fused if fused else run_tile)

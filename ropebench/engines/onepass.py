@@ -522,15 +522,8 @@ def one_pass_first_hits(
         return Block(data.queries, data.gallery, rows, columns, symmetric, settings.tile)
 
     buffers = threading.local()
-    if settings.compiled is None:
-        # Importing numba and loading the kernel take about 0.5 s, which the ~5% it saves repays
-        # only on large searches.
-        work = sum(len(data.queries) * len(data.gallery) * data.queries.shape[1] for data in task_data.values())
-        compiled = work >= COMPILED_WORK and kernels.available()
-    else:
-        compiled = settings.compiled
-    if compiled and not kernels.available():
-        raise ImportError("compiled tile selection needs numba: pip install 'ropebench[fast]'")
+    work = sum(len(data.queries) * len(data.gallery) * data.queries.shape[1] for data in task_data.values())
+    compiled = kernels.chosen(settings.compiled, work, COMPILED_WORK, "compiled tile selection")
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
     try:
         with _single_threaded_blas(pool is not None):

@@ -10,7 +10,7 @@ import importlib
 import importlib.util
 import warnings
 
-__all__ = ["available"]
+__all__ = ["available", "chosen"]
 
 _MODULES = ("ropebench.engines.kernels.fewshot", "ropebench.engines.kernels.select")
 _AVAILABLE: list[bool] = []  # the answer, once known (one import per process)
@@ -35,3 +35,16 @@ def available() -> bool:
                 found = False
         _AVAILABLE.append(found)
     return _AVAILABLE[0]
+
+
+def chosen(setting: bool | None, size: int, threshold: int, what: str) -> bool:
+    """Whether a search runs its kernels: ``setting`` when given (true without loadable kernels:
+    an ImportError naming the extra), else where they are :func:`available` and the search's
+    ``size`` reaches ``threshold`` (importing numba and loading a kernel take about half a second,
+    which only large searches repay; the size is compared first, so small ones never import numba).
+    ``what`` names the kernels in the error."""
+    if setting is None:
+        return size >= threshold and available()
+    if setting and not available():
+        raise ImportError(f"{what} need numba: pip install 'ropebench[fast]'")
+    return setting

@@ -56,7 +56,7 @@ UNDERFLOW = np.float32(2.0 ** -126)
 
 @njit(nogil=True, cache=True)
 def rows_pass(scores, runs, group_of, group_k, group_margin, support, weights, w_hi, w_lo, query_code,
-              product_code, lo, hi, counts, tally, out_product, out_query, out_column,
+              product_code, lo, hi, counts, formed, out_product, out_query, out_column,
               out_value):  # pragma: no cover - compiled
     """X2Y: queries are ``scores``' rows (tile rows ``0…``); returns the number of candidates found
     (when above the outputs' length, the caller runs again with larger outputs: counts too).
@@ -72,8 +72,7 @@ def rows_pass(scores, runs, group_of, group_k, group_margin, support, weights, w
         query_code, product_code: product codes of the rows and of the support products.
         lo, hi: ``(n_rows, J)`` float32 cut-off and bulk level.
         counts: ``(n_rows, J)`` int64, bulk counts added to.
-        tally: ``(2,)`` int64 added to: (query, product) pairs the bound let through (per shot
-            count), combined scores formed.
+        formed: ``(1,)`` int64, the combined scores formed, added to.
     """
     n_rows = scores.shape[0]
     n_groups = group_k.shape[0]
@@ -87,8 +86,7 @@ def rows_pass(scores, runs, group_of, group_k, group_margin, support, weights, w
     mask = np.zeros((widest + 7) // 8 * 8, np.uint8)
     words = mask.view(np.uint64)
     n_out = 0
-    passed = 0
-    formed = 0
+    n_formed = 0
     capacity = out_product.shape[0]
     low = np.empty(n_groups, np.float32)
     for q in range(n_rows):
@@ -121,7 +119,6 @@ def rows_pass(scores, runs, group_of, group_k, group_margin, support, weights, w
                                         w_lo[g, p0:p0 + n_p], low[g], mask, np.uint8(1 << g))
             if any_group == 0:
                 continue
-            passed += any_group
             code = query_code[q]
             for word in range((n_p + 7) // 8):
                 if words[word] == 0:
@@ -141,7 +138,7 @@ def rows_pass(scores, runs, group_of, group_k, group_margin, support, weights, w
                         w = weights[slot, j]
                         if not w == w:
                             continue
-                        formed += 1
+                        n_formed += 1
                         total = row[base + support[slot, j, 0] * n_p + p]
                         for t in range(1, group_k[g]):
                             total += row[base + support[slot, j, t] * n_p + p]
@@ -156,8 +153,7 @@ def rows_pass(scores, runs, group_of, group_k, group_margin, support, weights, w
                                     out_column[n_out] = j
                                     out_value[n_out] = v
                                 n_out += 1
-    tally[0] += passed
-    tally[1] += formed
+    formed[0] += n_formed
     return n_out
 
 
@@ -194,7 +190,7 @@ def _mark_columns(a1, a2, a0, k, margin, w_hi, w_lo, cut, mask, bit):  # pragma:
 
 @njit(nogil=True, cache=True)
 def columns_pass(scores, products, group_of, group_k, group_margin, support, weights, w_hi, w_lo, query_code,
-                 product_code, lo, hi, counts, tally, out_product, out_query, out_column,
+                 product_code, lo, hi, counts, formed, out_product, out_query, out_column,
                  out_value):  # pragma: no cover - compiled
     """Y2X: queries are ``scores``' columns; the support products are runs of its rows.
 
@@ -222,8 +218,7 @@ def columns_pass(scores, products, group_of, group_k, group_margin, support, wei
         for q in range(n_queries):
             least[q] = min(least[q], cut[q])
     n_out = 0
-    passed = 0
-    formed = 0
+    n_formed = 0
     capacity = out_product.shape[0]
     for i in range(products.shape[0]):
         first, size, slot = products[i, 0], products[i, 1], products[i, 2]
@@ -247,7 +242,6 @@ def columns_pass(scores, products, group_of, group_k, group_margin, support, wei
             k = group_k[g]
             bit = np.uint8(1 << g)
             found = _mark_columns(a1, a2, a0, k, group_margin[g], w_hi[g, slot], w_lo[g, slot], low[g], mask, bit)
-            passed += found
             if found * DENSE <= n_queries * (k + 2):
                 any_group += found
                 continue
@@ -259,7 +253,7 @@ def columns_pass(scores, products, group_of, group_k, group_margin, support, wei
                 w = weights[slot, j]
                 if group_of[j] != g or not w == w:
                     continue
-                formed += n_queries
+                n_formed += n_queries
                 lo_j = lo[j]
                 row = scores[first + support[slot, j, 0]]
                 hit = 0
@@ -326,7 +320,7 @@ def columns_pass(scores, products, group_of, group_k, group_margin, support, wei
                     if not w == w:
                         continue
                     k = group_k[g]
-                    formed += 1
+                    n_formed += 1
                     total = scores[first + support[slot, j, 0], q]
                     for t in range(1, k):
                         total += scores[first + support[slot, j, t], q]
@@ -341,6 +335,5 @@ def columns_pass(scores, products, group_of, group_k, group_margin, support, wei
                                 out_column[n_out] = j
                                 out_value[n_out] = v
                             n_out += 1
-    tally[0] += passed
-    tally[1] += formed
+    formed[0] += n_formed
     return n_out
