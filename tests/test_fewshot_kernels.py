@@ -200,7 +200,7 @@ def test_asking_for_the_kernels_without_numba_says_how_to_install_them(monkeypat
 
     names, task_data, columns = _tasks(*uneven_data(3), "cosine")
     monkeypatch.setattr(kernels, "_AVAILABLE", [False])
-    with pytest.raises(ImportError, match=r"few-shot kernels need numba: pip install 'ropebench\[fast\]'"):
+    with pytest.raises(ImportError, match=r"few-shot kernels: numba is needed, pip install 'ropebench\[fast\]'"):
         linear_search(task_data, columns, max_k=5, settings=LinearSettings(fused=True))
     assert linear_search(task_data, columns, max_k=5) is not None  # by default: the numpy path
 

@@ -87,3 +87,15 @@ def test_kernels_that_cannot_load_leave_numpy_to_compute_with_a_warning(monkeypa
     data = continuous_data(5, (120, 100, 90), n_products=20, dim=8)
     found = data.evaluate(onepass.OnePassEngine(onepass.OnePassSettings(tile=32, small_block=0)), ci=False)
     assert found.tasks["P2V"].measures["R@1"] >= 0
+
+
+def test_asking_for_the_compiled_selection_without_numba_says_how_to_install_it(monkeypatch):
+    from ropebench.engines import kernels
+    from tests.conftest import continuous_data
+
+    monkeypatch.setattr(kernels, "_AVAILABLE", [False])
+    data = continuous_data(5, (120, 100, 90), n_products=20, dim=8)
+    with pytest.raises(ImportError, match=r"compiled tile selection: numba is needed, pip install 'ropebench\[fast\]'"):
+        data.evaluate(onepass.OnePassEngine(onepass.OnePassSettings(tile=32, small_block=0, compiled=True)), ci=False)
+    found = data.evaluate(onepass.OnePassEngine(onepass.OnePassSettings(tile=32, small_block=0)), ci=False)
+    assert found.tasks["P2V"].measures  # by default: numpy

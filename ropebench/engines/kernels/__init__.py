@@ -46,5 +46,5 @@ def chosen(setting: bool | None, size: int, threshold: int, what: str) -> bool:
     if setting is None:
         return size >= threshold and available()
     if setting and not available():
-        raise ImportError(f"{what} need numba: pip install 'ropebench[fast]'")
+        raise ImportError(f"{what}: numba is needed, pip install 'ropebench[fast]'")
     return setting
