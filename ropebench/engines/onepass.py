@@ -511,27 +511,35 @@ def one_pass_first_hits(
             return TaskReader(data, judge_task(data, precision), max_k, exact_censored)
         check_range(data)
         bound = task_bound(data, precision)
-        levels = LevelCounter(data, bound, depth_k)
+        levels = LevelCounter(data, bound, depth_k, compiled=level_kernels)
         # T and p are the best level's: the relevant pairs are screened once, for both.
         return TaskReader(data, levels.judge(bound), max_k, exact_censored, levels)
 
-    def prepare(row_task: str, column_task: str | None, symmetric: bool) -> Block:
+    def prepare(row_task: str, column_task: str | None, symmetric: bool, helper: ThreadPoolExecutor | None = None
+                ) -> Block:
         data = task_data[row_task]
+        # ``helper``: a pool with a free worker, which builds the column reader meanwhile.
+        other = helper.submit(reader, column_task) if helper is not None and column_task is not None else None
         rows = reader(row_task)
-        columns = None if column_task is None else reader(column_task)
+        columns = other.result() if other is not None else None if column_task is None else reader(column_task)
         return Block(data.queries, data.gallery, rows, columns, symmetric, settings.tile)
 
     buffers = threading.local()
     work = sum(len(data.queries) * len(data.gallery) * data.queries.shape[1] for data in task_data.values())
     compiled = kernels.chosen(settings.compiled, work, COMPILED_WORK, "compiled tile selection")
+    level_kernels: Any = None  # the levels' per-candidate loops, compiled with the selection
+    if compiled and all_relevant:
+        from ropebench.engines.kernels import levels as found_kernels
+
+        level_kernels = found_kernels
     pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
     try:
         with _single_threaded_blas(pool is not None):
-            # The next block is prepared by a worker while this one's tiles run (the first
-            # tiles start as soon as the other worker is free).
-            upcoming = pool.submit(prepare, *plan[0]) if pool is not None and plan else None
+            # The next block is prepared by a worker while this one's tiles run; the first is prepared
+            # here, its column reader by a worker (nothing else runs yet).
+            upcoming = None
             for index, (row_task, column_task, _) in enumerate(plan):
-                block = upcoming.result() if upcoming is not None else prepare(*plan[index])
+                block = upcoming.result() if upcoming is not None else prepare(*plan[index], helper=pool)
                 upcoming = None
                 if pool is not None and index + 1 < len(plan):
                     upcoming = pool.submit(prepare, *plan[index + 1])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -211,9 +212,12 @@ class LevelCounter:
         exact: never stop counting (all levels kept live; per-query output of exact counts).
     """
 
-    def __init__(self, data: TaskData, bound: Bound, depth_k: int = 0, *, levels: RelevantBands | None = None
-                 ) -> None:
+    def __init__(self, data: TaskData, bound: Bound, depth_k: int = 0, *, levels: RelevantBands | None = None,
+                 compiled: Any = None) -> None:
         self.data, self.bound = data, bound
+        # The compiled loops (the module ropebench.engines.kernels.levels, given by the engine) or None:
+        # numpy. Not for exact or residual bands (numpy keeps those).
+        self.compiled = None if bound.exact or bound.residual else compiled
         if levels is None:
             from ropebench.engines.core import task_bound
             from ropebench.engines.core.precision import FP32
@@ -247,6 +251,8 @@ class LevelCounter:
         # A float32 copy of the lower ends, never updated: it only guesses a candidate's place among
         # the levels, which float64 checks then confirm (half the memory of the float64 comparison).
         self.padded_guess = self.padded_lo.astype(np.float32)
+        # The same float32 lower ends by level, for the compiled guess (never updated either).
+        self.guess = self.screen_lo.astype(np.float32)
         q_norm = data.screen_norms[0]
         self.q_norm = q_norm
         top = np.zeros(nq)
@@ -385,9 +391,17 @@ class LevelCounter:
         scores exactly that (a tie). Changes no count, so it may run outside a lock: the one state
         it writes is a level's band replaced by the float64 score it bounds (:meth:`_settle_levels`),
         the same bits whichever thread writes them, and any reader's view (band or score) is true."""
+        lq, offsets = self.level_q, self.offsets
+        if self.compiled is not None:
+            b = self.bound
+            j = np.empty(len(q), dtype=np.int64)
+            unsure_mask = np.empty(len(q), dtype=np.bool_)
+            self.compiled.place(q, g, values, self.q_norm, self.g_norm, self.extra, b.pair, b.floor, b.gallery,
+                                b.both, b.output, bool(b.gallery), offsets, self.guess, self.padded_guess.shape[1],
+                                self.screen_lo, self.screen_hi, j, unsure_mask)
+            return self._settle_unsure(q, g, j, np.zeros(len(q), dtype=bool), np.flatnonzero(unsure_mask))
         v = values.astype(np.float64)
         g_norm = self.g_norm[g]
-        lq, offsets = self.level_q, self.offsets
         if self.bound.exact:  # every level settled: lo == hi, the screen exact
             screen, points = self.padded_lo, self.screen_lo
             j = _count_levels(screen, lq, points, offsets, q, v, strict=False)
@@ -409,9 +423,14 @@ class LevelCounter:
         last = len(lq) - 1
         clear_above = (c == 0) | (self.screen_lo[np.clip(index - 1, 0, last)] > high)
         clear_below = (c == n_levels) | (self.screen_hi[np.clip(index, 0, last)] < low)
-        j = c
-        tie = np.zeros(len(q), dtype=bool)
-        unsure = np.flatnonzero(~(clear_above & clear_below) | ~finite)
+        return self._settle_unsure(q, g, c, np.zeros(len(q), dtype=bool),
+                                   np.flatnonzero(~(clear_above & clear_below) | ~finite))
+
+    def _settle_unsure(self, q: np.ndarray, g: np.ndarray, j: np.ndarray, tie: np.ndarray, unsure: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """:meth:`sort_out`'s candidates ``unsure`` (whose band meets a level, or not finite) settled in
+        float64 and placed among the levels (``j``, ``tie`` filled in for them)."""
+        lq, offsets = self.level_q, self.offsets
         if len(unsure):
             qu = q[unsure]
             s = settle(self.data.exact_queries, self.data.exact_gallery, qu, g[unsure], self.data.metric)
@@ -468,6 +487,11 @@ class LevelCounter:
         q, j, tie, settled = sorted_out
         self.settled += settled
         self.collected += len(q)
+        if self.compiled is not None and prune and len(q):
+            mark = np.zeros(len(self.depth), dtype=bool)
+            self.compiled.add_decided(q, j, tie, self.offsets, self.live, self.relevant_above, self.depth,
+                                      self.starts, self.tied, self.above_last, mark)
+            return self._drop_marked(np.flatnonzero(mark))
         n_levels = self.offsets[q + 1] - self.offsets[q]
         first = self.offsets[q] + j
         strictly = j < n_levels  # above some level at all
@@ -485,7 +509,10 @@ class LevelCounter:
         # Distinct, ascending (as np.unique, without sorting the batch's candidates).
         mark = np.zeros(len(self.depth), dtype=bool)
         mark[q[self.relevant_above[last] + self.above_last[q] >= self.depth[q]]] = True
-        touched = np.flatnonzero(mark)
+        return self._drop_marked(np.flatnonzero(mark))
+
+    def _drop_marked(self, touched: np.ndarray) -> np.ndarray:
+        """Drop the dead levels of queries ``touched`` (distinct) and raise their cut-offs."""
         if len(touched):
             self.live[touched], self.above_last[touched] = self._live_levels(touched) if not LIVE_BY_STEPS \
                 else self._drop_levels(touched)

@@ -12,7 +12,8 @@ import warnings
 
 __all__ = ["available", "chosen"]
 
-_MODULES = ("ropebench.engines.kernels.fewshot", "ropebench.engines.kernels.select")
+_MODULES = ("ropebench.engines.kernels.fewshot", "ropebench.engines.kernels.levels",
+            "ropebench.engines.kernels.select")
 _AVAILABLE: list[bool] = []  # the answer, once known (one import per process)
 
 
