@@ -48,4 +48,7 @@ def select_tile(scores, threshold_r, threshold_c, out_r, out_c, out_v):  # pragm
                         out_c[found] = j
                         out_v[found] = row[j]
                     found += 1
+                    hits -= 1
+            if hits == 0:  # the row's last hit: the rest of its mask is clear
+                break
     return found
