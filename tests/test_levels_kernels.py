@@ -108,3 +108,20 @@ def test_a_wrong_compiled_guess_changes_no_number(monkeypatch):
     assert got.to_json()["tasks"] == want.to_json()["tasks"]
     assert got.per_query.to_pandas().equals(want.per_query.to_pandas())
     assert sum(c.settled for c in counters[True]) > sum(c.settled for c in counters[False])
+
+
+@pytest.mark.parametrize("shape", [(64, 70), (7, 100), (100, 7), (33, 65), (1, 5), (3, 1)])
+@pytest.mark.parametrize("groups", [32, 3, 1])
+def test_compiled_row_maxima_are_numpys(shape, groups):
+    """The floors' group maxima by rows, compiled: the same values, NaN where a group holds a NaN,
+    the items past ``groups * (n // groups)`` left out as numpy leaves them out."""
+    from ropebench.engines.core.levels import group_maxima
+
+    rng = np.random.default_rng(sum(shape) * groups)
+    scores = rng.standard_normal(shape).astype(np.float32)
+    scores[rng.random(shape) < 0.02] = np.nan
+    scores[rng.random(shape) < 0.02] = np.inf
+    want = group_maxima(scores, True, groups)
+    got = level_kernels.row_maxima(scores, groups)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert np.array_equal(got, want, equal_nan=True)

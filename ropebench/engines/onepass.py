@@ -51,7 +51,7 @@ from ropebench.engines.core import (
     row_counts,
     task_bound,
 )
-from ropebench.engines.core.levels import group_maxima
+from ropebench.engines.core.levels import FLOOR_GROUPS, group_maxima
 from ropebench.engines.pool import run_tiles
 
 __all__ = ["OnePassEngine", "OnePassSettings", "one_pass_first_hits", "TaskReader", "TILE", "SMALL_BLOCK"]
@@ -149,6 +149,8 @@ class TaskReader:
         still want them (outside the lock)."""
         if self.levels is None or not self.levels.wants_maxima(queries):
             return None
+        if by_rows and self.levels.compiled is not None:
+            return self.levels.compiled.row_maxima(scores, FLOOR_GROUPS)
         return group_maxima(scores, by_rows)
 
     def add_maxima(self, queries: np.ndarray, items: np.ndarray, maxima: np.ndarray | None) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["place", "add_decided"]
+__all__ = ["place", "add_decided", "row_maxima"]
 
 
 @njit(nogil=True, cache=True)
@@ -97,3 +97,36 @@ def add_decided(q, j, tie, offsets, live, relevant_above, depth, starts, tied, a
             above_last[qi] += 1
             if relevant_above[start + live[qi] - 1] + above_last[qi] >= depth[qi]:
                 mark[qi] = True
+
+
+
+def row_maxima(scores, groups):
+    """``group_maxima(scores, by_rows=True, groups)`` of :mod:`ropebench.engines.core.levels`,
+    compiled: the same ``(n, G)`` values (NaN where a group holds a NaN), about twice as fast (numpy
+    reduces a middle axis of 32 floats slowly; by columns numpy is as fast, and keeps them)."""
+    groups = max(1, min(groups, scores.shape[1]))
+    out = np.empty((scores.shape[0], groups), dtype=scores.dtype)
+    _row_maxima(scores, groups, scores.shape[1] // groups, out)
+    return out
+
+
+@njit(nogil=True, cache=True)
+def _row_maxima(scores, groups, width, out):  # pragma: no cover - compiled
+    """``out[i, g]``: the largest of ``scores[i, t·G + g]``, ``t < width`` (NaN if one is NaN)."""
+    nan = np.zeros(groups, np.bool_)
+    for i in range(scores.shape[0]):
+        row = scores[i]
+        best = out[i]
+        for g in range(groups):
+            best[g] = row[g]
+            nan[g] = row[g] != row[g]
+        for t in range(1, width):
+            base = t * groups
+            for g in range(groups):
+                x = row[base + g]
+                best[g] = x if x > best[g] else best[g]
+                nan[g] |= x != x
+        for g in range(groups):
+            if nan[g]:
+                best[g] = np.nan
+    return out
