@@ -392,16 +392,26 @@ def evaluate_dataset(
                 assert embeddings is not None
                 vectors = prepare_domains(embeddings, members, needed, metric, center)
             del embeddings
-            fewshot = _fewshot(dataset, members, vectors, base, p, metric, center, thread_count) \
-                if p.fewshot else None
             request = SearchRequest(
                 task_data=build_task_data(dataset, members, vectors, task_list, metric, center), tasks=task_list,
                 max_k=max(ks), exact_censored=False, threads=thread_count, symmetric_scores=metric != "l2",
                 precision=_search_precision(search_options.screen),
                 on_start=lambda total, unit: bar.start("search", total, unit=unit), on_progress=bar.advance,
                 counts=needs, depth_k=map_depth(families))
+            # With the one-pass engine the few-shot screen's cross-domain blocks are the retrieval
+            # tasks' own: read once for both (SharedCross); the rest of the request is searched below.
+            share = getattr(layout.engine, "shared_cross", None) if p.fewshot and layout.engine is base else None
+            shared = share(request) if share is not None else None
+            fewshot = _fewshot(dataset, members, vectors, base, p, metric, center, thread_count, shared) \
+                if p.fewshot else None
             del vectors
+            read = shared.run() if shared is not None and fewshot is not None and fewshot[2].engine.get(
+                "fewshot_screen") and shared.tasks else None
+            if read is not None:
+                request = replace(request, tasks=tuple(task for task in task_list if task not in read.hits))
             run = layout.engine.search(request)
+            if read is not None:
+                run = _with_read(run, read, task_list)
             if request.all_relevant:
                 from ropebench.engines.core import fill_levels
 
@@ -424,8 +434,18 @@ def evaluate_dataset(
                                  "check_s": checked - started}, fewshot=fewshot)
 
 
+def _with_read(run: SearchRun, read: SearchRun, tasks: Sequence[str]) -> SearchRun:
+    """The search's run with the tasks read from the few-shot screen's blocks (``read``) added: their
+    counts, and their counters summed with the search's."""
+    hits = {**run.hits, **read.hits}
+    counters = {name: run.counters.get(name, 0) + read.counters.get(name, 0)
+                for name in dict.fromkeys([*run.counters, *read.counters])}
+    return replace(run, hits={task: hits[task] for task in tasks}, counters=counters)
+
+
 def _fewshot(dataset: Dataset, members: Mapping[str, np.ndarray], vectors: Any, engine: Engine,
-             p: ProtocolOptions, metric: str, center: np.ndarray | None, threads: int) -> tuple[Any, ...]:
+             p: ProtocolOptions, metric: str, center: np.ndarray | None, threads: int,
+             shared: Any = None) -> tuple[Any, ...]:
     """The few-shot tasks (docs/fewshot.md), first-hit counts up to K = 5: through the linear screen
     (:mod:`ropebench.engines.fewshot_screen`) where the engine offers it (the default one-pass
     engine, cosine/ip), else through the test set's engine in one request, every (direction, shots, draw) task
@@ -436,7 +456,7 @@ def _fewshot(dataset: Dataset, members: Mapping[str, np.ndarray], vectors: Any, 
     names = fewshot_tasks(spec)
     started = time.perf_counter()
     task_data = build_task_data(dataset, members, vectors, names, metric, center, threads)
-    run = _linear_fewshot(dataset, members, spec, engine, task_data, threads)
+    run = _linear_fewshot(dataset, members, spec, engine, task_data, threads, shared)
     if run is None:
         request = SearchRequest(task_data=task_data, tasks=tuple(names), max_k=5, threads=threads,
                                 symmetric_scores=metric != "l2")
@@ -445,15 +465,17 @@ def _fewshot(dataset: Dataset, members: Mapping[str, np.ndarray], vectors: Any, 
 
 
 def _linear_fewshot(dataset: Dataset, members: Mapping[str, np.ndarray], spec: Any, engine: Engine,
-                    task_data: Mapping[str, Any], threads: int) -> SearchRun | None:
+                    task_data: Mapping[str, Any], threads: int, shared: Any = None) -> SearchRun | None:
     """The engine's own few-shot search (``engine.fewshot_search``: the one-pass engine's linear
-    screen), or None where the engine has none or it does not apply (e.g. l2)."""
+    screen), or None where the engine has none or it does not apply (e.g. l2). ``shared``: the
+    retrieval tasks reading its blocks too (:class:`~ropebench.engines.onepass.SharedCross`)."""
     from ropebench.fewshot import support_columns
 
     own = getattr(engine, "fewshot_search", None)
     if own is None:
         return None
-    return own(task_data, support_columns(dataset, members, spec), max_k=5, threads=threads)
+    extra = {} if shared is None else {"shared": shared}
+    return own(task_data, support_columns(dataset, members, spec), max_k=5, threads=threads, **extra)
 
 
 def _fewshot_result(dataset: Dataset, members: Mapping[str, np.ndarray], fewshot: tuple[Any, ...],

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -316,6 +316,7 @@ def at_or_above(values: np.ndarray, cut: np.ndarray) -> np.ndarray:
 
 
 _BUFFERS = threading.local()
+TileHook = Callable[[str, str, np.ndarray, np.ndarray, np.ndarray], None]
 
 
 class _Unbounded(Exception):
@@ -374,8 +375,8 @@ def _weights(side: _Side, items: np.ndarray, tasks: Mapping[tuple[int, int], str
 
 
 def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn], *, max_k: int,
-                  exact_censored: bool = False, threads: int = 1, settings: LinearSettings | None = None
-                  ) -> SearchRun | None:
+                  exact_censored: bool = False, threads: int = 1, settings: LinearSettings | None = None,
+                  tile_hook: TileHook | None = None) -> SearchRun | None:
     """First-hit counts of every few-shot task through the linear screen (see the module docstring),
     or None when combined scores could overflow float32 (then the per-task path runs).
 
@@ -384,6 +385,10 @@ def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, Suppo
         columns: per task, its :class:`SupportColumn` (:func:`linear_applies` must hold).
         max_k: the largest K reported; exact_censored: count beyond it too.
         threads: worker threads, each running whole tiles (BLAS single-threaded inside).
+        tile_hook: called with every tile of every block, ``(X, Y, rows, columns, scores)`` (rows and
+            columns as member rows of X's and Y's vectors; ``scores`` read-only, valid during the
+            call), on the worker threads: the retrieval tasks reading the same blocks
+            (:class:`ropebench.engines.onepass.SharedCross`).
     """
     settings = settings or LinearSettings()
     names = list(task_data)
@@ -404,7 +409,7 @@ def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, Suppo
         fused = kernels.chosen(settings.fused, scores, FUSED_SCORES, "the few-shot kernels")
         for x, y in pairs:
             _pair(x, y, task_data, columns, thresholds, None if exact_censored else max_k, settings, fused, pool,
-                  hits, counters)
+                  hits, counters, tile_hook)
     except _Unbounded:
         return None
     finally:
@@ -452,7 +457,8 @@ def _share_norms(task_data: Mapping[str, TaskData]) -> None:
 
 def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn],
           thresholds: Mapping[str, _Thresholds], max_k: int | None, settings: LinearSettings, fused: bool,
-          pool: ThreadPoolExecutor | None, hits: dict[str, FirstHits], counters: dict[str, int]) -> None:
+          pool: ThreadPoolExecutor | None, hits: dict[str, FirstHits], counters: dict[str, int],
+          tile_hook: TileHook | None = None) -> None:
     """Both directions of one domain pair from one tiled block ``X · Yᵀ``; ``fused``: by the
     kernels where their tables allow (:attr:`~ropebench.engines.fewshot_fused.Tables.usable`)."""
     tasks = {(a, b): {c.column: n for n, c in sorted(columns.items()) if (c.query_set, c.support_set) == (a, b)}
@@ -535,6 +541,8 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
         i, j = tile
         r0, r1, c0, c1 = (int(rows.edges[i]), int(rows.edges[i + 1]), int(cols.edges[j]), int(cols.edges[j + 1]))
         scores = rows.items[r0:r1] @ cols.items[c0:c1].T
+        if tile_hook is not None:
+            tile_hook(x, y, rows.order[r0:r1], cols.order[c0:c1], scores)
         found = []
         formed = 0
         counts_forward = np.zeros((r1 - r0, n_columns), dtype=np.int64)
@@ -568,6 +576,8 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
         r0, r1, c0, c1 = (int(rows.edges[i]), int(rows.edges[i + 1]), int(cols.edges[j]), int(cols.edges[j + 1]))
         scores = rows.items[r0:r1] @ inter_items[c0:c1].T
         at = inter.order[c0:c1]  # the side position of each of the tile's columns
+        if tile_hook is not None:
+            tile_hook(x, y, rows.order[r0:r1], cols.order[at], scores)
         counts_forward = np.zeros((r1 - r0, n_columns), dtype=np.int64)
         formed = np.zeros(1, dtype=np.int64)
         product, query, column, values = fewshot_fused.run_rows(

@@ -292,47 +292,59 @@ def _run_block(block: Block, pool: ThreadPoolExecutor | None, buffers: threading
         buffer = getattr(buffers, "tile", None)
         if buffer is None or buffer.size < shape[0] * shape[1]:
             buffer = buffers.tile = np.empty(block.tile * block.tile, dtype=np.float32)
-            buffers.mask = np.empty(block.tile * block.tile, dtype=bool)
         scores = buffer[: shape[0] * shape[1]].reshape(shape)
         np.matmul(left[r0:r1], right[c0:c1].T, out=scores)
-        query_r, query_c = block.perm_left[r0:r1], block.perm_right[c0:c1]
         # Which readers see this tile: by rows, always; by columns, unless it is a diagonal tile
         # of a symmetric block (the square's pairs are all read by rows).
         by_columns = column_reader is not None and not (block.symmetric and i == j)
-        # All-relevant counting: the tile's best items first raise each query's floor (its depth-th
-        # best score is at least that), so only candidates that can still matter are collected.
-        maxima_r = rows.level_maxima(query_r, scores, by_rows=True)
-        maxima_c = column_reader.level_maxima(query_c, scores, by_rows=False) \
-            if column_reader is not None and by_columns else None
-        if maxima_r is not None or maxima_c is not None:
-            with lock:
-                rows.add_maxima(query_r, query_c, maxima_r)
-                if column_reader is not None:
-                    column_reader.add_maxima(query_c, query_r, maxima_c)
-        threshold_r = rows.lo[query_r]
-        threshold_c = column_reader.lo[query_c] if column_reader is not None and by_columns else None
-        tau = min(threshold_r.min(), threshold_c.min() if threshold_c is not None else np.inf)
-        for_rows = for_columns = None
-        if np.isfinite(tau):
-            # One pass over the tile for both directions; then each candidate is checked
-            # against its own row's and column's cut-off. Read by rows only, each row is compared
-            # with its own cut-off right away (a tile's cut-offs can spread widely: few-shot).
-            if compiled:
-                r, c, values = _select_compiled(scores, threshold_r, threshold_c, buffers)
-            else:
-                mask = buffers.mask[: scores.size].reshape(shape)
-                if threshold_c is not None and rows.levels is not None:
-                    _select_with_outliers(scores, threshold_r, threshold_c, mask)
-                else:
-                    np.greater_equal(scores, tau if threshold_c is not None else threshold_r[:, None], out=mask)
-                flat = np.flatnonzero(mask)
-                r, c = np.divmod(flat, shape[1])
-                values = scores.reshape(-1)[flat]
-            for_rows, for_columns = sort_out_tile(rows, column_reader, query_r, query_c, r, c, values,
-                                                  threshold_r, threshold_c)
-        take_tile(lock, rows, column_reader, for_rows, for_columns, on_tile)
+        read_tile(scores, rows, column_reader if by_columns else None, block.perm_left[r0:r1],
+                  block.perm_right[c0:c1], lock, buffers, on_tile, compiled)
 
     run_tiles(pool, block.tiles, run_tile)
+
+
+def read_tile(scores: np.ndarray, rows: TaskReader, column_reader: TaskReader | None, query_r: np.ndarray,
+              query_c: np.ndarray, lock: threading.Lock, buffers: threading.local, on_tile: Callable[[int], None],
+              compiled: bool) -> None:
+    """One tile's scores (``query_r`` the rows' queries of ``rows``, ``query_c`` the columns' of
+    ``column_reader``, None where the tile is not read by columns) read by its readers: the level
+    floors, the selection, the decisions (outside the lock) and the counts (under it). Every tile of
+    the one-pass engine is read here, and so are the tiles another search computes for it
+    (:class:`SharedCross`)."""
+    # All-relevant counting: the tile's best items first raise each query's floor (its depth-th
+    # best score is at least that), so only candidates that can still matter are collected.
+    maxima_r = rows.level_maxima(query_r, scores, by_rows=True)
+    maxima_c = column_reader.level_maxima(query_c, scores, by_rows=False) if column_reader is not None else None
+    if maxima_r is not None or maxima_c is not None:
+        with lock:
+            rows.add_maxima(query_r, query_c, maxima_r)
+            if column_reader is not None:
+                column_reader.add_maxima(query_c, query_r, maxima_c)
+    threshold_r = rows.lo[query_r]
+    threshold_c = column_reader.lo[query_c] if column_reader is not None else None
+    tau = min(threshold_r.min(), threshold_c.min() if threshold_c is not None else np.inf)
+    for_rows = for_columns = None
+    if np.isfinite(tau):
+        # One pass over the tile for both directions; then each candidate is checked
+        # against its own row's and column's cut-off. Read by rows only, each row is compared
+        # with its own cut-off right away (a tile's cut-offs can spread widely: few-shot).
+        if compiled:
+            r, c, values = _select_compiled(scores, threshold_r, threshold_c, buffers)
+        else:
+            mask = getattr(buffers, "mask", None)
+            if mask is None or mask.size < scores.size:
+                mask = buffers.mask = np.empty(max(scores.size, TILE * TILE), dtype=bool)
+            mask = mask[: scores.size].reshape(scores.shape)
+            if threshold_c is not None and rows.levels is not None:
+                _select_with_outliers(scores, threshold_r, threshold_c, mask)
+            else:
+                np.greater_equal(scores, tau if threshold_c is not None else threshold_r[:, None], out=mask)
+            flat = np.flatnonzero(mask)
+            r, c = np.divmod(flat, scores.shape[1])
+            values = scores.reshape(-1)[flat]
+        for_rows, for_columns = sort_out_tile(rows, column_reader, query_r, query_c, r, c, values,
+                                              threshold_r, threshold_c)
+    take_tile(lock, rows, column_reader, for_rows, for_columns, on_tile)
 
 
 def _select_compiled(scores: np.ndarray, threshold_r: np.ndarray, threshold_c: np.ndarray | None,
@@ -579,6 +591,83 @@ def one_pass_first_hits(
     return {task: hits[task] for task in tasks}
 
 
+class SharedCross:
+    """The cross-domain tasks of a retrieval request, read from the tiles of another search that
+    computes the same blocks. Few-shot's linear screen (:mod:`ropebench.engines.fewshot_screen`)
+    computes ``X · Yᵀ`` of every domain pair from the same float32 vectors; each of its tiles is
+    also read by ``X2Y`` (by rows) and ``Y2X`` (by columns) exactly as the engine reads its own
+    (:func:`read_tile`: the same selection, band and float64 settlement), so those blocks are not
+    computed twice. The counts do not depend on which tiles a reader meets in which order or shape,
+    only on every pair being met once. Only for first-hit counts with both directions of a pair
+    requested (``applies``); the rest of the request is searched as usual."""
+
+    def __init__(self, request: SearchRequest, compiled: bool | None = None) -> None:
+        data = request.task_data
+        self.pairs: dict[tuple[str, str], tuple[str, str]] = {}  # (X, Y) -> (X2Y, Y2X)
+        for task in request.tasks:
+            x, y = data[task].query_set, data[task].gallery_set
+            reverse = next((other for other in request.tasks
+                            if (data[other].query_set, data[other].gallery_set) == (y, x)), None)
+            if x != y and reverse is not None:
+                self.pairs[(x, y)] = (task, reverse)
+        self.tasks = sorted({task for pair in self.pairs.values() for task in pair})
+        work = sum(len(data[t].queries) * len(data[t].gallery) * data[t].queries.shape[1] for t in self.tasks)
+        self.compiled = kernels.chosen(compiled, work, COMPILED_WORK, "compiled tile selection")
+        self.request = request
+        threads = request.threads
+
+        def reader(task: str) -> TaskReader:
+            return TaskReader(data[task], judge_task(data[task], request.precision), request.max_k,
+                              request.exact_censored)
+
+        if threads > 1 and len(self.tasks) > 1:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                self.readers = dict(zip(self.tasks, pool.map(reader, self.tasks), strict=True))
+        else:
+            self.readers = {task: reader(task) for task in self.tasks}
+        self.lock = threading.Lock()
+        self.buffers = threading.local()
+
+    @staticmethod
+    def applies(request: SearchRequest) -> bool:
+        """First-hit counts of a symmetric score (cosine, ip) screened in float32."""
+        return request.symmetric_scores and not request.all_relevant and request.precision == FP32
+
+    def restrict(self, blocks: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]]) -> None:
+        """Keep only the pairs the other search computes, each from ``blocks[(X, Y)]``: its row and
+        column vectors, which must be the very arrays ``X2Y`` and ``Y2X`` query with (the tiles'
+        scores are then theirs)."""
+        data = self.request.task_data
+        keep = {}
+        for (x, y), (forward, backward) in self.pairs.items():
+            found = blocks.get((x, y)) or (blocks[(y, x)][::-1] if (y, x) in blocks else None)
+            if found is not None and found[0] is data[forward].queries and found[1] is data[backward].queries:
+                keep[(x, y)] = (forward, backward)
+        self.pairs = keep
+        self.readers = {task: self.readers[task] for task in sorted({t for pair in keep.values() for t in pair})}
+        self.tasks = list(self.readers)
+
+    def read(self, x: str, y: str, query_x: np.ndarray, query_y: np.ndarray, scores: np.ndarray) -> None:
+        """Read one tile of ``X · Yᵀ``: rows ``query_x`` (rows of ``X2Y``'s queries), columns
+        ``query_y`` (of ``Y2X``'s). Thread-safe (the readers' lock)."""
+        found = self.pairs.get((x, y))
+        if found is None:  # a pair the request does not read both ways
+            return
+        forward, backward = found
+        read_tile(scores, self.readers[forward], self.readers[backward], query_x, query_y, self.lock, self.buffers,
+                  lambda n: None, self.compiled)
+
+    def run(self) -> SearchRun:
+        """The read tasks' counts, with their counters (a pair's block counted as tiled)."""
+        hits = {task: reader.finish() for task, reader in self.readers.items()}
+        counters = {name: 0 for name in COUNTERS}
+        counters["blocks_tiled"] = len(self.pairs) // 2
+        counters["pairs_settled"] = sum(reader.settled for reader in self.readers.values())
+        counters["relevant_settled"] = sum(reader.judge.relevant_settled for reader in self.readers.values())
+        counters["queries_censored"] = sum(int(h.censored.sum()) for h in hits.values())
+        return SearchRun(hits=hits, counters=counters, engine={"name": "one-pass", "screen": FP32.name})
+
+
 class OnePassEngine:
     """``one-pass`` (the default): each similarity block computed once for every task that
     reads it, in tiles, every candidate decided by the exactness core (see the module docstring)."""
@@ -589,17 +678,36 @@ class OnePassEngine:
         self.settings = settings or OnePassSettings()
 
     def fewshot_search(self, task_data: Mapping[str, TaskData], columns: Mapping[str, Any], *, max_k: int,
-                       threads: int) -> SearchRun | None:
+                       threads: int, shared: SharedCross | None = None) -> SearchRun | None:
         """The few-shot tasks through the linear screen (:mod:`ropebench.engines.fewshot_screen`:
         one item-score block per domain pair, prototype scores combined from it), or None where it
         does not apply (l2; a task without its support columns; ip sums that could leave
         float32's range): then the caller searches them
-        task by task. An engine without this method always gets the per-task path."""
+        task by task. An engine without this method always gets the per-task path.
+
+        ``shared`` (:meth:`shared_cross`): the retrieval tasks that read the screen's blocks too
+        (each block computed once for both); its counts are complete once this returns a run."""
         from ropebench.engines.fewshot_screen import linear_applies, linear_search
 
         if not linear_applies(task_data, columns):
             return None
-        return linear_search(task_data, columns, max_k=max_k, threads=threads)
+        hook = None
+        if shared is not None:
+            blocks = {}
+            for column in columns.values():
+                x, y = column.query_set, column.support_set
+                if (x, y) not in blocks and (y, x) not in blocks:
+                    forward = next(n for n, c in columns.items() if (c.query_set, c.support_set) == (x, y))
+                    backward = next(n for n, c in columns.items() if (c.query_set, c.support_set) == (y, x))
+                    blocks[(x, y)] = (task_data[forward].queries, task_data[backward].queries)
+            shared.restrict(blocks)
+            hook = shared.read if shared.pairs else None
+        return linear_search(task_data, columns, max_k=max_k, threads=threads, tile_hook=hook)
+
+    def shared_cross(self, request: SearchRequest) -> SharedCross | None:
+        """The cross tasks of ``request`` to be read from the few-shot screen's blocks
+        (:class:`SharedCross`), or None where that does not apply."""
+        return SharedCross(request, self.settings.compiled) if SharedCross.applies(request) else None
 
     def search(self, request: SearchRequest) -> SearchRun:
         counters: dict[str, int] = {}
