@@ -41,19 +41,16 @@ def unshared(monkeypatch) -> None:
     monkeypatch.setattr(OnePassEngine, "shared_cross", lambda self, request: None)
 
 
-def fused_options() -> list:
-    from ropebench.engines import kernels
-
-    return [False, pytest.param(True, marks=pytest.mark.skipif(not kernels.available(), reason="numba is needed"))]
+pytest.importorskip("numba")  # the blocks are shared only with the compiled tile selection
 
 
-@pytest.mark.parametrize("fused", fused_options())
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("metric", ["cosine", "ip"])
 def test_shared_blocks_give_the_numbers_of_separate_blocks(monkeypatch, metric, threads, fused):
     data = tied_data(5, metric, (90, 80, 70), n_products=12, groups=True) if metric == "ip" else \
         continuous_data(3, (90, 80, 70), n_products=12)
-    engine = OnePassEngine(dataclasses.replace(TEST_SETTINGS, tile=16))
+    engine = OnePassEngine(dataclasses.replace(TEST_SETTINGS, tile=16, compiled=True))
     small_few_shot_tiles(monkeypatch, fused)
     calls = read_counts(monkeypatch)
     shared = data.evaluate(engine, metric=metric, threads=threads, per_query=True, **FEWSHOT)
@@ -83,7 +80,8 @@ def test_the_search_computes_only_the_blocks_not_read(monkeypatch):
 
     monkeypatch.setattr(OnePassEngine, "search", spy)
     small_few_shot_tiles(monkeypatch, False)
-    result = continuous_data(4, (90, 80, 70), n_products=12).evaluate(OnePassEngine(TEST_SETTINGS), **FEWSHOT)
+    engine = OnePassEngine(dataclasses.replace(TEST_SETTINGS, compiled=True))
+    result = continuous_data(4, (90, 80, 70), n_products=12).evaluate(engine, **FEWSHOT)
     assert asked == [("P2P", "V2V", "L2L")]
     assert set(result.tasks) == {"P2V", "P2L", "V2P", "V2L", "L2P", "L2V", "P2P", "V2V", "L2L"}
 
@@ -95,7 +93,7 @@ def test_nothing_is_shared_where_it_does_not_apply(monkeypatch, options):
     screen) and a pair asked for in one direction only: the blocks are read by the search alone,
     with the same numbers."""
     data = continuous_data(6, (90, 80, 70), n_products=12)
-    engine = OnePassEngine(TEST_SETTINGS)
+    engine = OnePassEngine(dataclasses.replace(TEST_SETTINGS, compiled=True))
     calls = read_counts(monkeypatch)
     small_few_shot_tiles(monkeypatch, False)
     got = data.evaluate(engine, **options, **FEWSHOT)
@@ -112,11 +110,11 @@ def test_a_pair_from_other_vectors_is_not_read():
     data = continuous_data(7, (40, 30, 20), n_products=6)
     task_data = data.task_data("cosine")
     request = SearchRequest(task_data=task_data, tasks=("P2V", "V2P"), max_k=5)
-    shared = onepass.SharedCross(request)
+    shared = onepass.SharedCross(request, compiled=True)
     p, v = task_data["P2V"].queries, task_data["V2P"].queries
     shared.restrict({("P", "V"): (p.copy(), v)})
     assert shared.tasks == [] and shared.pairs == {}
-    shared = onepass.SharedCross(request)
+    shared = onepass.SharedCross(request, compiled=True)
     shared.restrict({("V", "P"): (v, p)})
     assert shared.tasks == ["P2V", "V2P"]
     scores = p @ v.T
@@ -126,3 +124,15 @@ def test_a_pair_from_other_vectors_is_not_read():
     for task in ("P2V", "V2P"):
         for name in ("scored", "a", "t", "p", "censored"):
             assert np.array_equal(getattr(run.hits[task], name), getattr(direct[task], name)), (task, name)
+
+
+def test_nothing_is_shared_with_numpys_tile_selection(monkeypatch):
+    """numpy selects a tile at its lowest cut-off, and the few-shot screen's tiles hold queries in
+    product order, whose cut-offs spread widely: without the compiled selection nothing is shared."""
+    data = continuous_data(8, (90, 80, 70), n_products=12)
+    calls = read_counts(monkeypatch)
+    small_few_shot_tiles(monkeypatch, False)
+    got = data.evaluate(OnePassEngine(dataclasses.replace(TEST_SETTINGS, compiled=False)), **FEWSHOT)
+    assert not calls
+    want = data.evaluate(OnePassEngine(dataclasses.replace(TEST_SETTINGS, compiled=True)), **FEWSHOT)
+    assert got.to_json()["tasks"] == want.to_json()["tasks"] and got.fewshot["tasks"] == want.fewshot["tasks"]

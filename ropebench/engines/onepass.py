@@ -706,8 +706,14 @@ class OnePassEngine:
 
     def shared_cross(self, request: SearchRequest) -> SharedCross | None:
         """The cross tasks of ``request`` to be read from the few-shot screen's blocks
-        (:class:`SharedCross`), or None where that does not apply."""
-        return SharedCross(request, self.settings.compiled) if SharedCross.applies(request) else None
+        (:class:`SharedCross`), or None where that does not apply, or where the tile selection is
+        numpy's: the screen's tiles hold queries in product order, whose cut-offs spread widely, and
+        numpy selects a tile at its lowest cut-off (the compiled selection compares each score with
+        its own row's and column's)."""
+        if not SharedCross.applies(request):
+            return None
+        shared = SharedCross(request, self.settings.compiled)
+        return shared if shared.compiled else None
 
     def search(self, request: SearchRequest) -> SearchRun:
         counters: dict[str, int] = {}
