@@ -136,3 +136,16 @@ def test_nothing_is_shared_with_numpys_tile_selection(monkeypatch):
     assert not calls
     want = data.evaluate(OnePassEngine(dataclasses.replace(TEST_SETTINGS, compiled=True)), **FEWSHOT)
     assert got.to_json()["tasks"] == want.to_json()["tasks"] and got.fewshot["tasks"] == want.fewshot["tasks"]
+
+
+@pytest.mark.parametrize("missing", ["L", "P"])
+def test_a_domain_without_items_changes_no_number(monkeypatch, missing):
+    """Without one domain's items (its few-shot tasks have no queries or no supports: the linear
+    screen declines, and nothing is shared) the numbers are those without sharing."""
+    data = continuous_data(9, (90, 80, 70), n_products=12).without_domain(missing)
+    engine = OnePassEngine(dataclasses.replace(TEST_SETTINGS, compiled=True))
+    small_few_shot_tiles(monkeypatch, False)
+    got = data.evaluate(engine, **FEWSHOT)
+    unshared(monkeypatch)
+    want = data.evaluate(engine, **FEWSHOT)
+    assert got.to_json()["tasks"] == want.to_json()["tasks"] and got.fewshot["tasks"] == want.fewshot["tasks"]

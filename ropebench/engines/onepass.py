@@ -608,7 +608,7 @@ class SharedCross:
             x, y = data[task].query_set, data[task].gallery_set
             reverse = next((other for other in request.tasks
                             if (data[other].query_set, data[other].gallery_set) == (y, x)), None)
-            if x != y and reverse is not None:
+            if x != y and reverse is not None and len(data[task].queries) and len(data[reverse].queries):
                 self.pairs[(x, y)] = (task, reverse)
         self.tasks = sorted({task for pair in self.pairs.values() for task in pair})
         work = sum(len(data[t].queries) * len(data[t].gallery) * data[t].queries.shape[1] for t in self.tasks)
