@@ -109,7 +109,12 @@ class _Thresholds:
     ``T`` itself. ``scored`` queries (own product among the ways) have ``p = 1``, as on the per-task
     path; the rest ``best = −inf``."""
 
-    def __init__(self, data: TaskData) -> None:
+    def __init__(self, data: TaskData, gathered: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+                 ) -> None:
+        """``gathered``: a list shared by tasks of one query set (used by one thread), in which the
+        scored queries' rows are gathered once per distinct set of scored queries: the draws of one
+        shot count score the same queries (the products with ``k`` supports), so of the 20 tasks of
+        a direction only the two shot counts gather (the same rows, the same dot products)."""
         check_range(data)
         n_products = int(max(data.query_products.max(initial=-1), data.gallery_products.max(initial=-1))) + 1
         if np.bincount(data.gallery_products, minlength=n_products).max(initial=0) > 1 or data.intra:
@@ -125,7 +130,8 @@ class _Thresholds:
         high = np.full(len(self.own), -np.inf)
         if len(q):
             bound = task_bound(data)
-            screened = np.einsum("ij,ij->i", data.queries[q], data.gallery[self.own[q]]).astype(np.float64)
+            rows = _gathered(data.queries, q, gathered)
+            screened = np.einsum("ij,ij->i", rows, data.gallery[self.own[q]]).astype(np.float64)
             width = pair_widths(bound, q_norm[q], g_norm[self.own[q]], screened)
             low[q] = np.nextafter(screened - width, -np.inf)
             high[q] = np.nextafter(screened + width, np.inf)
@@ -144,6 +150,19 @@ class _Thresholds:
             self.known[todo] = True
             self.settled += len(todo)
         return todo
+
+
+def _gathered(items: np.ndarray, rows: np.ndarray, found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None
+              ) -> np.ndarray:
+    """``items[rows]``, taken from ``found`` (``(items, rows, items[rows])``) where gathered before."""
+    if found is None:
+        return items[rows]
+    for source, where, copy in found:
+        if source is items and np.array_equal(where, rows):
+            return copy
+    copy = items[rows]
+    found.append((items, rows, copy))
+    return copy
 
 
 class _Side:
@@ -250,29 +269,30 @@ class _Direction:
     def add(self, counts: np.ndarray, first: int, max_k: int | None) -> None:
         """Add a tile's bulk counts ``(queries, J)`` of queries ``first…`` (under the lock); with
         ``max_k``, censor what reached it."""
-        q, j = np.nonzero(counts)  # only the cells counted here can newly reach max_k
-        if not len(q):
+        total = int(counts.sum())
+        if not total:
             return
         block = self.above[first:first + len(counts)]
-        block[q, j] += counts[q, j]
-        self.bulk += int(counts[q, j].sum())
+        block += counts  # dense: a tile's (queries, J) cells, cheaper than finding the counted ones
+        self.bulk += total
         if max_k is not None:
-            reached = block[q, j] >= max_k
-            self._close(q[reached] + first, j[reached])
+            # only the cells counted here can newly reach max_k (the others are closed or below it)
+            q, j = np.nonzero((block >= max_k) & (counts > 0))
+            if len(q):
+                self._close(q + first, j)
 
     def take(self, query: np.ndarray, column: np.ndarray, decision: Decision, max_k: int | None) -> None:
         """Add one decision's counts (under the lock); with ``max_k``, censor what reached it."""
         self.settled += decision.settled
         self.decided += len(query)
-        width = self.above.shape[1]
-        for counts, chosen in ((self.above, decision.above), (self.ties, decision.tie)):
-            keys, n = np.unique(query[chosen] * width + column[chosen], return_counts=True)
-            counts.reshape(-1)[keys] += n
-        if max_k is not None:
-            keys = np.unique(query[decision.above] * width + column[decision.above])
-            done = keys[self.above.reshape(-1)[keys] >= max_k]
-            if len(done):
-                self._close(*np.divmod(done, width))
+        q, j = query[decision.above], column[decision.above]
+        np.add.at(self.above, (q, j), 1)  # a cell may be chosen more than once
+        if decision.tie.any():
+            np.add.at(self.ties, (query[decision.tie], column[decision.tie]), 1)
+        if max_k is not None and len(q):
+            reached = self.above[q, j] >= max_k
+            if reached.any():
+                self._close(q[reached], j[reached])
 
     def _close(self, q: np.ndarray, j: np.ndarray) -> None:
         """Queries ``q`` of columns ``j`` have ``max_k`` above ``T``: no score counts any more."""
@@ -392,9 +412,6 @@ def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, Suppo
     hits: dict[str, FirstHits] = {}
     try:
         _share_norms(task_data)
-        judged = list(pool.map(lambda n: _Thresholds(task_data[n]), names)) if pool is not None else \
-            [_Thresholds(task_data[n]) for n in names]
-        thresholds = dict(zip(names, judged, strict=True))
         pairs: list[tuple[str, str]] = []
         for column in columns.values():
             x, y = column.query_set, column.support_set
@@ -402,9 +419,20 @@ def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, Suppo
                 pairs.append((x, y))
         scores = sum(len(data.queries) * len(data.gallery) for data in task_data.values())
         fused = kernels.chosen(settings.fused, scores, FUSED_SCORES, "the few-shot kernels")
-        for x, y in pairs:
-            _pair(x, y, task_data, columns, thresholds, None if exact_censored else max_k, settings, fused, pool,
-                  hits, counters)
+        plans = [_Plan.of(x, y, task_data, columns, settings) for x, y in pairs]
+        # Every direction's set-up (thresholds, weights, tables, judges) on the workers, side by
+        # side: the six are independent, and run one after another they were the search's largest
+        # serial part.
+        jobs = [(plan, direction) for plan in plans for direction in plan.tasks]
+
+        def set_up(job: tuple[_Plan, tuple[str, str]]) -> tuple[_Direction, np.ndarray, fewshot_fused.Tables | None]:
+            return _set_up(job[0], job[1], task_data, columns, fused)
+
+        built = list(pool.map(set_up, jobs)) if pool is not None else [set_up(job) for job in jobs]
+        for (plan, direction), found in zip(jobs, built, strict=True):
+            plan.built[direction] = found
+        for plan in plans:
+            _pair(plan, None if exact_censored else max_k, fused, pool, hits, counters)
     except _Unbounded:
         return None
     finally:
@@ -450,59 +478,88 @@ def _share_norms(task_data: Mapping[str, TaskData]) -> None:
             data.__dict__["screen_norms"] = (q, g)
 
 
-def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn],
-          thresholds: Mapping[str, _Thresholds], max_k: int | None, settings: LinearSettings, fused: bool,
-          pool: ThreadPoolExecutor | None, hits: dict[str, FirstHits], counters: dict[str, int]) -> None:
+@dataclass
+class _Plan:
+    """One domain pair ``(x, y)``: its tasks per direction (by column key, sorted), its two sides
+    (x: the block's rows, y: its columns) and, once set up, per direction its :class:`_Direction`,
+    the support side's weights and the kernels' tables (None: numpy combines)."""
+
+    x: str
+    y: str
+    tasks: dict[tuple[str, str], dict[tuple[int, int], str]]
+    rows: _Side
+    cols: _Side
+    built: dict[tuple[str, str], tuple[_Direction, np.ndarray, fewshot_fused.Tables | None]]
+
+    @staticmethod
+    def of(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn],
+           settings: LinearSettings) -> _Plan:
+        tasks = {(a, b): {c.column: n for n, c in sorted(columns.items()) if (c.query_set, c.support_set) == (a, b)}
+                 for a, b in ((x, y), (y, x))}
+        tasks = {d: dict(sorted(found.items())) for d, found in tasks.items()}
+        first = {d: task_data[next(iter(found.values()))] for d, found in tasks.items()}
+        rows = _Side(first[(x, y)].queries, first[(x, y)].query_products, settings.rows)
+        cols = _Side(first[(y, x)].queries, first[(y, x)].query_products, settings.columns)
+        return _Plan(x, y, tasks, rows, cols, {})
+
+
+def _set_up(plan: _Plan, direction: tuple[str, str], task_data: Mapping[str, TaskData],
+            columns: Mapping[str, SupportColumn], fused: bool
+            ) -> tuple[_Direction, np.ndarray, fewshot_fused.Tables | None]:
+    """One direction ``(a, b)`` of a pair: its tasks' thresholds, the support side's weights, the
+    kernels' tables (when ``fused``), the judges and the cut-offs."""
+    a, b = direction
+    named = plan.tasks[direction]
+    query_side, support_side = (plan.rows, plan.cols) if a == plan.x else (plan.cols, plan.rows)
+    supports = task_data[next(iter(plan.tasks[(b, a)].values()))]  # its queries: b's items
+    w, gallery, norms, weight_max, ways = _weights(support_side, supports.queries, named, task_data, columns)
+    found_tables = None
+    if fused:
+        found_tables = fewshot_fused.tables(support_side.slot, support_side.starts, support_side.product_codes,
+                                            [key[0] for key in named], ways)
+    data = [task_data[name] for name in named.values()]
+    gathered: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    mine = [_Thresholds(d, gathered) for d in data]
+    dim = data[0].exact_queries.shape[1]
+    # Every term of a combination is at most |x| |w| |y_i| (1 + c): refuse sums that could overflow.
+    q_top = float(mine[0].q_norm.max(initial=0.0))
+    y_top = float(supports.screen_norms[0].max(initial=0.0))
+    if q_top * weight_max * y_top * int(support_side.sizes.max(initial=1)) > 1e37:
+        raise _Unbounded
+    bound = combination_bound(dim, weight_max, int(support_side.sizes.max(initial=1)))
+    # The columns' threshold intervals in one (J, n) array each, settled in place: the judges'
+    # ``best`` (and ColumnJudges' stacked screen) are rows of ``low``.
+    low, high = np.stack([t.low for t in mine]), np.stack([t.high for t in mine])
+    for j, t in enumerate(mine):
+        t.low, t.high = low[j], high[j]
+    judges = [Judge(d.metric, bound, d.exact_queries, t.q_norm, None, t.low, t.p, 0)
+              for t, d in zip(mine, data, strict=True)]
+    n_q, n_columns = len(query_side.codes), len(named)
+    lo = np.empty((n_columns, n_q), dtype=np.float32)
+    hi = np.empty((n_columns, n_q), dtype=np.float32)
+    for j, judge in enumerate(judges):
+        lo[j] = judge.cutoff(float(norms[j].max(initial=0.0)))[query_side.order]
+        hi[j] = _sure_level(judge, high[j], float(norms[j].max(initial=0.0)))[query_side.order]
+    column_judges = ColumnJudges(judges, [d.exact_gallery for d in data], norms)
+    column_judges.screen = low  # the same values, shared: a settled T reaches every judge
+    by_columns = a == plan.y
+    found = _Direction(
+        list(named.values()), column_judges, gallery,
+        lo if by_columns else np.ascontiguousarray(lo.T), hi if by_columns else np.ascontiguousarray(hi.T),
+        np.zeros((n_q, n_columns), dtype=np.int64),
+        np.zeros((n_q, n_columns), dtype=np.int64), by_columns=by_columns, thresholds=mine, low=low, high=high)
+    return found, w, found_tables
+
+
+def _pair(plan: _Plan, max_k: int | None, fused: bool, pool: ThreadPoolExecutor | None,
+          hits: dict[str, FirstHits], counters: dict[str, int]) -> None:
     """Both directions of one domain pair from one tiled block ``X · Yᵀ``; ``fused``: by the
     kernels where their tables allow (:attr:`~ropebench.engines.fewshot_fused.Tables.usable`)."""
-    tasks = {(a, b): {c.column: n for n, c in sorted(columns.items()) if (c.query_set, c.support_set) == (a, b)}
-             for a, b in ((x, y), (y, x))}
-    tasks = {d: dict(sorted(found.items())) for d, found in tasks.items()}
-    first = {d: task_data[next(iter(found.values()))] for d, found in tasks.items()}
-    rows = _Side(first[(x, y)].queries, first[(x, y)].query_products, settings.rows)
-    cols = _Side(first[(y, x)].queries, first[(y, x)].query_products, settings.columns)
-    directions: dict[tuple[str, str], _Direction] = {}
-    weights: dict[str, np.ndarray] = {}
-    kernel_tables: dict[str, fewshot_fused.Tables] = {}
-    for (a, b), named in tasks.items():
-        query_side, support_side = (rows, cols) if a == x else (cols, rows)
-        w, gallery, norms, weight_max, ways = _weights(support_side, first[(b, a)].queries, named, task_data,
-                                                       columns)
-        weights[b] = w
-        if fused:
-            found_tables = fewshot_fused.tables(support_side.slot, support_side.starts, support_side.product_codes,
-                                                [key[0] for key in named], ways)
-            fused = found_tables.usable
-            kernel_tables[b] = found_tables
-        data = [task_data[name] for name in named.values()]
-        dim = data[0].exact_queries.shape[1]
-        # Every term of a combination is at most |x| |w| |y_i| (1 + c): refuse sums that could overflow.
-        q_top = float(thresholds[next(iter(named.values()))].q_norm.max(initial=0.0))
-        y_top = float(first[(b, a)].screen_norms[0].max(initial=0.0))
-        if q_top * weight_max * y_top * int(support_side.sizes.max(initial=1)) > 1e37:
-            raise _Unbounded
-        bound = combination_bound(dim, weight_max, int(support_side.sizes.max(initial=1)))
-        # The columns' threshold intervals in one (J, n) array each, settled in place: the judges'
-        # ``best`` (and ColumnJudges' stacked screen) are rows of ``low``.
-        mine = [thresholds[n] for n in named.values()]
-        low, high = np.stack([t.low for t in mine]), np.stack([t.high for t in mine])
-        for j, t in enumerate(mine):
-            t.low, t.high = low[j], high[j]
-        judges = [Judge(d.metric, bound, d.exact_queries, t.q_norm, None, t.low, t.p, 0)
-                  for t, d in zip(mine, data, strict=True)]
-        n_q, n_columns = len(query_side.codes), len(named)
-        lo = np.empty((n_columns, n_q), dtype=np.float32)
-        hi = np.empty((n_columns, n_q), dtype=np.float32)
-        for j, judge in enumerate(judges):
-            lo[j] = judge.cutoff(float(norms[j].max(initial=0.0)))[query_side.order]
-            hi[j] = _sure_level(judge, high[j], float(norms[j].max(initial=0.0)))[query_side.order]
-        column_judges = ColumnJudges(judges, [d.exact_gallery for d in data], norms)
-        column_judges.screen = low  # the same values, shared: a settled T reaches every judge
-        directions[(a, b)] = _Direction(
-            list(named.values()), column_judges, gallery,
-            lo if a == y else np.ascontiguousarray(lo.T), hi if a == y else np.ascontiguousarray(hi.T),
-            np.zeros((n_q, n_columns), dtype=np.int64),
-            np.zeros((n_q, n_columns), dtype=np.int64), by_columns=a == y, thresholds=mine, low=low, high=high)
+    x, y, rows, cols, tasks = plan.x, plan.y, plan.rows, plan.cols, plan.tasks
+    directions = {d: found[0] for d, found in plan.built.items()}
+    weights = {d[1]: found[1] for d, found in plan.built.items()}
+    kernel_tables = {d[1]: found[2] for d, found in plan.built.items() if found[2] is not None}
+    fused = fused and all(found[2] is not None and found[2].usable for found in plan.built.values())
     forward, backward = directions[(x, y)], directions[(y, x)]
     n_columns = len(tasks[(x, y)])
     lock = threading.Lock()
@@ -515,8 +572,11 @@ def _pair(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[st
         as side positions, columns, values, support side and query side) and add its counts."""
         decided = []
         for direction in (forward, backward):
-            mine = [item[1:] for item in found if item[0] is direction]
-            product, query, column, values = (np.concatenate([item[k] for item in mine]) for k in range(4))
+            mine = [item[1:] for item in found if item[0] is direction and len(item[1])]
+            if not mine:  # most passes find nothing between ``lo`` and ``hi``
+                continue
+            product, query, column, values = mine[0][:4] if len(mine) == 1 else \
+                (np.concatenate([item[k] for item in mine]) for k in range(4))
             support_side, query_side = mine[0][4], mine[0][5]
             gallery = direction.gallery[product, column]
             keep = (gallery >= 0) & (support_side.product_codes[product] != query_side.codes[query])
