@@ -277,8 +277,10 @@ class _Direction:
         self.bulk += total
         if max_k is not None:
             # only the cells counted here can newly reach max_k (the others are closed or below it)
-            q, j = np.nonzero((block >= max_k) & (counts > 0))
-            if len(q):
+            reached = block >= max_k
+            reached &= counts > 0
+            if reached.any():
+                q, j = np.nonzero(reached)
                 self._close(q + first, j)
 
     def take(self, query: np.ndarray, column: np.ndarray, decision: Decision, max_k: int | None) -> None:
