@@ -385,14 +385,45 @@ def linear_applies(task_data: Mapping[str, TaskData], columns: Mapping[str, Supp
         all(x != y for x, y in keys)
 
 
+class _Combinations:
+    """Each prototype set's weights and effective norms, computed once and shared by the threads:
+    V2P and L2P combine the same supports into the same prototypes (the same arrays), so a third
+    of the 120 columns need none of their own."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.found: dict[tuple[int, int, int], tuple[np.ndarray, ...]] = {}
+
+    def get(self, prototypes: np.ndarray, items: np.ndarray, positions: np.ndarray, terms: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+        """``(w, effective norms)`` of ``prototypes`` combined from ``items[positions]`` (``terms``
+        per prototype); raises :class:`_Unbounded` where a weight leaves float32."""
+        key = (id(prototypes), id(items), id(positions))
+        with self.lock:
+            hit = self.found.get(key)  # the arrays themselves are kept: no id is reused meanwhile
+        if hit is not None and hit[0] is prototypes and hit[1] is items and hit[2] is positions and \
+                np.array_equal(hit[3], terms):
+            return hit[4], hit[5]
+        sums = support_sums(items, positions)  # once for the weights and the effective norms
+        w = combination_weights(prototypes, items, positions, sums)
+        if not np.isfinite(w).all():
+            raise _Unbounded  # supports that nearly cancel: a weight beyond float32
+        norms = effective_norms(prototypes, items, positions, w, terms, sums=sums)
+        with self.lock:
+            self.found[key] = (prototypes, items, positions, terms, w, norms)
+        return w, norms
+
+
 def _weights(side: _Side, items: np.ndarray, tasks: Mapping[tuple[int, int], str],
-             task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn]
+             task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn],
+             combinations: _Combinations
              ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], float, list[tuple[np.ndarray, np.ndarray]]]:
     """A support domain's ``(n_items, J)`` float32 weights (items in the side's order), each product's
     gallery index per column, each column's effective norms, the largest weight, and per column its
     ways' supports (side positions, ``(n_ways, k)``) with their weights.
 
-    ``items``: the domain's vectors in member order (the supports' positions index them)."""
+    ``items``: the domain's vectors in member order (the supports' positions index them);
+    ``combinations``: the weights and norms already computed (by any thread)."""
     keys = list(tasks)
     weights = np.zeros((len(side.codes), len(keys)), dtype=np.float32)
     gallery = np.full((len(side.product_codes), len(keys)), -1, dtype=np.int64)
@@ -406,16 +437,13 @@ def _weights(side: _Side, items: np.ndarray, tasks: Mapping[tuple[int, int], str
             norms.append(np.zeros(0))
             weights[:, j] = np.nan  # no ways: nothing to combine
             continue
-        sums = support_sums(items, positions)  # once for the weights and the effective norms
-        w = combination_weights(data.exact_gallery, items, positions, sums)
-        if not np.isfinite(w).all():
-            raise _Unbounded  # supports that nearly cancel: a weight beyond float32
         rows = side.position[positions]  # the side's positions of every support
+        slots = side.slot[rows[:, 0]]
+        w, found_norms = combinations.get(data.exact_gallery, items, positions, side.sizes[slots])
         ways.append((rows, w))
         weights[rows, j] = np.repeat(w, positions.shape[1]).reshape(positions.shape)
-        slots = side.slot[rows[:, 0]]
         gallery[slots, j] = np.arange(len(positions))
-        norms.append(effective_norms(data.exact_gallery, items, positions, w, side.sizes[slots], sums=sums))
+        norms.append(found_norms)
         # A product that is not a way of this column combines to NaN: never a candidate, never counted.
         weights[gallery[side.slot, j] < 0, j] = np.nan
         weight_max = max(weight_max, float(np.abs(w).max(initial=0.0)))
@@ -454,8 +482,10 @@ def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, Suppo
         # serial part.
         jobs = [(plan, direction) for plan in plans for direction in plan.tasks]
 
+        combinations = _Combinations()
+
         def set_up(job: tuple[_Plan, tuple[str, str]]) -> tuple[_Direction, np.ndarray, fewshot_fused.Tables | None]:
-            return _set_up(job[0], job[1], task_data, columns, fused)
+            return _set_up(job[0], job[1], task_data, columns, fused, combinations)
 
         built = list(pool.map(set_up, jobs)) if pool is not None else [set_up(job) for job in jobs]
         for (plan, direction), found in zip(jobs, built, strict=True):
@@ -533,7 +563,7 @@ class _Plan:
 
 
 def _set_up(plan: _Plan, direction: tuple[str, str], task_data: Mapping[str, TaskData],
-            columns: Mapping[str, SupportColumn], fused: bool
+            columns: Mapping[str, SupportColumn], fused: bool, combinations: _Combinations
             ) -> tuple[_Direction, np.ndarray, fewshot_fused.Tables | None]:
     """One direction ``(a, b)`` of a pair: its tasks' thresholds, the support side's weights, the
     kernels' tables (when ``fused``), the judges and the cut-offs."""
@@ -541,7 +571,8 @@ def _set_up(plan: _Plan, direction: tuple[str, str], task_data: Mapping[str, Tas
     named = plan.tasks[direction]
     query_side, support_side = (plan.rows, plan.cols) if a == plan.x else (plan.cols, plan.rows)
     supports = task_data[next(iter(plan.tasks[(b, a)].values()))]  # its queries: b's items
-    w, gallery, norms, weight_max, ways = _weights(support_side, supports.queries, named, task_data, columns)
+    w, gallery, norms, weight_max, ways = _weights(support_side, supports.queries, named, task_data, columns,
+                                                   combinations)
     found_tables = None
     if fused:
         found_tables = fewshot_fused.tables(support_side.slot, support_side.starts, support_side.product_codes,
