@@ -487,11 +487,23 @@ def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, Suppo
         def set_up(job: tuple[_Plan, tuple[str, str]]) -> tuple[_Direction, np.ndarray, fewshot_fused.Tables | None]:
             return _set_up(job[0], job[1], task_data, columns, fused, combinations)
 
-        built = list(pool.map(set_up, jobs)) if pool is not None else [set_up(job) for job in jobs]
-        for (plan, direction), found in zip(jobs, built, strict=True):
-            plan.built[direction] = found
-        for plan in plans:
-            _pair(plan, None if exact_censored else max_k, fused, pool, hits, counters)
+        # Submitted first, so a pair's tiles start once its own two set-ups are done while the
+        # workers carry on with the others' (no thread waits between the set-ups and the tiles).
+        waiting = [pool.submit(set_up, job) for job in jobs] if pool is not None else None
+        for i, (plan, direction) in enumerate(jobs):
+            plan.built[direction] = waiting[i].result() if waiting is not None else set_up((plan, direction))
+            if len(plan.built) == len(plan.tasks):
+                _pair(plan, None if exact_censored else max_k, fused, pool, counters)
+        limit = None if exact_censored else max_k
+        ends = [(plan, direction) for plan in plans for direction in plan.tasks]
+
+        def collect(end: tuple[_Plan, tuple[str, str]]) -> tuple[dict[str, FirstHits], dict[str, int]]:
+            return _collect(end[0], end[1], limit)
+
+        for found_hits, found_counters in (pool.map(collect, ends) if pool is not None else map(collect, ends)):
+            hits.update(found_hits)
+            for name, value in found_counters.items():
+                counters[name] += value
     except _Unbounded:
         return None
     finally:
@@ -613,8 +625,32 @@ def _set_up(plan: _Plan, direction: tuple[str, str], task_data: Mapping[str, Tas
     return found, w, found_tables
 
 
+def _collect(plan: _Plan, direction: tuple[str, str], max_k: int | None
+             ) -> tuple[dict[str, FirstHits], dict[str, int]]:
+    """One searched direction's first hits per task (queries back in member order, censored at
+    ``max_k``) and its counters."""
+    found, query_side = plan.built[direction][0], plan.rows if direction[0] == plan.x else plan.cols
+    hits: dict[str, FirstHits] = {}
+    counters = {"relevant_settled": 0, "pairs_settled": found.settled, "prototype_pairs_bulk": found.bulk,
+                "prototype_pairs_decided": found.decided}
+    for j, name in enumerate(found.tasks):
+        judge = found.judges.judges[j]
+        scored = np.isfinite(judge.best)
+        above = np.empty(len(scored), dtype=np.int64)
+        tied = np.empty(len(scored), dtype=np.int64)
+        above[query_side.order] = found.above[:, j]
+        tied[query_side.order] = found.ties[:, j]
+        a_s, t_s, p_s = above[scored], tied[scored], judge.p[scored]
+        limited = np.zeros(len(a_s), dtype=bool)
+        if max_k is not None:
+            a_s, t_s, p_s, limited = censor(a_s, t_s, p_s, limited, max_k)
+        hits[name] = FirstHits(scored=scored, a=a_s, t=t_s, p=p_s, censored=limited)
+        counters["relevant_settled"] += found.thresholds[j].settled
+    return hits, counters
+
+
 def _pair(plan: _Plan, max_k: int | None, fused: bool, pool: ThreadPoolExecutor | None,
-          hits: dict[str, FirstHits], counters: dict[str, int]) -> None:
+          counters: dict[str, int]) -> None:
     """Both directions of one domain pair from one tiled block ``X · Yᵀ``; ``fused``: by the
     kernels where their tables allow (:attr:`~ropebench.engines.fewshot_fused.Tables.usable`)."""
     x, y, rows, cols, tasks = plan.x, plan.y, plan.rows, plan.cols, plan.tasks
@@ -707,23 +743,5 @@ def _pair(plan: _Plan, max_k: int | None, fused: bool, pool: ThreadPoolExecutor 
 
     with threadpool_limits(limits=1, user_api="blas") if pool is not None else contextlib.nullcontext():
         run_tiles(pool, tiles, run_tile_fused if fused else run_tile)
-    for (a, _), direction in directions.items():
-        query_side = rows if a == x else cols
-        for j, name in enumerate(direction.tasks):
-            judge = direction.judges.judges[j]
-            scored = np.isfinite(judge.best)
-            above = np.empty(len(scored), dtype=np.int64)
-            tied = np.empty(len(scored), dtype=np.int64)
-            above[query_side.order] = direction.above[:, j]
-            tied[query_side.order] = direction.ties[:, j]
-            a_s, t_s, p_s = above[scored], tied[scored], judge.p[scored]
-            limited = np.zeros(len(a_s), dtype=bool)
-            if max_k is not None:
-                a_s, t_s, p_s, limited = censor(a_s, t_s, p_s, limited, max_k)
-            hits[name] = FirstHits(scored=scored, a=a_s, t=t_s, p=p_s, censored=limited)
-            counters["relevant_settled"] += direction.thresholds[j].settled
-        counters["pairs_settled"] += direction.settled
-        counters["prototype_pairs_bulk"] += direction.bulk
-        counters["prototype_pairs_decided"] += direction.decided
     counters["blocks_tiled"] += 1
     counters["prototype_scores_formed"] += formed_total[0]
