@@ -660,7 +660,9 @@ def _pair(plan: _Plan, max_k: int | None, fused: bool, pool: ThreadPoolExecutor 
     fused = fused and all(found[2] is not None and found[2].usable for found in plan.built.values())
     forward, backward = directions[(x, y)], directions[(y, x)]
     n_columns = len(tasks[(x, y)])
-    lock = threading.Lock()
+    # One lock per direction: a tile's two directions share no state, so two threads finishing
+    # tiles wait for each other only on the same direction.
+    locks = {id(forward): threading.Lock(), id(backward): threading.Lock()}
     formed_total = [0]
     tiles = [(i, j) for i in range(len(rows.edges) - 1) for j in range(len(cols.edges) - 1)]
 
@@ -671,7 +673,7 @@ def _pair(plan: _Plan, max_k: int | None, fused: bool, pool: ThreadPoolExecutor 
         decided = []
         for direction in (forward, backward):
             mine = [item[1:] for item in found if item[0] is direction and len(item[1])]
-            if not mine:  # most passes find nothing between ``lo`` and ``hi``
+            if not mine:  # nothing between ``lo`` and ``hi`` (about a third of the passes)
                 continue
             product, query, column, values = mine[0][:4] if len(mine) == 1 else \
                 (np.concatenate([item[k] for item in mine]) for k in range(4))
@@ -680,14 +682,17 @@ def _pair(plan: _Plan, max_k: int | None, fused: bool, pool: ThreadPoolExecutor 
             keep = (gallery >= 0) & (support_side.product_codes[product] != query_side.codes[query])
             query, column = query[keep], column[keep]
             if len(query):
-                decision = direction.decide(query_side.order[query], column, gallery[keep], values[keep], lock)
+                decision = direction.decide(query_side.order[query], column, gallery[keep], values[keep],
+                                            locks[id(direction)])
                 decided.append((direction, query, column, decision))
-        with lock:
-            for direction, query, column, decision in decided:
-                direction.take(query, column, decision, max_k)
-            forward.add(counts_forward, r0, max_k)
-            backward.add(counts_backward.T, c0, max_k)
-            formed_total[0] += formed
+        for direction, counts, first in ((forward, counts_forward, r0), (backward, counts_backward.T, c0)):
+            with locks[id(direction)]:
+                for mine_direction, query, column, decision in decided:
+                    if mine_direction is direction:
+                        direction.take(query, column, decision, max_k)
+                direction.add(counts, first, max_k)
+                if direction is forward:
+                    formed_total[0] += formed
 
     def run_tile(tile: tuple[int, int]) -> None:
         i, j = tile
