@@ -613,8 +613,8 @@ def _set_up(plan: _Plan, direction: tuple[str, str], task_data: Mapping[str, Tas
     for j, judge in enumerate(judges):
         lo[j] = judge.cutoff(float(norms[j].max(initial=0.0)))[query_side.order]
         hi[j] = _sure_level(judge, high[j], float(norms[j].max(initial=0.0)))[query_side.order]
-    column_judges = ColumnJudges(judges, [d.exact_gallery for d in data], norms)
-    column_judges.screen = low  # the same values, shared: a settled T reaches every judge
+    # The same values, shared: a settled T reaches every judge and the stacked screen.
+    column_judges = ColumnJudges(judges, [d.exact_gallery for d in data], norms, best=low)
     by_columns = a == plan.y
     found = _Direction(
         list(named.values()), column_judges, gallery,

@@ -161,10 +161,15 @@ class ColumnJudges:
             (:func:`combination_bound`).
         galleries: column j's float32 prototypes (the vectors the score is defined with).
         norms: column j's effective norms (:func:`effective_norms`).
+        best: optionally a ``(J, n_queries)`` array whose row j *is* judge j's ``best`` (a view,
+            updated in place by the caller, as the linear screen settles its thresholds): then the
+            stacked screen is that array itself, and where the judges' own band test is this one
+            (no residual band, no l2 offset, shared query vectors) the unsure pairs of every column
+            are settled here in one float64 batch (:func:`column_scores`) instead of column by column.
     """
 
-    def __init__(self, judges: Sequence[Judge], galleries: Sequence[np.ndarray], norms: Sequence[np.ndarray]
-                 ) -> None:
+    def __init__(self, judges: Sequence[Judge], galleries: Sequence[np.ndarray], norms: Sequence[np.ndarray],
+                 best: np.ndarray | None = None) -> None:
         self.bound = judges[0].bound
         if self.bound.exact or any(judge.bound != self.bound for judge in judges):
             raise ValueError("ColumnJudges: the judges must share one (inexact) bound")
@@ -175,14 +180,16 @@ class ColumnJudges:
         sizes = [len(norm) for norm in norms]
         self.offset = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
         self.norms = np.concatenate(list(norms)) if norms else np.zeros(0)
-        # Judges whose own band test is the one above (no residual band; the screen is ``best``,
-        # no l2 offset) and that share their query vectors: a candidate unsure here is unsure
-        # there, so it is settled here directly, every column's in one float64 batch.
         first = self.judges[0]
-        self.batched = all(judge.q_residual is None and judge.g_residual is None and judge.screen is judge.best
-                           and judge.exact_queries is first.exact_queries and judge.q_norm is first.q_norm
-                           and judge.metric == first.metric
-                           for judge in self.judges)
+        self.batched = False
+        if best is not None:
+            if best.ndim != 2 or len(best) != len(self.judges) or not all(
+                    judge.screen is judge.best and _is_row(judge.best, best, j) for j, judge in enumerate(self.judges)):
+                raise ValueError("ColumnJudges: best's rows must be the judges' best (and screen) themselves")
+            self.screen = best  # the same values, shared: a settled best reaches the band test
+            self.batched = all(judge.q_residual is None and judge.g_residual is None
+                               and judge.exact_queries is first.exact_queries and judge.q_norm is first.q_norm
+                               and judge.metric == first.metric for judge in self.judges)
 
     def decide(self, query: np.ndarray, column: np.ndarray, gallery: np.ndarray, values: np.ndarray) -> Decision:
         """Candidate ``i`` is ``(query[i], gallery[i])`` of column ``column[i]``, screened ``values[i]``."""
@@ -197,8 +204,8 @@ class ColumnJudges:
         unsure = ~above & ~tie & ~(finite & (diff < -width))
         settled = 0
         if unsure.any() and self.batched:
-            # ``screen`` holds the judges' ``best`` (the caller may share it, as the linear screen
-            # does with its settled thresholds): equal values, so the comparison is Judge.decide's.
+            # The judges' band test is the one above, so each would settle exactly these pairs;
+            # ``screen`` is their ``best`` itself, so the comparison is Judge.decide's.
             pick = np.flatnonzero(unsure)
             q, j = query[pick], column[pick]
             s = column_scores(self.judges[0].exact_queries, self.galleries, q, j, gallery[pick],
@@ -214,3 +221,10 @@ class ColumnJudges:
                 above[pick], tie[pick] = found.above, found.tie
                 settled += found.settled
         return Decision(above, tie, settled)
+
+
+def _is_row(row: np.ndarray, array: np.ndarray, j: int) -> bool:
+    """Whether ``row`` is a view of row ``j`` of ``array`` (the same memory, not a copy)."""
+    view = array[j]
+    return row.base is array and row.shape == view.shape and row.strides == view.strides and \
+        row.__array_interface__["data"][0] == view.__array_interface__["data"][0]
