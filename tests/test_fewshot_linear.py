@@ -275,6 +275,27 @@ def test_settling_every_column_at_once_gives_the_scores_of_one_column_at_a_time(
     assert len(shared) == 1  # every task scores the same queries: gathered once
 
 
+def test_column_judges_share_only_thresholds_that_are_the_judges_own():
+    """The one-batch settlement compares with the stacked thresholds where each judge compares with
+    its own ``best``: ColumnJudges takes a shared ``(J, n)`` array only when its rows are those
+    arrays themselves (a copy would go stale as thresholds settle), and then settles in one batch."""
+    from ropebench.engines.core.combine import ColumnJudges
+    from ropebench.engines.core.decide import Judge
+
+    queries, gallery = np.ones((3, 2), dtype=np.float32), np.ones((2, 2), dtype=np.float32)
+    best, q_norm = np.zeros((2, 3)), np.ones(3)
+    judges = [Judge("ip", combination_bound(2, 1.0, 1), queries, q_norm, None, best[j]) for j in range(2)]
+    norms = [np.ones(2), np.ones(2)]
+    shared = ColumnJudges(judges, [gallery, gallery], norms, best=best)
+    assert shared.batched and shared.screen is best
+    assert not ColumnJudges(judges, [gallery, gallery], norms).batched
+    with pytest.raises(ValueError):
+        ColumnJudges(judges, [gallery, gallery], norms, best=best.copy())
+    best[1, 2] = 2.0  # settled in place: seen by the judge and the band test alike
+    found = shared.decide(np.array([2, 2]), np.array([0, 1]), np.array([0, 1]), np.array([2.0, 2.0], dtype=np.float32))
+    assert found.above.tolist() == [True, False] and found.tie.tolist() == [False, True]
+
+
 @settings(max_examples=100, deadline=None)
 @given(high=hnp.arrays(np.float64, 6, elements=st.floats(-1e30, 1e30) | st.just(-np.inf)),
        q_norm=hnp.arrays(np.float64, 6, elements=st.floats(0, 1e6)), g_top=st.floats(0, 1e6),
