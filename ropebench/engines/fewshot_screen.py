@@ -725,12 +725,20 @@ def _pair(plan: _Plan, max_k: int | None, fused: bool, pool: ThreadPoolExecutor 
         inter = fewshot_fused.interleave([cols.runs(int(cols.edges[j]), int(cols.edges[j + 1]))
                                           for j in range(len(cols.edges) - 1)], cols.starts, cols.edges)
         inter_items = cols.items[inter.order]
+        # Per column tile: each column's side position, its code, and where each side position
+        # sits among the tile's columns (so the Y2X counts return to side order by a gather: a
+        # scatter over columns cost four times as much); per row tile, its products.
+        tile_at = [inter.order[int(cols.edges[j]):int(cols.edges[j + 1])] for j in range(len(cols.edges) - 1)]
+        tile_back = [np.argsort(at) for at in tile_at]  # a tile's columns are a permutation of its positions
+        tile_codes = [cols.codes[at] for at in tile_at]
+        tile_rows = [fewshot_fused.row_products(rows.starts, rows.slot, int(rows.edges[i]), int(rows.edges[i + 1]))
+                     for i in range(len(rows.edges) - 1)]
 
     def run_tile_fused(tile: tuple[int, int]) -> None:
         i, j = tile
         r0, r1, c0, c1 = (int(rows.edges[i]), int(rows.edges[i + 1]), int(cols.edges[j]), int(cols.edges[j + 1]))
         scores = rows.items[r0:r1] @ inter_items[c0:c1].T
-        at = inter.order[c0:c1]  # the side position of each of the tile's columns
+        at = tile_at[j]  # the side position of each of the tile's columns
         counts_forward = np.zeros((r1 - r0, n_columns), dtype=np.int64)
         formed = np.zeros(1, dtype=np.int64)
         product, query, column, values = fewshot_fused.run_rows(
@@ -739,11 +747,10 @@ def _pair(plan: _Plan, max_k: int | None, fused: bool, pool: ThreadPoolExecutor 
         found = [(forward, product, r0 + query, column, values, cols, rows)]
         interleaved = np.zeros((n_columns, c1 - c0), dtype=np.int64)
         product, query, column, values = fewshot_fused.run_columns(
-            scores, fewshot_fused.row_products(rows.starts, rows.slot, r0, r1), kernel_tables[x], cols.codes[at],
-            backward.lo[:, at], backward.hi[:, at], interleaved, formed)
+            scores, tile_rows[i], kernel_tables[x], tile_codes[j], backward.lo[:, at], backward.hi[:, at], interleaved,
+            formed)
         found.append((backward, product, at[query], column, values, rows, cols))
-        counts_backward = np.zeros((n_columns, c1 - c0), dtype=np.int64)
-        counts_backward[:, at - c0] = interleaved
+        counts_backward = interleaved[:, tile_back[j]]  # side order: column m holds side position c0 + m
         finish(found, counts_forward, counts_backward, r0, c0, int(formed[0]))
 
     with threadpool_limits(limits=1, user_api="blas") if pool is not None else contextlib.nullcontext():
