@@ -267,11 +267,21 @@ def test_settling_every_column_at_once_gives_the_scores_of_one_column_at_a_time(
         expected[pick] = exact_scores(queries, galleries[j], q[pick], g[pick], metric)
     assert column_scores(queries, galleries, q, column, g, metric).tobytes() == expected.tobytes()
     shared: list = []
+    batch = fewshot_screen.THRESHOLD_BATCH
     for gallery in galleries:
         data = TaskData(queries=queries, gallery=gallery, query_products=np.arange(7) % 5,
                         gallery_products=np.arange(4), metric=metric)
-        alone, together = fewshot_screen._Thresholds(data), fewshot_screen._Thresholds(data, shared)
+        alone = fewshot_screen._Thresholds(data)
+        try:  # batches of 2 and 1 queries: each row's dot product alone, the same bits
+            fewshot_screen.THRESHOLD_BATCH = 1 + n_pairs % 2
+            together = fewshot_screen._Thresholds(data, shared)
+        finally:
+            fewshot_screen.THRESHOLD_BATCH = batch
         assert alone.low.tobytes() == together.low.tobytes() and alone.high.tobytes() == together.high.tobytes()
+        scored = np.flatnonzero(np.arange(7) % 5 < 4)
+        screened = np.einsum("ij,ij->i", queries[scored], gallery[np.arange(7)[scored] % 5])  # in one go
+        plain = fewshot_screen._Thresholds(data)
+        assert (plain.low[scored] < screened).all() and (screened < plain.high[scored]).all()
     assert len(shared) == 1  # every task scores the same queries: gathered once
 
 

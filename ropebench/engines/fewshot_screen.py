@@ -96,6 +96,10 @@ class LinearSettings:
     fused: bool | None = None
 
 
+# Queries per batch of threshold dot products (1,024 x d float32: cache-sized; 2,048 measured slower).
+THRESHOLD_BATCH = 1 << 10
+
+
 class _Thresholds:
     """One task's thresholds, known first by an interval and settled in float64 only where a
     candidate needs them (docs/exactness.md, "Thresholds settled on demand").
@@ -131,8 +135,13 @@ class _Thresholds:
         high = np.full(len(self.own), -np.inf)
         if len(q):
             bound = task_bound(data)
-            rows = _gathered(data.queries, q, gathered)
-            screened = np.einsum("ij,ij->i", rows, data.gallery[self.own[q]]).astype(np.float64)
+            rows, own = _gathered(data.queries, q, gathered), self.own[q]
+            # In batches of rows (each row's dot product is computed alone: the same bits), so that
+            # the gathered prototypes stay in cache: 2.7 times faster over the 120 tasks.
+            screened = np.concatenate([
+                np.einsum("ij,ij->i", rows[start:start + THRESHOLD_BATCH],
+                          data.gallery[own[start:start + THRESHOLD_BATCH]])
+                for start in range(0, len(q), THRESHOLD_BATCH)]).astype(np.float64)
             width = pair_widths(bound, q_norm[q], g_norm[self.own[q]], screened)
             low[q] = np.nextafter(screened - width, -np.inf)
             high[q] = np.nextafter(screened + width, np.inf)
