@@ -244,6 +244,68 @@ def test_the_threshold_interval_holds_the_threshold(dim, spread, metric, kind, s
     assert len(found.settle(np.arange(n))) == 0 and found.settled == scored.sum()  # each settled once
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dim=st.sampled_from([1, 3, 16, 128, 600]), spread=st.floats(0, 5), metric=st.sampled_from(["cosine", "ip"]),
+       kind=st.sampled_from(["independent", "duplicates", "cancel"]), n_columns=st.integers(1, 5),
+       n_pairs=st.integers(0, 1500), seed=st.integers(0, 2**32 - 1))
+def test_settling_every_column_at_once_gives_the_scores_of_one_column_at_a_time(dim, spread, metric, kind, n_columns,
+                                                                                n_pairs, seed):
+    """The linear screen settles a tile's pairs of every column in one float64 batch
+    (``column_scores``, more than one batch of 1,024 pairs included): the bits of ``exact_scores``
+    column by column; and thresholds whose scored queries are gathered once for several tasks are
+    those each task gathers for itself."""
+    from ropebench.engines.core.combine import column_scores
+    from ropebench.engines.core.task import TaskData
+
+    rng = np.random.default_rng(seed)
+    queries, _ = prepare_vectors(_supports(rng, dim, 7, spread, kind), metric)
+    galleries = [prepare_vectors(_supports(rng, dim, 4, spread, kind), metric)[0] for _ in range(n_columns)]
+    q, column, g = rng.integers(0, 7, n_pairs), rng.integers(0, n_columns, n_pairs), rng.integers(0, 4, n_pairs)
+    expected = np.empty(n_pairs)
+    for j in range(n_columns):
+        pick = column == j
+        expected[pick] = exact_scores(queries, galleries[j], q[pick], g[pick], metric)
+    assert column_scores(queries, galleries, q, column, g, metric).tobytes() == expected.tobytes()
+    shared: list = []
+    batch = fewshot_screen.THRESHOLD_BATCH
+    for gallery in galleries:
+        data = TaskData(queries=queries, gallery=gallery, query_products=np.arange(7) % 5,
+                        gallery_products=np.arange(4), metric=metric)
+        alone = fewshot_screen._Thresholds(data)
+        try:  # batches of 2 and 1 queries: each row's dot product alone, the same bits
+            fewshot_screen.THRESHOLD_BATCH = 1 + n_pairs % 2
+            together = fewshot_screen._Thresholds(data, shared)
+        finally:
+            fewshot_screen.THRESHOLD_BATCH = batch
+        assert alone.low.tobytes() == together.low.tobytes() and alone.high.tobytes() == together.high.tobytes()
+        scored = np.flatnonzero(np.arange(7) % 5 < 4)
+        screened = np.einsum("ij,ij->i", queries[scored], gallery[np.arange(7)[scored] % 5])  # in one go
+        plain = fewshot_screen._Thresholds(data)
+        assert (plain.low[scored] < screened).all() and (screened < plain.high[scored]).all()
+    assert len(shared) == 1  # every task scores the same queries: gathered once
+
+
+def test_column_judges_share_only_thresholds_that_are_the_judges_own():
+    """The one-batch settlement compares with the stacked thresholds where each judge compares with
+    its own ``best``: ColumnJudges takes a shared ``(J, n)`` array only when its rows are those
+    arrays themselves (a copy would go stale as thresholds settle), and then settles in one batch."""
+    from ropebench.engines.core.combine import ColumnJudges
+    from ropebench.engines.core.decide import Judge
+
+    queries, gallery = np.ones((3, 2), dtype=np.float32), np.ones((2, 2), dtype=np.float32)
+    best, q_norm = np.zeros((2, 3)), np.ones(3)
+    judges = [Judge("ip", combination_bound(2, 1.0, 1), queries, q_norm, None, best[j]) for j in range(2)]
+    norms = [np.ones(2), np.ones(2)]
+    shared = ColumnJudges(judges, [gallery, gallery], norms, best=best)
+    assert shared.batched and shared.screen is best
+    assert not ColumnJudges(judges, [gallery, gallery], norms).batched
+    with pytest.raises(ValueError):
+        ColumnJudges(judges, [gallery, gallery], norms, best=best.copy())
+    best[1, 2] = 2.0  # settled in place: seen by the judge and the band test alike
+    found = shared.decide(np.array([2, 2]), np.array([0, 1]), np.array([0, 1]), np.array([2.0, 2.0], dtype=np.float32))
+    assert found.above.tolist() == [True, False] and found.tie.tolist() == [False, True]
+
+
 @settings(max_examples=100, deadline=None)
 @given(high=hnp.arrays(np.float64, 6, elements=st.floats(-1e30, 1e30) | st.just(-np.inf)),
        q_norm=hnp.arrays(np.float64, 6, elements=st.floats(0, 1e6)), g_top=st.floats(0, 1e6),

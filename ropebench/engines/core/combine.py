@@ -30,9 +30,11 @@ import numpy as np
 from ropebench.engines.core.bound import MARGIN, Bound, pair_widths
 from ropebench.engines.core.decide import Decision, Judge
 from ropebench.engines.core.precision import FP32, U32, U64, Precision, gamma
+from ropebench.engines.core.scores import SETTLE_BATCH, exact_scores, tree_sum
+from ropebench.engines.core.stored import stored
 
 __all__ = ["item_coefficient", "support_sums", "combination_weights", "effective_norms", "combination_bound",
-           "ColumnJudges"]
+           "ColumnJudges", "column_scores"]
 
 
 def item_coefficient(dim: int, precision: Precision = FP32) -> float:
@@ -118,6 +120,37 @@ def combination_bound(dim: int, weight_max: float, terms_max: int, precision: Pr
     return Bound(1.0, 0.0, 0.0, 0.0, floor * MARGIN, 0.0)
 
 
+def column_scores(queries: np.ndarray, galleries: Sequence[np.ndarray], q: np.ndarray, column: np.ndarray,
+                  g: np.ndarray, metric: str) -> np.ndarray:
+    """Float64 scores of the pairs ``(queries[q[i]], galleries[column[i]][g[i]])``: the values of
+    :func:`~ropebench.engines.core.scores.exact_scores` (row by row the same exact products and the
+    same tree sum), the pairs of every column in one batch — a tile's few candidates spread over
+    many columns cost one float64 pass, not one per column."""
+    out = np.empty(len(q), dtype=np.float64)
+    if not len(q):
+        return out
+    columns = np.unique(column).tolist()
+    if metric not in ("cosine", "ip") or stored(queries) or any(stored(galleries[j]) for j in columns):
+        for j in columns:
+            pick = np.flatnonzero(column == j)
+            out[pick] = exact_scores(queries, galleries[j], q[pick], g[pick], metric)
+        return out
+    for start in range(0, len(q), SETTLE_BATCH):
+        part = slice(start, start + SETTLE_BATCH)
+        left = queries[q[part]].astype(np.float64)
+        if len(columns) == 1:
+            right = galleries[columns[0]][g[part]].astype(np.float64)
+        else:
+            right = np.empty_like(left)
+            here, rows = column[part], g[part]
+            for j in columns:
+                pick = here == j
+                right[pick] = galleries[j][rows[pick]]
+        np.multiply(left, right, out=left)
+        out[part] = tree_sum(left, overwrite=True)
+    return out
+
+
 class ColumnJudges:
     """Several tasks that share their queries, one :class:`Judge` per *column* (a prototype set),
     decided together: the band test of :meth:`Judge.decide`, vectorised over columns; the pairs
@@ -128,10 +161,15 @@ class ColumnJudges:
             (:func:`combination_bound`).
         galleries: column j's float32 prototypes (the vectors the score is defined with).
         norms: column j's effective norms (:func:`effective_norms`).
+        best: optionally a ``(J, n_queries)`` array whose row j *is* judge j's ``best`` (a view,
+            updated in place by the caller, as the linear screen settles its thresholds): then the
+            stacked screen is that array itself, and where the judges' own band test is this one
+            (no residual band, no l2 offset, shared query vectors) the unsure pairs of every column
+            are settled here in one float64 batch (:func:`column_scores`) instead of column by column.
     """
 
-    def __init__(self, judges: Sequence[Judge], galleries: Sequence[np.ndarray], norms: Sequence[np.ndarray]
-                 ) -> None:
+    def __init__(self, judges: Sequence[Judge], galleries: Sequence[np.ndarray], norms: Sequence[np.ndarray],
+                 best: np.ndarray | None = None) -> None:
         self.bound = judges[0].bound
         if self.bound.exact or any(judge.bound != self.bound for judge in judges):
             raise ValueError("ColumnJudges: the judges must share one (inexact) bound")
@@ -142,6 +180,16 @@ class ColumnJudges:
         sizes = [len(norm) for norm in norms]
         self.offset = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
         self.norms = np.concatenate(list(norms)) if norms else np.zeros(0)
+        first = self.judges[0]
+        self.batched = False
+        if best is not None:
+            if best.ndim != 2 or len(best) != len(self.judges) or not all(
+                    judge.screen is judge.best and _is_row(judge.best, best, j) for j, judge in enumerate(self.judges)):
+                raise ValueError("ColumnJudges: best's rows must be the judges' best (and screen) themselves")
+            self.screen = best  # the same values, shared: a settled best reaches the band test
+            self.batched = all(judge.q_residual is None and judge.g_residual is None
+                               and judge.exact_queries is first.exact_queries and judge.q_norm is first.q_norm
+                               and judge.metric == first.metric for judge in self.judges)
 
     def decide(self, query: np.ndarray, column: np.ndarray, gallery: np.ndarray, values: np.ndarray) -> Decision:
         """Candidate ``i`` is ``(query[i], gallery[i])`` of column ``column[i]``, screened ``values[i]``."""
@@ -155,7 +203,17 @@ class ColumnJudges:
         tie = finite & (width == 0) & (diff == 0)
         unsure = ~above & ~tie & ~(finite & (diff < -width))
         settled = 0
-        if unsure.any():
+        if unsure.any() and self.batched:
+            # The judges' band test is the one above, so each would settle exactly these pairs;
+            # ``screen`` is their ``best`` itself, so the comparison is Judge.decide's.
+            pick = np.flatnonzero(unsure)
+            q, j = query[pick], column[pick]
+            s = column_scores(self.judges[0].exact_queries, self.galleries, q, j, gallery[pick],
+                              self.judges[0].metric)
+            best = self.screen[j, q]
+            above[pick], tie[pick] = s > best, s == best
+            settled = len(pick)
+        elif unsure.any():
             for j in np.unique(column[unsure]).tolist():
                 pick = np.flatnonzero(unsure & (column == j))
                 found = self.judges[j].decide(query[pick], gallery[pick], values[pick], self.galleries[j],
@@ -163,3 +221,10 @@ class ColumnJudges:
                 above[pick], tie[pick] = found.above, found.tie
                 settled += found.settled
         return Decision(above, tie, settled)
+
+
+def _is_row(row: np.ndarray, array: np.ndarray, j: int) -> bool:
+    """Whether ``row`` is a view of row ``j`` of ``array`` (the same memory, not a copy)."""
+    view = array[j]
+    return row.base is array and row.shape == view.shape and row.strides == view.strides and \
+        row.__array_interface__["data"][0] == view.__array_interface__["data"][0]
