@@ -55,18 +55,32 @@ def test_cross_blocks_the_engine_counts_row_by_row_keep_their_counters(monkeypat
     assert shared.environment["engine"]["counters"] == separate.environment["engine"]["counters"]
 
 
-def test_counters_with_one_thread_are_those_of_separate_blocks(monkeypatch):
-    """docs/fewshot.md: "the numbers, per-query rows and counters are those of reading the blocks
-    separately". With one thread, exact ties (cosine) and censoring, ``pairs_settled`` depends on
-    which tiles a query meets before it is censored: the few-shot tiles (product order) settle
-    another number of pairs than the engine's own (cut-off order)."""
+def tied_cosine_runs(monkeypatch):
     data = tied_data(0, "cosine", (90, 80, 70), n_products=12, groups=True)
     engine = OnePassEngine(dataclasses.replace(TEST_SETTINGS, tile=16, compiled=True))
     small_few_shot_tiles(monkeypatch)
-    shared, separate = shared_and_separate(monkeypatch, data, engine, ks="1,5,10", threads=1, per_query=True)
+    return shared_and_separate(monkeypatch, data, engine, ks="1,5,10", threads=1, per_query=True)
+
+
+def test_counters_with_one_thread_are_those_of_separate_blocks_but_pairs_settled(monkeypatch):
+    """With one thread, exact ties (cosine) and censoring: every number, per-query row and counter
+    but ``pairs_settled`` is that of separate blocks."""
+    shared, separate = tied_cosine_runs(monkeypatch)
     assert shared.to_json()["tasks"] == separate.to_json()["tasks"]
     assert shared.per_query.to_pandas().equals(separate.per_query.to_pandas())
-    assert shared.environment["engine"]["counters"] == separate.environment["engine"]["counters"]
+    counters = shared.environment["engine"]["counters"], separate.environment["engine"]["counters"]
+    assert {**counters[0], "pairs_settled": 0} == {**counters[1], "pairs_settled": 0}
+
+
+@pytest.mark.xfail(strict=True, reason="pairs_settled depends on the tile order once queries are censored "
+                   "(docs/fewshot.md says so since this review)")
+def test_pairs_settled_with_one_thread_is_that_of_separate_blocks(monkeypatch):
+    """The docs said "the numbers, per-query rows and counters are those of reading the blocks
+    separately": a query stops collecting once censored, so the pairs settled before that depend on
+    which tiles it meets first, the few-shot tiles (product order) or the engine's (cut-off order)."""
+    shared, separate = tied_cosine_runs(monkeypatch)
+    counters = shared.environment["engine"]["counters"], separate.environment["engine"]["counters"]
+    assert counters[0]["pairs_settled"] == counters[1]["pairs_settled"]
 
 
 def huge_norms(data, big: str, tiny: str):
