@@ -601,14 +601,18 @@ class SharedCross:
     only on every pair being met once. Only for first-hit counts with both directions of a pair
     requested (``applies``); the rest of the request is searched as usual."""
 
-    def __init__(self, request: SearchRequest, compiled: bool | None = None) -> None:
+    def __init__(self, request: SearchRequest, compiled: bool | None = None, small_block: int = 0) -> None:
         data = request.task_data
         self.pairs: dict[tuple[str, str], tuple[str, str]] = {}  # (X, Y) -> (X2Y, Y2X)
         for task in request.tasks:
             x, y = data[task].query_set, data[task].gallery_set
             reverse = next((other for other in request.tasks
                             if (data[other].query_set, data[other].gallery_set) == (y, x)), None)
-            if x != y and reverse is not None and len(data[task].queries) and len(data[reverse].queries):
+            left, right = data[task].queries, data[task].gallery
+            # A block the engine counts row by row (``small_block``: its setting) is left to it: its
+            # counts are never censored there, and it is counted as a small block.
+            tiled = min(len(left), len(right)) >= 2 and len(left) * len(right) * left.shape[1] > small_block
+            if x != y and reverse is not None and tiled and len(data[reverse].queries):
                 self.pairs[(x, y)] = (task, reverse)
         self.tasks = sorted({task for pair in self.pairs.values() for task in pair})
         work = sum(len(data[t].queries) * len(data[t].gallery) * data[t].queries.shape[1] for t in self.tasks)
@@ -712,7 +716,7 @@ class OnePassEngine:
         its own row's and column's)."""
         if not SharedCross.applies(request):
             return None
-        shared = SharedCross(request, self.settings.compiled)
+        shared = SharedCross(request, self.settings.compiled, self.settings.small_block)
         return shared if shared.compiled else None
 
     def search(self, request: SearchRequest) -> SearchRun:
