@@ -62,8 +62,10 @@ def test_shared_blocks_give_the_numbers_of_separate_blocks(monkeypatch, metric, 
     assert shared.fewshot["tasks"] == separate.fewshot["tasks"]
     assert shared.per_query.to_pandas().equals(separate.per_query.to_pandas())
     counters = shared.environment["engine"]["counters"], separate.environment["engine"]["counters"]
-    if threads == 1:  # two workers may settle a pair or two more (cut-offs rise in another order)
-        assert counters[0] == counters[1]
+    # pairs_settled depends on the order a censored query met its tiles (docs/fewshot.md); on one
+    # thread every other counter is the same.
+    if threads == 1:
+        assert {**counters[0], "pairs_settled": 0} == {**counters[1], "pairs_settled": 0}
     assert counters[0]["blocks_tiled"] == counters[1]["blocks_tiled"]
     alone = data.evaluate(engine, metric=metric, threads=threads, per_query=True, ci=False)
     assert alone.to_json()["tasks"] == shared.to_json()["tasks"]

@@ -618,17 +618,7 @@ class SharedCross:
         work = sum(len(data[t].queries) * len(data[t].gallery) * data[t].queries.shape[1] for t in self.tasks)
         self.compiled = kernels.chosen(compiled, work, COMPILED_WORK, "compiled tile selection")
         self.request = request
-        threads = request.threads
-
-        def reader(task: str) -> TaskReader:
-            return TaskReader(data[task], judge_task(data[task], request.precision), request.max_k,
-                              request.exact_censored)
-
-        if threads > 1 and len(self.tasks) > 1:
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                self.readers = dict(zip(self.tasks, pool.map(reader, self.tasks), strict=True))
-        else:
-            self.readers = {task: reader(task) for task in self.tasks}
+        self.readers: dict[str, TaskReader] = {}  # built by restrict, once the blocks are known to come
         self.lock = threading.Lock()
         self.buffers = threading.local()
 
@@ -640,7 +630,8 @@ class SharedCross:
     def restrict(self, blocks: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]]) -> None:
         """Keep only the pairs the other search computes, each from ``blocks[(X, Y)]``: its row and
         column vectors, which must be the very arrays ``X2Y`` and ``Y2X`` query with (the tiles'
-        scores are then theirs)."""
+        scores are then theirs); and build their tasks' readers (their thresholds: not before the
+        blocks are known to come)."""
         data = self.request.task_data
         keep = {}
         for (x, y), (forward, backward) in self.pairs.items():
@@ -648,8 +639,18 @@ class SharedCross:
             if found is not None and found[0] is data[forward].queries and found[1] is data[backward].queries:
                 keep[(x, y)] = (forward, backward)
         self.pairs = keep
-        self.readers = {task: self.readers[task] for task in sorted({t for pair in keep.values() for t in pair})}
-        self.tasks = list(self.readers)
+        self.tasks = sorted({t for pair in keep.values() for t in pair})
+        request = self.request
+
+        def reader(task: str) -> TaskReader:
+            return TaskReader(data[task], judge_task(data[task], request.precision), request.max_k,
+                              request.exact_censored)
+
+        if request.threads > 1 and len(self.tasks) > 1:
+            with ThreadPoolExecutor(max_workers=request.threads) as pool:
+                self.readers = dict(zip(self.tasks, pool.map(reader, self.tasks), strict=True))
+        else:
+            self.readers = {task: reader(task) for task in self.tasks}
 
     def read(self, x: str, y: str, query_x: np.ndarray, query_y: np.ndarray, scores: np.ndarray) -> None:
         """Read one tile of ``X · Yᵀ``: rows ``query_x`` (rows of ``X2Y``'s queries), columns
