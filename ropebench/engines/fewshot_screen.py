@@ -90,9 +90,9 @@ class LinearSettings:
     prototype) scores. The kernels need at most 8 shot counts and no negative weight
     (:attr:`~ropebench.engines.fewshot_fused.Tables.usable`); elsewhere numpy combines, with the
     same counts. Tests shrink the tiles so that small data reaches every path, and run both.
-    2,048 rows measured 2-4% faster than 1,024 at ROPE size with the kernels (fewer tiles, each
-    one's bookkeeping and the retrieval tasks' reading of it paid once), the same with numpy; 4,096
-    rows or columns slower."""
+    2,048 rows: 1-8% faster than 1,024 at ROPE size with the kernels in four alternating pairs of
+    few-shot runs (fewer tiles to keep books for and for the retrieval tasks to read), within the
+    full benchmark's run-to-run noise (about 10%); the same with numpy; 4,096 rows or columns slower."""
 
     rows: int = 2048
     columns: int = 2048
