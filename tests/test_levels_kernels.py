@@ -20,6 +20,17 @@ from ropebench.engines.kernels import levels as level_kernels  # noqa: E402  (nu
 STATE = ("starts", "tied", "live", "above_last", "lo", "level_lo", "level_hi", "item")
 
 
+def eligible_candidates(task_data, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every irrelevant eligible (query, gallery row) pair of a task, in random order, with its
+    float32 screen."""
+    scores = task_data.queries @ task_data.gallery.T
+    q, g = np.nonzero(np.ones(scores.shape, dtype=bool))
+    keep = irrelevant_eligible(task_data, q, g)
+    order = rng.permutation(int(keep.sum()))
+    q, g = q[keep][order], g[keep][order]
+    return q, g, scores[q, g]
+
+
 @pytest.mark.parametrize("pad", [64, 3])
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
 @pytest.mark.parametrize("seed", range(3))
@@ -38,12 +49,7 @@ def test_the_compiled_loops_count_as_numpy_does(monkeypatch, seed, metric, pad):
         compiled = LevelCounter(task_data, bound, 5, compiled=level_kernels)
         assert compiled.compiled is level_kernels
         wide += int((np.diff(compiled.offsets) > compiled.padded_guess.shape[1]).sum())
-        scores = task_data.queries @ task_data.gallery.T
-        q, g = np.nonzero(np.ones(scores.shape, dtype=bool))
-        keep = irrelevant_eligible(task_data, q, g)
-        order = rng.permutation(int(keep.sum()))
-        q, g = q[keep][order], g[keep][order]
-        values = scores[q, g]
+        q, g, values = eligible_candidates(task_data, rng)
         # Screens equal to a level's float32 lower end (the guess's ties).
         n_levels = np.diff(compiled.offsets)[q]
         tied = np.flatnonzero((rng.random(len(values)) < 0.05) & (n_levels > 0))

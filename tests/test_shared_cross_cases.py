@@ -108,8 +108,8 @@ def test_the_compiled_loops_take_other_dtypes_and_tiny_screens(metric):
     """int32 candidate indices, float64 screens, subnormal and signed-zero screens, empty batches:
     the compiled guess, band, settlements and counts are numpy's."""
     from ropebench.engines.core import FP32, LevelCounter, task_bound
-    from ropebench.engines.core.rows import irrelevant_eligible
     from ropebench.engines.kernels import levels as level_kernels
+    from tests.test_levels_kernels import eligible_candidates
     from tests.test_relevant_measures import near_tie_data
 
     rng = np.random.default_rng(1)
@@ -122,12 +122,7 @@ def test_the_compiled_loops_take_other_dtypes_and_tiny_screens(metric):
         compiled = LevelCounter(task_data, bound, 5, compiled=level_kernels)
         if compiled.compiled is None:
             continue
-        scores = task_data.queries @ task_data.gallery.T
-        q, g = np.nonzero(np.ones(scores.shape, dtype=bool))
-        keep = irrelevant_eligible(task_data, q, g)
-        order = rng.permutation(int(keep.sum()))
-        q, g = q[keep][order], g[keep][order]
-        values = scores[q, g]
+        q, g, values = eligible_candidates(task_data, rng)
         tiny = rng.random(len(values)) < 0.05
         values[tiny] = rng.choice(np.array([1e-40, -1e-40, 0.0, -0.0, 1e-45], dtype=np.float32), int(tiny.sum()))
         for index, value_type in ((np.int32, np.float64), (np.int32, np.float32), (np.int64, np.float64)):
