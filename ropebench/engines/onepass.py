@@ -451,6 +451,13 @@ def _plan(task_data: Mapping[str, TaskData], tasks: Sequence[str], symmetric_sco
     return plan
 
 
+def _row_by_row(data: TaskData, small_block: int) -> bool:
+    """Whether the engine counts a block row by row instead of in tiles: below ``small_block``
+    multiply-adds, or with a single row or column."""
+    left, right = data.queries, data.gallery
+    return min(len(left), len(right)) < 2 or len(left) * len(right) * left.shape[1] <= small_block
+
+
 def one_pass_first_hits(
     task_data: Mapping[str, TaskData],
     tasks: Sequence[str],
@@ -495,8 +502,7 @@ def one_pass_first_hits(
     small: list[str] = []
     for row_task, column_task, symmetric in _plan(task_data, tasks, symmetric_scores):
         both = [row_task] + ([column_task] if column_task else [])
-        left, right = task_data[row_task].queries, task_data[row_task].gallery
-        if min(len(left), len(right)) < 2 or len(left) * len(right) * left.shape[1] <= settings.small_block:
+        if _row_by_row(task_data[row_task], settings.small_block):
             small += both
         else:
             plan.append((row_task, column_task, symmetric))
@@ -603,17 +609,13 @@ class SharedCross:
 
     def __init__(self, request: SearchRequest, compiled: bool | None = None, small_block: int = 0) -> None:
         data = request.task_data
-        self.pairs: dict[tuple[str, str], tuple[str, str]] = {}  # (X, Y) -> (X2Y, Y2X)
-        for task in request.tasks:
-            x, y = data[task].query_set, data[task].gallery_set
-            reverse = next((other for other in request.tasks
-                            if (data[other].query_set, data[other].gallery_set) == (y, x)), None)
-            left, right = data[task].queries, data[task].gallery
-            # A block the engine counts row by row (``small_block``: its setting) is left to it: its
-            # counts are never censored there, and it is counted as a small block.
-            tiled = min(len(left), len(right)) >= 2 and len(left) * len(right) * left.shape[1] > small_block
-            if x != y and reverse is not None and tiled and len(data[reverse].queries):
-                self.pairs[(x, y)] = (task, reverse)
+        self.pairs: dict[tuple[str, str], tuple[str, str]] = {}  # (X, Y) -> (X2Y, Y2X), both orientations
+        # The engine's own pairing of the tasks into blocks; a block it counts row by row
+        # (``small_block``: its setting) is left to it (never censored there, counted as small).
+        for forward, backward, _ in _plan(data, request.tasks, symmetric_scores=True):
+            if backward is not None and not _row_by_row(data[forward], small_block):
+                x, y = data[forward].query_set, data[forward].gallery_set
+                self.pairs[(x, y)], self.pairs[(y, x)] = (forward, backward), (backward, forward)
         self.tasks = sorted({task for pair in self.pairs.values() for task in pair})
         work = sum(len(data[t].queries) * len(data[t].gallery) * data[t].queries.shape[1] for t in self.tasks)
         self.compiled = kernels.chosen(compiled, work, COMPILED_WORK, "compiled tile selection")
