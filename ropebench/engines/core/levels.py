@@ -252,7 +252,7 @@ class LevelCounter:
         # the levels, which float64 checks then confirm (half the memory of the float64 comparison).
         self.padded_guess = self.padded_lo.astype(np.float32)
         # The same float32 lower ends by level, for the compiled guess (never updated either).
-        self.guess = self.screen_lo.astype(np.float32)
+        self.guess = self.screen_lo.astype(np.float32) if self.compiled is not None else None
         q_norm = data.screen_norms[0]
         self.q_norm = q_norm
         top = np.zeros(nq)
@@ -399,7 +399,7 @@ class LevelCounter:
             self.compiled.place(q, g, values, self.q_norm, self.g_norm, self.extra, b.pair, b.floor, b.gallery,
                                 b.both, b.output, bool(b.gallery), offsets, self.guess, self.padded_guess.shape[1],
                                 self.screen_lo, self.screen_hi, j, unsure_mask)
-            return self._settle_unsure(q, g, j, np.zeros(len(q), dtype=bool), np.flatnonzero(unsure_mask))
+            return self._settle_unsure(q, g, j, np.flatnonzero(unsure_mask))
         v = values.astype(np.float64)
         g_norm = self.g_norm[g]
         if self.bound.exact:  # every level settled: lo == hi, the screen exact
@@ -423,14 +423,15 @@ class LevelCounter:
         last = len(lq) - 1
         clear_above = (c == 0) | (self.screen_lo[np.clip(index - 1, 0, last)] > high)
         clear_below = (c == n_levels) | (self.screen_hi[np.clip(index, 0, last)] < low)
-        return self._settle_unsure(q, g, c, np.zeros(len(q), dtype=bool),
-                                   np.flatnonzero(~(clear_above & clear_below) | ~finite))
+        return self._settle_unsure(q, g, c, np.flatnonzero(~(clear_above & clear_below) | ~finite))
 
-    def _settle_unsure(self, q: np.ndarray, g: np.ndarray, j: np.ndarray, tie: np.ndarray, unsure: np.ndarray
+    def _settle_unsure(self, q: np.ndarray, g: np.ndarray, j: np.ndarray, unsure: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """:meth:`sort_out`'s candidates ``unsure`` (whose band meets a level, or not finite) settled in
-        float64 and placed among the levels (``j``, ``tie`` filled in for them)."""
+        """:meth:`sort_out`'s result from the guessed ``j``: the candidates ``unsure`` (whose band meets a
+        level, or not finite) settled in float64 and placed among the levels (``j`` and the ties set
+        for them; every other candidate is below exactly ``j`` levels, tied with none)."""
         lq, offsets = self.level_q, self.offsets
+        tie = np.zeros(len(q), dtype=bool)
         if len(unsure):
             qu = q[unsure]
             s = settle(self.data.exact_queries, self.data.exact_gallery, qu, g[unsure], self.data.metric)
