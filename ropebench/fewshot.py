@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,23 +62,71 @@ def parse_shots(shots: str | Sequence[int | str]) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-_ORDERS: dict[tuple[int, int], tuple[weakref.ref[Dataset], np.ndarray, np.ndarray]] = {}
+class _Memo:
+    """Values computed once per set of live objects (a data set, a rows array, prepared vectors),
+    keyed by their identities plus plain values and checked through weak references (an ``id`` alone
+    is reused once its object is freed: a later evaluation then got another data set's prototypes,
+    seen as a gallery of the wrong dimension). Nothing is kept alive by a key; the entries of objects
+    that died are dropped at every insert, so one evaluation's 60 prototype sets never push out each
+    other (a clear-all at 65 entries, stale ones included, made a second evaluation in one process
+    build nearly every set twice), and at most ``limit`` live entries are kept (oldest first out).
+    Thread-safe: the few-shot tasks are built side by side."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.found: dict[tuple[Any, ...], tuple[tuple[weakref.ref[Any], ...], Any]] = {}
+        self.lock = threading.Lock()
+        self.gates: dict[tuple[Any, ...], threading.Lock] = {}
+
+    def once(self, owners: tuple[Any, ...], key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """The value stored for ``owners`` (the very objects) and ``key``, computed by ``compute``
+        and stored where there is none: once, also when two threads ask for it at the same time."""
+        full = (*(id(owner) for owner in owners), *key)
+        found = self._get(full, owners)
+        if found is not None:
+            return found
+        with self.lock:
+            gate = self.gates.setdefault(full, threading.Lock())
+        with gate:
+            found = self._get(full, owners)
+            if found is None:
+                found = compute()
+                refs = tuple(weakref.ref(owner) for owner in owners)
+                with self.lock:
+                    self.found = {k: v for k, v in self.found.items() if all(ref() is not None for ref in v[0])}
+                    while len(self.found) >= self.limit:
+                        del self.found[next(iter(self.found))]
+                    self.found[full] = (refs, found)
+        with self.lock:
+            self.gates.pop(full, None)
+        return found
+
+    def _get(self, full: tuple[Any, ...], owners: tuple[Any, ...]) -> Any:
+        with self.lock:
+            hit = self.found.get(full)
+        if hit is not None and all(ref() is owner for ref, owner in zip(hit[0], owners, strict=True)):
+            return hit[1]
+        return None
+
+    def clear(self) -> None:
+        with self.lock:
+            self.found.clear()
+
+
+# Live entries: one evaluation asks for 3 string orders, 3 x draws draw orders and 3 x shots x draws
+# prototype sets (60 by default); a few evaluations' worth stay while their data live.
+_ORDERS = _Memo(16)
 
 
 def _string_order(dataset: Dataset, rows: np.ndarray) -> np.ndarray:
     """Positions of ``rows`` ordered by (``str(product_id)``, ``str(item_id)``): the same for every
     draw, so computed once per (dataset, rows array) (a weak reference: nothing is kept alive)."""
-    key = (id(dataset), id(rows))
-    cached = _ORDERS.get(key)
-    if cached is not None and cached[0]() is dataset and cached[1] is rows:
-        return cached[2]
-    products = [str(p) for p in dataset.product_ids[rows].tolist()]
-    items = [str(i) for i in dataset.item_ids[rows].tolist()]
-    order = np.asarray(sorted(range(len(rows)), key=lambda i: (products[i], items[i])), dtype=np.int64)
-    if len(_ORDERS) > 16:
-        _ORDERS.clear()
-    _ORDERS[key] = (weakref.ref(dataset), rows, order)
-    return order
+    def compute() -> np.ndarray:
+        products = [str(p) for p in dataset.product_ids[rows].tolist()]
+        items = [str(i) for i in dataset.item_ids[rows].tolist()]
+        return np.asarray(sorted(range(len(rows)), key=lambda i: (products[i], items[i])), dtype=np.int64)
+
+    return _ORDERS.once((dataset, rows), (), compute)  # type: ignore[no-any-return]
 
 
 def _keys(dataset: Dataset, rows: np.ndarray, seed: int, draw: int, domain: str) -> np.ndarray:
@@ -90,7 +139,7 @@ def _keys(dataset: Dataset, rows: np.ndarray, seed: int, draw: int, domain: str)
     return keys
 
 
-_DRAWS: dict[tuple[int, int, str, int, int], tuple[weakref.ref[Dataset], np.ndarray, tuple[np.ndarray, ...]]] = {}
+_DRAWS = _Memo(256)
 
 
 def _draw_order(dataset: Dataset, members: np.ndarray, domain: str, seed: int, draw: int
@@ -98,20 +147,15 @@ def _draw_order(dataset: Dataset, members: np.ndarray, domain: str, seed: int, d
     """One draw's items ordered by (product code, key): the order, its codes, each product's first
     position and size. The same for every shot count, and asked for by every task of the draw and by
     the linear screen: computed once per (dataset, rows array, domain, seed, draw)."""
-    key = (id(dataset), id(members), domain, seed, draw)
-    cached = _DRAWS.get(key)
-    if cached is not None and cached[0]() is dataset and cached[1] is members:
-        order, sorted_codes, starts, sizes = cached[2]
-        return order, sorted_codes, starts, sizes
-    keys = _keys(dataset, members, seed, draw, domain)
-    codes = dataset.product_codes[members]
-    order = np.lexsort((keys, codes))
-    sorted_codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    sizes = np.diff(np.r_[starts, len(order)])
-    if len(_DRAWS) > 64:
-        _DRAWS.clear()
-    _DRAWS[key] = (weakref.ref(dataset), members, (order, sorted_codes, starts, sizes))
+    def compute() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        keys = _keys(dataset, members, seed, draw, domain)
+        codes = dataset.product_codes[members]
+        order = np.lexsort((keys, codes))
+        sorted_codes = codes[order]
+        starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+        return order, sorted_codes, starts, np.diff(np.r_[starts, len(order)])
+
+    order, sorted_codes, starts, sizes = _DRAWS.once((dataset, members), (domain, seed, draw), compute)
     return order, sorted_codes, starts, sizes
 
 
@@ -174,8 +218,7 @@ def fewshot_tasks(spec: FewshotSpec) -> list[str]:
             for draw in range(spec.draws)]
 
 
-_CACHE: dict[tuple[int, int, str, int, int, int, str],
-             tuple[weakref.ref[Vectors], weakref.ref[Dataset], np.ndarray, Vectors]] = {}
+_CACHE = _Memo(256)
 
 
 def _prototype_gallery(dataset: Dataset, members: Mapping[str, np.ndarray], vectors: Mapping[str, Vectors],
@@ -189,18 +232,15 @@ def _prototype_gallery(dataset: Dataset, members: Mapping[str, np.ndarray], vect
     from ropebench.engines.exact import prepare_vectors, score_vectors
 
     own = vectors[domain]
-    key = (id(own), id(dataset), domain, k, draw, seed, metric)
-    cached = _CACHE.get(key)
-    if cached is not None and cached[0]() is own and cached[1]() is dataset:
-        return cached[2], cached[3]
-    codes, positions = support_rows(dataset, members[domain], domain, seed, draw, k)
-    definition = own.exact if own.exact is not None else own.queries
-    raw = prototypes(definition, positions, metric)
-    queries, gallery = prepare_vectors(raw, metric, center=center)
-    found = Vectors(queries, gallery, score_vectors(raw, metric, queries))
-    if len(_CACHE) > 64:
-        _CACHE.clear()
-    _CACHE[key] = (weakref.ref(own), weakref.ref(dataset), codes, found)
+
+    def compute() -> tuple[np.ndarray, Vectors]:
+        codes, positions = support_rows(dataset, members[domain], domain, seed, draw, k)
+        definition = own.exact if own.exact is not None else own.queries
+        raw = prototypes(definition, positions, metric)
+        queries, gallery = prepare_vectors(raw, metric, center=center)
+        return codes, Vectors(queries, gallery, score_vectors(raw, metric, queries))
+
+    codes, found = _CACHE.once((own, dataset), (domain, k, draw, seed, metric), compute)
     return codes, found
 
 

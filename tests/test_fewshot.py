@@ -232,3 +232,23 @@ def test_the_prototype_cache_is_keyed_by_identity_not_by_a_reusable_id(monkeypat
     monkeypatch.setattr(fewshot, "id", lambda obj: 42, raising=False)
     run(*first)
     assert run(*second)["tasks"] == want["tasks"]
+
+
+def test_each_prototype_set_is_built_once_per_evaluation_even_after_many_evaluations(monkeypatch):
+    # The caches used to be cleared whole once they held 65 entries, dead ones included: the third
+    # ROPE-size evaluation in one process (60 prototype sets each) built nearly every set twice.
+    # Entries of data that died are dropped instead; each evaluation builds each (domain, shots,
+    # draw) set once, with the tasks built side by side (threads=2) too.
+    from ropebench import fewshot
+
+    built = []
+    original = fewshot.prototypes
+    monkeypatch.setattr(fewshot, "prototypes", lambda *args: built.append(1) or original(*args))
+    for seed in range(6):
+        built.clear()
+        emb, domains, products, ids = uneven_data(seed)
+        ropebench.evaluate(embeddings=emb, domains=domains, product_ids=products, item_ids=ids, fewshot=True,
+                           shots="1,2", draws=7, ci=False, threads=2)
+        assert len(built) == 3 * 2 * 7, seed  # V2P and L2P share P's prototypes, and so on
+        del emb
+    assert len(fewshot._CACHE.found) <= 3 * 2 * 7 + fewshot._CACHE.limit // 2
