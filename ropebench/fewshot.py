@@ -126,7 +126,7 @@ def _string_order(dataset: Dataset, rows: np.ndarray) -> np.ndarray:
         items = [str(i) for i in dataset.item_ids[rows].tolist()]
         return np.asarray(sorted(range(len(rows)), key=lambda i: (products[i], items[i])), dtype=np.int64)
 
-    return _ORDERS.once((dataset, rows), (), compute)  # type: ignore[no-any-return]
+    return _ORDERS.once((dataset, rows), (), compute)
 
 
 def _keys(dataset: Dataset, rows: np.ndarray, seed: int, draw: int, domain: str) -> np.ndarray:
