@@ -262,19 +262,26 @@ def _build(dataset: Dataset, members: Mapping[str, np.ndarray], vectors: Mapping
 register_task_type(TaskType("fewshot", (), _build, pattern=FEWSHOT_TASK))
 
 
-def draw_numbers(hits: FirstHits, products: np.ndarray, ties: str) -> tuple[np.ndarray, np.ndarray, float, float]:
+def draw_numbers(hits: FirstHits, products: np.ndarray, ties: str,
+                 groups: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, float, float]:
     """One draw's per-query ``acc`` and ``acc@5`` (fractions, scored queries) and its ``acc``,
-    ``acc_macro`` (mean over products of their queries' mean); ``products``: the scored queries' codes."""
+    ``acc_macro`` (mean over products of their queries' mean); ``products``: the scored queries' codes
+    (``groups``: :func:`product_groups` of them, where the caller has it: the draws of one task share it)."""
     from ropebench.measures import hit_probabilities
 
     probability = hit_probabilities(hits.a, hits.t, hits.p, FEWSHOT_KS, ties)
     acc, at5 = probability[:, 0], probability[:, 1]
     if not len(acc):
         return acc, at5, math.nan, math.nan
-    _, inverse = np.unique(products, return_inverse=True)
-    sums = np.bincount(inverse, weights=acc)
-    counts = np.bincount(inverse)
+    inverse, counts = groups if groups is not None else product_groups(products)
+    sums = np.bincount(inverse, weights=acc, minlength=len(counts))
     return acc, at5, math.fsum(acc.tolist()) / len(acc), math.fsum((sums / counts).tolist()) / len(counts)
+
+
+def product_groups(products: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's product among the distinct ``products`` and each product's query count."""
+    _, inverse, counts = np.unique(products, return_inverse=True, return_counts=True)
+    return inverse, counts
 
 
 def fewshot_section(spec: FewshotSpec, task_data: Mapping[str, TaskData], hits: Mapping[str, FirstHits],
@@ -289,12 +296,14 @@ def fewshot_section(spec: FewshotSpec, task_data: Mapping[str, TaskData], hits: 
         for k in spec.shots:
             name = f"{direction}/{k}-shot"
             per_draw, macro, acc_sum, at5_sum = [], [], None, None
-            scored = n_ways = None
+            scored = n_ways = groups = None
             for draw in range(spec.draws):
                 task = task_name(direction, k, draw, spec.seed)
                 h, data = hits[task], task_data[task]
+                if groups is None or scored is None or not np.array_equal(h.scored, scored):  # the same queries
+                    groups = product_groups(data.query_products[h.scored])
                 scored, n_ways = h.scored, len(data.gallery_products)
-                acc, at5, mean, mean_macro = draw_numbers(h, data.query_products[h.scored], ties)
+                acc, at5, mean, mean_macro = draw_numbers(h, data.query_products[h.scored], ties, groups)
                 acc_sum = acc if acc_sum is None else acc_sum + acc
                 at5_sum = at5 if at5_sum is None else at5_sum + at5
                 per_draw.append(mean)

@@ -175,7 +175,8 @@ class ColumnJudges:
             raise ValueError("ColumnJudges: the judges must share one (inexact) bound")
         self.judges, self.galleries = list(judges), list(galleries)
         self.q_norm = judges[0].q_norm
-        self.screen = np.stack([judge.screen for judge in judges])  # (J, n_queries)
+        # (J, n_queries); with ``best``, that array itself (below)
+        self.screen = best if best is not None else np.stack([judge.screen for judge in judges])
         self.extra = np.stack([judge.extra for judge in judges])
         sizes = [len(norm) for norm in norms]
         self.offset = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
