@@ -269,3 +269,33 @@ def test_the_kernels_combine_by_default_only_on_large_tasks(monkeypatch):
     assert plain is not None and fused is not None
     _same_hits(fused.hits, plain.hits, names)
     assert fused.counters["prototype_scores_formed"] < plain.counters["prototype_scores_formed"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), dim=st.sampled_from([1, 5, 16, 17, 128, 130]), n=st.integers(0, 40))
+def test_own_scores_sums_in_its_stated_order_within_the_band(seed, dim, n):
+    """The thresholds' compiled dot products: coordinate t into partial sum t mod 16, the tail after
+    them, then the partial sums in order, in float32 (the same bits on every CPU: no fastmath); within
+    γ_d Σ|x_i y_i| of the exact dot product, the band's accumulation term."""
+    from ropebench.engines.core.precision import U32, gamma
+    from ropebench.engines.kernels.fewshot import LANES, own_scores
+
+    rng = np.random.default_rng(seed)
+    queries = (rng.normal(size=(9, dim)) * 10.0 ** rng.uniform(-3, 3, (9, 1))).astype(np.float32)
+    gallery = (rng.normal(size=(4, dim)) * 10.0 ** rng.uniform(-3, 3, (4, 1))).astype(np.float32)
+    rows, own = rng.integers(0, 9, n), rng.integers(0, 4, n)
+    found = own_scores(queries, rows, gallery, own)
+    whole = dim - dim % LANES
+    for i in range(n):
+        a, b = queries[rows[i]], gallery[own[i]]
+        lanes = [np.float32(0)] * LANES
+        for t in range(whole):
+            lanes[t % LANES] = np.float32(lanes[t % LANES] + np.float32(a[t] * b[t]))
+        total = np.float32(0)
+        for t in range(whole, dim):
+            total = np.float32(total + np.float32(a[t] * b[t]))
+        for lane in lanes:
+            total = np.float32(total + lane)
+        assert found[i].tobytes() == total.tobytes()
+        exact = float(np.dot(a.astype(np.float64), b.astype(np.float64)))
+        assert abs(float(found[i]) - exact) <= gamma(dim + 1, U32) * float(np.abs(a.astype(np.float64) * b).sum())

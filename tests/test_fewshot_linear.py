@@ -217,12 +217,14 @@ def test_the_linear_screen_counts_as_the_per_task_path(metric, make, threads, fu
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(dim=st.sampled_from([1, 3, 16, 128, 600]), spread=st.floats(0, 5), metric=st.sampled_from(["cosine", "ip"]),
-       kind=st.sampled_from(["independent", "duplicates", "cancel"]), seed=st.integers(0, 2**32 - 1))
-def test_the_threshold_interval_holds_the_threshold(dim, spread, metric, kind, seed):
+       kind=st.sampled_from(["independent", "duplicates", "cancel"]), seed=st.integers(0, 2**32 - 1),
+       compiled=st.sampled_from([False, True] if kernels.available() else [False]))
+def test_the_threshold_interval_holds_the_threshold(dim, spread, metric, kind, seed, compiled):
     """T (the float64 score of a query's own prototype, by the definition) lies in the interval the
     linear screen knows it by before settling — the float32 screen ± the pair band — for queries and
-    prototypes with norms spread over 10^±spread, near-copies and nearly cancelling vectors; and
-    settling replaces the interval by T itself."""
+    prototypes with norms spread over 10^±spread, near-copies and nearly cancelling vectors, the
+    screen computed by numpy or by the compiled kernel (another order of the sum); and settling
+    replaces the interval by T itself."""
     rng = np.random.default_rng(seed)
     n = 12
     queries, _ = prepare_vectors(_supports(rng, dim, n, spread, kind), metric)
@@ -232,7 +234,7 @@ def test_the_threshold_interval_holds_the_threshold(dim, spread, metric, kind, s
 
     data = TaskData(queries=queries, gallery=gallery, query_products=np.arange(n) % 5,
                     gallery_products=np.arange(4), metric=metric)
-    found = fewshot_screen._Thresholds(data)
+    found = fewshot_screen._Thresholds(data, compiled=compiled)
     low, high = found.low.copy(), found.high.copy()
     scored = np.arange(n) % 5 < 4
     assert np.array_equal(np.isfinite(low), scored) and found.p.tolist() == scored.astype(int).tolist()

@@ -117,12 +117,14 @@ class _Thresholds:
     ``T`` itself. ``scored`` queries (own product among the ways) have ``p = 1``, as on the per-task
     path; the rest ``best = −inf``."""
 
-    def __init__(self, data: TaskData, gathered: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
-                 ) -> None:
+    def __init__(self, data: TaskData, gathered: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
+                 compiled: bool = False) -> None:
         """``gathered``: a list shared by tasks of one query set (used by one thread), in which the
         scored queries' rows are gathered once per distinct set of scored queries: the draws of one
         shot count score the same queries (the products with ``k`` supports), so of the 20 tasks of
-        a direction only the two shot counts gather (the same rows, the same dot products)."""
+        a direction only the two shot counts gather (the same rows, the same dot products).
+        ``compiled``: the dot products by the compiled kernel (:func:`~ropebench.engines.kernels.fewshot.own_scores`:
+        nothing gathered; another order of the same sum, within the same band)."""
         check_range(data)
         n_products = int(max(data.query_products.max(initial=-1), data.gallery_products.max(initial=-1))) + 1
         if np.bincount(data.gallery_products, minlength=n_products).max(initial=0) > 1 or data.intra:
@@ -138,13 +140,18 @@ class _Thresholds:
         high = np.full(len(self.own), -np.inf)
         if len(q):
             bound = task_bound(data)
-            rows, own = _gathered(data.queries, q, gathered), self.own[q]
-            # In batches of rows (each row's dot product is computed alone: the same bits), so that
-            # the gathered prototypes stay in cache: 2.7 times faster over the 120 tasks.
-            screened = np.concatenate([
-                np.einsum("ij,ij->i", rows[start:start + THRESHOLD_BATCH],
-                          data.gallery[own[start:start + THRESHOLD_BATCH]])
-                for start in range(0, len(q), THRESHOLD_BATCH)]).astype(np.float64)
+            if compiled:
+                from ropebench.engines.kernels.fewshot import own_scores
+
+                screened = own_scores(data.queries, q, data.gallery, self.own[q]).astype(np.float64)
+            else:
+                rows, own = _gathered(data.queries, q, gathered), self.own[q]
+                # In batches of rows (each row's dot product is computed alone: the same bits), so
+                # that the gathered prototypes stay in cache: 2.7 times faster over the 120 tasks.
+                screened = np.concatenate([
+                    np.einsum("ij,ij->i", rows[start:start + THRESHOLD_BATCH],
+                              data.gallery[own[start:start + THRESHOLD_BATCH]])
+                    for start in range(0, len(q), THRESHOLD_BATCH)]).astype(np.float64)
             width = pair_widths(bound, q_norm[q], g_norm[self.own[q]], screened)
             low[q] = np.nextafter(screened - width, -np.inf)
             high[q] = np.nextafter(screened + width, np.inf)
@@ -608,7 +615,7 @@ def _set_up(plan: _Plan, direction: tuple[str, str], task_data: Mapping[str, Tas
                                             [key[0] for key in named], ways)
     data = [task_data[name] for name in named.values()]
     gathered: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    mine = [_Thresholds(d, gathered) for d in data]
+    mine = [_Thresholds(d, gathered, compiled=fused) for d in data]
     dim = data[0].exact_queries.shape[1]
     # Every term of a combination is at most |x| |w| |y_i| (1 + c): refuse sums that could overflow.
     q_top = float(mine[0].q_norm.max(initial=0.0))
