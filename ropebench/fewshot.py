@@ -267,7 +267,7 @@ def draw_numbers(hits: FirstHits, products: np.ndarray, ties: str,
     """One draw's per-query ``acc`` and ``acc@5`` (fractions, scored queries) and its ``acc``,
     ``acc_macro`` (mean over products of their queries' mean); ``products``: the scored queries' codes
     (``groups``: :func:`product_groups` of them, where the caller has it: the draws of one task share it)."""
-    from ropebench.measures import hit_probabilities
+    from ropebench.measures import exact_sum, hit_probabilities
 
     probability = hit_probabilities(hits.a, hits.t, hits.p, FEWSHOT_KS, ties)
     acc, at5 = probability[:, 0], probability[:, 1]
@@ -275,7 +275,7 @@ def draw_numbers(hits: FirstHits, products: np.ndarray, ties: str,
         return acc, at5, math.nan, math.nan
     inverse, counts = groups if groups is not None else product_groups(products)
     sums = np.bincount(inverse, weights=acc, minlength=len(counts))
-    return acc, at5, math.fsum(acc.tolist()) / len(acc), math.fsum((sums / counts).tolist()) / len(counts)
+    return acc, at5, exact_sum(acc) / len(acc), exact_sum(sums / counts) / len(counts)
 
 
 def product_groups(products: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -289,6 +289,8 @@ def fewshot_section(spec: FewshotSpec, task_data: Mapping[str, TaskData], hits: 
                                         dict[str, np.ndarray]]:
     """The ``fewshot.tasks`` numbers (without ``ci``), per-query columns ``acc`` / ``acc@5`` in percent
     (averaged over draws) and the scored query positions, per reported task ``V2P/1-shot``."""
+    from ropebench.measures import exact_sum
+
     out: dict[str, dict[str, dict[str, Any]]] = {}
     columns: dict[str, dict[str, np.ndarray]] = {}
     scored_rows: dict[str, np.ndarray] = {}
@@ -317,9 +319,9 @@ def fewshot_section(spec: FewshotSpec, task_data: Mapping[str, TaskData], hits: 
             sd = float(np.std(100.0 * np.asarray(per_draw), ddof=1)) if spec.draws > 1 and n else None
             out.setdefault(direction, {})[f"{k}-shot"] = {
                 "n_queries": n, "n_skipped": int(len(scored) - n), "n_ways": int(n_ways or 0),
-                "acc": math.fsum(acc_col.tolist()) / n if n else None,
+                "acc": exact_sum(acc_col) / n if n else None,
                 "acc_macro": 100.0 * math.fsum(macro) / len(macro) if n else None,
-                "acc@5": math.fsum(at5_col.tolist()) / n if n else None,
+                "acc@5": exact_sum(at5_col) / n if n else None,
                 "sd": sd,
             }
     return out, columns, scored_rows

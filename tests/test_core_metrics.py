@@ -316,3 +316,21 @@ def test_k_beyond_int64_gives_the_numbers_of_any_k_past_the_gallery(ties):
     assert count_tied(a, t, (1, big)) == count_tied(a, t, (1, 10))
     task = run(TIE_EMB, TIE_DOM, TIE_PROD, ks=(1, big), tasks="P2V", ties=ties).tasks["P2V"]
     assert task[f"R@{big}"] == 100.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.one_of(st.sampled_from([0.0, 1.0, 0.5, 1 / 3, 100.0, 1e-300]),
+                                 st.floats(-1e300, 1e300, allow_nan=False)), max_size=300),
+       seed=st.integers(0, 2**32 - 1))
+def test_exact_sum_is_fsum_whatever_the_order(values, seed):
+    """The means' exact sum counts the 0s and 1s instead of listing them: math.fsum's value, bit
+    for bit, in any order of the values."""
+    import math
+
+    from ropebench.measures import exact_sum
+
+    array = np.array(values, dtype=np.float64)
+    want = math.fsum(values)
+    assert exact_sum(array) == want or (math.isnan(want) and math.isnan(exact_sum(array)))
+    shuffled = np.random.default_rng(seed).permutation(array)
+    assert np.float64(exact_sum(shuffled)).tobytes() == np.float64(exact_sum(array)).tobytes()
