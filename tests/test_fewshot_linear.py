@@ -491,3 +491,29 @@ def test_supports_that_cancel_to_subnormals_send_few_shot_to_the_per_task_path()
     names, task_data, columns = _tasks(emb, domains, products, ids, "cosine", shots=(1, 2), draws=2)
     assert linear_applies(task_data, columns)
     assert linear_search(task_data, columns, max_k=5, settings=LinearSettings(rows=1, columns=1)) is None
+
+
+def test_each_domain_is_laid_out_once_for_the_two_pairs_it_is_in(monkeypatch):
+    """P is the rows of (P, V) and (P, L), V the columns of (P, V) and the rows of (V, L): each
+    domain's side (order, tiles, vectors in that order) is built once, whichever task's codes
+    array describes it, and the counts are those of sides built per pair."""
+    emb, domains, products, ids = uneven_data(4)
+    names, task_data, columns = _tasks(emb, domains, products, ids, "cosine", shots=(1, 2), draws=2)
+    built = []
+    side = fewshot_screen._Side
+
+    def counted(*args, **kwargs):
+        built.append(1)
+        return side(*args, **kwargs)
+
+    settings = LinearSettings(rows=16, columns=16, fused=False)
+    monkeypatch.setattr(fewshot_screen, "_Side", counted)
+    shared = linear_search(task_data, columns, max_k=5, settings=settings)
+    assert len(built) == 3
+    monkeypatch.setattr(fewshot_screen._Plan, "of", staticmethod(
+        lambda *args, of=fewshot_screen._Plan.of: of(*args[:5])))  # no sharing: a side per pair and role
+    built.clear()
+    alone = linear_search(task_data, columns, max_k=5, settings=settings)
+    assert len(built) == 6
+    assert shared is not None and alone is not None
+    _same_hits(shared.hits, alone.hits, names)

@@ -500,7 +500,7 @@ def linear_search(task_data: Mapping[str, TaskData], columns: Mapping[str, Suppo
                 pairs.append((x, y))
         scores = sum(len(data.queries) * len(data.gallery) for data in task_data.values())
         fused = kernels.chosen(settings.fused, scores, FUSED_SCORES, "the few-shot kernels")
-        sides: dict[tuple[int, int, int], _Side] = {}  # a domain is the rows of one pair, the columns of another
+        sides: dict[tuple[int, int], tuple[np.ndarray, _Side]] = {}  # a domain: rows of one pair, columns of another
         plans = [_Plan.of(x, y, task_data, columns, settings, sides) for x, y in pairs]
         # Every direction's set-up (thresholds, weights, tables, judges) on the workers, side by
         # side: the six are independent, and run one after another they were the search's largest
@@ -589,9 +589,9 @@ class _Plan:
 
     @staticmethod
     def of(x: str, y: str, task_data: Mapping[str, TaskData], columns: Mapping[str, SupportColumn],
-           settings: LinearSettings, sides: dict[tuple[int, int, int], _Side] | None = None) -> _Plan:
-        """``sides``: the sides already built (by the identity of their vectors and codes, and the
-        tile), shared by the pairs: each domain is built once, not once per pair it is in."""
+           settings: LinearSettings, sides: dict[tuple[int, int], tuple[np.ndarray, _Side]] | None = None) -> _Plan:
+        """``sides``: the sides already built (by the identity of their vectors and the tile, with
+        their codes), shared by the pairs: each domain is built once, not once per pair it is in."""
         tasks = {(a, b): {c.column: n for n, c in sorted(columns.items()) if (c.query_set, c.support_set) == (a, b)}
                  for a, b in ((x, y), (y, x))}
         tasks = {d: dict(sorted(found.items())) for d, found in tasks.items()}
@@ -599,10 +599,11 @@ class _Plan:
         found = {} if sides is None else sides
 
         def side(data: TaskData, tile: int) -> _Side:
-            key = (id(data.queries), id(data.query_products), tile)  # the arrays stay alive meanwhile
-            if key not in found:
-                found[key] = _Side(data.queries, data.query_products, tile)
-            return found[key]
+            key = (id(data.queries), tile)  # the arrays stay alive meanwhile
+            hit = found.get(key)
+            if hit is None or not np.array_equal(hit[0], data.query_products):  # each task has its own codes array
+                hit = found[key] = (data.query_products, _Side(data.queries, data.query_products, tile))
+            return hit[1]
 
         return _Plan(x, y, tasks, side(first[(x, y)], settings.rows), side(first[(y, x)], settings.columns), {})
 
