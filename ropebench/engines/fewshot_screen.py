@@ -118,13 +118,16 @@ class _Thresholds:
     path; the rest ``best = −inf``."""
 
     def __init__(self, data: TaskData, gathered: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
-                 compiled: bool = False) -> None:
+                 compiled: bool = False, into: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+                 ) -> None:
         """``gathered``: a list shared by tasks of one query set (used by one thread), in which the
         scored queries' rows are gathered once per distinct set of scored queries: the draws of one
         shot count score the same queries (the products with ``k`` supports), so of the 20 tasks of
         a direction only the two shot counts gather (the same rows, the same dot products).
         ``compiled``: the dot products by the compiled kernel (:func:`~ropebench.engines.kernels.fewshot.own_scores`:
-        nothing gathered; another order of the same sum, within the same band)."""
+        nothing gathered; another order of the same sum, within the same band). ``into``: the arrays
+        ``low``, ``high``, ``known`` and ``own`` are written to (rows of a direction's ``(J, n)``
+        arrays: filled in place, not stacked from copies)."""
         check_range(data)
         n_products = int(max(data.query_products.max(initial=-1), data.gallery_products.max(initial=-1))) + 1
         if np.bincount(data.gallery_products, minlength=n_products).max(initial=0) > 1 or data.intra:
@@ -132,12 +135,16 @@ class _Thresholds:
         where = np.full(n_products, -1, dtype=np.int64)
         where[data.gallery_products] = np.arange(len(data.gallery_products))
         self.data = data
-        self.own = where[data.query_products]  # each query's relevant prototype (−1: none)
+        n = len(data.query_products)
+        low, high, known, own_of = into if into is not None else (
+            np.empty(n), np.empty(n), np.empty(n, dtype=bool), np.empty(n, dtype=np.int64))
+        np.take(where, data.query_products, out=own_of)
+        self.own = own_of  # each query's relevant prototype (−1: none)
         q = np.flatnonzero(self.own >= 0)
         q_norm, g_norm = data.screen_norms
         self.q_norm = q_norm
-        low = np.full(len(self.own), -np.inf)
-        high = np.full(len(self.own), -np.inf)
+        low.fill(-np.inf)
+        high.fill(-np.inf)
         if len(q):
             bound = task_bound(data)
             if compiled:
@@ -156,7 +163,7 @@ class _Thresholds:
             low[q] = np.nextafter(screened - width, -np.inf)
             high[q] = np.nextafter(screened + width, np.inf)
         self.low, self.high = low, high
-        self.known = self.own < 0  # T settled (or none to settle)
+        self.known = np.less(self.own, 0, out=known)  # T settled (or none to settle)
         self.p = (self.own >= 0).astype(np.int64)
         self.settled = 0
 
@@ -384,6 +391,33 @@ def at_or_above(values: np.ndarray, cut: np.ndarray) -> np.ndarray:
 
 
 _BUFFERS = threading.local()
+
+
+def _reused(name: str, shape: tuple[int, int], dtype: type) -> np.ndarray:
+    """This thread's buffer ``name`` as an array of ``shape`` (contents undefined), valid until the
+    thread's next tile asks for it: a tile's scores (16 MiB) and counts (a few hundred KiB), fresh
+    per tile, were mapped and faulted in anew by the allocator (about 400,000 page faults and 1 s of
+    system time in the first few-shot evaluation of a process at ROPE size)."""
+    size = shape[0] * shape[1]
+    buffer = getattr(_BUFFERS, name, None)
+    if buffer is None or buffer.size < size:
+        buffer = np.empty(size, dtype=dtype)
+        setattr(_BUFFERS, name, buffer)
+    return buffer[:size].reshape(shape)
+
+
+def _tile_scores(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """``left · rightᵀ`` in this thread's reused tile buffer (:func:`_reused`)."""
+    scores = _reused("tile", (len(left), len(right)), np.float32)
+    np.matmul(left, right.T, out=scores)
+    return scores
+
+
+def _zeros(name: str, shape: tuple[int, int]) -> np.ndarray:
+    """Zeroed int64 counts in this thread's reused buffer ``name`` (:func:`_reused`)."""
+    counts = _reused(name, shape, np.int64)
+    counts.fill(0)
+    return counts
 TileHook = Callable[[str, str, np.ndarray, np.ndarray, np.ndarray], None]
 
 
@@ -625,7 +659,13 @@ def _set_up(plan: _Plan, direction: tuple[str, str], task_data: Mapping[str, Tas
                                             [key[0] for key in named], ways)
     data = [task_data[name] for name in named.values()]
     gathered: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    mine = [_Thresholds(d, gathered, compiled=fused) for d in data]
+    # The columns' threshold intervals in one (J, n) array each, settled in place: the judges'
+    # ``best`` (and ColumnJudges' stacked screen) are rows of ``low``.
+    n_rows = (len(data), len(data[0].query_products))
+    low, high = np.empty(n_rows), np.empty(n_rows)
+    known, own = np.empty(n_rows, dtype=bool), np.empty(n_rows, dtype=np.int64)
+    mine = [_Thresholds(d, gathered, compiled=fused, into=(low[j], high[j], known[j], own[j]))
+            for j, d in enumerate(data)]
     dim = data[0].exact_queries.shape[1]
     # Every term of a combination is at most |x| |w| |y_i| (1 + c): refuse sums that could overflow.
     q_top = float(mine[0].q_norm.max(initial=0.0))
@@ -633,12 +673,6 @@ def _set_up(plan: _Plan, direction: tuple[str, str], task_data: Mapping[str, Tas
     if q_top * weight_max * y_top * int(support_side.sizes.max(initial=1)) > 1e37:
         raise _Unbounded
     bound = combination_bound(dim, weight_max, int(support_side.sizes.max(initial=1)))
-    # The columns' threshold intervals in one (J, n) array each, settled in place: the judges'
-    # ``best`` (and ColumnJudges' stacked screen) are rows of ``low``.
-    low, high = np.stack([t.low for t in mine]), np.stack([t.high for t in mine])
-    known, own = np.stack([t.known for t in mine]), np.stack([t.own for t in mine])
-    for j, t in enumerate(mine):
-        t.low, t.high, t.known = low[j], high[j], known[j]
     judges = [Judge(d.metric, bound, d.exact_queries, t.q_norm, None, t.low, t.p, 0)
               for t, d in zip(mine, data, strict=True)]
     n_q, n_columns = len(query_side.codes), len(named)
@@ -731,13 +765,13 @@ def _pair(plan: _Plan, max_k: int | None, fused: bool, pool: ThreadPoolExecutor 
     def run_tile(tile: tuple[int, int]) -> None:
         i, j = tile
         r0, r1, c0, c1 = (int(rows.edges[i]), int(rows.edges[i + 1]), int(cols.edges[j]), int(cols.edges[j + 1]))
-        scores = rows.items[r0:r1] @ cols.items[c0:c1].T
+        scores = _tile_scores(rows.items[r0:r1], cols.items[c0:c1])
         if tile_hook is not None:
             tile_hook(x, y, rows.order[r0:r1], cols.order[c0:c1], scores)
         found = []
         formed = 0
-        counts_forward = np.zeros((r1 - r0, n_columns), dtype=np.int64)
-        counts_backward = np.zeros((n_columns, c1 - c0), dtype=np.int64)
+        counts_forward = _zeros("forward", (r1 - r0, n_columns))
+        counts_backward = _zeros("backward", (n_columns, c1 - c0))
         # X2Y: each Y product's scores (its columns) combined into its prototypes' (products, rows, J).
         for p0, s0, (n_p, size) in _chunks(cols.runs(c0, c1), (r1 - r0) * n_columns):
             s1 = s0 + n_p * size
@@ -773,17 +807,17 @@ def _pair(plan: _Plan, max_k: int | None, fused: bool, pool: ThreadPoolExecutor 
     def run_tile_fused(tile: tuple[int, int]) -> None:
         i, j = tile
         r0, r1, c0, c1 = (int(rows.edges[i]), int(rows.edges[i + 1]), int(cols.edges[j]), int(cols.edges[j + 1]))
-        scores = rows.items[r0:r1] @ inter_items[c0:c1].T
+        scores = _tile_scores(rows.items[r0:r1], inter_items[c0:c1])
         at = tile_at[j]  # the side position of each of the tile's columns
         if tile_hook is not None:
             tile_hook(x, y, rows.order[r0:r1], cols.order[at], scores)
-        counts_forward = np.zeros((r1 - r0, n_columns), dtype=np.int64)
+        counts_forward = _zeros("forward", (r1 - r0, n_columns))
         formed = np.zeros(1, dtype=np.int64)
         product, query, column, values = fewshot_fused.run_rows(
             scores, inter.runs[j], kernel_tables[y], rows.codes[r0:r1], forward.lo[r0:r1], forward.hi[r0:r1],
             counts_forward, formed)
         found = [(forward, product, r0 + query, column, values, cols, rows)]
-        interleaved = np.zeros((n_columns, c1 - c0), dtype=np.int64)
+        interleaved = _zeros("backward", (n_columns, c1 - c0))
         product, query, column, values = fewshot_fused.run_columns(
             scores, tile_rows[i], kernel_tables[x], tile_codes[j], backward.lo[:, at], backward.hi[:, at], interleaved,
             formed)
