@@ -181,9 +181,9 @@ def prototypes(definition: np.ndarray, positions: np.ndarray, metric: str) -> np
         return np.zeros((0, definition.shape[1]), dtype=np.float32)
     # Summed in support order (smallest key first), one support at a time, then divided by k; the
     # norm with the protocol's fixed pairwise order: every step is defined, so anyone gets the bits.
-    total = np.zeros((len(positions), definition.shape[1]), dtype=np.float64)
-    for i in range(positions.shape[1]):
-        total += definition[positions[:, i]].astype(np.float64)
+    total = definition[positions[:, 0]].astype(np.float64)  # 0 + y exactly: y
+    for i in range(1, positions.shape[1]):
+        np.add(total, definition[positions[:, i]], out=total)  # float32 widened exactly, as astype does
     mean = total / positions.shape[1]
     if metric == "cosine":
         norm = np.sqrt(tree_sum(mean * mean))
