@@ -80,25 +80,32 @@ class _Memo:
 
     def once(self, owners: tuple[Any, ...], key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
         """The value stored for ``owners`` (the very objects) and ``key``, computed by ``compute``
-        and stored where there is none: once, also when two threads ask for it at the same time."""
+        and stored where there is none: once, also when two threads ask for it at the same time.
+        Owners that cannot be weakly referenced (a list of rows, say) get their value computed,
+        not stored."""
+        try:
+            refs = tuple(weakref.ref(owner) for owner in owners)
+        except TypeError:
+            return compute()
         full = (*(id(owner) for owner in owners), *key)
         found = self._get(full, owners)
         if found is not None:
             return found
         with self.lock:
             gate = self.gates.setdefault(full, threading.Lock())
-        with gate:
-            found = self._get(full, owners)
-            if found is None:
-                found = compute()
-                refs = tuple(weakref.ref(owner) for owner in owners)
-                with self.lock:
-                    self.found = {k: v for k, v in self.found.items() if all(ref() is not None for ref in v[0])}
-                    while len(self.found) >= self.limit:
-                        del self.found[next(iter(self.found))]
-                    self.found[full] = (refs, found)
-        with self.lock:
-            self.gates.pop(full, None)
+        try:
+            with gate:
+                found = self._get(full, owners)
+                if found is None:
+                    found = compute()
+                    with self.lock:
+                        self.found = {k: v for k, v in self.found.items() if all(r() is not None for r in v[0])}
+                        while len(self.found) >= self.limit:
+                            del self.found[next(iter(self.found))]
+                        self.found[full] = (refs, found)
+        finally:
+            with self.lock:
+                self.gates.pop(full, None)
         return found
 
     def _get(self, full: tuple[Any, ...], owners: tuple[Any, ...]) -> Any:
@@ -181,7 +188,8 @@ def prototypes(definition: np.ndarray, positions: np.ndarray, metric: str) -> np
         return np.zeros((0, definition.shape[1]), dtype=np.float32)
     # Summed in support order (smallest key first), one support at a time, then divided by k; the
     # norm with the protocol's fixed pairwise order: every step is defined, so anyone gets the bits.
-    total = definition[positions[:, 0]].astype(np.float64)  # 0 + y exactly: y
+    total = definition[positions[:, 0]].astype(np.float64)
+    total += 0.0  # 0 + y: y, and -0.0 becomes +0.0, as summing from zeros made it
     for i in range(1, positions.shape[1]):
         np.add(total, definition[positions[:, i]], out=total)  # float32 widened exactly, as astype does
     mean = total / positions.shape[1]

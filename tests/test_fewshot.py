@@ -252,3 +252,28 @@ def test_each_prototype_set_is_built_once_per_evaluation_even_after_many_evaluat
         assert len(built) == 3 * 2 * 7, seed  # V2P and L2P share P's prototypes, and so on
         del emb
     assert len(fewshot._CACHE.found) <= 3 * 2 * 7 + fewshot._CACHE.limit // 2
+
+
+def test_a_prototype_coordinate_of_negative_zeros_is_positive_zero():
+    # The protocol's sum starts from zeros: 0 + (-0.0) is +0.0, so a coordinate that is -0.0 in
+    # every support is +0.0 in the prototype (k = 1 included), under ip and cosine alike.
+    from ropebench.fewshot import prototypes
+
+    supports = np.array([[-0.0, 1.0], [-0.0, 2.0], [3.0, -0.0]], dtype=np.float32)
+    for metric in ("ip", "cosine"):
+        for positions in (np.array([[0]]), np.array([[0, 1]])):
+            found = prototypes(supports, positions, metric)
+            assert not np.signbit(found[0, 0]), (metric, positions.tolist())
+
+
+def test_supports_of_rows_given_as_a_list_are_those_of_the_array():
+    # The caches keep weak references to their owners; rows that cannot be weakly referenced (a
+    # list) are computed, not cached, with the same supports.
+    from ropebench import fewshot
+
+    emb, domains, products, ids = uneven_data(5)
+    dataset = ropebench.validate(embeddings=emb, domains=domains, product_ids=products, item_ids=ids)
+    rows = dataset.members("V")
+    as_array = fewshot.support_rows(dataset, rows, "V", 0, 3, 2)
+    as_list = fewshot.support_rows(dataset, rows.tolist(), "V", 0, 3, 2)
+    assert all(np.array_equal(a, b) for a, b in zip(as_array, as_list, strict=True))
