@@ -277,3 +277,39 @@ def test_supports_of_rows_given_as_a_list_are_those_of_the_array():
     as_array = fewshot.support_rows(dataset, rows, "V", 0, 3, 2)
     as_list = fewshot.support_rows(dataset, rows.tolist(), "V", 0, 3, 2)
     assert all(np.array_equal(a, b) for a, b in zip(as_array, as_list, strict=True))
+
+
+def test_the_few_shot_cache_computes_once_for_two_threads_and_forgets_a_failure():
+    # Two threads asking for one value at the same time: the second waits for the first's value
+    # instead of computing it again. A computation that raises stores nothing and leaves no gate
+    # behind: the next call computes.
+    import threading
+
+    from ropebench.fewshot import _Memo
+
+    memo, owner = _Memo(4), np.arange(3)
+    started, release, calls, found = threading.Event(), threading.Event(), [], []
+
+    def slow() -> str:
+        calls.append(1)
+        started.set()
+        release.wait(5)
+        return "value"
+
+    first = threading.Thread(target=lambda: found.append(memo.once((owner,), ("k",), slow)))
+    first.start()
+    started.wait(5)
+    second = threading.Thread(target=lambda: found.append(memo.once((owner,), ("k",), slow)))
+    second.start()
+    second.join(0.3)  # long enough to reach the gate (without one it would compute meanwhile)
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert found == ["value", "value"] and len(calls) == 1
+
+    def fails() -> str:
+        raise RuntimeError("no value")
+
+    with pytest.raises(RuntimeError):
+        memo.once((owner,), ("other",), fails)
+    assert not memo.gates and memo.once((owner,), ("other",), lambda: "later") == "later"
