@@ -310,7 +310,7 @@ def fewshot_section(spec: FewshotSpec, task_data: Mapping[str, TaskData], hits: 
             for draw in range(spec.draws):
                 task = task_name(direction, k, draw, spec.seed)
                 h, data = hits[task], task_data[task]
-                if groups is None or scored is None or not np.array_equal(h.scored, scored):  # the same queries
+                if scored is None or not np.array_equal(h.scored, scored):  # the draws score the same queries
                     groups = product_groups(data.query_products[h.scored])
                 scored, n_ways = h.scored, len(data.gallery_products)
                 acc, at5, mean, mean_macro = draw_numbers(h, data.query_products[h.scored], ties, groups)

@@ -29,6 +29,7 @@ engines keep the per-task path.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -381,11 +382,8 @@ def _chunks(runs: list[tuple[int, int, int, int, int]], per_product: int
 
 def at_or_above(values: np.ndarray, cut: np.ndarray) -> np.ndarray:
     """Flat indices of ``values >= cut`` (broadcast); ``values`` is at most one :data:`CHUNK`, so
-    the mask is one reused per-thread buffer."""
-    mask = getattr(_BUFFERS, "mask", None)
-    if mask is None or mask.size < values.size:
-        mask = _BUFFERS.mask = np.empty(max(values.size, CHUNK), dtype=bool)
-    view = mask[:values.size].reshape(values.shape)
+    the mask is one reused per-thread buffer (:func:`_reused`)."""
+    view = _reused("mask", values.shape, np.bool_, least=CHUNK)
     np.greater_equal(values, cut, out=view)
     return np.flatnonzero(view)
 
@@ -393,15 +391,16 @@ def at_or_above(values: np.ndarray, cut: np.ndarray) -> np.ndarray:
 _BUFFERS = threading.local()
 
 
-def _reused(name: str, shape: tuple[int, int], dtype: type) -> np.ndarray:
-    """This thread's buffer ``name`` as an array of ``shape`` (contents undefined), valid until the
-    thread's next tile asks for it: a tile's scores (16 MiB) and counts (a few hundred KiB), fresh
-    per tile, were mapped and faulted in anew by the allocator (about 400,000 page faults and 1 s of
-    system time in the first few-shot evaluation of a process at ROPE size)."""
-    size = shape[0] * shape[1]
+def _reused(name: str, shape: tuple[int, ...], dtype: type, least: int = 0) -> np.ndarray:
+    """This thread's buffer ``name`` (at least ``least`` elements) as an array of ``shape``
+    (contents undefined), valid until the thread asks for ``name`` again: a tile's scores (16 MiB),
+    counts (a few hundred KiB) and masks, fresh per tile, were mapped and faulted in anew by the
+    allocator (about 400,000 page faults and 1 s of system time in the first few-shot evaluation of
+    a process at ROPE size)."""
+    size = math.prod(shape)
     buffer = getattr(_BUFFERS, name, None)
     if buffer is None or buffer.size < size:
-        buffer = np.empty(size, dtype=dtype)
+        buffer = np.empty(max(size, least), dtype=dtype)
         setattr(_BUFFERS, name, buffer)
     return buffer[:size].reshape(shape)
 
@@ -418,6 +417,8 @@ def _zeros(name: str, shape: tuple[int, int]) -> np.ndarray:
     counts = _reused(name, shape, np.int64)
     counts.fill(0)
     return counts
+
+
 TileHook = Callable[[str, str, np.ndarray, np.ndarray, np.ndarray], None]
 
 
